@@ -1,0 +1,14 @@
+//! Wire protocol shared by the PenguinDome agent and server: the signed
+//! envelope, OpenPGP keys, and the request and response bodies.
+
+pub mod agent_config;
+pub mod envelope;
+pub mod keys;
+pub mod wire;
+
+pub use envelope::{Envelope, EnvelopeError, Freshness, SERVER_SENDER, SIGNATURE_HEADER, Signed};
+pub use keys::{DetachedSignature, KeyError, PublicKey, SecretKey, SignatureError};
+pub use wire::{API_PREFIX, paths};
+
+#[cfg(feature = "logging")]
+pub mod logging;

@@ -1,0 +1,160 @@
+//! Request and response bodies exchanged under `/penguindome/v1/`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Path prefix of every endpoint.
+pub const API_PREFIX: &str = "/penguindome/v1";
+
+/// Endpoint paths, relative to the server URL.
+pub mod paths {
+    /// Enroll a new client key (self-signed, with the enrollment credential).
+    pub const ENROLL: &str = "/penguindome/v1/enroll";
+    /// Submit one collected report.
+    pub const SUBMIT: &str = "/penguindome/v1/submit";
+    /// Ask for releases, patches and commands; the answer is server-signed.
+    pub const UPDATE: &str = "/penguindome/v1/update";
+    /// Confirm that a patch was applied.
+    pub const ACKNOWLEDGE_PATCH: &str = "/penguindome/v1/acknowledge_patch";
+    /// Unsigned liveness and store health.
+    pub const HEALTH: &str = "/penguindome/v1/health";
+}
+
+/// Checks that a client id is a machine id: 32 lower-case hex characters.
+pub fn is_valid_client_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// One collection: what every collector found, at one moment.
+///
+/// `P` is the type of one collector's output: `serde_json::Value` on the
+/// agent; the server reads it as raw JSON text to avoid rebuilding trees.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report<P = serde_json::Value> {
+    /// Random id of this collection, to recognise a re-delivery.
+    pub report_id: String,
+    /// Host name at collection time (data, not identity).
+    pub hostname: String,
+    /// When the collection finished.
+    #[serde(with = "crate::envelope::utc")]
+    pub collected_at: DateTime<Utc>,
+    /// Version of the agent that collected it.
+    pub agent_version: String,
+    /// Output of each collector, by collector name.
+    pub plugins: BTreeMap<String, P>,
+}
+
+/// Body of an enrollment request, signed by the new key itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EnrollRequest {
+    /// The machine id the client claims.
+    pub machine_id: String,
+    /// Its host name.
+    pub hostname: String,
+    /// Its new public certificate, armored.
+    pub public_key: String,
+    /// The site's enrollment credential from agent.toml.
+    pub credential: String,
+    /// Agent version.
+    pub agent_version: String,
+}
+
+/// What the server says to an accepted enrollment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EnrollResponse {
+    /// The id the client is known by from now on.
+    pub client_id: String,
+    /// Fingerprint of the enrolled key.
+    pub fingerprint: String,
+    /// `enrolled`, or `already-enrolled` when the same key enrolled before.
+    pub status: String,
+}
+
+/// Body of an update request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UpdateRequest {
+    /// Host name, for the server's records.
+    pub hostname: String,
+    /// Agent version running now.
+    pub agent_version: String,
+}
+
+/// The server-signed answer to an update request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UpdateResponse {
+    /// `current` when there is nothing to do.
+    pub status: String,
+    /// Server time, so the agent can warn about clock skew.
+    #[serde(with = "crate::envelope::utc")]
+    pub server_time: DateTime<Utc>,
+    /// Patches queued for this client.
+    #[serde(default)]
+    pub patches: Vec<Patch>,
+}
+
+/// A set of files to write on the client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Patch {
+    /// Patch id, echoed in the acknowledgement.
+    pub id: String,
+    /// The files.
+    pub files: Vec<PatchFile>,
+}
+
+/// One file of a patch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PatchFile {
+    /// Path relative to the agent's directory.
+    pub path: String,
+    /// Unix mode; 0 deletes the file.
+    pub mode: u32,
+    /// Content, base64.
+    pub content: String,
+}
+
+/// Body of a patch acknowledgement.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AcknowledgePatch {
+    /// The patch applied.
+    pub patch_id: String,
+}
+
+/// The plain JSON answer to a submission or acknowledgement.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Ack {
+    /// `ok`, or `duplicate` when the report was already stored.
+    pub status: String,
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiError {
+    /// Stable machine-readable code, e.g. `bad_signature`.
+    pub code: String,
+    /// What failed and what to do about it.
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_are_machine_ids() {
+        assert!(is_valid_client_id("0123456789abcdef0123456789abcdef"));
+        assert!(!is_valid_client_id("0123456789ABCDEF0123456789abcdef"));
+        assert!(!is_valid_client_id("0123456789abcdef"));
+        assert!(!is_valid_client_id("../../etc/passwd0123456789abcdef"));
+    }
+
+    #[test]
+    fn report_reads_plugins_as_raw_json() {
+        let text = r#"{"report_id":"r","hostname":"h","collected_at":"2026-01-01T00:00:00Z",
+            "agent_version":"1","plugins":{"a":{"x":[1,2]},"b":"unknown"}}"#;
+        let r: Report<Box<serde_json::value::RawValue>> = serde_json::from_str(text).unwrap();
+        assert_eq!(r.plugins["a"].get(), r#"{"x":[1,2]}"#);
+        assert_eq!(r.plugins["b"].get(), r#""unknown""#);
+    }
+}

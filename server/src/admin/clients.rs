@@ -1,0 +1,192 @@
+//! `pdome-admin clients`: list, show, history, revoke, reenroll.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use comfy_table::{Table, presets::NOTHING};
+
+use crate::store::{AuditRecord, ClientSummary, Store};
+
+/// `pdome-admin clients …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientsCommand {
+    /// List every client.
+    List {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show everything stored about one client.
+    Show {
+        /// Client id (machine id) or host name.
+        client: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a client's audit trail, oldest first.
+    History {
+        /// Client id or host name.
+        client: String,
+        /// Show at most this many of the newest records.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse the client's key from its next request on.
+    Revoke {
+        /// Client id or host name.
+        client: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a reinstalled or revoked client enroll a new key once.
+    Reenroll {
+        /// Client id or host name.
+        client: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn when(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+fn opt_when(t: &Option<DateTime<Utc>>) -> String {
+    t.as_ref().map(when).unwrap_or_else(|| "-".into())
+}
+
+fn table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t
+}
+
+fn status(c: &ClientSummary) -> &'static str {
+    if c.revoked_at.is_some() { "revoked" } else { "active" }
+}
+
+/// Runs a clients subcommand against the store; prints to stdout.
+pub async fn run(store: &dyn Store, cmd: ClientsCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClientsCommand::List { json } => {
+            let clients = store.list_clients().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&clients)?);
+                return Ok(());
+            }
+            if clients.is_empty() {
+                println!("No clients have enrolled yet.");
+                return Ok(());
+            }
+            let mut t = table();
+            t.set_header(["CLIENT ID", "HOSTNAME", "LAST SEEN (UTC)", "COLLECTED (UTC)", "ADDRESS", "STATUS"]);
+            for c in &clients {
+                t.add_row([
+                    c.client_id.clone(),
+                    c.hostname.clone(),
+                    when(&c.last_seen_at),
+                    opt_when(&c.collected_at),
+                    c.last_address.clone(),
+                    status(c).into(),
+                ]);
+            }
+            println!("{t}");
+        }
+        ClientsCommand::Show { client, json } => {
+            let id = store.resolve_client(&client).await?;
+            let doc = store
+                .get_client(&id)
+                .await?
+                .with_context(|| format!("client {id} disappeared while reading it"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(());
+            }
+            let s = &doc.summary;
+            let mut t = table();
+            t.add_row(["client id", s.client_id.as_str()]);
+            t.add_row(["hostname", s.hostname.as_str()]);
+            t.add_row(["status", status(s)]);
+            t.add_row(["enrolled", &when(&doc.enrolled_at)]);
+            t.add_row(["first seen", &when(&s.first_seen_at)]);
+            t.add_row(["last seen", &format!("{} from {} ({})", when(&s.last_seen_at), s.last_address, s.last_listener)]);
+            t.add_row(["collected", &opt_when(&s.collected_at)]);
+            t.add_row(["submitted", &opt_when(&doc.submitted_at)]);
+            t.add_row(["agent version", doc.agent_version.as_deref().unwrap_or("-")]);
+            for k in &doc.keys {
+                let state = match &k.revoked_at {
+                    Some(r) => format!("revoked {}", when(r)),
+                    None => "active".into(),
+                };
+                t.add_row(["key", &format!("{} ({state})", k.fingerprint)]);
+            }
+            println!("{t}");
+            for (name, value) in &doc.plugins {
+                println!("\n[{name}]\n{}", serde_json::to_string_pretty(value)?);
+            }
+        }
+        ClientsCommand::History { client, limit, json } => {
+            let id = store.resolve_client(&client).await?;
+            let records = store.audit_trail(&id, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+                return Ok(());
+            }
+            print_history(&records);
+        }
+        ClientsCommand::Revoke { client, json } => {
+            let id = store.resolve_client(&client).await?;
+            let changed = store.revoke_client(&id, Utc::now()).await?;
+            if json {
+                println!("{}", serde_json::json!({"client_id": id, "revoked": true, "changed": changed}));
+            } else if changed {
+                println!("Revoked client {id}: the server refuses its key from the next request on.");
+            } else {
+                println!("Client {id} was already revoked.");
+            }
+        }
+        ClientsCommand::Reenroll { client, json } => {
+            let id = store.resolve_client(&client).await?;
+            store.allow_reenroll(&id).await?;
+            if json {
+                println!("{}", serde_json::json!({"client_id": id, "reenroll_allowed": true}));
+            } else {
+                println!("Client {id} may enroll a new key once; its current key is revoked when it does.");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_history(records: &[AuditRecord]) {
+    if records.is_empty() {
+        println!("No changes recorded.");
+        return;
+    }
+    let show = |v: &Option<serde_json::Value>| {
+        let s = v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        if s.chars().count() > 60 {
+            format!("{}…", s.chars().take(59).collect::<String>())
+        } else {
+            s
+        }
+    };
+    let mut t = table();
+    t.set_header(["RECORDED (UTC)", "HOSTNAME", "FIELD", "ACTION", "OLD", "NEW"]);
+    for r in records {
+        t.add_row([
+            when(&r.recorded_at),
+            r.hostname.clone(),
+            r.field.clone(),
+            r.action.as_str().into(),
+            show(&r.old),
+            show(&r.new),
+        ]);
+    }
+    println!("{t}");
+}

@@ -1,0 +1,385 @@
+//! `pdome-admin init`: a new server's configuration, keys, certificate,
+//! agent configuration and empty store.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use penguindome_protocol::SecretKey;
+use penguindome_protocol::agent_config::AgentConfig;
+use penguindome_protocol::envelope::random_bytes;
+use penguindome_protocol::logging::LogTarget;
+use sha2::{Digest, Sha256};
+
+use super::prompt::Prompter;
+use crate::config::{
+    AGENT_CONFIG_FILE, AgentDefaults, AuditConfig, ListenerConfig, LoggingConfig,
+    SERVER_CONFIG_FILE, ServerConfig, ServerSection, StoreConfig, TlsFiles,
+};
+use crate::secrets::{write_file, write_secret};
+
+/// Options of `pdome-admin init`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct InitArgs {
+    /// Take every answer from flags; never prompt.
+    #[arg(long)]
+    pub non_interactive: bool,
+    /// Where the database and state go.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address and port the server binds, e.g. 0.0.0.0:8443.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// URL clients use to reach the server, e.g. https://pd.example.com:8443.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Serve plain HTTP (only behind a TLS-terminating proxy).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub no_tls: bool,
+    /// Use this PEM certificate instead of a generated self-signed one.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate agents should trust for --tls-cert (default: the
+    /// system's roots).
+    #[arg(long, requires = "tls_cert")]
+    pub agent_ca: Option<PathBuf>,
+    /// Store backend.
+    #[arg(long, value_parser = ["sqlite"])]
+    pub store: Option<String>,
+    /// Log target: auto, journal or stderr.
+    #[arg(long)]
+    pub log_target: Option<LogTarget>,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// How often agents collect, e.g. 5m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub collect_interval: Option<Duration>,
+    /// How often agents retry submitting, e.g. 1m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub submit_interval: Option<Duration>,
+    /// Who receives the issues audit.
+    #[arg(long)]
+    pub audit_email: Option<String>,
+    /// Replace an existing configuration (new keys: enrolled agents must be
+    /// given the new agent.toml).
+    #[arg(long)]
+    pub force: bool,
+}
+
+enum Tls {
+    SelfSigned,
+    Provided { cert: PathBuf, key: PathBuf, ca: Option<PathBuf> },
+    Off,
+}
+
+struct Answers {
+    listen: SocketAddr,
+    tls: Tls,
+    url: String,
+    log_target: LogTarget,
+    log_level: String,
+    collect_interval: Duration,
+    submit_interval: Duration,
+    audit_email: Option<String>,
+}
+
+fn default_url(listen: &SocketAddr, tls: bool) -> String {
+    let host = if listen.ip().is_unspecified() {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into())
+    } else {
+        match listen.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        }
+    };
+    format!("{}://{host}:{}", if tls { "https" } else { "http" }, listen.port())
+}
+
+fn check_url(u: &str) -> Result<String, String> {
+    let parsed = url::Url::parse(u).map_err(|e| format!("{u:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(format!("{u:?} must be an http:// or https:// URL with a host"));
+    }
+    Ok(u.trim_end_matches('/').to_string())
+}
+
+fn check_level(l: &str) -> Result<String, String> {
+    l.parse::<log::LevelFilter>()
+        .map(|_| l.to_ascii_lowercase())
+        .map_err(|_| format!("{l:?} is not error, warn, info, debug or trace"))
+}
+
+fn from_flags(args: &InitArgs) -> anyhow::Result<Answers> {
+    let listen = args.listen.context("--non-interactive needs --listen ADDR:PORT")?;
+    let url = check_url(args.url.as_deref().context("--non-interactive needs --url URL")?)
+        .map_err(anyhow::Error::msg)?;
+    let tls = if args.no_tls {
+        Tls::Off
+    } else if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        Tls::Provided {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: args.agent_ca.clone(),
+        }
+    } else {
+        Tls::SelfSigned
+    };
+    Ok(Answers {
+        listen,
+        tls,
+        url,
+        log_target: args.log_target.unwrap_or_default(),
+        log_level: check_level(args.log_level.as_deref().unwrap_or("info")).map_err(anyhow::Error::msg)?,
+        collect_interval: args.collect_interval.unwrap_or(Duration::from_secs(300)),
+        submit_interval: args.submit_interval.unwrap_or(Duration::from_secs(60)),
+        audit_email: args.audit_email.clone(),
+    })
+}
+
+fn ask<R: BufRead, W: Write>(args: &InitArgs, p: &mut Prompter<R, W>) -> anyhow::Result<Answers> {
+    let listen = match args.listen {
+        Some(l) => l,
+        None => p.parsed("Address and port the server listens on", Some("0.0.0.0:8443"), |a| {
+            a.parse::<SocketAddr>().map_err(|_| format!("{a:?} is not ADDR:PORT, e.g. 0.0.0.0:8443"))
+        })?,
+    };
+    let tls = if args.no_tls {
+        Tls::Off
+    } else if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        Tls::Provided { cert: cert.clone(), key: key.clone(), ca: args.agent_ca.clone() }
+    } else if p.yes_no("Should the server use TLS (HTTPS)?", true)? {
+        let cert = p.text(
+            "PEM certificate to use (leave empty for a self-signed certificate that agents pin)",
+            Some(""),
+        )?;
+        if cert.is_empty() {
+            Tls::SelfSigned
+        } else {
+            let key = p.text("Its PEM private key", None)?;
+            let ca = p.text("CA certificate agents should trust (empty: system roots)", Some(""))?;
+            Tls::Provided {
+                cert: cert.into(),
+                key: key.into(),
+                ca: (!ca.is_empty()).then(|| ca.into()),
+            }
+        }
+    } else {
+        Tls::Off
+    };
+    if args.store.is_none() {
+        p.parsed("Store backend", Some("sqlite"), |a| {
+            if a == "sqlite" { Ok(()) } else { Err("this server supports the sqlite store".into()) }
+        })?;
+    }
+    let log_target = match args.log_target {
+        Some(t) => t,
+        None => p.parsed("Log target (auto, journal, stderr)", Some("auto"), |a| a.parse::<LogTarget>())?,
+    };
+    let log_level = match &args.log_level {
+        Some(l) => check_level(l).map_err(anyhow::Error::msg)?,
+        None => p.parsed("Log level", Some("info"), check_level)?,
+    };
+    let url = match &args.url {
+        Some(u) => check_url(u).map_err(anyhow::Error::msg)?,
+        None => {
+            let d = default_url(&listen, !matches!(tls, Tls::Off));
+            p.parsed("URL clients use to reach the server", Some(&d), check_url)?
+        }
+    };
+    let duration = |a: &str| humantime::parse_duration(a).map_err(|e| format!("{a:?}: {e} (e.g. 5m, 90s)"));
+    let collect_interval = match args.collect_interval {
+        Some(d) => d,
+        None => p.parsed("How often agents collect data", Some("5m"), duration)?,
+    };
+    let submit_interval = match args.submit_interval {
+        Some(d) => d,
+        None => p.parsed("How often agents retry submitting", Some("1m"), duration)?,
+    };
+    let audit_email = match &args.audit_email {
+        Some(e) => Some(e.clone()),
+        None => Some(p.text("Email address for the issues audit (empty: none)", Some(""))?).filter(|e| !e.is_empty()),
+    };
+    Ok(Answers { listen, tls, url, log_target, log_level, collect_interval, submit_interval, audit_email })
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir().context("cannot read the current directory")?.join(p))
+    }
+}
+
+/// Runs `pdome-admin init`.
+pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
+    let config_dir = absolute(config_dir)?;
+    let server_toml = config_dir.join(SERVER_CONFIG_FILE);
+    if server_toml.exists() && !args.force {
+        bail!(
+            "{} already exists; this server is initialized. Pass --force to replace it \
+             (new keys: every agent then needs the new agent.toml)",
+            server_toml.display()
+        );
+    }
+    let answers = if args.non_interactive {
+        from_flags(&args)?
+    } else {
+        ask(&args, &mut Prompter::stdio())?
+    };
+    let data_dir = absolute(args.data_dir.as_deref().unwrap_or(Path::new(crate::config::DEFAULT_DATA_DIR)))?;
+    create_dir(&config_dir, 0o755)?;
+    create_dir(&data_dir, 0o750)?;
+
+    // The server's OpenPGP key.
+    let host = url::Url::parse(&answers.url)?.host_str().unwrap_or("penguindome").trim_matches(['[', ']']).to_string();
+    let key = SecretKey::generate(&format!("PenguinDome server {host} <penguindome@{host}>"))?;
+    let key_file = PathBuf::from("server-key.asc");
+    write_secret(&config_dir.join(&key_file), &key.to_armored()?)?;
+
+    // The enrollment credential: agents keep it, the server keeps its hash.
+    let mut raw = [0u8; 32];
+    random_bytes(&mut raw);
+    let credential = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let credential_sha256 = hex::encode(Sha256::digest(credential.as_bytes()));
+
+    // TLS.
+    let (tls_files, agent_ca, tls_note) = match &answers.tls {
+        Tls::Off => (None, None, "plain HTTP (no TLS)".to_string()),
+        Tls::Provided { cert, key, ca } => {
+            let cert = absolute(cert)?;
+            let key_path = absolute(key)?;
+            crate::tls::server_config(&cert, &key_path)?;
+            let ca_pem = ca
+                .as_ref()
+                .map(|c| std::fs::read_to_string(c).with_context(|| format!("cannot read {}", c.display())))
+                .transpose()?;
+            (
+                Some(TlsFiles { certificate: cert.clone(), key: key_path }),
+                ca_pem,
+                format!("certificate {}", cert.display()),
+            )
+        }
+        Tls::SelfSigned => {
+            let mut names = vec![host.clone()];
+            if !answers.listen.ip().is_unspecified() && answers.listen.ip().to_string() != host {
+                names.push(answers.listen.ip().to_string());
+            }
+            let generated = crate::tls::self_signed(&names)?;
+            write_file(&config_dir.join("tls/server.crt"), generated.cert_pem.as_bytes(), 0o644)?;
+            write_secret(&config_dir.join("tls/server.key"), generated.key_pem.as_bytes())?;
+            (
+                Some(TlsFiles { certificate: "tls/server.crt".into(), key: "tls/server.key".into() }),
+                Some(generated.cert_pem),
+                format!("self-signed certificate for {} (agents pin it), tls/server.crt", names.join(", ")),
+            )
+        }
+    };
+
+    let config = ServerConfig {
+        server: ServerSection {
+            url: answers.url.clone(),
+            data_dir: data_dir.clone(),
+            signing_key: key_file.clone(),
+            enrollment_credential_sha256: credential_sha256,
+            request_window: Duration::from_secs(900),
+            max_body_bytes: 8 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        },
+        listeners: vec![ListenerConfig { name: "main".into(), address: answers.listen, tls: tls_files }],
+        store: StoreConfig::Sqlite { path: "penguindome.db".into() },
+        logging: LoggingConfig { target: answers.log_target, level: answers.log_level.clone() },
+        agent: AgentDefaults { collect_interval: answers.collect_interval, submit_interval: answers.submit_interval },
+        audit: AuditConfig { email: answers.audit_email.clone() },
+        config_dir: config_dir.clone(),
+    };
+    let text = format!(
+        "# PenguinDome server configuration, written by `pdome-admin init`.\n\n{}",
+        toml::to_string(&config).context("cannot write the configuration as TOML")?
+    );
+    // Validate what we wrote with the same parser the server uses.
+    ServerConfig::parse(&text, &server_toml)?;
+    write_file(&server_toml, text.as_bytes(), 0o640)?;
+
+    let mut agent = AgentConfig::new(answers.url.clone(), key.public().to_armored()?, credential);
+    agent.ca_certificate = agent_ca;
+    agent.allow_plain_http = answers.url.starts_with("http://");
+    agent.collect_interval = answers.collect_interval;
+    agent.submit_interval = answers.submit_interval;
+    let agent_toml = config_dir.join(AGENT_CONFIG_FILE);
+    write_secret(&agent_toml, agent.to_toml()?.as_bytes())?;
+
+    let store = crate::store::open(&ServerConfig::load(&config_dir)?).await?;
+    store.health().await?;
+    store.close().await;
+
+    println!("Created a PenguinDome server configuration in {}:", config_dir.display());
+    println!("  {SERVER_CONFIG_FILE:<15} listens on {}, clients use {}", answers.listen, answers.url);
+    println!("  {:<15} the server's OpenPGP signing key (0600), {}", key_file.display(), key.fingerprint());
+    println!("  {:<15} {tls_note}", "TLS");
+    println!("  {AGENT_CONFIG_FILE:<15} what the site's agents need (0600: it holds the enrollment credential)");
+    println!("Store: SQLite in {}", data_dir.display());
+    if agent.allow_plain_http {
+        println!("Warning: agents will talk plain HTTP; use this only behind a TLS-terminating proxy on the same host.");
+    }
+    println!("Next: start the server (systemctl enable --now penguindome-server, or penguindome-server --config-dir {}),", config_dir.display());
+    println!("      and install {} on each client as /etc/penguindome/agent.toml.", agent_toml.display());
+    Ok(())
+}
+
+fn create_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interactive_answers_fill_everything() {
+        let input = b"127.0.0.1:9443\ny\n\n\n\ndebug\n\n10m\n\naudit@example.com\n" as &[u8];
+        let mut out = Vec::new();
+        let mut p = Prompter::new(input, &mut out);
+        let a = ask(&InitArgs::default(), &mut p).unwrap();
+        assert_eq!(a.listen, "127.0.0.1:9443".parse().unwrap());
+        assert!(matches!(a.tls, Tls::SelfSigned));
+        assert_eq!(a.url, "https://127.0.0.1:9443");
+        assert_eq!(a.log_level, "debug");
+        assert_eq!(a.collect_interval, Duration::from_secs(600));
+        assert_eq!(a.submit_interval, Duration::from_secs(60));
+        assert_eq!(a.audit_email.as_deref(), Some("audit@example.com"));
+    }
+
+    #[test]
+    fn non_interactive_needs_listen_and_url() {
+        let e = from_flags(&InitArgs { non_interactive: true, ..Default::default() }).err().unwrap();
+        assert!(e.to_string().contains("--listen"), "{e}");
+        let e = from_flags(&InitArgs {
+            non_interactive: true,
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            url: Some("gopher://x".into()),
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("http:// or https://"), "{e}");
+    }
+}

@@ -1,0 +1,5 @@
+//! pdome-admin subcommands, one module per group.
+
+pub mod clients;
+pub mod init;
+pub mod prompt;

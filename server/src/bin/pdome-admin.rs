@@ -1,0 +1,55 @@
+//! pdome-admin: set up and administer a PenguinDome server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use penguindome_server::admin::{clients, init};
+use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
+
+#[derive(Parser)]
+#[command(name = "pdome-admin", version, about = "Set up and administer a PenguinDome server")]
+struct Cli {
+    /// Directory holding server.toml.
+    #[arg(long, global = true, env = "PENGUINDOME_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
+    config_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new server: configuration, keys, certificate, agent.toml.
+    Init(init::InitArgs),
+    /// Clients: list, show, history, revoke, reenroll.
+    #[command(subcommand)]
+    Clients(clients::ClientsCommand),
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pdome-admin: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init(args) => init::run(&cli.config_dir, args).await,
+        Command::Clients(cmd) => {
+            let config = ServerConfig::load(&cli.config_dir)?;
+            let store = penguindome_server::store::open(&config)
+                .await
+                .context("pdome-admin reads the server's store; run it on the server host")?;
+            let result = clients::run(store.as_ref(), cmd).await;
+            store.close().await;
+            result
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! server.toml: what the server and pdome-admin read at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use penguindome_protocol::logging::LogTarget;
+use serde::{Deserialize, Serialize};
+
+/// Default configuration directory.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/penguindome";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/penguindome";
+/// File name of the server configuration inside the configuration directory.
+pub const SERVER_CONFIG_FILE: &str = "server.toml";
+/// File name of the agent configuration written for the site's clients.
+pub const AGENT_CONFIG_FILE: &str = "agent.toml";
+
+/// Errors from reading server.toml.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}; run `pdome-admin init` to create it, or pass --config-dir")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path} is not a valid server configuration: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// General settings.
+    pub server: ServerSection,
+    /// One or more listeners.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// The database.
+    pub store: StoreConfig,
+    /// Logging.
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// Defaults written into agent.toml.
+    #[serde(default)]
+    pub agent: AgentDefaults,
+    /// Issues audit settings.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Directory the file was read from; relative paths resolve against it.
+    #[serde(skip)]
+    pub config_dir: PathBuf,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// The URL clients use to reach the server.
+    pub url: String,
+    /// Where the database and other state live.
+    pub data_dir: PathBuf,
+    /// The server's OpenPGP secret key (0600), relative to the config dir.
+    pub signing_key: PathBuf,
+    /// SHA-256 (hex) of the enrollment credential clients present.
+    pub enrollment_credential_sha256: String,
+    /// Accepted distance between a request's timestamp and the server clock.
+    #[serde(default = "default_window", with = "humantime_serde")]
+    pub request_window: Duration,
+    /// Largest request body accepted.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for requests in flight.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_max_body() -> usize {
+    8 * 1024 * 1024
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[[listener]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Name recorded with each client's last contact.
+    pub name: String,
+    /// Address and port to bind.
+    pub address: SocketAddr,
+    /// TLS certificate and key; absent means plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for one TLS listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM.
+    pub certificate: PathBuf,
+    /// Private key, PEM (0600).
+    pub key: PathBuf,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// The embedded SQLite database.
+    Sqlite {
+        /// Database file, relative to the data directory.
+        #[serde(default = "default_sqlite_path")]
+        path: PathBuf,
+    },
+}
+
+fn default_sqlite_path() -> PathBuf {
+    PathBuf::from("penguindome.db")
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// auto, journal or stderr.
+    #[serde(default)]
+    pub target: LogTarget,
+    /// error, warn, info, debug or trace.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            target: LogTarget::Auto,
+            level: default_level(),
+        }
+    }
+}
+
+/// `[agent]`: defaults for the site's agents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentDefaults {
+    /// How often agents collect.
+    #[serde(default = "default_collect", with = "humantime_serde")]
+    pub collect_interval: Duration,
+    /// How often agents retry submitting.
+    #[serde(default = "default_submit", with = "humantime_serde")]
+    pub submit_interval: Duration,
+}
+
+fn default_collect() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_submit() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for AgentDefaults {
+    fn default() -> Self {
+        Self {
+            collect_interval: default_collect(),
+            submit_interval: default_submit(),
+        }
+    }
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Who receives the audit output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl ServerConfig {
+    /// Reads `<dir>/server.toml`.
+    pub fn load(dir: &Path) -> Result<Self, ConfigError> {
+        let path = dir.join(SERVER_CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, &path)?;
+        config.config_dir = dir.to_path_buf();
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text; `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if config.listeners.is_empty() {
+            return Err(invalid(
+                "no [[listener]] is configured; add one with a name and an address".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for l in &config.listeners {
+            if !names.insert(&l.name) {
+                return Err(invalid(format!("two listeners are named {:?}", l.name)));
+            }
+        }
+        let url = url::Url::parse(&config.server.url)
+            .map_err(|e| invalid(format!("server.url {:?} is not a URL: {e}", config.server.url)))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(invalid(format!(
+                "server.url {:?} must be an http:// or https:// URL with a host",
+                config.server.url
+            )));
+        }
+        let hash = &config.server.enrollment_credential_sha256;
+        if hash.len() != 64 || hex::decode(hash).is_err() {
+            return Err(invalid(
+                "server.enrollment_credential_sha256 must be 64 hex characters".into(),
+            ));
+        }
+        if config.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes must be at least 1024".into()));
+        }
+        if config.server.request_window < Duration::from_secs(10) {
+            return Err(invalid("server.request_window must be at least 10s".into()));
+        }
+        config
+            .logging
+            .level
+            .parse::<log::LevelFilter>()
+            .map_err(|_| {
+                invalid(format!(
+                    "logging.level {:?} is not one of error, warn, info, debug, trace",
+                    config.logging.level
+                ))
+            })?;
+        Ok(config)
+    }
+
+    /// Resolves a path from the file against the configuration directory.
+    pub fn config_path(&self, p: &Path) -> PathBuf {
+        self.config_dir.join(p)
+    }
+
+    /// Resolves a path against the data directory.
+    pub fn data_path(&self, p: &Path) -> PathBuf {
+        self.config_dir.join(&self.server.data_dir).join(p)
+    }
+
+    /// The log level as a filter (validated at load).
+    pub fn log_level(&self) -> log::LevelFilter {
+        self.logging.level.parse().unwrap_or(log::LevelFilter::Info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+url = "https://pd.example.com:8443"
+data_dir = "/var/lib/penguindome"
+signing_key = "server-key.asc"
+enrollment_credential_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+
+[[listener]]
+name = "main"
+address = "0.0.0.0:8443"
+tls = { certificate = "tls/server.crt", key = "tls/server.key" }
+
+[[listener]]
+name = "local"
+address = "127.0.0.1:8080"
+
+[store]
+backend = "sqlite"
+"#;
+
+    fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::parse(text, Path::new("server.toml"))
+    }
+
+    #[test]
+    fn good_config_gets_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert!(c.listeners[0].tls.is_some());
+        assert!(c.listeners[1].tls.is_none());
+        assert_eq!(c.server.request_window, Duration::from_secs(900));
+        assert_eq!(c.server.max_body_bytes, 8 * 1024 * 1024);
+        assert_eq!(c.agent.collect_interval, Duration::from_secs(300));
+        assert!(matches!(c.store, StoreConfig::Sqlite { ref path } if path == Path::new("penguindome.db")));
+        assert_eq!(c.logging.target, LogTarget::Auto);
+    }
+
+    #[test]
+    fn durations_are_human() {
+        let c = parse(&GOOD.replace(
+            "[store]",
+            "[agent]\ncollect_interval = \"2m\"\nsubmit_interval = \"30s\"\n[store]",
+        ))
+        .unwrap();
+        assert_eq!(c.agent.collect_interval, Duration::from_secs(120));
+        assert_eq!(c.agent.submit_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let e = parse(&GOOD.replace("address = \"0.0.0.0:8443\"", "address = \"nowhere\"")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("server.toml") && msg.contains("line"), "{msg}");
+
+        let e = parse(&GOOD.replace("[store]", "[store]\nbogus = 1")).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+
+        let e = parse(&GOOD.replace("https://pd.example.com:8443", "ftp://x")).unwrap_err();
+        assert!(e.to_string().contains("http:// or https://"), "{e}");
+
+        let e = parse(&GOOD.replace("name = \"local\"", "name = \"main\"")).unwrap_err();
+        assert!(e.to_string().contains("two listeners"), "{e}");
+
+        let e = parse(&GOOD.replace("backend = \"sqlite\"", "backend = \"oracle\"")).unwrap_err();
+        assert!(e.to_string().contains("oracle"), "{e}");
+
+        let e = parse(&GOOD.replace("[store]", "[logging]\nlevel = \"loud\"\n[store]")).unwrap_err();
+        assert!(e.to_string().contains("loud"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_says_how_to_create_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = ServerConfig::load(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("pdome-admin init"), "{e}");
+    }
+}

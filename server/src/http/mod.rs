@@ -1,0 +1,213 @@
+//! HTTP endpoints under `/penguindome/v1/`, one module per group.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use penguindome_protocol::wire::{ApiError, paths};
+use penguindome_protocol::{EnvelopeError, SecretKey, SignatureError};
+
+use crate::keycache::KeyCache;
+use crate::store::{Store, StoreError};
+
+mod enroll;
+mod health;
+mod patch;
+mod signed;
+mod submit;
+mod update;
+
+/// Shared state of every handler.
+pub struct AppState {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// Parsed client certificates.
+    pub keys: KeyCache,
+    /// The server's signing key.
+    pub server_key: SecretKey,
+    /// Accepted clock distance of requests.
+    pub window: Duration,
+    /// Largest body accepted.
+    pub max_body: usize,
+    /// SHA-256 of the enrollment credential.
+    pub credential_sha256: [u8; 32],
+}
+
+/// Name of the listener a request arrived on.
+#[derive(Clone)]
+pub struct ListenerName(pub Arc<str>);
+
+/// Per-request facts every handler needs.
+pub struct RequestContext {
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// Listener name.
+    pub listener: Arc<str>,
+}
+
+/// A failed request: HTTP status, a stable code and a message for people.
+#[derive(Debug)]
+pub struct ApiFailure {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiFailure {
+    /// A failure with an explicit status.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        json_response(
+            self.status,
+            &ApiError {
+                code: self.code.into(),
+                error: self.message,
+            },
+        )
+    }
+}
+
+impl From<EnvelopeError> for ApiFailure {
+    fn from(e: EnvelopeError) -> Self {
+        use EnvelopeError as E;
+        let (status, code) = match &e {
+            E::MissingSignature => (StatusCode::UNAUTHORIZED, "missing_signature"),
+            E::SignatureEncoding => (StatusCode::BAD_REQUEST, "bad_signature_encoding"),
+            E::Signature(SignatureError::Malformed) => (StatusCode::BAD_REQUEST, "bad_signature_encoding"),
+            E::Signature(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
+            E::Payload(_) => (StatusCode::BAD_REQUEST, "malformed_payload"),
+            E::SenderMismatch { .. } => (StatusCode::UNAUTHORIZED, "sender_mismatch"),
+            E::Stale { .. } => (StatusCode::UNAUTHORIZED, "stale_request"),
+            E::BadNonce => (StatusCode::BAD_REQUEST, "bad_nonce"),
+            E::NotOurReply { .. } => (StatusCode::BAD_REQUEST, "bad_reply"),
+            E::Key(_) => (StatusCode::BAD_REQUEST, "bad_key"),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiFailure {
+    fn from(e: StoreError) -> Self {
+        use StoreError as E;
+        let (status, code) = match &e {
+            E::Replay => (StatusCode::CONFLICT, "replayed_request"),
+            E::UnknownKey => (StatusCode::UNAUTHORIZED, "unknown_key"),
+            E::Revoked { .. } => (StatusCode::FORBIDDEN, "revoked"),
+            E::AlreadyEnrolled { .. } => (StatusCode::CONFLICT, "already_enrolled"),
+            E::NoSuchPatch { .. } => (StatusCode::NOT_FOUND, "no_such_patch"),
+            E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_data"),
+            E::NoSuchClient(_) | E::Ambiguous { .. } => (StatusCode::NOT_FOUND, "no_such_client"),
+            E::Backend(_) | E::Closed => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            log::error!("store failure: {e}");
+            return Self::new(
+                status,
+                code,
+                "the server cannot store data right now; the request was not stored, retry later",
+            );
+        }
+        Self::new(status, code, e.to_string())
+    }
+}
+
+/// Serializes `body` as a JSON response.
+pub fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => {
+            log::error!("cannot serialize a response: {e}");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Reads the body up to the configured limit.
+pub async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiFailure> {
+    let too_large = || {
+        ApiFailure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than the server's limit of {max} bytes"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > max as u64
+    {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        let limited = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if limited {
+            too_large()
+        } else {
+            ApiFailure::new(StatusCode::BAD_REQUEST, "unreadable_body", format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+async fn not_found() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; the API lives under /penguindome/v1/",
+    )
+}
+
+async fn method_not_allowed() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
+}
+
+/// The router for all endpoints (without the per-listener name layer).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(paths::ENROLL, post(enroll::handle))
+        .route(paths::SUBMIT, post(submit::handle))
+        .route(paths::UPDATE, post(update::handle))
+        .route(paths::ACKNOWLEDGE_PATCH, post(patch::acknowledge))
+        .route(paths::HEALTH, get(health::handle))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            log::error!("a request handler panicked; this is a bug");
+            ApiFailure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the server failed to handle this request",
+            )
+            .into_response()
+        }))
+        .with_state(state)
+}

@@ -1,0 +1,57 @@
+//! `POST /update`: what the client should act on, signed by the server and
+//! bound to the request's nonce.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use penguindome_protocol::wire::{UpdateRequest, UpdateResponse};
+use penguindome_protocol::{Envelope, SERVER_SENDER, SIGNATURE_HEADER};
+
+use super::signed::authenticate;
+use super::{ApiFailure, AppState, ListenerName, RequestContext, read_body};
+
+/// Handles an update request.
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ListenerName(listener)): Extension<ListenerName>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiFailure> {
+    let ctx = RequestContext { peer, listener };
+    let body = read_body(body, &headers, state.max_body).await?;
+    let auth = authenticate::<UpdateRequest>(&state, &ctx, &headers, body).await?;
+    let client_id = auth.meta.client_id.clone();
+    let nonce = auth.signed.nonce.clone();
+    state.store.touch(auth.meta).await.inspect_err(|e| {
+        log::warn!(client_id:% = client_id, hostname:% = auth.signed.body.hostname, endpoint = "update"; "update refused: {e}");
+    })?;
+    let patches = state.store.pending_patches(&client_id).await?;
+    let answer = UpdateResponse {
+        status: if patches.is_empty() { "current" } else { "patches" }.into(),
+        server_time: Utc::now(),
+        patches,
+    };
+    let sealed = Envelope::seal(&state.server_key, SERVER_SENDER, Some(&nonce), &answer).map_err(|e| {
+        log::error!("cannot sign an update response: {e}");
+        ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "signing_failed", "the server cannot sign its answer")
+    })?;
+    log::debug!(client_id:% = client_id, hostname:% = auth.signed.body.hostname, endpoint = "update"; "update answered");
+    let sig = HeaderValue::from_str(&sealed.signature_header())
+        .expect("base64 is a valid header value");
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::HeaderName::from_static(SIGNATURE_HEADER), sig),
+        ],
+        sealed.into_payload(),
+    )
+        .into_response())
+}

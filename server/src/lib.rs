@@ -1,0 +1,11 @@
+//! The PenguinDome server: configuration, storage, HTTP endpoints and the
+//! administration commands behind `pdome-admin`.
+
+pub mod admin;
+pub mod config;
+pub mod http;
+pub mod keycache;
+pub mod secrets;
+pub mod serve;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,72 @@
+//! Files that hold secrets: written 0600 atomically, refused when others can
+//! read them.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+/// Writes `data` to `path` with the given mode: temp file, fsync, rename.
+pub fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = path.file_name().context("a file path needs a file name")?.to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The mode given to open() is filtered by the umask; set it exactly.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes a secret (mode 0600).
+pub fn write_secret(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    write_file(path, data, 0o600)
+}
+
+/// Reads a secret, refusing it if group or others may read or write it.
+pub fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} holds a secret but has mode {mode:04o}; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_private_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        write_secret(&p, b"s3cret").unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(read_secret(&p).unwrap(), b"s3cret");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_secret(&p).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        // Overwriting keeps no temp file behind.
+        write_secret(&p, b"again").unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

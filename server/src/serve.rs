@@ -1,0 +1,169 @@
+//! Running the server: listeners, TLS, systemd notification, watchdog,
+//! housekeeping and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Extension;
+use axum_server::tls_rustls::RustlsConfig;
+use penguindome_protocol::SecretKey;
+use sd_notify::NotifyState;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+
+use crate::config::ServerConfig;
+use crate::http::{AppState, ListenerName, router};
+use crate::keycache::KeyCache;
+use crate::store::{self, Store};
+
+/// Loads the server's signing key, refusing a key file others can read.
+pub fn load_server_key(config: &ServerConfig) -> anyhow::Result<SecretKey> {
+    let path = config.config_path(&config.server.signing_key);
+    let bytes = crate::secrets::read_secret(&path)?;
+    SecretKey::from_bytes(&bytes).with_context(|| format!("{} is not the server's OpenPGP key", path.display()))
+}
+
+fn notify(states: &[NotifyState]) {
+    // Outside systemd there is no socket; that is not an error.
+    let _ = sd_notify::notify(states);
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let server_key = load_server_key(&config)?;
+    let credential = hex::decode(&config.server.enrollment_credential_sha256)
+        .ok()
+        .and_then(|v| <[u8; 32]>::try_from(v).ok())
+        .context("server.enrollment_credential_sha256 is not 64 hex characters")?;
+    let store = store::open(&config).await?;
+    store.health().await.context("the store does not answer")?;
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        keys: KeyCache::default(),
+        server_key,
+        window: config.server.request_window,
+        max_body: config.server.max_body_bytes,
+        credential_sha256: credential,
+    });
+    let app = router(state.clone());
+
+    let mut servers = JoinSet::new();
+    let mut handles = Vec::new();
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let listener = std::net::TcpListener::bind(l.address).with_context(|| {
+            format!(
+                "listener {:?} cannot listen on {}; is another process using the port, \
+                 or does a port below 1024 need CAP_NET_BIND_SERVICE?",
+                l.name, l.address
+            )
+        })?;
+        let handle = axum_server::Handle::new();
+        let svc = app
+            .clone()
+            .layer(Extension(ListenerName(l.name.as_str().into())))
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let scheme = if let Some(tls) = &l.tls {
+            let tls_config = crate::tls::server_config(
+                &config.config_path(&tls.certificate),
+                &config.config_path(&tls.key),
+            )
+            .with_context(|| format!("TLS for listener {:?}", l.name))?;
+            let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls_config)))?
+                .handle(handle.clone());
+            servers.spawn(server.serve(svc));
+            "https"
+        } else {
+            if !l.address.ip().is_loopback() {
+                log::warn!("listener {:?} on {} is plain HTTP on a non-loopback address", l.name, l.address);
+            }
+            let server = axum_server::from_tcp(listener)?.handle(handle.clone());
+            servers.spawn(server.serve(svc));
+            "http"
+        };
+        bound.push(format!("{scheme}://{} ({})", l.address, l.name));
+        handles.push(handle);
+    }
+    let listening = bound.join(", ");
+    log::info!("PenguinDome server {} listening on {listening}, store {}", env!("CARGO_PKG_VERSION"), store.backend());
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!("listening on {listening}")),
+    ]);
+
+    let housekeeping = tokio::spawn(housekeeping(store.clone()));
+    let watchdog = sd_notify::watchdog_enabled().map(|every| tokio::spawn(watchdog(store.clone(), every)));
+
+    let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+    let failure = tokio::select! {
+        _ = term.recv() => None,
+        _ = int.recv() => None,
+        done = servers.join_next() => Some(done),
+    };
+    notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
+    log::info!("shutting down: finishing requests in flight");
+    for h in &handles {
+        h.graceful_shutdown(Some(config.server.shutdown_grace));
+    }
+    while servers.join_next().await.is_some() {}
+    housekeeping.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    store.close().await;
+    log::info!("stopped");
+    if let Some(Some(result)) = failure {
+        match result {
+            Ok(Ok(())) => bail!("a listener stopped unexpectedly"),
+            Ok(Err(e)) => bail!("a listener failed: {e}"),
+            Err(e) => bail!("a listener task failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Forgets nonces whose window has passed, once a minute.
+async fn housekeeping(store: Arc<dyn Store>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match store.prune_nonces(chrono::Utc::now()).await {
+            Ok(n) if n > 0 => log::debug!("forgot {n} expired nonces"),
+            Ok(_) => {}
+            Err(e) => log::warn!("cannot prune nonces: {e}"),
+        }
+    }
+}
+
+/// Pings the systemd watchdog while the store answers, and says why not when
+/// it doesn't, so that systemd restarts a server that has stopped working.
+async fn watchdog(store: Arc<dyn Store>, every: Duration) {
+    let mut tick = tokio::time::interval(every / 2);
+    let mut healthy = true;
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(every / 4, store.health()).await {
+            Ok(Ok(())) => {
+                if !healthy {
+                    log::info!("store healthy again");
+                    notify(&[NotifyState::Status("store healthy")]);
+                    healthy = true;
+                }
+                notify(&[NotifyState::Watchdog]);
+            }
+            Ok(Err(e)) => {
+                healthy = false;
+                log::error!("store unhealthy: {e}");
+                notify(&[NotifyState::Status("store unhealthy")]);
+            }
+            Err(_) => {
+                healthy = false;
+                log::error!("store health check timed out");
+                notify(&[NotifyState::Status("store not answering")]);
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! One behavioural suite every [`Store`] backend must pass.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use penguindome_protocol::envelope::new_nonce;
+use penguindome_protocol::wire::{Patch, PatchFile, Report};
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::*;
+
+/// A fresh client id for each scenario, so backends can share a database.
+fn client_id() -> String {
+    new_nonce()
+}
+
+fn meta(client: &str, fp: &str) -> RequestMeta {
+    let now = Utc::now();
+    RequestMeta {
+        client_id: client.into(),
+        fingerprint: fp.into(),
+        nonce: new_nonce(),
+        nonce_expires_at: now + Duration::minutes(15),
+        received_at: now,
+        address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        listener: "test".into(),
+    }
+}
+
+fn enrollment(client: &str, fp: &str, host: &str) -> Enrollment {
+    let m = meta(client, fp);
+    Enrollment {
+        client_id: client.into(),
+        hostname: host.into(),
+        fingerprint: fp.into(),
+        certificate: vec![1, 2, 3],
+        nonce: m.nonce,
+        nonce_expires_at: m.nonce_expires_at,
+        received_at: m.received_at,
+        address: m.address,
+        listener: m.listener,
+    }
+}
+
+fn report(host: &str, plugins: serde_json::Value, minutes_ago: i64) -> Report<Box<RawValue>> {
+    let map = plugins
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), RawValue::from_string(v.to_string()).unwrap()))
+        .collect();
+    Report {
+        report_id: new_nonce(),
+        hostname: host.into(),
+        collected_at: Utc::now() - Duration::minutes(minutes_ago),
+        agent_version: "test".into(),
+        plugins: map,
+    }
+}
+
+async fn submit(
+    store: &Arc<dyn Store>,
+    client: &str,
+    fp: &str,
+    r: Report<Box<RawValue>>,
+) -> StoreResult<SubmitOutcome> {
+    store
+        .submit(Submission {
+            meta: meta(client, fp),
+            report: r,
+        })
+        .await
+}
+
+/// Runs every scenario against `store`.
+pub async fn run_all(store: Arc<dyn Store>) {
+    enrollment_rules(&store).await;
+    submissions_and_audit(&store).await;
+    replay_unknown_and_revoked(&store).await;
+    patches(&store).await;
+    selectors(&store).await;
+    nonces_are_pruned(&store).await;
+    store.health().await.unwrap();
+}
+
+async fn enrollment_rules(store: &Arc<dyn Store>) {
+    let id = client_id();
+    let fp1 = new_nonce().to_uppercase();
+    let fp2 = new_nonce().to_uppercase();
+    assert_eq!(store.enroll(enrollment(&id, &fp1, "h")).await.unwrap(), EnrollOutcome::Enrolled);
+    let key = store.find_key(&fp1).await.unwrap().unwrap();
+    assert_eq!(key.client_id, id);
+    assert_eq!(key.certificate, vec![1, 2, 3]);
+    assert!(key.revoked_at.is_none());
+    // The same key again is idempotent.
+    assert_eq!(
+        store.enroll(enrollment(&id, &fp1, "h")).await.unwrap(),
+        EnrollOutcome::AlreadyEnrolled
+    );
+    // Another key for an enrolled machine needs an administrator.
+    let e = store.enroll(enrollment(&id, &fp2, "h")).await.unwrap_err();
+    assert!(matches!(e, StoreError::AlreadyEnrolled { .. }), "{e}");
+    assert!(e.to_string().contains("pdome-admin clients reenroll"));
+    store.allow_reenroll(&id).await.unwrap();
+    assert_eq!(store.enroll(enrollment(&id, &fp2, "h")).await.unwrap(), EnrollOutcome::Enrolled);
+    assert!(store.find_key(&fp1).await.unwrap().unwrap().revoked_at.is_some());
+    assert!(store.find_key(&fp2).await.unwrap().unwrap().revoked_at.is_none());
+    // The permission is used up.
+    let fp3 = new_nonce().to_uppercase();
+    assert!(matches!(
+        store.enroll(enrollment(&id, &fp3, "h")).await,
+        Err(StoreError::AlreadyEnrolled { .. })
+    ));
+    // A key cannot move to another client.
+    let other = client_id();
+    assert!(matches!(
+        store.enroll(enrollment(&other, &fp2, "h")).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let doc = store.get_client(&id).await.unwrap().unwrap();
+    assert_eq!(doc.keys.len(), 2);
+    assert_eq!(doc.keys[0].fingerprint, fp2, "active key first");
+    assert!(store.find_key("0000").await.unwrap().is_none());
+}
+
+async fn submissions_and_audit(store: &Arc<dyn Store>) {
+    let id = client_id();
+    let fp = new_nonce().to_uppercase();
+    store.enroll(enrollment(&id, &fp, "alpha")).await.unwrap();
+
+    let first = report("alpha", json!({"os_info": {"kernel": "6.1", "arch": "x86_64"}, "extra": [1, 2]}), 10);
+    assert_eq!(
+        submit(store, &id, &fp, first).await.unwrap(),
+        SubmitOutcome::Stored { changes: 2 }
+    );
+    // Identical data: stored, no audit records.
+    let same = report("alpha", json!({"os_info": {"arch": "x86_64", "kernel": "6.1"}, "extra": [1, 2]}), 9);
+    assert_eq!(submit(store, &id, &fp, same).await.unwrap(), SubmitOutcome::Stored { changes: 0 });
+    // One leaf changes, one plugin disappears, the host is renamed.
+    let changed = report("beta", json!({"os_info": {"kernel": "6.2", "arch": "x86_64"}}), 8);
+    let changed_id = changed.report_id.clone();
+    assert_eq!(submit(store, &id, &fp, changed).await.unwrap(), SubmitOutcome::Stored { changes: 3 });
+
+    let doc = store.get_client(&id).await.unwrap().unwrap();
+    assert_eq!(doc.summary.hostname, "beta");
+    assert_eq!(doc.plugins["os_info"], json!({"kernel": "6.2", "arch": "x86_64"}));
+    assert!(!doc.plugins.contains_key("extra"));
+    assert_eq!(doc.agent_version.as_deref(), Some("test"));
+    assert!(doc.submitted_at.is_some());
+    assert_eq!(doc.summary.last_address, "127.0.0.1");
+    assert_eq!(doc.summary.last_listener, "test");
+
+    let trail = store.audit_trail(&id, 100).await.unwrap();
+    let fields: Vec<(&str, ChangeAction)> = trail.iter().map(|r| (r.field.as_str(), r.action)).collect();
+    assert_eq!(
+        fields,
+        vec![
+            ("key", ChangeAction::Add),
+            ("plugins.extra", ChangeAction::Add),
+            ("plugins.os_info", ChangeAction::Add),
+            ("hostname", ChangeAction::Change),
+            ("plugins.os_info.kernel", ChangeAction::Change),
+            ("plugins.extra", ChangeAction::Delete),
+        ]
+    );
+    let kernel = &trail[4];
+    assert_eq!(kernel.old, Some(json!("6.1")));
+    assert_eq!(kernel.new, Some(json!("6.2")));
+    assert_eq!(kernel.hostname, "beta");
+    assert!(kernel.collected_at.is_some());
+    // The limit keeps the newest records, still oldest first.
+    let last_two = store.audit_trail(&id, 2).await.unwrap();
+    assert_eq!(last_two.len(), 2);
+    assert_eq!(last_two[1].field, "plugins.extra");
+
+    // Re-delivery of a stored report and an older report change nothing.
+    let mut again = report("gamma", json!({"os_info": "unknown"}), 1);
+    again.report_id = changed_id;
+    assert_eq!(submit(store, &id, &fp, again).await.unwrap(), SubmitOutcome::Duplicate);
+    let older = report("gamma", json!({"os_info": "unknown"}), 60);
+    assert_eq!(submit(store, &id, &fp, older).await.unwrap(), SubmitOutcome::Duplicate);
+    assert_eq!(store.audit_trail(&id, 100).await.unwrap().len(), 6);
+
+    // Bad plugin names are refused before anything is written.
+    let bad = report("beta", json!({"a.b": 1}), 0);
+    assert!(matches!(submit(store, &id, &fp, bad).await, Err(StoreError::Invalid(_))));
+}
+
+async fn replay_unknown_and_revoked(store: &Arc<dyn Store>) {
+    let id = client_id();
+    let fp = new_nonce().to_uppercase();
+    store.enroll(enrollment(&id, &fp, "r")).await.unwrap();
+
+    let m = meta(&id, &fp);
+    store.touch(m.clone()).await.unwrap();
+    assert!(matches!(store.touch(m.clone()).await, Err(StoreError::Replay)));
+    let r = report("r", json!({"a": 1}), 0);
+    assert!(matches!(
+        store.submit(Submission { meta: m, report: r }).await,
+        Err(StoreError::Replay)
+    ));
+
+    assert!(matches!(
+        store.touch(meta(&id, "FFFF")).await,
+        Err(StoreError::UnknownKey)
+    ));
+    // A key used with another client's id is unknown for that id.
+    assert!(matches!(
+        store.touch(meta(&client_id(), &fp)).await,
+        Err(StoreError::UnknownKey)
+    ));
+
+    assert!(store.revoke_client(&id, Utc::now()).await.unwrap());
+    assert!(!store.revoke_client(&id, Utc::now()).await.unwrap());
+    assert!(matches!(
+        store.touch(meta(&id, &fp)).await,
+        Err(StoreError::Revoked { .. })
+    ));
+    assert!(matches!(
+        submit(store, &id, &fp, report("r", json!({"a": 2}), 0)).await,
+        Err(StoreError::Revoked { .. })
+    ));
+    // A revoked machine cannot simply enroll again with a new key.
+    assert!(matches!(
+        store.enroll(enrollment(&id, &new_nonce(), "r")).await,
+        Err(StoreError::Revoked { .. })
+    ));
+    let doc = store.get_client(&id).await.unwrap().unwrap();
+    assert!(doc.summary.revoked_at.is_some());
+    assert!(matches!(
+        store.revoke_client(&client_id(), Utc::now()).await,
+        Err(StoreError::NoSuchClient(_))
+    ));
+}
+
+async fn patches(store: &Arc<dyn Store>) {
+    let id = client_id();
+    let fp = new_nonce().to_uppercase();
+    store.enroll(enrollment(&id, &fp, "p")).await.unwrap();
+    assert!(store.pending_patches(&id).await.unwrap().is_empty());
+    let patch = Patch {
+        id: new_nonce(),
+        files: vec![PatchFile {
+            path: "plugins/x".into(),
+            mode: 0o755,
+            content: "IyEvYmluL3NoCg==".into(),
+        }],
+    };
+    store
+        .add_patch(NewPatch {
+            patch: patch.clone(),
+            client_ids: vec![id.clone()],
+            created_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.pending_patches(&id).await.unwrap(), vec![patch.clone()]);
+    store.acknowledge_patch(meta(&id, &fp), &patch.id).await.unwrap();
+    assert!(store.pending_patches(&id).await.unwrap().is_empty());
+    assert!(matches!(
+        store.acknowledge_patch(meta(&id, &fp), &patch.id).await,
+        Err(StoreError::NoSuchPatch { .. })
+    ));
+}
+
+async fn selectors(store: &Arc<dyn Store>) {
+    let host = format!("host-{}", new_nonce());
+    let a = client_id();
+    let b = client_id();
+    store.enroll(enrollment(&a, &new_nonce(), &host)).await.unwrap();
+    assert_eq!(store.resolve_client(&host).await.unwrap(), a);
+    assert_eq!(store.resolve_client(&a).await.unwrap(), a);
+    store.enroll(enrollment(&b, &new_nonce(), &host)).await.unwrap();
+    let e = store.resolve_client(&host).await.unwrap_err();
+    assert!(matches!(e, StoreError::Ambiguous { count: 2, .. }), "{e}");
+    assert_eq!(store.resolve_client(&b).await.unwrap(), b);
+    assert!(matches!(
+        store.resolve_client("no-such-host").await,
+        Err(StoreError::NoSuchClient(_))
+    ));
+    let all = store.list_clients().await.unwrap();
+    assert!(all.iter().any(|c| c.client_id == a));
+    assert!(all.windows(2).all(|w| w[0].hostname <= w[1].hostname));
+}
+
+async fn nonces_are_pruned(store: &Arc<dyn Store>) {
+    let id = client_id();
+    let fp = new_nonce().to_uppercase();
+    store.enroll(enrollment(&id, &fp, "n")).await.unwrap();
+    let mut m = meta(&id, &fp);
+    m.nonce_expires_at = Utc::now() - Duration::minutes(1);
+    store.touch(m.clone()).await.unwrap();
+    assert!(store.prune_nonces(Utc::now()).await.unwrap() >= 1);
+    // Once its window has passed the nonce is forgotten; the timestamp
+    // check in the envelope is what refuses such an old request.
+    store.touch(m).await.unwrap();
+}

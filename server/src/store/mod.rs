@@ -1,0 +1,352 @@
+//! Storage behind one trait, so that every backend serves the same server.
+//!
+//! Writes that a client request causes (the nonce, the revocation check, the
+//! report and its audit records) happen in one atomic unit in the backend,
+//! and the caller is answered only after that unit is durable.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use penguindome_protocol::wire::{Patch, Report};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+pub mod diff;
+pub mod sqlite;
+
+#[cfg(test)]
+mod conformance;
+
+pub use diff::{Change, ChangeAction};
+
+/// Errors from a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request's nonce was seen before.
+    #[error("this request was already received (replayed nonce)")]
+    Replay,
+    /// The key that signed is not enrolled.
+    #[error("the signing key is not enrolled on this server")]
+    UnknownKey,
+    /// The key (or its client) has been revoked.
+    #[error("client {client_id} has been revoked by an administrator")]
+    Revoked {
+        /// The client.
+        client_id: String,
+    },
+    /// Enrollment of a machine id that already has another active key.
+    #[error(
+        "client {client_id} is already enrolled with another key; if this machine was \
+         reinstalled, an administrator must run `pdome-admin clients reenroll {client_id}`"
+    )]
+    AlreadyEnrolled {
+        /// The client.
+        client_id: String,
+    },
+    /// A patch that is not pending for this client.
+    #[error("patch {patch_id} is not pending for this client")]
+    NoSuchPatch {
+        /// The patch.
+        patch_id: String,
+    },
+    /// A client selected by id or host name does not exist.
+    #[error("no client matches {0:?}; `pdome-admin clients list` shows them")]
+    NoSuchClient(String),
+    /// A host name matches more than one client.
+    #[error("{count} clients are named {hostname:?} ({ids}); use a client id")]
+    Ambiguous {
+        /// The name given.
+        hostname: String,
+        /// How many match.
+        count: usize,
+        /// Their ids.
+        ids: String,
+    },
+    /// The data given cannot be stored (e.g. a bad plugin name).
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Backend(String),
+    /// The store was closed.
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+/// Result alias for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The facts about one authenticated request every write records.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    /// The client that signed.
+    pub client_id: String,
+    /// The key it signed with.
+    pub fingerprint: String,
+    /// The request's nonce.
+    pub nonce: String,
+    /// When the nonce may be forgotten.
+    pub nonce_expires_at: DateTime<Utc>,
+    /// When the server received the request.
+    pub received_at: DateTime<Utc>,
+    /// The peer address.
+    pub address: IpAddr,
+    /// The listener it came in on.
+    pub listener: String,
+}
+
+/// A verified submission.
+#[derive(Debug)]
+pub struct Submission {
+    /// Who and how.
+    pub meta: RequestMeta,
+    /// The report, with each plugin's output as raw JSON text.
+    pub report: Report<Box<RawValue>>,
+}
+
+/// What happened to a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// Stored; this many audit records were written.
+    Stored {
+        /// Number of audit records.
+        changes: usize,
+    },
+    /// Already stored, or older than what is stored; nothing changed.
+    Duplicate,
+}
+
+/// A verified enrollment.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    /// The machine id.
+    pub client_id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Key fingerprint.
+    pub fingerprint: String,
+    /// Binary public certificate.
+    pub certificate: Vec<u8>,
+    /// Nonce of the enrollment request.
+    pub nonce: String,
+    /// When it may be forgotten.
+    pub nonce_expires_at: DateTime<Utc>,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// Peer address.
+    pub address: IpAddr,
+    /// Listener name.
+    pub listener: String,
+}
+
+/// What happened to an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollOutcome {
+    /// A new client, or a new key for a client allowed to re-enroll.
+    Enrolled,
+    /// The same key was enrolled already.
+    AlreadyEnrolled,
+}
+
+/// An enrolled key.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// The client it belongs to.
+    pub client_id: String,
+    /// Binary public certificate.
+    pub certificate: Vec<u8>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// One line of `clients list`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClientSummary {
+    /// Machine id.
+    pub client_id: String,
+    /// Latest host name.
+    pub hostname: String,
+    /// First contact.
+    #[serde(with = "penguindome_protocol::envelope::utc")]
+    pub first_seen_at: DateTime<Utc>,
+    /// Latest authenticated contact.
+    #[serde(with = "penguindome_protocol::envelope::utc")]
+    pub last_seen_at: DateTime<Utc>,
+    /// When the latest stored report was collected.
+    #[serde(with = "penguindome_protocol::envelope::utc::option")]
+    pub collected_at: Option<DateTime<Utc>>,
+    /// Address of the latest contact.
+    pub last_address: String,
+    /// Listener of the latest contact.
+    pub last_listener: String,
+    /// When an administrator revoked it.
+    #[serde(with = "penguindome_protocol::envelope::utc::option")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Everything stored about one client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClientDocument {
+    /// The summary fields, flattened.
+    #[serde(flatten)]
+    pub summary: ClientSummary,
+    /// When it enrolled.
+    #[serde(with = "penguindome_protocol::envelope::utc")]
+    pub enrolled_at: DateTime<Utc>,
+    /// When the latest report was stored.
+    #[serde(with = "penguindome_protocol::envelope::utc::option")]
+    pub submitted_at: Option<DateTime<Utc>>,
+    /// Agent version of the latest report.
+    pub agent_version: Option<String>,
+    /// Fingerprints of its keys, active first.
+    pub keys: Vec<KeyInfo>,
+    /// Latest output of each collector.
+    pub plugins: BTreeMap<String, serde_json::Value>,
+}
+
+/// One key of a client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyInfo {
+    /// Fingerprint.
+    pub fingerprint: String,
+    /// When it enrolled.
+    #[serde(with = "penguindome_protocol::envelope::utc")]
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked.
+    #[serde(with = "penguindome_protocol::envelope::utc::option")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// One audit-trail record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    /// Client.
+    pub client_id: String,
+    /// Host name at the time.
+    pub hostname: String,
+    /// Dotted path, e.g. `plugins.os_info.kernel`.
+    pub field: String,
+    /// add, change or delete.
+    pub action: ChangeAction,
+    /// Previous value.
+    pub old: Option<serde_json::Value>,
+    /// New value.
+    pub new: Option<serde_json::Value>,
+    /// When the server recorded it.
+    #[serde(with = "penguindome_protocol::envelope::utc")]
+    pub recorded_at: DateTime<Utc>,
+    /// When the report that caused it was collected.
+    #[serde(with = "penguindome_protocol::envelope::utc::option")]
+    pub collected_at: Option<DateTime<Utc>>,
+}
+
+/// A patch to queue for clients.
+#[derive(Debug, Clone)]
+pub struct NewPatch {
+    /// The patch (id and files).
+    pub patch: Patch,
+    /// The clients it is for.
+    pub client_ids: Vec<String>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The storage interface every backend implements.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Short backend name for logs and health output.
+    fn backend(&self) -> &'static str;
+
+    /// Looks up an enrolled key by fingerprint.
+    async fn find_key(&self, fingerprint: &str) -> StoreResult<Option<KeyRecord>>;
+
+    /// Enrolls a client key (credential already checked by the caller).
+    async fn enroll(&self, e: Enrollment) -> StoreResult<EnrollOutcome>;
+
+    /// Records an authenticated request that carries no data: consumes the
+    /// nonce, refuses revoked keys, updates last contact.
+    async fn touch(&self, meta: RequestMeta) -> StoreResult<()>;
+
+    /// Stores a report durably, with its audit records.
+    async fn submit(&self, s: Submission) -> StoreResult<SubmitOutcome>;
+
+    /// Patches queued for a client and not yet acknowledged.
+    async fn pending_patches(&self, client_id: &str) -> StoreResult<Vec<Patch>>;
+
+    /// Queues a patch.
+    async fn add_patch(&self, p: NewPatch) -> StoreResult<()>;
+
+    /// Marks a patch done for the requesting client (consumes the nonce).
+    async fn acknowledge_patch(&self, meta: RequestMeta, patch_id: &str) -> StoreResult<()>;
+
+    /// All clients, ordered by host name.
+    async fn list_clients(&self) -> StoreResult<Vec<ClientSummary>>;
+
+    /// Resolves a client id or host name to one client id.
+    async fn resolve_client(&self, selector: &str) -> StoreResult<String>;
+
+    /// One client's whole document.
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientDocument>>;
+
+    /// Audit records of a client, oldest first, at most `limit` newest.
+    async fn audit_trail(&self, client_id: &str, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Revokes every key of a client. Returns false if it was already revoked.
+    async fn revoke_client(&self, client_id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Lets a client enroll a new key once (after a reinstall or revocation).
+    async fn allow_reenroll(&self, client_id: &str) -> StoreResult<()>;
+
+    /// Forgets nonces whose window has passed. Returns how many.
+    async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Checks that the database answers.
+    async fn health(&self) -> StoreResult<()>;
+
+    /// Finishes pending writes and closes.
+    async fn close(&self);
+}
+
+/// Checks a collector name: what the agent names plugins, and safe in paths.
+pub fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Checks the report fields the store relies on.
+pub fn validate_report(report: &Report<Box<RawValue>>) -> StoreResult<()> {
+    if report.hostname.is_empty() || report.hostname.len() > 253 {
+        return Err(StoreError::Invalid(
+            "the report's hostname must be 1 to 253 characters".into(),
+        ));
+    }
+    if report.report_id.is_empty() || report.report_id.len() > 64 {
+        return Err(StoreError::Invalid(
+            "the report's report_id must be 1 to 64 characters".into(),
+        ));
+    }
+    if let Some(bad) = report.plugins.keys().find(|n| !valid_plugin_name(n)) {
+        return Err(StoreError::Invalid(format!(
+            "plugin name {bad:?} is not allowed; use 1 to 64 letters, digits, '_' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Opens the store the configuration names.
+pub async fn open(config: &crate::config::ServerConfig) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    use anyhow::Context as _;
+    match &config.store {
+        crate::config::StoreConfig::Sqlite { path } => {
+            let path = config.data_path(path);
+            let store = sqlite::SqliteStore::open(&path)
+                .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
+            Ok(std::sync::Arc::new(store))
+        }
+    }
+}

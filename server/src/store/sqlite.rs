@@ -1,0 +1,1004 @@
+//! The embedded store: one SQLite database in WAL mode.
+//!
+//! All writes go through one writer thread that takes every job waiting in
+//! its queue, runs each inside its own savepoint of one transaction, commits
+//! once (fsync with `synchronous=FULL`), and only then answers every job in
+//! the batch. Durability therefore costs one fsync per batch, not per
+//! request. Reads use a small pool of separate connections.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use penguindome_protocol::envelope::utc;
+use penguindome_protocol::wire::Patch;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::diff::{Change, ChangeAction, diff};
+use super::{
+    AuditRecord, ClientDocument, ClientSummary, EnrollOutcome, Enrollment, KeyInfo, KeyRecord,
+    NewPatch, RequestMeta, Store, StoreError, StoreResult, SubmitOutcome, Submission,
+    validate_report,
+};
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Jobs waiting for the writer before senders wait.
+const QUEUE: usize = 4096;
+/// Current schema version (PRAGMA user_version).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS clients (
+    client_id        TEXT PRIMARY KEY,
+    hostname         TEXT NOT NULL,
+    enrolled_at      TEXT NOT NULL,
+    first_seen_at    TEXT NOT NULL,
+    last_seen_at     TEXT NOT NULL,
+    last_address     TEXT NOT NULL,
+    last_listener    TEXT NOT NULL,
+    collected_at     TEXT,
+    submitted_at     TEXT,
+    last_report_id   TEXT,
+    agent_version    TEXT,
+    revoked_at       TEXT,
+    reenroll_allowed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS clients_hostname ON clients(hostname);
+CREATE TABLE IF NOT EXISTS client_keys (
+    fingerprint TEXT PRIMARY KEY,
+    client_id   TEXT NOT NULL REFERENCES clients(client_id),
+    certificate BLOB NOT NULL,
+    created_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS client_keys_client ON client_keys(client_id);
+CREATE TABLE IF NOT EXISTS plugins (
+    client_id  TEXT NOT NULL REFERENCES clients(client_id),
+    name       TEXT NOT NULL,
+    data       TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (client_id, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_trail (
+    id           INTEGER PRIMARY KEY,
+    client_id    TEXT NOT NULL,
+    hostname     TEXT NOT NULL,
+    field        TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    old          TEXT,
+    new          TEXT,
+    recorded_at  TEXT NOT NULL,
+    collected_at TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_trail_client ON audit_trail(client_id, id);
+CREATE TABLE IF NOT EXISTS nonces (
+    client_id  TEXT NOT NULL,
+    nonce      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (client_id, nonce)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces(expires_at);
+CREATE TABLE IF NOT EXISTS patches (
+    id         TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    files      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS patch_targets (
+    patch_id     TEXT NOT NULL REFERENCES patches(id),
+    client_id    TEXT NOT NULL,
+    completed_at TEXT,
+    PRIMARY KEY (patch_id, client_id)
+) WITHOUT ROWID;
+"#;
+
+type Reply<T> = oneshot::Sender<StoreResult<T>>;
+
+enum Job {
+    Enroll(Enrollment, Reply<EnrollOutcome>),
+    Touch(RequestMeta, Reply<()>),
+    Submit(Box<Submission>, Reply<SubmitOutcome>),
+    AddPatch(NewPatch, Reply<()>),
+    Ack(RequestMeta, String, Reply<()>),
+    Revoke(String, DateTime<Utc>, Reply<bool>),
+    AllowReenroll(String, Reply<()>),
+    PruneNonces(DateTime<Utc>, Reply<u64>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The SQLite-backed [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    tx: mpsc::Sender<Job>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn backend_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    utc::format(t)
+}
+
+fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn parse_opt_ts(s: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    s.as_deref().map(parse_ts).transpose()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        // Client data is private: create the file 0600 before SQLite does;
+        // SQLite gives its -wal and -shm files the same mode.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let conn = Connection::open(path).map_err(backend_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(backend_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(backend_err)?;
+        migrate(&conn)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> StoreResult<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().expect("reader pool lock").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_reader(&path)?,
+            };
+            let result = f(&conn).map_err(backend_err);
+            readers.lock().expect("reader pool lock").push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
+    }
+}
+
+fn open_reader(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(backend_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(backend_err)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(backend_err)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "the database has schema version {version}, newer than this server's \
+             {SCHEMA_VERSION}; upgrade penguindome-server"
+        )));
+    }
+    conn.execute_batch(&format!(
+        "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))
+    .map_err(backend_err)
+}
+
+/// Answers one job after the batch's commit (or its failure).
+type Finisher = Box<dyn FnOnce(Option<&str>) + Send>;
+
+fn finisher<T: Send + 'static>(reply: Reply<T>, result: StoreResult<T>) -> (Finisher, bool) {
+    let ok = result.is_ok();
+    let f = Box::new(move |commit_error: Option<&str>| {
+        let result = match (result, commit_error) {
+            (Ok(_), Some(e)) => Err(StoreError::Backend(format!("commit failed: {e}"))),
+            (r, _) => r,
+        };
+        let _ = reply.send(result);
+    });
+    (f, ok)
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut shutdown = None;
+        let mut finishers: Vec<Finisher> = Vec::with_capacity(batch.len());
+        let commit_error = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(mut txn) => {
+                for job in batch.drain(..) {
+                    if let Job::Shutdown(done) = job {
+                        shutdown = Some(done);
+                        continue;
+                    }
+                    finishers.push(run_in_savepoint(&mut txn, job));
+                }
+                txn.commit().err().map(|e| e.to_string())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for job in batch.drain(..) {
+                    match job {
+                        Job::Shutdown(done) => shutdown = Some(done),
+                        job => finishers.push(fail_job(job, &msg)),
+                    }
+                }
+                Some(msg)
+            }
+        };
+        if let Some(e) = &commit_error {
+            log::error!("SQLite commit failed, {} requests not stored: {e}", finishers.len());
+        }
+        for f in finishers {
+            f(commit_error.as_deref());
+        }
+        if let Some(done) = shutdown {
+            let _ = done.send(());
+            break;
+        }
+    }
+    // Leave a small WAL behind for the next start.
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+}
+
+fn fail_job(job: Job, msg: &str) -> Finisher {
+    fn fail<T: Send + 'static>(r: Reply<T>, msg: &str) -> Finisher {
+        finisher(r, Err(StoreError::Backend(format!("the database refused the write: {msg}")))).0
+    }
+    match job {
+        Job::Enroll(_, r) => fail(r, msg),
+        Job::Touch(_, r) => fail(r, msg),
+        Job::Submit(_, r) => fail(r, msg),
+        Job::AddPatch(_, r) => fail(r, msg),
+        Job::Ack(_, _, r) => fail(r, msg),
+        Job::Revoke(_, _, r) => fail(r, msg),
+        Job::AllowReenroll(_, r) => fail(r, msg),
+        Job::PruneNonces(_, r) => fail(r, msg),
+        Job::Shutdown(_) => Box::new(|_| {}),
+    }
+}
+
+fn run_in_savepoint(txn: &mut Transaction<'_>, job: Job) -> Finisher {
+    let mut sp = match txn.savepoint() {
+        Ok(sp) => sp,
+        Err(e) => return fail_job(job, &e.to_string()),
+    };
+    let (finish, ok) = match job {
+        Job::Enroll(e, r) => finisher(r, enroll(&sp, &e)),
+        Job::Touch(m, r) => finisher(r, touch(&sp, &m)),
+        Job::Submit(s, r) => finisher(r, submit(&sp, &s)),
+        Job::AddPatch(p, r) => finisher(r, add_patch(&sp, &p)),
+        Job::Ack(m, id, r) => finisher(r, acknowledge(&sp, &m, &id)),
+        Job::Revoke(id, at, r) => finisher(r, revoke(&sp, &id, &at)),
+        Job::AllowReenroll(id, r) => finisher(r, allow_reenroll(&sp, &id)),
+        Job::PruneNonces(now, r) => finisher(r, prune(&sp, &now)),
+        Job::Shutdown(_) => unreachable!("handled by the writer loop"),
+    };
+    if ok {
+        if let Err(e) = sp.commit() {
+            log::error!("cannot release a savepoint: {e}");
+        }
+    } else {
+        sp.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+    }
+    finish
+}
+
+/// Refuses unknown and revoked keys; the check runs inside the write, so a
+/// revocation committed by pdome-admin applies to the very next request.
+fn check_key(conn: &Connection, meta: &RequestMeta) -> StoreResult<()> {
+    let row: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT client_id, revoked_at FROM client_keys WHERE fingerprint = ?1")
+        .and_then(|mut s| {
+            s.query_row([&meta.fingerprint], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(backend_err)?;
+    match row {
+        None => Err(StoreError::UnknownKey),
+        Some((client, _)) if client != meta.client_id => Err(StoreError::UnknownKey),
+        Some((client_id, Some(_))) => Err(StoreError::Revoked { client_id }),
+        Some(_) => Ok(()),
+    }
+}
+
+fn consume_nonce(conn: &Connection, client_id: &str, nonce: &str, expires: &DateTime<Utc>) -> StoreResult<()> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO nonces (client_id, nonce, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| s.execute(params![client_id, nonce, expires.timestamp()]))
+        .map_err(backend_err)?;
+    if n == 0 {
+        Err(StoreError::Replay)
+    } else {
+        Ok(())
+    }
+}
+
+fn mark_seen(conn: &Connection, meta: &RequestMeta) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE clients SET last_seen_at = ?2, last_address = ?3, last_listener = ?4 \
+         WHERE client_id = ?1",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            meta.client_id,
+            ts(&meta.received_at),
+            meta.address.to_string(),
+            meta.listener
+        ])
+    })
+    .map_err(backend_err)?;
+    Ok(())
+}
+
+fn insert_changes(
+    conn: &Connection,
+    client_id: &str,
+    hostname: &str,
+    changes: &[Change],
+    recorded_at: &DateTime<Utc>,
+    collected_at: Option<&DateTime<Utc>>,
+) -> StoreResult<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO audit_trail (client_id, hostname, field, action, old, new, recorded_at, collected_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(backend_err)?;
+    let recorded = ts(recorded_at);
+    let collected = collected_at.map(ts);
+    for c in changes {
+        stmt.execute(params![
+            client_id,
+            hostname,
+            c.field,
+            c.action.as_str(),
+            c.old.as_ref().map(Value::to_string),
+            c.new.as_ref().map(Value::to_string),
+            recorded,
+            collected,
+        ])
+        .map_err(backend_err)?;
+    }
+    Ok(())
+}
+
+fn enroll(conn: &Connection, e: &Enrollment) -> StoreResult<EnrollOutcome> {
+    let existing_key: Option<(String, Option<String>)> = conn
+        .query_row(
+            "SELECT client_id, revoked_at FROM client_keys WHERE fingerprint = ?1",
+            [&e.fingerprint],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(backend_err)?;
+    match existing_key {
+        Some((client, None)) if client == e.client_id => {
+            consume_nonce(conn, &e.client_id, &e.nonce, &e.nonce_expires_at)?;
+            return Ok(EnrollOutcome::AlreadyEnrolled);
+        }
+        Some((client, Some(_))) if client == e.client_id => {
+            return Err(StoreError::Revoked { client_id: client });
+        }
+        Some(_) => {
+            return Err(StoreError::Invalid(
+                "this key is already enrolled for another client; generate a new key".into(),
+            ));
+        }
+        None => {}
+    }
+    let client: Option<(Option<String>, bool, String)> = conn
+        .query_row(
+            "SELECT revoked_at, reenroll_allowed, hostname FROM clients WHERE client_id = ?1",
+            [&e.client_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(backend_err)?;
+    let now = ts(&e.received_at);
+    let mut changes = Vec::new();
+    match client {
+        Some((revoked, allowed, _)) => {
+            if !allowed {
+                if revoked.is_some() {
+                    return Err(StoreError::Revoked {
+                        client_id: e.client_id.clone(),
+                    });
+                }
+                return Err(StoreError::AlreadyEnrolled {
+                    client_id: e.client_id.clone(),
+                });
+            }
+            consume_nonce(conn, &e.client_id, &e.nonce, &e.nonce_expires_at)?;
+            conn.execute(
+                "UPDATE client_keys SET revoked_at = ?2 WHERE client_id = ?1 AND revoked_at IS NULL",
+                params![e.client_id, now],
+            )
+            .map_err(backend_err)?;
+            conn.execute(
+                "UPDATE clients SET revoked_at = NULL, reenroll_allowed = 0, hostname = ?2, \
+                 last_seen_at = ?3, last_address = ?4, last_listener = ?5 WHERE client_id = ?1",
+                params![e.client_id, e.hostname, now, e.address.to_string(), e.listener],
+            )
+            .map_err(backend_err)?;
+            changes.push(Change {
+                field: "key".into(),
+                action: ChangeAction::Change,
+                old: None,
+                new: Some(Value::String(e.fingerprint.clone())),
+            });
+        }
+        None => {
+            consume_nonce(conn, &e.client_id, &e.nonce, &e.nonce_expires_at)?;
+            conn.execute(
+                "INSERT INTO clients (client_id, hostname, enrolled_at, first_seen_at, last_seen_at, \
+                 last_address, last_listener) VALUES (?1, ?2, ?3, ?3, ?3, ?4, ?5)",
+                params![e.client_id, e.hostname, now, e.address.to_string(), e.listener],
+            )
+            .map_err(backend_err)?;
+            changes.push(Change {
+                field: "key".into(),
+                action: ChangeAction::Add,
+                old: None,
+                new: Some(Value::String(e.fingerprint.clone())),
+            });
+        }
+    }
+    conn.execute(
+        "INSERT INTO client_keys (fingerprint, client_id, certificate, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![e.fingerprint, e.client_id, e.certificate, now],
+    )
+    .map_err(backend_err)?;
+    insert_changes(conn, &e.client_id, &e.hostname, &changes, &e.received_at, None)?;
+    Ok(EnrollOutcome::Enrolled)
+}
+
+fn touch(conn: &Connection, meta: &RequestMeta) -> StoreResult<()> {
+    check_key(conn, meta)?;
+    consume_nonce(conn, &meta.client_id, &meta.nonce, &meta.nonce_expires_at)?;
+    mark_seen(conn, meta)
+}
+
+fn submit(conn: &Connection, s: &Submission) -> StoreResult<SubmitOutcome> {
+    let meta = &s.meta;
+    let report = &s.report;
+    validate_report(report)?;
+    check_key(conn, meta)?;
+    consume_nonce(conn, &meta.client_id, &meta.nonce, &meta.nonce_expires_at)?;
+
+    let (old_hostname, collected, last_report): (String, Option<String>, Option<String>) = conn
+        .prepare_cached("SELECT hostname, collected_at, last_report_id FROM clients WHERE client_id = ?1")
+        .and_then(|mut st| st.query_row([&meta.client_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+        .map_err(backend_err)?;
+    let stored_collected = parse_opt_ts(collected).map_err(backend_err)?;
+    // A re-delivery (the agent crashed before deleting its spool file) or a
+    // report older than the stored one changes nothing.
+    if last_report.as_deref() == Some(report.report_id.as_str())
+        || stored_collected.is_some_and(|c| c >= report.collected_at)
+    {
+        mark_seen(conn, meta)?;
+        return Ok(SubmitOutcome::Duplicate);
+    }
+
+    let mut old_plugins: BTreeMap<String, String> = BTreeMap::new();
+    {
+        let mut st = conn
+            .prepare_cached("SELECT name, data FROM plugins WHERE client_id = ?1")
+            .map_err(backend_err)?;
+        let rows = st
+            .query_map([&meta.client_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(backend_err)?;
+        for row in rows {
+            let (name, data) = row.map_err(backend_err)?;
+            old_plugins.insert(name, data);
+        }
+    }
+
+    let mut changes = Vec::new();
+    if old_hostname != report.hostname {
+        changes.push(Change {
+            field: "hostname".into(),
+            action: ChangeAction::Change,
+            old: Some(Value::String(old_hostname)),
+            new: Some(Value::String(report.hostname.clone())),
+        });
+    }
+    let now = ts(&meta.received_at);
+    {
+        let mut upsert = conn
+            .prepare_cached(
+                "INSERT INTO plugins (client_id, name, data, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (client_id, name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+            )
+            .map_err(backend_err)?;
+        for (name, raw) in &report.plugins {
+            let text = raw.get();
+            let old = old_plugins.remove(name);
+            if old.as_deref() == Some(text) {
+                continue;
+            }
+            let new_value: Value = serde_json::from_str(text)
+                .map_err(|e| StoreError::Invalid(format!("plugin {name}: {e}")))?;
+            let old_value: Option<Value> = old.as_deref().and_then(|o| serde_json::from_str(o).ok());
+            diff(&format!("plugins.{name}"), old_value.as_ref(), Some(&new_value), &mut changes);
+            upsert
+                .execute(params![meta.client_id, name, text, now])
+                .map_err(backend_err)?;
+        }
+    }
+    if !old_plugins.is_empty() {
+        let mut delete = conn
+            .prepare_cached("DELETE FROM plugins WHERE client_id = ?1 AND name = ?2")
+            .map_err(backend_err)?;
+        for (name, old) in old_plugins {
+            let old_value: Option<Value> = serde_json::from_str(&old).ok();
+            diff(&format!("plugins.{name}"), old_value.as_ref(), None, &mut changes);
+            delete.execute(params![meta.client_id, name]).map_err(backend_err)?;
+        }
+    }
+    insert_changes(
+        conn,
+        &meta.client_id,
+        &report.hostname,
+        &changes,
+        &meta.received_at,
+        Some(&report.collected_at),
+    )?;
+    conn.prepare_cached(
+        "UPDATE clients SET hostname = ?2, last_seen_at = ?3, last_address = ?4, last_listener = ?5, \
+         collected_at = ?6, submitted_at = ?3, last_report_id = ?7, agent_version = ?8 WHERE client_id = ?1",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            meta.client_id,
+            report.hostname,
+            now,
+            meta.address.to_string(),
+            meta.listener,
+            ts(&report.collected_at),
+            report.report_id,
+            report.agent_version,
+        ])
+    })
+    .map_err(backend_err)?;
+    Ok(SubmitOutcome::Stored {
+        changes: changes.len(),
+    })
+}
+
+fn add_patch(conn: &Connection, p: &NewPatch) -> StoreResult<()> {
+    let files = serde_json::to_string(&p.patch.files)
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    conn.execute(
+        "INSERT INTO patches (id, created_at, files) VALUES (?1, ?2, ?3)",
+        params![p.patch.id, ts(&p.created_at), files],
+    )
+    .map_err(backend_err)?;
+    for client in &p.client_ids {
+        conn.execute(
+            "INSERT INTO patch_targets (patch_id, client_id) VALUES (?1, ?2)",
+            params![p.patch.id, client],
+        )
+        .map_err(backend_err)?;
+    }
+    Ok(())
+}
+
+fn acknowledge(conn: &Connection, meta: &RequestMeta, patch_id: &str) -> StoreResult<()> {
+    check_key(conn, meta)?;
+    consume_nonce(conn, &meta.client_id, &meta.nonce, &meta.nonce_expires_at)?;
+    let n = conn
+        .execute(
+            "UPDATE patch_targets SET completed_at = ?3 \
+             WHERE patch_id = ?1 AND client_id = ?2 AND completed_at IS NULL",
+            params![patch_id, meta.client_id, ts(&meta.received_at)],
+        )
+        .map_err(backend_err)?;
+    if n == 0 {
+        return Err(StoreError::NoSuchPatch {
+            patch_id: patch_id.to_string(),
+        });
+    }
+    mark_seen(conn, meta)
+}
+
+fn revoke(conn: &Connection, client_id: &str, at: &DateTime<Utc>) -> StoreResult<bool> {
+    let hostname: Option<String> = conn
+        .query_row("SELECT hostname FROM clients WHERE client_id = ?1", [client_id], |r| r.get(0))
+        .optional()
+        .map_err(backend_err)?;
+    let Some(hostname) = hostname else {
+        return Err(StoreError::NoSuchClient(client_id.to_string()));
+    };
+    let at_s = ts(at);
+    conn.execute(
+        "UPDATE client_keys SET revoked_at = ?2 WHERE client_id = ?1 AND revoked_at IS NULL",
+        params![client_id, at_s],
+    )
+    .map_err(backend_err)?;
+    let n = conn
+        .execute(
+            "UPDATE clients SET revoked_at = ?2, reenroll_allowed = 0 WHERE client_id = ?1 AND revoked_at IS NULL",
+            params![client_id, at_s],
+        )
+        .map_err(backend_err)?;
+    if n > 0 {
+        let change = Change {
+            field: "revoked_at".into(),
+            action: ChangeAction::Add,
+            old: None,
+            new: Some(Value::String(at_s)),
+        };
+        insert_changes(conn, client_id, &hostname, &[change], at, None)?;
+    }
+    Ok(n > 0)
+}
+
+fn allow_reenroll(conn: &Connection, client_id: &str) -> StoreResult<()> {
+    let n = conn
+        .execute(
+            "UPDATE clients SET reenroll_allowed = 1 WHERE client_id = ?1",
+            [client_id],
+        )
+        .map_err(backend_err)?;
+    if n == 0 {
+        return Err(StoreError::NoSuchClient(client_id.to_string()));
+    }
+    Ok(())
+}
+
+fn prune(conn: &Connection, now: &DateTime<Utc>) -> StoreResult<u64> {
+    conn.execute("DELETE FROM nonces WHERE expires_at < ?1", [now.timestamp()])
+        .map(|n| n as u64)
+        .map_err(backend_err)
+}
+
+fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientSummary> {
+    Ok(ClientSummary {
+        client_id: r.get(0)?,
+        hostname: r.get(1)?,
+        first_seen_at: parse_ts(&r.get::<_, String>(2)?)?,
+        last_seen_at: parse_ts(&r.get::<_, String>(3)?)?,
+        collected_at: parse_opt_ts(r.get(4)?)?,
+        last_address: r.get(5)?,
+        last_listener: r.get(6)?,
+        revoked_at: parse_opt_ts(r.get(7)?)?,
+    })
+}
+
+const SUMMARY_COLUMNS: &str = "client_id, hostname, first_seen_at, last_seen_at, collected_at, \
+     last_address, last_listener, revoked_at";
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn find_key(&self, fingerprint: &str) -> StoreResult<Option<KeyRecord>> {
+        let fp = fingerprint.to_string();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT client_id, certificate, revoked_at FROM client_keys WHERE fingerprint = ?1",
+            )?
+            .query_row([fp], |r| {
+                Ok(KeyRecord {
+                    client_id: r.get(0)?,
+                    certificate: r.get(1)?,
+                    revoked_at: parse_opt_ts(r.get(2)?)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn enroll(&self, e: Enrollment) -> StoreResult<EnrollOutcome> {
+        self.call(|r| Job::Enroll(e, r)).await
+    }
+
+    async fn touch(&self, meta: RequestMeta) -> StoreResult<()> {
+        self.call(|r| Job::Touch(meta, r)).await
+    }
+
+    async fn submit(&self, s: Submission) -> StoreResult<SubmitOutcome> {
+        self.call(|r| Job::Submit(Box::new(s), r)).await
+    }
+
+    async fn pending_patches(&self, client_id: &str) -> StoreResult<Vec<Patch>> {
+        let id = client_id.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.id, p.files FROM patches p JOIN patch_targets t ON t.patch_id = p.id \
+                 WHERE t.client_id = ?1 AND t.completed_at IS NULL ORDER BY p.created_at, p.id",
+            )?;
+            let rows = st.query_map([id], |r| {
+                let files: String = r.get(1)?;
+                Ok(Patch {
+                    id: r.get(0)?,
+                    files: serde_json::from_str(&files).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+                    })?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn add_patch(&self, p: NewPatch) -> StoreResult<()> {
+        self.call(|r| Job::AddPatch(p, r)).await
+    }
+
+    async fn acknowledge_patch(&self, meta: RequestMeta, patch_id: &str) -> StoreResult<()> {
+        let id = patch_id.to_string();
+        self.call(|r| Job::Ack(meta, id, r)).await
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<ClientSummary>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM clients ORDER BY hostname, client_id"
+            ))?;
+            let rows = st.query_map([], summary_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn resolve_client(&self, selector: &str) -> StoreResult<String> {
+        let sel = selector.to_string();
+        let ids: Vec<String> = self
+            .read(move |c| {
+                let mut st = c.prepare(
+                    "SELECT client_id FROM clients WHERE client_id = ?1 \
+                     UNION SELECT client_id FROM clients WHERE hostname = ?1 ORDER BY 1",
+                )?;
+                let rows = st.query_map([sel], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await?;
+        if ids.iter().any(|id| id == selector) {
+            return Ok(selector.to_string());
+        }
+        match ids.len() {
+            0 => Err(StoreError::NoSuchClient(selector.to_string())),
+            1 => Ok(ids.into_iter().next().expect("one id")),
+            n => Err(StoreError::Ambiguous {
+                hostname: selector.to_string(),
+                count: n,
+                ids: ids.join(", "),
+            }),
+        }
+    }
+
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientDocument>> {
+        let id = client_id.to_string();
+        self.read(move |c| {
+            let row = c
+                .query_row(
+                    &format!(
+                        "SELECT {SUMMARY_COLUMNS}, enrolled_at, submitted_at, agent_version \
+                         FROM clients WHERE client_id = ?1"
+                    ),
+                    [&id],
+                    |r| {
+                        Ok((
+                            summary_from_row(r)?,
+                            parse_ts(&r.get::<_, String>(8)?)?,
+                            parse_opt_ts(r.get(9)?)?,
+                            r.get::<_, Option<String>>(10)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((summary, enrolled_at, submitted_at, agent_version)) = row else {
+                return Ok(None);
+            };
+            let mut st = c.prepare(
+                "SELECT fingerprint, created_at, revoked_at FROM client_keys WHERE client_id = ?1 \
+                 ORDER BY revoked_at IS NOT NULL, created_at DESC",
+            )?;
+            let keys = st
+                .query_map([&id], |r| {
+                    Ok(KeyInfo {
+                        fingerprint: r.get(0)?,
+                        created_at: parse_ts(&r.get::<_, String>(1)?)?,
+                        revoked_at: parse_opt_ts(r.get(2)?)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = c.prepare("SELECT name, data FROM plugins WHERE client_id = ?1")?;
+            let mut plugins = BTreeMap::new();
+            for row in st.query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+                let (name, data) = row?;
+                let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                plugins.insert(name, value);
+            }
+            Ok(Some(ClientDocument {
+                summary,
+                enrolled_at,
+                submitted_at,
+                agent_version,
+                keys,
+                plugins,
+            }))
+        })
+        .await
+    }
+
+    async fn audit_trail(&self, client_id: &str, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        let id = client_id.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut st = c.prepare(
+                "SELECT client_id, hostname, field, action, old, new, recorded_at, collected_at FROM \
+                 (SELECT * FROM audit_trail WHERE client_id = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id",
+            )?;
+            let rows = st.query_map(params![id, limit], |r| {
+                let parse_json = |s: Option<String>| s.map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s)));
+                let action: String = r.get(3)?;
+                Ok(AuditRecord {
+                    client_id: r.get(0)?,
+                    hostname: r.get(1)?,
+                    field: r.get(2)?,
+                    action: ChangeAction::parse(&action).unwrap_or(ChangeAction::Change),
+                    old: parse_json(r.get(4)?),
+                    new: parse_json(r.get(5)?),
+                    recorded_at: parse_ts(&r.get::<_, String>(6)?)?,
+                    collected_at: parse_opt_ts(r.get(7)?)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn revoke_client(&self, client_id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let id = client_id.to_string();
+        self.call(|r| Job::Revoke(id, at, r)).await
+    }
+
+    async fn allow_reenroll(&self, client_id: &str) -> StoreResult<()> {
+        let id = client_id.to_string();
+        self.call(|r| Job::AllowReenroll(id, r)).await
+    }
+
+    async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.call(|r| Job::PruneNonces(now, r)).await
+    }
+
+    async fn health(&self) -> StoreResult<()> {
+        self.read(|c| c.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)))
+            .await
+            .map(|_| ())
+    }
+
+    async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Job::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.writer.lock().expect("writer handle lock").take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db.sqlite")).unwrap());
+        conformance::run_all(store.clone()).await;
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_survives_reopening_and_the_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let store = SqliteStore::open(&path).unwrap();
+        let e = Enrollment {
+            client_id: "a".repeat(32),
+            hostname: "h".into(),
+            fingerprint: "F".repeat(40),
+            certificate: vec![9],
+            nonce: "0".repeat(32),
+            nonce_expires_at: Utc::now(),
+            received_at: Utc::now(),
+            address: "::1".parse().unwrap(),
+            listener: "l".into(),
+        };
+        store.enroll(e).await.unwrap();
+        store.close().await;
+        assert!(matches!(store.touch(RequestMeta {
+            client_id: "a".repeat(32),
+            fingerprint: "F".repeat(40),
+            nonce: "1".repeat(32),
+            nonce_expires_at: Utc::now(),
+            received_at: Utc::now(),
+            address: "::1".parse().unwrap(),
+            listener: "l".into(),
+        }).await, Err(StoreError::Closed)));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let again = SqliteStore::open(&path).unwrap();
+        let doc = again.get_client(&"a".repeat(32)).await.unwrap().unwrap();
+        assert_eq!(doc.summary.last_address, "::1");
+        again.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 99;").unwrap();
+        let e = SqliteStore::open(&path).err().unwrap();
+        assert!(e.to_string().contains("upgrade penguindome-server"), "{e}");
+    }
+}

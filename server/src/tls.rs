@@ -1,0 +1,94 @@
+//! TLS: the rustls configuration of a listener, and the self-signed
+//! certificate `pdome-admin init` makes when the admin brings none.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// How long a generated certificate is valid. Agents pin it, so renewing it
+/// means shipping a new agent.toml; ten years keeps that a planned event.
+pub const SELF_SIGNED_VALIDITY_DAYS: i64 = 3650;
+
+/// Builds the rustls server configuration from PEM files.
+pub fn server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .with_context(|| format!("cannot read the TLS certificate {}", cert_path.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate chain", cert_path.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no PEM certificate", cert_path.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .with_context(|| format!("cannot read a PEM private key from {}", key_path.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("the TLS provider supports no protocol version")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .with_context(|| {
+            format!(
+                "the key {} does not match the certificate {}",
+                key_path.display(),
+                cert_path.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A generated certificate and key, PEM.
+pub struct SelfSigned {
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Private key, PEM.
+    pub key_pem: String,
+}
+
+/// Makes a self-signed certificate for the given host names and addresses.
+pub fn self_signed(names: &[String]) -> anyhow::Result<SelfSigned> {
+    let mut params = rcgen::CertificateParams::new(names.to_vec())
+        .context("cannot use these names in a certificate")?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        names.first().cloned().unwrap_or_else(|| "penguindome".into()),
+    );
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "PenguinDome server");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(SELF_SIGNED_VALIDITY_DAYS);
+    let key = rcgen::KeyPair::generate().context("cannot generate a TLS key")?;
+    let cert = params
+        .self_signed(&key)
+        .context("cannot sign the TLS certificate")?;
+    Ok(SelfSigned {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_certificate_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = self_signed(&["127.0.0.1".into(), "pd.example.com".into()]).unwrap();
+        std::fs::write(dir.path().join("c.pem"), &s.cert_pem).unwrap();
+        std::fs::write(dir.path().join("k.pem"), &s.key_pem).unwrap();
+        server_config(&dir.path().join("c.pem"), &dir.path().join("k.pem")).unwrap();
+        let other = self_signed(&["x".into()]).unwrap();
+        std::fs::write(dir.path().join("k2.pem"), &other.key_pem).unwrap();
+        let e = server_config(&dir.path().join("c.pem"), &dir.path().join("k2.pem")).unwrap_err();
+        assert!(format!("{e:#}").contains("does not match"), "{e:#}");
+        let e = server_config(&dir.path().join("missing.pem"), &dir.path().join("k.pem")).unwrap_err();
+        assert!(format!("{e:#}").contains("missing.pem"), "{e:#}");
+    }
+}
