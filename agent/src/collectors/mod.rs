@@ -1,0 +1,114 @@
+//! Collectors: each finds out one thing about the machine. Built-in ones
+//! are Rust modules behind [`Collector`]; external ones are executables in
+//! the plugins directory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::host::Host;
+
+pub mod external;
+pub mod ip_addresses;
+pub mod os_info;
+
+/// A reading that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CollectError(pub String);
+
+impl From<std::io::Error> for CollectError {
+    fn from(e: std::io::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Small JSON values a collector may keep between runs, so that a value
+/// that jitters (or cannot be read right now) does not flap in reports.
+pub trait Cache {
+    /// The value stored under `key`.
+    fn get(&self, key: &str) -> Option<Value>;
+    /// Stores `value` under `key`.
+    fn put(&self, key: &str, value: &Value);
+}
+
+/// A cache that keeps nothing (fixtures, `collect` without a state dir).
+pub struct NoCache;
+
+impl Cache for NoCache {
+    fn get(&self, _: &str) -> Option<Value> {
+        None
+    }
+    fn put(&self, _: &str, _: &Value) {}
+}
+
+/// What a collector may use.
+pub struct Context<'a> {
+    /// The machine.
+    pub host: &'a Host,
+    /// Values kept between runs.
+    pub cache: &'a dyn Cache,
+}
+
+/// One built-in collector.
+pub trait Collector: Send + Sync {
+    /// Name under `plugins.` in the report.
+    fn name(&self) -> &'static str;
+    /// Reads the machine.
+    fn collect(&self, ctx: &Context<'_>) -> Result<Value, CollectError>;
+}
+
+/// Every built-in collector.
+pub fn builtin() -> Vec<Box<dyn Collector>> {
+    vec![Box::new(os_info::OsInfo), Box::new(ip_addresses::IpAddresses)]
+}
+
+/// Where external plugins live and how long they may run.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    /// Directory of executables.
+    pub dir: PathBuf,
+    /// Longest run.
+    pub timeout: Duration,
+}
+
+/// Runs the collectors (only `only`, if given) and returns their outputs.
+pub fn collect_all(
+    ctx: &Context<'_>,
+    plugins: &PluginSettings,
+    only: Option<&str>,
+) -> Result<BTreeMap<String, Value>, CollectError> {
+    let builtins = builtin();
+    let mut out = BTreeMap::new();
+    let builtin_names: Vec<&str> = builtins.iter().map(|c| c.name()).collect();
+    let externals = external::discover(&plugins.dir, &builtin_names);
+    if let Some(name) = only
+        && !builtin_names.contains(&name)
+        && !externals.iter().any(|p| p.name == name)
+    {
+        let mut known: Vec<String> = builtin_names.iter().map(|s| s.to_string()).collect();
+        known.extend(externals.iter().map(|p| p.name.clone()));
+        return Err(CollectError(format!(
+            "no collector named {name:?}; known: {}",
+            known.join(", ")
+        )));
+    }
+    let wanted = |n: &str| only.is_none_or(|o| o == n);
+    let selected: Vec<_> = externals.iter().filter(|p| wanted(&p.name)).collect();
+    std::thread::scope(|scope| {
+        let external_run = scope.spawn(|| external::run_all(&selected, plugins.timeout));
+        for c in builtins.iter().filter(|c| wanted(c.name())) {
+            let value = c.collect(ctx).unwrap_or_else(|e| {
+                log::warn!(collector = c.name(); "collector failed: {e}");
+                json!({"error": e.to_string()})
+            });
+            out.insert(c.name().to_string(), value);
+        }
+        for (name, value) in external_run.join().expect("plugin runner thread") {
+            out.insert(name, value);
+        }
+    });
+    Ok(out)
+}

@@ -1,0 +1,222 @@
+//! os_info: distribution, version, kernel, architecture, host name, boot time.
+//!
+//! Uptime is reported as `booted_at`, which stays the same between reports
+//! (uptime in seconds would make every report a change). The kernel's boot
+//! time in /proc/stat can move by a second when the clock is adjusted, so a
+//! cached value within a few seconds is kept.
+
+use chrono::{DateTime, Utc};
+use penguindome_protocol::envelope::utc;
+use serde_json::{Map, Value, json};
+
+use super::{CollectError, Collector, Context};
+
+/// Boot times closer than this to the cached one are the same boot.
+const BOOT_JITTER_SECONDS: i64 = 10;
+
+/// The collector.
+pub struct OsInfo;
+
+/// Parses os-release(5): KEY=value lines, values optionally quoted.
+pub fn parse_os_release(text: &str) -> Map<String, Value> {
+    let mut out = Map::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else { continue };
+        let value = value.trim();
+        let unquoted = if value.len() >= 2
+            && ((value.starts_with('"') && value.ends_with('"')) || (value.starts_with('\'') && value.ends_with('\'')))
+        {
+            let inner = &value[1..value.len() - 1];
+            inner.replace("\\\"", "\"").replace("\\$", "$").replace("\\`", "`").replace("\\\\", "\\")
+        } else {
+            value.to_string()
+        };
+        out.insert(key.trim().to_string(), Value::String(unquoted));
+    }
+    out
+}
+
+fn boot_time(text: &str) -> Option<DateTime<Utc>> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .and_then(|secs| DateTime::from_timestamp(secs, 0))
+}
+
+impl Collector for OsInfo {
+    fn name(&self) -> &'static str {
+        "os_info"
+    }
+
+    fn collect(&self, ctx: &Context<'_>) -> Result<Value, CollectError> {
+        let host = ctx.host;
+        let (release, release_file) = match host.read_to_string("/etc/os-release") {
+            Ok(t) => (parse_os_release(&t), "/etc/os-release"),
+            Err(_) => (
+                parse_os_release(&host.read_to_string("/usr/lib/os-release").map_err(|e| {
+                    CollectError(format!("neither /etc/os-release nor /usr/lib/os-release is readable: {e}"))
+                })?),
+                "/usr/lib/os-release",
+            ),
+        };
+        let field = |k: &str| release.get(k).cloned().unwrap_or(Value::Null);
+        let id_like: Vec<Value> = release
+            .get("ID_LIKE")
+            .and_then(Value::as_str)
+            .map(|s| s.split_whitespace().map(|w| Value::String(w.to_string())).collect())
+            .unwrap_or_default();
+        let kernel = host.read_to_string("/proc/sys/kernel/osrelease")?.trim().to_string();
+        let hostname = host.read_to_string("/proc/sys/kernel/hostname")?.trim().to_string();
+        let architecture = host.machine()?;
+
+        let booted = host.read_to_string("/proc/stat").ok().as_deref().and_then(boot_time);
+        let cached = ctx
+            .cache
+            .get("os_info.booted_at")
+            .and_then(|v| v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()))
+            .map(|t| t.with_timezone(&Utc));
+        let booted_at = match (booted, cached) {
+            (Some(now), Some(old)) if (now - old).num_seconds().abs() <= BOOT_JITTER_SECONDS => Some(old),
+            (Some(now), _) => {
+                ctx.cache.put("os_info.booted_at", &Value::String(utc::format(&now)));
+                Some(now)
+            }
+            (None, old) => old,
+        };
+
+        Ok(json!({
+            "id": field("ID"),
+            "id_like": id_like,
+            "name": field("NAME"),
+            "pretty_name": field("PRETTY_NAME"),
+            "version_id": field("VERSION_ID"),
+            "version_codename": field("VERSION_CODENAME"),
+            "kernel": kernel,
+            "architecture": architecture,
+            "hostname": hostname,
+            "booted_at": booted_at.map(|t| utc::format(&t)),
+            "evidence": {
+                "distribution": release_file,
+                "kernel": "/proc/sys/kernel/osrelease",
+                "hostname": "/proc/sys/kernel/hostname",
+                "booted_at": "/proc/stat btime",
+                "architecture": if host.is_live() { "uname(2)" } else { "/proc/sys/kernel/arch" },
+            },
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collectors::NoCache;
+    use crate::host::Host;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let p = d.path().join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        d
+    }
+
+    const PROC: &[(&str, &str)] = &[
+        ("/proc/sys/kernel/osrelease", "6.1.0-28-amd64\n"),
+        ("/proc/sys/kernel/hostname", "lap-01\n"),
+        ("/proc/sys/kernel/arch", "x86_64\n"),
+        ("/proc/stat", "cpu  1 2 3\nbtime 1764000000\nprocesses 99\n"),
+    ];
+
+    struct MapCache(RefCell<HashMap<String, Value>>);
+    impl crate::collectors::Cache for MapCache {
+        fn get(&self, k: &str) -> Option<Value> {
+            self.0.borrow().get(k).cloned()
+        }
+        fn put(&self, k: &str, v: &Value) {
+            self.0.borrow_mut().insert(k.into(), v.clone());
+        }
+    }
+
+    #[test]
+    fn debian_fixture() {
+        let mut files = PROC.to_vec();
+        files.push((
+            "/etc/os-release",
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\nID=debian\n",
+        ));
+        let d = tree(&files);
+        let host = Host::fixture(d.path(), vec![]);
+        let v = OsInfo.collect(&Context { host: &host, cache: &NoCache }).unwrap();
+        assert_eq!(v["id"], "debian");
+        assert_eq!(v["version_id"], "12");
+        assert_eq!(v["version_codename"], "bookworm");
+        assert_eq!(v["kernel"], "6.1.0-28-amd64");
+        assert_eq!(v["hostname"], "lap-01");
+        assert_eq!(v["architecture"], "x86_64");
+        assert_eq!(v["booted_at"], "2025-11-24T16:00:00.000000Z");
+        assert_eq!(v["id_like"], json!([]));
+        assert_eq!(v["evidence"]["distribution"], "/etc/os-release");
+    }
+
+    #[test]
+    fn fedora_fixture_uses_usr_lib_and_id_like() {
+        let mut files = PROC.to_vec();
+        files.push((
+            "/usr/lib/os-release",
+            "NAME=\"Fedora Linux\"\nVERSION_ID=41\nID=fedora\nPRETTY_NAME=\"Fedora Linux 41 (Workstation Edition)\"\n",
+        ));
+        let d = tree(&files);
+        let host = Host::fixture(d.path(), vec![]);
+        let v = OsInfo.collect(&Context { host: &host, cache: &NoCache }).unwrap();
+        assert_eq!(v["id"], "fedora");
+        assert_eq!(v["evidence"]["distribution"], "/usr/lib/os-release");
+        assert_eq!(v["version_codename"], Value::Null);
+
+        let mut files = PROC.to_vec();
+        files.push(("/etc/os-release", "ID=linuxmint\nID_LIKE=\"ubuntu debian\"\nVERSION_ID=\"22\"\n"));
+        let d = tree(&files);
+        let host = Host::fixture(d.path(), vec![]);
+        let v = OsInfo.collect(&Context { host: &host, cache: &NoCache }).unwrap();
+        assert_eq!(v["id_like"], json!(["ubuntu", "debian"]));
+    }
+
+    #[test]
+    fn boot_time_jitter_does_not_flap() {
+        let mut files = PROC.to_vec();
+        files.push(("/etc/os-release", "ID=arch\n"));
+        let d = tree(&files);
+        let host = Host::fixture(d.path(), vec![]);
+        let cache = MapCache(RefCell::new(HashMap::new()));
+        let first = OsInfo.collect(&Context { host: &host, cache: &cache }).unwrap();
+        std::fs::write(d.path().join("proc/stat"), "btime 1764000001\n").unwrap();
+        let second = OsInfo.collect(&Context { host: &host, cache: &cache }).unwrap();
+        assert_eq!(first["booted_at"], second["booted_at"]);
+        std::fs::write(d.path().join("proc/stat"), "btime 1764090000\n").unwrap();
+        let rebooted = OsInfo.collect(&Context { host: &host, cache: &cache }).unwrap();
+        assert_ne!(first["booted_at"], rebooted["booted_at"]);
+    }
+
+    #[test]
+    fn missing_os_release_says_which_files() {
+        let d = tree(PROC);
+        let host = Host::fixture(d.path(), vec![]);
+        let e = OsInfo.collect(&Context { host: &host, cache: &NoCache }).unwrap_err();
+        assert!(e.0.contains("/usr/lib/os-release"), "{e}");
+    }
+
+    #[test]
+    fn os_release_quoting() {
+        let m = parse_os_release("A=\"x \\\"y\\\"\"\nB='single'\n# c\nC=plain\n");
+        assert_eq!(m["A"], "x \"y\"");
+        assert_eq!(m["B"], "single");
+        assert_eq!(m["C"], "plain");
+    }
+}

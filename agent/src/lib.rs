@@ -1,0 +1,10 @@
+//! The PenguinDome agent: collects facts about this machine and submits
+//! them, signed with its own key, to the site's server.
+
+pub mod collectors;
+pub mod host;
+pub mod run;
+pub mod session;
+pub mod spool;
+pub mod state;
+pub mod transport;

@@ -1,0 +1,183 @@
+//! penguindome-agent: the command line. The systemd timer calls `run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use penguindome_agent::collectors::{NoCache, PluginSettings};
+use penguindome_agent::host::Host;
+use penguindome_agent::run::{self, Agent, RunOptions};
+use penguindome_agent::state::{StateDir, read_machine_id};
+use penguindome_protocol::agent_config::{self, AgentConfig, DEFAULT_PLUGINS_DIR};
+use penguindome_protocol::logging::{self, LogTarget};
+
+#[derive(Parser)]
+#[command(name = "penguindome-agent", version, about = "Collect this machine's compliance facts and report them to the PenguinDome server")]
+struct Cli {
+    /// The agent configuration.
+    #[arg(long, global = true, env = "PENGUINDOME_AGENT_CONFIG", default_value = agent_config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// The state directory (key, spool, stamps).
+    #[arg(long, global = true, env = "PENGUINDOME_STATE_DIR", default_value = agent_config::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Read the machine id from this file instead of the configured one.
+    #[arg(long, global = true)]
+    machine_id_file: Option<PathBuf>,
+    /// Log level (default: the configured one for run, warn otherwise).
+    #[arg(long, global = true)]
+    log_level: Option<log::LevelFilter>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enroll if needed, check for updates, collect and submit when due.
+    Run {
+        /// Collect now, whatever the collect interval says.
+        #[arg(long)]
+        force_collect: bool,
+        /// Submit waiting reports now, whatever the submit interval says.
+        #[arg(long)]
+        force_submit: bool,
+    },
+    /// Print what would be submitted, without submitting.
+    Collect {
+        /// Only this collector.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show identity, server, last collect and submit, spool and last error.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            log::error!("{e:#}");
+            eprintln!("penguindome-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_agent(cli: &Cli) -> anyhow::Result<Agent> {
+    let config = AgentConfig::load(&cli.config)?;
+    let id_file = cli.machine_id_file.clone().unwrap_or_else(|| config.machine_id_file.clone());
+    let machine_id = read_machine_id(&id_file)?;
+    let state = StateDir::open(&cli.state_dir)?;
+    Ok(Agent { config, state, machine_id, host: Host::system() })
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Run { force_collect, force_submit } => {
+            let agent = load_agent(&cli);
+            let level = cli.log_level.unwrap_or_else(|| {
+                agent.as_ref().ok().and_then(|a| a.config.log_level.parse().ok()).unwrap_or(log::LevelFilter::Info)
+            });
+            logging::init(LogTarget::Auto, level, "penguindome-agent").map_err(anyhow::Error::msg)?;
+            let agent = agent?;
+            let outcome = run::run(&agent, RunOptions { force_collect: *force_collect, force_submit: *force_submit })?;
+            if outcome.skipped {
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !outcome.errors.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+            if !outcome.offline.is_empty() {
+                log::warn!("the server is unreachable; {} reports wait in the spool", outcome.pending);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Collect { plugin, json } => {
+            init_quiet_logging(&cli)?;
+            // Collecting works without an agent.toml, so collectors can be
+            // tried on any machine; the plugins settings come from it if present.
+            let settings = match AgentConfig::load(&cli.config) {
+                Ok(c) => PluginSettings { dir: c.plugins_dir, timeout: c.plugin_timeout },
+                Err(e) => {
+                    if cli.config.exists() {
+                        log::warn!("{e}; using default plugin settings");
+                    }
+                    PluginSettings { dir: DEFAULT_PLUGINS_DIR.into(), timeout: std::time::Duration::from_secs(60) }
+                }
+            };
+            let host = Host::system();
+            let report = match StateDir::open(&cli.state_dir) {
+                Ok(state) => {
+                    let cache = state.cache();
+                    let r = run::collect_report(&host, &cache, &settings, plugin.as_deref());
+                    let _ = cache.save();
+                    r
+                }
+                Err(_) => run::collect_report(&host, &NoCache, &settings, plugin.as_deref()),
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("host {} collected at {}", report.hostname, report.collected_at.to_rfc3339());
+                for (name, value) in &report.plugins {
+                    println!("\n[{name}]\n{}", serde_json::to_string_pretty(value)?);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            init_quiet_logging(&cli)?;
+            let agent = load_agent(&cli)?;
+            let s = run::status(&agent)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let when = |t: &Option<chrono::DateTime<chrono::Utc>>| match t {
+                Some(t) => {
+                    let ago = (chrono::Utc::now() - *t).num_seconds().max(0);
+                    format!("{} ({} ago)", t.format("%Y-%m-%d %H:%M:%S UTC"), humantime::format_duration(std::time::Duration::from_secs(ago as u64)))
+                }
+                None => "never".into(),
+            };
+            println!("client id:    {}", s.client_id);
+            println!("server:       {}", s.server_url);
+            println!(
+                "key:          {}",
+                match (&s.key_fingerprint, s.enrolled) {
+                    (Some(fp), true) => format!("{fp} (enrolled)"),
+                    (Some(fp), false) => format!("{fp} (not enrolled yet)"),
+                    (None, _) => "none yet (made at the first run)".into(),
+                }
+            );
+            println!("last collect: {}", when(&s.state.last_collect_at));
+            println!("last submit:  {}", when(&s.state.last_submit_at));
+            println!("last update:  {}", when(&s.state.last_update_at));
+            if let Some(skew) = s.state.clock_skew_seconds {
+                println!("clock skew:   {skew} s (server minus this machine)");
+            }
+            println!("spool:        {} reports, {} bytes", s.spool_reports, s.spool_bytes);
+            match &s.state.last_error {
+                Some(e) => println!("last error:   {} at {}", e.message, e.at.format("%Y-%m-%d %H:%M:%S UTC")),
+                None => println!("last error:   none"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn init_quiet_logging(cli: &Cli) -> anyhow::Result<()> {
+    logging::init(LogTarget::Stderr, cli.log_level.unwrap_or(log::LevelFilter::Warn), "penguindome-agent")
+        .map_err(anyhow::Error::msg)
+        .context("cannot set up logging")?;
+    Ok(())
+}

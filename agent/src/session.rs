@@ -1,0 +1,164 @@
+//! The signed conversations with the server: enroll, update, submit,
+//! acknowledge a patch.
+
+use std::time::Duration;
+
+use penguindome_protocol::agent_config::AgentConfig;
+use penguindome_protocol::wire::{
+    AcknowledgePatch, Ack, EnrollRequest, EnrollResponse, Report, UpdateRequest, UpdateResponse, paths,
+};
+use chrono::Utc;
+use penguindome_protocol::envelope::new_nonce;
+use penguindome_protocol::{Envelope, EnvelopeError, Freshness, PublicKey, SecretKey};
+use serde::Serialize;
+
+use crate::transport::{Reply, Transport, TransportError};
+
+/// How a server response may differ from our clock before we refuse it.
+const REPLY_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// What went wrong in a conversation.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The server could not be reached.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The server does not know our key (database reset, or never enrolled).
+    #[error("the server does not know this client's key: {0}")]
+    NotEnrolled(String),
+    /// An administrator revoked this client.
+    #[error("the server refuses this client: {0}; ask an administrator")]
+    Revoked(String),
+    /// The server refused this particular request's content.
+    #[error("the server rejected the data: {0}")]
+    Rejected(String),
+    /// Any other refusal.
+    #[error("the server refused the request: {0}")]
+    Refused(String),
+    /// A server answer that failed verification: never acted upon.
+    #[error("the server's answer failed verification: {0}")]
+    BadAnswer(String),
+    /// Local signing failure.
+    #[error("cannot sign the request: {0}")]
+    Sign(#[from] EnvelopeError),
+}
+
+impl SessionError {
+    /// True when the failure is the network's, so the run is not a failure
+    /// of the agent itself (laptops are often offline).
+    pub fn is_offline(&self) -> bool {
+        matches!(self, Self::Transport(TransportError::Unreachable { .. }))
+    }
+}
+
+/// Result of one submission.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Stored (or already stored) by the server.
+    Delivered,
+    /// The server will never accept this report; set it aside.
+    Rejected(String),
+}
+
+/// A client talking to its server.
+pub struct Session<'a> {
+    transport: &'a Transport,
+    key: &'a SecretKey,
+    server_key: PublicKey,
+    client_id: String,
+}
+
+fn classify(reply: &Reply) -> SessionError {
+    let code = reply.api_error().map(|e| e.code).unwrap_or_default();
+    let text = reply.describe();
+    match (reply.status, code.as_str()) {
+        (401, "unknown_key") => SessionError::NotEnrolled(text),
+        (403, _) => SessionError::Revoked(text),
+        (400 | 413, _) => SessionError::Rejected(text),
+        _ => SessionError::Refused(text),
+    }
+}
+
+impl<'a> Session<'a> {
+    /// Prepares a session.
+    pub fn new(
+        config: &AgentConfig,
+        transport: &'a Transport,
+        key: &'a SecretKey,
+        client_id: String,
+    ) -> anyhow::Result<Self> {
+        let server_key = PublicKey::from_bytes(config.server_public_key.as_bytes())?;
+        Ok(Self { transport, key, server_key, client_id })
+    }
+
+    /// Signs and posts `body`; returns the request's nonce and the reply.
+    fn post<T: Serialize>(&self, path: &str, body: &T) -> Result<(String, Reply), SessionError> {
+        let nonce = new_nonce();
+        let envelope = Envelope::seal_at(self.key, &self.client_id, Utc::now(), nonce.clone(), None, body)?;
+        let reply = self.transport.post(path, &envelope)?;
+        Ok((nonce, reply))
+    }
+
+    /// Enrolls this client's key with the site's credential.
+    pub fn enroll(&self, hostname: &str, credential: &str) -> Result<EnrollResponse, SessionError> {
+        let body = EnrollRequest {
+            machine_id: self.client_id.clone(),
+            hostname: hostname.to_string(),
+            public_key: self.key.public().to_armored().map_err(|e| SessionError::Sign(e.into()))?,
+            credential: credential.to_string(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let (_, reply) = self.post(paths::ENROLL, &body)?;
+        if reply.status != 200 {
+            return Err(match reply.status {
+                403 | 409 => SessionError::Revoked(reply.describe()),
+                _ => classify(&reply),
+            });
+        }
+        serde_json::from_slice(&reply.body).map_err(|e| SessionError::BadAnswer(e.to_string()))
+    }
+
+    /// Asks for updates; the answer is verified against the server key and
+    /// must answer this very request.
+    pub fn update(&self, hostname: &str) -> Result<UpdateResponse, SessionError> {
+        let body = UpdateRequest {
+            hostname: hostname.to_string(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let (request_nonce, reply) = self.post(paths::UPDATE, &body)?;
+        if reply.status != 200 {
+            return Err(classify(&reply));
+        }
+        let answer = Envelope::from_wire(reply.body, reply.signature.as_deref())
+            .and_then(|e| e.open_reply::<UpdateResponse>(&self.server_key, &request_nonce, &Freshness::now(REPLY_WINDOW)))
+            .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
+        Ok(answer.body)
+    }
+
+    /// Submits one report.
+    pub fn submit(&self, report: &Report) -> Result<Delivery, SessionError> {
+        let (_, reply) = self.post(paths::SUBMIT, report)?;
+        match reply.status {
+            200 => {
+                let ack: Ack = serde_json::from_slice(&reply.body).map_err(|e| SessionError::BadAnswer(e.to_string()))?;
+                if ack.status == "duplicate" {
+                    log::info!("the server already had report {}", report.report_id);
+                }
+                Ok(Delivery::Delivered)
+            }
+            _ => match classify(&reply) {
+                SessionError::Rejected(why) => Ok(Delivery::Rejected(why)),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Confirms a patch.
+    pub fn acknowledge_patch(&self, patch_id: &str) -> Result<(), SessionError> {
+        let (_, reply) = self.post(paths::ACKNOWLEDGE_PATCH, &AcknowledgePatch { patch_id: patch_id.to_string() })?;
+        if reply.status != 200 {
+            return Err(classify(&reply));
+        }
+        Ok(())
+    }
+}

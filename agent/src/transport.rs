@@ -1,0 +1,114 @@
+//! HTTPS to the server: the site's pinned certificate (or the system's
+//! roots), timeouts, and signed request bodies.
+
+use std::sync::Arc;
+
+use penguindome_protocol::agent_config::AgentConfig;
+use penguindome_protocol::wire::ApiError;
+use penguindome_protocol::{Envelope, SIGNATURE_HEADER};
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+/// Largest response body read.
+const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
+
+/// Errors talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The configuration cannot be used.
+    #[error("{0}")]
+    Config(String),
+    /// No answer: DNS, connection, TLS or timeout.
+    #[error("cannot reach the server at {url}: {message}")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// The signature header, if any.
+    pub signature: Option<Vec<u8>>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The server's error code and message, when the body is an API error.
+    pub fn api_error(&self) -> Option<ApiError> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// A one-line description of a failed reply.
+    pub fn describe(&self) -> String {
+        match self.api_error() {
+            Some(e) => format!("HTTP {} {}: {}", self.status, e.code, e.error),
+            None => format!("HTTP {}: {}", self.status, String::from_utf8_lossy(&self.body).chars().take(200).collect::<String>()),
+        }
+    }
+}
+
+/// The HTTP client.
+pub struct Transport {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Transport {
+    /// Builds a client for the configured server.
+    pub fn new(config: &AgentConfig) -> Result<Self, TransportError> {
+        let roots = match &config.ca_certificate {
+            Some(pem) => {
+                let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(pem.as_bytes())
+                    .filter_map(|item| match item {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| TransportError::Config(format!("ca_certificate in agent.toml is not PEM: {e}")))?;
+                if certs.is_empty() {
+                    return Err(TransportError::Config("ca_certificate in agent.toml holds no certificate".into()));
+                }
+                RootCerts::Specific(Arc::new(certs))
+            }
+            None => RootCerts::PlatformVerifier,
+        };
+        let agent = ureq::Agent::config_builder()
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .https_only(!config.allow_plain_http)
+            .http_status_as_error(false)
+            .timeout_global(Some(config.request_timeout))
+            .user_agent(format!("penguindome-agent/{}", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Ok(Self { agent, base: config.base_url().to_string() })
+    }
+
+    /// Posts a signed envelope to `path` and reads the answer.
+    pub fn post(&self, path: &str, envelope: &Envelope) -> Result<Reply, TransportError> {
+        let url = format!("{}{path}", self.base);
+        let unreachable = |e: ureq::Error| TransportError::Unreachable { url: url.clone(), message: e.to_string() };
+        let mut response = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .header(SIGNATURE_HEADER, envelope.signature_header())
+            .send(envelope.payload())
+            .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let signature = response.headers().get(SIGNATURE_HEADER).map(|v| v.as_bytes().to_vec());
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE)
+            .read_to_vec()
+            .map_err(unreachable)?;
+        Ok(Reply { status, signature, body })
+    }
+}
