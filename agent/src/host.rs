@@ -32,7 +32,10 @@ pub struct Host {
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host").field("root", &self.root).field("live", &self.live).finish()
+        f.debug_struct("Host")
+            .field("root", &self.root)
+            .field("live", &self.live)
+            .finish()
     }
 }
 
@@ -94,7 +97,10 @@ impl Host {
                 .to_string_lossy()
                 .into_owned())
         } else {
-            Ok(self.read_to_string("/proc/sys/kernel/arch")?.trim().to_string())
+            Ok(self
+                .read_to_string("/proc/sys/kernel/arch")?
+                .trim()
+                .to_string())
         }
     }
 }
@@ -108,16 +114,24 @@ fn system_interfaces() -> io::Result<Vec<InterfaceAddress>> {
             Some(IpAddr::V6(m)) => u128::from(m).count_ones() as u8,
             None => 0,
         };
-        let loopback = ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK);
+        let loopback = ifa
+            .flags
+            .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK);
         let (address, mask) = if let Some(v4) = addr.as_sockaddr_in() {
             (
                 IpAddr::V4(v4.ip()),
-                ifa.netmask.as_ref().and_then(|m| m.as_sockaddr_in()).map(|m| IpAddr::V4(m.ip())),
+                ifa.netmask
+                    .as_ref()
+                    .and_then(|m| m.as_sockaddr_in())
+                    .map(|m| IpAddr::V4(m.ip())),
             )
         } else if let Some(v6) = addr.as_sockaddr_in6() {
             (
                 IpAddr::V6(v6.ip()),
-                ifa.netmask.as_ref().and_then(|m| m.as_sockaddr_in6()).map(|m| IpAddr::V6(m.ip())),
+                ifa.netmask
+                    .as_ref()
+                    .and_then(|m| m.as_sockaddr_in6())
+                    .map(|m| IpAddr::V6(m.ip())),
             )
         } else {
             continue;

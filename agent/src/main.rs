@@ -13,7 +13,11 @@ use penguindome_protocol::agent_config::{self, AgentConfig, DEFAULT_PLUGINS_DIR}
 use penguindome_protocol::logging::{self, LogTarget};
 
 #[derive(Parser)]
-#[command(name = "penguindome-agent", version, about = "Collect this machine's compliance facts and report them to the PenguinDome server")]
+#[command(
+    name = "penguindome-agent",
+    version,
+    about = "Collect this machine's compliance facts and report them to the PenguinDome server"
+)]
 struct Cli {
     /// The agent configuration.
     #[arg(long, global = true, env = "PENGUINDOME_AGENT_CONFIG", default_value = agent_config::DEFAULT_PATH)]
@@ -73,22 +77,44 @@ fn main() -> ExitCode {
 
 fn load_agent(cli: &Cli) -> anyhow::Result<Agent> {
     let config = AgentConfig::load(&cli.config)?;
-    let id_file = cli.machine_id_file.clone().unwrap_or_else(|| config.machine_id_file.clone());
+    let id_file = cli
+        .machine_id_file
+        .clone()
+        .unwrap_or_else(|| config.machine_id_file.clone());
     let machine_id = read_machine_id(&id_file)?;
     let state = StateDir::open(&cli.state_dir)?;
-    Ok(Agent { config, state, machine_id, host: Host::system() })
+    Ok(Agent {
+        config,
+        state,
+        machine_id,
+        host: Host::system(),
+    })
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Run { force_collect, force_submit } => {
+        Command::Run {
+            force_collect,
+            force_submit,
+        } => {
             let agent = load_agent(&cli);
             let level = cli.log_level.unwrap_or_else(|| {
-                agent.as_ref().ok().and_then(|a| a.config.log_level.parse().ok()).unwrap_or(log::LevelFilter::Info)
+                agent
+                    .as_ref()
+                    .ok()
+                    .and_then(|a| a.config.log_level.parse().ok())
+                    .unwrap_or(log::LevelFilter::Info)
             });
-            logging::init(LogTarget::Auto, level, "penguindome-agent").map_err(anyhow::Error::msg)?;
+            logging::init(LogTarget::Auto, level, "penguindome-agent")
+                .map_err(anyhow::Error::msg)?;
             let agent = agent?;
-            let outcome = run::run(&agent, RunOptions { force_collect: *force_collect, force_submit: *force_submit })?;
+            let outcome = run::run(
+                &agent,
+                RunOptions {
+                    force_collect: *force_collect,
+                    force_submit: *force_submit,
+                },
+            )?;
             if outcome.skipped {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -96,7 +122,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
             if !outcome.offline.is_empty() {
-                log::warn!("the server is unreachable; {} reports wait in the spool", outcome.pending);
+                log::warn!(
+                    "the server is unreachable; {} reports wait in the spool",
+                    outcome.pending
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -105,12 +134,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             // Collecting works without an agent.toml, so collectors can be
             // tried on any machine; the plugins settings come from it if present.
             let settings = match AgentConfig::load(&cli.config) {
-                Ok(c) => PluginSettings { dir: c.plugins_dir, timeout: c.plugin_timeout },
+                Ok(c) => PluginSettings {
+                    dir: c.plugins_dir,
+                    timeout: c.plugin_timeout,
+                },
                 Err(e) => {
                     if cli.config.exists() {
                         log::warn!("{e}; using default plugin settings");
                     }
-                    PluginSettings { dir: DEFAULT_PLUGINS_DIR.into(), timeout: std::time::Duration::from_secs(60) }
+                    PluginSettings {
+                        dir: DEFAULT_PLUGINS_DIR.into(),
+                        timeout: std::time::Duration::from_secs(60),
+                    }
                 }
             };
             let host = Host::system();
@@ -127,7 +162,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("host {} collected at {}", report.hostname, report.collected_at.to_rfc3339());
+                println!(
+                    "host {} collected at {}",
+                    report.hostname,
+                    report.collected_at.to_rfc3339()
+                );
                 for (name, value) in &report.plugins {
                     println!("\n[{name}]\n{}", serde_json::to_string_pretty(value)?);
                 }
@@ -145,7 +184,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let when = |t: &Option<chrono::DateTime<chrono::Utc>>| match t {
                 Some(t) => {
                     let ago = (chrono::Utc::now() - *t).num_seconds().max(0);
-                    format!("{} ({} ago)", t.format("%Y-%m-%d %H:%M:%S UTC"), humantime::format_duration(std::time::Duration::from_secs(ago as u64)))
+                    format!(
+                        "{} ({} ago)",
+                        t.format("%Y-%m-%d %H:%M:%S UTC"),
+                        humantime::format_duration(std::time::Duration::from_secs(ago as u64))
+                    )
                 }
                 None => "never".into(),
             };
@@ -165,9 +208,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(skew) = s.state.clock_skew_seconds {
                 println!("clock skew:   {skew} s (server minus this machine)");
             }
-            println!("spool:        {} reports, {} bytes", s.spool_reports, s.spool_bytes);
+            println!(
+                "spool:        {} reports, {} bytes",
+                s.spool_reports, s.spool_bytes
+            );
             match &s.state.last_error {
-                Some(e) => println!("last error:   {} at {}", e.message, e.at.format("%Y-%m-%d %H:%M:%S UTC")),
+                Some(e) => println!(
+                    "last error:   {} at {}",
+                    e.message,
+                    e.at.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
                 None => println!("last error:   none"),
             }
             Ok(ExitCode::SUCCESS)
@@ -176,8 +226,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn init_quiet_logging(cli: &Cli) -> anyhow::Result<()> {
-    logging::init(LogTarget::Stderr, cli.log_level.unwrap_or(log::LevelFilter::Warn), "penguindome-agent")
-        .map_err(anyhow::Error::msg)
-        .context("cannot set up logging")?;
+    logging::init(
+        LogTarget::Stderr,
+        cli.log_level.unwrap_or(log::LevelFilter::Warn),
+        "penguindome-agent",
+    )
+    .map_err(anyhow::Error::msg)
+    .context("cannot set up logging")?;
     Ok(())
 }

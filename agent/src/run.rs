@@ -150,10 +150,15 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
                 let skew = (u.server_time - Utc::now()).num_seconds();
                 state.clock_skew_seconds = Some(skew);
                 if skew.abs() > SKEW_WARNING_SECONDS {
-                    log::warn!("this machine's clock is {skew} s away from the server's; requests fail beyond 15 minutes");
+                    log::warn!(
+                        "this machine's clock is {skew} s away from the server's; requests fail beyond 15 minutes"
+                    );
                 }
                 if !u.patches.is_empty() {
-                    log::info!("{} patches are queued; this agent version does not apply patches yet", u.patches.len());
+                    log::info!(
+                        "{} patches are queued; this agent version does not apply patches yet",
+                        u.patches.len()
+                    );
                 }
             }
             Err(e) => {
@@ -168,20 +173,30 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
     // 3. Collect when due, and spool before anything is sent.
     if opts.force_collect || is_due(state.last_collect_at, config.collect_interval, now) {
         let cache = agent.state.cache();
-        let settings = PluginSettings { dir: config.plugins_dir.clone(), timeout: config.plugin_timeout };
-        let report = collect_report(&agent.host, &cache, &settings, None).context("collection failed")?;
+        let settings = PluginSettings {
+            dir: config.plugins_dir.clone(),
+            timeout: config.plugin_timeout,
+        };
+        let report =
+            collect_report(&agent.host, &cache, &settings, None).context("collection failed")?;
         spool.push(&report).context("cannot spool the report")?;
         if let Err(e) = cache.save() {
             log::warn!("cannot save the collector cache: {e}");
         }
         state.last_collect_at = Some(now);
         outcome.collected = true;
-        log::info!("collected {} plugins into report {}", report.plugins.len(), report.report_id);
+        log::info!(
+            "collected {} plugins into report {}",
+            report.plugins.len(),
+            report.report_id
+        );
     }
 
     // 4. Submit when due: oldest first, stopping at the first failure.
     let pending = spool.entries()?;
-    let submit_due = outcome.collected || opts.force_submit || is_due(state.last_submit_attempt_at, config.submit_interval, now);
+    let submit_due = outcome.collected
+        || opts.force_submit
+        || is_due(state.last_submit_attempt_at, config.submit_interval, now);
     if enrolled && !pending.is_empty() && submit_due {
         state.last_submit_attempt_at = Some(now);
         for entry in &pending {
@@ -189,7 +204,11 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
                 Ok(r) => r,
                 Err(SpoolError::Corrupt { path, message }) => {
                     let moved = spool.reject(entry)?;
-                    log::error!("spool file {} is damaged ({message}); moved to {}", path.display(), moved.display());
+                    log::error!(
+                        "spool file {} is damaged ({message}); moved to {}",
+                        path.display(),
+                        moved.display()
+                    );
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -202,7 +221,11 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
                 }
                 Ok(Delivery::Rejected(why)) => {
                     let moved = spool.reject(entry)?;
-                    let msg = format!("the server rejected report {} ({why}); moved it to {}", report.report_id, moved.display());
+                    let msg = format!(
+                        "the server rejected report {} ({why}); moved it to {}",
+                        report.report_id,
+                        moved.display()
+                    );
                     log::error!("{msg}");
                     outcome.errors.push(msg);
                 }
@@ -226,7 +249,10 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
         .iter()
         .chain(outcome.offline.iter())
         .last()
-        .map(|m| LastError { at: Utc::now(), message: m.clone() });
+        .map(|m| LastError {
+            at: Utc::now(),
+            message: m.clone(),
+        });
     agent.state.save(&state)?;
     Ok(outcome)
 }
@@ -261,10 +287,11 @@ pub fn status(agent: &Agent) -> anyhow::Result<Status> {
     let enrolled = key_fingerprint.is_some()
         && state.enrolled_fingerprint == key_fingerprint
         && state.enrolled_server.as_deref() == Some(agent.config.base_url());
-    let (spool_reports, spool_bytes) = match Spool::open(&agent.state.spool_dir(), agent.config.spool_max_bytes) {
-        Ok(s) => s.usage()?,
-        Err(_) => (0, 0),
-    };
+    let (spool_reports, spool_bytes) =
+        match Spool::open(&agent.state.spool_dir(), agent.config.spool_max_bytes) {
+            Ok(s) => s.usage()?,
+            Err(_) => (0, 0),
+        };
     Ok(Status {
         client_id: agent.machine_id.clone(),
         server_url: agent.config.base_url().to_string(),
@@ -285,9 +312,21 @@ mod tests {
         let now = Utc::now();
         let five = Duration::from_secs(300);
         assert!(is_due(None, five, now));
-        assert!(!is_due(Some(now - chrono::Duration::seconds(200)), five, now));
-        assert!(is_due(Some(now - chrono::Duration::seconds(275)), five, now));
-        assert!(is_due(Some(now + chrono::Duration::seconds(600)), five, now));
+        assert!(!is_due(
+            Some(now - chrono::Duration::seconds(200)),
+            five,
+            now
+        ));
+        assert!(is_due(
+            Some(now - chrono::Duration::seconds(275)),
+            five,
+            now
+        ));
+        assert!(is_due(
+            Some(now + chrono::Duration::seconds(600)),
+            five,
+            now
+        ));
         let one = Duration::from_secs(60);
         assert!(is_due(Some(now - chrono::Duration::seconds(46)), one, now));
         assert!(!is_due(Some(now - chrono::Duration::seconds(40)), one, now));

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use penguindome_protocol::agent_config::AgentConfig;
-use penguindome_protocol::wire::{
-    AcknowledgePatch, Ack, EnrollRequest, EnrollResponse, Report, UpdateRequest, UpdateResponse, paths,
-};
 use chrono::Utc;
+use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::envelope::new_nonce;
+use penguindome_protocol::wire::{
+    Ack, AcknowledgePatch, EnrollRequest, EnrollResponse, Report, UpdateRequest, UpdateResponse,
+    paths,
+};
 use penguindome_protocol::{Envelope, EnvelopeError, Freshness, PublicKey, SecretKey};
 use serde::Serialize;
 
@@ -88,13 +89,25 @@ impl<'a> Session<'a> {
         client_id: String,
     ) -> anyhow::Result<Self> {
         let server_key = PublicKey::from_bytes(config.server_public_key.as_bytes())?;
-        Ok(Self { transport, key, server_key, client_id })
+        Ok(Self {
+            transport,
+            key,
+            server_key,
+            client_id,
+        })
     }
 
     /// Signs and posts `body`; returns the request's nonce and the reply.
     fn post<T: Serialize>(&self, path: &str, body: &T) -> Result<(String, Reply), SessionError> {
         let nonce = new_nonce();
-        let envelope = Envelope::seal_at(self.key, &self.client_id, Utc::now(), nonce.clone(), None, body)?;
+        let envelope = Envelope::seal_at(
+            self.key,
+            &self.client_id,
+            Utc::now(),
+            nonce.clone(),
+            None,
+            body,
+        )?;
         let reply = self.transport.post(path, &envelope)?;
         Ok((nonce, reply))
     }
@@ -104,7 +117,11 @@ impl<'a> Session<'a> {
         let body = EnrollRequest {
             machine_id: self.client_id.clone(),
             hostname: hostname.to_string(),
-            public_key: self.key.public().to_armored().map_err(|e| SessionError::Sign(e.into()))?,
+            public_key: self
+                .key
+                .public()
+                .to_armored()
+                .map_err(|e| SessionError::Sign(e.into()))?,
             credential: credential.to_string(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
         };
@@ -130,7 +147,13 @@ impl<'a> Session<'a> {
             return Err(classify(&reply));
         }
         let answer = Envelope::from_wire(reply.body, reply.signature.as_deref())
-            .and_then(|e| e.open_reply::<UpdateResponse>(&self.server_key, &request_nonce, &Freshness::now(REPLY_WINDOW)))
+            .and_then(|e| {
+                e.open_reply::<UpdateResponse>(
+                    &self.server_key,
+                    &request_nonce,
+                    &Freshness::now(REPLY_WINDOW),
+                )
+            })
             .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
         Ok(answer.body)
     }
@@ -140,7 +163,8 @@ impl<'a> Session<'a> {
         let (_, reply) = self.post(paths::SUBMIT, report)?;
         match reply.status {
             200 => {
-                let ack: Ack = serde_json::from_slice(&reply.body).map_err(|e| SessionError::BadAnswer(e.to_string()))?;
+                let ack: Ack = serde_json::from_slice(&reply.body)
+                    .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
                 if ack.status == "duplicate" {
                     log::info!("the server already had report {}", report.report_id);
                 }
@@ -155,7 +179,12 @@ impl<'a> Session<'a> {
 
     /// Confirms a patch.
     pub fn acknowledge_patch(&self, patch_id: &str) -> Result<(), SessionError> {
-        let (_, reply) = self.post(paths::ACKNOWLEDGE_PATCH, &AcknowledgePatch { patch_id: patch_id.to_string() })?;
+        let (_, reply) = self.post(
+            paths::ACKNOWLEDGE_PATCH,
+            &AcknowledgePatch {
+                patch_id: patch_id.to_string(),
+            },
+        )?;
         if reply.status != 200 {
             return Err(classify(&reply));
         }

@@ -39,7 +39,10 @@ pub enum SpoolError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io { path: path.to_path_buf(), source }
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// One spooled report.
@@ -84,7 +87,10 @@ impl Spool {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), max_bytes })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            max_bytes,
+        })
     }
 
     /// Writes a report durably. Returns its entry.
@@ -108,7 +114,10 @@ impl Spool {
         let tmp = self.dir.join(format!("{TMP_PREFIX}{name}"));
         let path = self.dir.join(&name);
         let stop = |s: Step| crash_after == Some(s);
-        let entry = Entry { path: path.clone(), size: bytes.len() as u64 };
+        let entry = Entry {
+            path: path.clone(),
+            size: bytes.len() as u64,
+        };
 
         let mut f = OpenOptions::new()
             .write(true)
@@ -165,14 +174,20 @@ impl Spool {
     /// Every complete report, oldest first.
     pub fn entries(&self) -> Result<Vec<Entry>, SpoolError> {
         let mut out = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))?.flatten() {
+        for entry in fs::read_dir(&self.dir)
+            .map_err(io_err(&self.dir))?
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || !name.ends_with(".json") {
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_file() {
-                out.push(Entry { path: entry.path(), size: meta.len() });
+                out.push(Entry {
+                    path: entry.path(),
+                    size: meta.len(),
+                });
             }
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -216,7 +231,9 @@ impl Spool {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 #[cfg(test)]
@@ -264,7 +281,13 @@ mod tests {
     /// and either no trace of the new one or all of it, never a partial file.
     #[test]
     fn crash_at_every_step_loses_nothing_written() {
-        for step in [Step::Created, Step::Written, Step::Synced, Step::Renamed, Step::DirSynced] {
+        for step in [
+            Step::Created,
+            Step::Written,
+            Step::Synced,
+            Step::Renamed,
+            Step::DirSynced,
+        ] {
             let d = tempfile::tempdir().unwrap();
             let s = Spool::open(d.path(), 1 << 20).unwrap();
             s.push(&report(1)).unwrap();
@@ -301,7 +324,11 @@ mod tests {
     fn corrupt_files_are_reported_and_can_be_set_aside() {
         let d = tempfile::tempdir().unwrap();
         let s = Spool::open(d.path(), 1 << 20).unwrap();
-        fs::write(d.path().join("00000000000000000001-deadbeef.json"), b"{\"half").unwrap();
+        fs::write(
+            d.path().join("00000000000000000001-deadbeef.json"),
+            b"{\"half",
+        )
+        .unwrap();
         s.push(&report(1)).unwrap();
         let entries = s.entries().unwrap();
         let err = s.read(&entries[0]).unwrap_err();

@@ -74,7 +74,12 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
         std::process::id()
     ));
     let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(data)?;
         f.sync_all()?;
@@ -90,10 +95,13 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
 impl StateDir {
     /// Opens (creating, mode 0700) the state directory.
     pub fn open(root: &Path) -> anyhow::Result<Self> {
-        fs::create_dir_all(root).with_context(|| format!("cannot create the state directory {}", root.display()))?;
+        fs::create_dir_all(root)
+            .with_context(|| format!("cannot create the state directory {}", root.display()))?;
         fs::set_permissions(root, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot make {} private", root.display()))?;
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
 
     /// The directory.
@@ -118,7 +126,11 @@ impl StateDir {
             Ok(bytes) => {
                 let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
                 if mode & 0o077 != 0 {
-                    bail!("{} holds the client's secret key but has mode {mode:04o}; run `chmod 600 {}`", path.display(), path.display());
+                    bail!(
+                        "{} holds the client's secret key but has mode {mode:04o}; run `chmod 600 {}`",
+                        path.display(),
+                        path.display()
+                    );
                 }
                 SecretKey::from_bytes(&bytes).with_context(|| {
                     format!(
@@ -144,7 +156,10 @@ impl StateDir {
         let path = self.root.join(STATE_FILE);
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                log::warn!("{} is damaged ({e}); starting from empty state", path.display());
+                log::warn!(
+                    "{} is damaged ({e}); starting from empty state",
+                    path.display()
+                );
                 AgentState::default()
             }),
             Err(_) => AgentState::default(),
@@ -155,7 +170,8 @@ impl StateDir {
     pub fn save(&self, state: &AgentState) -> anyhow::Result<()> {
         let path = self.root.join(STATE_FILE);
         let bytes = serde_json::to_vec_pretty(state)?;
-        write_atomic(&path, &bytes, 0o600).with_context(|| format!("cannot write {}", path.display()))
+        write_atomic(&path, &bytes, 0o600)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// Takes the run lock without waiting. None if another run holds it.
@@ -194,7 +210,11 @@ impl FileCache {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        Self { path, values: std::sync::Mutex::new(values), dirty: false.into() }
+        Self {
+            path,
+            values: std::sync::Mutex::new(values),
+            dirty: false.into(),
+        }
     }
 
     /// Writes the cache back if anything changed.
@@ -224,7 +244,8 @@ impl Cache for FileCache {
 
 /// Reads and checks the machine id.
 pub fn read_machine_id(path: &Path) -> anyhow::Result<String> {
-    let text = fs::read_to_string(path).with_context(|| format!("cannot read the machine id from {}", path.display()))?;
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read the machine id from {}", path.display()))?;
     let id = text.trim().to_string();
     if !penguindome_protocol::wire::is_valid_client_id(&id) {
         bail!(
@@ -249,7 +270,10 @@ mod tests {
         let mode = fs::metadata(s.key_path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         fs::set_permissions(s.key_path(), fs::Permissions::from_mode(0o644)).unwrap();
-        let e = s.load_or_create_key(&"a".repeat(32)).unwrap_err().to_string();
+        let e = s
+            .load_or_create_key(&"a".repeat(32))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("chmod 600"), "{e}");
     }
 
@@ -258,7 +282,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = StateDir::open(d.path()).unwrap();
         assert_eq!(s.load(), AgentState::default());
-        let st = AgentState { last_collect_at: Some(Utc::now()), clock_skew_seconds: Some(3), ..Default::default() };
+        let st = AgentState {
+            last_collect_at: Some(Utc::now()),
+            clock_skew_seconds: Some(3),
+            ..Default::default()
+        };
         s.save(&st).unwrap();
         assert_eq!(s.load().clock_skew_seconds, Some(3));
         fs::write(d.path().join(STATE_FILE), b"{broken").unwrap();
@@ -281,8 +309,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("machine-id");
         fs::write(&p, "0123456789abcdef0123456789abcdef\n").unwrap();
-        assert_eq!(read_machine_id(&p).unwrap(), "0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            read_machine_id(&p).unwrap(),
+            "0123456789abcdef0123456789abcdef"
+        );
         fs::write(&p, "uninitialized\n").unwrap();
-        assert!(read_machine_id(&p).unwrap_err().to_string().contains("systemd-machine-id-setup"));
+        assert!(
+            read_machine_id(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("systemd-machine-id-setup")
+        );
     }
 }

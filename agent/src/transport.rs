@@ -48,7 +48,14 @@ impl Reply {
     pub fn describe(&self) -> String {
         match self.api_error() {
             Some(e) => format!("HTTP {} {}: {}", self.status, e.code, e.error),
-            None => format!("HTTP {}: {}", self.status, String::from_utf8_lossy(&self.body).chars().take(200).collect::<String>()),
+            None => format!(
+                "HTTP {}: {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            ),
         }
     }
 }
@@ -71,9 +78,15 @@ impl Transport {
                         Err(e) => Some(Err(e)),
                     })
                     .collect::<Result<_, _>>()
-                    .map_err(|e| TransportError::Config(format!("ca_certificate in agent.toml is not PEM: {e}")))?;
+                    .map_err(|e| {
+                        TransportError::Config(format!(
+                            "ca_certificate in agent.toml is not PEM: {e}"
+                        ))
+                    })?;
                 if certs.is_empty() {
-                    return Err(TransportError::Config("ca_certificate in agent.toml holds no certificate".into()));
+                    return Err(TransportError::Config(
+                        "ca_certificate in agent.toml holds no certificate".into(),
+                    ));
                 }
                 RootCerts::Specific(Arc::new(certs))
             }
@@ -87,28 +100,55 @@ impl Transport {
             .user_agent(format!("penguindome-agent/{}", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
-        Ok(Self { agent, base: config.base_url().to_string() })
+        Ok(Self {
+            agent,
+            base: config.base_url().to_string(),
+        })
     }
 
     /// Posts a signed envelope to `path` and reads the answer.
     pub fn post(&self, path: &str, envelope: &Envelope) -> Result<Reply, TransportError> {
         let url = format!("{}{path}", self.base);
-        let unreachable = |e: ureq::Error| TransportError::Unreachable { url: url.clone(), message: e.to_string() };
-        let mut response = self
+        let response = self
             .agent
             .post(&url)
             .header("content-type", "application/json")
             .header(SIGNATURE_HEADER, envelope.signature_header())
-            .send(envelope.payload())
-            .map_err(unreachable)?;
+            .send(envelope.payload());
+        Self::read(&url, response)
+    }
+
+    /// Sends an unauthenticated GET (health, downloads).
+    pub fn get(&self, path: &str) -> Result<Reply, TransportError> {
+        let url = format!("{}{path}", self.base);
+        let response = self.agent.get(&url).call();
+        Self::read(&url, response)
+    }
+
+    fn read(
+        url: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Reply, TransportError> {
+        let unreachable = |e: ureq::Error| TransportError::Unreachable {
+            url: url.to_string(),
+            message: e.to_string(),
+        };
+        let mut response = response.map_err(unreachable)?;
         let status = response.status().as_u16();
-        let signature = response.headers().get(SIGNATURE_HEADER).map(|v| v.as_bytes().to_vec());
+        let signature = response
+            .headers()
+            .get(SIGNATURE_HEADER)
+            .map(|v| v.as_bytes().to_vec());
         let body = response
             .body_mut()
             .with_config()
             .limit(MAX_RESPONSE)
             .read_to_vec()
             .map_err(unreachable)?;
-        Ok(Reply { status, signature, body })
+        Ok(Reply {
+            status,
+            signature,
+            body,
+        })
     }
 }

@@ -115,7 +115,11 @@ fn default_log_level() -> String {
 
 impl AgentConfig {
     /// A configuration with defaults for everything the site does not decide.
-    pub fn new(server_url: String, server_public_key: String, enrollment_credential: String) -> Self {
+    pub fn new(
+        server_url: String,
+        server_public_key: String,
+        enrollment_credential: String,
+    ) -> Self {
         Self {
             server_url,
             ca_certificate: None,
@@ -148,10 +152,12 @@ impl AgentConfig {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        config.validate().map_err(|message| AgentConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })?;
+        config
+            .validate()
+            .map_err(|message| AgentConfigError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            })?;
         Ok(config)
     }
 
@@ -188,9 +194,12 @@ impl AgentConfig {
         if self.spool_max_bytes < 1024 * 1024 {
             return Err("spool_max_bytes must be at least 1 MiB".into());
         }
-        self.log_level
-            .parse::<LevelName>()
-            .map_err(|_| format!("log_level {:?} is not error, warn, info, debug or trace", self.log_level))?;
+        self.log_level.parse::<LevelName>().map_err(|_| {
+            format!(
+                "log_level {:?} is not error, warn, info, debug or trace",
+                self.log_level
+            )
+        })?;
         Ok(())
     }
 
@@ -262,9 +271,14 @@ mod tests {
     fn errors_name_the_field() {
         let c = sample();
         let text = c.to_toml().unwrap();
-        let e = AgentConfig::parse(&text.replace("\"5m\"", "\"5 parsecs\""), Path::new("a.toml")).unwrap_err();
+        let e = AgentConfig::parse(
+            &text.replace("\"5m\"", "\"5 parsecs\""),
+            Path::new("a.toml"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("collect_interval"), "{e}");
-        let e = AgentConfig::parse(&format!("{text}\nsurprise = 1\n"), Path::new("a.toml")).unwrap_err();
+        let e = AgentConfig::parse(&format!("{text}\nsurprise = 1\n"), Path::new("a.toml"))
+            .unwrap_err();
         assert!(e.to_string().contains("surprise"), "{e}");
         let mut bad = c.clone();
         bad.server_public_key = "not a key".into();

@@ -149,7 +149,10 @@ impl Envelope {
     }
 
     /// Rebuilds an envelope from a received body and signature header value.
-    pub fn from_wire(payload: Vec<u8>, signature_header: Option<&[u8]>) -> Result<Self, EnvelopeError> {
+    pub fn from_wire(
+        payload: Vec<u8>,
+        signature_header: Option<&[u8]>,
+    ) -> Result<Self, EnvelopeError> {
         let header = signature_header.ok_or(EnvelopeError::MissingSignature)?;
         if header.len() > MAX_SIGNATURE_B64 {
             return Err(EnvelopeError::SignatureEncoding);
@@ -333,7 +336,10 @@ pub mod utc {
         use super::*;
 
         /// Serializes `Some` as RFC 3339 UTC and `None` as null.
-        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             match t {
                 Some(t) => super::serialize(t, s),
                 None => s.serialize_none(),
@@ -396,11 +402,15 @@ mod tests {
         let mut payload = env.payload().to_vec();
         let pos = payload.iter().position(|&b| b == b'7').unwrap();
         payload[pos] = b'8';
-        let tampered = Envelope::from_wire(payload, Some(env.signature_header().as_bytes())).unwrap();
+        let tampered =
+            Envelope::from_wire(payload, Some(env.signature_header().as_bytes())).unwrap();
         let err = tampered
             .open::<Body>(&k.public(), "abc", &Freshness::now(WINDOW))
             .unwrap_err();
-        assert!(matches!(err, EnvelopeError::Signature(SignatureError::Mismatch)), "{err}");
+        assert!(
+            matches!(err, EnvelopeError::Signature(SignatureError::Mismatch)),
+            "{err}"
+        );
     }
 
     #[test]
@@ -438,7 +448,8 @@ mod tests {
         let now = Utc::now();
         for offset in [-16i64, 16] {
             let at = now + Duration::minutes(offset);
-            let env = Envelope::seal_at(&k, "abc", at, new_nonce(), None, &Body { value: 1 }).unwrap();
+            let env =
+                Envelope::seal_at(&k, "abc", at, new_nonce(), None, &Body { value: 1 }).unwrap();
             let err = wire(&env)
                 .open::<Body>(&k.public(), "abc", &Freshness::at(now, WINDOW))
                 .unwrap_err();
@@ -464,7 +475,13 @@ mod tests {
     #[test]
     fn reply_must_answer_our_nonce() {
         let server = key();
-        let env = Envelope::seal(&server, SERVER_SENDER, Some("aa".repeat(16).as_str()), &Body { value: 1 }).unwrap();
+        let env = Envelope::seal(
+            &server,
+            SERVER_SENDER,
+            Some("aa".repeat(16).as_str()),
+            &Body { value: 1 },
+        )
+        .unwrap();
         let f = Freshness::now(WINDOW);
         wire(&env)
             .open_reply::<Body>(&server.public(), &"aa".repeat(16), &f)
@@ -494,7 +511,15 @@ mod tests {
     #[test]
     fn short_nonce_is_rejected() {
         let k = key();
-        let env = Envelope::seal_at(&k, "abc", Utc::now(), "abcd".into(), None, &Body { value: 1 }).unwrap();
+        let env = Envelope::seal_at(
+            &k,
+            "abc",
+            Utc::now(),
+            "abcd".into(),
+            None,
+            &Body { value: 1 },
+        )
+        .unwrap();
         assert!(matches!(
             wire(&env).open::<Body>(&k.public(), "abc", &Freshness::now(WINDOW)),
             Err(EnvelopeError::BadNonce)

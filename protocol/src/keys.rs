@@ -305,13 +305,10 @@ impl DetachedSignature {
                 sig.typ()
             )));
         }
-        let issuer = sig
-            .get_issuers()
-            .into_iter()
-            .find_map(|h| match h {
-                openpgp::KeyHandle::Fingerprint(fp) => Some(fp.to_hex()),
-                openpgp::KeyHandle::KeyID(_) => None,
-            });
+        let issuer = sig.get_issuers().into_iter().find_map(|h| match h {
+            openpgp::KeyHandle::Fingerprint(fp) => Some(fp.to_hex()),
+            openpgp::KeyHandle::KeyID(_) => None,
+        });
         Ok(Self { sig, issuer })
     }
 
@@ -324,11 +321,7 @@ impl DetachedSignature {
 /// Rebuilds every self-signature with the subpackets rpm 4.18 rejects as
 /// critical (Key Flags, Primary User ID, Embedded Signature) made non-critical.
 fn relax_critical_subpackets(cert: Cert) -> openpgp::Result<Cert> {
-    let primary = cert
-        .primary_key()
-        .key()
-        .clone()
-        .parts_into_secret()?;
+    let primary = cert.primary_key().key().clone().parts_into_secret()?;
     let mut signer = primary.clone().into_keypair()?;
     let public_primary = primary.parts_as_public().clone();
 

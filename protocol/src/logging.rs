@@ -135,6 +135,11 @@ mod tests {
     fn targets_parse() {
         assert_eq!("auto".parse::<LogTarget>().unwrap(), LogTarget::Auto);
         assert_eq!("stderr".parse::<LogTarget>().unwrap(), LogTarget::Stderr);
-        assert!("syslog".parse::<LogTarget>().unwrap_err().contains("auto, journal or stderr"));
+        assert!(
+            "syslog"
+                .parse::<LogTarget>()
+                .unwrap_err()
+                .contains("auto, journal or stderr")
+        );
     }
 }

@@ -20,7 +20,9 @@ pub const AGENT_CONFIG_FILE: &str = "agent.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}; run `pdome-admin init` to create it, or pass --config-dir")]
+    #[error(
+        "cannot read {path}: {source}; run `pdome-admin init` to create it, or pass --config-dir"
+    )]
     Read {
         /// The file.
         path: PathBuf,
@@ -238,8 +240,12 @@ impl ServerConfig {
                 return Err(invalid(format!("two listeners are named {:?}", l.name)));
             }
         }
-        let url = url::Url::parse(&config.server.url)
-            .map_err(|e| invalid(format!("server.url {:?} is not a URL: {e}", config.server.url)))?;
+        let url = url::Url::parse(&config.server.url).map_err(|e| {
+            invalid(format!(
+                "server.url {:?} is not a URL: {e}",
+                config.server.url
+            ))
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(invalid(format!(
                 "server.url {:?} must be an http:// or https:// URL with a host",
@@ -253,7 +259,9 @@ impl ServerConfig {
             ));
         }
         if config.server.max_body_bytes < 1024 {
-            return Err(invalid("server.max_body_bytes must be at least 1024".into()));
+            return Err(invalid(
+                "server.max_body_bytes must be at least 1024".into(),
+            ));
         }
         if config.server.request_window < Duration::from_secs(10) {
             return Err(invalid("server.request_window must be at least 10s".into()));
@@ -324,7 +332,9 @@ backend = "sqlite"
         assert_eq!(c.server.request_window, Duration::from_secs(900));
         assert_eq!(c.server.max_body_bytes, 8 * 1024 * 1024);
         assert_eq!(c.agent.collect_interval, Duration::from_secs(300));
-        assert!(matches!(c.store, StoreConfig::Sqlite { ref path } if path == Path::new("penguindome.db")));
+        assert!(
+            matches!(c.store, StoreConfig::Sqlite { ref path } if path == Path::new("penguindome.db"))
+        );
         assert_eq!(c.logging.target, LogTarget::Auto);
     }
 
@@ -341,7 +351,8 @@ backend = "sqlite"
 
     #[test]
     fn errors_say_what_and_where() {
-        let e = parse(&GOOD.replace("address = \"0.0.0.0:8443\"", "address = \"nowhere\"")).unwrap_err();
+        let e = parse(&GOOD.replace("address = \"0.0.0.0:8443\"", "address = \"nowhere\""))
+            .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("server.toml") && msg.contains("line"), "{msg}");
 
@@ -357,7 +368,8 @@ backend = "sqlite"
         let e = parse(&GOOD.replace("backend = \"sqlite\"", "backend = \"oracle\"")).unwrap_err();
         assert!(e.to_string().contains("oracle"), "{e}");
 
-        let e = parse(&GOOD.replace("[store]", "[logging]\nlevel = \"loud\"\n[store]")).unwrap_err();
+        let e =
+            parse(&GOOD.replace("[store]", "[logging]\nlevel = \"loud\"\n[store]")).unwrap_err();
         assert!(e.to_string().contains("loud"), "{e}");
     }
 

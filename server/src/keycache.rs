@@ -20,11 +20,18 @@ pub struct KeyCache {
 
 impl KeyCache {
     /// Returns the client id and key for a fingerprint, loading it if needed.
-    pub async fn get(&self, fingerprint: &str, store: &dyn Store) -> Result<(String, PublicKey), StoreError> {
+    pub async fn get(
+        &self,
+        fingerprint: &str,
+        store: &dyn Store,
+    ) -> Result<(String, PublicKey), StoreError> {
         if let Some(hit) = self.keys.read().expect("key cache lock").get(fingerprint) {
             return Ok(hit.clone());
         }
-        let record = store.find_key(fingerprint).await?.ok_or(StoreError::UnknownKey)?;
+        let record = store
+            .find_key(fingerprint)
+            .await?
+            .ok_or(StoreError::UnknownKey)?;
         if record.revoked_at.is_some() {
             return Err(StoreError::Revoked {
                 client_id: record.client_id,

@@ -11,7 +11,10 @@ use anyhow::{Context, bail};
 pub fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path.file_name().context("a file path needs a file name")?.to_string_lossy();
+    let name = path
+        .file_name()
+        .context("a file path needs a file name")?
+        .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
@@ -39,7 +42,8 @@ pub fn write_secret(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 
 /// Reads a secret, refusing it if group or others may read or write it.
 pub fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         bail!(
@@ -60,7 +64,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k");
         write_secret(&p, b"s3cret").unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(read_secret(&p).unwrap(), b"s3cret");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_secret(&p).unwrap_err().to_string();

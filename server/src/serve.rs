@@ -22,7 +22,8 @@ use crate::store::{self, Store};
 pub fn load_server_key(config: &ServerConfig) -> anyhow::Result<SecretKey> {
     let path = config.config_path(&config.server.signing_key);
     let bytes = crate::secrets::read_secret(&path)?;
-    SecretKey::from_bytes(&bytes).with_context(|| format!("{} is not the server's OpenPGP key", path.display()))
+    SecretKey::from_bytes(&bytes)
+        .with_context(|| format!("{} is not the server's OpenPGP key", path.display()))
 }
 
 fn notify(states: &[NotifyState]) {
@@ -71,13 +72,20 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                 &config.config_path(&tls.key),
             )
             .with_context(|| format!("TLS for listener {:?}", l.name))?;
-            let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls_config)))?
-                .handle(handle.clone());
+            let server = axum_server::from_tcp_rustls(
+                listener,
+                RustlsConfig::from_config(Arc::new(tls_config)),
+            )?
+            .handle(handle.clone());
             servers.spawn(server.serve(svc));
             "https"
         } else {
             if !l.address.ip().is_loopback() {
-                log::warn!("listener {:?} on {} is plain HTTP on a non-loopback address", l.name, l.address);
+                log::warn!(
+                    "listener {:?} on {} is plain HTTP on a non-loopback address",
+                    l.name,
+                    l.address
+                );
             }
             let server = axum_server::from_tcp(listener)?.handle(handle.clone());
             servers.spawn(server.serve(svc));
@@ -87,14 +95,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         handles.push(handle);
     }
     let listening = bound.join(", ");
-    log::info!("PenguinDome server {} listening on {listening}, store {}", env!("CARGO_PKG_VERSION"), store.backend());
+    log::info!(
+        "PenguinDome server {} listening on {listening}, store {}",
+        env!("CARGO_PKG_VERSION"),
+        store.backend()
+    );
     notify(&[
         NotifyState::Ready,
         NotifyState::Status(&format!("listening on {listening}")),
     ]);
 
     let housekeeping = tokio::spawn(housekeeping(store.clone()));
-    let watchdog = sd_notify::watchdog_enabled().map(|every| tokio::spawn(watchdog(store.clone(), every)));
+    let watchdog =
+        sd_notify::watchdog_enabled().map(|every| tokio::spawn(watchdog(store.clone(), every)));
 
     let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;

@@ -55,7 +55,10 @@ pub fn self_signed(names: &[String]) -> anyhow::Result<SelfSigned> {
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(
         rcgen::DnType::CommonName,
-        names.first().cloned().unwrap_or_else(|| "penguindome".into()),
+        names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "penguindome".into()),
     );
     params
         .distinguished_name
@@ -88,7 +91,8 @@ mod tests {
         std::fs::write(dir.path().join("k2.pem"), &other.key_pem).unwrap();
         let e = server_config(&dir.path().join("c.pem"), &dir.path().join("k2.pem")).unwrap_err();
         assert!(format!("{e:#}").contains("does not match"), "{e:#}");
-        let e = server_config(&dir.path().join("missing.pem"), &dir.path().join("k.pem")).unwrap_err();
+        let e =
+            server_config(&dir.path().join("missing.pem"), &dir.path().join("k.pem")).unwrap_err();
         assert!(format!("{e:#}").contains("missing.pem"), "{e:#}");
     }
 }

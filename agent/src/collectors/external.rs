@@ -18,8 +18,18 @@ const MAX_OUTPUT: u64 = 4 * 1024 * 1024;
 const EXCERPT: usize = 2048;
 /// File name endings package managers and editors leave behind.
 const IGNORED_SUFFIXES: &[&str] = &[
-    "~", ".dpkg-old", ".dpkg-new", ".dpkg-dist", ".dpkg-tmp", ".rpmnew", ".rpmsave", ".rpmorig",
-    ".pacnew", ".pacsave", ".disabled", ".swp",
+    "~",
+    ".dpkg-old",
+    ".dpkg-new",
+    ".dpkg-dist",
+    ".dpkg-tmp",
+    ".rpmnew",
+    ".rpmsave",
+    ".rpmorig",
+    ".pacnew",
+    ".pacsave",
+    ".disabled",
+    ".swp",
 ];
 
 /// One discovered plugin.
@@ -67,12 +77,17 @@ pub fn discover(dir: &Path, builtin: &[&str]) -> Vec<Plugin> {
             continue;
         }
         let path = entry.path();
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
         if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
             continue;
         }
         if !trusted(&meta) {
-            log::error!("not running plugin {}: writable by others or not owned by root", path.display());
+            log::error!(
+                "not running plugin {}: writable by others or not owned by root",
+                path.display()
+            );
             continue;
         }
         let name = match file_name.rsplit_once('.') {
@@ -80,15 +95,24 @@ pub fn discover(dir: &Path, builtin: &[&str]) -> Vec<Plugin> {
             _ => file_name.clone(),
         };
         if !valid_name(&name) {
-            log::warn!("skipping plugin {}: {name:?} is not a usable name", path.display());
+            log::warn!(
+                "skipping plugin {}: {name:?} is not a usable name",
+                path.display()
+            );
             continue;
         }
         if builtin.contains(&name.as_str()) {
-            log::warn!("skipping plugin {}: a built-in collector is named {name}", path.display());
+            log::warn!(
+                "skipping plugin {}: a built-in collector is named {name}",
+                path.display()
+            );
             continue;
         }
         if found.iter().any(|p| p.name == name) {
-            log::warn!("skipping plugin {}: another plugin is named {name}", path.display());
+            log::warn!(
+                "skipping plugin {}: another plugin is named {name}",
+                path.display()
+            );
             continue;
         }
         found.push(Plugin { name, path });
@@ -99,7 +123,9 @@ pub fn discover(dir: &Path, builtin: &[&str]) -> Vec<Plugin> {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Runs plugins in parallel; returns each one's output.
@@ -135,7 +161,10 @@ pub fn run(plugin: &Plugin, timeout: Duration) -> Value {
     let started = Instant::now();
     let mut child = match Command::new(&plugin.path)
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("LC_ALL", "C.UTF-8")
         .current_dir("/")
         .stdin(Stdio::null())
@@ -203,7 +232,9 @@ pub fn run(plugin: &Plugin, timeout: Duration) -> Value {
             } else {
                 match serde_json::from_str::<Value>(text) {
                     Ok(v) => v,
-                    Err(e) => json!({"error": format!("the output is not JSON: {e}"), "stdout": excerpt(&out)}),
+                    Err(e) => {
+                        json!({"error": format!("the output is not JSON: {e}"), "stdout": excerpt(&out)})
+                    }
                 }
             }
         }
@@ -240,7 +271,10 @@ mod tests {
         script(d.path(), "delta.dpkg-old", "echo '{}'");
         script(d.path(), "os_info.sh", "echo '{}'");
         std::fs::write(d.path().join("notexec.sh"), "echo").unwrap();
-        let names: Vec<String> = discover(d.path(), &["os_info"]).into_iter().map(|p| p.name).collect();
+        let names: Vec<String> = discover(d.path(), &["os_info"])
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
         assert_eq!(names, vec!["alpha", "beta"]);
     }
 
@@ -263,13 +297,26 @@ mod tests {
         let found = discover(d.path(), &[]);
         let refs: Vec<&Plugin> = found.iter().collect();
         let started = Instant::now();
-        let out: std::collections::BTreeMap<_, _> = run_all(&refs, Duration::from_millis(500)).into_iter().collect();
-        assert!(started.elapsed() < Duration::from_secs(5), "the timeout killed the slow plugin");
+        let out: std::collections::BTreeMap<_, _> = run_all(&refs, Duration::from_millis(500))
+            .into_iter()
+            .collect();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the timeout killed the slow plugin"
+        );
         assert_eq!(out["json"], json!({"a": true, "b": [2, 1]}));
         assert_eq!(out["unknown"], json!("unknown"));
-        assert_eq!(out["fails"]["error"], json!("the plugin exited with status 3"));
+        assert_eq!(
+            out["fails"]["error"],
+            json!("the plugin exited with status 3")
+        );
         assert_eq!(out["fails"]["stderr"], json!("oops"));
-        assert!(out["garbage"]["error"].as_str().unwrap().contains("not JSON"));
+        assert!(
+            out["garbage"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("not JSON")
+        );
         assert!(out["slow"]["error"].as_str().unwrap().contains("timed out"));
     }
 }

@@ -45,7 +45,12 @@ mod tests {
     use crate::host::{Host, InterfaceAddress};
 
     fn addr(i: &str, a: &str, p: u8, lo: bool) -> InterfaceAddress {
-        InterfaceAddress { interface: i.into(), address: a.parse().unwrap(), prefix: p, loopback: lo }
+        InterfaceAddress {
+            interface: i.into(),
+            address: a.parse().unwrap(),
+            prefix: p,
+            loopback: lo,
+        }
     }
 
     #[test]
@@ -60,7 +65,12 @@ mod tests {
                 addr("lo", "::1", 128, true),
             ],
         );
-        let v = IpAddresses.collect(&Context { host: &host, cache: &NoCache }).unwrap();
+        let v = IpAddresses
+            .collect(&Context {
+                host: &host,
+                cache: &NoCache,
+            })
+            .unwrap();
         assert_eq!(
             v["interfaces"],
             json!([
@@ -73,7 +83,12 @@ mod tests {
     #[test]
     fn live_host_has_an_answer() {
         let host = Host::system();
-        let v = IpAddresses.collect(&Context { host: &host, cache: &NoCache }).unwrap();
+        let v = IpAddresses
+            .collect(&Context {
+                host: &host,
+                cache: &NoCache,
+            })
+            .unwrap();
         assert!(v["interfaces"].is_array());
     }
 }

@@ -62,7 +62,10 @@ pub trait Collector: Send + Sync {
 
 /// Every built-in collector.
 pub fn builtin() -> Vec<Box<dyn Collector>> {
-    vec![Box::new(os_info::OsInfo), Box::new(ip_addresses::IpAddresses)]
+    vec![
+        Box::new(os_info::OsInfo),
+        Box::new(ip_addresses::IpAddresses),
+    ]
 }
 
 /// Where external plugins live and how long they may run.

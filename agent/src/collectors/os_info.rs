@@ -25,13 +25,20 @@ pub fn parse_os_release(text: &str) -> Map<String, Value> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((key, value)) = line.split_once('=') else { continue };
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
         let value = value.trim();
         let unquoted = if value.len() >= 2
-            && ((value.starts_with('"') && value.ends_with('"')) || (value.starts_with('\'') && value.ends_with('\'')))
+            && ((value.starts_with('"') && value.ends_with('"'))
+                || (value.starts_with('\'') && value.ends_with('\'')))
         {
             let inner = &value[1..value.len() - 1];
-            inner.replace("\\\"", "\"").replace("\\$", "$").replace("\\`", "`").replace("\\\\", "\\")
+            inner
+                .replace("\\\"", "\"")
+                .replace("\\$", "$")
+                .replace("\\`", "`")
+                .replace("\\\\", "\\")
         } else {
             value.to_string()
         };
@@ -58,7 +65,9 @@ impl Collector for OsInfo {
             Ok(t) => (parse_os_release(&t), "/etc/os-release"),
             Err(_) => (
                 parse_os_release(&host.read_to_string("/usr/lib/os-release").map_err(|e| {
-                    CollectError(format!("neither /etc/os-release nor /usr/lib/os-release is readable: {e}"))
+                    CollectError(format!(
+                        "neither /etc/os-release nor /usr/lib/os-release is readable: {e}"
+                    ))
                 })?),
                 "/usr/lib/os-release",
             ),
@@ -67,22 +76,42 @@ impl Collector for OsInfo {
         let id_like: Vec<Value> = release
             .get("ID_LIKE")
             .and_then(Value::as_str)
-            .map(|s| s.split_whitespace().map(|w| Value::String(w.to_string())).collect())
+            .map(|s| {
+                s.split_whitespace()
+                    .map(|w| Value::String(w.to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
-        let kernel = host.read_to_string("/proc/sys/kernel/osrelease")?.trim().to_string();
-        let hostname = host.read_to_string("/proc/sys/kernel/hostname")?.trim().to_string();
+        let kernel = host
+            .read_to_string("/proc/sys/kernel/osrelease")?
+            .trim()
+            .to_string();
+        let hostname = host
+            .read_to_string("/proc/sys/kernel/hostname")?
+            .trim()
+            .to_string();
         let architecture = host.machine()?;
 
-        let booted = host.read_to_string("/proc/stat").ok().as_deref().and_then(boot_time);
+        let booted = host
+            .read_to_string("/proc/stat")
+            .ok()
+            .as_deref()
+            .and_then(boot_time);
         let cached = ctx
             .cache
             .get("os_info.booted_at")
-            .and_then(|v| v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()))
+            .and_then(|v| {
+                v.as_str()
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            })
             .map(|t| t.with_timezone(&Utc));
         let booted_at = match (booted, cached) {
-            (Some(now), Some(old)) if (now - old).num_seconds().abs() <= BOOT_JITTER_SECONDS => Some(old),
+            (Some(now), Some(old)) if (now - old).num_seconds().abs() <= BOOT_JITTER_SECONDS => {
+                Some(old)
+            }
             (Some(now), _) => {
-                ctx.cache.put("os_info.booted_at", &Value::String(utc::format(&now)));
+                ctx.cache
+                    .put("os_info.booted_at", &Value::String(utc::format(&now)));
                 Some(now)
             }
             (None, old) => old,
@@ -154,7 +183,12 @@ mod tests {
         ));
         let d = tree(&files);
         let host = Host::fixture(d.path(), vec![]);
-        let v = OsInfo.collect(&Context { host: &host, cache: &NoCache }).unwrap();
+        let v = OsInfo
+            .collect(&Context {
+                host: &host,
+                cache: &NoCache,
+            })
+            .unwrap();
         assert_eq!(v["id"], "debian");
         assert_eq!(v["version_id"], "12");
         assert_eq!(v["version_codename"], "bookworm");
@@ -175,16 +209,29 @@ mod tests {
         ));
         let d = tree(&files);
         let host = Host::fixture(d.path(), vec![]);
-        let v = OsInfo.collect(&Context { host: &host, cache: &NoCache }).unwrap();
+        let v = OsInfo
+            .collect(&Context {
+                host: &host,
+                cache: &NoCache,
+            })
+            .unwrap();
         assert_eq!(v["id"], "fedora");
         assert_eq!(v["evidence"]["distribution"], "/usr/lib/os-release");
         assert_eq!(v["version_codename"], Value::Null);
 
         let mut files = PROC.to_vec();
-        files.push(("/etc/os-release", "ID=linuxmint\nID_LIKE=\"ubuntu debian\"\nVERSION_ID=\"22\"\n"));
+        files.push((
+            "/etc/os-release",
+            "ID=linuxmint\nID_LIKE=\"ubuntu debian\"\nVERSION_ID=\"22\"\n",
+        ));
         let d = tree(&files);
         let host = Host::fixture(d.path(), vec![]);
-        let v = OsInfo.collect(&Context { host: &host, cache: &NoCache }).unwrap();
+        let v = OsInfo
+            .collect(&Context {
+                host: &host,
+                cache: &NoCache,
+            })
+            .unwrap();
         assert_eq!(v["id_like"], json!(["ubuntu", "debian"]));
     }
 
@@ -195,12 +242,27 @@ mod tests {
         let d = tree(&files);
         let host = Host::fixture(d.path(), vec![]);
         let cache = MapCache(RefCell::new(HashMap::new()));
-        let first = OsInfo.collect(&Context { host: &host, cache: &cache }).unwrap();
+        let first = OsInfo
+            .collect(&Context {
+                host: &host,
+                cache: &cache,
+            })
+            .unwrap();
         std::fs::write(d.path().join("proc/stat"), "btime 1764000001\n").unwrap();
-        let second = OsInfo.collect(&Context { host: &host, cache: &cache }).unwrap();
+        let second = OsInfo
+            .collect(&Context {
+                host: &host,
+                cache: &cache,
+            })
+            .unwrap();
         assert_eq!(first["booted_at"], second["booted_at"]);
         std::fs::write(d.path().join("proc/stat"), "btime 1764090000\n").unwrap();
-        let rebooted = OsInfo.collect(&Context { host: &host, cache: &cache }).unwrap();
+        let rebooted = OsInfo
+            .collect(&Context {
+                host: &host,
+                cache: &cache,
+            })
+            .unwrap();
         assert_ne!(first["booted_at"], rebooted["booted_at"]);
     }
 
@@ -208,7 +270,12 @@ mod tests {
     fn missing_os_release_says_which_files() {
         let d = tree(PROC);
         let host = Host::fixture(d.path(), vec![]);
-        let e = OsInfo.collect(&Context { host: &host, cache: &NoCache }).unwrap_err();
+        let e = OsInfo
+            .collect(&Context {
+                host: &host,
+                cache: &NoCache,
+            })
+            .unwrap_err();
         assert!(e.0.contains("/usr/lib/os-release"), "{e}");
     }
 

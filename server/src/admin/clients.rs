@@ -67,7 +67,11 @@ fn table() -> Table {
 }
 
 fn status(c: &ClientSummary) -> &'static str {
-    if c.revoked_at.is_some() { "revoked" } else { "active" }
+    if c.revoked_at.is_some() {
+        "revoked"
+    } else {
+        "active"
+    }
 }
 
 /// Runs a clients subcommand against the store; prints to stdout.
@@ -84,7 +88,14 @@ pub async fn run(store: &dyn Store, cmd: ClientsCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             let mut t = table();
-            t.set_header(["CLIENT ID", "HOSTNAME", "LAST SEEN (UTC)", "COLLECTED (UTC)", "ADDRESS", "STATUS"]);
+            t.set_header([
+                "CLIENT ID",
+                "HOSTNAME",
+                "LAST SEEN (UTC)",
+                "COLLECTED (UTC)",
+                "ADDRESS",
+                "STATUS",
+            ]);
             for c in &clients {
                 t.add_row([
                     c.client_id.clone(),
@@ -114,7 +125,15 @@ pub async fn run(store: &dyn Store, cmd: ClientsCommand) -> anyhow::Result<()> {
             t.add_row(["status", status(s)]);
             t.add_row(["enrolled", &when(&doc.enrolled_at)]);
             t.add_row(["first seen", &when(&s.first_seen_at)]);
-            t.add_row(["last seen", &format!("{} from {} ({})", when(&s.last_seen_at), s.last_address, s.last_listener)]);
+            t.add_row([
+                "last seen",
+                &format!(
+                    "{} from {} ({})",
+                    when(&s.last_seen_at),
+                    s.last_address,
+                    s.last_listener
+                ),
+            ]);
             t.add_row(["collected", &opt_when(&s.collected_at)]);
             t.add_row(["submitted", &opt_when(&doc.submitted_at)]);
             t.add_row(["agent version", doc.agent_version.as_deref().unwrap_or("-")]);
@@ -130,7 +149,11 @@ pub async fn run(store: &dyn Store, cmd: ClientsCommand) -> anyhow::Result<()> {
                 println!("\n[{name}]\n{}", serde_json::to_string_pretty(value)?);
             }
         }
-        ClientsCommand::History { client, limit, json } => {
+        ClientsCommand::History {
+            client,
+            limit,
+            json,
+        } => {
             let id = store.resolve_client(&client).await?;
             let records = store.audit_trail(&id, limit).await?;
             if json {
@@ -143,9 +166,14 @@ pub async fn run(store: &dyn Store, cmd: ClientsCommand) -> anyhow::Result<()> {
             let id = store.resolve_client(&client).await?;
             let changed = store.revoke_client(&id, Utc::now()).await?;
             if json {
-                println!("{}", serde_json::json!({"client_id": id, "revoked": true, "changed": changed}));
+                println!(
+                    "{}",
+                    serde_json::json!({"client_id": id, "revoked": true, "changed": changed})
+                );
             } else if changed {
-                println!("Revoked client {id}: the server refuses its key from the next request on.");
+                println!(
+                    "Revoked client {id}: the server refuses its key from the next request on."
+                );
             } else {
                 println!("Client {id} was already revoked.");
             }
@@ -154,9 +182,14 @@ pub async fn run(store: &dyn Store, cmd: ClientsCommand) -> anyhow::Result<()> {
             let id = store.resolve_client(&client).await?;
             store.allow_reenroll(&id).await?;
             if json {
-                println!("{}", serde_json::json!({"client_id": id, "reenroll_allowed": true}));
+                println!(
+                    "{}",
+                    serde_json::json!({"client_id": id, "reenroll_allowed": true})
+                );
             } else {
-                println!("Client {id} may enroll a new key once; its current key is revoked when it does.");
+                println!(
+                    "Client {id} may enroll a new key once; its current key is revoked when it does."
+                );
             }
         }
     }
@@ -169,7 +202,10 @@ fn print_history(records: &[AuditRecord]) {
         return;
     }
     let show = |v: &Option<serde_json::Value>| {
-        let s = v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        let s = v
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into());
         if s.chars().count() > 60 {
             format!("{}…", s.chars().take(59).collect::<String>())
         } else {
@@ -177,7 +213,14 @@ fn print_history(records: &[AuditRecord]) {
         }
     };
     let mut t = table();
-    t.set_header(["RECORDED (UTC)", "HOSTNAME", "FIELD", "ACTION", "OLD", "NEW"]);
+    t.set_header([
+        "RECORDED (UTC)",
+        "HOSTNAME",
+        "FIELD",
+        "ACTION",
+        "OLD",
+        "NEW",
+    ]);
     for r in records {
         t.add_row([
             when(&r.recorded_at),

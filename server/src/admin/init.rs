@@ -75,7 +75,11 @@ pub struct InitArgs {
 
 enum Tls {
     SelfSigned,
-    Provided { cert: PathBuf, key: PathBuf, ca: Option<PathBuf> },
+    Provided {
+        cert: PathBuf,
+        key: PathBuf,
+        ca: Option<PathBuf>,
+    },
     Off,
 }
 
@@ -102,13 +106,19 @@ fn default_url(listen: &SocketAddr, tls: bool) -> String {
             ip => ip.to_string(),
         }
     };
-    format!("{}://{host}:{}", if tls { "https" } else { "http" }, listen.port())
+    format!(
+        "{}://{host}:{}",
+        if tls { "https" } else { "http" },
+        listen.port()
+    )
 }
 
 fn check_url(u: &str) -> Result<String, String> {
     let parsed = url::Url::parse(u).map_err(|e| format!("{u:?} is not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(format!("{u:?} must be an http:// or https:// URL with a host"));
+        return Err(format!(
+            "{u:?} must be an http:// or https:// URL with a host"
+        ));
     }
     Ok(u.trim_end_matches('/').to_string())
 }
@@ -120,9 +130,15 @@ fn check_level(l: &str) -> Result<String, String> {
 }
 
 fn from_flags(args: &InitArgs) -> anyhow::Result<Answers> {
-    let listen = args.listen.context("--non-interactive needs --listen ADDR:PORT")?;
-    let url = check_url(args.url.as_deref().context("--non-interactive needs --url URL")?)
-        .map_err(anyhow::Error::msg)?;
+    let listen = args
+        .listen
+        .context("--non-interactive needs --listen ADDR:PORT")?;
+    let url = check_url(
+        args.url
+            .as_deref()
+            .context("--non-interactive needs --url URL")?,
+    )
+    .map_err(anyhow::Error::msg)?;
     let tls = if args.no_tls {
         Tls::Off
     } else if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
@@ -139,7 +155,8 @@ fn from_flags(args: &InitArgs) -> anyhow::Result<Answers> {
         tls,
         url,
         log_target: args.log_target.unwrap_or_default(),
-        log_level: check_level(args.log_level.as_deref().unwrap_or("info")).map_err(anyhow::Error::msg)?,
+        log_level: check_level(args.log_level.as_deref().unwrap_or("info"))
+            .map_err(anyhow::Error::msg)?,
         collect_interval: args.collect_interval.unwrap_or(Duration::from_secs(300)),
         submit_interval: args.submit_interval.unwrap_or(Duration::from_secs(60)),
         audit_email: args.audit_email.clone(),
@@ -149,14 +166,23 @@ fn from_flags(args: &InitArgs) -> anyhow::Result<Answers> {
 fn ask<R: BufRead, W: Write>(args: &InitArgs, p: &mut Prompter<R, W>) -> anyhow::Result<Answers> {
     let listen = match args.listen {
         Some(l) => l,
-        None => p.parsed("Address and port the server listens on", Some("0.0.0.0:8443"), |a| {
-            a.parse::<SocketAddr>().map_err(|_| format!("{a:?} is not ADDR:PORT, e.g. 0.0.0.0:8443"))
-        })?,
+        None => p.parsed(
+            "Address and port the server listens on",
+            Some("0.0.0.0:8443"),
+            |a| {
+                a.parse::<SocketAddr>()
+                    .map_err(|_| format!("{a:?} is not ADDR:PORT, e.g. 0.0.0.0:8443"))
+            },
+        )?,
     };
     let tls = if args.no_tls {
         Tls::Off
     } else if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        Tls::Provided { cert: cert.clone(), key: key.clone(), ca: args.agent_ca.clone() }
+        Tls::Provided {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: args.agent_ca.clone(),
+        }
     } else if p.yes_no("Should the server use TLS (HTTPS)?", true)? {
         let cert = p.text(
             "PEM certificate to use (leave empty for a self-signed certificate that agents pin)",
@@ -166,7 +192,10 @@ fn ask<R: BufRead, W: Write>(args: &InitArgs, p: &mut Prompter<R, W>) -> anyhow:
             Tls::SelfSigned
         } else {
             let key = p.text("Its PEM private key", None)?;
-            let ca = p.text("CA certificate agents should trust (empty: system roots)", Some(""))?;
+            let ca = p.text(
+                "CA certificate agents should trust (empty: system roots)",
+                Some(""),
+            )?;
             Tls::Provided {
                 cert: cert.into(),
                 key: key.into(),
@@ -178,12 +207,18 @@ fn ask<R: BufRead, W: Write>(args: &InitArgs, p: &mut Prompter<R, W>) -> anyhow:
     };
     if args.store.is_none() {
         p.parsed("Store backend", Some("sqlite"), |a| {
-            if a == "sqlite" { Ok(()) } else { Err("this server supports the sqlite store".into()) }
+            if a == "sqlite" {
+                Ok(())
+            } else {
+                Err("this server supports the sqlite store".into())
+            }
         })?;
     }
     let log_target = match args.log_target {
         Some(t) => t,
-        None => p.parsed("Log target (auto, journal, stderr)", Some("auto"), |a| a.parse::<LogTarget>())?,
+        None => p.parsed("Log target (auto, journal, stderr)", Some("auto"), |a| {
+            a.parse::<LogTarget>()
+        })?,
     };
     let log_level = match &args.log_level {
         Some(l) => check_level(l).map_err(anyhow::Error::msg)?,
@@ -196,7 +231,8 @@ fn ask<R: BufRead, W: Write>(args: &InitArgs, p: &mut Prompter<R, W>) -> anyhow:
             p.parsed("URL clients use to reach the server", Some(&d), check_url)?
         }
     };
-    let duration = |a: &str| humantime::parse_duration(a).map_err(|e| format!("{a:?}: {e} (e.g. 5m, 90s)"));
+    let duration =
+        |a: &str| humantime::parse_duration(a).map_err(|e| format!("{a:?}: {e} (e.g. 5m, 90s)"));
     let collect_interval = match args.collect_interval {
         Some(d) => d,
         None => p.parsed("How often agents collect data", Some("5m"), duration)?,
@@ -207,16 +243,28 @@ fn ask<R: BufRead, W: Write>(args: &InitArgs, p: &mut Prompter<R, W>) -> anyhow:
     };
     let audit_email = match &args.audit_email {
         Some(e) => Some(e.clone()),
-        None => Some(p.text("Email address for the issues audit (empty: none)", Some(""))?).filter(|e| !e.is_empty()),
+        None => Some(p.text("Email address for the issues audit (empty: none)", Some(""))?)
+            .filter(|e| !e.is_empty()),
     };
-    Ok(Answers { listen, tls, url, log_target, log_level, collect_interval, submit_interval, audit_email })
+    Ok(Answers {
+        listen,
+        tls,
+        url,
+        log_target,
+        log_level,
+        collect_interval,
+        submit_interval,
+        audit_email,
+    })
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     if p.is_absolute() {
         Ok(p.to_path_buf())
     } else {
-        Ok(std::env::current_dir().context("cannot read the current directory")?.join(p))
+        Ok(std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(p))
     }
 }
 
@@ -236,12 +284,20 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
     } else {
         ask(&args, &mut Prompter::stdio())?
     };
-    let data_dir = absolute(args.data_dir.as_deref().unwrap_or(Path::new(crate::config::DEFAULT_DATA_DIR)))?;
+    let data_dir = absolute(
+        args.data_dir
+            .as_deref()
+            .unwrap_or(Path::new(crate::config::DEFAULT_DATA_DIR)),
+    )?;
     create_dir(&config_dir, 0o755)?;
     create_dir(&data_dir, 0o750)?;
 
     // The server's OpenPGP key.
-    let host = url::Url::parse(&answers.url)?.host_str().unwrap_or("penguindome").trim_matches(['[', ']']).to_string();
+    let host = url::Url::parse(&answers.url)?
+        .host_str()
+        .unwrap_or("penguindome")
+        .trim_matches(['[', ']'])
+        .to_string();
     let key = SecretKey::generate(&format!("PenguinDome server {host} <penguindome@{host}>"))?;
     let key_file = PathBuf::from("server-key.asc");
     write_secret(&config_dir.join(&key_file), &key.to_armored()?)?;
@@ -261,10 +317,16 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
             crate::tls::server_config(&cert, &key_path)?;
             let ca_pem = ca
                 .as_ref()
-                .map(|c| std::fs::read_to_string(c).with_context(|| format!("cannot read {}", c.display())))
+                .map(|c| {
+                    std::fs::read_to_string(c)
+                        .with_context(|| format!("cannot read {}", c.display()))
+                })
                 .transpose()?;
             (
-                Some(TlsFiles { certificate: cert.clone(), key: key_path }),
+                Some(TlsFiles {
+                    certificate: cert.clone(),
+                    key: key_path,
+                }),
                 ca_pem,
                 format!("certificate {}", cert.display()),
             )
@@ -275,12 +337,25 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
                 names.push(answers.listen.ip().to_string());
             }
             let generated = crate::tls::self_signed(&names)?;
-            write_file(&config_dir.join("tls/server.crt"), generated.cert_pem.as_bytes(), 0o644)?;
-            write_secret(&config_dir.join("tls/server.key"), generated.key_pem.as_bytes())?;
+            write_file(
+                &config_dir.join("tls/server.crt"),
+                generated.cert_pem.as_bytes(),
+                0o644,
+            )?;
+            write_secret(
+                &config_dir.join("tls/server.key"),
+                generated.key_pem.as_bytes(),
+            )?;
             (
-                Some(TlsFiles { certificate: "tls/server.crt".into(), key: "tls/server.key".into() }),
+                Some(TlsFiles {
+                    certificate: "tls/server.crt".into(),
+                    key: "tls/server.key".into(),
+                }),
                 Some(generated.cert_pem),
-                format!("self-signed certificate for {} (agents pin it), tls/server.crt", names.join(", ")),
+                format!(
+                    "self-signed certificate for {} (agents pin it), tls/server.crt",
+                    names.join(", ")
+                ),
             )
         }
     };
@@ -295,11 +370,25 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
             max_body_bytes: 8 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
         },
-        listeners: vec![ListenerConfig { name: "main".into(), address: answers.listen, tls: tls_files }],
-        store: StoreConfig::Sqlite { path: "penguindome.db".into() },
-        logging: LoggingConfig { target: answers.log_target, level: answers.log_level.clone() },
-        agent: AgentDefaults { collect_interval: answers.collect_interval, submit_interval: answers.submit_interval },
-        audit: AuditConfig { email: answers.audit_email.clone() },
+        listeners: vec![ListenerConfig {
+            name: "main".into(),
+            address: answers.listen,
+            tls: tls_files,
+        }],
+        store: StoreConfig::Sqlite {
+            path: "penguindome.db".into(),
+        },
+        logging: LoggingConfig {
+            target: answers.log_target,
+            level: answers.log_level.clone(),
+        },
+        agent: AgentDefaults {
+            collect_interval: answers.collect_interval,
+            submit_interval: answers.submit_interval,
+        },
+        audit: AuditConfig {
+            email: answers.audit_email.clone(),
+        },
         config_dir: config_dir.clone(),
     };
     let text = format!(
@@ -322,17 +411,37 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
     store.health().await?;
     store.close().await;
 
-    println!("Created a PenguinDome server configuration in {}:", config_dir.display());
-    println!("  {SERVER_CONFIG_FILE:<15} listens on {}, clients use {}", answers.listen, answers.url);
-    println!("  {:<15} the server's OpenPGP signing key (0600), {}", key_file.display(), key.fingerprint());
+    println!(
+        "Created a PenguinDome server configuration in {}:",
+        config_dir.display()
+    );
+    println!(
+        "  {SERVER_CONFIG_FILE:<15} listens on {}, clients use {}",
+        answers.listen, answers.url
+    );
+    println!(
+        "  {:<15} the server's OpenPGP signing key (0600), {}",
+        key_file.display(),
+        key.fingerprint()
+    );
     println!("  {:<15} {tls_note}", "TLS");
-    println!("  {AGENT_CONFIG_FILE:<15} what the site's agents need (0600: it holds the enrollment credential)");
+    println!(
+        "  {AGENT_CONFIG_FILE:<15} what the site's agents need (0600: it holds the enrollment credential)"
+    );
     println!("Store: SQLite in {}", data_dir.display());
     if agent.allow_plain_http {
-        println!("Warning: agents will talk plain HTTP; use this only behind a TLS-terminating proxy on the same host.");
+        println!(
+            "Warning: agents will talk plain HTTP; use this only behind a TLS-terminating proxy on the same host."
+        );
     }
-    println!("Next: start the server (systemctl enable --now penguindome-server, or penguindome-server --config-dir {}),", config_dir.display());
-    println!("      and install {} on each client as /etc/penguindome/agent.toml.", agent_toml.display());
+    println!(
+        "Next: start the server (systemctl enable --now penguindome-server, or penguindome-server --config-dir {}),",
+        config_dir.display()
+    );
+    println!(
+        "      and install {} on each client as /etc/penguindome/agent.toml.",
+        agent_toml.display()
+    );
     Ok(())
 }
 
@@ -370,7 +479,12 @@ mod tests {
 
     #[test]
     fn non_interactive_needs_listen_and_url() {
-        let e = from_flags(&InitArgs { non_interactive: true, ..Default::default() }).err().unwrap();
+        let e = from_flags(&InitArgs {
+            non_interactive: true,
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("--listen"), "{e}");
         let e = from_flags(&InitArgs {
             non_interactive: true,

@@ -35,7 +35,10 @@ impl<R: BufRead, W: Write> Prompter<R, W> {
             }
             self.output.flush()?;
             let mut line = String::new();
-            let n = self.input.read_line(&mut line).context("cannot read an answer")?;
+            let n = self
+                .input
+                .read_line(&mut line)
+                .context("cannot read an answer")?;
             if n == 0 {
                 bail!(
                     "no answer to {question:?} (end of input); run on a terminal, or pass \
@@ -72,11 +75,13 @@ impl<R: BufRead, W: Write> Prompter<R, W> {
     /// Asks yes or no.
     pub fn yes_no(&mut self, question: &str, default: bool) -> anyhow::Result<bool> {
         let d = if default { "Y/n" } else { "y/N" };
-        self.parsed(&format!("{question} ({d})"), Some(""), |a| match a.to_ascii_lowercase().as_str() {
-            "" => Ok(default),
-            "y" | "yes" => Ok(true),
-            "n" | "no" => Ok(false),
-            _ => Err("Please answer yes or no.".into()),
+        self.parsed(&format!("{question} ({d})"), Some(""), |a| {
+            match a.to_ascii_lowercase().as_str() {
+                "" => Ok(default),
+                "y" | "yes" => Ok(true),
+                "n" | "no" => Ok(false),
+                _ => Err("Please answer yes or no.".into()),
+            }
         })
     }
 }
@@ -91,12 +96,19 @@ mod tests {
         let mut out = Vec::new();
         let mut p = Prompter::new(input, &mut out);
         assert_eq!(p.text("Name", Some("x")).unwrap(), "x");
-        let n: u32 = p.parsed("Number", None, |a| a.parse().map_err(|_| "not a number".to_string())).unwrap();
+        let n: u32 = p
+            .parsed("Number", None, |a| {
+                a.parse().map_err(|_| "not a number".to_string())
+            })
+            .unwrap();
         assert_eq!(n, 42);
         assert!(!p.yes_no("Ok", true).unwrap());
         let e = p.text("More", None).unwrap_err().to_string();
         assert!(e.contains("--non-interactive"), "{e}");
         let shown = String::from_utf8(out).unwrap();
-        assert!(shown.contains("not a number") && shown.contains("yes or no"), "{shown}");
+        assert!(
+            shown.contains("not a number") && shown.contains("yes or no"),
+            "{shown}"
+        );
     }
 }

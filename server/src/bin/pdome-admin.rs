@@ -9,7 +9,11 @@ use penguindome_server::admin::{clients, init};
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
 #[derive(Parser)]
-#[command(name = "pdome-admin", version, about = "Set up and administer a PenguinDome server")]
+#[command(
+    name = "pdome-admin",
+    version,
+    about = "Set up and administer a PenguinDome server"
+)]
 struct Cli {
     /// Directory holding server.toml.
     #[arg(long, global = true, env = "PENGUINDOME_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
@@ -21,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a new server: configuration, keys, certificate, agent.toml.
-    Init(init::InitArgs),
+    Init(Box<init::InitArgs>),
     /// Clients: list, show, history, revoke, reenroll.
     #[command(subcommand)]
     Clients(clients::ClientsCommand),
@@ -41,7 +45,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init(args) => init::run(&cli.config_dir, args).await,
+        Command::Init(args) => init::run(&cli.config_dir, *args).await,
         Command::Clients(cmd) => {
             let config = ServerConfig::load(&cli.config_dir)?;
             let store = penguindome_server::store::open(&config)

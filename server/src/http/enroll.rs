@@ -27,7 +27,10 @@ pub async fn handle(
     body: Body,
 ) -> Result<Response, ApiFailure> {
     let body = read_body(body, &headers, state.max_body).await?;
-    let envelope = Envelope::from_wire(body.into(), headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()))?;
+    let envelope = Envelope::from_wire(
+        body.into(),
+        headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()),
+    )?;
     let now = Utc::now();
     let fresh = Freshness::at(now, state.window);
     let (signed, key) = envelope.open_enrollment(&fresh)?;
@@ -57,7 +60,11 @@ pub async fn handle(
     }
     let fingerprint = key.signing_fingerprint().to_string();
     let certificate = key.to_binary().map_err(|e| {
-        ApiFailure::new(StatusCode::BAD_REQUEST, "bad_key", format!("cannot store the key: {e}"))
+        ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+            format!("cannot store the key: {e}"),
+        )
     })?;
     let outcome = state
         .store

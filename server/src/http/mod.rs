@@ -92,7 +92,9 @@ impl From<EnvelopeError> for ApiFailure {
         let (status, code) = match &e {
             E::MissingSignature => (StatusCode::UNAUTHORIZED, "missing_signature"),
             E::SignatureEncoding => (StatusCode::BAD_REQUEST, "bad_signature_encoding"),
-            E::Signature(SignatureError::Malformed) => (StatusCode::BAD_REQUEST, "bad_signature_encoding"),
+            E::Signature(SignatureError::Malformed) => {
+                (StatusCode::BAD_REQUEST, "bad_signature_encoding")
+            }
             E::Signature(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
             E::Payload(_) => (StatusCode::BAD_REQUEST, "malformed_payload"),
             E::SenderMismatch { .. } => (StatusCode::UNAUTHORIZED, "sender_mismatch"),
@@ -135,7 +137,10 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Respo
     match serde_json::to_vec(body) {
         Ok(bytes) => (
             status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             bytes,
         )
             .into_response(),
@@ -169,7 +174,11 @@ pub async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<By
         if limited {
             too_large()
         } else {
-            ApiFailure::new(StatusCode::BAD_REQUEST, "unreadable_body", format!("cannot read the request body: {e}"))
+            ApiFailure::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                format!("cannot read the request body: {e}"),
+            )
         }
     })
 }

@@ -34,5 +34,10 @@ pub async fn acknowledge(
             log::warn!(client_id:% = client_id, endpoint = "acknowledge_patch"; "acknowledgement refused: {e}");
         })?;
     log::info!(client_id:% = client_id, endpoint = "acknowledge_patch", patch_id:% = patch_id; "patch acknowledged");
-    Ok(json_response(StatusCode::OK, &Ack { status: "ok".into() }))
+    Ok(json_response(
+        StatusCode::OK,
+        &Ack {
+            status: "ok".into(),
+        },
+    ))
 }

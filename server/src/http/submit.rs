@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::signed::authenticate;
 use super::{ApiFailure, AppState, ListenerName, RequestContext, json_response, read_body};
-use crate::store::{SubmitOutcome, Submission, validate_report};
+use crate::store::{Submission, SubmitOutcome, validate_report};
 
 /// Handles a submission.
 pub async fn handle(
@@ -50,5 +50,10 @@ pub async fn handle(
             "duplicate"
         }
     };
-    Ok(json_response(StatusCode::OK, &Ack { status: status.into() }))
+    Ok(json_response(
+        StatusCode::OK,
+        &Ack {
+            status: status.into(),
+        },
+    ))
 }

@@ -34,21 +34,34 @@ pub async fn handle(
     })?;
     let patches = state.store.pending_patches(&client_id).await?;
     let answer = UpdateResponse {
-        status: if patches.is_empty() { "current" } else { "patches" }.into(),
+        status: if patches.is_empty() {
+            "current"
+        } else {
+            "patches"
+        }
+        .into(),
         server_time: Utc::now(),
         patches,
     };
-    let sealed = Envelope::seal(&state.server_key, SERVER_SENDER, Some(&nonce), &answer).map_err(|e| {
-        log::error!("cannot sign an update response: {e}");
-        ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "signing_failed", "the server cannot sign its answer")
-    })?;
+    let sealed =
+        Envelope::seal(&state.server_key, SERVER_SENDER, Some(&nonce), &answer).map_err(|e| {
+            log::error!("cannot sign an update response: {e}");
+            ApiFailure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "signing_failed",
+                "the server cannot sign its answer",
+            )
+        })?;
     log::debug!(client_id:% = client_id, hostname:% = auth.signed.body.hostname, endpoint = "update"; "update answered");
-    let sig = HeaderValue::from_str(&sealed.signature_header())
-        .expect("base64 is a valid header value");
+    let sig =
+        HeaderValue::from_str(&sealed.signature_header()).expect("base64 is a valid header value");
     Ok((
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
             (header::HeaderName::from_static(SIGNATURE_HEADER), sig),
         ],
         sealed.into_payload(),

@@ -89,7 +89,10 @@ async fn enrollment_rules(store: &Arc<dyn Store>) {
     let id = client_id();
     let fp1 = new_nonce().to_uppercase();
     let fp2 = new_nonce().to_uppercase();
-    assert_eq!(store.enroll(enrollment(&id, &fp1, "h")).await.unwrap(), EnrollOutcome::Enrolled);
+    assert_eq!(
+        store.enroll(enrollment(&id, &fp1, "h")).await.unwrap(),
+        EnrollOutcome::Enrolled
+    );
     let key = store.find_key(&fp1).await.unwrap().unwrap();
     assert_eq!(key.client_id, id);
     assert_eq!(key.certificate, vec![1, 2, 3]);
@@ -104,9 +107,28 @@ async fn enrollment_rules(store: &Arc<dyn Store>) {
     assert!(matches!(e, StoreError::AlreadyEnrolled { .. }), "{e}");
     assert!(e.to_string().contains("pdome-admin clients reenroll"));
     store.allow_reenroll(&id).await.unwrap();
-    assert_eq!(store.enroll(enrollment(&id, &fp2, "h")).await.unwrap(), EnrollOutcome::Enrolled);
-    assert!(store.find_key(&fp1).await.unwrap().unwrap().revoked_at.is_some());
-    assert!(store.find_key(&fp2).await.unwrap().unwrap().revoked_at.is_none());
+    assert_eq!(
+        store.enroll(enrollment(&id, &fp2, "h")).await.unwrap(),
+        EnrollOutcome::Enrolled
+    );
+    assert!(
+        store
+            .find_key(&fp1)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert!(
+        store
+            .find_key(&fp2)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
     // The permission is used up.
     let fp3 = new_nonce().to_uppercase();
     assert!(matches!(
@@ -130,22 +152,43 @@ async fn submissions_and_audit(store: &Arc<dyn Store>) {
     let fp = new_nonce().to_uppercase();
     store.enroll(enrollment(&id, &fp, "alpha")).await.unwrap();
 
-    let first = report("alpha", json!({"os_info": {"kernel": "6.1", "arch": "x86_64"}, "extra": [1, 2]}), 10);
+    let first = report(
+        "alpha",
+        json!({"os_info": {"kernel": "6.1", "arch": "x86_64"}, "extra": [1, 2]}),
+        10,
+    );
     assert_eq!(
         submit(store, &id, &fp, first).await.unwrap(),
         SubmitOutcome::Stored { changes: 2 }
     );
     // Identical data: stored, no audit records.
-    let same = report("alpha", json!({"os_info": {"arch": "x86_64", "kernel": "6.1"}, "extra": [1, 2]}), 9);
-    assert_eq!(submit(store, &id, &fp, same).await.unwrap(), SubmitOutcome::Stored { changes: 0 });
+    let same = report(
+        "alpha",
+        json!({"os_info": {"arch": "x86_64", "kernel": "6.1"}, "extra": [1, 2]}),
+        9,
+    );
+    assert_eq!(
+        submit(store, &id, &fp, same).await.unwrap(),
+        SubmitOutcome::Stored { changes: 0 }
+    );
     // One leaf changes, one plugin disappears, the host is renamed.
-    let changed = report("beta", json!({"os_info": {"kernel": "6.2", "arch": "x86_64"}}), 8);
+    let changed = report(
+        "beta",
+        json!({"os_info": {"kernel": "6.2", "arch": "x86_64"}}),
+        8,
+    );
     let changed_id = changed.report_id.clone();
-    assert_eq!(submit(store, &id, &fp, changed).await.unwrap(), SubmitOutcome::Stored { changes: 3 });
+    assert_eq!(
+        submit(store, &id, &fp, changed).await.unwrap(),
+        SubmitOutcome::Stored { changes: 3 }
+    );
 
     let doc = store.get_client(&id).await.unwrap().unwrap();
     assert_eq!(doc.summary.hostname, "beta");
-    assert_eq!(doc.plugins["os_info"], json!({"kernel": "6.2", "arch": "x86_64"}));
+    assert_eq!(
+        doc.plugins["os_info"],
+        json!({"kernel": "6.2", "arch": "x86_64"})
+    );
     assert!(!doc.plugins.contains_key("extra"));
     assert_eq!(doc.agent_version.as_deref(), Some("test"));
     assert!(doc.submitted_at.is_some());
@@ -153,7 +196,8 @@ async fn submissions_and_audit(store: &Arc<dyn Store>) {
     assert_eq!(doc.summary.last_listener, "test");
 
     let trail = store.audit_trail(&id, 100).await.unwrap();
-    let fields: Vec<(&str, ChangeAction)> = trail.iter().map(|r| (r.field.as_str(), r.action)).collect();
+    let fields: Vec<(&str, ChangeAction)> =
+        trail.iter().map(|r| (r.field.as_str(), r.action)).collect();
     assert_eq!(
         fields,
         vec![
@@ -178,14 +222,23 @@ async fn submissions_and_audit(store: &Arc<dyn Store>) {
     // Re-delivery of a stored report and an older report change nothing.
     let mut again = report("gamma", json!({"os_info": "unknown"}), 1);
     again.report_id = changed_id;
-    assert_eq!(submit(store, &id, &fp, again).await.unwrap(), SubmitOutcome::Duplicate);
+    assert_eq!(
+        submit(store, &id, &fp, again).await.unwrap(),
+        SubmitOutcome::Duplicate
+    );
     let older = report("gamma", json!({"os_info": "unknown"}), 60);
-    assert_eq!(submit(store, &id, &fp, older).await.unwrap(), SubmitOutcome::Duplicate);
+    assert_eq!(
+        submit(store, &id, &fp, older).await.unwrap(),
+        SubmitOutcome::Duplicate
+    );
     assert_eq!(store.audit_trail(&id, 100).await.unwrap().len(), 6);
 
     // Bad plugin names are refused before anything is written.
     let bad = report("beta", json!({"a.b": 1}), 0);
-    assert!(matches!(submit(store, &id, &fp, bad).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        submit(store, &id, &fp, bad).await,
+        Err(StoreError::Invalid(_))
+    ));
 }
 
 async fn replay_unknown_and_revoked(store: &Arc<dyn Store>) {
@@ -195,7 +248,10 @@ async fn replay_unknown_and_revoked(store: &Arc<dyn Store>) {
 
     let m = meta(&id, &fp);
     store.touch(m.clone()).await.unwrap();
-    assert!(matches!(store.touch(m.clone()).await, Err(StoreError::Replay)));
+    assert!(matches!(
+        store.touch(m.clone()).await,
+        Err(StoreError::Replay)
+    ));
     let r = report("r", json!({"a": 1}), 0);
     assert!(matches!(
         store.submit(Submission { meta: m, report: r }).await,
@@ -256,8 +312,14 @@ async fn patches(store: &Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    assert_eq!(store.pending_patches(&id).await.unwrap(), vec![patch.clone()]);
-    store.acknowledge_patch(meta(&id, &fp), &patch.id).await.unwrap();
+    assert_eq!(
+        store.pending_patches(&id).await.unwrap(),
+        vec![patch.clone()]
+    );
+    store
+        .acknowledge_patch(meta(&id, &fp), &patch.id)
+        .await
+        .unwrap();
     assert!(store.pending_patches(&id).await.unwrap().is_empty());
     assert!(matches!(
         store.acknowledge_patch(meta(&id, &fp), &patch.id).await,
@@ -269,10 +331,16 @@ async fn selectors(store: &Arc<dyn Store>) {
     let host = format!("host-{}", new_nonce());
     let a = client_id();
     let b = client_id();
-    store.enroll(enrollment(&a, &new_nonce(), &host)).await.unwrap();
+    store
+        .enroll(enrollment(&a, &new_nonce(), &host))
+        .await
+        .unwrap();
     assert_eq!(store.resolve_client(&host).await.unwrap(), a);
     assert_eq!(store.resolve_client(&a).await.unwrap(), a);
-    store.enroll(enrollment(&b, &new_nonce(), &host)).await.unwrap();
+    store
+        .enroll(enrollment(&b, &new_nonce(), &host))
+        .await
+        .unwrap();
     let e = store.resolve_client(&host).await.unwrap_err();
     assert!(matches!(e, StoreError::Ambiguous { count: 2, .. }), "{e}");
     assert_eq!(store.resolve_client(&b).await.unwrap(), b);

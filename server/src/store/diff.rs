@@ -148,7 +148,12 @@ mod tests {
     #[test]
     fn new_subtree_is_one_record() {
         let mut out = Vec::new();
-        diff("plugins.p", None, Some(&json!({"a": {"b": 1}, "c": 2})), &mut out);
+        diff(
+            "plugins.p",
+            None,
+            Some(&json!({"a": {"b": 1}, "c": 2})),
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].action, ChangeAction::Add);
     }

@@ -339,7 +339,9 @@ pub fn validate_report(report: &Report<Box<RawValue>>) -> StoreResult<()> {
 }
 
 /// Opens the store the configuration names.
-pub async fn open(config: &crate::config::ServerConfig) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+pub async fn open(
+    config: &crate::config::ServerConfig,
+) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     use anyhow::Context as _;
     match &config.store {
         crate::config::StoreConfig::Sqlite { path } => {

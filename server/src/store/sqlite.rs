@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::diff::{Change, ChangeAction, diff};
 use super::{
     AuditRecord, ClientDocument, ClientSummary, EnrollOutcome, Enrollment, KeyInfo, KeyRecord,
-    NewPatch, RequestMeta, Store, StoreError, StoreResult, SubmitOutcome, Submission,
+    NewPatch, RequestMeta, Store, StoreError, StoreResult, Submission, SubmitOutcome,
     validate_report,
 };
 
@@ -131,7 +131,9 @@ fn ts(t: &DateTime<Utc>) -> String {
 fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
 }
 
 fn parse_opt_ts(s: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
@@ -177,7 +179,10 @@ impl SqliteStore {
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> StoreResult<T> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(|_| StoreError::Closed)?;
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -279,7 +284,10 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
             }
         };
         if let Some(e) = &commit_error {
-            log::error!("SQLite commit failed, {} requests not stored: {e}", finishers.len());
+            log::error!(
+                "SQLite commit failed, {} requests not stored: {e}",
+                finishers.len()
+            );
         }
         for f in finishers {
             f(commit_error.as_deref());
@@ -295,7 +303,13 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
 
 fn fail_job(job: Job, msg: &str) -> Finisher {
     fn fail<T: Send + 'static>(r: Reply<T>, msg: &str) -> Finisher {
-        finisher(r, Err(StoreError::Backend(format!("the database refused the write: {msg}")))).0
+        finisher(
+            r,
+            Err(StoreError::Backend(format!(
+                "the database refused the write: {msg}"
+            ))),
+        )
+        .0
     }
     match job {
         Job::Enroll(_, r) => fail(r, msg),
@@ -354,7 +368,12 @@ fn check_key(conn: &Connection, meta: &RequestMeta) -> StoreResult<()> {
     }
 }
 
-fn consume_nonce(conn: &Connection, client_id: &str, nonce: &str, expires: &DateTime<Utc>) -> StoreResult<()> {
+fn consume_nonce(
+    conn: &Connection,
+    client_id: &str,
+    nonce: &str,
+    expires: &DateTime<Utc>,
+) -> StoreResult<()> {
     let n = conn
         .prepare_cached(
             "INSERT INTO nonces (client_id, nonce, expires_at) VALUES (?1, ?2, ?3) \
@@ -476,7 +495,13 @@ fn enroll(conn: &Connection, e: &Enrollment) -> StoreResult<EnrollOutcome> {
             conn.execute(
                 "UPDATE clients SET revoked_at = NULL, reenroll_allowed = 0, hostname = ?2, \
                  last_seen_at = ?3, last_address = ?4, last_listener = ?5 WHERE client_id = ?1",
-                params![e.client_id, e.hostname, now, e.address.to_string(), e.listener],
+                params![
+                    e.client_id,
+                    e.hostname,
+                    now,
+                    e.address.to_string(),
+                    e.listener
+                ],
             )
             .map_err(backend_err)?;
             changes.push(Change {
@@ -507,7 +532,14 @@ fn enroll(conn: &Connection, e: &Enrollment) -> StoreResult<EnrollOutcome> {
         params![e.fingerprint, e.client_id, e.certificate, now],
     )
     .map_err(backend_err)?;
-    insert_changes(conn, &e.client_id, &e.hostname, &changes, &e.received_at, None)?;
+    insert_changes(
+        conn,
+        &e.client_id,
+        &e.hostname,
+        &changes,
+        &e.received_at,
+        None,
+    )?;
     Ok(EnrollOutcome::Enrolled)
 }
 
@@ -525,8 +557,12 @@ fn submit(conn: &Connection, s: &Submission) -> StoreResult<SubmitOutcome> {
     consume_nonce(conn, &meta.client_id, &meta.nonce, &meta.nonce_expires_at)?;
 
     let (old_hostname, collected, last_report): (String, Option<String>, Option<String>) = conn
-        .prepare_cached("SELECT hostname, collected_at, last_report_id FROM clients WHERE client_id = ?1")
-        .and_then(|mut st| st.query_row([&meta.client_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+        .prepare_cached(
+            "SELECT hostname, collected_at, last_report_id FROM clients WHERE client_id = ?1",
+        )
+        .and_then(|mut st| {
+            st.query_row([&meta.client_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        })
         .map_err(backend_err)?;
     let stored_collected = parse_opt_ts(collected).map_err(backend_err)?;
     // A re-delivery (the agent crashed before deleting its spool file) or a
@@ -544,7 +580,9 @@ fn submit(conn: &Connection, s: &Submission) -> StoreResult<SubmitOutcome> {
             .prepare_cached("SELECT name, data FROM plugins WHERE client_id = ?1")
             .map_err(backend_err)?;
         let rows = st
-            .query_map([&meta.client_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map([&meta.client_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(backend_err)?;
         for row in rows {
             let (name, data) = row.map_err(backend_err)?;
@@ -577,8 +615,14 @@ fn submit(conn: &Connection, s: &Submission) -> StoreResult<SubmitOutcome> {
             }
             let new_value: Value = serde_json::from_str(text)
                 .map_err(|e| StoreError::Invalid(format!("plugin {name}: {e}")))?;
-            let old_value: Option<Value> = old.as_deref().and_then(|o| serde_json::from_str(o).ok());
-            diff(&format!("plugins.{name}"), old_value.as_ref(), Some(&new_value), &mut changes);
+            let old_value: Option<Value> =
+                old.as_deref().and_then(|o| serde_json::from_str(o).ok());
+            diff(
+                &format!("plugins.{name}"),
+                old_value.as_ref(),
+                Some(&new_value),
+                &mut changes,
+            );
             upsert
                 .execute(params![meta.client_id, name, text, now])
                 .map_err(backend_err)?;
@@ -590,8 +634,15 @@ fn submit(conn: &Connection, s: &Submission) -> StoreResult<SubmitOutcome> {
             .map_err(backend_err)?;
         for (name, old) in old_plugins {
             let old_value: Option<Value> = serde_json::from_str(&old).ok();
-            diff(&format!("plugins.{name}"), old_value.as_ref(), None, &mut changes);
-            delete.execute(params![meta.client_id, name]).map_err(backend_err)?;
+            diff(
+                &format!("plugins.{name}"),
+                old_value.as_ref(),
+                None,
+                &mut changes,
+            );
+            delete
+                .execute(params![meta.client_id, name])
+                .map_err(backend_err)?;
         }
     }
     insert_changes(
@@ -625,8 +676,8 @@ fn submit(conn: &Connection, s: &Submission) -> StoreResult<SubmitOutcome> {
 }
 
 fn add_patch(conn: &Connection, p: &NewPatch) -> StoreResult<()> {
-    let files = serde_json::to_string(&p.patch.files)
-        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let files =
+        serde_json::to_string(&p.patch.files).map_err(|e| StoreError::Invalid(e.to_string()))?;
     conn.execute(
         "INSERT INTO patches (id, created_at, files) VALUES (?1, ?2, ?3)",
         params![p.patch.id, ts(&p.created_at), files],
@@ -662,7 +713,11 @@ fn acknowledge(conn: &Connection, meta: &RequestMeta, patch_id: &str) -> StoreRe
 
 fn revoke(conn: &Connection, client_id: &str, at: &DateTime<Utc>) -> StoreResult<bool> {
     let hostname: Option<String> = conn
-        .query_row("SELECT hostname FROM clients WHERE client_id = ?1", [client_id], |r| r.get(0))
+        .query_row(
+            "SELECT hostname FROM clients WHERE client_id = ?1",
+            [client_id],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(backend_err)?;
     let Some(hostname) = hostname else {
@@ -706,9 +761,12 @@ fn allow_reenroll(conn: &Connection, client_id: &str) -> StoreResult<()> {
 }
 
 fn prune(conn: &Connection, now: &DateTime<Utc>) -> StoreResult<u64> {
-    conn.execute("DELETE FROM nonces WHERE expires_at < ?1", [now.timestamp()])
-        .map(|n| n as u64)
-        .map_err(backend_err)
+    conn.execute(
+        "DELETE FROM nonces WHERE expires_at < ?1",
+        [now.timestamp()],
+    )
+    .map(|n| n as u64)
+    .map_err(backend_err)
 }
 
 fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientSummary> {
@@ -775,7 +833,11 @@ impl Store for SqliteStore {
                 Ok(Patch {
                     id: r.get(0)?,
                     files: serde_json::from_str(&files).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+                        rusqlite::Error::FromSqlConversionFailure(
+                            1,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
                     })?,
                 })
             })?;
@@ -868,7 +930,9 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut st = c.prepare("SELECT name, data FROM plugins WHERE client_id = ?1")?;
             let mut plugins = BTreeMap::new();
-            for row in st.query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            for row in st.query_map([&id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })? {
                 let (name, data) = row?;
                 let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
                 plugins.insert(name, value);
@@ -927,9 +991,13 @@ impl Store for SqliteStore {
     }
 
     async fn health(&self) -> StoreResult<()> {
-        self.read(|c| c.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)))
-            .await
-            .map(|_| ())
+        self.read(|c| {
+            c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn close(&self) {
@@ -952,7 +1020,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_passes_the_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db.sqlite")).unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("db.sqlite")).unwrap());
         conformance::run_all(store.clone()).await;
         store.close().await;
     }
@@ -976,15 +1045,20 @@ mod tests {
         };
         store.enroll(e).await.unwrap();
         store.close().await;
-        assert!(matches!(store.touch(RequestMeta {
-            client_id: "a".repeat(32),
-            fingerprint: "F".repeat(40),
-            nonce: "1".repeat(32),
-            nonce_expires_at: Utc::now(),
-            received_at: Utc::now(),
-            address: "::1".parse().unwrap(),
-            listener: "l".into(),
-        }).await, Err(StoreError::Closed)));
+        assert!(matches!(
+            store
+                .touch(RequestMeta {
+                    client_id: "a".repeat(32),
+                    fingerprint: "F".repeat(40),
+                    nonce: "1".repeat(32),
+                    nonce_expires_at: Utc::now(),
+                    received_at: Utc::now(),
+                    address: "::1".parse().unwrap(),
+                    listener: "l".into(),
+                })
+                .await,
+            Err(StoreError::Closed)
+        ));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let again = SqliteStore::open(&path).unwrap();
@@ -997,7 +1071,10 @@ mod tests {
     async fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
-        Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 99;").unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99;")
+            .unwrap();
         let e = SqliteStore::open(&path).err().unwrap();
         assert!(e.to_string().contains("upgrade penguindome-server"), "{e}");
     }

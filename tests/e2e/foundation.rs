@@ -1,0 +1,456 @@
+//! The foundation end to end: init, server, agent, pdome-admin, with the
+//! real binaries on loopback.
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::Utc;
+use penguindome_agent::transport::Transport;
+use penguindome_protocol::envelope::new_nonce;
+use penguindome_protocol::wire::paths;
+use penguindome_protocol::{Envelope, SecretKey};
+use penguindome_tests::{SimClient, Site, text};
+use serde_json::{Value, json};
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn plugin_values(history: &Value, field: &str) -> Vec<Value> {
+    history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["field"] == field)
+        .map(|r| r["new"].clone())
+        .collect()
+}
+
+#[test]
+fn agent_reports_reach_the_server() {
+    let site = Site::init();
+    // Secrets are private; the certificate is public.
+    assert_eq!(mode(&site.config_dir.join("server-key.asc")), 0o600);
+    assert_eq!(mode(&site.config_dir.join("agent.toml")), 0o600);
+    assert_eq!(mode(&site.config_dir.join("tls/server.key")), 0o600);
+    assert_eq!(mode(&site.config_dir.join("tls/server.crt")), 0o644);
+    // A second init refuses to overwrite the site.
+    let again = site.admin(&[
+        "init",
+        "--non-interactive",
+        "--listen",
+        "127.0.0.1:1",
+        "--url",
+        "https://x",
+    ]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("--force"),
+        "{}",
+        text(&again)
+    );
+
+    let server = site.start();
+    let agent = site.agent("laptop");
+    let out = agent.cmd(&["run"]);
+    assert!(
+        out.status.success(),
+        "agent run failed: {}\nserver log:\n{}",
+        text(&out),
+        server.log_text()
+    );
+    assert_eq!(mode(&agent.state_dir().join("client-key.asc")), 0o600);
+
+    let doc = site.admin_json(&["clients", "show", &agent.machine_id, "--json"]);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(doc["client_id"], agent.machine_id.as_str());
+    assert_eq!(doc["plugins"]["os_info"]["kernel"], kernel.trim());
+    assert_eq!(doc["plugins"]["os_info"]["id"], "debian");
+    assert!(doc["plugins"]["ip_addresses"]["interfaces"].is_array());
+    assert_eq!(doc["last_address"], "127.0.0.1");
+    assert_eq!(doc["last_listener"], "main");
+    assert_eq!(doc["keys"][0]["fingerprint"], agent.key().fingerprint());
+    assert!(doc["collected_at"].as_str().unwrap().ends_with('Z'));
+
+    let list = site.admin_json(&["clients", "list", "--json"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let table = site.admin(&["clients", "list"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains(&agent.machine_id),
+        "{}",
+        text(&table)
+    );
+    // The host name selects the client too.
+    let hostname = doc["hostname"].as_str().unwrap().to_string();
+    let by_name = site.admin_json(&["clients", "show", &hostname, "--json"]);
+    assert_eq!(by_name["client_id"], agent.machine_id.as_str());
+
+    let status = agent.status();
+    assert_eq!(status["enrolled"], true);
+    assert_eq!(status["spool_reports"], 0);
+    assert!(status["last_submit_at"].is_string());
+    assert!(
+        status["last_update_at"].is_string(),
+        "the signed update round trip worked"
+    );
+    assert_eq!(status["last_error"], Value::Null);
+
+    // A second run within the intervals collects nothing new.
+    let out = agent.cmd(&["run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let history = site.admin_json(&["clients", "history", &agent.machine_id, "--json"]);
+    let fields: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        vec!["key", "plugins.ip_addresses", "plugins.os_info"]
+    );
+
+    assert!(server.stop().success());
+}
+
+#[test]
+fn tampered_and_replayed_requests_change_nothing() {
+    let site = Site::init();
+    let server = site.start();
+    let agent = site.agent("victim");
+    assert!(agent.cmd(&["run"]).status.success());
+    let before = site.admin_json(&["clients", "show", &agent.machine_id, "--json"]);
+
+    let config = site.agent_config();
+    let transport = Transport::new(&config).unwrap();
+    let key = agent.key();
+    let sim = SimClient {
+        id: agent.machine_id.clone(),
+        key,
+    };
+    let report = SimClient::report("victim", json!({"os_info": "owned"}));
+    let good = sim.seal(&report);
+
+    // One byte of the payload changed after signing.
+    let mut payload = good.payload().to_vec();
+    let at = payload.windows(5).position(|w| w == b"owned").unwrap();
+    payload[at] = b'p';
+    let tampered = Envelope::from_wire(payload, Some(good.signature_header().as_bytes())).unwrap();
+    let r = transport.post(paths::SUBMIT, &tampered).unwrap();
+    assert_eq!(r.status, 401, "{}", r.describe());
+    assert_eq!(r.api_error().unwrap().code, "bad_signature");
+
+    // Signed by a key the server never enrolled, claiming the victim's id.
+    let stranger = SimClient {
+        id: agent.machine_id.clone(),
+        key: SecretKey::generate("x").unwrap(),
+    };
+    let r = transport
+        .post(paths::SUBMIT, &stranger.seal(&report))
+        .unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.api_error().unwrap().code, "unknown_key");
+
+    // A timestamp outside the window.
+    let stale = Envelope::seal_at(
+        &sim.key,
+        &sim.id,
+        Utc::now() - chrono::Duration::minutes(20),
+        new_nonce(),
+        None,
+        &report,
+    )
+    .unwrap();
+    let r = transport.post(paths::SUBMIT, &stale).unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.api_error().unwrap().code, "stale_request");
+
+    // A body that is not JSON, correctly signed.
+    let raw = b"this is not json".to_vec();
+    let sig = base64::engine::general_purpose::STANDARD.encode(sim.key.sign(&raw).unwrap());
+    let r = transport
+        .post(
+            paths::SUBMIT,
+            &Envelope::from_wire(raw, Some(sig.as_bytes())).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.api_error().unwrap().code, "malformed_payload");
+
+    // Garbage in the signature header, and no header at all.
+    let garbled = raw_post(&site, paths::SUBMIT, good.payload(), Some("AAAA"));
+    assert_eq!(garbled.0, 400, "{}", garbled.1);
+    assert!(
+        garbled.1.contains("bad_signature_encoding"),
+        "{}",
+        garbled.1
+    );
+    let unsigned = raw_post(&site, paths::SUBMIT, good.payload(), None);
+    assert_eq!(unsigned.0, 401);
+    assert!(unsigned.1.contains("missing_signature"));
+
+    // A body over the limit is refused before it is read.
+    let big = vec![b' '; 9 * 1024 * 1024];
+    let r = raw_post(&site, paths::SUBMIT, &big, Some(&good.signature_header()));
+    assert_eq!(r.0, 413, "{}", r.1);
+    assert!(r.1.contains("body_too_large"), "{}", r.1);
+
+    let after = site.admin_json(&["clients", "show", &agent.machine_id, "--json"]);
+    assert_eq!(
+        before["plugins"], after["plugins"],
+        "refused requests changed nothing"
+    );
+    assert_eq!(before["last_seen_at"], after["last_seen_at"]);
+
+    // The genuine request is accepted once; its replay is refused.
+    let r = transport.post(paths::SUBMIT, &good).unwrap();
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let r = transport.post(paths::SUBMIT, &good).unwrap();
+    assert_eq!(r.status, 409, "{}", r.describe());
+    assert_eq!(r.api_error().unwrap().code, "replayed_request");
+    let doc = site.admin_json(&["clients", "show", &agent.machine_id, "--json"]);
+    assert_eq!(doc["plugins"], json!({"os_info": "owned"}));
+    drop(server);
+}
+
+/// Posts raw bytes with an optional signature header, pinning the site's
+/// certificate. `Expect: 100-continue` lets a refused body go unsent.
+fn raw_post(site: &Site, path: &str, body: &[u8], signature: Option<&str>) -> (u16, String) {
+    let config = site.agent_config();
+    let pem = config.ca_certificate.unwrap();
+    let cert = ureq::tls::Certificate::from_pem(pem.as_bytes()).unwrap();
+    let agent = ureq::Agent::config_builder()
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
+                .build(),
+        )
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut req = agent
+        .post(&format!("{}{path}", site.url))
+        .header("expect", "100-continue");
+    if let Some(sig) = signature {
+        req = req.header("penguindome-signature", sig);
+    }
+    let mut resp = req.send(body).unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+#[test]
+fn revoked_client_is_refused() {
+    let site = Site::init();
+    let server = site.start();
+    let agent = site.agent("stolen");
+    assert!(agent.cmd(&["run"]).status.success());
+
+    let out = site.admin(&["clients", "revoke", &agent.machine_id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Revoked"));
+
+    let out = agent.cmd(&["run", "--force-collect"]);
+    assert!(!out.status.success(), "a revoked agent's run fails visibly");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("revoked"),
+        "{}",
+        text(&out)
+    );
+    let status = agent.status();
+    assert_eq!(status["spool_reports"], 1, "the refused report is kept");
+    assert!(
+        status["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+
+    let doc = site.admin_json(&["clients", "show", &agent.machine_id, "--json"]);
+    assert!(doc["revoked_at"].is_string());
+    assert!(doc["keys"][0]["revoked_at"].is_string());
+    // Enrolling again with the site credential does not undo a revocation.
+    std::fs::remove_dir_all(agent.state_dir()).unwrap();
+    let out = agent.cmd(&["run"]);
+    assert!(!out.status.success());
+    // The administrator lets it back in.
+    assert!(
+        site.admin(&["clients", "reenroll", &agent.machine_id])
+            .status
+            .success()
+    );
+    let out = agent.cmd(&["run", "--force-collect"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        server.log_text()
+    );
+    let doc = site.admin_json(&["clients", "show", &agent.machine_id, "--json"]);
+    assert_eq!(doc["revoked_at"], Value::Null);
+    assert_eq!(doc["keys"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn collections_made_while_the_server_is_down_arrive_in_order() {
+    let site = Site::init();
+    let server = site.start();
+    let agent = site.agent_with_plugins("roaming");
+    let counter = agent.root.join("counter");
+    std::fs::write(&counter, "0").unwrap();
+    agent.plugin(
+        "counter.sh",
+        &format!(
+            "n=$(cat {c}); echo \"{{\\\"n\\\": $n}}\"",
+            c = counter.display()
+        ),
+    );
+    let out = agent.cmd(&["run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(server.stop().success());
+
+    for n in 1..=3 {
+        std::fs::write(&counter, n.to_string()).unwrap();
+        let out = agent.cmd(&["run", "--force-collect"]);
+        assert!(
+            out.status.success(),
+            "an offline run is not a failure: {}",
+            text(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("cannot reach the server"),
+            "{}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(agent.status()["spool_reports"], 3);
+
+    let server = site.start();
+    let out = agent.cmd(&["run", "--force-submit"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        server.log_text()
+    );
+    assert_eq!(agent.status()["spool_reports"], 0);
+    let history = site.admin_json(&["clients", "history", &agent.machine_id, "--json"]);
+    assert_eq!(
+        plugin_values(&history, "plugins.counter.n"),
+        vec![json!(1), json!(2), json!(3)],
+        "{history:#}"
+    );
+    let doc = site.admin_json(&["clients", "show", &agent.machine_id, "--json"]);
+    assert_eq!(doc["plugins"]["counter"], json!({"n": 3}));
+}
+
+#[test]
+fn forged_server_answers_are_not_believed() {
+    let site = Site::init();
+    let _server = site.start();
+    let agent = site.agent("paranoid");
+    // The agent expects another server key than the one that signs.
+    let mut config = site.agent_config();
+    config.server_public_key = SecretKey::generate("impostor")
+        .unwrap()
+        .public()
+        .to_armored()
+        .unwrap();
+    let path = agent.root.join("agent.toml");
+    std::fs::write(&path, config.to_toml().unwrap()).unwrap();
+    let agent = penguindome_tests::AgentHost {
+        config: path,
+        ..agent
+    };
+    let out = agent.cmd(&["run"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("failed verification"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(agent.status()["last_update_at"], Value::Null);
+}
+
+#[test]
+fn sigkill_during_a_burst_loses_no_acknowledged_submission() {
+    const CLIENTS: usize = 10;
+    const PER_CLIENT: usize = 100;
+    let site = Site::init();
+    let server = site.start();
+    let config = site.agent_config();
+    let transport = Transport::new(&config).unwrap();
+    let clients: Vec<SimClient> = (0..CLIENTS)
+        .map(|i| SimClient::enroll(&config, &transport, &format!("burst-{i}")).unwrap())
+        .collect();
+
+    let acked: Arc<Mutex<HashMap<String, BTreeSet<u64>>>> = Arc::default();
+    let total_acked = Arc::new(AtomicUsize::new(0));
+    let dead = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        for (i, client) in clients.iter().enumerate() {
+            let acked = acked.clone();
+            let total = total_acked.clone();
+            let dead = dead.clone();
+            let config = config.clone();
+            scope.spawn(move || {
+                let transport = Transport::new(&config).unwrap();
+                for n in 1..=PER_CLIENT as u64 {
+                    let report =
+                        SimClient::report(&format!("burst-{i}"), json!({"burst": {"n": n}}));
+                    match transport.post(paths::SUBMIT, &client.seal(&report)) {
+                        Ok(r) if r.status == 200 => {
+                            acked
+                                .lock()
+                                .unwrap()
+                                .entry(client.id.clone())
+                                .or_default()
+                                .insert(n);
+                            total.fetch_add(1, Ordering::SeqCst);
+                        }
+                        _ if dead.load(Ordering::SeqCst) => break,
+                        Ok(r) => panic!("unexpected answer before the crash: {}", r.describe()),
+                        Err(e) => panic!("unexpected failure before the crash: {e}"),
+                    }
+                }
+            });
+        }
+        // Crash the server in the middle of the burst.
+        while total_acked.load(Ordering::SeqCst) < 300 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        dead.store(true, Ordering::SeqCst);
+        server.kill();
+    });
+    let acked = acked.lock().unwrap().clone();
+    let count: usize = acked.values().map(BTreeSet::len).sum();
+    assert!(
+        (300..CLIENTS * PER_CLIENT).contains(&count),
+        "the crash came mid-burst ({count} acknowledged)"
+    );
+
+    let _server = site.start();
+    for (client, numbers) in &acked {
+        let history = site.admin_json(&["clients", "history", client, "--json", "--limit", "1000"]);
+        let mut stored: BTreeSet<u64> = plugin_values(&history, "plugins.burst.n")
+            .iter()
+            .filter_map(Value::as_u64)
+            .collect();
+        // The first report adds the whole plugin.
+        for v in plugin_values(&history, "plugins.burst") {
+            if let Some(n) = v["n"].as_u64() {
+                stored.insert(n);
+            }
+        }
+        let missing: Vec<_> = numbers.difference(&stored).collect();
+        assert!(
+            missing.is_empty(),
+            "client {client}: acknowledged but lost: {missing:?}"
+        );
+    }
+}

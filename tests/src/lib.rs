@@ -1,0 +1,337 @@
+//! Harness for end-to-end tests: a site in a temporary directory, the real
+//! `penguindome-server`, `pdome-admin` and `penguindome-agent` binaries, and
+//! simulated clients that sign requests with their own keys.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use penguindome_agent::session::Session;
+use penguindome_agent::transport::{Reply, Transport};
+use penguindome_protocol::agent_config::AgentConfig;
+use penguindome_protocol::envelope::new_nonce;
+use penguindome_protocol::wire::{Report, paths};
+use penguindome_protocol::{Envelope, SecretKey};
+
+use serde_json::Value;
+
+/// Path of a workspace binary, built by `cargo build` before the tests run.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Output as text, for assertions and failure messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A server site in a temporary directory.
+pub struct Site {
+    /// Keeps the directory alive.
+    pub dir: tempfile::TempDir,
+    /// Configuration directory.
+    pub config_dir: PathBuf,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Port of the TLS listener.
+    pub port: u16,
+    /// URL clients use.
+    pub url: String,
+}
+
+impl Site {
+    /// Runs `pdome-admin init --non-interactive` in a new directory.
+    pub fn init() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_dir = dir.path().join("etc");
+        let data_dir = dir.path().join("data");
+        let port = free_port();
+        let url = format!("https://127.0.0.1:{port}");
+        let out = Command::new(bin("pdome-admin"))
+            .arg("--config-dir")
+            .arg(&config_dir)
+            .args([
+                "init",
+                "--non-interactive",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--url",
+                &url,
+            ])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--log-target", "stderr", "--log-level", "debug"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "init failed: {}", text(&out));
+        Self {
+            dir,
+            config_dir,
+            data_dir,
+            port,
+            url,
+        }
+    }
+
+    /// The agent.toml init wrote.
+    pub fn agent_toml(&self) -> PathBuf {
+        self.config_dir.join("agent.toml")
+    }
+
+    /// The parsed agent configuration.
+    pub fn agent_config(&self) -> AgentConfig {
+        AgentConfig::load(&self.agent_toml()).unwrap()
+    }
+
+    /// Starts the server and waits until it answers.
+    pub fn start(&self) -> Server {
+        let log = self.dir.path().join("server.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(bin("penguindome-server"))
+            .arg("--config-dir")
+            .arg(&self.config_dir)
+            .args(["--log-target", "stderr"])
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child: Some(child),
+            log,
+        };
+        let transport = Transport::new(&self.agent_config()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if transport_health(&transport) {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not start:\n{}",
+                server.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs pdome-admin with arguments.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(bin("pdome-admin"))
+            .arg("--config-dir")
+            .arg(&self.config_dir)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs pdome-admin and parses its JSON output, failing on error.
+    pub fn admin_json(&self, args: &[&str]) -> Value {
+        let out = self.admin(args);
+        assert!(
+            out.status.success(),
+            "pdome-admin {args:?} failed: {}",
+            text(&out)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
+    }
+
+    /// A client machine using this site's agent.toml as written.
+    pub fn agent(&self, name: &str) -> AgentHost {
+        let root = self.dir.path().join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let machine_id = new_nonce();
+        std::fs::write(root.join("machine-id"), format!("{machine_id}\n")).unwrap();
+        AgentHost {
+            root,
+            config: self.agent_toml(),
+            machine_id,
+        }
+    }
+
+    /// A client machine whose agent.toml has its own plugins directory.
+    pub fn agent_with_plugins(&self, name: &str) -> AgentHost {
+        let mut a = self.agent(name);
+        let plugins = a.root.join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        let mut config = self.agent_config();
+        config.plugins_dir = plugins;
+        config.plugin_timeout = Duration::from_secs(10);
+        let path = a.root.join("agent.toml");
+        std::fs::write(&path, config.to_toml().unwrap()).unwrap();
+        a.config = path;
+        a
+    }
+}
+
+fn transport_health(t: &Transport) -> bool {
+    matches!(t.get(paths::HEALTH), Ok(r) if r.status == 200)
+}
+
+/// A running server; killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Server {
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops with SIGTERM and waits.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        child.wait().unwrap()
+    }
+
+    /// Kills with SIGKILL (a crash) and waits.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One client machine: its own state directory, machine id and config.
+pub struct AgentHost {
+    /// Its directory.
+    pub root: PathBuf,
+    /// The agent.toml it uses.
+    pub config: PathBuf,
+    /// Its machine id.
+    pub machine_id: String,
+}
+
+impl AgentHost {
+    /// The state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// Runs `penguindome-agent ARGS` for this machine.
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(bin("penguindome-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--machine-id-file")
+            .arg(self.root.join("machine-id"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `status --json`.
+    pub fn status(&self) -> Value {
+        let out = self.cmd(&["status", "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The client key the agent made.
+    pub fn key(&self) -> SecretKey {
+        SecretKey::from_bytes(&std::fs::read(self.state_dir().join("client-key.asc")).unwrap())
+            .unwrap()
+    }
+
+    /// Installs an executable plugin script.
+    pub fn plugin(&self, file: &str, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.root.join("plugins").join(file);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// A client simulated in-process: its own key, enrolled with the site.
+pub struct SimClient {
+    /// Machine id.
+    pub id: String,
+    /// Its key.
+    pub key: SecretKey,
+}
+
+impl SimClient {
+    /// Makes a key and enrolls it.
+    pub fn enroll(
+        config: &AgentConfig,
+        transport: &Transport,
+        hostname: &str,
+    ) -> anyhow::Result<Self> {
+        let id = new_nonce();
+        let key = SecretKey::generate(&format!("sim {id}"))?;
+        Session::new(config, transport, &key, id.clone())?
+            .enroll(hostname, &config.enrollment_credential)?;
+        Ok(Self { id, key })
+    }
+
+    /// A report with the given plugins, collected now.
+    pub fn report(hostname: &str, plugins: Value) -> Report {
+        Report {
+            report_id: new_nonce(),
+            hostname: hostname.into(),
+            collected_at: Utc::now(),
+            agent_version: "sim".into(),
+            plugins: plugins.as_object().unwrap().clone().into_iter().collect(),
+        }
+    }
+
+    /// Signs a submission.
+    pub fn seal(&self, report: &Report) -> Envelope {
+        Envelope::seal(&self.key, &self.id, None, report).unwrap()
+    }
+
+    /// Signs and sends a submission.
+    pub fn submit(&self, transport: &Transport, report: &Report) -> Reply {
+        transport.post(paths::SUBMIT, &self.seal(report)).unwrap()
+    }
+}
