@@ -32,17 +32,14 @@ pub async fn handle(
     let hostname = report.hostname.clone();
     let outcome = state
         .store
-        .submit(Submission {
-            meta: auth.meta,
-            report,
-        })
+        .submit(Submission::new(auth.meta, report))
         .await
         .inspect_err(|e| {
             log::warn!(client_id:% = client_id, hostname:% = hostname, endpoint = "submit"; "submission refused: {e}");
         })?;
     let status = match outcome {
         SubmitOutcome::Stored { changes } => {
-            log::debug!(client_id:% = client_id, hostname:% = hostname, endpoint = "submit", changes = changes; "report stored");
+            log::trace!(client_id:% = client_id, hostname:% = hostname, endpoint = "submit", changes = changes; "report stored");
             "ok"
         }
         SubmitOutcome::Duplicate => {

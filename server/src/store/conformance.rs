@@ -66,12 +66,7 @@ async fn submit(
     fp: &str,
     r: Report<Box<RawValue>>,
 ) -> StoreResult<SubmitOutcome> {
-    store
-        .submit(Submission {
-            meta: meta(client, fp),
-            report: r,
-        })
-        .await
+    store.submit(Submission::new(meta(client, fp), r)).await
 }
 
 /// Runs every scenario against `store`.
@@ -254,7 +249,7 @@ async fn replay_unknown_and_revoked(store: &Arc<dyn Store>) {
     ));
     let r = report("r", json!({"a": 1}), 0);
     assert!(matches!(
-        store.submit(Submission { meta: m, report: r }).await,
+        store.submit(Submission::new(m, r)).await,
         Err(StoreError::Replay)
     ));
 

@@ -104,6 +104,33 @@ pub struct Submission {
     pub meta: RequestMeta,
     /// The report, with each plugin's output as raw JSON text.
     pub report: Report<Box<RawValue>>,
+    /// A 128-bit digest of each plugin's text, so that a backend can tell
+    /// what changed without reading the stored texts back.
+    pub digests: BTreeMap<String, [u8; 16]>,
+}
+
+/// Digest of a plugin's text for change detection. Not cryptographic: a
+/// collision could only hide a change in the client's own data, which the
+/// client could as well leave out; the signature covers the text itself.
+pub fn plugin_digest(text: &str) -> [u8; 16] {
+    xxhash_rust::xxh3::xxh3_128(text.as_bytes()).to_le_bytes()
+}
+
+impl Submission {
+    /// Wraps a report, computing its plugin digests (on the caller's thread,
+    /// which for the server is one of the request workers, not the writer).
+    pub fn new(meta: RequestMeta, report: Report<Box<RawValue>>) -> Self {
+        let digests = report
+            .plugins
+            .iter()
+            .map(|(name, raw)| (name.clone(), plugin_digest(raw.get())))
+            .collect();
+        Self {
+            meta,
+            report,
+            digests,
+        }
+    }
 }
 
 /// What happened to a submission.

@@ -5,18 +5,23 @@
 //! once (fsync with `synchronous=FULL`), and only then answers every job in
 //! the batch. Durability therefore costs one fsync per batch, not per
 //! request. Reads use a small pool of separate connections.
+//!
+//! Seen nonces live in the writer's memory and in an append-only table it
+//! reloads at start: a replay is refused after a restart too, and recording
+//! a nonce appends to one page instead of inserting into a random one.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use penguindome_protocol::envelope::utc;
 use penguindome_protocol::wire::Patch;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -63,6 +68,7 @@ CREATE TABLE IF NOT EXISTS plugins (
     client_id  TEXT NOT NULL REFERENCES clients(client_id),
     name       TEXT NOT NULL,
     data       TEXT NOT NULL,
+    digest     BLOB NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (client_id, name)
 ) WITHOUT ROWID;
@@ -79,11 +85,11 @@ CREATE TABLE IF NOT EXISTS audit_trail (
 );
 CREATE INDEX IF NOT EXISTS audit_trail_client ON audit_trail(client_id, id);
 CREATE TABLE IF NOT EXISTS nonces (
+    seq        INTEGER PRIMARY KEY,
     client_id  TEXT NOT NULL,
     nonce      TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (client_id, nonce)
-) WITHOUT ROWID;
+    expires_at INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces(expires_at);
 CREATE TABLE IF NOT EXISTS patches (
     id         TEXT PRIMARY KEY,
@@ -118,6 +124,66 @@ pub struct SqliteStore {
     tx: mpsc::Sender<Job>,
     readers: Arc<Mutex<Vec<Connection>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<Checkpointer>>,
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// WAL length (frames of one page) past which the writer restarts the WAL
+/// from its beginning. Under constant writes a passive checkpoint never lets
+/// the WAL restart on its own, and a long WAL makes page lookups slower.
+const WAL_FRAMES_LIMIT: i64 = 16_384;
+
+/// Copies the WAL into the database on its own thread and connection, so
+/// that the writer's commits never pay for a checkpoint. It publishes the
+/// WAL's length; the writer restarts the WAL between batches when it is long
+/// (by then nearly every frame is already copied, so that is quick).
+struct Checkpointer {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    handle: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path, wal_frames: Arc<std::sync::atomic::AtomicI64>) -> StoreResult<Self> {
+        let conn = Connection::open(path).map_err(backend_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(backend_err)?;
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                let (lock, cv) = &*flag;
+                let mut stopped = lock.lock().expect("checkpointer lock");
+                loop {
+                    stopped = cv
+                        .wait_timeout(stopped, CHECKPOINT_EVERY)
+                        .expect("checkpointer lock")
+                        .0;
+                    if *stopped {
+                        break;
+                    }
+                    let frames: rusqlite::Result<(i64, i64, i64)> =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        });
+                    match frames {
+                        Ok((_, log, _)) => {
+                            wal_frames.store(log, std::sync::atomic::Ordering::Relaxed)
+                        }
+                        Err(e) => log::warn!("checkpoint failed: {e}"),
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Self { stop, handle })
+    }
+
+    fn stop(self) {
+        *self.stop.0.lock().expect("checkpointer lock") = true;
+        self.stop.1.notify_all();
+        let _ = self.handle.join();
+    }
 }
 
 fn backend_err(e: rusqlite::Error) -> StoreError {
@@ -158,22 +224,27 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(backend_err)?;
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; \
+             PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864; \
+             PRAGMA mmap_size=268435456;",
         )
         .map_err(backend_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(backend_err)?;
         migrate(&conn)?;
+        let wal_frames = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let checkpointer = Checkpointer::start(path, wal_frames.clone())?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, wal_frames))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
             tx,
             readers: Arc::new(Mutex::new(Vec::new())),
             writer: Mutex::new(Some(writer)),
+            checkpointer: Mutex::new(Some(checkpointer)),
         })
     }
 
@@ -215,6 +286,8 @@ fn open_reader(path: &Path) -> StoreResult<Connection> {
     .map_err(backend_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(backend_err)?;
+    conn.execute_batch("PRAGMA mmap_size=268435456;")
+        .map_err(backend_err)?;
     Ok(conn)
 }
 
@@ -249,7 +322,117 @@ fn finisher<T: Send + 'static>(reply: Reply<T>, result: StoreResult<T>) -> (Fini
     (f, ok)
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+/// Batch statistics, logged at debug level every ten seconds of activity.
+struct WriterStats {
+    since: Instant,
+    jobs: usize,
+    batches: usize,
+    execute: std::time::Duration,
+    commit: std::time::Duration,
+}
+
+impl WriterStats {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            jobs: 0,
+            batches: 0,
+            execute: Default::default(),
+            commit: Default::default(),
+        }
+    }
+
+    fn record(&mut self, jobs: usize, execute: std::time::Duration, commit: std::time::Duration) {
+        self.jobs += jobs;
+        self.batches += 1;
+        self.execute += execute;
+        self.commit += commit;
+        if self.since.elapsed() >= std::time::Duration::from_secs(10) {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.jobs > 0 {
+            log::debug!(
+                "store writer: {} jobs in {} batches ({:.1} per batch), {:.0} µs executing per job, {:.2} ms per commit",
+                self.jobs,
+                self.batches,
+                self.jobs as f64 / self.batches as f64,
+                self.execute.as_secs_f64() * 1e6 / self.jobs.max(1) as f64,
+                self.commit.as_secs_f64() * 1e3 / self.batches as f64
+            );
+        }
+        *self = Self::new();
+    }
+}
+
+/// The writer thread's own state: its connection and the seen nonces.
+struct Writer {
+    conn: Connection,
+    nonces: Nonces,
+}
+
+/// Nonces seen within their window, keyed by a digest of client and nonce.
+struct Nonces {
+    seen: std::collections::HashMap<u128, i64>,
+}
+
+impl Nonces {
+    fn key(client_id: &str, nonce: &str) -> u128 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(client_id.as_bytes());
+        h.update(b":");
+        h.update(nonce.as_bytes());
+        h.digest128()
+    }
+
+    fn load(conn: &Connection, now: i64) -> StoreResult<Self> {
+        let mut seen = std::collections::HashMap::new();
+        let mut st = conn
+            .prepare("SELECT client_id, nonce, expires_at FROM nonces WHERE expires_at >= ?1")
+            .map_err(backend_err)?;
+        let rows = st
+            .query_map([now], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(backend_err)?;
+        for row in rows {
+            let (client, nonce, expires) = row.map_err(backend_err)?;
+            seen.insert(Self::key(&client, &nonce), expires);
+        }
+        Ok(Self { seen })
+    }
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    wal_frames: Arc<std::sync::atomic::AtomicI64>,
+) {
+    let nonces = match Nonces::load(&conn, Utc::now().timestamp()) {
+        Ok(n) => n,
+        Err(e) => {
+            log::error!("cannot load the seen nonces: {e}; refusing writes");
+            // Answer every job with the error rather than accept replays.
+            while let Some(job) = rx.blocking_recv() {
+                match job {
+                    Job::Shutdown(done) => {
+                        let _ = done.send(());
+                        break;
+                    }
+                    job => fail_job(job, &e.to_string())(None),
+                }
+            }
+            return;
+        }
+    };
+    let mut w = Writer { conn, nonces };
+    let mut stats = WriterStats::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -259,17 +442,24 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         let mut shutdown = None;
         let mut finishers: Vec<Finisher> = Vec::with_capacity(batch.len());
-        let commit_error = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-            Ok(mut txn) => {
+        let mut added: Vec<u128> = Vec::new();
+        let mut executed = started;
+        let commit_error = match w
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
+            Ok(txn) => {
                 for job in batch.drain(..) {
                     if let Job::Shutdown(done) = job {
                         shutdown = Some(done);
                         continue;
                     }
-                    finishers.push(run_in_savepoint(&mut txn, job));
+                    finishers.push(run_in_savepoint(&txn, &mut w.nonces, &mut added, job));
                 }
+                executed = Instant::now();
                 txn.commit().err().map(|e| e.to_string())
             }
             Err(e) => {
@@ -288,17 +478,34 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 "SQLite commit failed, {} requests not stored: {e}",
                 finishers.len()
             );
+            // Their nonces were not stored either.
+            for k in &added {
+                w.nonces.seen.remove(k);
+            }
         }
+        stats.record(finishers.len(), executed - started, executed.elapsed());
         for f in finishers {
             f(commit_error.as_deref());
+        }
+        if wal_frames.load(std::sync::atomic::Ordering::Relaxed) > WAL_FRAMES_LIMIT {
+            wal_frames.store(0, std::sync::atomic::Ordering::Relaxed);
+            match w
+                .conn
+                .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0))
+            {
+                Ok(0) => log::debug!("restarted the WAL"),
+                Ok(_) => log::debug!("the WAL could not restart yet: readers are busy"),
+                Err(e) => log::warn!("cannot restart the WAL: {e}"),
+            }
         }
         if let Some(done) = shutdown {
             let _ = done.send(());
             break;
         }
     }
+    stats.flush();
     // Leave a small WAL behind for the next start.
-    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    let _ = w.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
 }
 
 fn fail_job(job: Job, msg: &str) -> Finisher {
@@ -324,28 +531,43 @@ fn fail_job(job: Job, msg: &str) -> Finisher {
     }
 }
 
-fn run_in_savepoint(txn: &mut Transaction<'_>, job: Job) -> Finisher {
-    let mut sp = match txn.savepoint() {
-        Ok(sp) => sp,
-        Err(e) => return fail_job(job, &e.to_string()),
+/// Runs one job inside a savepoint of the batch's transaction, so that a
+/// refused job leaves nothing behind. The savepoint statements are prepared
+/// once and reused: this runs for every request.
+fn run_in_savepoint(
+    conn: &Connection,
+    nonces: &mut Nonces,
+    added: &mut Vec<u128>,
+    job: Job,
+) -> Finisher {
+    let exec = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut st| st.execute([]))
+            .map(|_| ())
     };
+    if let Err(e) = exec("SAVEPOINT job") {
+        return fail_job(job, &e.to_string());
+    }
+    let mut n = NonceLog { nonces, added };
     let (finish, ok) = match job {
-        Job::Enroll(e, r) => finisher(r, enroll(&sp, &e)),
-        Job::Touch(m, r) => finisher(r, touch(&sp, &m)),
-        Job::Submit(s, r) => finisher(r, submit(&sp, &s)),
-        Job::AddPatch(p, r) => finisher(r, add_patch(&sp, &p)),
-        Job::Ack(m, id, r) => finisher(r, acknowledge(&sp, &m, &id)),
-        Job::Revoke(id, at, r) => finisher(r, revoke(&sp, &id, &at)),
-        Job::AllowReenroll(id, r) => finisher(r, allow_reenroll(&sp, &id)),
-        Job::PruneNonces(now, r) => finisher(r, prune(&sp, &now)),
+        Job::Enroll(e, r) => finisher(r, enroll(conn, &mut n, &e)),
+        Job::Touch(m, r) => finisher(r, touch(conn, &mut n, &m)),
+        Job::Submit(s, r) => finisher(r, submit(conn, &mut n, &s)),
+        Job::AddPatch(p, r) => finisher(r, add_patch(conn, &p)),
+        Job::Ack(m, id, r) => finisher(r, acknowledge(conn, &mut n, &m, &id)),
+        Job::Revoke(id, at, r) => finisher(r, revoke(conn, &id, &at)),
+        Job::AllowReenroll(id, r) => finisher(r, allow_reenroll(conn, &id)),
+        Job::PruneNonces(now, r) => finisher(r, prune(conn, n.nonces, &now)),
         Job::Shutdown(_) => unreachable!("handled by the writer loop"),
     };
-    if ok {
-        if let Err(e) = sp.commit() {
-            log::error!("cannot release a savepoint: {e}");
-        }
+    let end = if ok {
+        exec("RELEASE job")
     } else {
-        sp.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+        exec("ROLLBACK TO job").and_then(|_| exec("RELEASE job"))
+    };
+    if let Err(e) = end {
+        // The batch's commit reports the failure to every job in it.
+        log::error!("cannot end a savepoint: {e}");
     }
     finish
 }
@@ -368,24 +590,31 @@ fn check_key(conn: &Connection, meta: &RequestMeta) -> StoreResult<()> {
     }
 }
 
+/// The seen nonces and the ones this batch added (forgotten again if the
+/// batch's commit fails).
+struct NonceLog<'a> {
+    nonces: &'a mut Nonces,
+    added: &'a mut Vec<u128>,
+}
+
+/// Refuses a nonce seen before and records it, in memory and in the log.
 fn consume_nonce(
     conn: &Connection,
+    log: &mut NonceLog<'_>,
     client_id: &str,
     nonce: &str,
     expires: &DateTime<Utc>,
 ) -> StoreResult<()> {
-    let n = conn
-        .prepare_cached(
-            "INSERT INTO nonces (client_id, nonce, expires_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT DO NOTHING",
-        )
+    let key = Nonces::key(client_id, nonce);
+    if log.nonces.seen.contains_key(&key) {
+        return Err(StoreError::Replay);
+    }
+    conn.prepare_cached("INSERT INTO nonces (client_id, nonce, expires_at) VALUES (?1, ?2, ?3)")
         .and_then(|mut s| s.execute(params![client_id, nonce, expires.timestamp()]))
         .map_err(backend_err)?;
-    if n == 0 {
-        Err(StoreError::Replay)
-    } else {
-        Ok(())
-    }
+    log.nonces.seen.insert(key, expires.timestamp());
+    log.added.push(key);
+    Ok(())
 }
 
 fn mark_seen(conn: &Connection, meta: &RequestMeta) -> StoreResult<()> {
@@ -440,7 +669,11 @@ fn insert_changes(
     Ok(())
 }
 
-fn enroll(conn: &Connection, e: &Enrollment) -> StoreResult<EnrollOutcome> {
+fn enroll(
+    conn: &Connection,
+    nonces: &mut NonceLog<'_>,
+    e: &Enrollment,
+) -> StoreResult<EnrollOutcome> {
     let existing_key: Option<(String, Option<String>)> = conn
         .query_row(
             "SELECT client_id, revoked_at FROM client_keys WHERE fingerprint = ?1",
@@ -451,7 +684,7 @@ fn enroll(conn: &Connection, e: &Enrollment) -> StoreResult<EnrollOutcome> {
         .map_err(backend_err)?;
     match existing_key {
         Some((client, None)) if client == e.client_id => {
-            consume_nonce(conn, &e.client_id, &e.nonce, &e.nonce_expires_at)?;
+            consume_nonce(conn, nonces, &e.client_id, &e.nonce, &e.nonce_expires_at)?;
             return Ok(EnrollOutcome::AlreadyEnrolled);
         }
         Some((client, Some(_))) if client == e.client_id => {
@@ -486,7 +719,7 @@ fn enroll(conn: &Connection, e: &Enrollment) -> StoreResult<EnrollOutcome> {
                     client_id: e.client_id.clone(),
                 });
             }
-            consume_nonce(conn, &e.client_id, &e.nonce, &e.nonce_expires_at)?;
+            consume_nonce(conn, nonces, &e.client_id, &e.nonce, &e.nonce_expires_at)?;
             conn.execute(
                 "UPDATE client_keys SET revoked_at = ?2 WHERE client_id = ?1 AND revoked_at IS NULL",
                 params![e.client_id, now],
@@ -512,7 +745,7 @@ fn enroll(conn: &Connection, e: &Enrollment) -> StoreResult<EnrollOutcome> {
             });
         }
         None => {
-            consume_nonce(conn, &e.client_id, &e.nonce, &e.nonce_expires_at)?;
+            consume_nonce(conn, nonces, &e.client_id, &e.nonce, &e.nonce_expires_at)?;
             conn.execute(
                 "INSERT INTO clients (client_id, hostname, enrolled_at, first_seen_at, last_seen_at, \
                  last_address, last_listener) VALUES (?1, ?2, ?3, ?3, ?3, ?4, ?5)",
@@ -543,18 +776,34 @@ fn enroll(conn: &Connection, e: &Enrollment) -> StoreResult<EnrollOutcome> {
     Ok(EnrollOutcome::Enrolled)
 }
 
-fn touch(conn: &Connection, meta: &RequestMeta) -> StoreResult<()> {
+fn touch(conn: &Connection, nonces: &mut NonceLog<'_>, meta: &RequestMeta) -> StoreResult<()> {
     check_key(conn, meta)?;
-    consume_nonce(conn, &meta.client_id, &meta.nonce, &meta.nonce_expires_at)?;
+    consume_nonce(
+        conn,
+        nonces,
+        &meta.client_id,
+        &meta.nonce,
+        &meta.nonce_expires_at,
+    )?;
     mark_seen(conn, meta)
 }
 
-fn submit(conn: &Connection, s: &Submission) -> StoreResult<SubmitOutcome> {
+fn submit(
+    conn: &Connection,
+    nonces: &mut NonceLog<'_>,
+    s: &Submission,
+) -> StoreResult<SubmitOutcome> {
     let meta = &s.meta;
     let report = &s.report;
     validate_report(report)?;
     check_key(conn, meta)?;
-    consume_nonce(conn, &meta.client_id, &meta.nonce, &meta.nonce_expires_at)?;
+    consume_nonce(
+        conn,
+        nonces,
+        &meta.client_id,
+        &meta.nonce,
+        &meta.nonce_expires_at,
+    )?;
 
     let (old_hostname, collected, last_report): (String, Option<String>, Option<String>) = conn
         .prepare_cached(
@@ -574,21 +823,32 @@ fn submit(conn: &Connection, s: &Submission) -> StoreResult<SubmitOutcome> {
         return Ok(SubmitOutcome::Duplicate);
     }
 
-    let mut old_plugins: BTreeMap<String, String> = BTreeMap::new();
+    // Compare digests first; read a stored text back only to diff it.
+    let mut old_digests: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     {
         let mut st = conn
-            .prepare_cached("SELECT name, data FROM plugins WHERE client_id = ?1")
+            .prepare_cached("SELECT name, digest FROM plugins WHERE client_id = ?1")
             .map_err(backend_err)?;
         let rows = st
             .query_map([&meta.client_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
             })
             .map_err(backend_err)?;
         for row in rows {
-            let (name, data) = row.map_err(backend_err)?;
-            old_plugins.insert(name, data);
+            let (name, digest) = row.map_err(backend_err)?;
+            old_digests.insert(name, digest);
         }
     }
+    let old_value = |name: &str| -> StoreResult<Option<Value>> {
+        let text: Option<String> = conn
+            .prepare_cached("SELECT data FROM plugins WHERE client_id = ?1 AND name = ?2")
+            .and_then(|mut st| {
+                st.query_row(params![meta.client_id, name], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(backend_err)?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    };
 
     let mut changes = Vec::new();
     if old_hostname != report.hostname {
@@ -603,43 +863,43 @@ fn submit(conn: &Connection, s: &Submission) -> StoreResult<SubmitOutcome> {
     {
         let mut upsert = conn
             .prepare_cached(
-                "INSERT INTO plugins (client_id, name, data, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (client_id, name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+                "INSERT INTO plugins (client_id, name, data, digest, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (client_id, name) DO UPDATE SET data = excluded.data, \
+                 digest = excluded.digest, updated_at = excluded.updated_at",
             )
             .map_err(backend_err)?;
         for (name, raw) in &report.plugins {
+            let digest = s.digests.get(name).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "plugin {name} has no digest; build submissions with Submission::new"
+                ))
+            })?;
+            let old = match old_digests.remove(name) {
+                Some(d) if d.as_slice() == digest.as_slice() => continue,
+                Some(_) => old_value(name)?,
+                None => None,
+            };
             let text = raw.get();
-            let old = old_plugins.remove(name);
-            if old.as_deref() == Some(text) {
-                continue;
-            }
             let new_value: Value = serde_json::from_str(text)
                 .map_err(|e| StoreError::Invalid(format!("plugin {name}: {e}")))?;
-            let old_value: Option<Value> =
-                old.as_deref().and_then(|o| serde_json::from_str(o).ok());
             diff(
                 &format!("plugins.{name}"),
-                old_value.as_ref(),
+                old.as_ref(),
                 Some(&new_value),
                 &mut changes,
             );
             upsert
-                .execute(params![meta.client_id, name, text, now])
+                .execute(params![meta.client_id, name, text, digest.as_slice(), now])
                 .map_err(backend_err)?;
         }
     }
-    if !old_plugins.is_empty() {
+    if !old_digests.is_empty() {
         let mut delete = conn
             .prepare_cached("DELETE FROM plugins WHERE client_id = ?1 AND name = ?2")
             .map_err(backend_err)?;
-        for (name, old) in old_plugins {
-            let old_value: Option<Value> = serde_json::from_str(&old).ok();
-            diff(
-                &format!("plugins.{name}"),
-                old_value.as_ref(),
-                None,
-                &mut changes,
-            );
+        for name in old_digests.keys() {
+            let old = old_value(name)?;
+            diff(&format!("plugins.{name}"), old.as_ref(), None, &mut changes);
             delete
                 .execute(params![meta.client_id, name])
                 .map_err(backend_err)?;
@@ -653,14 +913,19 @@ fn submit(conn: &Connection, s: &Submission) -> StoreResult<SubmitOutcome> {
         &meta.received_at,
         Some(&report.collected_at),
     )?;
+    if !changes.is_empty() && changes[0].field == "hostname" {
+        // Only a rename touches the host name index.
+        conn.prepare_cached("UPDATE clients SET hostname = ?2 WHERE client_id = ?1")
+            .and_then(|mut st| st.execute(params![meta.client_id, report.hostname]))
+            .map_err(backend_err)?;
+    }
     conn.prepare_cached(
-        "UPDATE clients SET hostname = ?2, last_seen_at = ?3, last_address = ?4, last_listener = ?5, \
-         collected_at = ?6, submitted_at = ?3, last_report_id = ?7, agent_version = ?8 WHERE client_id = ?1",
+        "UPDATE clients SET last_seen_at = ?2, last_address = ?3, last_listener = ?4, \
+         collected_at = ?5, submitted_at = ?2, last_report_id = ?6, agent_version = ?7 WHERE client_id = ?1",
     )
     .and_then(|mut st| {
         st.execute(params![
             meta.client_id,
-            report.hostname,
             now,
             meta.address.to_string(),
             meta.listener,
@@ -693,9 +958,20 @@ fn add_patch(conn: &Connection, p: &NewPatch) -> StoreResult<()> {
     Ok(())
 }
 
-fn acknowledge(conn: &Connection, meta: &RequestMeta, patch_id: &str) -> StoreResult<()> {
+fn acknowledge(
+    conn: &Connection,
+    nonces: &mut NonceLog<'_>,
+    meta: &RequestMeta,
+    patch_id: &str,
+) -> StoreResult<()> {
     check_key(conn, meta)?;
-    consume_nonce(conn, &meta.client_id, &meta.nonce, &meta.nonce_expires_at)?;
+    consume_nonce(
+        conn,
+        nonces,
+        &meta.client_id,
+        &meta.nonce,
+        &meta.nonce_expires_at,
+    )?;
     let n = conn
         .execute(
             "UPDATE patch_targets SET completed_at = ?3 \
@@ -760,13 +1036,12 @@ fn allow_reenroll(conn: &Connection, client_id: &str) -> StoreResult<()> {
     Ok(())
 }
 
-fn prune(conn: &Connection, now: &DateTime<Utc>) -> StoreResult<u64> {
-    conn.execute(
-        "DELETE FROM nonces WHERE expires_at < ?1",
-        [now.timestamp()],
-    )
-    .map(|n| n as u64)
-    .map_err(backend_err)
+fn prune(conn: &Connection, nonces: &mut Nonces, now: &DateTime<Utc>) -> StoreResult<u64> {
+    let now = now.timestamp();
+    nonces.seen.retain(|_, expires| *expires >= now);
+    conn.execute("DELETE FROM nonces WHERE expires_at < ?1", [now])
+        .map(|n| n as u64)
+        .map_err(backend_err)
 }
 
 fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientSummary> {
@@ -1001,6 +1276,10 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        let checkpointer = self.checkpointer.lock().expect("checkpointer lock").take();
+        if let Some(c) = checkpointer {
+            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+        }
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Job::Shutdown(tx)).await.is_ok() {
             let _ = rx.await;
@@ -1065,6 +1344,60 @@ mod tests {
         let doc = again.get_client(&"a".repeat(32)).await.unwrap().unwrap();
         assert_eq!(doc.summary.last_address, "::1");
         again.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replays_are_refused_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let store = SqliteStore::open(&path).unwrap();
+        let now = Utc::now();
+        store
+            .enroll(Enrollment {
+                client_id: "b".repeat(32),
+                hostname: "h".into(),
+                fingerprint: "E".repeat(40),
+                certificate: vec![9],
+                nonce: "0".repeat(32),
+                nonce_expires_at: now + chrono::Duration::minutes(15),
+                received_at: now,
+                address: "127.0.0.1".parse().unwrap(),
+                listener: "l".into(),
+            })
+            .await
+            .unwrap();
+        let meta = RequestMeta {
+            client_id: "b".repeat(32),
+            fingerprint: "E".repeat(40),
+            nonce: "2".repeat(32),
+            nonce_expires_at: now + chrono::Duration::minutes(15),
+            received_at: now,
+            address: "127.0.0.1".parse().unwrap(),
+            listener: "l".into(),
+        };
+        store.touch(meta.clone()).await.unwrap();
+        store.close().await;
+        let again = SqliteStore::open(&path).unwrap();
+        assert!(matches!(
+            again.touch(meta.clone()).await,
+            Err(StoreError::Replay)
+        ));
+        // The enrollment's nonce is remembered too.
+        let mut other = meta.clone();
+        other.nonce = "0".repeat(32);
+        assert!(matches!(again.touch(other).await, Err(StoreError::Replay)));
+        // Once pruned past its expiry, the nonce is forgotten in memory and on disk.
+        assert_eq!(
+            again
+                .prune_nonces(now + chrono::Duration::minutes(16))
+                .await
+                .unwrap(),
+            2
+        );
+        again.close().await;
+        let third = SqliteStore::open(&path).unwrap();
+        third.touch(meta).await.unwrap();
+        third.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,1 +1,318 @@
-fn main() {}
+//! pdome-loadgen: signed submissions from many simulated clients, to
+//! measure the server's throughput and latency.
+//!
+//! It shares the machine with the server, so everything expensive happens
+//! before the clock starts: clients enroll, and every request is built and
+//! signed (each with its own nonce). The timed phase only sends.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use penguindome_agent::transport::Transport;
+use penguindome_protocol::Envelope;
+use penguindome_protocol::agent_config::AgentConfig;
+use penguindome_protocol::wire::paths;
+use penguindome_tests::SimClient;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(
+    about = "Send signed submissions from simulated clients and report throughput and latency"
+)]
+struct Args {
+    /// The site's agent.toml (server URL, pinned certificate, credential).
+    #[arg(long)]
+    agent_config: PathBuf,
+    /// Simulated clients.
+    #[arg(long, default_value_t = 200)]
+    clients: usize,
+    /// Submissions in the timed phase.
+    #[arg(long, default_value_t = 40_000)]
+    requests: usize,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Size of each report, in KiB.
+    #[arg(long, default_value_t = 20)]
+    payload_kib: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A report of about `kib` KiB that looks like a real one: package lists,
+/// sshd settings, disks; `seq` changes one field so each is a real change.
+fn plugins(client: usize, seq: usize, kib: usize) -> Value {
+    let mut packages = Vec::new();
+    let mut sshd = serde_json::Map::new();
+    for i in 0..60 {
+        sshd.insert(
+            format!("option{i:02}"),
+            json!(if i % 3 == 0 { "yes" } else { "no" }),
+        );
+    }
+    let mut out = json!({
+        "os_info": {"id": "debian", "version_id": "12", "kernel": "6.1.0-28-amd64", "hostname": format!("bench-{client}")},
+        "sshd": {"status": "running", "config": sshd},
+        "hd_encryption": [{"mountpoint": "/", "device": "/dev/mapper/root", "type": "ext4", "encrypted": true}],
+        "bench": {"seq": seq},
+    });
+    let mut size = out.to_string().len();
+    let mut i = 0;
+    while size < kib * 1024 {
+        let p = json!({"name": format!("package-{i:04}"), "installed": "1.2.3-1", "candidate": "1.2.4-1+deb12u1", "security": i % 7 == 0});
+        size += p.to_string().len() + 1;
+        packages.push(p);
+        i += 1;
+    }
+    out["os_updates"] = json!({"backend": "apt", "pending": packages});
+    out
+}
+
+/// TLS to the site's server, trusting what agent.toml trusts.
+fn tls_connector(config: &AgentConfig) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = config
+        .ca_certificate
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("agent.toml pins no certificate"))?;
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)))
+}
+
+type Outcome = (Vec<Duration>, Vec<String>);
+
+/// One keep-alive connection sending its share of the requests in order.
+async fn send_all(
+    url: &url::Url,
+    tls: tokio_rustls::TlsConnector,
+    requests: &[(Bytes, String)],
+    work: &[usize],
+) -> anyhow::Result<Outcome> {
+    use http_body_util::{BodyExt, Full};
+    let host = url.host_str().unwrap_or("localhost").to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from(host.clone())?;
+    let stream = tls.connect(name, tcp).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut lat = Vec::with_capacity(work.len());
+    let mut failures = Vec::new();
+    for &r in work {
+        let (body, sig) = &requests[r];
+        let req = hyper::Request::post(paths::SUBMIT)
+            .header("host", &host)
+            .header("content-type", "application/json")
+            .header(penguindome_protocol::SIGNATURE_HEADER, sig.as_str())
+            .body(Full::new(body.clone()))?;
+        let t = Instant::now();
+        sender.ready().await?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if status == 200 {
+            lat.push(t.elapsed());
+        } else {
+            failures.push(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+    }
+    Ok((lat, failures))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = AgentConfig::load(&args.agent_config)?;
+    let transport = Transport::new(&config)?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+
+    eprintln!("enrolling {} clients", args.clients);
+    let next = AtomicUsize::new(0);
+    let enrolled = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(4) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= args.clients {
+                        break;
+                    }
+                    let c = SimClient::enroll(&config, &transport, &format!("bench-{i}"))
+                        .expect("enroll");
+                    enrolled.lock().unwrap().push((i, c));
+                }
+            });
+        }
+    });
+    let mut clients = enrolled.into_inner().unwrap();
+    clients.sort_by_key(|(i, _)| *i);
+    let clients: Vec<SimClient> = clients.into_iter().map(|(_, c)| c).collect();
+
+    eprintln!(
+        "signing {} submissions of ~{} KiB",
+        args.requests, args.payload_kib
+    );
+    let started = Instant::now();
+    // Request r belongs to client r % clients and is that client's
+    // (r / clients)-th report; each worker later sends its clients' reports
+    // in order, so every report is newer than the one stored.
+    let slots: Vec<Mutex<Option<Envelope>>> =
+        (0..args.requests).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let r = next.fetch_add(1, Ordering::SeqCst);
+                    if r >= args.requests {
+                        break;
+                    }
+                    let c = r % clients.len();
+                    let report = SimClient::report(
+                        &format!("bench-{c}"),
+                        plugins(c, r / clients.len(), args.payload_kib),
+                    );
+                    *slots[r].lock().unwrap() = Some(clients[c].seal(&report));
+                }
+            });
+        }
+    });
+    let envelopes: Vec<Envelope> = slots
+        .into_iter()
+        .map(|m| m.into_inner().unwrap().unwrap())
+        .collect();
+    let bytes = envelopes[0].payload().len();
+    eprintln!(
+        "signed in {:.1} s; payload {} bytes",
+        started.elapsed().as_secs_f64(),
+        bytes
+    );
+
+    // Connection w sends the requests of the clients with c % concurrency == w.
+    let per_worker: Vec<Vec<usize>> = (0..args.concurrency)
+        .map(|w| {
+            (0..args.requests)
+                .filter(|r| (r % clients.len()) % args.concurrency == w)
+                .collect()
+        })
+        .collect();
+    let requests: std::sync::Arc<Vec<(Bytes, String)>> = std::sync::Arc::new(
+        envelopes
+            .into_iter()
+            .map(|e| {
+                let sig = e.signature_header();
+                (Bytes::from(e.into_payload()), sig)
+            })
+            .collect(),
+    );
+    eprintln!("sending with {} connections", args.concurrency);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let tls = tls_connector(&config)?;
+    let url = url::Url::parse(config.base_url())?;
+    let t0 = Instant::now();
+    let results = runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for work in per_worker {
+            let requests = requests.clone();
+            let tls = tls.clone();
+            let url = url.clone();
+            tasks.spawn(async move { send_all(&url, tls, &requests, &work).await });
+        }
+        let mut all = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            all.push(r.expect("connection task"));
+        }
+        all
+    });
+    let mut lat = Vec::with_capacity(args.requests);
+    let mut failures = Vec::new();
+    for r in results {
+        match r {
+            Ok((l, f)) => {
+                lat.extend(l);
+                failures.extend(f);
+            }
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    let elapsed = t0.elapsed();
+    lat.sort();
+    let ok = lat.len();
+    let rate = ok as f64 / elapsed.as_secs_f64();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let result = json!({
+        "clients": args.clients,
+        "concurrency": args.concurrency,
+        "payload_bytes": bytes,
+        "requests": args.requests,
+        "ok": ok,
+        "failed": failures.len(),
+        "seconds": elapsed.as_secs_f64(),
+        "submissions_per_second": rate,
+        "latency_ms": {"p50": ms(percentile(&lat, 0.50)), "p90": ms(percentile(&lat, 0.90)),
+                       "p99": ms(percentile(&lat, 0.99)), "max": ms(lat.last().copied().unwrap_or_default())},
+    });
+    if args.json {
+        println!("{result}");
+    } else {
+        println!(
+            "{ok} signed submissions of {bytes} bytes from {} clients over {} connections in {:.2} s: \
+             {rate:.0}/s, latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} failed",
+            args.clients,
+            args.concurrency,
+            elapsed.as_secs_f64(),
+            ms(percentile(&lat, 0.50)),
+            ms(percentile(&lat, 0.90)),
+            ms(percentile(&lat, 0.99)),
+            ms(lat.last().copied().unwrap_or_default()),
+            failures.len()
+        );
+    }
+    if let Some(f) = failures.first() {
+        eprintln!("first failure: {f}");
+    }
+    anyhow::ensure!(failures.is_empty(), "{} submissions failed", failures.len());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_reaches_the_requested_size() {
+        let p = plugins(1, 2, 20).to_string();
+        assert!(p.len() >= 20 * 1024 && p.len() < 21 * 1024, "{}", p.len());
+    }
+}
