@@ -127,10 +127,7 @@ impl<'a> Session<'a> {
         };
         let (_, reply) = self.post(paths::ENROLL, &body)?;
         if reply.status != 200 {
-            return Err(match reply.status {
-                403 | 409 => SessionError::Revoked(reply.describe()),
-                _ => classify(&reply),
-            });
+            return Err(classify(&reply));
         }
         serde_json::from_slice(&reply.body).map_err(|e| SessionError::BadAnswer(e.to_string()))
     }

@@ -454,3 +454,98 @@ fn sigkill_during_a_burst_loses_no_acknowledged_submission() {
         );
     }
 }
+
+#[test]
+fn server_speaks_the_systemd_notify_protocol() {
+    use std::os::unix::net::UnixDatagram;
+    let site = Site::init();
+    let socket_path = site.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let server = site.start_with_env(&[
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "400000"),
+    ]);
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !(messages.iter().any(|m: &String| m.contains("READY=1"))
+        && messages.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        let n = socket.recv(&mut buf).expect("the server keeps notifying");
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let ready = messages.iter().find(|m| m.contains("READY=1")).unwrap();
+    assert!(
+        ready.contains(&format!(
+            "STATUS=listening on https://127.0.0.1:{}",
+            site.port
+        )),
+        "{ready}"
+    );
+    assert!(server.stop().success());
+    let mut rest = Vec::new();
+    while let Ok(n) = socket.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if rest.last().unwrap().contains("STOPPING=1") {
+            break;
+        }
+    }
+    assert!(rest.iter().any(|m| m.contains("STOPPING=1")), "{rest:?}");
+}
+
+#[test]
+fn several_listeners_record_where_clients_came_in() {
+    let site = Site::init();
+    let plain_port = penguindome_tests::free_port();
+    let toml = site.config_dir.join("server.toml");
+    let mut server_toml = std::fs::read_to_string(&toml).unwrap();
+    server_toml.push_str(&format!(
+        "\n[[listener]]\nname = \"local\"\naddress = \"127.0.0.1:{plain_port}\"\n"
+    ));
+    std::fs::write(&toml, server_toml).unwrap();
+    let server = site.start();
+    assert!(
+        server
+            .log_text()
+            .contains(&format!("http://127.0.0.1:{plain_port} (local)")),
+        "{}",
+        server.log_text()
+    );
+
+    // An agent that talks plain HTTP to the loopback listener, by consent.
+    let agent = site.agent("local-agent");
+    let mut config = site.agent_config();
+    config.server_url = format!("http://127.0.0.1:{plain_port}");
+    config.ca_certificate = None;
+    let path = agent.root.join("agent.toml");
+    std::fs::write(&path, config.to_toml().unwrap()).unwrap();
+    let refused = penguindome_tests::AgentHost {
+        config: path.clone(),
+        ..site.agent("no-consent")
+    };
+    let out = refused.cmd(&["run"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("allow_plain_http"),
+        "{}",
+        text(&out)
+    );
+
+    config.allow_plain_http = true;
+    std::fs::write(&path, config.to_toml().unwrap()).unwrap();
+    let agent = penguindome_tests::AgentHost {
+        config: path,
+        ..agent
+    };
+    let out = agent.cmd(&["run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc = site.admin_json(&["clients", "show", &agent.machine_id, "--json"]);
+    assert_eq!(doc["last_listener"], "local");
+
+    let tls_agent = site.agent("tls-agent");
+    assert!(tls_agent.cmd(&["run"]).status.success());
+    let doc = site.admin_json(&["clients", "show", &tls_agent.machine_id, "--json"]);
+    assert_eq!(doc["last_listener"], "main");
+}

@@ -113,6 +113,11 @@ impl Site {
 
     /// Starts the server and waits until it answers.
     pub fn start(&self) -> Server {
+        self.start_with_env(&[])
+    }
+
+    /// Starts the server with extra environment variables.
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Server {
         let log = self.dir.path().join("server.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -123,6 +128,7 @@ impl Site {
             .arg("--config-dir")
             .arg(&self.config_dir)
             .args(["--log-target", "stderr"])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

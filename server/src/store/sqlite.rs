@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS clients (
     submitted_at     TEXT,
     last_report_id   TEXT,
     agent_version    TEXT,
+    plugin_digests   BLOB,
     revoked_at       TEXT,
     reenroll_allowed INTEGER NOT NULL DEFAULT 0
 );
@@ -64,14 +65,16 @@ CREATE TABLE IF NOT EXISTS client_keys (
     revoked_at  TEXT
 );
 CREATE INDEX IF NOT EXISTS client_keys_client ON client_keys(client_id);
+-- A rowid table: plugin outputs can be tens of KB, and SQLite's
+-- WITHOUT ROWID tables are meant for small rows.
 CREATE TABLE IF NOT EXISTS plugins (
+    id         INTEGER PRIMARY KEY,
     client_id  TEXT NOT NULL REFERENCES clients(client_id),
     name       TEXT NOT NULL,
     data       TEXT NOT NULL,
-    digest     BLOB NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (client_id, name)
-) WITHOUT ROWID;
+    updated_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS plugins_client_name ON plugins(client_id, name);
 CREATE TABLE IF NOT EXISTS audit_trail (
     id           INTEGER PRIMARY KEY,
     client_id    TEXT NOT NULL,
@@ -788,6 +791,78 @@ fn touch(conn: &Connection, nonces: &mut NonceLog<'_>, meta: &RequestMeta) -> St
     mark_seen(conn, meta)
 }
 
+/// Plugin digests packed into one column of the client's row: for each
+/// plugin, one length byte, the name, then the 16-byte digest.
+fn pack_digests(digests: &BTreeMap<String, [u8; 16]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(digests.len() * 40);
+    for (name, digest) in digests {
+        // Plugin names are at most 64 bytes (validate_report).
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(digest);
+    }
+    out
+}
+
+fn unpack_digests(mut bytes: &[u8]) -> BTreeMap<String, [u8; 16]> {
+    let mut out = BTreeMap::new();
+    while let Some((&len, rest)) = bytes.split_first() {
+        let len = len as usize;
+        if rest.len() < len + 16 {
+            break;
+        }
+        let name = String::from_utf8_lossy(&rest[..len]).into_owned();
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&rest[len..len + 16]);
+        out.insert(name, digest);
+        bytes = &rest[len + 16..];
+    }
+    out
+}
+
+/// What a submission needs to know about its client, read in one query.
+struct ClientState {
+    hostname: String,
+    collected_at: Option<DateTime<Utc>>,
+    last_report_id: Option<String>,
+    digests: BTreeMap<String, [u8; 16]>,
+}
+
+/// Checks the key (as [`check_key`] does) and reads the client's state.
+fn key_and_client(conn: &Connection, meta: &RequestMeta) -> StoreResult<ClientState> {
+    type Row = (
+        String,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<Vec<u8>>,
+    );
+    let row: Option<Row> = conn
+        .prepare_cached(
+            "SELECT k.client_id, k.revoked_at, c.hostname, c.collected_at, c.last_report_id, c.plugin_digests \
+             FROM client_keys k JOIN clients c ON c.client_id = k.client_id WHERE k.fingerprint = ?1",
+        )
+        .and_then(|mut st| {
+            st.query_row([&meta.fingerprint], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })
+            .optional()
+        })
+        .map_err(backend_err)?;
+    match row {
+        None => Err(StoreError::UnknownKey),
+        Some((client, ..)) if client != meta.client_id => Err(StoreError::UnknownKey),
+        Some((client_id, Some(_), ..)) => Err(StoreError::Revoked { client_id }),
+        Some((_, None, hostname, collected, last_report_id, digests)) => Ok(ClientState {
+            hostname,
+            collected_at: parse_opt_ts(collected).map_err(backend_err)?,
+            last_report_id,
+            digests: digests.as_deref().map(unpack_digests).unwrap_or_default(),
+        }),
+    }
+}
+
 fn submit(
     conn: &Connection,
     nonces: &mut NonceLog<'_>,
@@ -796,7 +871,7 @@ fn submit(
     let meta = &s.meta;
     let report = &s.report;
     validate_report(report)?;
-    check_key(conn, meta)?;
+    let state = key_and_client(conn, meta)?;
     consume_nonce(
         conn,
         nonces,
@@ -805,40 +880,16 @@ fn submit(
         &meta.nonce_expires_at,
     )?;
 
-    let (old_hostname, collected, last_report): (String, Option<String>, Option<String>) = conn
-        .prepare_cached(
-            "SELECT hostname, collected_at, last_report_id FROM clients WHERE client_id = ?1",
-        )
-        .and_then(|mut st| {
-            st.query_row([&meta.client_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        })
-        .map_err(backend_err)?;
-    let stored_collected = parse_opt_ts(collected).map_err(backend_err)?;
     // A re-delivery (the agent crashed before deleting its spool file) or a
     // report older than the stored one changes nothing.
-    if last_report.as_deref() == Some(report.report_id.as_str())
-        || stored_collected.is_some_and(|c| c >= report.collected_at)
+    if state.last_report_id.as_deref() == Some(report.report_id.as_str())
+        || state.collected_at.is_some_and(|c| c >= report.collected_at)
     {
         mark_seen(conn, meta)?;
         return Ok(SubmitOutcome::Duplicate);
     }
 
-    // Compare digests first; read a stored text back only to diff it.
-    let mut old_digests: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    {
-        let mut st = conn
-            .prepare_cached("SELECT name, digest FROM plugins WHERE client_id = ?1")
-            .map_err(backend_err)?;
-        let rows = st
-            .query_map([&meta.client_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(backend_err)?;
-        for row in rows {
-            let (name, digest) = row.map_err(backend_err)?;
-            old_digests.insert(name, digest);
-        }
-    }
+    // Compare digests; read a stored text back only to diff a change.
     let old_value = |name: &str| -> StoreResult<Option<Value>> {
         let text: Option<String> = conn
             .prepare_cached("SELECT data FROM plugins WHERE client_id = ?1 AND name = ?2")
@@ -849,23 +900,23 @@ fn submit(
             .map_err(backend_err)?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     };
-
     let mut changes = Vec::new();
-    if old_hostname != report.hostname {
+    let renamed = state.hostname != report.hostname;
+    if renamed {
         changes.push(Change {
             field: "hostname".into(),
             action: ChangeAction::Change,
-            old: Some(Value::String(old_hostname)),
+            old: Some(Value::String(state.hostname.clone())),
             new: Some(Value::String(report.hostname.clone())),
         });
     }
     let now = ts(&meta.received_at);
+    let mut old_digests = state.digests;
     {
         let mut upsert = conn
             .prepare_cached(
-                "INSERT INTO plugins (client_id, name, data, digest, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (client_id, name) DO UPDATE SET data = excluded.data, \
-                 digest = excluded.digest, updated_at = excluded.updated_at",
+                "INSERT INTO plugins (client_id, name, data, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (client_id, name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
             )
             .map_err(backend_err)?;
         for (name, raw) in &report.plugins {
@@ -875,7 +926,7 @@ fn submit(
                 ))
             })?;
             let old = match old_digests.remove(name) {
-                Some(d) if d.as_slice() == digest.as_slice() => continue,
+                Some(d) if d == *digest => continue,
                 Some(_) => old_value(name)?,
                 None => None,
             };
@@ -889,7 +940,7 @@ fn submit(
                 &mut changes,
             );
             upsert
-                .execute(params![meta.client_id, name, text, digest.as_slice(), now])
+                .execute(params![meta.client_id, name, text, now])
                 .map_err(backend_err)?;
         }
     }
@@ -913,15 +964,15 @@ fn submit(
         &meta.received_at,
         Some(&report.collected_at),
     )?;
-    if !changes.is_empty() && changes[0].field == "hostname" {
+    if renamed {
         // Only a rename touches the host name index.
         conn.prepare_cached("UPDATE clients SET hostname = ?2 WHERE client_id = ?1")
             .and_then(|mut st| st.execute(params![meta.client_id, report.hostname]))
             .map_err(backend_err)?;
     }
     conn.prepare_cached(
-        "UPDATE clients SET last_seen_at = ?2, last_address = ?3, last_listener = ?4, \
-         collected_at = ?5, submitted_at = ?2, last_report_id = ?6, agent_version = ?7 WHERE client_id = ?1",
+        "UPDATE clients SET last_seen_at = ?2, last_address = ?3, last_listener = ?4, collected_at = ?5, \
+         submitted_at = ?2, last_report_id = ?6, agent_version = ?7, plugin_digests = ?8 WHERE client_id = ?1",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -932,6 +983,7 @@ fn submit(
             ts(&report.collected_at),
             report.report_id,
             report.agent_version,
+            pack_digests(&s.digests),
         ])
     })
     .map_err(backend_err)?;
@@ -1398,6 +1450,21 @@ mod tests {
         let third = SqliteStore::open(&path).unwrap();
         third.touch(meta).await.unwrap();
         third.close().await;
+    }
+
+    #[test]
+    fn digests_pack_and_unpack() {
+        let d: BTreeMap<String, [u8; 16]> = [
+            ("a".to_string(), [1u8; 16]),
+            ("os_updates".to_string(), [2u8; 16]),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(unpack_digests(&pack_digests(&d)), d);
+        assert!(
+            unpack_digests(&[200, 1, 2]).is_empty(),
+            "a damaged blob yields nothing, not a panic"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
