@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config_file::{self, ConfigFileError};
 use crate::keys::PublicKey;
 
 /// Default location on clients.
@@ -16,33 +17,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/penguindome";
 pub const DEFAULT_PLUGINS_DIR: &str = "/usr/lib/penguindome/plugins";
 
 /// Errors from reading agent.toml.
-#[derive(Debug, thiserror::Error)]
-pub enum AgentConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}; install the site's agent.toml or pass --config")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Not valid TOML for this schema.
-    #[error("{path} is not a valid agent configuration: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What toml said, with line and column.
-        message: String,
-    },
-    /// A value is unusable.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
-}
+pub type AgentConfigError = ConfigFileError;
 
 /// The agent's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,25 +114,16 @@ impl AgentConfig {
 
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, AgentConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = config_file::read(path, "install the site's agent.toml or pass --config")?;
         Self::parse(&text, path)
     }
 
     /// Parses and validates text; `path` is for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, AgentConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| AgentConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let config: Self = config_file::parse(text, path, "agent configuration")?;
         config
             .validate()
-            .map_err(|message| AgentConfigError::Invalid {
-                path: path.to_path_buf(),
-                message,
-            })?;
+            .map_err(|message| config_file::invalid(path, message))?;
         Ok(config)
     }
 

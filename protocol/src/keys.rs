@@ -76,6 +76,20 @@ mod anyhow_like {
     pub type Error = sequoia_openpgp::anyhow::Error;
 }
 
+/// The certificate's valid, unexpired, unrevoked signing-capable key.
+fn signing_key(cert: &Cert) -> Result<Key<key::PublicParts, key::UnspecifiedRole>, KeyError> {
+    let no_key = || KeyError::NoSigningKey(fingerprint_hex(cert));
+    let valid = cert.with_policy(policy(), None).map_err(|_| no_key())?;
+    let key = valid
+        .keys()
+        .for_signing()
+        .alive()
+        .revoked(false)
+        .next()
+        .ok_or_else(no_key)?;
+    Ok(key.key().clone())
+}
+
 /// Upper-case hex fingerprint of a certificate.
 pub fn fingerprint_hex(cert: &Cert) -> String {
     cert.fingerprint().to_hex()
@@ -118,22 +132,11 @@ impl SecretKey {
 
     fn from_cert(cert: Cert) -> Result<Self, KeyError> {
         let fingerprint = fingerprint_hex(&cert);
-        let valid = cert
-            .with_policy(policy(), None)
-            .map_err(|_| KeyError::NoSigningKey(fingerprint.clone()))?;
-        let key = valid
-            .keys()
-            .for_signing()
-            .alive()
-            .revoked(false)
-            .next()
-            .ok_or_else(|| KeyError::NoSigningKey(fingerprint.clone()))?;
-        let key = key
-            .key()
-            .clone()
+        let keypair = signing_key(&cert)?
             .parts_into_secret()
-            .map_err(|_| KeyError::NoSecret(fingerprint.clone()))?;
-        let keypair = key.into_keypair().map_err(crypto_err)?;
+            .map_err(|_| KeyError::NoSecret(fingerprint.clone()))?
+            .into_keypair()
+            .map_err(crypto_err)?;
         Ok(Self {
             cert,
             keypair,
@@ -227,18 +230,7 @@ impl PublicKey {
 
     fn from_cert(cert: Cert) -> Result<Self, KeyError> {
         let fingerprint = fingerprint_hex(&cert);
-        let valid = cert
-            .with_policy(policy(), None)
-            .map_err(|_| KeyError::NoSigningKey(fingerprint.clone()))?;
-        let signing = valid
-            .keys()
-            .for_signing()
-            .alive()
-            .revoked(false)
-            .next()
-            .ok_or_else(|| KeyError::NoSigningKey(fingerprint.clone()))?
-            .key()
-            .clone();
+        let signing = signing_key(&cert)?;
         let signing_fingerprint = signing.fingerprint().to_hex();
         Ok(Self {
             inner: Arc::new(PublicInner {

@@ -2,6 +2,7 @@
 //! envelope, OpenPGP keys, and the request and response bodies.
 
 pub mod agent_config;
+pub mod config_file;
 pub mod envelope;
 pub mod keys;
 pub mod wire;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use penguindome_protocol::config_file::{self, ConfigFileError};
 use penguindome_protocol::logging::LogTarget;
 use serde::{Deserialize, Serialize};
 
@@ -17,35 +18,7 @@ pub const SERVER_CONFIG_FILE: &str = "server.toml";
 pub const AGENT_CONFIG_FILE: &str = "agent.toml";
 
 /// Errors from reading server.toml.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error(
-        "cannot read {path}: {source}; run `pdome-admin init` to create it, or pass --config-dir"
-    )]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this schema.
-    #[error("{path} is not a valid server configuration: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What toml said, with line and column.
-        message: String,
-    },
-    /// A value is out of range or inconsistent.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
-}
+pub type ConfigError = ConfigFileError;
 
 /// The whole server configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,10 +183,10 @@ impl ServerConfig {
     /// Reads `<dir>/server.toml`.
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
         let path = dir.join(SERVER_CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text = config_file::read(
+            &path,
+            "run `pdome-admin init` to create it, or pass --config-dir",
+        )?;
         let mut config = Self::parse(&text, &path)?;
         config.config_dir = dir.to_path_buf();
         Ok(config)
@@ -221,14 +194,8 @@ impl ServerConfig {
 
     /// Parses and validates configuration text; `path` is for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
+        let config: Self = config_file::parse(text, path, "server configuration")?;
+        let invalid = |message: String| config_file::invalid(path, message);
         if config.listeners.is_empty() {
             return Err(invalid(
                 "no [[listener]] is configured; add one with a name and an address".into(),

@@ -142,7 +142,7 @@ impl Collector for OsInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collectors::NoCache;
+    use crate::collectors::{Cache, NoCache};
     use crate::host::Host;
     use std::cell::RefCell;
     use std::collections::HashMap;
@@ -174,20 +174,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn debian_fixture() {
+    /// Runs the collector on the /proc fixture plus `release` (path, text).
+    fn collect_with(
+        release: Option<(&str, &str)>,
+        cache: &dyn Cache,
+    ) -> (tempfile::TempDir, Result<Value, CollectError>) {
         let mut files = PROC.to_vec();
-        files.push((
-            "/etc/os-release",
-            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\nID=debian\n",
-        ));
+        files.extend(release);
         let d = tree(&files);
         let host = Host::fixture(d.path(), vec![]);
-        let v = OsInfo
-            .collect(&Context {
-                host: &host,
-                cache: &NoCache,
-            })
+        let v = OsInfo.collect(&Context { host: &host, cache });
+        (d, v)
+    }
+
+    #[test]
+    fn debian_fixture() {
+        let release = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n\
+                       VERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\nID=debian\n";
+        let v = collect_with(Some(("/etc/os-release", release)), &NoCache)
+            .1
             .unwrap();
         assert_eq!(v["id"], "debian");
         assert_eq!(v["version_id"], "12");
@@ -202,80 +207,43 @@ mod tests {
 
     #[test]
     fn fedora_fixture_uses_usr_lib_and_id_like() {
-        let mut files = PROC.to_vec();
-        files.push((
-            "/usr/lib/os-release",
-            "NAME=\"Fedora Linux\"\nVERSION_ID=41\nID=fedora\nPRETTY_NAME=\"Fedora Linux 41 (Workstation Edition)\"\n",
-        ));
-        let d = tree(&files);
-        let host = Host::fixture(d.path(), vec![]);
-        let v = OsInfo
-            .collect(&Context {
-                host: &host,
-                cache: &NoCache,
-            })
+        let release = "NAME=\"Fedora Linux\"\nVERSION_ID=41\nID=fedora\nPRETTY_NAME=\"Fedora Linux 41 (Workstation Edition)\"\n";
+        let v = collect_with(Some(("/usr/lib/os-release", release)), &NoCache)
+            .1
             .unwrap();
         assert_eq!(v["id"], "fedora");
         assert_eq!(v["evidence"]["distribution"], "/usr/lib/os-release");
         assert_eq!(v["version_codename"], Value::Null);
 
-        let mut files = PROC.to_vec();
-        files.push((
-            "/etc/os-release",
-            "ID=linuxmint\nID_LIKE=\"ubuntu debian\"\nVERSION_ID=\"22\"\n",
-        ));
-        let d = tree(&files);
-        let host = Host::fixture(d.path(), vec![]);
-        let v = OsInfo
-            .collect(&Context {
-                host: &host,
-                cache: &NoCache,
-            })
+        let mint = "ID=linuxmint\nID_LIKE=\"ubuntu debian\"\nVERSION_ID=\"22\"\n";
+        let v = collect_with(Some(("/etc/os-release", mint)), &NoCache)
+            .1
             .unwrap();
         assert_eq!(v["id_like"], json!(["ubuntu", "debian"]));
     }
 
     #[test]
     fn boot_time_jitter_does_not_flap() {
-        let mut files = PROC.to_vec();
-        files.push(("/etc/os-release", "ID=arch\n"));
-        let d = tree(&files);
-        let host = Host::fixture(d.path(), vec![]);
         let cache = MapCache(RefCell::new(HashMap::new()));
-        let first = OsInfo
-            .collect(&Context {
-                host: &host,
-                cache: &cache,
-            })
-            .unwrap();
-        std::fs::write(d.path().join("proc/stat"), "btime 1764000001\n").unwrap();
-        let second = OsInfo
-            .collect(&Context {
-                host: &host,
-                cache: &cache,
-            })
-            .unwrap();
-        assert_eq!(first["booted_at"], second["booted_at"]);
-        std::fs::write(d.path().join("proc/stat"), "btime 1764090000\n").unwrap();
-        let rebooted = OsInfo
-            .collect(&Context {
-                host: &host,
-                cache: &cache,
-            })
-            .unwrap();
-        assert_ne!(first["booted_at"], rebooted["booted_at"]);
+        let (d, first) = collect_with(Some(("/etc/os-release", "ID=arch\n")), &cache);
+        let first = first.unwrap();
+        let host = Host::fixture(d.path(), vec![]);
+        let again = |btime: &str| {
+            std::fs::write(d.path().join("proc/stat"), format!("btime {btime}\n")).unwrap();
+            OsInfo
+                .collect(&Context {
+                    host: &host,
+                    cache: &cache,
+                })
+                .unwrap()
+        };
+        assert_eq!(first["booted_at"], again("1764000001")["booted_at"]);
+        assert_ne!(first["booted_at"], again("1764090000")["booted_at"]);
     }
 
     #[test]
     fn missing_os_release_says_which_files() {
-        let d = tree(PROC);
-        let host = Host::fixture(d.path(), vec![]);
-        let e = OsInfo
-            .collect(&Context {
-                host: &host,
-                cache: &NoCache,
-            })
-            .unwrap_err();
+        let e = collect_with(None, &NoCache).1.unwrap_err();
         assert!(e.0.contains("/usr/lib/os-release"), "{e}");
     }
 

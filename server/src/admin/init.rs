@@ -129,6 +129,21 @@ fn check_level(l: &str) -> Result<String, String> {
         .map_err(|_| format!("{l:?} is not error, warn, info, debug or trace"))
 }
 
+/// The TLS choice the flags make, if they make one.
+fn tls_from_flags(args: &InitArgs) -> Option<Tls> {
+    if args.no_tls {
+        Some(Tls::Off)
+    } else if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        Some(Tls::Provided {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: args.agent_ca.clone(),
+        })
+    } else {
+        None
+    }
+}
+
 fn from_flags(args: &InitArgs) -> anyhow::Result<Answers> {
     let listen = args
         .listen
@@ -139,17 +154,7 @@ fn from_flags(args: &InitArgs) -> anyhow::Result<Answers> {
             .context("--non-interactive needs --url URL")?,
     )
     .map_err(anyhow::Error::msg)?;
-    let tls = if args.no_tls {
-        Tls::Off
-    } else if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        Tls::Provided {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: args.agent_ca.clone(),
-        }
-    } else {
-        Tls::SelfSigned
-    };
+    let tls = tls_from_flags(args).unwrap_or(Tls::SelfSigned);
     Ok(Answers {
         listen,
         tls,
@@ -175,14 +180,8 @@ fn ask<R: BufRead, W: Write>(args: &InitArgs, p: &mut Prompter<R, W>) -> anyhow:
             },
         )?,
     };
-    let tls = if args.no_tls {
-        Tls::Off
-    } else if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        Tls::Provided {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: args.agent_ca.clone(),
-        }
+    let tls = if let Some(tls) = tls_from_flags(args) {
+        tls
     } else if p.yes_no("Should the server use TLS (HTTPS)?", true)? {
         let cert = p.text(
             "PEM certificate to use (leave empty for a self-signed certificate that agents pin)",

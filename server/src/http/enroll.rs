@@ -1,36 +1,30 @@
 //! `POST /enroll`: a new client key, signed by itself, with the site's
 //! enrollment credential.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Extension;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
+use penguindome_protocol::Freshness;
 use penguindome_protocol::wire::{EnrollResponse, is_valid_client_id};
-use penguindome_protocol::{Envelope, Freshness, SIGNATURE_HEADER};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{ApiFailure, AppState, ListenerName, json_response, read_body};
+use super::signed::Incoming;
+use super::{ApiFailure, AppState, json_response};
 use crate::store::{EnrollOutcome, Enrollment};
 
 /// Handles an enrollment.
 pub async fn handle(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(ListenerName(listener)): Extension<ListenerName>,
-    headers: HeaderMap,
-    body: Body,
+    Incoming {
+        envelope,
+        peer,
+        listener,
+    }: Incoming,
 ) -> Result<Response, ApiFailure> {
-    let body = read_body(body, &headers, state.max_body).await?;
-    let envelope = Envelope::from_wire(
-        body.into(),
-        headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()),
-    )?;
     let now = Utc::now();
     let fresh = Freshness::at(now, state.window);
     let (signed, key) = envelope.open_enrollment(&fresh)?;

@@ -1,6 +1,5 @@
 //! HTTP endpoints under `/penguindome/v1/`, one module per group.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,14 +40,6 @@ pub struct AppState {
 /// Name of the listener a request arrived on.
 #[derive(Clone)]
 pub struct ListenerName(pub Arc<str>);
-
-/// Per-request facts every handler needs.
-pub struct RequestContext {
-    /// Peer address.
-    pub peer: SocketAddr,
-    /// Listener name.
-    pub listener: Arc<str>,
-}
 
 /// A failed request: HTTP status, a stable code and a message for people.
 #[derive(Debug)]
@@ -152,7 +143,11 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Respo
 }
 
 /// Reads the body up to the configured limit.
-pub async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiFailure> {
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    max: usize,
+) -> Result<Bytes, ApiFailure> {
     let too_large = || {
         ApiFailure::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,29 +1,20 @@
 //! `POST /acknowledge_patch`: the client applied a patch.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Extension;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use penguindome_protocol::wire::{Ack, AcknowledgePatch};
 
-use super::signed::authenticate;
-use super::{ApiFailure, AppState, ListenerName, RequestContext, json_response, read_body};
+use super::signed::Authenticated;
+use super::{ApiFailure, AppState, json_response};
 
 /// Handles a patch acknowledgement.
 pub async fn acknowledge(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(ListenerName(listener)): Extension<ListenerName>,
-    headers: HeaderMap,
-    body: Body,
+    auth: Authenticated<AcknowledgePatch>,
 ) -> Result<Response, ApiFailure> {
-    let ctx = RequestContext { peer, listener };
-    let body = read_body(body, &headers, state.max_body).await?;
-    let auth = authenticate::<AcknowledgePatch>(&state, &ctx, &headers, body).await?;
     let client_id = auth.meta.client_id.clone();
     let patch_id = auth.signed.body.patch_id;
     state

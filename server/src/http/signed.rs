@@ -1,16 +1,68 @@
-//! Authentication of signed requests: find the key the signature names,
-//! verify, check the sender, the clock window and the nonce's form.
+//! Extractors for signed requests. [`Incoming`] reads the body within the
+//! size limit and parses the signature header; [`Authenticated`] also finds
+//! the enrolled key the signature names and verifies sender, signature,
+//! clock window and nonce form. Handlers take them as arguments.
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequest, Request};
+use axum::http::StatusCode;
 use chrono::Utc;
 use penguindome_protocol::{Envelope, Freshness, SIGNATURE_HEADER, Signed};
 use serde::de::DeserializeOwned;
 
-use super::{ApiFailure, AppState, RequestContext};
+use super::{ApiFailure, AppState, ListenerName, read_body};
 use crate::store::RequestMeta;
 
-/// A verified request: who sent it and what it says.
+/// A received envelope, not yet verified, and where it came from.
+pub struct Incoming {
+    /// Payload and parsed signature.
+    pub envelope: Envelope,
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// Listener name.
+    pub listener: Arc<str>,
+}
+
+impl FromRequest<Arc<AppState>> for Incoming {
+    type Rejection = ApiFailure;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiFailure> {
+        let (parts, body) = req.into_parts();
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .ok_or_else(|| internal("the peer address is missing"))?;
+        let listener = parts
+            .extensions
+            .get::<ListenerName>()
+            .map(|l| l.0.clone())
+            .ok_or_else(|| internal("the listener name is missing"))?;
+        let body = read_body(body, &parts.headers, state.max_body).await?;
+        let envelope = Envelope::from_wire(
+            body.into(),
+            parts.headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()),
+        )?;
+        Ok(Self {
+            envelope,
+            peer,
+            listener,
+        })
+    }
+}
+
+fn internal(what: &str) -> ApiFailure {
+    log::error!("{what}: the router is misconfigured");
+    ApiFailure::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "the server failed to handle this request",
+    )
+}
+
+/// A verified request from an enrolled client: who sent it and what it says.
 pub struct Authenticated<T> {
     /// The facts the store records.
     pub meta: RequestMeta,
@@ -18,36 +70,32 @@ pub struct Authenticated<T> {
     pub signed: Signed<T>,
 }
 
-/// Verifies a signed request from an enrolled client.
-pub async fn authenticate<T: DeserializeOwned>(
-    state: &AppState,
-    ctx: &RequestContext,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<Authenticated<T>, ApiFailure> {
-    let envelope = Envelope::from_wire(
-        body.into(),
-        headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()),
-    )?;
-    let fingerprint = envelope.issuer().ok_or_else(|| {
-        ApiFailure::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            "the signature does not name the key that made it",
-        )
-    })?;
-    let (client_id, key) = state.keys.get(fingerprint, state.store.as_ref()).await?;
-    let now = Utc::now();
-    let fresh = Freshness::at(now, state.window);
-    let signed = envelope.open::<T>(&key, &client_id, &fresh)?;
-    let meta = RequestMeta {
-        client_id,
-        fingerprint: fingerprint.to_string(),
-        nonce_expires_at: fresh.nonce_expiry(signed.issued_at),
-        nonce: signed.nonce.clone(),
-        received_at: now,
-        address: ctx.peer.ip().to_canonical(),
-        listener: ctx.listener.to_string(),
-    };
-    Ok(Authenticated { meta, signed })
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Authenticated<T> {
+    type Rejection = ApiFailure;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiFailure> {
+        let incoming = Incoming::from_request(req, state).await?;
+        let envelope = &incoming.envelope;
+        let fingerprint = envelope.issuer().ok_or_else(|| {
+            ApiFailure::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+                "the signature does not name the key that made it",
+            )
+        })?;
+        let (client_id, key) = state.keys.get(fingerprint, state.store.as_ref()).await?;
+        let now = Utc::now();
+        let fresh = Freshness::at(now, state.window);
+        let signed = envelope.open::<T>(&key, &client_id, &fresh)?;
+        let meta = RequestMeta {
+            client_id,
+            fingerprint: fingerprint.to_string(),
+            nonce_expires_at: fresh.nonce_expiry(signed.issued_at),
+            nonce: signed.nonce.clone(),
+            received_at: now,
+            address: incoming.peer.ip().to_canonical(),
+            listener: incoming.listener.to_string(),
+        };
+        Ok(Self { meta, signed })
+    }
 }

@@ -1,31 +1,22 @@
 //! `POST /submit`: one collected report, answered only once it is durable.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Extension;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use penguindome_protocol::wire::{Ack, Report};
 use serde_json::value::RawValue;
 
-use super::signed::authenticate;
-use super::{ApiFailure, AppState, ListenerName, RequestContext, json_response, read_body};
+use super::signed::Authenticated;
+use super::{ApiFailure, AppState, json_response};
 use crate::store::{Submission, SubmitOutcome, validate_report};
 
 /// Handles a submission.
 pub async fn handle(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(ListenerName(listener)): Extension<ListenerName>,
-    headers: HeaderMap,
-    body: Body,
+    auth: Authenticated<Report<Box<RawValue>>>,
 ) -> Result<Response, ApiFailure> {
-    let ctx = RequestContext { peer, listener };
-    let body = read_body(body, &headers, state.max_body).await?;
-    let auth = authenticate::<Report<Box<RawValue>>>(&state, &ctx, &headers, body).await?;
     let report = auth.signed.body;
     validate_report(&report)?;
     let client_id = auth.meta.client_id.clone();

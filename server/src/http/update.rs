@@ -1,32 +1,23 @@
 //! `POST /update`: what the client should act on, signed by the server and
 //! bound to the request's nonce.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Extension;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use penguindome_protocol::wire::{UpdateRequest, UpdateResponse};
 use penguindome_protocol::{Envelope, SERVER_SENDER, SIGNATURE_HEADER};
 
-use super::signed::authenticate;
-use super::{ApiFailure, AppState, ListenerName, RequestContext, read_body};
+use super::signed::Authenticated;
+use super::{ApiFailure, AppState};
 
 /// Handles an update request.
 pub async fn handle(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(ListenerName(listener)): Extension<ListenerName>,
-    headers: HeaderMap,
-    body: Body,
+    auth: Authenticated<UpdateRequest>,
 ) -> Result<Response, ApiFailure> {
-    let ctx = RequestContext { peer, listener };
-    let body = read_body(body, &headers, state.max_body).await?;
-    let auth = authenticate::<UpdateRequest>(&state, &ctx, &headers, body).await?;
     let client_id = auth.meta.client_id.clone();
     let nonce = auth.signed.nonce.clone();
     state.store.touch(auth.meta).await.inspect_err(|e| {

@@ -16,7 +16,8 @@ fn client_id() -> String {
     new_nonce()
 }
 
-fn meta(client: &str, fp: &str) -> RequestMeta {
+/// A request's facts, now, with a fresh nonce.
+pub(super) fn meta(client: &str, fp: &str) -> RequestMeta {
     let now = Utc::now();
     RequestMeta {
         client_id: client.into(),
@@ -29,7 +30,8 @@ fn meta(client: &str, fp: &str) -> RequestMeta {
     }
 }
 
-fn enrollment(client: &str, fp: &str, host: &str) -> Enrollment {
+/// An enrollment of `fp` for `client`, now, with a fresh nonce.
+pub(super) fn enrollment(client: &str, fp: &str, host: &str) -> Enrollment {
     let m = meta(client, fp);
     Enrollment {
         client_id: client.into(),

@@ -1363,37 +1363,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let store = SqliteStore::open(&path).unwrap();
-        let e = Enrollment {
-            client_id: "a".repeat(32),
-            hostname: "h".into(),
-            fingerprint: "F".repeat(40),
-            certificate: vec![9],
-            nonce: "0".repeat(32),
-            nonce_expires_at: Utc::now(),
-            received_at: Utc::now(),
-            address: "::1".parse().unwrap(),
-            listener: "l".into(),
-        };
+        let (id, fp) = ("a".repeat(32), "F".repeat(40));
+        let mut e = conformance::enrollment(&id, &fp, "h");
+        e.address = "::1".parse().unwrap();
         store.enroll(e).await.unwrap();
         store.close().await;
         assert!(matches!(
-            store
-                .touch(RequestMeta {
-                    client_id: "a".repeat(32),
-                    fingerprint: "F".repeat(40),
-                    nonce: "1".repeat(32),
-                    nonce_expires_at: Utc::now(),
-                    received_at: Utc::now(),
-                    address: "::1".parse().unwrap(),
-                    listener: "l".into(),
-                })
-                .await,
+            store.touch(conformance::meta(&id, &fp)).await,
             Err(StoreError::Closed)
         ));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let again = SqliteStore::open(&path).unwrap();
-        let doc = again.get_client(&"a".repeat(32)).await.unwrap().unwrap();
+        let doc = again.get_client(&id).await.unwrap().unwrap();
         assert_eq!(doc.summary.last_address, "::1");
         again.close().await;
     }
@@ -1403,32 +1385,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let store = SqliteStore::open(&path).unwrap();
-        let now = Utc::now();
-        store
-            .enroll(Enrollment {
-                client_id: "b".repeat(32),
-                hostname: "h".into(),
-                fingerprint: "E".repeat(40),
-                certificate: vec![9],
-                nonce: "0".repeat(32),
-                nonce_expires_at: now + chrono::Duration::minutes(15),
-                received_at: now,
-                address: "127.0.0.1".parse().unwrap(),
-                listener: "l".into(),
-            })
-            .await
-            .unwrap();
-        let meta = RequestMeta {
-            client_id: "b".repeat(32),
-            fingerprint: "E".repeat(40),
-            nonce: "2".repeat(32),
-            nonce_expires_at: now + chrono::Duration::minutes(15),
-            received_at: now,
-            address: "127.0.0.1".parse().unwrap(),
-            listener: "l".into(),
-        };
+        let (id, fp) = ("b".repeat(32), "E".repeat(40));
+        let enrollment = conformance::enrollment(&id, &fp, "h");
+        let enrollment_nonce = enrollment.nonce.clone();
+        store.enroll(enrollment).await.unwrap();
+        let meta = conformance::meta(&id, &fp);
         store.touch(meta.clone()).await.unwrap();
         store.close().await;
+
         let again = SqliteStore::open(&path).unwrap();
         assert!(matches!(
             again.touch(meta.clone()).await,
@@ -1436,16 +1400,11 @@ mod tests {
         ));
         // The enrollment's nonce is remembered too.
         let mut other = meta.clone();
-        other.nonce = "0".repeat(32);
+        other.nonce = enrollment_nonce;
         assert!(matches!(again.touch(other).await, Err(StoreError::Replay)));
         // Once pruned past its expiry, the nonce is forgotten in memory and on disk.
-        assert_eq!(
-            again
-                .prune_nonces(now + chrono::Duration::minutes(16))
-                .await
-                .unwrap(),
-            2
-        );
+        let later = meta.nonce_expires_at + chrono::Duration::minutes(1);
+        assert_eq!(again.prune_nonces(later).await.unwrap(), 2);
         again.close().await;
         let third = SqliteStore::open(&path).unwrap();
         third.touch(meta).await.unwrap();
