@@ -549,3 +549,56 @@ fn several_listeners_record_where_clients_came_in() {
     let doc = site.admin_json(&["clients", "show", &tls_agent.machine_id, "--json"]);
     assert_eq!(doc["last_listener"], "main");
 }
+
+#[test]
+fn a_ca_signed_certificate_is_checked_against_the_system_roots() {
+    // A private CA stands in for a public one; SSL_CERT_FILE stands in for
+    // the system's trust store, which the agent reads when nothing is pinned.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Test Root CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+
+    let site = Site::init_with(|dir| {
+        std::fs::write(dir.join("server.crt"), server_cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        vec![
+            "--tls-cert".into(),
+            dir.join("server.crt").display().to_string(),
+            "--tls-key".into(),
+            dir.join("server.key").display().to_string(),
+        ]
+    });
+    assert_eq!(
+        site.agent_config().ca_certificate,
+        None,
+        "nothing is pinned for a CA-signed certificate"
+    );
+    let _server = site.start_with_ca(&site.dir.path().join("ca.pem"));
+
+    let agent = site.agent("ca-client");
+    // Without the CA among the trusted roots the server is not believed.
+    let empty = site.dir.path().join("no-roots.pem");
+    std::fs::write(&empty, "").unwrap();
+    let out = agent.cmd_with_env(&["run"], &[("SSL_CERT_FILE", &empty)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach the server"), "{}", text(&out));
+    assert_eq!(agent.status()["enrolled"], false);
+    // With it, the agent enrolls and reports.
+    let out = agent.cmd_with_env(
+        &["run"],
+        &[("SSL_CERT_FILE", &site.dir.path().join("ca.pem"))],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(agent.status()["enrolled"], true);
+}

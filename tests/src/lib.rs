@@ -70,7 +70,14 @@ pub struct Site {
 impl Site {
     /// Runs `pdome-admin init --non-interactive` in a new directory.
     pub fn init() -> Self {
+        Self::init_with(|_| Vec::new())
+    }
+
+    /// Like [`Site::init`], with extra `init` arguments made from the site's
+    /// directory (to place certificates there first).
+    pub fn init_with(extra: impl FnOnce(&Path) -> Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let extra = extra(dir.path());
         let config_dir = dir.path().join("etc");
         let data_dir = dir.path().join("data");
         let port = free_port();
@@ -89,6 +96,7 @@ impl Site {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--log-target", "stderr", "--log-level", "debug"])
+            .args(&extra)
             .output()
             .unwrap();
         assert!(out.status.success(), "init failed: {}", text(&out));
@@ -116,8 +124,20 @@ impl Site {
         self.start_with_env(&[])
     }
 
+    /// Starts the server when agent.toml pins nothing: the harness trusts
+    /// `ca` to check that it answers.
+    pub fn start_with_ca(&self, ca: &Path) -> Server {
+        let mut config = self.agent_config();
+        config.ca_certificate = Some(std::fs::read_to_string(ca).unwrap());
+        self.spawn(&[], &config)
+    }
+
     /// Starts the server with extra environment variables.
     pub fn start_with_env(&self, env: &[(&str, &str)]) -> Server {
+        self.spawn(env, &self.agent_config())
+    }
+
+    fn spawn(&self, env: &[(&str, &str)], probe: &AgentConfig) -> Server {
         let log = self.dir.path().join("server.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -137,7 +157,7 @@ impl Site {
             child: Some(child),
             log,
         };
-        let transport = Transport::new(&self.agent_config()).unwrap();
+        let transport = Transport::new(probe).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if transport_health(&transport) {
@@ -264,7 +284,13 @@ impl AgentHost {
 
     /// Runs `penguindome-agent ARGS` for this machine.
     pub fn cmd(&self, args: &[&str]) -> Output {
+        self.cmd_with_env(args, &[])
+    }
+
+    /// Runs `penguindome-agent ARGS` with extra environment variables.
+    pub fn cmd_with_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Output {
         Command::new(bin("penguindome-agent"))
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&self.config)
             .arg("--state-dir")
