@@ -308,14 +308,22 @@ impl Freshness {
     }
 }
 
-/// Serde helpers: RFC 3339 UTC with microseconds and a `Z`.
+/// Serde helpers: RFC 3339 UTC with milliseconds and a `Z`.
+///
+/// Milliseconds, because that is what MongoDB's dates hold: a timestamp then
+/// reads back the same from every store.
 pub mod utc {
-    use chrono::{DateTime, SecondsFormat, Utc};
+    use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// Formats a timestamp the one way the project writes them.
     pub fn format(t: &DateTime<Utc>) -> String {
-        t.to_rfc3339_opts(SecondsFormat::Micros, true)
+        t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    /// Drops what is finer than a millisecond.
+    pub fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
+        t.trunc_subsecs(3)
     }
 
     /// Serializes as RFC 3339 UTC.
@@ -327,7 +335,7 @@ pub mod utc {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
+            .map(|t| truncate(t.with_timezone(&Utc)))
             .map_err(serde::de::Error::custom)
     }
 
@@ -353,7 +361,7 @@ pub mod utc {
             let s = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
             s.map(|s| {
                 DateTime::parse_from_rfc3339(&s)
-                    .map(|t| t.with_timezone(&Utc))
+                    .map(|t| truncate(t.with_timezone(&Utc)))
                     .map_err(serde::de::Error::custom)
             })
             .transpose()

@@ -111,6 +111,66 @@ pub enum StoreConfig {
         #[serde(default = "default_sqlite_path")]
         path: PathBuf,
     },
+    /// A MongoDB (or MongoDB-protocol) database.
+    Mongodb(MongoConfig),
+}
+
+/// `[store]` with `backend = "mongodb"`: either a URI, or hosts and the rest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MongoConfig {
+    /// A full connection string (`mongodb://` or `mongodb+srv://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Replica set members or the single server, `host[:port]` (27017).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Replica set name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_set: Option<String>,
+    /// Database name (default: the URI's, else `penguindome`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// User name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the password (0600), relative to the config directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Connect with TLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
+    /// CA certificate(s) for the database's TLS certificate, PEM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key, PEM in one file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_certificate_key_file: Option<PathBuf>,
+    /// How long to wait for a usable server before a request fails.
+    #[serde(default = "default_selection_timeout", with = "humantime_serde")]
+    pub server_selection_timeout: Duration,
+}
+
+fn default_selection_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl MongoConfig {
+    /// Checks that the connection is described exactly once.
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.uri, self.hosts.is_empty()) {
+            (Some(_), false) => Err("store: give either uri or hosts, not both".into()),
+            (None, true) => Err("store: the mongodb backend needs uri or hosts".into()),
+            (Some(u), true)
+                if !(u.starts_with("mongodb://") || u.starts_with("mongodb+srv://")) =>
+            {
+                Err(format!(
+                    "store.uri {u:?} must start with mongodb:// or mongodb+srv://"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 fn default_sqlite_path() -> PathBuf {
@@ -233,6 +293,9 @@ impl ServerConfig {
         if config.server.request_window < Duration::from_secs(10) {
             return Err(invalid("server.request_window must be at least 10s".into()));
         }
+        if let StoreConfig::Mongodb(m) = &config.store {
+            m.validate().map_err(invalid)?;
+        }
         config
             .logging
             .level
@@ -338,6 +401,37 @@ backend = "sqlite"
         let e =
             parse(&GOOD.replace("[store]", "[logging]\nlevel = \"loud\"\n[store]")).unwrap_err();
         assert!(e.to_string().contains("loud"), "{e}");
+    }
+
+    #[test]
+    fn mongodb_store_settings() {
+        let c = parse(&GOOD.replace(
+            "backend = \"sqlite\"",
+            "backend = \"mongodb\"\nhosts = [\"db1\", \"db2:27018\"]\nreplica_set = \"rs0\"\nusername = \"pd\"\npassword_file = \"mongodb-password\"\ntls = true",
+        ))
+        .unwrap();
+        let StoreConfig::Mongodb(m) = c.store else {
+            panic!("not mongodb")
+        };
+        assert_eq!(m.hosts, vec!["db1", "db2:27018"]);
+        assert_eq!(m.replica_set.as_deref(), Some("rs0"));
+        assert!(m.tls);
+        assert_eq!(m.server_selection_timeout, Duration::from_secs(10));
+
+        let e = parse(&GOOD.replace("backend = \"sqlite\"", "backend = \"mongodb\"")).unwrap_err();
+        assert!(e.to_string().contains("uri or hosts"), "{e}");
+        let e = parse(&GOOD.replace(
+            "backend = \"sqlite\"",
+            "backend = \"mongodb\"\nuri = \"mongodb://a\"\nhosts = [\"b\"]",
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("not both"), "{e}");
+        let e = parse(&GOOD.replace(
+            "backend = \"sqlite\"",
+            "backend = \"mongodb\"\nuri = \"postgres://x\"",
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("mongodb://"), "{e}");
     }
 
     #[test]

@@ -13,8 +13,16 @@ use penguindome_agent::transport::Transport;
 use penguindome_protocol::envelope::new_nonce;
 use penguindome_protocol::wire::paths;
 use penguindome_protocol::{Envelope, SecretKey};
-use penguindome_tests::{SimClient, Site, text};
+use penguindome_tests::{Backend, SimClient, Site, on_both_stores, text};
 use serde_json::{Value, json};
+
+on_both_stores!(
+    agent_reports_reach_the_server,
+    tampered_and_replayed_requests_change_nothing,
+    revoked_client_is_refused,
+    collections_made_while_the_server_is_down_arrive_in_order,
+    sigkill_during_a_burst_loses_no_acknowledged_submission,
+);
 
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -30,9 +38,8 @@ fn plugin_values(history: &Value, field: &str) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn agent_reports_reach_the_server() {
-    let site = Site::init();
+fn agent_reports_reach_the_server(backend: Backend) {
+    let site = Site::init_on(&backend);
     // Secrets are private; the certificate is public.
     assert_eq!(mode(&site.config_dir.join("server-key.asc")), 0o600);
     assert_eq!(mode(&site.config_dir.join("agent.toml")), 0o600);
@@ -117,9 +124,8 @@ fn agent_reports_reach_the_server() {
     assert!(server.stop().success());
 }
 
-#[test]
-fn tampered_and_replayed_requests_change_nothing() {
-    let site = Site::init();
+fn tampered_and_replayed_requests_change_nothing(backend: Backend) {
+    let site = Site::init_on(&backend);
     let server = site.start();
     let agent = site.agent("victim");
     assert!(agent.cmd(&["run"]).status.success());
@@ -243,9 +249,8 @@ fn raw_post(site: &Site, path: &str, body: &[u8], signature: Option<&str>) -> (u
     (status, resp.body_mut().read_to_string().unwrap_or_default())
 }
 
-#[test]
-fn revoked_client_is_refused() {
-    let site = Site::init();
+fn revoked_client_is_refused(backend: Backend) {
+    let site = Site::init_on(&backend);
     let server = site.start();
     let agent = site.agent("stolen");
     assert!(agent.cmd(&["run"]).status.success());
@@ -295,9 +300,8 @@ fn revoked_client_is_refused() {
     assert_eq!(doc["keys"].as_array().unwrap().len(), 2);
 }
 
-#[test]
-fn collections_made_while_the_server_is_down_arrive_in_order() {
-    let site = Site::init();
+fn collections_made_while_the_server_is_down_arrive_in_order(backend: Backend) {
+    let site = Site::init_on(&backend);
     let server = site.start();
     let agent = site.agent_with_plugins("roaming");
     let counter = agent.root.join("counter");
@@ -377,11 +381,10 @@ fn forged_server_answers_are_not_believed() {
     assert_eq!(agent.status()["last_update_at"], Value::Null);
 }
 
-#[test]
-fn sigkill_during_a_burst_loses_no_acknowledged_submission() {
+fn sigkill_during_a_burst_loses_no_acknowledged_submission(backend: Backend) {
     const CLIENTS: usize = 10;
     const PER_CLIENT: usize = 100;
-    let site = Site::init();
+    let site = Site::init_on(&backend);
     let server = site.start();
     let config = site.agent_config();
     let transport = Transport::new(&config).unwrap();

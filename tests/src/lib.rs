@@ -53,6 +53,74 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// The store a test site runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The embedded SQLite store.
+    Sqlite,
+    /// A MongoDB-protocol server at this URI (a fresh database per site).
+    Mongodb(String),
+}
+
+impl Backend {
+    /// The test MongoDB server: PENGUINDOME_TEST_MONGODB_URI, which
+    /// scripts/test sets after starting FerretDB. Without it MongoDB tests are
+    /// skipped, except under CI, where that is a failure.
+    pub fn mongodb() -> Option<Self> {
+        match std::env::var("PENGUINDOME_TEST_MONGODB_URI") {
+            Ok(uri) if !uri.is_empty() => Some(Self::Mongodb(uri)),
+            _ if std::env::var_os("CI").is_some() => {
+                panic!(
+                    "CI is set but PENGUINDOME_TEST_MONGODB_URI is not: run the suite through scripts/test"
+                )
+            }
+            _ => {
+                eprintln!(
+                    "PENGUINDOME_TEST_MONGODB_URI is not set: skipping a MongoDB test (scripts/test sets it)"
+                );
+                None
+            }
+        }
+    }
+
+    /// Arguments for `pdome-admin init`.
+    fn init_args(&self) -> Vec<String> {
+        match self {
+            Self::Sqlite => vec![],
+            Self::Mongodb(uri) => vec![
+                "--store".into(),
+                "mongodb".into(),
+                "--mongodb-uri".into(),
+                uri.clone(),
+                "--mongodb-database".into(),
+                format!("pde2e_{}", new_nonce()),
+            ],
+        }
+    }
+}
+
+/// Defines each named test twice: `sqlite::NAME` and `mongodb::NAME`, calling
+/// `NAME(backend)`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::Backend::Sqlite)
+            })*
+        }
+        mod mongodb {
+            $(#[test]
+            fn $name() {
+                if let Some(b) = $crate::Backend::mongodb() {
+                    super::$name(b)
+                }
+            })*
+        }
+    };
+}
+
 /// A server site in a temporary directory.
 pub struct Site {
     /// Keeps the directory alive.
@@ -71,6 +139,11 @@ impl Site {
     /// Runs `pdome-admin init --non-interactive` in a new directory.
     pub fn init() -> Self {
         Self::init_with(|_| Vec::new())
+    }
+
+    /// Runs `pdome-admin init` for a site on `backend`.
+    pub fn init_on(backend: &Backend) -> Self {
+        Self::init_with(|_| backend.init_args())
     }
 
     /// Like [`Site::init`], with extra `init` arguments made from the site's

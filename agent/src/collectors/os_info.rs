@@ -200,7 +200,7 @@ mod tests {
         assert_eq!(v["kernel"], "6.1.0-28-amd64");
         assert_eq!(v["hostname"], "lap-01");
         assert_eq!(v["architecture"], "x86_64");
-        assert_eq!(v["booted_at"], "2025-11-24T16:00:00.000000Z");
+        assert_eq!(v["booted_at"], "2025-11-24T16:00:00.000Z");
         assert_eq!(v["id_like"], json!([]));
         assert_eq!(v["evidence"]["distribution"], "/etc/os-release");
     }

@@ -16,9 +16,12 @@ use sha2::{Digest, Sha256};
 
 use super::prompt::Prompter;
 use crate::config::{
-    AGENT_CONFIG_FILE, AgentDefaults, AuditConfig, ListenerConfig, LoggingConfig,
+    AGENT_CONFIG_FILE, AgentDefaults, AuditConfig, ListenerConfig, LoggingConfig, MongoConfig,
     SERVER_CONFIG_FILE, ServerConfig, ServerSection, StoreConfig, TlsFiles,
 };
+
+/// Where init keeps the MongoDB password (0600, in the config directory).
+const MONGODB_PASSWORD_FILE: &str = "mongodb-password";
 use crate::secrets::{write_file, write_secret};
 
 /// Options of `pdome-admin init`.
@@ -49,9 +52,33 @@ pub struct InitArgs {
     /// system's roots).
     #[arg(long, requires = "tls_cert")]
     pub agent_ca: Option<PathBuf>,
-    /// Store backend.
-    #[arg(long, value_parser = ["sqlite"])]
+    /// Store backend: sqlite (embedded) or mongodb.
+    #[arg(long, value_parser = ["sqlite", "mongodb"])]
     pub store: Option<String>,
+    /// MongoDB connection string (instead of --mongodb-host and the rest).
+    #[arg(long, conflicts_with = "mongodb_host")]
+    pub mongodb_uri: Option<String>,
+    /// MongoDB server or replica set member, host[:port]; repeat for each.
+    #[arg(long)]
+    pub mongodb_host: Vec<String>,
+    /// MongoDB replica set name.
+    #[arg(long)]
+    pub mongodb_replica_set: Option<String>,
+    /// MongoDB database name (default penguindome).
+    #[arg(long)]
+    pub mongodb_database: Option<String>,
+    /// MongoDB user name.
+    #[arg(long)]
+    pub mongodb_username: Option<String>,
+    /// File holding the MongoDB password (copied into the config directory, 0600).
+    #[arg(long, requires = "mongodb_username")]
+    pub mongodb_password_file: Option<PathBuf>,
+    /// Connect to MongoDB with TLS.
+    #[arg(long)]
+    pub mongodb_tls: bool,
+    /// PEM CA file for MongoDB's TLS certificate.
+    #[arg(long)]
+    pub mongodb_tls_ca_file: Option<PathBuf>,
     /// Log target: auto, journal or stderr.
     #[arg(long)]
     pub log_target: Option<LogTarget>,
@@ -83,9 +110,19 @@ enum Tls {
     Off,
 }
 
+/// The store chosen, and a MongoDB password to keep in a 0600 file.
+enum StoreChoice {
+    Sqlite,
+    Mongo {
+        config: Box<MongoConfig>,
+        password: Option<String>,
+    },
+}
+
 struct Answers {
     listen: SocketAddr,
     tls: Tls,
+    store: StoreChoice,
     url: String,
     log_target: LogTarget,
     log_level: String,
@@ -144,6 +181,105 @@ fn tls_from_flags(args: &InitArgs) -> Option<Tls> {
     }
 }
 
+/// The MongoDB settings the flags give, or None for the embedded store.
+fn mongo_from_flags(args: &InitArgs) -> anyhow::Result<StoreChoice> {
+    let mongo_flags = args.mongodb_uri.is_some() || !args.mongodb_host.is_empty();
+    match args.store.as_deref() {
+        Some("mongodb") => {}
+        Some(_) if mongo_flags => bail!("--mongodb-uri and --mongodb-host need --store mongodb"),
+        _ if mongo_flags => {}
+        _ => return Ok(StoreChoice::Sqlite),
+    }
+    let password = args
+        .mongodb_password_file
+        .as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map(|t| t.trim_end_matches(['\n', '\r']).to_string())
+                .with_context(|| format!("cannot read {}", p.display()))
+        })
+        .transpose()?;
+    let config = MongoConfig {
+        uri: args.mongodb_uri.clone(),
+        hosts: args.mongodb_host.clone(),
+        replica_set: args.mongodb_replica_set.clone(),
+        database: args.mongodb_database.clone(),
+        username: args.mongodb_username.clone(),
+        password_file: password
+            .as_ref()
+            .map(|_| PathBuf::from(MONGODB_PASSWORD_FILE)),
+        tls: args.mongodb_tls,
+        tls_ca_file: args.mongodb_tls_ca_file.clone(),
+        tls_certificate_key_file: None,
+        server_selection_timeout: Duration::from_secs(10),
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(StoreChoice::Mongo {
+        config: Box::new(config),
+        password,
+    })
+}
+
+/// Asks the MongoDB questions the original's setup asked.
+fn ask_mongo<R: BufRead, W: Write>(p: &mut Prompter<R, W>) -> anyhow::Result<StoreChoice> {
+    let mut hosts = Vec::new();
+    loop {
+        let question = if hosts.is_empty() {
+            "Database host[:port] (port 27017 if left out)"
+        } else {
+            "Another replica set member host[:port] (Enter when done)"
+        };
+        let default = if hosts.is_empty() {
+            Some("localhost")
+        } else {
+            Some("")
+        };
+        let h = p.text(question, default)?;
+        if h.is_empty() {
+            break;
+        }
+        hosts.push(h);
+    }
+    let replica_set =
+        Some(p.text("Replica set name (empty: none)", Some(""))?).filter(|s| !s.is_empty());
+    let database = p.text("Database name", Some("penguindome"))?;
+    let username = Some(p.text("Database username (empty: no authentication)", Some(""))?)
+        .filter(|s| !s.is_empty());
+    let password = match &username {
+        Some(_) => Some(p.secret("Database password")?),
+        None => None,
+    };
+    let tls = p.yes_no("Connect to the database with TLS?", false)?;
+    let tls_ca_file = if tls {
+        Some(p.text(
+            "CA file for the database's certificate (empty: system roots)",
+            Some(""),
+        )?)
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+    } else {
+        None
+    };
+    let config = MongoConfig {
+        uri: None,
+        hosts,
+        replica_set,
+        database: Some(database),
+        username,
+        password_file: password
+            .as_ref()
+            .map(|_| PathBuf::from(MONGODB_PASSWORD_FILE)),
+        tls,
+        tls_ca_file,
+        tls_certificate_key_file: None,
+        server_selection_timeout: Duration::from_secs(10),
+    };
+    Ok(StoreChoice::Mongo {
+        config: Box::new(config),
+        password,
+    })
+}
+
 fn from_flags(args: &InitArgs) -> anyhow::Result<Answers> {
     let listen = args
         .listen
@@ -158,6 +294,7 @@ fn from_flags(args: &InitArgs) -> anyhow::Result<Answers> {
     Ok(Answers {
         listen,
         tls,
+        store: mongo_from_flags(args)?,
         url,
         log_target: args.log_target.unwrap_or_default(),
         log_level: check_level(args.log_level.as_deref().unwrap_or("info"))
@@ -204,15 +341,24 @@ fn ask<R: BufRead, W: Write>(args: &InitArgs, p: &mut Prompter<R, W>) -> anyhow:
     } else {
         Tls::Off
     };
-    if args.store.is_none() {
-        p.parsed("Store backend", Some("sqlite"), |a| {
-            if a == "sqlite" {
-                Ok(())
+    let store =
+        if args.store.is_some() || args.mongodb_uri.is_some() || !args.mongodb_host.is_empty() {
+            mongo_from_flags(args)?
+        } else {
+            let backend = p.parsed(
+                "Store backend (sqlite: embedded; mongodb)",
+                Some("sqlite"),
+                |a| match a {
+                    "sqlite" | "mongodb" => Ok(a.to_string()),
+                    _ => Err("answer sqlite or mongodb".into()),
+                },
+            )?;
+            if backend == "mongodb" {
+                ask_mongo(p)?
             } else {
-                Err("this server supports the sqlite store".into())
+                StoreChoice::Sqlite
             }
-        })?;
-    }
+        };
     let log_target = match args.log_target {
         Some(t) => t,
         None => p.parsed("Log target (auto, journal, stderr)", Some("auto"), |a| {
@@ -248,6 +394,7 @@ fn ask<R: BufRead, W: Write>(args: &InitArgs, p: &mut Prompter<R, W>) -> anyhow:
     Ok(Answers {
         listen,
         tls,
+        store,
         url,
         log_target,
         log_level,
@@ -374,8 +521,11 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
             address: answers.listen,
             tls: tls_files,
         }],
-        store: StoreConfig::Sqlite {
-            path: "penguindome.db".into(),
+        store: match &answers.store {
+            StoreChoice::Sqlite => StoreConfig::Sqlite {
+                path: "penguindome.db".into(),
+            },
+            StoreChoice::Mongo { config, .. } => StoreConfig::Mongodb((**config).clone()),
         },
         logging: LoggingConfig {
             target: answers.log_target,
@@ -406,8 +556,20 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
     let agent_toml = config_dir.join(AGENT_CONFIG_FILE);
     write_secret(&agent_toml, agent.to_toml()?.as_bytes())?;
 
+    if let StoreChoice::Mongo {
+        password: Some(pw), ..
+    } = &answers.store
+    {
+        write_secret(&config_dir.join(MONGODB_PASSWORD_FILE), pw.as_bytes())?;
+    }
     let store = crate::store::open(&ServerConfig::load(&config_dir)?).await?;
-    store.health().await?;
+    let store_note = match (&answers.store, store.health().await) {
+        (StoreChoice::Sqlite, Ok(())) => format!("SQLite in {}", data_dir.display()),
+        (StoreChoice::Sqlite, Err(e)) => return Err(e.into()),
+        (StoreChoice::Mongo { .. }, Ok(())) => "MongoDB, answering".to_string(),
+        // The database may come later; the server waits for it.
+        (StoreChoice::Mongo { .. }, Err(e)) => format!("MongoDB, NOT answering yet: {e}"),
+    };
     store.close().await;
 
     println!(
@@ -427,7 +589,7 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
     println!(
         "  {AGENT_CONFIG_FILE:<15} what the site's agents need (0600: it holds the enrollment credential)"
     );
-    println!("Store: SQLite in {}", data_dir.display());
+    println!("Store: {store_note}");
     if agent.allow_plain_http {
         println!(
             "Warning: agents will talk plain HTTP; use this only behind a TLS-terminating proxy on the same host."
@@ -474,6 +636,62 @@ mod tests {
         assert_eq!(a.collect_interval, Duration::from_secs(600));
         assert_eq!(a.submit_interval, Duration::from_secs(60));
         assert_eq!(a.audit_email.as_deref(), Some("audit@example.com"));
+    }
+
+    #[test]
+    fn interactive_mongodb_answers() {
+        let input = b"0.0.0.0:8443\nn\nmongodb\ndb1\ndb2:27018\n\nrs0\n\npd\ns3cret\nn\n\n\nhttp://pd.example.com:8443\n\n\n\n" as &[u8];
+        let mut out = Vec::new();
+        let a = ask(&InitArgs::default(), &mut Prompter::new(input, &mut out)).unwrap();
+        assert!(matches!(a.tls, Tls::Off));
+        let StoreChoice::Mongo { config, password } = a.store else {
+            panic!("not mongodb")
+        };
+        assert_eq!(config.hosts, vec!["db1", "db2:27018"]);
+        assert_eq!(config.replica_set.as_deref(), Some("rs0"));
+        assert_eq!(config.database.as_deref(), Some("penguindome"));
+        assert_eq!(config.username.as_deref(), Some("pd"));
+        assert_eq!(password.as_deref(), Some("s3cret"));
+        assert_eq!(
+            config.password_file.as_deref(),
+            Some(Path::new(MONGODB_PASSWORD_FILE))
+        );
+        assert!(!config.tls);
+        assert_eq!(a.url, "http://pd.example.com:8443");
+    }
+
+    #[test]
+    fn mongodb_flags() {
+        let args = InitArgs {
+            non_interactive: true,
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            url: Some("https://x".into()),
+            mongodb_uri: Some("mongodb://db1,db2/?replicaSet=rs0".into()),
+            ..Default::default()
+        };
+        let a = from_flags(&args).unwrap();
+        assert!(
+            matches!(a.store, StoreChoice::Mongo { ref config, password: None } if config.uri.is_some())
+        );
+        let sqlite = InitArgs {
+            mongodb_uri: None,
+            ..args.clone()
+        };
+        assert!(matches!(
+            from_flags(&sqlite).unwrap().store,
+            StoreChoice::Sqlite
+        ));
+        let wrong = InitArgs {
+            store: Some("sqlite".into()),
+            ..args
+        };
+        assert!(
+            from_flags(&wrong)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("--store mongodb")
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ use anyhow::{Context, bail};
 pub struct Prompter<R: BufRead, W: Write> {
     input: R,
     output: W,
+    /// True when reading the process's own stdin (secrets may go unechoed).
+    terminal: bool,
 }
 
 impl Prompter<std::io::StdinLock<'static>, std::io::Stderr> {
@@ -16,6 +18,7 @@ impl Prompter<std::io::StdinLock<'static>, std::io::Stderr> {
         Self {
             input: std::io::stdin().lock(),
             output: std::io::stderr(),
+            terminal: true,
         }
     }
 }
@@ -23,7 +26,11 @@ impl Prompter<std::io::StdinLock<'static>, std::io::Stderr> {
 impl<R: BufRead, W: Write> Prompter<R, W> {
     /// Prompts on given streams (tests).
     pub fn new(input: R, output: W) -> Self {
-        Self { input, output }
+        Self {
+            input,
+            output,
+            terminal: false,
+        }
     }
 
     /// Asks for text; an empty answer takes the default.
@@ -54,6 +61,16 @@ impl<R: BufRead, W: Write> Prompter<R, W> {
             }
             writeln!(self.output, "An answer is required.")?;
         }
+    }
+
+    /// Asks for a secret: without echo on a terminal, as a line otherwise.
+    pub fn secret(&mut self, question: &str) -> anyhow::Result<String> {
+        use std::io::IsTerminal;
+        if self.terminal && std::io::stdin().is_terminal() {
+            return rpassword::prompt_password(format!("{question}: "))
+                .context("cannot read the answer");
+        }
+        self.text(question, None)
     }
 
     /// Asks until `parse` accepts the answer.

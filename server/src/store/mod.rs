@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 pub mod diff;
+pub mod mongodb;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -375,6 +376,12 @@ pub async fn open(
             let path = config.data_path(path);
             let store = sqlite::SqliteStore::open(&path)
                 .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
+            Ok(std::sync::Arc::new(store))
+        }
+        crate::config::StoreConfig::Mongodb(m) => {
+            let store = mongodb::MongoStore::connect(m, &config.config_dir)
+                .await
+                .context("cannot use the MongoDB store")?;
             Ok(std::sync::Arc::new(store))
         }
     }

@@ -1,0 +1,1334 @@
+//! The MongoDB store: the same behaviour as the embedded one, for sites
+//! that want replication, failover, or several servers on one database.
+//!
+//! - One document per client in `clients`; `plugins.<name>` holds each
+//!   collector's JSON text exactly as received (MongoDB field names cannot
+//!   hold every key a collector reports, such as dotted package names).
+//! - Everything several server processes must share lives in the database:
+//!   seen nonces (`nonces`, unique `_id`) and revocations (`client_keys`).
+//! - Submissions are batched: concurrent ones share a handful of round trips
+//!   (key lookup, client states, `insert_many` of nonces and audit records,
+//!   one multi-statement `update`), so a round trip per submission is not
+//!   the limit.
+//! - No transactions (FerretDB has none, and a standalone server neither):
+//!   the nonce is recorded first, audit records have ids derived from the
+//!   report so a retry cannot duplicate them, and the client update is
+//!   conditional on the state it was computed from.
+//! - Writes wait for `w: majority, j: true`: a majority of a replica set,
+//!   or the journal of a standalone server.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::{
+    ClientOptions, Credential, IndexOptions, ServerAddress, Tls, TlsOptions, WriteConcern,
+};
+use mongodb::{Client, Collection, Database, IndexModel};
+use penguindome_protocol::wire::{Patch, PatchFile};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::diff::{Change, ChangeAction, diff};
+use super::{
+    AuditRecord, ClientDocument, ClientSummary, EnrollOutcome, Enrollment, KeyInfo, KeyRecord,
+    NewPatch, RequestMeta, Store, StoreError, StoreResult, Submission, SubmitOutcome,
+    validate_report,
+};
+use crate::config::MongoConfig;
+
+/// Most submissions handled in one batch.
+const MAX_BATCH: usize = 256;
+/// MongoDB's duplicate key error.
+const DUPLICATE_KEY: i32 = 11000;
+/// How long a health check may take.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+
+type Reply<T> = oneshot::Sender<StoreResult<T>>;
+
+/// The MongoDB-backed [`Store`].
+pub struct MongoStore {
+    inner: Arc<Inner>,
+    batch_tx: mpsc::Sender<Pending>,
+    batcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+struct Inner {
+    client: Client,
+    db: Database,
+    clients: Collection<Document>,
+    keys: Collection<Document>,
+    audit: Collection<Document>,
+    nonces: Collection<Document>,
+    patches: Collection<Document>,
+    write_concern: WriteConcern,
+    /// Where the database is, for messages.
+    target: String,
+}
+
+struct Pending {
+    submission: Submission,
+    reply: Reply<SubmitOutcome>,
+}
+
+/// Turns a driver error into a message an administrator can act on.
+fn db_err(target: &str, e: mongodb::error::Error) -> StoreError {
+    use mongodb::error::ErrorKind;
+    let msg = match e.kind.as_ref() {
+        ErrorKind::ServerSelection { message, .. } => format!(
+            "cannot reach a usable MongoDB server at {target} (is it running, reachable, and \
+             for a replica set, does it have a primary?): {message}"
+        ),
+        ErrorKind::Authentication { message, .. } => format!(
+            "MongoDB at {target} refused the credentials: {message}; check store.username and \
+             store.password_file"
+        ),
+        ErrorKind::Io(io) => format!("network error talking to MongoDB at {target}: {io}"),
+        ErrorKind::Command(c) if c.code == 13 => format!(
+            "the MongoDB user lacks a privilege on {target}: {}; grant readWrite on the database",
+            c.message
+        ),
+        ErrorKind::InvalidTlsConfig { message, .. } => {
+            format!("the TLS settings for MongoDB are unusable: {message}")
+        }
+        _ => format!("MongoDB at {target}: {e}"),
+    };
+    StoreError::Backend(msg)
+}
+
+fn to_bson_date(t: &DateTime<Utc>) -> Bson {
+    Bson::DateTime(mongodb::bson::DateTime::from_millis(t.timestamp_millis()))
+}
+
+fn from_bson_date(b: Option<&Bson>) -> Option<DateTime<Utc>> {
+    match b {
+        Some(Bson::DateTime(d)) => DateTime::from_timestamp_millis(d.timestamp_millis()),
+        _ => None,
+    }
+}
+
+fn opt_date(t: Option<&DateTime<Utc>>) -> Bson {
+    t.map(to_bson_date).unwrap_or(Bson::Null)
+}
+
+fn get_str(d: &Document, k: &str) -> String {
+    d.get_str(k).unwrap_or_default().to_string()
+}
+
+fn opt_str(d: &Document, k: &str) -> Option<String> {
+    d.get_str(k).ok().map(str::to_string)
+}
+
+fn date(d: &Document, k: &str) -> DateTime<Utc> {
+    from_bson_date(d.get(k)).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// Is this an insert failure made only of duplicate keys? Returns their
+/// indexes, or the error back when anything else failed.
+fn duplicate_indexes(e: mongodb::error::Error) -> Result<HashSet<usize>, mongodb::error::Error> {
+    use mongodb::error::ErrorKind;
+    if let ErrorKind::InsertMany(ime) = e.kind.as_ref()
+        && ime.write_concern_error.is_none()
+        && let Some(we) = &ime.write_errors
+        && we.iter().all(|w| w.code == DUPLICATE_KEY)
+    {
+        return Ok(we.iter().map(|w| w.index).collect());
+    }
+    Err(e)
+}
+
+fn nonce_id(client_id: &str, nonce: &str) -> String {
+    format!("{client_id}:{nonce}")
+}
+
+/// Builds the driver options from the configuration.
+pub async fn client_options(
+    config: &MongoConfig,
+    config_dir: &std::path::Path,
+) -> StoreResult<(ClientOptions, String, String)> {
+    let bad = |m: String| StoreError::Backend(m);
+    let mut opts = match &config.uri {
+        Some(uri) => ClientOptions::parse(uri).await.map_err(|e| {
+            bad(format!(
+                "store.uri is not a usable MongoDB connection string: {e}"
+            ))
+        })?,
+        None => {
+            let hosts = config
+                .hosts
+                .iter()
+                .map(|h| {
+                    ServerAddress::parse(h).map_err(|e| {
+                        bad(format!("store.hosts entry {h:?} is not host[:port]: {e}"))
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            let mut o = ClientOptions::default();
+            o.hosts = hosts;
+            o
+        }
+    };
+    if let Some(rs) = &config.replica_set {
+        opts.repl_set_name = Some(rs.clone());
+    }
+    if let Some(user) = &config.username {
+        let password = match &config.password_file {
+            Some(p) => {
+                let path = config_dir.join(p);
+                let bytes =
+                    crate::secrets::read_secret(&path).map_err(|e| bad(format!("{e:#}")))?;
+                Some(
+                    String::from_utf8_lossy(&bytes)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                )
+            }
+            None => None,
+        };
+        let mut credential = Credential::default();
+        credential.username = Some(user.clone());
+        credential.password = password;
+        opts.credential = Some(credential);
+    }
+    if config.tls || config.tls_ca_file.is_some() || config.tls_certificate_key_file.is_some() {
+        let mut tls = TlsOptions::default();
+        tls.ca_file_path = config.tls_ca_file.as_ref().map(|p| config_dir.join(p));
+        tls.cert_key_file_path = config
+            .tls_certificate_key_file
+            .as_ref()
+            .map(|p| config_dir.join(p));
+        opts.tls = Some(Tls::Enabled(tls));
+    }
+    opts.server_selection_timeout = Some(config.server_selection_timeout);
+    opts.connect_timeout = Some(config.server_selection_timeout.min(Duration::from_secs(10)));
+    opts.app_name = Some("penguindome-server".into());
+    let database = config
+        .database
+        .clone()
+        .or_else(|| opts.default_database.clone())
+        .unwrap_or_else(|| "penguindome".into());
+    let target = match &config.uri {
+        Some(_) => opts
+            .hosts
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        None => config.hosts.join(","),
+    };
+    let target = format!("{target}/{database}");
+    Ok((opts, database, target))
+}
+
+impl MongoStore {
+    /// Connects (lazily: an unreachable database does not stop the server,
+    /// requests fail with a clear error until it answers) and starts setting
+    /// up indexes in the background.
+    pub async fn connect(config: &MongoConfig, config_dir: &std::path::Path) -> StoreResult<Self> {
+        let (opts, database, target) = client_options(config, config_dir).await?;
+        Self::with_options(opts, &database, target)
+    }
+
+    /// Connects to a URI (tests, migration targets).
+    pub async fn connect_uri(uri: &str, database: Option<&str>) -> StoreResult<Self> {
+        let config = MongoConfig {
+            uri: Some(uri.to_string()),
+            database: database.map(str::to_string),
+            server_selection_timeout: Duration::from_secs(10),
+            ..Default::default()
+        };
+        Self::connect(&config, std::path::Path::new("/")).await
+    }
+
+    fn with_options(opts: ClientOptions, database: &str, target: String) -> StoreResult<Self> {
+        let client = Client::with_options(opts).map_err(|e| db_err(&target, e))?;
+        let db = client.database(database);
+        let inner = Arc::new(Inner {
+            clients: db.collection("clients"),
+            keys: db.collection("client_keys"),
+            audit: db.collection("audit_trail"),
+            nonces: db.collection("nonces"),
+            patches: db.collection("patches"),
+            db,
+            client,
+            write_concern: WriteConcern::builder()
+                .w(mongodb::options::Acknowledgment::Majority)
+                .journal(true)
+                .build(),
+            target,
+        });
+        tokio::spawn(setup(inner.clone()));
+        let (tx, rx) = mpsc::channel(4096);
+        let handle = tokio::spawn(batcher(inner.clone(), rx));
+        Ok(Self {
+            inner,
+            batch_tx: tx,
+            batcher: std::sync::Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Drops the whole database (tests).
+    pub async fn drop_database(&self) -> StoreResult<()> {
+        self.inner.db.drop().await.map_err(|e| self.inner.err(e))
+    }
+}
+
+impl Inner {
+    fn err(&self, e: mongodb::error::Error) -> StoreError {
+        db_err(&self.target, e)
+    }
+
+    async fn key_status(&self, fingerprint: &str) -> StoreResult<Option<(String, bool)>> {
+        let d = self
+            .keys
+            .find_one(doc! {"_id": fingerprint})
+            .projection(doc! {"client_id": 1, "revoked_at": 1})
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(d.map(|d| {
+            (
+                get_str(&d, "client_id"),
+                from_bson_date(d.get("revoked_at")).is_some(),
+            )
+        }))
+    }
+
+    async fn check_key(&self, meta: &RequestMeta) -> StoreResult<()> {
+        match self.key_status(&meta.fingerprint).await? {
+            None => Err(StoreError::UnknownKey),
+            Some((client, _)) if client != meta.client_id => Err(StoreError::UnknownKey),
+            Some((client_id, true)) => Err(StoreError::Revoked { client_id }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    async fn consume_nonce(
+        &self,
+        client_id: &str,
+        nonce: &str,
+        expires: &DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let r = self
+            .nonces
+            .insert_one(
+                doc! {"_id": nonce_id(client_id, nonce), "expires_at": to_bson_date(expires)},
+            )
+            .write_concern(self.write_concern.clone())
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                match e.kind.as_ref() {
+                    mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(
+                        w,
+                    )) if w.code == DUPLICATE_KEY => Err(StoreError::Replay),
+                    _ => Err(self.err(e)),
+                }
+            }
+        }
+    }
+
+    async fn mark_seen(&self, meta: &RequestMeta) -> StoreResult<()> {
+        self.clients
+            .update_one(
+                doc! {"_id": &meta.client_id},
+                doc! {"$set": {
+                    "last_seen_at": to_bson_date(&meta.received_at),
+                    "last_address": meta.address.to_string(),
+                    "last_listener": &meta.listener,
+                }},
+            )
+            .write_concern(self.write_concern.clone())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn insert_audit(&self, docs: Vec<Document>) -> StoreResult<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        match self
+            .audit
+            .insert_many(docs)
+            .ordered(false)
+            .write_concern(self.write_concern.clone())
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Records a retried request wrote already.
+            Err(e) => duplicate_indexes(e).map(|_| ()).map_err(|e| self.err(e)),
+        }
+    }
+}
+
+/// An audit record as a document. `n` orders records of one request.
+fn audit_doc(
+    id: Bson,
+    client_id: &str,
+    hostname: &str,
+    change: &Change,
+    n: usize,
+    recorded_at: &DateTime<Utc>,
+    collected_at: Option<&DateTime<Utc>>,
+) -> Document {
+    doc! {
+        "_id": id,
+        "client_id": client_id,
+        "hostname": hostname,
+        "field": &change.field,
+        "action": change.action.as_str(),
+        "old": change.old.as_ref().map(Value::to_string),
+        "new": change.new.as_ref().map(Value::to_string),
+        "recorded_at": to_bson_date(recorded_at),
+        "n": n as i64,
+        "collected_at": opt_date(collected_at),
+    }
+}
+
+/// Creates the indexes, retrying until the database answers, and says what
+/// kind of deployment it is.
+async fn setup(inner: Arc<Inner>) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match create_indexes(&inner).await {
+            Ok(()) => break,
+            Err(e) => {
+                log::warn!(
+                    "cannot set up the MongoDB indexes yet ({e}); retrying in {} s",
+                    wait.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    match inner.db.run_command(doc! {"hello": 1}).await {
+        Ok(hello) if hello.get_str("setName").is_ok() => log::info!(
+            "MongoDB at {} is replica set {}: writes are acknowledged by a majority of its members",
+            inner.target,
+            hello.get_str("setName").unwrap_or_default()
+        ),
+        Ok(_) => log::info!(
+            "MongoDB at {} is a standalone server: writes are acknowledged once journaled on that \
+             one server (a replica set adds failover); transactions are not used",
+            inner.target
+        ),
+        Err(e) => log::warn!("cannot ask MongoDB what it is: {}", inner.err(e)),
+    }
+}
+
+async fn create_indexes(inner: &Inner) -> StoreResult<()> {
+    let index = |keys: Document| IndexModel::builder().keys(keys).build();
+    let unique = |keys: Document| {
+        IndexModel::builder()
+            .keys(keys)
+            .options(IndexOptions::builder().unique(true).build())
+            .build()
+    };
+    let plans: Vec<(&str, Vec<IndexModel>)> = vec![
+        ("clients", vec![index(doc! {"hostname": 1})]),
+        ("client_keys", vec![index(doc! {"client_id": 1})]),
+        (
+            "audit_trail",
+            vec![index(doc! {"client_id": 1, "recorded_at": 1, "n": 1})],
+        ),
+        ("nonces", vec![index(doc! {"expires_at": 1})]),
+        ("patches", vec![index(doc! {"pending": 1})]),
+        ("issues", vec![index(doc! {"client_id": 1, "name": 1})]),
+        (
+            "client_parameters",
+            vec![unique(doc! {"client_id": 1, "parameter": 1})],
+        ),
+    ];
+    for (name, models) in plans {
+        inner
+            .db
+            .collection::<Document>(name)
+            .create_indexes(models)
+            .await
+            .map_err(|e| inner.err(e))?;
+    }
+    Ok(())
+}
+
+/// Gathers concurrent submissions into batches.
+async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) {
+    let mut carry: Vec<Pending> = Vec::new();
+    loop {
+        let mut batch = std::mem::take(&mut carry);
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(p) => batch.push(p),
+                None => break,
+            }
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        // One submission per client per batch: later ones see earlier ones.
+        let mut seen = HashSet::new();
+        let (now, later): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|p| seen.insert(p.submission.meta.client_id.clone()));
+        carry = later;
+        submit_batch(&inner, now).await;
+    }
+}
+
+/// One submission's progress through a batch.
+struct Work {
+    pending: Pending,
+    state: Option<Document>,
+    outcome: Option<StoreResult<SubmitOutcome>>,
+}
+
+async fn submit_batch(inner: &Inner, batch: Vec<Pending>) {
+    let mut work: Vec<Work> = batch
+        .into_iter()
+        .map(|pending| Work {
+            pending,
+            state: None,
+            outcome: None,
+        })
+        .collect();
+    if let Err(e) = submit_batch_inner(inner, &mut work).await {
+        for w in work.iter_mut().filter(|w| w.outcome.is_none()) {
+            w.outcome = Some(Err(StoreError::Backend(e.to_string())));
+        }
+    }
+    for w in work {
+        let outcome = w
+            .outcome
+            .unwrap_or_else(|| Err(StoreError::Backend("no outcome".into())));
+        let _ = w.pending.reply.send(outcome);
+    }
+}
+
+async fn submit_batch_inner(inner: &Inner, work: &mut [Work]) -> StoreResult<()> {
+    for w in work.iter_mut() {
+        if let Err(e) = validate_report(&w.pending.submission.report) {
+            w.outcome = Some(Err(e));
+        }
+    }
+    let open = |w: &Work| w.outcome.is_none();
+
+    // 1. Keys and client states, two queries for the whole batch.
+    let fps: Vec<&str> = work
+        .iter()
+        .filter(|w| open(w))
+        .map(|w| w.pending.submission.meta.fingerprint.as_str())
+        .collect();
+    let mut keys: HashMap<String, (String, bool)> = HashMap::new();
+    let mut cursor = inner
+        .keys
+        .find(doc! {"_id": {"$in": fps}})
+        .projection(doc! {"client_id": 1, "revoked_at": 1})
+        .await
+        .map_err(|e| inner.err(e))?;
+    while let Some(d) = cursor.try_next().await.map_err(|e| inner.err(e))? {
+        keys.insert(
+            get_str(&d, "_id"),
+            (
+                get_str(&d, "client_id"),
+                from_bson_date(d.get("revoked_at")).is_some(),
+            ),
+        );
+    }
+    for w in work.iter_mut().filter(|w| w.outcome.is_none()) {
+        let meta = &w.pending.submission.meta;
+        w.outcome = match keys.get(&meta.fingerprint) {
+            None => Some(Err(StoreError::UnknownKey)),
+            Some((client, _)) if *client != meta.client_id => Some(Err(StoreError::UnknownKey)),
+            Some((client, true)) => Some(Err(StoreError::Revoked {
+                client_id: client.clone(),
+            })),
+            Some(_) => None,
+        };
+    }
+    let ids: Vec<&str> = work
+        .iter()
+        .filter(|w| open(w))
+        .map(|w| w.pending.submission.meta.client_id.as_str())
+        .collect();
+    let mut states: HashMap<String, Document> = HashMap::new();
+    let mut cursor = inner
+        .clients
+        .find(doc! {"_id": {"$in": ids}})
+        .projection(
+            doc! {"hostname": 1, "collected_at": 1, "last_report_id": 1, "plugin_digests": 1},
+        )
+        .await
+        .map_err(|e| inner.err(e))?;
+    while let Some(d) = cursor.try_next().await.map_err(|e| inner.err(e))? {
+        states.insert(get_str(&d, "_id"), d);
+    }
+    for w in work.iter_mut().filter(|w| w.outcome.is_none()) {
+        match states.remove(&w.pending.submission.meta.client_id) {
+            Some(d) => w.state = Some(d),
+            None => w.outcome = Some(Err(StoreError::UnknownKey)),
+        }
+    }
+
+    // 2. Nonces: a duplicate is a replay, whichever server saw it first.
+    let open_idx: Vec<usize> = (0..work.len())
+        .filter(|&i| work[i].outcome.is_none())
+        .collect();
+    if !open_idx.is_empty() {
+        let docs: Vec<Document> = open_idx
+            .iter()
+            .map(|&i| {
+                let m = &work[i].pending.submission.meta;
+                doc! {"_id": nonce_id(&m.client_id, &m.nonce), "expires_at": to_bson_date(&m.nonce_expires_at)}
+            })
+            .collect();
+        let dups = match inner
+            .nonces
+            .insert_many(docs)
+            .ordered(false)
+            .write_concern(inner.write_concern.clone())
+            .await
+        {
+            Ok(_) => HashSet::new(),
+            Err(e) => duplicate_indexes(e).map_err(|e| inner.err(e))?,
+        };
+        for (k, &i) in open_idx.iter().enumerate() {
+            if dups.contains(&k) {
+                work[i].outcome = Some(Err(StoreError::Replay));
+            }
+        }
+    }
+
+    // 3. What changed. Old texts are read back only for changed plugins.
+    let mut wanted: HashMap<String, Vec<String>> = HashMap::new();
+    for w in work.iter().filter(|w| open(w)) {
+        let s = &w.pending.submission;
+        let state = w.state.as_ref().expect("state of an open submission");
+        let old = state
+            .get_document("plugin_digests")
+            .cloned()
+            .unwrap_or_default();
+        let names: Vec<String> = s
+            .digests
+            .iter()
+            .filter(|(n, d)| old.get_str(n.as_str()).is_ok_and(|o| o != hex::encode(d)))
+            .map(|(n, _)| n.clone())
+            .chain(
+                old.keys()
+                    .filter(|n| !s.digests.contains_key(n.as_str()))
+                    .cloned(),
+            )
+            .collect();
+        if !names.is_empty() && !is_duplicate(s, state) {
+            wanted.insert(s.meta.client_id.clone(), names);
+        }
+    }
+    let mut old_texts: HashMap<String, Document> = HashMap::new();
+    if !wanted.is_empty() {
+        let mut projection = Document::new();
+        for names in wanted.values() {
+            for n in names {
+                projection.insert(format!("plugins.{n}"), 1);
+            }
+        }
+        let ids: Vec<&String> = wanted.keys().collect();
+        let mut cursor = inner
+            .clients
+            .find(doc! {"_id": {"$in": ids}})
+            .projection(projection)
+            .await
+            .map_err(|e| inner.err(e))?;
+        while let Some(d) = cursor.try_next().await.map_err(|e| inner.err(e))? {
+            let plugins = d.get_document("plugins").cloned().unwrap_or_default();
+            old_texts.insert(get_str(&d, "_id"), plugins);
+        }
+    }
+
+    // 4. Audit records and client updates, one round trip each.
+    let mut audit = Vec::new();
+    let mut updates = Vec::new();
+    for w in work.iter_mut().filter(|w| w.outcome.is_none()) {
+        let s = &w.pending.submission;
+        let meta = &s.meta;
+        let report = &s.report;
+        let state = w.state.as_ref().expect("state of an open submission");
+        let seen = doc! {
+            "last_seen_at": to_bson_date(&meta.received_at),
+            "last_address": meta.address.to_string(),
+            "last_listener": &meta.listener,
+        };
+        if is_duplicate(s, state) {
+            updates.push(doc! {"q": {"_id": &meta.client_id}, "u": {"$set": seen}});
+            w.outcome = Some(Ok(SubmitOutcome::Duplicate));
+            continue;
+        }
+        let old_digests = state
+            .get_document("plugin_digests")
+            .cloned()
+            .unwrap_or_default();
+        let olds = old_texts.remove(&meta.client_id).unwrap_or_default();
+        let old_value = |name: &str| {
+            olds.get_str(name)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        };
+        let mut changes = Vec::new();
+        let old_hostname = get_str(state, "hostname");
+        if old_hostname != report.hostname {
+            changes.push(Change {
+                field: "hostname".into(),
+                action: ChangeAction::Change,
+                old: Some(Value::String(old_hostname)),
+                new: Some(Value::String(report.hostname.clone())),
+            });
+        }
+        let mut set = seen;
+        let mut unset = Document::new();
+        let mut digests = Document::new();
+        let mut bad = None;
+        for (name, raw) in &report.plugins {
+            let digest = s.digests.get(name).map(hex::encode).unwrap_or_default();
+            digests.insert(name.clone(), digest.clone());
+            let old = match old_digests.get_str(name) {
+                Ok(d) if d == digest => continue,
+                Ok(_) => old_value(name),
+                Err(_) => None,
+            };
+            match serde_json::from_str::<Value>(raw.get()) {
+                Ok(new) => diff(
+                    &format!("plugins.{name}"),
+                    old.as_ref(),
+                    Some(&new),
+                    &mut changes,
+                ),
+                Err(e) => bad = Some(StoreError::Invalid(format!("plugin {name}: {e}"))),
+            }
+            set.insert(format!("plugins.{name}"), raw.get());
+        }
+        if let Some(e) = bad {
+            w.outcome = Some(Err(e));
+            continue;
+        }
+        for name in old_digests
+            .keys()
+            .filter(|n| !report.plugins.contains_key(n.as_str()))
+        {
+            diff(
+                &format!("plugins.{name}"),
+                old_value(name).as_ref(),
+                None,
+                &mut changes,
+            );
+            unset.insert(format!("plugins.{name}"), "");
+        }
+        set.insert("hostname", &report.hostname);
+        set.insert("collected_at", to_bson_date(&report.collected_at));
+        set.insert("submitted_at", to_bson_date(&meta.received_at));
+        set.insert("last_report_id", &report.report_id);
+        set.insert("agent_version", &report.agent_version);
+        set.insert("plugin_digests", digests);
+        let mut update = doc! {"$set": set};
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
+        // Conditional on the state the changes were computed from, so two
+        // servers cannot interleave one client's reports.
+        let last = state.get("last_report_id").cloned().unwrap_or(Bson::Null);
+        updates.push(doc! {"q": {"_id": &meta.client_id, "last_report_id": last}, "u": update});
+        for (n, c) in changes.iter().enumerate() {
+            let id = hex::encode(
+                xxhash_rust::xxh3::xxh3_128(
+                    format!("{}:{}:{n}", meta.client_id, report.report_id).as_bytes(),
+                )
+                .to_le_bytes(),
+            );
+            audit.push(audit_doc(
+                Bson::String(id),
+                &meta.client_id,
+                &report.hostname,
+                c,
+                n,
+                &meta.received_at,
+                Some(&report.collected_at),
+            ));
+        }
+        w.outcome = Some(Ok(SubmitOutcome::Stored {
+            changes: changes.len(),
+        }));
+    }
+    inner.insert_audit(audit).await?;
+    if !updates.is_empty() {
+        let reply = inner
+            .db
+            .run_command(doc! {
+                "update": "clients",
+                "updates": updates,
+                "ordered": false,
+                "writeConcern": {"w": "majority", "j": true},
+            })
+            .await
+            .map_err(|e| inner.err(e))?;
+        if let Ok(errors) = reply.get_array("writeErrors")
+            && !errors.is_empty()
+        {
+            return Err(StoreError::Backend(format!(
+                "MongoDB refused client updates: {errors:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A re-delivered report, or one older than what is stored.
+fn is_duplicate(s: &Submission, state: &Document) -> bool {
+    state.get_str("last_report_id").ok() == Some(s.report.report_id.as_str())
+        || from_bson_date(state.get("collected_at")).is_some_and(|c| c >= s.report.collected_at)
+}
+
+fn summary(d: &Document) -> ClientSummary {
+    ClientSummary {
+        client_id: get_str(d, "_id"),
+        hostname: get_str(d, "hostname"),
+        first_seen_at: date(d, "first_seen_at"),
+        last_seen_at: date(d, "last_seen_at"),
+        collected_at: from_bson_date(d.get("collected_at")),
+        last_address: get_str(d, "last_address"),
+        last_listener: get_str(d, "last_listener"),
+        revoked_at: from_bson_date(d.get("revoked_at")),
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    fn backend(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn find_key(&self, fingerprint: &str) -> StoreResult<Option<KeyRecord>> {
+        let i = &self.inner;
+        let d = i
+            .keys
+            .find_one(doc! {"_id": fingerprint})
+            .await
+            .map_err(|e| i.err(e))?;
+        Ok(d.map(|d| KeyRecord {
+            client_id: get_str(&d, "client_id"),
+            certificate: d
+                .get_binary_generic("certificate")
+                .cloned()
+                .unwrap_or_default(),
+            revoked_at: from_bson_date(d.get("revoked_at")),
+        }))
+    }
+
+    async fn enroll(&self, e: Enrollment) -> StoreResult<EnrollOutcome> {
+        let i = &self.inner;
+        match i.key_status(&e.fingerprint).await? {
+            Some((client, false)) if client == e.client_id => {
+                i.consume_nonce(&e.client_id, &e.nonce, &e.nonce_expires_at)
+                    .await?;
+                return Ok(EnrollOutcome::AlreadyEnrolled);
+            }
+            Some((client, true)) if client == e.client_id => {
+                return Err(StoreError::Revoked { client_id: client });
+            }
+            Some(_) => {
+                return Err(StoreError::Invalid(
+                    "this key is already enrolled for another client; generate a new key".into(),
+                ));
+            }
+            None => {}
+        }
+        let existing = i
+            .clients
+            .find_one(doc! {"_id": &e.client_id})
+            .projection(doc! {"revoked_at": 1, "reenroll_allowed": 1})
+            .await
+            .map_err(|x| i.err(x))?;
+        let now = to_bson_date(&e.received_at);
+        let change = match &existing {
+            Some(d) => {
+                let allowed = d.get_bool("reenroll_allowed").unwrap_or(false);
+                if !allowed {
+                    if from_bson_date(d.get("revoked_at")).is_some() {
+                        return Err(StoreError::Revoked {
+                            client_id: e.client_id.clone(),
+                        });
+                    }
+                    return Err(StoreError::AlreadyEnrolled {
+                        client_id: e.client_id.clone(),
+                    });
+                }
+                i.consume_nonce(&e.client_id, &e.nonce, &e.nonce_expires_at)
+                    .await?;
+                // Only one re-enrollment may use the permission.
+                let r = i
+                    .clients
+                    .update_one(
+                        doc! {"_id": &e.client_id, "reenroll_allowed": true},
+                        doc! {"$set": {"reenroll_allowed": false, "revoked_at": Bson::Null, "hostname": &e.hostname,
+                            "last_seen_at": now.clone(), "last_address": e.address.to_string(), "last_listener": &e.listener}},
+                    )
+                    .write_concern(i.write_concern.clone())
+                    .await
+                    .map_err(|x| i.err(x))?;
+                if r.matched_count == 0 {
+                    return Err(StoreError::AlreadyEnrolled {
+                        client_id: e.client_id.clone(),
+                    });
+                }
+                i.keys
+                    .update_many(
+                        doc! {"client_id": &e.client_id, "revoked_at": Bson::Null},
+                        doc! {"$set": {"revoked_at": now.clone()}},
+                    )
+                    .write_concern(i.write_concern.clone())
+                    .await
+                    .map_err(|x| i.err(x))?;
+                ChangeAction::Change
+            }
+            None => {
+                i.consume_nonce(&e.client_id, &e.nonce, &e.nonce_expires_at)
+                    .await?;
+                let r = i
+                    .clients
+                    .insert_one(doc! {
+                        "_id": &e.client_id, "hostname": &e.hostname, "enrolled_at": now.clone(),
+                        "first_seen_at": now.clone(), "last_seen_at": now.clone(),
+                        "last_address": e.address.to_string(), "last_listener": &e.listener,
+                        "reenroll_allowed": false, "plugins": {}, "plugin_digests": {},
+                    })
+                    .write_concern(i.write_concern.clone())
+                    .await;
+                if let Err(x) = r {
+                    // Another server enrolled this machine a moment ago.
+                    return Err(match x.kind.as_ref() {
+                        mongodb::error::ErrorKind::Write(
+                            mongodb::error::WriteFailure::WriteError(w),
+                        ) if w.code == DUPLICATE_KEY => StoreError::AlreadyEnrolled {
+                            client_id: e.client_id.clone(),
+                        },
+                        _ => i.err(x),
+                    });
+                }
+                ChangeAction::Add
+            }
+        };
+        i.keys
+            .insert_one(doc! {
+                "_id": &e.fingerprint, "client_id": &e.client_id,
+                "certificate": mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: e.certificate.clone() },
+                "created_at": now, "revoked_at": Bson::Null,
+            })
+            .write_concern(i.write_concern.clone())
+            .await
+            .map_err(|x| i.err(x))?;
+        let c = Change {
+            field: "key".into(),
+            action: change,
+            old: None,
+            new: Some(Value::String(e.fingerprint.clone())),
+        };
+        i.insert_audit(vec![audit_doc(
+            Bson::ObjectId(Default::default()),
+            &e.client_id,
+            &e.hostname,
+            &c,
+            0,
+            &e.received_at,
+            None,
+        )])
+        .await?;
+        Ok(EnrollOutcome::Enrolled)
+    }
+
+    async fn touch(&self, meta: RequestMeta) -> StoreResult<()> {
+        let i = &self.inner;
+        i.check_key(&meta).await?;
+        i.consume_nonce(&meta.client_id, &meta.nonce, &meta.nonce_expires_at)
+            .await?;
+        i.mark_seen(&meta).await
+    }
+
+    async fn submit(&self, s: Submission) -> StoreResult<SubmitOutcome> {
+        let (reply, rx) = oneshot::channel();
+        self.batch_tx
+            .send(Pending {
+                submission: s,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn pending_patches(&self, client_id: &str) -> StoreResult<Vec<Patch>> {
+        let i = &self.inner;
+        let mut cursor = i
+            .patches
+            .find(doc! {"pending": client_id})
+            .sort(doc! {"created_at": 1, "_id": 1})
+            .await
+            .map_err(|e| i.err(e))?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| i.err(e))? {
+            let files: Vec<PatchFile> = serde_json::from_str(d.get_str("files").unwrap_or("[]"))
+                .map_err(|e| {
+                    StoreError::Backend(format!("patch {} is damaged: {e}", get_str(&d, "_id")))
+                })?;
+            out.push(Patch {
+                id: get_str(&d, "_id"),
+                files,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn add_patch(&self, p: NewPatch) -> StoreResult<()> {
+        let i = &self.inner;
+        let files = serde_json::to_string(&p.patch.files)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        i.patches
+            .insert_one(doc! {
+                "_id": &p.patch.id, "created_at": to_bson_date(&p.created_at), "files": files,
+                "pending": &p.client_ids, "completed": [],
+            })
+            .write_concern(i.write_concern.clone())
+            .await
+            .map_err(|e| i.err(e))?;
+        Ok(())
+    }
+
+    async fn acknowledge_patch(&self, meta: RequestMeta, patch_id: &str) -> StoreResult<()> {
+        let i = &self.inner;
+        i.check_key(&meta).await?;
+        i.consume_nonce(&meta.client_id, &meta.nonce, &meta.nonce_expires_at)
+            .await?;
+        let r = i
+            .patches
+            .update_one(
+                doc! {"_id": patch_id, "pending": &meta.client_id},
+                doc! {
+                    "$pull": {"pending": &meta.client_id},
+                    "$push": {"completed": {"client_id": &meta.client_id, "completed_at": to_bson_date(&meta.received_at)}},
+                },
+            )
+            .write_concern(i.write_concern.clone())
+            .await
+            .map_err(|e| i.err(e))?;
+        if r.matched_count == 0 {
+            return Err(StoreError::NoSuchPatch {
+                patch_id: patch_id.to_string(),
+            });
+        }
+        i.mark_seen(&meta).await
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<ClientSummary>> {
+        let i = &self.inner;
+        let mut cursor = i
+            .clients
+            .find(doc! {})
+            .projection(doc! {"plugins": 0, "plugin_digests": 0})
+            .sort(doc! {"hostname": 1, "_id": 1})
+            .await
+            .map_err(|e| i.err(e))?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| i.err(e))? {
+            out.push(summary(&d));
+        }
+        Ok(out)
+    }
+
+    async fn resolve_client(&self, selector: &str) -> StoreResult<String> {
+        let i = &self.inner;
+        let mut cursor = i
+            .clients
+            .find(doc! {"$or": [{"_id": selector}, {"hostname": selector}]})
+            .projection(doc! {"_id": 1})
+            .sort(doc! {"_id": 1})
+            .await
+            .map_err(|e| i.err(e))?;
+        let mut ids = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| i.err(e))? {
+            ids.push(get_str(&d, "_id"));
+        }
+        if ids.iter().any(|id| id == selector) {
+            return Ok(selector.to_string());
+        }
+        match ids.len() {
+            0 => Err(StoreError::NoSuchClient(selector.to_string())),
+            1 => Ok(ids.remove(0)),
+            n => Err(StoreError::Ambiguous {
+                hostname: selector.to_string(),
+                count: n,
+                ids: ids.join(", "),
+            }),
+        }
+    }
+
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientDocument>> {
+        let i = &self.inner;
+        let Some(d) = i
+            .clients
+            .find_one(doc! {"_id": client_id})
+            .await
+            .map_err(|e| i.err(e))?
+        else {
+            return Ok(None);
+        };
+        let mut cursor = i
+            .keys
+            .find(doc! {"client_id": client_id})
+            .await
+            .map_err(|e| i.err(e))?;
+        let mut keys = Vec::new();
+        while let Some(k) = cursor.try_next().await.map_err(|e| i.err(e))? {
+            keys.push(KeyInfo {
+                fingerprint: get_str(&k, "_id"),
+                created_at: date(&k, "created_at"),
+                revoked_at: from_bson_date(k.get("revoked_at")),
+            });
+        }
+        keys.sort_by(|a, b| {
+            (a.revoked_at.is_some(), std::cmp::Reverse(a.created_at))
+                .cmp(&(b.revoked_at.is_some(), std::cmp::Reverse(b.created_at)))
+        });
+        let plugins: BTreeMap<String, Value> = d
+            .get_document("plugins")
+            .map(|p| {
+                p.iter()
+                    .map(|(k, v)| {
+                        let text = v.as_str().unwrap_or_default();
+                        (
+                            k.clone(),
+                            serde_json::from_str(text).unwrap_or(Value::String(text.to_string())),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(ClientDocument {
+            summary: summary(&d),
+            enrolled_at: date(&d, "enrolled_at"),
+            submitted_at: from_bson_date(d.get("submitted_at")),
+            agent_version: opt_str(&d, "agent_version"),
+            keys,
+            plugins,
+        }))
+    }
+
+    async fn audit_trail(&self, client_id: &str, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        let i = &self.inner;
+        let mut cursor = i
+            .audit
+            .find(doc! {"client_id": client_id})
+            .sort(doc! {"recorded_at": -1, "n": -1})
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(|e| i.err(e))?;
+        let mut out = Vec::new();
+        let json = |d: &Document, k: &str| {
+            d.get_str(k)
+                .ok()
+                .map(|s| serde_json::from_str(s).unwrap_or(Value::String(s.to_string())))
+        };
+        while let Some(d) = cursor.try_next().await.map_err(|e| i.err(e))? {
+            out.push(AuditRecord {
+                client_id: get_str(&d, "client_id"),
+                hostname: get_str(&d, "hostname"),
+                field: get_str(&d, "field"),
+                action: ChangeAction::parse(d.get_str("action").unwrap_or("change"))
+                    .unwrap_or(ChangeAction::Change),
+                old: json(&d, "old"),
+                new: json(&d, "new"),
+                recorded_at: date(&d, "recorded_at"),
+                collected_at: from_bson_date(d.get("collected_at")),
+            });
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn revoke_client(&self, client_id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let i = &self.inner;
+        let Some(d) = i
+            .clients
+            .find_one(doc! {"_id": client_id})
+            .projection(doc! {"hostname": 1})
+            .await
+            .map_err(|e| i.err(e))?
+        else {
+            return Err(StoreError::NoSuchClient(client_id.to_string()));
+        };
+        let when = to_bson_date(&at);
+        i.keys
+            .update_many(
+                doc! {"client_id": client_id, "revoked_at": Bson::Null},
+                doc! {"$set": {"revoked_at": when.clone()}},
+            )
+            .write_concern(i.write_concern.clone())
+            .await
+            .map_err(|e| i.err(e))?;
+        let r = i
+            .clients
+            .update_one(
+                doc! {"_id": client_id, "revoked_at": Bson::Null},
+                doc! {"$set": {"revoked_at": when, "reenroll_allowed": false}},
+            )
+            .write_concern(i.write_concern.clone())
+            .await
+            .map_err(|e| i.err(e))?;
+        if r.modified_count > 0 {
+            let c = Change {
+                field: "revoked_at".into(),
+                action: ChangeAction::Add,
+                old: None,
+                new: Some(Value::String(penguindome_protocol::envelope::utc::format(
+                    &at,
+                ))),
+            };
+            i.insert_audit(vec![audit_doc(
+                Bson::ObjectId(Default::default()),
+                client_id,
+                &get_str(&d, "hostname"),
+                &c,
+                0,
+                &at,
+                None,
+            )])
+            .await?;
+        }
+        Ok(r.modified_count > 0)
+    }
+
+    async fn allow_reenroll(&self, client_id: &str) -> StoreResult<()> {
+        let i = &self.inner;
+        let r = i
+            .clients
+            .update_one(
+                doc! {"_id": client_id},
+                doc! {"$set": {"reenroll_allowed": true}},
+            )
+            .write_concern(i.write_concern.clone())
+            .await
+            .map_err(|e| i.err(e))?;
+        if r.matched_count == 0 {
+            return Err(StoreError::NoSuchClient(client_id.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let i = &self.inner;
+        let r = i
+            .nonces
+            .delete_many(doc! {"expires_at": {"$lt": to_bson_date(&now)}})
+            .write_concern(i.write_concern.clone())
+            .await
+            .map_err(|e| i.err(e))?;
+        Ok(r.deleted_count)
+    }
+
+    async fn health(&self) -> StoreResult<()> {
+        let i = &self.inner;
+        match tokio::time::timeout(HEALTH_TIMEOUT, i.db.run_command(doc! {"ping": 1})).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(i.err(e)),
+            Err(_) => Err(StoreError::Backend(format!(
+                "MongoDB at {} did not answer within {} s",
+                i.target,
+                HEALTH_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    async fn close(&self) {
+        // The server closes the store after its last request has finished,
+        // so no submission is waiting for the batcher.
+        let handle = self.batcher.lock().expect("batcher lock").take();
+        if let Some(h) = handle {
+            h.abort();
+            let _ = h.await;
+        }
+        self.inner.client.clone().shutdown().await;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::store::conformance;
+
+    /// The MongoDB-protocol server the tests use: PENGUINDOME_TEST_MONGODB_URI
+    /// (scripts/test starts FerretDB and sets it). Without it the MongoDB
+    /// tests are skipped, except under CI, where that is a failure.
+    pub(crate) fn test_uri() -> Option<String> {
+        match std::env::var("PENGUINDOME_TEST_MONGODB_URI") {
+            Ok(uri) if !uri.is_empty() => Some(uri),
+            _ if std::env::var_os("CI").is_some() => {
+                panic!(
+                    "CI is set but PENGUINDOME_TEST_MONGODB_URI is not: run the suite through scripts/test"
+                )
+            }
+            _ => {
+                eprintln!(
+                    "PENGUINDOME_TEST_MONGODB_URI is not set: skipping a MongoDB test (scripts/test sets it)"
+                );
+                None
+            }
+        }
+    }
+
+    /// A store on a fresh database of the test server.
+    pub(crate) async fn fresh_store(uri: &str) -> MongoStore {
+        let db = format!("pdtest_{}", penguindome_protocol::envelope::new_nonce());
+        let store = MongoStore::connect_uri(uri, Some(&db)).await.unwrap();
+        store
+            .health()
+            .await
+            .unwrap_or_else(|e| panic!("the test MongoDB server does not answer: {e}"));
+        store
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mongodb_passes_the_conformance_suite() {
+        let Some(uri) = test_uri() else { return };
+        let store = Arc::new(fresh_store(&uri).await);
+        conformance::run_all(store.clone()).await;
+        store.drop_database().await.unwrap();
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unreachable_database_is_a_clear_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = MongoConfig {
+            hosts: vec![format!("127.0.0.1:{port}")],
+            server_selection_timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let store = MongoStore::connect(&config, std::path::Path::new("/"))
+            .await
+            .unwrap();
+        let e = store.health().await.unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("127.0.0.1:{port}")) && e.contains("cannot reach"),
+            "{e}"
+        );
+        let e = store.list_clients().await.unwrap_err().to_string();
+        assert!(e.contains("is it running"), "{e}");
+        store.close().await;
+    }
+}
