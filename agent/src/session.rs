@@ -27,6 +27,9 @@ pub enum SessionError {
     /// The server does not know our key (database reset, or never enrolled).
     #[error("the server does not know this client's key: {0}")]
     NotEnrolled(String),
+    /// The server cannot serve right now (its database is down, say).
+    #[error("the server is temporarily unavailable: {0}")]
+    Unavailable(String),
     /// An administrator revoked this client.
     #[error("the server refuses this client: {0}; ask an administrator")]
     Revoked(String),
@@ -48,7 +51,10 @@ impl SessionError {
     /// True when the failure is the network's, so the run is not a failure
     /// of the agent itself (laptops are often offline).
     pub fn is_offline(&self) -> bool {
-        matches!(self, Self::Transport(TransportError::Unreachable { .. }))
+        matches!(
+            self,
+            Self::Transport(TransportError::Unreachable { .. }) | Self::Unavailable(_)
+        )
     }
 }
 
@@ -75,6 +81,7 @@ fn classify(reply: &Reply) -> SessionError {
     match (reply.status, code.as_str()) {
         (401, "unknown_key") => SessionError::NotEnrolled(text),
         (403, _) => SessionError::Revoked(text),
+        (502..=504, _) => SessionError::Unavailable(text),
         (400 | 413, _) => SessionError::Rejected(text),
         _ => SessionError::Refused(text),
     }

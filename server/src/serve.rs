@@ -39,7 +39,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .and_then(|v| <[u8; 32]>::try_from(v).ok())
         .context("server.enrollment_credential_sha256 is not 64 hex characters")?;
     let store = store::open(&config).await?;
-    store.health().await.context("the store does not answer")?;
+    if let Err(e) = store.health().await {
+        // A database server may come up after this one; requests get a 503
+        // meanwhile and the monitor says when it answers.
+        log::error!("the store does not answer yet: {e}");
+    }
     let state = Arc::new(AppState {
         store: store.clone(),
         keys: KeyCache::default(),
@@ -106,8 +110,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     ]);
 
     let housekeeping = tokio::spawn(housekeeping(store.clone()));
-    let watchdog =
-        sd_notify::watchdog_enabled().map(|every| tokio::spawn(watchdog(store.clone(), every)));
+    let monitor = tokio::spawn(monitor(
+        store.clone(),
+        sd_notify::watchdog_enabled(),
+        listening.clone(),
+    ));
 
     let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
@@ -123,9 +130,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     }
     while servers.join_next().await.is_some() {}
     housekeeping.abort();
-    if let Some(w) = watchdog {
-        w.abort();
-    }
+    monitor.abort();
     store.close().await;
     log::info!("stopped");
     if let Some(Some(result)) = failure {
@@ -151,32 +156,49 @@ async fn housekeeping(store: Arc<dyn Store>) {
     }
 }
 
-/// Pings the systemd watchdog while the store answers, and says why not when
-/// it doesn't, so that systemd restarts a server that has stopped working.
-async fn watchdog(store: Arc<dyn Store>, every: Duration) {
-    let mut tick = tokio::time::interval(every / 2);
+/// Watches the store and says how it is: a log line and an sd-notify STATUS
+/// at each change. The systemd watchdog (when the unit asks for it) is
+/// pinged while this process is responsive, whatever the database does: a
+/// restart would not bring a database back, and requests meanwhile get a
+/// clear 503 while the driver reconnects.
+async fn monitor(store: Arc<dyn Store>, watchdog: Option<Duration>, listening: String) {
+    let every = watchdog
+        .map(|w| w / 2)
+        .unwrap_or(MONITOR_EVERY)
+        .min(MONITOR_EVERY);
+    let mut tick = tokio::time::interval(every);
     let mut healthy = true;
     loop {
         tick.tick().await;
-        match tokio::time::timeout(every / 4, store.health()).await {
-            Ok(Ok(())) => {
-                if !healthy {
-                    log::info!("store healthy again");
-                    notify(&[NotifyState::Status("store healthy")]);
-                    healthy = true;
-                }
-                notify(&[NotifyState::Watchdog]);
+        let state = match tokio::time::timeout(MONITOR_EVERY, store.health()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "the {} store did not answer within {} s",
+                store.backend(),
+                MONITOR_EVERY.as_secs()
+            )),
+        };
+        match (&state, healthy) {
+            (Ok(()), false) => {
+                log::info!("the {} store answers again", store.backend());
+                notify(&[NotifyState::Status(&format!(
+                    "listening on {listening}; store healthy"
+                ))]);
+                healthy = true;
             }
-            Ok(Err(e)) => {
+            (Err(e), true) => {
+                log::error!("the store is unhealthy, requests get 503 until it recovers: {e}");
+                notify(&[NotifyState::Status(&format!("store unhealthy: {e}"))]);
                 healthy = false;
-                log::error!("store unhealthy: {e}");
-                notify(&[NotifyState::Status("store unhealthy")]);
             }
-            Err(_) => {
-                healthy = false;
-                log::error!("store health check timed out");
-                notify(&[NotifyState::Status("store not answering")]);
-            }
+            _ => {}
+        }
+        if watchdog.is_some() {
+            notify(&[NotifyState::Watchdog]);
         }
     }
 }
+
+/// How often the store's health is checked (at most).
+const MONITOR_EVERY: Duration = Duration::from_secs(5);

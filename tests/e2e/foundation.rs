@@ -605,3 +605,59 @@ fn a_ca_signed_certificate_is_checked_against_the_system_roots() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(agent.status()["enrolled"], true);
 }
+
+#[test]
+fn a_database_outage_is_reported_and_survived() {
+    use std::os::unix::net::UnixDatagram;
+    let Some(ferretdb) = penguindome_tests::ferretdb() else {
+        return;
+    };
+    let port = penguindome_tests::free_port();
+    // The site's database is not running yet.
+    let site = Site::init_on(&Backend::Mongodb(format!("mongodb://127.0.0.1:{port}/")));
+    let socket_path = site.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let server = site.start_unhealthy(&[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
+    let mut buf = [0u8; 4096];
+    let mut said = String::new();
+    while !said.contains("STATUS=store unhealthy") {
+        let n = socket
+            .recv(&mut buf)
+            .expect("the server reports its store's health");
+        said.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(said.contains("cannot reach"), "{said}");
+
+    // An agent meanwhile keeps its report and does not fail.
+    let agent = site.agent("patient");
+    let out = agent.cmd(&["run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("temporarily unavailable"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(agent.status()["spool_reports"], 1);
+
+    // The database comes up; the server notices and serves again.
+    let _db = penguindome_tests::FerretDb::start(&ferretdb, port);
+    while !said.contains("store healthy") {
+        let n = socket
+            .recv(&mut buf)
+            .expect("the server reports the recovery");
+        said.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let out = agent.cmd(&["run", "--force-submit"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        server.log_text()
+    );
+    assert_eq!(agent.status()["spool_reports"], 0);
+    let doc = site.admin_json(&["clients", "show", &agent.machine_id, "--json"]);
+    assert!(doc["plugins"]["os_info"]["kernel"].is_string());
+}

@@ -210,7 +210,17 @@ impl Site {
         self.spawn(env, &self.agent_config())
     }
 
+    /// Starts the server while its store is down: waits until the health
+    /// endpoint answers 503.
+    pub fn start_unhealthy(&self, env: &[(&str, &str)]) -> Server {
+        self.spawn_until(env, &self.agent_config(), 503)
+    }
+
     fn spawn(&self, env: &[(&str, &str)], probe: &AgentConfig) -> Server {
+        self.spawn_until(env, probe, 200)
+    }
+
+    fn spawn_until(&self, env: &[(&str, &str)], probe: &AgentConfig, status: u16) -> Server {
         let log = self.dir.path().join("server.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -233,7 +243,7 @@ impl Site {
         let transport = Transport::new(probe).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if transport_health(&transport) {
+            if health(&transport) == Some(status) {
                 return server;
             }
             assert!(
@@ -295,8 +305,69 @@ impl Site {
     }
 }
 
-fn transport_health(t: &Transport) -> bool {
-    matches!(t.get(paths::HEALTH), Ok(r) if r.status == 200)
+/// The status of the health endpoint, if the server answers at all.
+pub fn health(t: &Transport) -> Option<u16> {
+    t.get(paths::HEALTH).ok().map(|r| r.status)
+}
+
+/// The FerretDB binary scripts/test built (PENGUINDOME_TEST_FERRETDB), for
+/// tests that start and stop a database themselves. Like [`Backend::mongodb`],
+/// its absence skips the test, except under CI.
+pub fn ferretdb() -> Option<PathBuf> {
+    match std::env::var_os("PENGUINDOME_TEST_FERRETDB") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!(
+                "CI is set but PENGUINDOME_TEST_FERRETDB is not: run the suite through scripts/test"
+            )
+        }
+        _ => {
+            eprintln!("PENGUINDOME_TEST_FERRETDB is not set: skipping (scripts/test sets it)");
+            None
+        }
+    }
+}
+
+/// A FerretDB started by a test on a given port; stopped when dropped.
+pub struct FerretDb {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl FerretDb {
+    /// Starts FerretDB (SQLite handler) on 127.0.0.1:`port` and waits for it.
+    pub fn start(binary: &Path, port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(binary)
+            .arg("--handler=sqlite")
+            .arg(format!("--sqlite-url=file:{}/", dir.path().display()))
+            .arg(format!("--listen-addr=127.0.0.1:{port}"))
+            .args([
+                "--log-level=warn",
+                "--telemetry=disable",
+                "--debug-addr=127.0.0.1:0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "FerretDB did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, _dir: dir }
+    }
+}
+
+impl Drop for FerretDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A running server; killed when dropped.

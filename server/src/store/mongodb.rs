@@ -1243,7 +1243,8 @@ impl Store for MongoStore {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(i.err(e)),
             Err(_) => Err(StoreError::Backend(format!(
-                "MongoDB at {} did not answer within {} s",
+                "cannot reach a usable MongoDB server at {} (no answer within {} s: is it running, \
+                 reachable, and for a replica set, does it have a primary?)",
                 i.target,
                 HEALTH_TIMEOUT.as_secs()
             ))),
