@@ -3,3 +3,4 @@
 pub mod clients;
 pub mod init;
 pub mod prompt;
+pub mod store;

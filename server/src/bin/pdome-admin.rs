@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use penguindome_server::admin::{clients, init};
+use penguindome_server::admin::{clients, init, store};
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
 #[derive(Parser)]
@@ -29,6 +29,9 @@ enum Command {
     /// Clients: list, show, history, revoke, reenroll.
     #[command(subcommand)]
     Clients(clients::ClientsCommand),
+    /// The database: migrate to another store.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -53,6 +56,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("pdome-admin reads the server's store; run it on the server host")?;
             let result = clients::run(store.as_ref(), cmd).await;
             store.close().await;
+            result
+        }
+        Command::Store(store::StoreCommand::Migrate { to, force }) => {
+            let config = ServerConfig::load(&cli.config_dir)?;
+            let source = penguindome_server::store::open(&config).await?;
+            let result = store::migrate(source.as_ref(), &to, force).await;
+            source.close().await;
             result
         }
     }

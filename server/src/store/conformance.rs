@@ -71,6 +71,51 @@ async fn submit(
     store.submit(Submission::new(meta(client, fp), r)).await
 }
 
+/// Fills a store with some of everything: clients with several reports,
+/// a revoked one, keys, audit records, nonces, a patch half acknowledged.
+pub(crate) async fn populate(store: &Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = client_id();
+        let fp = new_nonce().to_uppercase();
+        store
+            .enroll(enrollment(&id, &fp, &format!("host-{i}")))
+            .await
+            .unwrap();
+        for n in 0..4 {
+            let r = report(
+                &format!("host-{i}"),
+                json!({"os_info": {"kernel": format!("6.{n}")}, "counter": n, "list": [n, "x"]}),
+                10 - n,
+            );
+            submit(store, &id, &fp, r).await.unwrap();
+        }
+        store.touch(meta(&id, &fp)).await.unwrap();
+        ids.push((id, fp));
+    }
+    store.revoke_client(&ids[2].0, Utc::now()).await.unwrap();
+    let patch = Patch {
+        id: new_nonce(),
+        files: vec![PatchFile {
+            path: "a".into(),
+            mode: 0o644,
+            content: "eA==".into(),
+        }],
+    };
+    store
+        .add_patch(NewPatch {
+            patch: patch.clone(),
+            client_ids: vec![ids[0].0.clone(), ids[1].0.clone()],
+            created_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    store
+        .acknowledge_patch(meta(&ids[0].0, &ids[0].1), &patch.id)
+        .await
+        .unwrap();
+}
+
 /// Runs every scenario against `store`.
 pub async fn run_all(store: Arc<dyn Store>) {
     enrollment_rules(&store).await;

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use penguindome_protocol::wire::{Patch, Report};
 use serde::{Deserialize, Serialize};
+
 use serde_json::value::RawValue;
 
 pub mod diff;
@@ -18,7 +19,7 @@ pub mod mongodb;
 pub mod sqlite;
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 
 pub use diff::{Change, ChangeAction};
 
@@ -281,6 +282,153 @@ pub struct NewPatch {
     pub created_at: DateTime<Utc>,
 }
 
+/// The kinds of records a store holds, in the order a copy writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Client documents (with their plugin outputs).
+    Clients,
+    /// Enrolled keys.
+    Keys,
+    /// Audit trail.
+    Audit,
+    /// Seen nonces still within their window.
+    Nonces,
+    /// Patches and their targets.
+    Patches,
+}
+
+impl Kind {
+    /// Every kind, in copy order.
+    pub const ALL: [Kind; 5] = [
+        Kind::Clients,
+        Kind::Keys,
+        Kind::Audit,
+        Kind::Nonces,
+        Kind::Patches,
+    ];
+
+    /// Name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Clients => "clients",
+            Kind::Keys => "client keys",
+            Kind::Audit => "audit records",
+            Kind::Nonces => "nonces",
+            Kind::Patches => "patches",
+        }
+    }
+}
+
+/// One record in a backend-neutral form, for copying between stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    /// A client and its latest plugin outputs (as the JSON texts received).
+    Client {
+        /// Machine id.
+        client_id: String,
+        /// Host name.
+        hostname: String,
+        /// Enrollment.
+        #[serde(with = "penguindome_protocol::envelope::utc")]
+        enrolled_at: DateTime<Utc>,
+        /// First contact.
+        #[serde(with = "penguindome_protocol::envelope::utc")]
+        first_seen_at: DateTime<Utc>,
+        /// Latest contact.
+        #[serde(with = "penguindome_protocol::envelope::utc")]
+        last_seen_at: DateTime<Utc>,
+        /// Its address.
+        last_address: String,
+        /// Its listener.
+        last_listener: String,
+        /// Latest report's collection time.
+        #[serde(with = "penguindome_protocol::envelope::utc::option")]
+        collected_at: Option<DateTime<Utc>>,
+        /// Latest report's arrival.
+        #[serde(with = "penguindome_protocol::envelope::utc::option")]
+        submitted_at: Option<DateTime<Utc>>,
+        /// Latest report's id.
+        last_report_id: Option<String>,
+        /// Latest agent version.
+        agent_version: Option<String>,
+        /// Revocation.
+        #[serde(with = "penguindome_protocol::envelope::utc::option")]
+        revoked_at: Option<DateTime<Utc>>,
+        /// May enroll a new key once.
+        reenroll_allowed: bool,
+        /// Plugin outputs, JSON text by plugin name.
+        plugins: BTreeMap<String, String>,
+    },
+    /// An enrolled key.
+    Key {
+        /// Signing fingerprint.
+        fingerprint: String,
+        /// Its client.
+        client_id: String,
+        /// Binary certificate, base64.
+        certificate: String,
+        /// Enrollment.
+        #[serde(with = "penguindome_protocol::envelope::utc")]
+        created_at: DateTime<Utc>,
+        /// Revocation.
+        #[serde(with = "penguindome_protocol::envelope::utc::option")]
+        revoked_at: Option<DateTime<Utc>>,
+    },
+    /// An audit record.
+    Audit {
+        /// Client.
+        client_id: String,
+        /// Host name then.
+        hostname: String,
+        /// Dotted path.
+        field: String,
+        /// add, change, delete.
+        action: ChangeAction,
+        /// Old value, JSON text.
+        old: Option<String>,
+        /// New value, JSON text.
+        new: Option<String>,
+        /// When recorded.
+        #[serde(with = "penguindome_protocol::envelope::utc")]
+        recorded_at: DateTime<Utc>,
+        /// Its order ([`audit_order`]).
+        n: i64,
+        /// Collection time of the report.
+        #[serde(with = "penguindome_protocol::envelope::utc::option")]
+        collected_at: Option<DateTime<Utc>>,
+    },
+    /// A nonce still within its window.
+    Nonce {
+        /// Client.
+        client_id: String,
+        /// Nonce.
+        nonce: String,
+        /// Unix seconds after which it may be forgotten.
+        expires_at: i64,
+    },
+    /// A patch.
+    Patch {
+        /// Id.
+        id: String,
+        /// Queued.
+        #[serde(with = "penguindome_protocol::envelope::utc")]
+        created_at: DateTime<Utc>,
+        /// Files, JSON text.
+        files: String,
+        /// Target clients and when each acknowledged, sorted by client.
+        targets: Vec<(String, Option<String>)>,
+    },
+}
+
+impl Record {
+    /// SHA-256 of the record's canonical JSON, to compare copies.
+    pub fn checksum(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(serde_json::to_vec(self).expect("records serialize")).into()
+    }
+}
+
 /// The storage interface every backend implements.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -333,8 +481,37 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers.
     async fn health(&self) -> StoreResult<()>;
 
+    /// How many records of a kind the store holds.
+    async fn count(&self, kind: Kind) -> StoreResult<u64>;
+
+    /// Up to `limit` records of a kind after the cursor `after`, in a stable
+    /// order (audit records oldest first); each with its cursor.
+    async fn export(
+        &self,
+        kind: Kind,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, Record)>>;
+
+    /// Writes records exported from another store (of one kind, in order).
+    async fn import(&self, records: Vec<Record>) -> StoreResult<()>;
+
+    /// Deletes everything (migration targets, with --force).
+    async fn clear(&self) -> StoreResult<()>;
+
     /// Finishes pending writes and closes.
     async fn close(&self);
+}
+
+/// The order of an audit record: its request's arrival in microseconds, then
+/// its position within the request. Both stores keep it, so that history
+/// reads in the same order after a migration, even for requests that
+/// arrived within one millisecond.
+pub fn audit_order(received_at: &DateTime<Utc>, index: usize) -> i64 {
+    received_at
+        .timestamp_micros()
+        .saturating_mul(1000)
+        .saturating_add(index as i64)
 }
 
 /// Checks a collector name: what the agent names plugins, and safe in paths.

@@ -36,8 +36,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::diff::{Change, ChangeAction, diff};
 use super::{
     AuditRecord, ClientDocument, ClientSummary, EnrollOutcome, Enrollment, KeyInfo, KeyRecord,
-    NewPatch, RequestMeta, Store, StoreError, StoreResult, Submission, SubmitOutcome,
-    validate_report,
+    Kind, NewPatch, Record, RequestMeta, Store, StoreError, StoreResult, Submission, SubmitOutcome,
+    audit_order, plugin_digest, validate_report,
 };
 use crate::config::MongoConfig;
 
@@ -385,7 +385,7 @@ fn audit_doc(
         "old": change.old.as_ref().map(Value::to_string),
         "new": change.new.as_ref().map(Value::to_string),
         "recorded_at": to_bson_date(recorded_at),
-        "n": n as i64,
+        "n": audit_order(recorded_at, n),
         "collected_at": opt_date(collected_at),
     }
 }
@@ -805,6 +805,226 @@ fn summary(d: &Document) -> ClientSummary {
     }
 }
 
+impl Inner {
+    fn collection(&self, kind: Kind) -> &Collection<Document> {
+        match kind {
+            Kind::Clients => &self.clients,
+            Kind::Keys => &self.keys,
+            Kind::Audit => &self.audit,
+            Kind::Nonces => &self.nonces,
+            Kind::Patches => &self.patches,
+        }
+    }
+}
+
+/// A document as a backend-neutral record.
+fn to_record(kind: Kind, d: &Document) -> StoreResult<(String, Record)> {
+    use base64::Engine as _;
+    let id = get_str(d, "_id");
+    let record = match kind {
+        Kind::Clients => Record::Client {
+            client_id: id.clone(),
+            hostname: get_str(d, "hostname"),
+            enrolled_at: date(d, "enrolled_at"),
+            first_seen_at: date(d, "first_seen_at"),
+            last_seen_at: date(d, "last_seen_at"),
+            last_address: get_str(d, "last_address"),
+            last_listener: get_str(d, "last_listener"),
+            collected_at: from_bson_date(d.get("collected_at")),
+            submitted_at: from_bson_date(d.get("submitted_at")),
+            last_report_id: opt_str(d, "last_report_id"),
+            agent_version: opt_str(d, "agent_version"),
+            revoked_at: from_bson_date(d.get("revoked_at")),
+            reenroll_allowed: d.get_bool("reenroll_allowed").unwrap_or(false),
+            plugins: d
+                .get_document("plugins")
+                .map(|p| {
+                    p.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        },
+        Kind::Keys => Record::Key {
+            fingerprint: id.clone(),
+            client_id: get_str(d, "client_id"),
+            certificate: base64::engine::general_purpose::STANDARD.encode(
+                d.get_binary_generic("certificate")
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            created_at: date(d, "created_at"),
+            revoked_at: from_bson_date(d.get("revoked_at")),
+        },
+        Kind::Audit => Record::Audit {
+            client_id: get_str(d, "client_id"),
+            hostname: get_str(d, "hostname"),
+            field: get_str(d, "field"),
+            action: ChangeAction::parse(d.get_str("action").unwrap_or("change"))
+                .unwrap_or(ChangeAction::Change),
+            old: opt_str(d, "old"),
+            new: opt_str(d, "new"),
+            recorded_at: date(d, "recorded_at"),
+            n: d.get_i64("n").unwrap_or(0),
+            collected_at: from_bson_date(d.get("collected_at")),
+        },
+        Kind::Nonces => {
+            let (client_id, nonce) = id.split_once(':').unwrap_or((&id, ""));
+            Record::Nonce {
+                client_id: client_id.to_string(),
+                nonce: nonce.to_string(),
+                expires_at: date(d, "expires_at").timestamp(),
+            }
+        }
+        Kind::Patches => {
+            let mut targets: Vec<(String, Option<String>)> = d
+                .get_array("pending")
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|b| b.as_str().map(|s| (s.to_string(), None)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Ok(done) = d.get_array("completed") {
+                for c in done.iter().filter_map(Bson::as_document) {
+                    let at = from_bson_date(c.get("completed_at"))
+                        .map(|t| penguindome_protocol::envelope::utc::format(&t));
+                    targets.push((get_str(c, "client_id"), at));
+                }
+            }
+            targets.sort();
+            Record::Patch {
+                id: id.clone(),
+                created_at: date(d, "created_at"),
+                files: get_str(d, "files"),
+                targets,
+            }
+        }
+    };
+    // Audit records page by time, then position, then id.
+    let cursor = match kind {
+        Kind::Audit => format!(
+            "{:020}:{:010}:{id}",
+            date(d, "recorded_at").timestamp_millis(),
+            d.get_i64("n").unwrap_or(0)
+        ),
+        _ => id,
+    };
+    Ok((cursor, record))
+}
+
+/// A backend-neutral record as a document of its collection.
+fn from_record(r: &Record) -> StoreResult<Document> {
+    use base64::Engine as _;
+    Ok(match r {
+        Record::Client {
+            client_id,
+            hostname,
+            enrolled_at,
+            first_seen_at,
+            last_seen_at,
+            last_address,
+            last_listener,
+            collected_at,
+            submitted_at,
+            last_report_id,
+            agent_version,
+            revoked_at,
+            reenroll_allowed,
+            plugins,
+        } => {
+            let mut texts = Document::new();
+            let mut digests = Document::new();
+            for (name, text) in plugins {
+                texts.insert(name.clone(), text.as_str());
+                digests.insert(name.clone(), hex::encode(plugin_digest(text)));
+            }
+            doc! {
+                "_id": client_id, "hostname": hostname, "enrolled_at": to_bson_date(enrolled_at),
+                "first_seen_at": to_bson_date(first_seen_at), "last_seen_at": to_bson_date(last_seen_at),
+                "last_address": last_address, "last_listener": last_listener,
+                "collected_at": opt_date(collected_at.as_ref()), "submitted_at": opt_date(submitted_at.as_ref()),
+                "last_report_id": last_report_id, "agent_version": agent_version,
+                "revoked_at": opt_date(revoked_at.as_ref()), "reenroll_allowed": reenroll_allowed,
+                "plugins": texts, "plugin_digests": digests,
+            }
+        }
+        Record::Key {
+            fingerprint,
+            client_id,
+            certificate,
+            created_at,
+            revoked_at,
+        } => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(certificate)
+                .map_err(|e| {
+                    StoreError::Invalid(format!(
+                        "key {fingerprint}: certificate is not base64: {e}"
+                    ))
+                })?;
+            doc! {
+                "_id": fingerprint, "client_id": client_id,
+                "certificate": mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes },
+                "created_at": to_bson_date(created_at), "revoked_at": opt_date(revoked_at.as_ref()),
+            }
+        }
+        Record::Audit {
+            client_id,
+            hostname,
+            field,
+            action,
+            old,
+            new,
+            recorded_at,
+            n,
+            collected_at,
+        } => doc! {
+            "_id": penguindome_protocol::envelope::new_nonce(), "client_id": client_id, "hostname": hostname,
+            "field": field, "action": action.as_str(), "old": old, "new": new,
+            "recorded_at": to_bson_date(recorded_at), "n": n, "collected_at": opt_date(collected_at.as_ref()),
+        },
+        Record::Nonce {
+            client_id,
+            nonce,
+            expires_at,
+        } => doc! {
+            "_id": nonce_id(client_id, nonce),
+            "expires_at": Bson::DateTime(mongodb::bson::DateTime::from_millis(expires_at.saturating_mul(1000))),
+        },
+        Record::Patch {
+            id,
+            created_at,
+            files,
+            targets,
+        } => {
+            let pending: Vec<&String> = targets
+                .iter()
+                .filter(|(_, d)| d.is_none())
+                .map(|(c, _)| c)
+                .collect();
+            let completed: Vec<Document> = targets
+                .iter()
+                .filter_map(|(c, d)| {
+                    let at = d.as_deref().and_then(|s| DateTime::parse_from_rfc3339(s).ok())?;
+                    Some(doc! {"client_id": c, "completed_at": to_bson_date(&at.with_timezone(&Utc))})
+                })
+                .collect();
+            doc! {"_id": id, "created_at": to_bson_date(created_at), "files": files, "pending": pending, "completed": completed}
+        }
+    })
+}
+
+fn kind_of(r: &Record) -> Kind {
+    match r {
+        Record::Client { .. } => Kind::Clients,
+        Record::Key { .. } => Kind::Keys,
+        Record::Audit { .. } => Kind::Audit,
+        Record::Nonce { .. } => Kind::Nonces,
+        Record::Patch { .. } => Kind::Patches,
+    }
+}
+
 #[async_trait]
 impl Store for MongoStore {
     fn backend(&self) -> &'static str {
@@ -937,7 +1157,7 @@ impl Store for MongoStore {
             new: Some(Value::String(e.fingerprint.clone())),
         };
         i.insert_audit(vec![audit_doc(
-            Bson::ObjectId(Default::default()),
+            Bson::String(penguindome_protocol::envelope::new_nonce()),
             &e.client_id,
             &e.hostname,
             &c,
@@ -1196,7 +1416,7 @@ impl Store for MongoStore {
                 ))),
             };
             i.insert_audit(vec![audit_doc(
-                Bson::ObjectId(Default::default()),
+                Bson::String(penguindome_protocol::envelope::new_nonce()),
                 client_id,
                 &get_str(&d, "hostname"),
                 &c,
@@ -1249,6 +1469,85 @@ impl Store for MongoStore {
                 HEALTH_TIMEOUT.as_secs()
             ))),
         }
+    }
+
+    async fn count(&self, kind: Kind) -> StoreResult<u64> {
+        let i = &self.inner;
+        i.collection(kind)
+            .count_documents(doc! {})
+            .await
+            .map_err(|e| i.err(e))
+    }
+
+    async fn export(
+        &self,
+        kind: Kind,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, Record)>> {
+        let i = &self.inner;
+        let (filter, sort) = match (kind, after) {
+            (Kind::Audit, Some(cursor)) => {
+                let mut parts = cursor.splitn(3, ':');
+                let millis: i64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                let n: i64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                let id = parts.next().unwrap_or_default().to_string();
+                let t = Bson::DateTime(mongodb::bson::DateTime::from_millis(millis));
+                (
+                    doc! {"$or": [
+                        {"recorded_at": {"$gt": t.clone()}},
+                        {"recorded_at": t.clone(), "n": {"$gt": n}},
+                        {"recorded_at": t, "n": n, "_id": {"$gt": id}},
+                    ]},
+                    doc! {"recorded_at": 1, "n": 1, "_id": 1},
+                )
+            }
+            (Kind::Audit, None) => (doc! {}, doc! {"recorded_at": 1, "n": 1, "_id": 1}),
+            (_, Some(cursor)) => (doc! {"_id": {"$gt": cursor}}, doc! {"_id": 1}),
+            (_, None) => (doc! {}, doc! {"_id": 1}),
+        };
+        let mut cursor = i
+            .collection(kind)
+            .find(filter)
+            .sort(sort)
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(|e| i.err(e))?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| i.err(e))? {
+            out.push(to_record(kind, &d)?);
+        }
+        Ok(out)
+    }
+
+    async fn import(&self, records: Vec<Record>) -> StoreResult<()> {
+        let i = &self.inner;
+        let mut by_kind: HashMap<Kind, Vec<Document>> = HashMap::new();
+        for r in &records {
+            by_kind.entry(kind_of(r)).or_default().push(from_record(r)?);
+        }
+        for kind in Kind::ALL {
+            if let Some(docs) = by_kind.remove(&kind) {
+                i.collection(kind)
+                    .insert_many(docs)
+                    .write_concern(i.write_concern.clone())
+                    .await
+                    .map_err(|e| i.err(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn clear(&self) -> StoreResult<()> {
+        let i = &self.inner;
+        for kind in Kind::ALL {
+            i.collection(kind)
+                .delete_many(doc! {})
+                .write_concern(i.write_concern.clone())
+                .await
+                .map_err(|e| i.err(e))?;
+        }
+        Ok(())
     }
 
     async fn close(&self) {

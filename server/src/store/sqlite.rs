@@ -28,8 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::diff::{Change, ChangeAction, diff};
 use super::{
     AuditRecord, ClientDocument, ClientSummary, EnrollOutcome, Enrollment, KeyInfo, KeyRecord,
-    NewPatch, RequestMeta, Store, StoreError, StoreResult, Submission, SubmitOutcome,
-    validate_report,
+    Kind, NewPatch, Record, RequestMeta, Store, StoreError, StoreResult, Submission, SubmitOutcome,
+    audit_order, plugin_digest, validate_report,
 };
 
 /// Most jobs committed in one transaction.
@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS audit_trail (
     old          TEXT,
     new          TEXT,
     recorded_at  TEXT NOT NULL,
+    n            INTEGER NOT NULL DEFAULT 0,
     collected_at TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_trail_client ON audit_trail(client_id, id);
@@ -118,6 +119,8 @@ enum Job {
     Revoke(String, DateTime<Utc>, Reply<bool>),
     AllowReenroll(String, Reply<()>),
     PruneNonces(DateTime<Utc>, Reply<u64>),
+    Import(Vec<Record>, Reply<()>),
+    Clear(Reply<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -530,6 +533,8 @@ fn fail_job(job: Job, msg: &str) -> Finisher {
         Job::Revoke(_, _, r) => fail(r, msg),
         Job::AllowReenroll(_, r) => fail(r, msg),
         Job::PruneNonces(_, r) => fail(r, msg),
+        Job::Import(_, r) => fail(r, msg),
+        Job::Clear(r) => fail(r, msg),
         Job::Shutdown(_) => Box::new(|_| {}),
     }
 }
@@ -561,6 +566,8 @@ fn run_in_savepoint(
         Job::Revoke(id, at, r) => finisher(r, revoke(conn, &id, &at)),
         Job::AllowReenroll(id, r) => finisher(r, allow_reenroll(conn, &id)),
         Job::PruneNonces(now, r) => finisher(r, prune(conn, n.nonces, &now)),
+        Job::Import(records, r) => finisher(r, import(conn, &mut n, &records)),
+        Job::Clear(r) => finisher(r, clear(conn, n.nonces)),
         Job::Shutdown(_) => unreachable!("handled by the writer loop"),
     };
     let end = if ok {
@@ -650,13 +657,13 @@ fn insert_changes(
     }
     let mut stmt = conn
         .prepare_cached(
-            "INSERT INTO audit_trail (client_id, hostname, field, action, old, new, recorded_at, collected_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO audit_trail (client_id, hostname, field, action, old, new, recorded_at, n, collected_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .map_err(backend_err)?;
     let recorded = ts(recorded_at);
     let collected = collected_at.map(ts);
-    for c in changes {
+    for (n, c) in changes.iter().enumerate() {
         stmt.execute(params![
             client_id,
             hostname,
@@ -665,6 +672,7 @@ fn insert_changes(
             c.old.as_ref().map(Value::to_string),
             c.new.as_ref().map(Value::to_string),
             recorded,
+            audit_order(recorded_at, n),
             collected,
         ])
         .map_err(backend_err)?;
@@ -1096,6 +1104,297 @@ fn prune(conn: &Connection, nonces: &mut Nonces, now: &DateTime<Utc>) -> StoreRe
         .map_err(backend_err)
 }
 
+/// Writes records copied from another store.
+fn import(conn: &Connection, nonces: &mut NonceLog<'_>, records: &[Record]) -> StoreResult<()> {
+    use base64::Engine as _;
+    for r in records {
+        match r {
+            Record::Client {
+                client_id,
+                hostname,
+                enrolled_at,
+                first_seen_at,
+                last_seen_at,
+                last_address,
+                last_listener,
+                collected_at,
+                submitted_at,
+                last_report_id,
+                agent_version,
+                revoked_at,
+                reenroll_allowed,
+                plugins,
+            } => {
+                let digests: BTreeMap<String, [u8; 16]> = plugins
+                    .iter()
+                    .map(|(n, t)| (n.clone(), plugin_digest(t)))
+                    .collect();
+                conn.execute(
+                    "INSERT INTO clients (client_id, hostname, enrolled_at, first_seen_at, last_seen_at, last_address, \
+                     last_listener, collected_at, submitted_at, last_report_id, agent_version, plugin_digests, \
+                     revoked_at, reenroll_allowed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    params![
+                        client_id, hostname, ts(enrolled_at), ts(first_seen_at), ts(last_seen_at), last_address,
+                        last_listener, collected_at.as_ref().map(ts), submitted_at.as_ref().map(ts), last_report_id,
+                        agent_version, pack_digests(&digests), revoked_at.as_ref().map(ts), reenroll_allowed,
+                    ],
+                )
+                .map_err(backend_err)?;
+                let updated = ts(submitted_at.as_ref().unwrap_or(last_seen_at));
+                for (name, text) in plugins {
+                    conn.execute(
+                        "INSERT INTO plugins (client_id, name, data, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![client_id, name, text, updated],
+                    )
+                    .map_err(backend_err)?;
+                }
+            }
+            Record::Key {
+                fingerprint,
+                client_id,
+                certificate,
+                created_at,
+                revoked_at,
+            } => {
+                let cert = base64::engine::general_purpose::STANDARD
+                    .decode(certificate)
+                    .map_err(|e| {
+                        StoreError::Invalid(format!(
+                            "key {fingerprint}: certificate is not base64: {e}"
+                        ))
+                    })?;
+                conn.execute(
+                    "INSERT INTO client_keys (fingerprint, client_id, certificate, created_at, revoked_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![fingerprint, client_id, cert, ts(created_at), revoked_at.as_ref().map(ts)],
+                )
+                .map_err(backend_err)?;
+            }
+            Record::Audit {
+                client_id,
+                hostname,
+                field,
+                action,
+                old,
+                new,
+                recorded_at,
+                n,
+                collected_at,
+            } => {
+                conn.prepare_cached(
+                    "INSERT INTO audit_trail (client_id, hostname, field, action, old, new, recorded_at, n, collected_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        client_id, hostname, field, action.as_str(), old, new, ts(recorded_at), n,
+                        collected_at.as_ref().map(ts),
+                    ])
+                })
+                .map_err(backend_err)?;
+            }
+            Record::Nonce {
+                client_id,
+                nonce,
+                expires_at,
+            } => {
+                let expires =
+                    DateTime::from_timestamp(*expires_at, 0).unwrap_or(DateTime::UNIX_EPOCH);
+                consume_nonce(conn, nonces, client_id, nonce, &expires)?;
+            }
+            Record::Patch {
+                id,
+                created_at,
+                files,
+                targets,
+            } => {
+                conn.execute(
+                    "INSERT INTO patches (id, created_at, files) VALUES (?1, ?2, ?3)",
+                    params![id, ts(created_at), files],
+                )
+                .map_err(backend_err)?;
+                for (client, done) in targets {
+                    conn.execute(
+                        "INSERT INTO patch_targets (patch_id, client_id, completed_at) VALUES (?1, ?2, ?3)",
+                        params![id, client, done],
+                    )
+                    .map_err(backend_err)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Empties every table (a migration target with --force).
+fn clear(conn: &Connection, nonces: &mut Nonces) -> StoreResult<()> {
+    conn.execute_batch(
+        "DELETE FROM patch_targets; DELETE FROM patches; DELETE FROM nonces; DELETE FROM audit_trail; \
+         DELETE FROM plugins; DELETE FROM client_keys; DELETE FROM clients;",
+    )
+    .map_err(backend_err)?;
+    nonces.seen.clear();
+    Ok(())
+}
+
+fn table(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Clients => "clients",
+        Kind::Keys => "client_keys",
+        Kind::Audit => "audit_trail",
+        Kind::Nonces => "nonces",
+        Kind::Patches => "patches",
+    }
+}
+
+/// Reads one page of records for a copy.
+fn export(
+    c: &Connection,
+    kind: Kind,
+    after: Option<String>,
+    limit: usize,
+) -> rusqlite::Result<Vec<(String, Record)>> {
+    use base64::Engine as _;
+    let limit = limit as i64;
+    let after_text = after.clone().unwrap_or_default();
+    let after_num: i64 = after.and_then(|a| a.parse().ok()).unwrap_or(0);
+    let mut out = Vec::new();
+    match kind {
+        Kind::Clients => {
+            let mut st = c.prepare(
+                "SELECT client_id, hostname, enrolled_at, first_seen_at, last_seen_at, last_address, last_listener, \
+                 collected_at, submitted_at, last_report_id, agent_version, revoked_at, reenroll_allowed \
+                 FROM clients WHERE client_id > ?1 ORDER BY client_id LIMIT ?2",
+            )?;
+            let mut plugins_st =
+                c.prepare("SELECT name, data FROM plugins WHERE client_id = ?1 ORDER BY name")?;
+            let rows = st.query_map(params![after_text, limit], |r| {
+                Ok(Record::Client {
+                    client_id: r.get(0)?,
+                    hostname: r.get(1)?,
+                    enrolled_at: parse_ts(&r.get::<_, String>(2)?)?,
+                    first_seen_at: parse_ts(&r.get::<_, String>(3)?)?,
+                    last_seen_at: parse_ts(&r.get::<_, String>(4)?)?,
+                    last_address: r.get(5)?,
+                    last_listener: r.get(6)?,
+                    collected_at: parse_opt_ts(r.get(7)?)?,
+                    submitted_at: parse_opt_ts(r.get(8)?)?,
+                    last_report_id: r.get(9)?,
+                    agent_version: r.get(10)?,
+                    revoked_at: parse_opt_ts(r.get(11)?)?,
+                    reenroll_allowed: r.get(12)?,
+                    plugins: BTreeMap::new(),
+                })
+            })?;
+            for row in rows {
+                let mut record = row?;
+                if let Record::Client {
+                    client_id, plugins, ..
+                } = &mut record
+                {
+                    for p in plugins_st.query_map([&*client_id], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                        let (name, data) = p?;
+                        plugins.insert(name, data);
+                    }
+                    out.push((client_id.clone(), record));
+                }
+            }
+        }
+        Kind::Keys => {
+            let mut st = c.prepare(
+                "SELECT fingerprint, client_id, certificate, created_at, revoked_at FROM client_keys \
+                 WHERE fingerprint > ?1 ORDER BY fingerprint LIMIT ?2",
+            )?;
+            for row in st.query_map(params![after_text, limit], |r| {
+                let fingerprint: String = r.get(0)?;
+                Ok((
+                    fingerprint.clone(),
+                    Record::Key {
+                        fingerprint,
+                        client_id: r.get(1)?,
+                        certificate: base64::engine::general_purpose::STANDARD
+                            .encode(r.get::<_, Vec<u8>>(2)?),
+                        created_at: parse_ts(&r.get::<_, String>(3)?)?,
+                        revoked_at: parse_opt_ts(r.get(4)?)?,
+                    },
+                ))
+            })? {
+                out.push(row?);
+            }
+        }
+        Kind::Audit => {
+            let mut st = c.prepare(
+                "SELECT id, client_id, hostname, field, action, old, new, recorded_at, n, collected_at \
+                 FROM audit_trail WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            for row in st.query_map(params![after_num, limit], |r| {
+                let action: String = r.get(4)?;
+                Ok((
+                    r.get::<_, i64>(0)?.to_string(),
+                    Record::Audit {
+                        client_id: r.get(1)?,
+                        hostname: r.get(2)?,
+                        field: r.get(3)?,
+                        action: ChangeAction::parse(&action).unwrap_or(ChangeAction::Change),
+                        old: r.get(5)?,
+                        new: r.get(6)?,
+                        recorded_at: parse_ts(&r.get::<_, String>(7)?)?,
+                        n: r.get(8)?,
+                        collected_at: parse_opt_ts(r.get(9)?)?,
+                    },
+                ))
+            })? {
+                out.push(row?);
+            }
+        }
+        Kind::Nonces => {
+            let mut st = c.prepare(
+                "SELECT seq, client_id, nonce, expires_at FROM nonces WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            for row in st.query_map(params![after_num, limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?.to_string(),
+                    Record::Nonce {
+                        client_id: r.get(1)?,
+                        nonce: r.get(2)?,
+                        expires_at: r.get(3)?,
+                    },
+                ))
+            })? {
+                out.push(row?);
+            }
+        }
+        Kind::Patches => {
+            let mut st = c.prepare(
+                "SELECT id, created_at, files FROM patches WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let mut targets_st = c.prepare(
+                "SELECT client_id, completed_at FROM patch_targets WHERE patch_id = ?1 ORDER BY client_id",
+            )?;
+            let rows: Vec<(String, String, String)> = st
+                .query_map(params![after_text, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, created, files) in rows {
+                let targets = targets_st
+                    .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                out.push((
+                    id.clone(),
+                    Record::Patch {
+                        id,
+                        created_at: parse_ts(&created)?,
+                        files,
+                        targets,
+                    },
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientSummary> {
     Ok(ClientSummary {
         client_id: r.get(0)?,
@@ -1325,6 +1624,32 @@ impl Store for SqliteStore {
         })
         .await
         .map(|_| ())
+    }
+
+    async fn count(&self, kind: Kind) -> StoreResult<u64> {
+        let sql = format!("SELECT count(*) FROM {}", table(kind));
+        self.read(move |c| {
+            c.query_row(&sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn export(
+        &self,
+        kind: Kind,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, Record)>> {
+        self.read(move |c| export(c, kind, after, limit)).await
+    }
+
+    async fn import(&self, records: Vec<Record>) -> StoreResult<()> {
+        self.call(|r| Job::Import(records, r)).await
+    }
+
+    async fn clear(&self) -> StoreResult<()> {
+        self.call(Job::Clear).await
     }
 
     async fn close(&self) {

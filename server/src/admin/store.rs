@@ -1,0 +1,280 @@
+//! `pdome-admin store migrate`: copy everything to another store, verified.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use crate::store::{Kind, Store, mongodb::MongoStore, sqlite::SqliteStore};
+
+/// Records copied per round trip.
+const PAGE: usize = 500;
+
+/// `pdome-admin store …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Copy everything from this server's store to another and verify the copy.
+    ///
+    /// Stop penguindome-server first: what it writes during the copy would
+    /// not be copied. Then point server.toml's [store] at the target.
+    Migrate {
+        /// The target: mongodb://… or mongodb+srv://… (database from the
+        /// path, default penguindome), or sqlite:/path/to/file.db.
+        #[arg(long)]
+        to: String,
+        /// Copy into a target that holds data, emptying it first.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Opens a store from a migration URI.
+pub async fn open_target(uri: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://") {
+        return Ok(Arc::new(MongoStore::connect_uri(uri, None).await?));
+    }
+    if let Some(path) = uri.strip_prefix("sqlite:") {
+        let path = PathBuf::from(path.trim_start_matches("//"));
+        if path.as_os_str().is_empty() {
+            bail!("{uri:?} names no file; use sqlite:/path/to/file.db");
+        }
+        return Ok(Arc::new(SqliteStore::open(&path)?));
+    }
+    bail!(
+        "{uri:?} is not a store: use mongodb://HOST/DATABASE, mongodb+srv://… or sqlite:/path/to/file.db"
+    )
+}
+
+/// What a copy moved, by kind.
+pub type Counts = Vec<(Kind, u64)>;
+
+/// Copies every record; `progress` hears (kind, done, total) as it goes.
+pub async fn copy(
+    source: &dyn Store,
+    target: &dyn Store,
+    mut progress: impl FnMut(Kind, u64, u64),
+) -> anyhow::Result<Counts> {
+    let mut counts = Vec::new();
+    for kind in Kind::ALL {
+        let total = source.count(kind).await?;
+        let mut done = 0u64;
+        let mut after = None;
+        progress(kind, 0, total);
+        loop {
+            let page = source.export(kind, after.clone(), PAGE).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            done += page.len() as u64;
+            target
+                .import(page.into_iter().map(|(_, r)| r).collect())
+                .await
+                .with_context(|| format!("cannot write {} to the target", kind.name()))?;
+            progress(kind, done, total);
+        }
+        counts.push((kind, done));
+    }
+    Ok(counts)
+}
+
+/// Checks that both stores hold the same records: equal counts, and equal
+/// per-record checksums.
+pub async fn verify(source: &dyn Store, target: &dyn Store) -> anyhow::Result<()> {
+    for kind in Kind::ALL {
+        let a = checksums(source, kind).await?;
+        let b = checksums(target, kind).await?;
+        if a.len() != b.len() {
+            bail!(
+                "the copy holds {} {} where the source holds {}",
+                b.len(),
+                kind.name(),
+                a.len()
+            );
+        }
+        if a != b {
+            let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+            bail!(
+                "{differing} of {} {} differ between the source and the copy",
+                a.len(),
+                kind.name()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn checksums(store: &dyn Store, kind: Kind) -> anyhow::Result<Vec<[u8; 32]>> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.export(kind, after.clone(), PAGE).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        out.extend(page.iter().map(|(_, r)| r.checksum()));
+    }
+    // Stores may order records differently; compare them as multisets.
+    out.sort();
+    Ok(out)
+}
+
+/// True when the store holds nothing.
+async fn is_empty(store: &dyn Store) -> anyhow::Result<bool> {
+    for kind in Kind::ALL {
+        if store.count(kind).await? > 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Runs `pdome-admin store migrate`.
+pub async fn migrate(source: &dyn Store, to: &str, force: bool) -> anyhow::Result<()> {
+    let target = open_target(to).await?;
+    let result = migrate_into(source, target.as_ref(), to, force).await;
+    target.close().await;
+    result
+}
+
+async fn migrate_into(
+    source: &dyn Store,
+    target: &dyn Store,
+    to: &str,
+    force: bool,
+) -> anyhow::Result<()> {
+    target
+        .health()
+        .await
+        .with_context(|| format!("the target {to} does not answer"))?;
+    if !is_empty(target).await? {
+        if !force {
+            bail!("the target {to} already holds data; pass --force to empty it and copy anyway");
+        }
+        eprintln!("emptying the target {to} (--force)");
+        target.clear().await?;
+    }
+    eprintln!(
+        "copying from the {} store to {to}; penguindome-server should be stopped meanwhile",
+        source.backend()
+    );
+    let mut last_line: HashMap<Kind, u64> = HashMap::new();
+    let counts = copy(source, target, |kind, done, total| {
+        let shown = last_line.entry(kind).or_insert(u64::MAX);
+        if *shown != done {
+            *shown = done;
+            eprint!("\r  {:<14} {done}/{total}", kind.name());
+            if done == total {
+                eprintln!();
+            }
+            let _ = std::io::stderr().flush();
+        }
+    })
+    .await?;
+    eprintln!("verifying counts and per-record checksums");
+    verify(source, target).await?;
+    let summary: Vec<String> = counts
+        .iter()
+        .map(|(k, n)| format!("{n} {}", k.name()))
+        .collect();
+    println!("Copied and verified: {}.", summary.join(", "));
+    match target.backend() {
+        "mongodb" => println!(
+            "To switch, put this in server.toml and restart penguindome-server:\n\n[store]\nbackend = \"mongodb\"\nuri = \"{to}\""
+        ),
+        _ => println!(
+            "To switch, put this in server.toml and restart penguindome-server:\n\n[store]\nbackend = \"sqlite\"\npath = \"{}\"",
+            to.trim_start_matches("sqlite:").trim_start_matches("//")
+        ),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::populate;
+    use crate::store::mongodb::tests::{fresh_store, test_uri};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_to_mongodb_and_back_loses_nothing() {
+        let Some(uri) = test_uri() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let source: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("a.db")).unwrap());
+        populate(&source).await;
+
+        let mongo = Arc::new(fresh_store(&uri).await);
+        let target: Arc<dyn Store> = mongo.clone();
+        let mut seen = Vec::new();
+        let counts = copy(source.as_ref(), target.as_ref(), |k, done, total| {
+            seen.push((k, done, total))
+        })
+        .await
+        .unwrap();
+        let count = |k: Kind| counts.iter().find(|(x, _)| *x == k).unwrap().1;
+        assert_eq!(count(Kind::Clients), 3);
+        assert_eq!(count(Kind::Keys), 3);
+        assert_eq!(count(Kind::Patches), 1);
+        assert!(count(Kind::Audit) >= 3 * 4, "every change is copied");
+        assert!(count(Kind::Nonces) >= 3 * 6);
+        assert!(
+            seen.contains(&(Kind::Audit, count(Kind::Audit), count(Kind::Audit))),
+            "progress reaches the total"
+        );
+        verify(source.as_ref(), target.as_ref()).await.unwrap();
+
+        // What the server shows is the same on both.
+        for c in source.list_clients().await.unwrap() {
+            assert_eq!(
+                source.get_client(&c.client_id).await.unwrap(),
+                target.get_client(&c.client_id).await.unwrap()
+            );
+            assert_eq!(
+                source.audit_trail(&c.client_id, 100).await.unwrap(),
+                target.audit_trail(&c.client_id, 100).await.unwrap()
+            );
+            assert_eq!(
+                source.pending_patches(&c.client_id).await.unwrap(),
+                target.pending_patches(&c.client_id).await.unwrap()
+            );
+        }
+
+        // A non-empty target is refused unless forced.
+        let e = migrate_into(source.as_ref(), target.as_ref(), "mongodb://test", false)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("--force"), "{e}");
+        migrate_into(source.as_ref(), target.as_ref(), "mongodb://test", true)
+            .await
+            .unwrap();
+
+        // And back, into a new SQLite file.
+        let back: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("b.db")).unwrap());
+        copy(target.as_ref(), back.as_ref(), |_, _, _| {})
+            .await
+            .unwrap();
+        verify(source.as_ref(), back.as_ref()).await.unwrap();
+        for c in source.list_clients().await.unwrap() {
+            assert_eq!(
+                source.audit_trail(&c.client_id, 100).await.unwrap(),
+                back.audit_trail(&c.client_id, 100).await.unwrap()
+            );
+        }
+
+        // A damaged copy is noticed.
+        back.clear().await.unwrap();
+        let e = verify(source.as_ref(), back.as_ref()).await.unwrap_err();
+        assert!(e.to_string().contains("the copy holds 0 clients"), "{e}");
+
+        mongo.drop_database().await.unwrap();
+        for s in [source, target, back] {
+            s.close().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn target_uris_are_checked() {
+        let e = open_target("postgres://x").await.err().unwrap();
+        assert!(e.to_string().contains("sqlite:/path"), "{e}");
+        assert!(open_target("sqlite:").await.is_err());
+    }
+}
