@@ -527,13 +527,14 @@ async fn submit_batch_inner(inner: &Inner, work: &mut [Work]) -> StoreResult<()>
         .map(|w| w.pending.submission.meta.fingerprint.as_str())
         .collect();
     let mut keys: HashMap<String, (String, bool)> = HashMap::new();
-    let mut cursor = inner
-        .keys
-        .find(doc! {"_id": {"$in": fps}})
-        .projection(doc! {"client_id": 1, "revoked_at": 1})
-        .await
-        .map_err(|e| inner.err(e))?;
-    while let Some(d) = cursor.try_next().await.map_err(|e| inner.err(e))? {
+    for d in find_by_ids(
+        inner,
+        &inner.keys,
+        &fps,
+        doc! {"client_id": 1, "revoked_at": 1},
+    )
+    .await?
+    {
         keys.insert(
             get_str(&d, "_id"),
             (
@@ -559,15 +560,9 @@ async fn submit_batch_inner(inner: &Inner, work: &mut [Work]) -> StoreResult<()>
         .map(|w| w.pending.submission.meta.client_id.as_str())
         .collect();
     let mut states: HashMap<String, Document> = HashMap::new();
-    let mut cursor = inner
-        .clients
-        .find(doc! {"_id": {"$in": ids}})
-        .projection(
-            doc! {"hostname": 1, "collected_at": 1, "last_report_id": 1, "plugin_digests": 1},
-        )
-        .await
-        .map_err(|e| inner.err(e))?;
-    while let Some(d) = cursor.try_next().await.map_err(|e| inner.err(e))? {
+    let projection =
+        doc! {"hostname": 1, "collected_at": 1, "last_report_id": 1, "plugin_digests": 1};
+    for d in find_by_ids(inner, &inner.clients, &ids, projection).await? {
         states.insert(get_str(&d, "_id"), d);
     }
     for w in work.iter_mut().filter(|w| w.outcome.is_none()) {
@@ -638,14 +633,8 @@ async fn submit_batch_inner(inner: &Inner, work: &mut [Work]) -> StoreResult<()>
                 projection.insert(format!("plugins.{n}"), 1);
             }
         }
-        let ids: Vec<&String> = wanted.keys().collect();
-        let mut cursor = inner
-            .clients
-            .find(doc! {"_id": {"$in": ids}})
-            .projection(projection)
-            .await
-            .map_err(|e| inner.err(e))?;
-        while let Some(d) = cursor.try_next().await.map_err(|e| inner.err(e))? {
+        let ids: Vec<&str> = wanted.keys().map(String::as_str).collect();
+        for d in find_by_ids(inner, &inner.clients, &ids, projection).await? {
             let plugins = d.get_document("plugins").cloned().unwrap_or_default();
             old_texts.insert(get_str(&d, "_id"), plugins);
         }
@@ -784,6 +773,27 @@ async fn submit_batch_inner(inner: &Inner, work: &mut [Work]) -> StoreResult<()>
         }
     }
     Ok(())
+}
+
+/// Reads documents by `_id`, one point lookup each, concurrently. One
+/// `$in` query would be a single round trip, but FerretDB 1.x scans the
+/// whole collection for it; point lookups are cheap on every server.
+async fn find_by_ids(
+    inner: &Inner,
+    collection: &Collection<Document>,
+    ids: &[&str],
+    projection: Document,
+) -> StoreResult<Vec<Document>> {
+    let lookups = ids.iter().map(|id| {
+        collection
+            .find_one(doc! {"_id": *id})
+            .projection(projection.clone())
+            .into_future()
+    });
+    let found = futures_util::future::try_join_all(lookups)
+        .await
+        .map_err(|e| inner.err(e))?;
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// A re-delivered report, or one older than what is stored.
