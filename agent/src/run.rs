@@ -86,7 +86,7 @@ pub fn collect_report(
     plugins: &PluginSettings,
     only: Option<&str>,
 ) -> Result<Report, collectors::CollectError> {
-    let ctx = Context { host, cache };
+    let ctx = Context::new(host, cache);
     let plugins = collectors::collect_all(&ctx, plugins, only)?;
     Ok(Report {
         report_id: new_nonce(),

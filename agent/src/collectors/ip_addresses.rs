@@ -65,12 +65,7 @@ mod tests {
                 addr("lo", "::1", 128, true),
             ],
         );
-        let v = IpAddresses
-            .collect(&Context {
-                host: &host,
-                cache: &NoCache,
-            })
-            .unwrap();
+        let v = IpAddresses.collect(&Context::new(&host, &NoCache)).unwrap();
         assert_eq!(
             v["interfaces"],
             json!([
@@ -83,12 +78,7 @@ mod tests {
     #[test]
     fn live_host_has_an_answer() {
         let host = Host::system();
-        let v = IpAddresses
-            .collect(&Context {
-                host: &host,
-                cache: &NoCache,
-            })
-            .unwrap();
+        let v = IpAddresses.collect(&Context::new(&host, &NoCache)).unwrap();
         assert!(v["interfaces"].is_array());
     }
 }

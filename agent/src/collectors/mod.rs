@@ -6,13 +6,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::host::Host;
 
 pub mod external;
+pub mod hardware;
 pub mod ip_addresses;
 pub mod os_info;
+pub mod os_updates;
+pub mod sshd;
+pub mod users;
 
 /// A reading that failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +32,7 @@ impl From<std::io::Error> for CollectError {
 
 /// Small JSON values a collector may keep between runs, so that a value
 /// that jitters (or cannot be read right now) does not flap in reports.
-pub trait Cache {
+pub trait Cache: Send + Sync {
     /// The value stored under `key`.
     fn get(&self, key: &str) -> Option<Value>;
     /// Stores `value` under `key`.
@@ -44,12 +49,40 @@ impl Cache for NoCache {
     fn put(&self, _: &str, _: &Value) {}
 }
 
+/// A cache held in memory only (tests, one-off collections).
+#[derive(Default)]
+pub struct MemoryCache(std::sync::Mutex<BTreeMap<String, Value>>);
+
+impl Cache for MemoryCache {
+    fn get(&self, key: &str) -> Option<Value> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+    fn put(&self, key: &str, value: &Value) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key.to_string(), value.clone());
+        }
+    }
+}
+
 /// What a collector may use.
 pub struct Context<'a> {
     /// The machine.
     pub host: &'a Host,
     /// Values kept between runs.
     pub cache: &'a dyn Cache,
+    /// The time of this collection (one clock, so tests can set it).
+    pub now: DateTime<Utc>,
+}
+
+impl<'a> Context<'a> {
+    /// A context at the current time.
+    pub fn new(host: &'a Host, cache: &'a dyn Cache) -> Self {
+        Self {
+            host,
+            cache,
+            now: Utc::now(),
+        }
+    }
 }
 
 /// One built-in collector.
@@ -65,6 +98,10 @@ pub fn builtin() -> Vec<Box<dyn Collector>> {
     vec![
         Box::new(os_info::OsInfo),
         Box::new(ip_addresses::IpAddresses),
+        Box::new(os_updates::OsUpdates),
+        Box::new(hardware::Hardware),
+        Box::new(users::Users),
+        Box::new(sshd::Sshd),
     ]
 }
 

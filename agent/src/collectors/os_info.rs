@@ -144,8 +144,6 @@ mod tests {
     use super::*;
     use crate::collectors::{Cache, NoCache};
     use crate::host::Host;
-    use std::cell::RefCell;
-    use std::collections::HashMap;
 
     fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
@@ -164,16 +162,6 @@ mod tests {
         ("/proc/stat", "cpu  1 2 3\nbtime 1764000000\nprocesses 99\n"),
     ];
 
-    struct MapCache(RefCell<HashMap<String, Value>>);
-    impl crate::collectors::Cache for MapCache {
-        fn get(&self, k: &str) -> Option<Value> {
-            self.0.borrow().get(k).cloned()
-        }
-        fn put(&self, k: &str, v: &Value) {
-            self.0.borrow_mut().insert(k.into(), v.clone());
-        }
-    }
-
     /// Runs the collector on the /proc fixture plus `release` (path, text).
     fn collect_with(
         release: Option<(&str, &str)>,
@@ -183,7 +171,7 @@ mod tests {
         files.extend(release);
         let d = tree(&files);
         let host = Host::fixture(d.path(), vec![]);
-        let v = OsInfo.collect(&Context { host: &host, cache });
+        let v = OsInfo.collect(&Context::new(&host, cache));
         (d, v)
     }
 
@@ -224,18 +212,13 @@ mod tests {
 
     #[test]
     fn boot_time_jitter_does_not_flap() {
-        let cache = MapCache(RefCell::new(HashMap::new()));
+        let cache = crate::collectors::MemoryCache::default();
         let (d, first) = collect_with(Some(("/etc/os-release", "ID=arch\n")), &cache);
         let first = first.unwrap();
         let host = Host::fixture(d.path(), vec![]);
         let again = |btime: &str| {
             std::fs::write(d.path().join("proc/stat"), format!("btime {btime}\n")).unwrap();
-            OsInfo
-                .collect(&Context {
-                    host: &host,
-                    cache: &cache,
-                })
-                .unwrap()
+            OsInfo.collect(&Context::new(&host, &cache)).unwrap()
         };
         assert_eq!(first["booted_at"], again("1764000001")["booted_at"]);
         assert_ne!(first["booted_at"], again("1764090000")["booted_at"]);

@@ -1,11 +1,21 @@
 //! The seam between collectors and the machine. Collectors read files
 //! through a root path, so a fixture tree can stand in for /etc, /proc and
-//! /sys, and ask for network interfaces through a replaceable source.
+//! /sys, run programs through a runner that fixtures replace with captured
+//! output, read D-Bus properties through a bus that fixtures replace with a
+//! JSON file, and ask for network interfaces through a replaceable source.
 
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+mod bus;
+mod commands;
+
+pub use bus::{Bus, BusError, FixtureBus};
+pub use commands::{
+    COMMAND_TIMEOUT, CommandOutput, CommandRunner, FixtureRunner, programs_spawned,
+};
 
 /// One address on one network interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +37,8 @@ type InterfaceSource = Arc<dyn Fn() -> io::Result<Vec<InterfaceAddress>> + Send 
 pub struct Host {
     root: PathBuf,
     interfaces: InterfaceSource,
+    commands: Arc<dyn CommandRunner>,
+    bus: Arc<dyn Bus>,
     live: bool,
 }
 
@@ -45,17 +57,68 @@ impl Host {
         Self {
             root: PathBuf::from("/"),
             interfaces: Arc::new(system_interfaces),
+            commands: Arc::new(commands::SystemRunner),
+            bus: Arc::new(bus::SystemBus::default()),
             live: true,
         }
     }
 
-    /// A fixture tree with a fixed interface list.
+    /// A fixture tree with a fixed interface list. Programs answer with
+    /// the output captured under `<root>/.commands/` (see [`FixtureRunner`])
+    /// and D-Bus with `<root>/.dbus.json` (see [`FixtureBus`]).
     pub fn fixture(root: impl Into<PathBuf>, interfaces: Vec<InterfaceAddress>) -> Self {
+        let root = root.into();
         Self {
-            root: root.into(),
+            commands: Arc::new(FixtureRunner::new(root.join(".commands"))),
+            bus: Arc::new(FixtureBus::load(&root.join(".dbus.json"))),
+            root,
             interfaces: Arc::new(move || Ok(interfaces.clone())),
             live: false,
         }
+    }
+
+    /// Runs a program of the machine (captured output for fixtures).
+    pub fn run(&self, program: &str, args: &[&str]) -> io::Result<CommandOutput> {
+        self.commands.run(program, args)
+    }
+
+    /// The system D-Bus (a recorded one for fixtures).
+    pub fn bus(&self) -> &dyn Bus {
+        self.bus.as_ref()
+    }
+
+    /// Finds an executable in the usual system directories of the machine.
+    pub fn find_program(&self, name: &str) -> Option<String> {
+        ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| format!("{d}/{name}"))
+            .find(|p| {
+                std::fs::metadata(self.path(p))
+                    .map(|m| {
+                        m.is_file()
+                            && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111
+                                != 0
+                    })
+                    .unwrap_or(false)
+            })
+    }
+
+    /// Lists a directory of the machine: file names, sorted; empty when absent.
+    pub fn list_dir(&self, absolute: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path(absolute))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// The target of a symbolic link of the machine.
+    pub fn read_link(&self, absolute: &str) -> io::Result<PathBuf> {
+        std::fs::read_link(self.path(absolute))
     }
 
     /// True when this is the running system, not a fixture.

@@ -1,0 +1,359 @@
+//! sshd: is the OpenSSH server running (or socket-activated), and with
+//! which effective settings. `sshd -T` prints what sshd would really use;
+//! when it cannot run (not root, broken config) the configuration files
+//! are read instead, Include files and OpenSSH's first-value-wins rule
+//! included, with the defaults that matter filled in.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::{CollectError, Collector, Context};
+use crate::host::Host;
+
+const DEFAULT_CONFIG: &str = "/etc/ssh/sshd_config";
+
+/// OpenSSH's compiled-in defaults for the settings the audit looks at.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("permitrootlogin", "prohibit-password"),
+    ("passwordauthentication", "yes"),
+    ("kbdinteractiveauthentication", "yes"),
+    ("permitemptypasswords", "no"),
+    ("pubkeyauthentication", "yes"),
+    ("x11forwarding", "no"),
+    ("usepam", "no"),
+    ("port", "22"),
+];
+
+/// The collector.
+pub struct Sshd;
+
+/// sshd processes: their `-f` config file, if any.
+fn sshd_processes(host: &Host) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for pid in host.list_dir("/proc") {
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(comm) = host.read_to_string(&format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        if comm.trim() != "sshd" {
+            continue;
+        }
+        let cmdline = std::fs::read(host.path(&format!("/proc/{pid}/cmdline"))).unwrap_or_default();
+        // The listener retitles itself ("sshd: /usr/sbin/sshd -D -f FILE
+        // [listener] ..."), so the arguments may be one space-separated string.
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .flat_map(|a| {
+                String::from_utf8_lossy(a)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let config = args
+            .iter()
+            .position(|a| a == "-f")
+            .and_then(|i| args.get(i + 1).cloned());
+        out.push(config);
+    }
+    out
+}
+
+/// True when something listens on TCP port 22 (IPv4 or IPv6).
+fn port_22_listening(host: &Host) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|p| {
+        host.read_to_string(p).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1].ends_with(":0016") && f[3] == "0A"
+            })
+        })
+    })
+}
+
+/// Parses `sshd -T` output: lower-case keyword, value.
+fn parse_dump(text: &str) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((k, v)) = line.trim().split_once(' ') else {
+            continue;
+        };
+        let k = k.to_ascii_lowercase();
+        // Repeated keywords (listenaddress, hostkey...) are lists.
+        out.entry(k)
+            .and_modify(|old| {
+                old.push('\n');
+                old.push_str(v.trim());
+            })
+            .or_insert_with(|| v.trim().to_string());
+    }
+    out
+}
+
+/// Reads a config file and its Includes, first value wins, Match blocks
+/// counted but not applied (they depend on who connects).
+fn parse_files(
+    host: &Host,
+    path: &str,
+    out: &mut BTreeMap<String, String>,
+    files: &mut Vec<String>,
+    matches: &mut usize,
+    depth: usize,
+) {
+    if depth > 16 {
+        return;
+    }
+    let Ok(text) = host.read_to_string(path) else {
+        return;
+    };
+    files.push(path.to_string());
+    let mut in_match = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = match line.split_once(|c: char| c.is_whitespace() || c == '=') {
+            Some((k, v)) => (
+                k.to_ascii_lowercase(),
+                v.trim_start_matches(['=', ' ', '\t']).trim(),
+            ),
+            None => continue,
+        };
+        if k == "match" {
+            in_match = true;
+            *matches += 1;
+            continue;
+        }
+        if k == "include" {
+            for pattern in v.split_whitespace() {
+                let pattern = if pattern.starts_with('/') {
+                    pattern.to_string()
+                } else {
+                    format!("/etc/ssh/{pattern}")
+                };
+                for file in expand_glob(host, &pattern) {
+                    parse_files(host, &file, out, files, matches, depth + 1);
+                }
+            }
+            continue;
+        }
+        if in_match {
+            continue;
+        }
+        out.entry(k)
+            .or_insert_with(|| v.trim_matches('"').to_string());
+    }
+}
+
+/// Expands a `dir/*.conf`-style pattern (a `*` in the last component only,
+/// which is what distributions use), sorted like glob(3).
+fn expand_glob(host: &Host, pattern: &str) -> Vec<String> {
+    let Some((dir, name)) = pattern.rsplit_once('/') else {
+        return vec![];
+    };
+    if !name.contains('*') {
+        return vec![pattern.to_string()];
+    }
+    let (prefix, suffix) = name.split_once('*').unwrap_or((name, ""));
+    host.list_dir(dir)
+        .into_iter()
+        .filter(|n| {
+            n.len() >= prefix.len() + suffix.len() && n.starts_with(prefix) && n.ends_with(suffix)
+        })
+        .map(|n| format!("{dir}/{n}"))
+        .collect()
+}
+
+impl Collector for Sshd {
+    fn name(&self) -> &'static str {
+        "sshd"
+    }
+
+    fn collect(&self, ctx: &Context<'_>) -> Result<Value, CollectError> {
+        let host = ctx.host;
+        let Some(binary) = host.find_program("sshd") else {
+            return Ok(
+                json!({"status": "missing", "config": {}, "evidence": ["no sshd in /usr/sbin, /usr/bin, /sbin or /bin"]}),
+            );
+        };
+        let mut evidence = Vec::new();
+        let processes = sshd_processes(host);
+        let listening = port_22_listening(host);
+        let socket_unit = ["ssh.socket", "sshd.socket"]
+            .iter()
+            .find(|u| host.exists(&format!("/etc/systemd/system/sockets.target.wants/{u}")));
+        let status = if !processes.is_empty() {
+            evidence.push("an sshd process in /proc".to_string());
+            "running"
+        } else if let Some(unit) = socket_unit.filter(|_| listening) {
+            evidence.push(format!("{unit} is enabled and TCP port 22 listens"));
+            "socket-activated"
+        } else {
+            evidence.push("no sshd process in /proc".to_string());
+            "stopped"
+        };
+        let config_file = processes
+            .iter()
+            .flatten()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_CONFIG.to_string());
+        let mut args = vec!["-T"];
+        if config_file != DEFAULT_CONFIG {
+            args.extend(["-f", config_file.as_str()]);
+        }
+        let (config, source) = match host.run(&binary, &args) {
+            Ok(out) if out.success() && !out.stdout.trim().is_empty() => (
+                parse_dump(&out.stdout),
+                format!("{binary} {}", args.join(" ")),
+            ),
+            other => {
+                let why = match other {
+                    Ok(out) => out.stderr.lines().next().unwrap_or("no output").to_string(),
+                    Err(e) => e.to_string(),
+                };
+                let mut config = BTreeMap::new();
+                let mut files = Vec::new();
+                let mut matches = 0;
+                parse_files(host, &config_file, &mut config, &mut files, &mut matches, 0);
+                for (k, v) in DEFAULTS {
+                    config.entry(k.to_string()).or_insert_with(|| v.to_string());
+                }
+                if matches > 0 {
+                    evidence.push(format!("{matches} Match blocks not applied"));
+                }
+                (
+                    config,
+                    format!(
+                        "{binary} -T failed ({why}); read {} with OpenSSH defaults",
+                        files.join(", ")
+                    ),
+                )
+            }
+        };
+        evidence.push(source);
+        let config: Map<String, Value> = config
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        Ok(json!({
+            "status": status,
+            "config": config,
+            "evidence": evidence,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collectors::NoCache;
+
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (p, c) in files {
+            let p = d.path().join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, c).unwrap();
+            if p.to_string_lossy().contains("/sbin/") {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        d
+    }
+
+    fn collect(d: &tempfile::TempDir) -> Value {
+        Sshd.collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
+            .unwrap()
+    }
+
+    #[test]
+    fn running_with_sshd_t() {
+        let d = tree(&[
+            ("/usr/sbin/sshd", ""),
+            ("/proc/812/comm", "sshd\n"),
+            (
+                "/proc/812/cmdline",
+                "sshd: /usr/sbin/sshd -D -f /etc/ssh/custom_config [listener] 0 of 10-100 startups\0",
+            ),
+            ("/proc/4242/comm", "sshd\n"),
+            ("/proc/4242/cmdline", "sshd: alice [priv]\0"),
+            (
+                "/.commands/sshd -T -f %etc%ssh%custom_config",
+                "port 22\npermitrootlogin without-password\npasswordauthentication no\nlistenaddress 0.0.0.0:22\nlistenaddress [::]:22\n",
+            ),
+        ]);
+        let v = collect(&d);
+        assert_eq!(v["status"], "running");
+        assert_eq!(v["config"]["passwordauthentication"], "no");
+        assert_eq!(v["config"]["listenaddress"], "0.0.0.0:22\n[::]:22");
+        assert!(
+            v["evidence"][1]
+                .as_str()
+                .unwrap()
+                .contains("-f /etc/ssh/custom_config")
+        );
+    }
+
+    #[test]
+    fn files_when_sshd_t_fails() {
+        // Debian 12's layout: an Include of sshd_config.d, first value wins.
+        let d = tree(&[
+            ("/usr/sbin/sshd", ""),
+            ("/.commands/sshd -T", ""),
+            ("/.commands/sshd -T.status", "1"),
+            (
+                "/.commands/sshd -T.stderr",
+                "sshd: no hostkeys available -- exiting.\n",
+            ),
+            (
+                "/etc/ssh/sshd_config",
+                "Include /etc/ssh/sshd_config.d/*.conf\nKbdInteractiveAuthentication no\nUsePAM yes\nPasswordAuthentication yes\nMatch User anoncvs\n\tPermitRootLogin yes\n",
+            ),
+            (
+                "/etc/ssh/sshd_config.d/50-hardening.conf",
+                "PasswordAuthentication no\nPermitRootLogin=no\n",
+            ),
+            ("/etc/ssh/sshd_config.d/README", "PermitRootLogin yes\n"),
+        ]);
+        let v = collect(&d);
+        assert_eq!(v["status"], "stopped");
+        assert_eq!(
+            v["config"]["passwordauthentication"], "no",
+            "first value wins"
+        );
+        assert_eq!(
+            v["config"]["permitrootlogin"], "no",
+            "Match block and non-.conf ignored"
+        );
+        assert_eq!(v["config"]["usepam"], "yes");
+        assert_eq!(
+            v["config"]["pubkeyauthentication"], "yes",
+            "default filled in"
+        );
+        let ev = v["evidence"].to_string();
+        assert!(ev.contains("no hostkeys available"), "{ev}");
+        assert!(ev.contains("1 Match blocks"), "{ev}");
+    }
+
+    #[test]
+    fn socket_activated_and_missing() {
+        let d = tree(&[
+            ("/usr/sbin/sshd", ""),
+            ("/etc/systemd/system/sockets.target.wants/ssh.socket", ""),
+            (
+                "/proc/net/tcp6",
+                "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 19823 1 0000000000000000 100 0 0 10 0\n",
+            ),
+            ("/.commands/sshd -T", "permitrootlogin no\n"),
+        ]);
+        assert_eq!(collect(&d)["status"], "socket-activated");
+        let empty = tree(&[]);
+        assert_eq!(collect(&empty)["status"], "missing");
+    }
+}

@@ -1,0 +1,355 @@
+//! users: local human accounts, whether each has a usable password, who
+//! may become root through the sudo/wheel/admin groups, and who is logged
+//! in (logind's session files, else utmp).
+//!
+//! An empty password field in /etc/shadow lets anyone log in without one:
+//! that is what "no password" means here, as distinct from a locked
+//! account (`!` or `*`), which cannot log in with a password at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use super::{CollectError, Collector, Context};
+use crate::host::Host;
+
+/// Groups whose members may run anything as root on common distributions.
+const ADMIN_GROUPS: &[&str] = &["sudo", "wheel", "admin"];
+
+/// The collector.
+pub struct Users;
+
+#[derive(Debug, Clone)]
+struct Account {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+    shell: String,
+}
+
+fn parse_passwd(text: &str) -> Vec<Account> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('+') && !l.starts_with('-'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 7 {
+                return None;
+            }
+            Some(Account {
+                name: f[0].to_string(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].to_string(),
+                shell: f[6].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// UID_MIN and UID_MAX from login.defs (1000 and 60000 by default).
+fn uid_range(host: &Host) -> (u32, u32) {
+    let text = host.read_to_string("/etc/login.defs").unwrap_or_default();
+    let get = |key: &str, default: u32| {
+        text.lines()
+            .map(str::trim)
+            .filter_map(|l| l.strip_prefix(key))
+            .filter(|rest| rest.starts_with(char::is_whitespace))
+            .filter_map(|rest| rest.trim().parse().ok())
+            .next_back()
+            .unwrap_or(default)
+    };
+    (get("UID_MIN", 1000), get("UID_MAX", 60000))
+}
+
+/// Password state per account from /etc/shadow, or why it can't be read.
+fn shadow(host: &Host) -> Result<BTreeMap<String, &'static str>, String> {
+    let text = host
+        .read_to_string("/etc/shadow")
+        .map_err(|e| format!("/etc/shadow is not readable ({e}); run as root"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let hash = f.next()?;
+            let state = if hash.is_empty() {
+                "none"
+            } else if hash.starts_with('!') || hash.starts_with('*') {
+                "locked"
+            } else {
+                "set"
+            };
+            Some((name.to_string(), state))
+        })
+        .collect())
+}
+
+/// Members of each group: listed members plus users whose primary group it is.
+fn group_members(host: &Host, accounts: &[Account]) -> BTreeMap<String, BTreeSet<String>> {
+    let text = host.read_to_string("/etc/group").unwrap_or_default();
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 4 {
+            continue;
+        }
+        let members = out.entry(f[0].to_string()).or_default();
+        members.extend(
+            f[3].split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(String::from),
+        );
+        if let Ok(gid) = f[2].parse::<u32>() {
+            members.extend(
+                accounts
+                    .iter()
+                    .filter(|a| a.gid == gid)
+                    .map(|a| a.name.clone()),
+            );
+        }
+    }
+    out
+}
+
+/// Logged-in sessions from logind's state files.
+fn logind_sessions(host: &Host) -> Option<Vec<Value>> {
+    if !host.exists("/run/systemd/sessions") {
+        return None;
+    }
+    let mut seen = BTreeSet::new();
+    for id in host.list_dir("/run/systemd/sessions") {
+        if id.ends_with(".ref") {
+            continue;
+        }
+        let Ok(text) = host.read_to_string(&format!("/run/systemd/sessions/{id}")) else {
+            continue;
+        };
+        let kv: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+        if kv.get("CLASS").is_some_and(|c| *c != "user") || kv.get("STATE") == Some(&"closing") {
+            continue;
+        }
+        let Some(user) = kv.get("USER") else { continue };
+        seen.insert((
+            user.to_string(),
+            kv.get("TYPE").unwrap_or(&"unspecified").to_string(),
+            kv.get("REMOTE") == Some(&"1"),
+        ));
+    }
+    Some(
+        seen.into_iter()
+            .map(|(user, kind, remote)| json!({"user": user, "type": kind, "remote": remote}))
+            .collect(),
+    )
+}
+
+/// Logged-in users from utmp records (glibc's 384-byte `struct utmp`).
+fn utmp_sessions(host: &Host) -> Option<Vec<Value>> {
+    const RECORD: usize = 384;
+    const USER_PROCESS: i16 = 7;
+    let data = std::fs::read(host.path("/run/utmp"))
+        .or_else(|_| std::fs::read(host.path("/var/run/utmp")))
+        .ok()?;
+    let mut seen = BTreeSet::new();
+    for r in data.chunks_exact(RECORD) {
+        if i16::from_ne_bytes([r[0], r[1]]) != USER_PROCESS {
+            continue;
+        }
+        let cstr = |b: &[u8]| {
+            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+            String::from_utf8_lossy(&b[..end]).into_owned()
+        };
+        let user = cstr(&r[44..76]);
+        let remote_host = cstr(&r[76..332]);
+        if !user.is_empty() {
+            let remote = !remote_host.is_empty() && !remote_host.starts_with(':');
+            seen.insert((user, remote));
+        }
+    }
+    Some(
+        seen.into_iter()
+            .map(|(user, remote)| json!({"user": user, "type": "unspecified", "remote": remote}))
+            .collect(),
+    )
+}
+
+impl Collector for Users {
+    fn name(&self) -> &'static str {
+        "users"
+    }
+
+    fn collect(&self, ctx: &Context<'_>) -> Result<Value, CollectError> {
+        let host = ctx.host;
+        let passwd = host
+            .read_to_string("/etc/passwd")
+            .map_err(|e| CollectError(format!("cannot read /etc/passwd: {e}")))?;
+        let accounts = parse_passwd(&passwd);
+        let (uid_min, uid_max) = uid_range(host);
+        let shadow = shadow(host);
+        let groups = group_members(host, &accounts);
+        let admins: BTreeSet<String> = ADMIN_GROUPS
+            .iter()
+            .filter_map(|g| groups.get(*g))
+            .flatten()
+            .cloned()
+            .collect();
+        let password = |name: &str| match &shadow {
+            Ok(s) => s.get(name).copied().unwrap_or("unknown"),
+            Err(_) => "unknown",
+        };
+        let can_log_in = |shell: &str| {
+            !shell.is_empty() && !shell.ends_with("/nologin") && !shell.ends_with("/false")
+        };
+        let mut humans: Vec<&Account> = accounts
+            .iter()
+            .filter(|a| a.uid >= uid_min && a.uid <= uid_max)
+            .collect();
+        humans.sort_by(|a, b| a.name.cmp(&b.name));
+        let human_values: Vec<Value> = humans
+            .iter()
+            .map(|a| {
+                json!({
+                    "name": a.name,
+                    "uid": a.uid,
+                    "home": a.home,
+                    "shell": a.shell,
+                    "login_shell": can_log_in(&a.shell),
+                    "password": password(&a.name),
+                    "admin": admins.contains(&a.name),
+                })
+            })
+            .collect();
+        // Any account, system ones included, that logs in with no password.
+        let mut without_password: Vec<&str> = accounts
+            .iter()
+            .filter(|a| password(&a.name) == "none")
+            .map(|a| a.name.as_str())
+            .collect();
+        without_password.sort();
+        let admin_groups: BTreeMap<&str, Vec<&String>> = ADMIN_GROUPS
+            .iter()
+            .filter_map(|g| groups.get(*g).map(|m| (*g, m.iter().collect())))
+            .collect();
+        let (logged_in, session_source) = match logind_sessions(host) {
+            Some(s) => (Value::Array(s), "/run/systemd/sessions"),
+            None => match utmp_sessions(host) {
+                Some(s) => (Value::Array(s), "/run/utmp"),
+                None => (Value::String("unknown".into()), "neither logind nor utmp"),
+            },
+        };
+        let mut evidence = vec![
+            "/etc/passwd".to_string(),
+            "/etc/group".to_string(),
+            format!("/etc/login.defs (UID_MIN {uid_min}, UID_MAX {uid_max})"),
+            session_source.to_string(),
+        ];
+        match &shadow {
+            Ok(_) => evidence.push("/etc/shadow".into()),
+            Err(e) => evidence.push(e.clone()),
+        }
+        Ok(json!({
+            "accounts": human_values,
+            "root_password": password("root"),
+            "without_password": if shadow.is_ok() { json!(without_password) } else { json!("unknown") },
+            "admin_groups": admin_groups,
+            "logged_in": logged_in,
+            "evidence": evidence,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collectors::NoCache;
+
+    fn tree(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (p, c) in files {
+            let p = d.path().join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, c).unwrap();
+        }
+        d
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash
+daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
+games:x:5:60:games:/usr/games:/usr/sbin/nologin
+alice:x:1000:1000:Alice,,,:/home/alice:/bin/bash
+bob:x:1001:1001::/home/bob:/bin/zsh
+svc:x:1002:1002::/srv/svc:/usr/sbin/nologin
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+";
+
+    #[test]
+    fn debian_desktop() {
+        let d = tree(&[
+            ("/etc/passwd", PASSWD.as_bytes()),
+            ("/etc/shadow", b"root:*:19000:0:99999:7:::\ndaemon:*:1::::::\ngames::19000::::::\nalice:$y$j9T$abc:19000:0:99999:7:::\nbob:!$y$j9T$def:19000::::::\nsvc:!*:1::::::\n"),
+            ("/etc/group", b"root:x:0:\nsudo:x:27:alice\nalice:x:1000:\nbob:x:1001:\nwheel:x:10:bob\n"),
+            ("/etc/login.defs", b"# comment\nUID_MIN\t\t\t 1000\nUID_MAX\t\t\t60000\n"),
+            ("/run/systemd/sessions/3", b"# This is private data.\nUID=1000\nUSER=alice\nACTIVE=1\nIS_DISPLAY=1\nSTATE=active\nTYPE=wayland\nCLASS=user\nSEAT=seat0\nDESKTOP=GNOME\n"),
+            ("/run/systemd/sessions/3.ref", b""),
+            ("/run/systemd/sessions/7", b"USER=bob\nSTATE=online\nTYPE=tty\nCLASS=user\nREMOTE=1\nREMOTE_HOST=10.0.0.9\n"),
+            ("/run/systemd/sessions/c1", b"USER=gdm\nSTATE=online\nTYPE=wayland\nCLASS=greeter\n"),
+        ]);
+        let v = Users
+            .collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
+            .unwrap();
+        let names: Vec<&str> = v["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["alice", "bob", "svc"]);
+        assert_eq!(v["accounts"][0]["admin"], true);
+        assert_eq!(v["accounts"][0]["password"], "set");
+        assert_eq!(v["accounts"][1]["password"], "locked");
+        assert_eq!(v["accounts"][1]["admin"], true, "wheel counts");
+        assert_eq!(v["accounts"][2]["login_shell"], false);
+        assert_eq!(v["root_password"], "locked");
+        assert_eq!(v["without_password"], json!(["games"]));
+        assert_eq!(v["admin_groups"]["sudo"], json!(["alice"]));
+        assert_eq!(
+            v["logged_in"],
+            json!([
+                {"user": "alice", "type": "wayland", "remote": false},
+                {"user": "bob", "type": "tty", "remote": true},
+            ])
+        );
+    }
+
+    #[test]
+    fn without_shadow_or_logind() {
+        let mut utmp = vec![0u8; 384 * 2];
+        utmp[0..2].copy_from_slice(&7i16.to_ne_bytes());
+        utmp[44..49].copy_from_slice(b"carol");
+        utmp[76..78].copy_from_slice(b":0");
+        utmp[384..386].copy_from_slice(&8i16.to_ne_bytes()); // DEAD_PROCESS
+        utmp[384 + 44..384 + 47].copy_from_slice(b"dan");
+        let d = tree(&[
+            ("/etc/passwd", PASSWD.as_bytes()),
+            ("/etc/group", b"wheel:x:10:\n"),
+            ("/run/utmp", &utmp),
+        ]);
+        let v = Users
+            .collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
+            .unwrap();
+        assert_eq!(v["without_password"], "unknown");
+        assert_eq!(v["accounts"][0]["password"], "unknown");
+        assert_eq!(
+            v["logged_in"],
+            json!([{"user": "carol", "type": "unspecified", "remote": false}])
+        );
+        assert!(
+            v["evidence"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e.as_str().unwrap().contains("run as root"))
+        );
+    }
+}
