@@ -16,6 +16,7 @@ use super::{CollectError, Collector, Context};
 use crate::host::Host;
 
 pub mod apt;
+pub mod pacman;
 
 /// One package with a newer version waiting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,7 +70,7 @@ pub trait UpdateBackend: Send + Sync {
 
 /// Every backend, in detection order.
 pub fn backends() -> Vec<Box<dyn UpdateBackend>> {
-    vec![Box::new(apt::Apt)]
+    vec![Box::new(apt::Apt), Box::new(pacman::Pacman)]
 }
 
 /// The collector.
