@@ -16,6 +16,7 @@ use super::{CollectError, Collector, Context};
 use crate::host::Host;
 
 pub mod apt;
+pub mod dnf;
 pub mod pacman;
 
 /// One package with a newer version waiting.
@@ -70,7 +71,11 @@ pub trait UpdateBackend: Send + Sync {
 
 /// Every backend, in detection order.
 pub fn backends() -> Vec<Box<dyn UpdateBackend>> {
-    vec![Box::new(apt::Apt), Box::new(pacman::Pacman)]
+    vec![
+        Box::new(apt::Apt),
+        Box::new(pacman::Pacman),
+        Box::new(dnf::Dnf),
+    ]
 }
 
 /// The collector.

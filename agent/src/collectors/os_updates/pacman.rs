@@ -25,6 +25,7 @@ use crate::host::Host;
 pub const REFRESH_EVERY: Duration = Duration::from_secs(6 * 3600);
 
 /// Where the private databases live (CacheDirectory= of the agent unit).
+#[cfg(feature = "pacman")]
 const PRIVATE_DBPATH: &str = "/var/cache/penguindome/pacman";
 
 /// The backend.
