@@ -137,6 +137,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => PluginSettings {
                     dir: c.plugins_dir,
                     timeout: c.plugin_timeout,
+                    collectors: c.collectors,
                 },
                 Err(e) => {
                     if cli.config.exists() {
@@ -145,6 +146,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     PluginSettings {
                         dir: DEFAULT_PLUGINS_DIR.into(),
                         timeout: std::time::Duration::from_secs(60),
+                        collectors: Default::default(),
                     }
                 }
             };

@@ -86,7 +86,7 @@ pub fn collect_report(
     plugins: &PluginSettings,
     only: Option<&str>,
 ) -> Result<Report, collectors::CollectError> {
-    let ctx = Context::new(host, cache);
+    let ctx = Context::new(host, cache).with_settings(&plugins.collectors);
     let plugins = collectors::collect_all(&ctx, plugins, only)?;
     Ok(Report {
         report_id: new_nonce(),
@@ -176,6 +176,7 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
         let settings = PluginSettings {
             dir: config.plugins_dir.clone(),
             timeout: config.plugin_timeout,
+            collectors: config.collectors.clone(),
         };
         let report =
             collect_report(&agent.host, &cache, &settings, None).context("collection failed")?;

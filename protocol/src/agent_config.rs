@@ -61,6 +61,41 @@ pub struct AgentConfig {
     /// Log level: error, warn, info, debug, trace.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Settings of the built-in collectors (`[collectors]`).
+    #[serde(default, skip_serializing_if = "CollectorSettings::is_default")]
+    pub collectors: CollectorSettings,
+}
+
+/// What a site asks of the built-in collectors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorSettings {
+    /// Packages every machine must have installed (an EDR agent, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_packages: Vec<String>,
+    /// systemd units that must be enabled and running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_services: Vec<String>,
+    /// Where Wi-Fi access points are sent to find the machine; absent
+    /// means geolocation is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geolocation: Option<GeolocationSettings>,
+}
+
+impl CollectorSettings {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// A geolocation service speaking the widespread `wifiAccessPoints` API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeolocationSettings {
+    /// The API endpoint (HTTPS), e.g. a Google- or Mozilla-compatible one.
+    pub url: String,
+    /// The API key, sent as the `key` query parameter.
+    pub api_key: String,
 }
 
 fn default_collect() -> Duration {
@@ -109,6 +144,7 @@ impl AgentConfig {
             request_timeout: default_request_timeout(),
             machine_id_file: default_machine_id_file(),
             log_level: default_log_level(),
+            collectors: CollectorSettings::default(),
         }
     }
 
@@ -159,6 +195,17 @@ impl AgentConfig {
         }
         if self.spool_max_bytes < 1024 * 1024 {
             return Err("spool_max_bytes must be at least 1 MiB".into());
+        }
+        if let Some(g) = &self.collectors.geolocation
+            && !g.url.starts_with("https://")
+            && !["http://127.0.0.1", "http://[::1]", "http://localhost"]
+                .iter()
+                .any(|p| g.url.starts_with(p))
+        {
+            return Err(format!(
+                "collectors.geolocation.url {:?} must start with https:// (access points locate the machine; plain http only to a loopback service)",
+                g.url
+            ));
         }
         self.log_level.parse::<LevelName>().map_err(|_| {
             format!(

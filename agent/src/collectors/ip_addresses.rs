@@ -17,8 +17,11 @@ impl Collector for IpAddresses {
 
     fn collect(&self, ctx: &Context<'_>) -> Result<Value, CollectError> {
         let mut by_interface: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        // Privacy addresses rotate every few hours; reporting them would
+        // make every report a change.
+        let temporary = super::network::temporary_ipv6(ctx.host);
         for a in ctx.host.interfaces()? {
-            if a.loopback || a.address.is_loopback() {
+            if a.loopback || a.address.is_loopback() || temporary.contains(&a.address) {
                 continue;
             }
             by_interface
@@ -34,7 +37,9 @@ impl Collector for IpAddresses {
                 json!({"name": name, "addresses": addresses})
             })
             .collect();
-        Ok(json!({"interfaces": interfaces, "evidence": "getifaddrs(3)"}))
+        Ok(
+            json!({"interfaces": interfaces, "evidence": "getifaddrs(3), without IPv6 temporary addresses (/proc/net/if_inet6)"}),
+        )
     }
 }
 

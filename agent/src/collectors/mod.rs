@@ -7,16 +7,22 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+pub use penguindome_protocol::agent_config::CollectorSettings;
 use serde_json::{Value, json};
 
 use crate::host::Host;
 
+pub mod auto_updates;
 pub mod external;
+pub mod geolocation;
 pub mod hardware;
 pub mod ip_addresses;
+pub mod network;
 pub mod os_info;
 pub mod os_updates;
+pub mod software;
 pub mod sshd;
+pub mod unit_files;
 pub mod users;
 
 /// A reading that failed.
@@ -72,16 +78,32 @@ pub struct Context<'a> {
     pub cache: &'a dyn Cache,
     /// The time of this collection (one clock, so tests can set it).
     pub now: DateTime<Utc>,
+    /// What the site asks of the collectors (agent.toml `[collectors]`).
+    pub settings: &'a CollectorSettings,
 }
 
+/// Settings when agent.toml has none.
+static NO_SETTINGS: CollectorSettings = CollectorSettings {
+    required_packages: Vec::new(),
+    required_services: Vec::new(),
+    geolocation: None,
+};
+
 impl<'a> Context<'a> {
-    /// A context at the current time.
+    /// A context at the current time with default settings.
     pub fn new(host: &'a Host, cache: &'a dyn Cache) -> Self {
         Self {
             host,
             cache,
             now: Utc::now(),
+            settings: &NO_SETTINGS,
         }
+    }
+
+    /// The same context with the site's settings.
+    pub fn with_settings(mut self, settings: &'a CollectorSettings) -> Self {
+        self.settings = settings;
+        self
     }
 }
 
@@ -102,16 +124,23 @@ pub fn builtin() -> Vec<Box<dyn Collector>> {
         Box::new(hardware::Hardware),
         Box::new(users::Users),
         Box::new(sshd::Sshd),
+        Box::new(auto_updates::AutoUpdates),
+        Box::new(network::Network),
+        Box::new(software::Software),
+        Box::new(geolocation::Geolocation),
     ]
 }
 
-/// Where external plugins live and how long they may run.
+/// Where external plugins live and how long they may run, and what the
+/// site asks of the built-in collectors.
 #[derive(Debug, Clone)]
 pub struct PluginSettings {
     /// Directory of executables.
     pub dir: PathBuf,
     /// Longest run.
     pub timeout: Duration,
+    /// The `[collectors]` table of agent.toml.
+    pub collectors: CollectorSettings,
 }
 
 /// Runs the collectors (only `only`, if given) and returns their outputs.
@@ -139,12 +168,26 @@ pub fn collect_all(
     let selected: Vec<_> = externals.iter().filter(|p| wanted(&p.name)).collect();
     std::thread::scope(|scope| {
         let external_run = scope.spawn(|| external::run_all(&selected, plugins.timeout));
-        for c in builtins.iter().filter(|c| wanted(c.name())) {
-            let value = c.collect(ctx).unwrap_or_else(|e| {
-                log::warn!(collector = c.name(); "collector failed: {e}");
-                json!({"error": e.to_string()})
-            });
-            out.insert(c.name().to_string(), value);
+        // Collectors wait on files, programs and D-Bus far more than on
+        // the CPU: running them side by side keeps the wall time short.
+        let running: Vec<_> = builtins
+            .iter()
+            .filter(|c| wanted(c.name()))
+            .map(|c| (c.name(), scope.spawn(move || c.collect(ctx))))
+            .collect();
+        for (name, handle) in running {
+            let value = match handle.join() {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    log::warn!(collector = name; "collector failed: {e}");
+                    json!({"error": e.to_string()})
+                }
+                Err(_) => {
+                    log::error!(collector = name; "collector panicked; please report this bug");
+                    json!({"error": "the collector crashed; see the agent's log"})
+                }
+            };
+            out.insert(name.to_string(), value);
         }
         for (name, value) in external_run.join().expect("plugin runner thread") {
             out.insert(name, value);
