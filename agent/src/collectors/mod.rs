@@ -13,6 +13,7 @@ use crate::host::Host;
 
 pub mod external;
 pub mod hardware;
+pub mod hd_encryption;
 pub mod ip_addresses;
 pub mod os_info;
 pub mod os_updates;
@@ -102,6 +103,7 @@ pub fn builtin() -> Vec<Box<dyn Collector>> {
         Box::new(hardware::Hardware),
         Box::new(users::Users),
         Box::new(sshd::Sshd),
+        Box::new(hd_encryption::HdEncryption),
     ]
 }
 
