@@ -16,6 +16,7 @@ pub mod auto_updates;
 pub mod external;
 pub mod geolocation;
 pub mod hardware;
+pub mod hd_encryption;
 pub mod ip_addresses;
 pub mod network;
 pub mod os_info;
@@ -128,6 +129,7 @@ pub fn builtin() -> Vec<Box<dyn Collector>> {
         Box::new(network::Network),
         Box::new(software::Software),
         Box::new(geolocation::Geolocation),
+        Box::new(hd_encryption::HdEncryption),
     ]
 }
 
