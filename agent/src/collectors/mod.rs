@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::host::Host;
 
 pub mod external;
+pub mod firewall;
 pub mod hardware;
 pub mod ip_addresses;
 pub mod os_info;
@@ -102,6 +103,7 @@ pub fn builtin() -> Vec<Box<dyn Collector>> {
         Box::new(hardware::Hardware),
         Box::new(users::Users),
         Box::new(sshd::Sshd),
+        Box::new(firewall::Firewall),
     ]
 }
 
