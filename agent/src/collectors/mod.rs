@@ -14,6 +14,7 @@ use crate::host::Host;
 
 pub mod auto_updates;
 pub mod external;
+pub mod firewall;
 pub mod geolocation;
 pub mod hardware;
 pub mod hd_encryption;
@@ -130,6 +131,7 @@ pub fn builtin() -> Vec<Box<dyn Collector>> {
         Box::new(software::Software),
         Box::new(geolocation::Geolocation),
         Box::new(hd_encryption::HdEncryption),
+        Box::new(firewall::Firewall),
     ]
 }
 
