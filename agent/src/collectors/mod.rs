@@ -12,10 +12,12 @@ use serde_json::{Value, json};
 use crate::host::Host;
 
 pub mod external;
+pub mod guest_session;
 pub mod hardware;
 pub mod ip_addresses;
 pub mod os_info;
 pub mod os_updates;
+pub mod screenlock;
 pub mod sshd;
 pub mod users;
 
@@ -102,6 +104,8 @@ pub fn builtin() -> Vec<Box<dyn Collector>> {
         Box::new(hardware::Hardware),
         Box::new(users::Users),
         Box::new(sshd::Sshd),
+        Box::new(screenlock::ScreenLock),
+        Box::new(guest_session::GuestSession),
     ]
 }
 
