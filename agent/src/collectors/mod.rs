@@ -16,12 +16,14 @@ pub mod auto_updates;
 pub mod external;
 pub mod firewall;
 pub mod geolocation;
+pub mod guest_session;
 pub mod hardware;
 pub mod hd_encryption;
 pub mod ip_addresses;
 pub mod network;
 pub mod os_info;
 pub mod os_updates;
+pub mod screenlock;
 pub mod software;
 pub mod sshd;
 pub mod unit_files;
@@ -132,6 +134,8 @@ pub fn builtin() -> Vec<Box<dyn Collector>> {
         Box::new(geolocation::Geolocation),
         Box::new(hd_encryption::HdEncryption),
         Box::new(firewall::Firewall),
+        Box::new(screenlock::ScreenLock),
+        Box::new(guest_session::GuestSession),
     ]
 }
 

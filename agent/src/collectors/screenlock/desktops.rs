@@ -1,0 +1,539 @@
+//! The lock settings of desktops with a built-in locker: GNOME and its
+//! relatives (GSettings through dconf), Cinnamon, MATE, KDE Plasma
+//! (kscreenlockerrc) and XFCE (xfce4-screensaver's xfconf channel).
+
+use std::collections::BTreeMap;
+
+use super::dconf::{Dconf, Schema, Setting};
+use super::{Finding, Tri};
+use crate::host::Host;
+
+const GNOME_SAVER: Schema = Schema {
+    id: "org.gnome.desktop.screensaver",
+    path: "/org/gnome/desktop/screensaver/",
+};
+const GNOME_SESSION: Schema = Schema {
+    id: "org.gnome.desktop.session",
+    path: "/org/gnome/desktop/session/",
+};
+const GNOME_LOCKDOWN: Schema = Schema {
+    id: "org.gnome.desktop.lockdown",
+    path: "/org/gnome/desktop/lockdown/",
+};
+const CINNAMON_SAVER: Schema = Schema {
+    id: "org.cinnamon.desktop.screensaver",
+    path: "/org/cinnamon/desktop/screensaver/",
+};
+const CINNAMON_SESSION: Schema = Schema {
+    id: "org.cinnamon.desktop.session",
+    path: "/org/cinnamon/desktop/session/",
+};
+const CINNAMON_LOCKDOWN: Schema = Schema {
+    id: "org.cinnamon.desktop.lockdown",
+    path: "/org/cinnamon/desktop/lockdown/",
+};
+const MATE_SAVER: Schema = Schema {
+    id: "org.mate.screensaver",
+    path: "/org/mate/screensaver/",
+};
+const MATE_SESSION: Schema = Schema {
+    id: "org.mate.session",
+    path: "/org/mate/desktop/session/",
+};
+const MATE_LOCKDOWN: Schema = Schema {
+    id: "org.mate.lockdown",
+    path: "/org/mate/desktop/lockdown/",
+};
+/// light-locker's settings.
+pub const LIGHT_LOCKER: Schema = Schema {
+    id: "apps.light-locker",
+    path: "/apps/light-locker/",
+};
+
+/// Reads settings and collects their evidence.
+struct Reader<'a> {
+    host: &'a Host,
+    dconf: &'a Dconf,
+    evidence: Vec<String>,
+    broken: bool,
+}
+
+impl Reader<'_> {
+    fn setting(&mut self, schema: &Schema, key: &str) -> Option<Setting> {
+        let s = self.dconf.get(self.host, schema, key);
+        match &s {
+            Some(s) => self.evidence.push(s.evidence.clone()),
+            None => {
+                self.evidence.push(format!(
+                    "{}{key}: no value and no known default",
+                    schema.path
+                ));
+                self.broken = true;
+            }
+        }
+        s
+    }
+
+    fn bool(&mut self, schema: &Schema, key: &str) -> bool {
+        let s = self.setting(schema, key);
+        s.as_ref().and_then(Setting::as_bool).unwrap_or_else(|| {
+            if s.is_some() {
+                self.broken = true;
+                self.evidence
+                    .push(format!("{}{key} is not a boolean", schema.path));
+            }
+            false
+        })
+    }
+
+    fn int(&mut self, schema: &Schema, key: &str) -> i64 {
+        let s = self.setting(schema, key);
+        s.as_ref().and_then(Setting::as_int).unwrap_or_else(|| {
+            if s.is_some() {
+                self.broken = true;
+                self.evidence
+                    .push(format!("{}{key} is not a number", schema.path));
+            }
+            0
+        })
+    }
+
+    /// The finding: locks after `delay` seconds when `enabled`.
+    fn finish(mut self, enabled: bool, delay: i64, why_not: &str) -> Finding {
+        let mut evidence = self.dconf.notes.clone();
+        evidence.append(&mut self.evidence);
+        if self.broken {
+            return Finding::unknown(evidence);
+        }
+        if enabled {
+            Finding::yes(delay.max(0) as u64, evidence)
+        } else {
+            evidence.push(why_not.to_string());
+            Finding::no(evidence)
+        }
+    }
+}
+
+/// GNOME Shell and relatives that share its schemas (Unity, Budgie): locks
+/// when the session goes idle (`idle-delay` s, 0 = never) if
+/// `lock-enabled`, `lock-delay` s later; the lockdown key overrides both.
+pub fn gnome(host: &Host, dconf: &Dconf) -> Finding {
+    let mut r = Reader {
+        host,
+        dconf,
+        evidence: vec![],
+        broken: false,
+    };
+    let lock_enabled = r.bool(&GNOME_SAVER, "lock-enabled");
+    let lock_delay = r.int(&GNOME_SAVER, "lock-delay");
+    let idle_delay = r.int(&GNOME_SESSION, "idle-delay");
+    let lockdown = r.bool(&GNOME_LOCKDOWN, "disable-lock-screen");
+    let enabled = lock_enabled && idle_delay > 0 && !lockdown;
+    r.finish(
+        enabled,
+        idle_delay + lock_delay,
+        why_not(lock_enabled, idle_delay, lockdown),
+    )
+}
+
+fn why_not(lock_enabled: bool, idle_delay: i64, lockdown: bool) -> &'static str {
+    if lockdown {
+        "locking is disabled by disable-lock-screen"
+    } else if !lock_enabled {
+        "lock-enabled is false: the screen blanks without locking"
+    } else if idle_delay <= 0 {
+        "idle-delay 0: the session never goes idle"
+    } else {
+        ""
+    }
+}
+
+/// Cinnamon's screensaver: the same model as GNOME with its own schemas
+/// (and an `idle-activation-enabled` switch).
+pub fn cinnamon(host: &Host, dconf: &Dconf) -> Finding {
+    let mut r = Reader {
+        host,
+        dconf,
+        evidence: vec![],
+        broken: false,
+    };
+    let lock_enabled = r.bool(&CINNAMON_SAVER, "lock-enabled");
+    let activation = r.bool(&CINNAMON_SAVER, "idle-activation-enabled");
+    let lock_delay = r.int(&CINNAMON_SAVER, "lock-delay");
+    let idle_delay = r.int(&CINNAMON_SESSION, "idle-delay");
+    let lockdown = r.bool(&CINNAMON_LOCKDOWN, "disable-lock-screen");
+    let enabled = lock_enabled && activation && idle_delay > 0 && !lockdown;
+    let why = if !activation {
+        "idle-activation-enabled is false: the screensaver never starts on idle"
+    } else {
+        why_not(lock_enabled, idle_delay, lockdown)
+    };
+    r.finish(enabled, idle_delay + lock_delay, why)
+}
+
+/// mate-screensaver: idle after `org.mate.session idle-delay` minutes,
+/// locks `lock-delay` minutes after it activates.
+pub fn mate(host: &Host, dconf: &Dconf, running: bool) -> Finding {
+    let mut r = Reader {
+        host,
+        dconf,
+        evidence: vec![],
+        broken: false,
+    };
+    let lock_enabled = r.bool(&MATE_SAVER, "lock-enabled");
+    let activation = r.bool(&MATE_SAVER, "idle-activation-enabled");
+    let lock_delay = r.int(&MATE_SAVER, "lock-delay");
+    let idle_delay = r.int(&MATE_SESSION, "idle-delay");
+    let lockdown = r.bool(&MATE_LOCKDOWN, "disable-lock-screen");
+    if !running {
+        r.evidence
+            .push("mate-screensaver is not running: nothing locks on idle".into());
+        return r.finish(false, 0, "");
+    }
+    let enabled = lock_enabled && activation && idle_delay > 0 && !lockdown;
+    let why = if !activation {
+        "idle-activation-enabled is false: the screensaver never starts on idle"
+    } else {
+        why_not(lock_enabled, idle_delay, lockdown)
+    };
+    r.finish(enabled, (idle_delay + lock_delay) * 60, why)
+}
+
+/// A KConfig file's groups: key to (value, immutable).
+type KConfig = BTreeMap<String, BTreeMap<String, (String, bool)>>;
+
+/// Merges a KConfig file into `into`; `[$i]` marks make keys, groups or
+/// the whole file immutable for files read later.
+fn kconfig_merge(text: &str, into: &mut KConfig) {
+    let mut group = String::new();
+    let mut group_locked = false;
+    let mut file_locked = false;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line == "[$i]" && group.is_empty() {
+            file_locked = true;
+            continue;
+        }
+        if line.starts_with('[') {
+            let locked = line.ends_with("[$i]");
+            let name = line.trim_end_matches("[$i]");
+            group = name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            group_locked = locked;
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let k = k.trim();
+        let (name, options) = match k.find('[') {
+            Some(i) => (&k[..i], &k[i..]),
+            None => (k, ""),
+        };
+        // Localised entries (`Key[de]`) are not settings.
+        if !options.is_empty() && !options.starts_with("[$") {
+            continue;
+        }
+        let entry = into.entry(group.clone()).or_default();
+        if entry.get(name).is_some_and(|(_, immutable)| *immutable) {
+            continue;
+        }
+        let immutable = file_locked || group_locked || options.contains("$i");
+        entry.insert(name.to_string(), (v.trim().to_string(), immutable));
+    }
+}
+
+fn kconfig_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" => Some(true),
+        "false" | "off" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// KDE Plasma's kscreenlocker: `[Daemon] Autolock` (default true) after
+/// `Timeout` minutes (default 5), then `LockGrace` seconds (default 5)
+/// during which no password is asked.
+pub fn kde(host: &Host, home: &str, uid: u32) -> Finding {
+    let mut cfg = KConfig::new();
+    let mut evidence = Vec::new();
+    // The admin's defaults first, so `[$i]` there wins over the user.
+    for (path, user) in [
+        ("/etc/xdg/kscreenlockerrc".to_string(), false),
+        (
+            format!("{}/.config/kscreenlockerrc", home.trim_end_matches('/')),
+            true,
+        ),
+    ] {
+        let text = if user {
+            super::read_user_text(host, &path, uid)
+        } else {
+            host.read_to_string(&path)
+        };
+        match text {
+            Ok(text) => {
+                kconfig_merge(&text, &mut cfg);
+                evidence.push(format!("read {path}"));
+            }
+            Err(_) => evidence.push(format!("{path} absent")),
+        }
+    }
+    let daemon = cfg.get("Daemon").cloned().unwrap_or_default();
+    let mut get = |key: &str, default: &str| -> String {
+        match daemon.get(key) {
+            Some((v, imm)) => {
+                let lock = if *imm { " (immutable)" } else { "" };
+                evidence.push(format!("[Daemon] {key}={v}{lock}"));
+                v.clone()
+            }
+            None => {
+                evidence.push(format!("[Daemon] {key}={default} (default)"));
+                default.to_string()
+            }
+        }
+    };
+    let autolock = get("Autolock", "true");
+    let timeout = get("Timeout", "5");
+    let grace = get("LockGrace", "5");
+    let resume = get("LockOnResume", "true");
+    let (Some(autolock), Ok(timeout), Ok(grace), Some(_)) = (
+        kconfig_bool(&autolock),
+        timeout.parse::<i64>(),
+        grace.parse::<i64>(),
+        kconfig_bool(&resume),
+    ) else {
+        evidence.push("kscreenlockerrc has values that are not booleans or numbers".into());
+        return Finding::unknown(evidence);
+    };
+    if !autolock {
+        evidence.push("Autolock=false: the screen does not lock on idle".into());
+        return Finding::no(evidence);
+    }
+    // kscreenlocker enforces at least one minute.
+    Finding::yes((timeout.max(1) * 60 + grace.clamp(0, 300)) as u64, evidence)
+}
+
+/// An xfconf channel file: property path to (type, value).
+pub fn xfconf(text: &str) -> BTreeMap<String, (String, String)> {
+    let mut out = BTreeMap::new();
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>') else {
+            break;
+        };
+        let tag = &rest[open + 1..open + close];
+        rest = &rest[open + close + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            if name.trim() == "property" {
+                stack.pop();
+            }
+            continue;
+        }
+        let self_closing = tag.ends_with('/');
+        let tag = tag.trim_end_matches('/');
+        let mut parts = tag.splitn(2, char::is_whitespace);
+        if parts.next() != Some("property") {
+            continue;
+        }
+        let attrs = xml_attrs(parts.next().unwrap_or(""));
+        let name = attrs.get("name").cloned().unwrap_or_default();
+        let path = format!("{}/{name}", stack.last().map(String::as_str).unwrap_or(""));
+        if let (Some(t), Some(v)) = (attrs.get("type"), attrs.get("value")) {
+            out.insert(path.clone(), (t.clone(), v.clone()));
+        }
+        if !self_closing {
+            stack.push(path);
+        }
+    }
+    out
+}
+
+fn xml_attrs(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = s;
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq].trim().to_string();
+        let after = rest[eq + 1..].trim_start();
+        let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            break;
+        };
+        let Some(end) = after[1..].find(q) else {
+            break;
+        };
+        let value = after[1..1 + end]
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&");
+        out.insert(key, value);
+        rest = &after[end + 2..];
+    }
+    out
+}
+
+/// The values of an xfconf channel: the admin's defaults, then the user's.
+pub fn xfconf_channel(
+    host: &Host,
+    home: &str,
+    uid: u32,
+    channel: &str,
+    evidence: &mut Vec<String>,
+) -> BTreeMap<String, (String, String)> {
+    let mut merged = BTreeMap::new();
+    let system = format!("/etc/xdg/xfce4/xfconf/xfce4-perchannel-xml/{channel}.xml");
+    let user = format!(
+        "{}/.config/xfce4/xfconf/xfce4-perchannel-xml/{channel}.xml",
+        home.trim_end_matches('/')
+    );
+    let texts = [
+        (system.clone(), host.read_to_string(&system)),
+        (user.clone(), super::read_user_text(host, &user, uid)),
+    ];
+    for (path, text) in texts {
+        if let Ok(text) = text {
+            evidence.push(format!("read {path}"));
+            merged.extend(xfconf(&text));
+        }
+    }
+    merged
+}
+
+/// xfce4-screensaver: idle after `/saver/idle-activation/delay` minutes,
+/// locks `/lock/saver-activation/delay` minutes later.
+pub fn xfce_screensaver(host: &Host, home: &str, uid: u32) -> Finding {
+    let mut evidence = Vec::new();
+    let props = xfconf_channel(host, home, uid, "xfce4-screensaver", &mut evidence);
+    let mut broken = false;
+    let mut get = |key: &str, default: &str| -> String {
+        match props.get(key) {
+            Some((_, v)) => {
+                evidence.push(format!("xfce4-screensaver {key} = {v}"));
+                v.clone()
+            }
+            None => {
+                evidence.push(format!("xfce4-screensaver {key} = {default} (default)"));
+                default.to_string()
+            }
+        }
+    };
+    let mut flag = |key: &str| {
+        let v = get(key, "true");
+        match v.as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                broken = true;
+                false
+            }
+        }
+    };
+    let saver = flag("/saver/enabled");
+    let idle = flag("/saver/idle-activation/enabled");
+    let lock = flag("/lock/enabled");
+    let with_saver = flag("/lock/saver-activation/enabled");
+    let idle_delay = get("/saver/idle-activation/delay", "5").parse::<i64>();
+    let lock_delay = get("/lock/saver-activation/delay", "0").parse::<i64>();
+    let (false, Ok(idle_delay), Ok(lock_delay)) = (broken, idle_delay, lock_delay) else {
+        evidence.push("xfce4-screensaver settings have values of the wrong type".into());
+        return Finding::unknown(evidence);
+    };
+    if saver && idle && lock && with_saver && idle_delay > 0 {
+        Finding::yes(((idle_delay + lock_delay) * 60) as u64, evidence)
+    } else {
+        evidence.push("xfce4-screensaver does not lock on idle with these settings".into());
+        Finding::no(evidence)
+    }
+}
+
+/// Seconds until XFCE's power manager blanks the screen (on AC power),
+/// which is when light-locker locks.
+pub fn xfce_blank(host: &Host, home: &str, uid: u32) -> Option<(u64, String)> {
+    let mut evidence = Vec::new();
+    let props = xfconf_channel(host, home, uid, "xfce4-power-manager", &mut evidence);
+    let (_, v) = props.get("/xfce4-power-manager/blank-on-ac")?;
+    let minutes: u64 = v.parse().ok()?;
+    Some((
+        minutes * 60,
+        format!("xfce4-power-manager /xfce4-power-manager/blank-on-ac = {minutes} min"),
+    ))
+}
+
+impl Finding {
+    /// Locks after `delay` seconds.
+    pub fn yes(delay: u64, evidence: Vec<String>) -> Self {
+        Self {
+            enabled: Tri::Yes,
+            delay: Some(delay),
+            evidence,
+        }
+    }
+    /// Does not lock on idle.
+    pub fn no(evidence: Vec<String>) -> Self {
+        Self {
+            enabled: Tri::No,
+            delay: None,
+            evidence,
+        }
+    }
+    /// Cannot tell.
+    pub fn unknown(evidence: Vec<String>) -> Self {
+        Self {
+            enabled: Tri::Unknown,
+            delay: None,
+            evidence,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kconfig_immutable_entries_win() {
+        let mut cfg = KConfig::new();
+        kconfig_merge("[Daemon]\nAutolock[$i]=true\nTimeout=10\n", &mut cfg);
+        kconfig_merge(
+            "[Daemon]\nAutolock=false\nTimeout=30\nName[de]=x\n",
+            &mut cfg,
+        );
+        assert_eq!(cfg["Daemon"]["Autolock"], ("true".into(), true));
+        assert_eq!(cfg["Daemon"]["Timeout"], ("30".into(), false));
+        assert!(!cfg["Daemon"].contains_key("Name"));
+        let mut locked = KConfig::new();
+        kconfig_merge("[Daemon][$i]\nTimeout=2\n", &mut locked);
+        kconfig_merge("[Daemon]\nTimeout=60\n", &mut locked);
+        assert_eq!(locked["Daemon"]["Timeout"].0, "2");
+    }
+
+    #[test]
+    fn xfconf_paths() {
+        let p = xfconf(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<channel name="x" version="1.0">
+  <property name="saver" type="empty">
+    <property name="enabled" type="bool" value="false"/>
+    <property name="idle-activation" type="empty">
+      <property name="delay" type="int" value="12"/>
+    </property>
+  </property>
+  <property name="lock" type="empty">
+    <property name="enabled" type="bool" value="true"/>
+  </property>
+</channel>"#,
+        );
+        assert_eq!(p["/saver/enabled"].1, "false");
+        assert_eq!(
+            p["/saver/idle-activation/delay"],
+            ("int".into(), "12".into())
+        );
+        assert_eq!(p["/lock/enabled"].1, "true");
+        assert!(!p.contains_key("/saver"));
+    }
+}

@@ -1,0 +1,764 @@
+//! Fixture machines for the screenlock collector: one per desktop or idle
+//! locker, with home directories, dconf databases, process lists and
+//! recorded logind answers.
+//!
+//! dconf databases: `tests/fixtures/screenlock/dconf-user-gnome` was made
+//! once with `dconf compile` (GLib's writer) from a keyfile with
+//! `[org/gnome/desktop/session] idle-delay=uint32 600` and
+//! `[org/gnome/desktop/screensaver] lock-delay=uint32 30` plus unrelated
+//! keys; `dconf-db-local-locked` with `dconf update` from a `local.d`
+//! keyfile setting idle-delay=uint32 300 and lock-enabled=true, both
+//! listed in `local.d/locks/`. The other databases are written here with
+//! the `gvdb` crate's writer.
+
+use serde_json::{Value, json};
+use zbus::zvariant;
+
+use super::*;
+use crate::collectors::{Context, MemoryCache, NoCache};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/screenlock");
+
+/// A GVDB file with `entries` (full dconf paths), as dconf-service writes.
+pub(crate) fn dconf_file(entries: &[(&str, zvariant::Value<'static>)]) -> Vec<u8> {
+    dconf_file_with(entries, &[], false)
+}
+
+fn dconf_file_with(
+    entries: &[(&str, zvariant::Value<'static>)],
+    locks: &[&str],
+    big_endian: bool,
+) -> Vec<u8> {
+    let mut table = ::gvdb::write::HashTableBuilder::new();
+    for (k, v) in entries {
+        table.insert_value(*k, v.clone()).unwrap();
+    }
+    if !locks.is_empty() {
+        let mut l = ::gvdb::write::HashTableBuilder::with_path_separator(None);
+        for k in locks {
+            l.insert(*k, true).unwrap();
+        }
+        table.insert_table(".locks", l).unwrap();
+    }
+    let writer = if big_endian {
+        ::gvdb::write::FileWriter::for_big_endian()
+    } else {
+        ::gvdb::write::FileWriter::new()
+    };
+    writer.write_to_vec_with_table(table).unwrap()
+}
+
+fn u32v(n: u32) -> zvariant::Value<'static> {
+    zvariant::Value::from(n)
+}
+fn i32v(n: i32) -> zvariant::Value<'static> {
+    zvariant::Value::from(n)
+}
+fn boolv(b: bool) -> zvariant::Value<'static> {
+    zvariant::Value::from(b)
+}
+
+/// A fixture machine under construction.
+struct Machine {
+    dir: tempfile::TempDir,
+    sessions: Vec<Value>,
+    props: serde_json::Map<String, Value>,
+}
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash
+gdm:x:120:125:Gnome Display Manager:/var/lib/gdm3:/bin/false
+alice:x:1000:1000:Alice,,,:/home/alice:/bin/bash
+bob:x:1001:1001::/home/bob:/bin/zsh
+carol:x:1002:1002::/home/carol:/bin/bash
+";
+
+impl Machine {
+    fn new() -> Self {
+        let m = Self {
+            dir: tempfile::tempdir().unwrap(),
+            sessions: vec![],
+            props: Default::default(),
+        };
+        m.file("/etc/passwd", PASSWD.as_bytes());
+        m
+    }
+
+    fn file(&self, path: &str, content: &[u8]) -> &Self {
+        let p = self.dir.path().join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        self
+    }
+
+    /// A process: its command line and owner.
+    fn process(&self, pid: u32, uid: u32, argv: &[&str]) -> &Self {
+        let mut cmdline = argv.join("\0");
+        cmdline.push('\0');
+        let name = argv[0].rsplit('/').next().unwrap();
+        self.file(&format!("/proc/{pid}/cmdline"), cmdline.as_bytes());
+        self.file(
+            &format!("/proc/{pid}/status"),
+            format!("Name:\t{name}\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t{pid}\nPid:\t{pid}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t{uid}\t{uid}\t{uid}\t{uid}\n").as_bytes(),
+        )
+    }
+
+    /// A logind session as ListSessions and GetAll report it.
+    #[allow(clippy::too_many_arguments)]
+    fn session(
+        &mut self,
+        id: &str,
+        uid: u32,
+        user: &str,
+        kind: &str,
+        class: &str,
+        desktop: &str,
+        locked: bool,
+        idle: bool,
+    ) -> &mut Self {
+        let path = format!("/org/freedesktop/login1/session/_3{id}");
+        self.sessions
+            .push(json!([id, uid, user, "seat0", path.clone()]));
+        self.props.insert(
+            format!("org.freedesktop.login1 {path} org.freedesktop.DBus.Properties GetAll org.freedesktop.login1.Session"),
+            json!({
+                "Id": id, "Name": user, "User": [uid, format!("/org/freedesktop/login1/user/_{uid}")],
+                "Timestamp": 1732600000000000u64, "TimestampMonotonic": 12000000u64,
+                "VTNr": 2, "Seat": ["seat0", "/org/freedesktop/login1/seat/seat0"],
+                "TTY": "tty2", "Display": if kind == "x11" { ":0" } else { "" },
+                "Remote": false, "RemoteHost": "", "RemoteUser": "",
+                "Service": "gdm-password", "Desktop": desktop, "Scope": format!("session-{id}.scope"),
+                "Leader": 1500, "Audit": id.parse::<u32>().unwrap_or(0),
+                "Type": kind, "Class": class, "Active": true, "State": "active",
+                "IdleHint": idle, "IdleSinceHint": 1732600100000000u64,
+                "IdleSinceHintMonotonic": 112000000u64, "CanIdle": true, "CanLock": true,
+                "LockedHint": locked,
+            }),
+        );
+        self
+    }
+
+    fn host(&self) -> Host {
+        if !self.sessions.is_empty() {
+            let mut calls = self.props.clone();
+            calls.insert(
+                "org.freedesktop.login1 /org/freedesktop/login1 org.freedesktop.login1.Manager ListSessions".into(),
+                Value::Array(self.sessions.clone()),
+            );
+            self.file(
+                "/.dbus.json",
+                serde_json::to_string_pretty(&json!({"properties": {}, "calls": calls}))
+                    .unwrap()
+                    .as_bytes(),
+            );
+        }
+        Host::fixture(self.dir.path(), vec![])
+    }
+
+    fn collect(&self) -> Value {
+        ScreenLock
+            .collect(&Context::new(&self.host(), &NoCache))
+            .unwrap()
+    }
+}
+
+fn evidence_has(v: &Value, needle: &str) -> bool {
+    v["evidence"].as_array().is_some_and(|e| {
+        e.iter()
+            .any(|s| s.as_str().is_some_and(|s| s.contains(needle)))
+    })
+}
+
+#[test]
+fn gnome_on_ubuntu_enabled() {
+    let mut m = Machine::new();
+    m.session("2", 1000, "alice", "wayland", "user", "ubuntu", false, true);
+    m.session("c1", 120, "gdm", "wayland", "greeter", "gdm", false, false);
+    // A real database written by `dconf compile`.
+    m.file(
+        "/home/alice/.config/dconf/user",
+        &std::fs::read(format!("{FIXTURES}/dconf-user-gnome")).unwrap(),
+    );
+    m.process(1620, 1000, &["/usr/bin/gnome-shell"]);
+    let v = m.collect();
+    assert_eq!(v["source"], "live");
+    let s = v["sessions"].as_array().unwrap();
+    assert_eq!(s.len(), 1, "the greeter is not a user session: {v:#}");
+    let s = &s[0];
+    assert_eq!(s["user"], "alice");
+    assert_eq!(s["desktop"], "ubuntu");
+    assert_eq!(s["type"], "wayland");
+    assert_eq!(s["enabled"], true);
+    assert_eq!(s["delay_seconds"], 630, "idle-delay 600 + lock-delay 30");
+    assert_eq!(s["locked"], false);
+    assert_eq!(s["idle"], true);
+    assert!(evidence_has(
+        s,
+        "/org/gnome/desktop/session/idle-delay = 600 (/home/alice/.config/dconf/user)"
+    ));
+    assert!(evidence_has(
+        s,
+        "/org/gnome/desktop/screensaver/lock-enabled = true (schema default)"
+    ));
+    assert!(evidence_has(&v, "logind over D-Bus"));
+    // Per-login values (session id, idle-since timestamps) would flap.
+    assert!(s.get("id").is_none() && !s.to_string().contains("1732600100"));
+}
+
+#[test]
+fn gnome_disabled_by_idle_delay_zero() {
+    let mut m = Machine::new();
+    m.session("3", 1001, "bob", "x11", "user", "GNOME", false, false);
+    m.file(
+        "/home/bob/.config/dconf/user",
+        &dconf_file(&[
+            ("/org/gnome/desktop/session/idle-delay", u32v(0)),
+            (
+                "/org/gnome/desktop/interface/gtk-theme",
+                zvariant::Value::from("Adwaita-dark"),
+            ),
+        ]),
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], false);
+    assert_eq!(s["delay_seconds"], Value::Null);
+    assert!(evidence_has(s, "idle-delay 0: the session never goes idle"));
+}
+
+/// An admin's locked system database beats the user's own setting, and a
+/// distribution override changes a schema default.
+#[test]
+fn gnome_system_lock_wins_over_user() {
+    let mut m = Machine::new();
+    m.session("4", 1000, "alice", "wayland", "user", "gnome", true, true);
+    m.file(
+        "/etc/dconf/profile/user",
+        b"user-db:user\nsystem-db:local\n",
+    );
+    m.file(
+        "/etc/dconf/db/local",
+        &std::fs::read(format!("{FIXTURES}/dconf-db-local-locked")).unwrap(),
+    );
+    // The user tries 0 (never) and no lock; the admin's locks win.
+    m.file(
+        "/home/alice/.config/dconf/user",
+        &dconf_file(&[
+            ("/org/gnome/desktop/session/idle-delay", u32v(0)),
+            ("/org/gnome/desktop/screensaver/lock-enabled", boolv(false)),
+        ]),
+    );
+    m.file(
+        "/usr/share/glib-2.0/schemas/10_corp.gschema.override",
+        b"[org.gnome.desktop.screensaver]\nlock-delay=uint32 60\n",
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], true, "{s:#}");
+    assert_eq!(s["delay_seconds"], 360);
+    assert_eq!(s["locked"], true);
+    assert!(evidence_has(
+        s,
+        "idle-delay = 300 (/etc/dconf/db/local, locked)"
+    ));
+    assert!(evidence_has(
+        s,
+        "default from /usr/share/glib-2.0/schemas/10_corp.gschema.override"
+    ));
+}
+
+/// Uncompiled keyfiles are read (and said to be uncompiled); a big-endian
+/// user database reads too.
+#[test]
+fn gnome_keyfiles_and_big_endian_user_db() {
+    let mut m = Machine::new();
+    m.session(
+        "5",
+        1002,
+        "carol",
+        "x11",
+        "user",
+        "gnome-xorg",
+        false,
+        false,
+    );
+    m.file(
+        "/etc/dconf/profile/user",
+        b"# corp\nuser-db:user\nsystem-db:site\n",
+    );
+    m.file(
+        "/etc/dconf/db/site.d/00-lock",
+        b"[org/gnome/desktop/session]\nidle-delay=uint32 900\n",
+    );
+    m.file(
+        "/home/carol/.config/dconf/user",
+        &dconf_file_with(
+            &[("/org/gnome/desktop/session/idle-delay", u32v(120))],
+            &[],
+            true,
+        ),
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], true);
+    assert_eq!(s["delay_seconds"], 120, "the user's value, nothing locked");
+    assert!(evidence_has(s, "/etc/dconf/db/site is not compiled"));
+}
+
+#[test]
+fn kde_plasma() {
+    let mut m = Machine::new();
+    m.session("6", 1001, "bob", "wayland", "user", "KDE", false, false);
+    m.file(
+        "/home/bob/.config/kscreenlockerrc",
+        b"[$Version]\nupdate_info=kscreenlocker.upd:0.1-autolock\n\n[Daemon]\nLockGrace=30\nTimeout=15\n",
+    );
+    m.process(2001, 1001, &["/usr/bin/plasmashell", "--no-respawn"]);
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], true);
+    assert_eq!(s["delay_seconds"], 15 * 60 + 30);
+    assert!(evidence_has(s, "[Daemon] Autolock=true (default)"));
+    assert!(evidence_has(s, "[Daemon] Timeout=15"));
+
+    // Autolock off in the user's file, unless the admin made it immutable.
+    m.file(
+        "/home/bob/.config/kscreenlockerrc",
+        b"[Daemon]\nAutolock=false\n",
+    );
+    assert_eq!(m.collect()["sessions"][0]["enabled"], false);
+    m.file(
+        "/etc/xdg/kscreenlockerrc",
+        b"[Daemon]\nAutolock[$i]=true\nTimeout[$i]=5\n",
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], true);
+    assert_eq!(s["delay_seconds"], 305);
+}
+
+#[test]
+fn cinnamon() {
+    let mut m = Machine::new();
+    m.session("7", 1000, "alice", "x11", "user", "cinnamon", false, false);
+    m.file(
+        "/home/alice/.config/dconf/user",
+        &dconf_file(&[
+            ("/org/cinnamon/desktop/session/idle-delay", u32v(600)),
+            ("/org/cinnamon/desktop/screensaver/lock-delay", u32v(15)),
+            (
+                "/org/cinnamon/desktop/interface/clock-show-date",
+                boolv(true),
+            ),
+        ]),
+    );
+    m.process(1700, 1000, &["cinnamon", "--replace"]);
+    m.process(
+        1710,
+        1000,
+        &["/usr/bin/python3", "/usr/bin/cinnamon-screensaver"],
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], true);
+    assert_eq!(s["delay_seconds"], 615);
+    assert!(evidence_has(
+        s,
+        "/org/cinnamon/desktop/screensaver/lock-enabled = true (schema default)"
+    ));
+}
+
+#[test]
+fn mate() {
+    let mut m = Machine::new();
+    m.session("8", 1002, "carol", "x11", "user", "mate", false, false);
+    m.file(
+        "/home/carol/.config/dconf/user",
+        &dconf_file(&[
+            ("/org/mate/desktop/session/idle-delay", i32v(10)),
+            ("/org/mate/screensaver/lock-delay", i32v(2)),
+        ]),
+    );
+    m.process(3001, 1002, &["mate-session"]);
+    m.process(3050, 1002, &["mate-screensaver"]);
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], true);
+    assert_eq!(s["delay_seconds"], 12 * 60, "minutes in MATE's schemas");
+
+    // Without mate-screensaver running nothing locks.
+    std::fs::remove_dir_all(m.dir.path().join("proc/3050")).unwrap();
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], false);
+    assert!(evidence_has(s, "mate-screensaver is not running"));
+}
+
+#[test]
+fn xfce_screensaver() {
+    let mut m = Machine::new();
+    m.session("9", 1000, "alice", "x11", "user", "xfce", false, false);
+    m.file(
+        "/home/alice/.config/xfce4/xfconf/xfce4-perchannel-xml/xfce4-screensaver.xml",
+        br#"<?xml version="1.0" encoding="UTF-8"?>
+
+<channel name="xfce4-screensaver" version="1.0">
+  <property name="saver" type="empty">
+    <property name="mode" type="int" value="0"/>
+    <property name="idle-activation" type="empty">
+      <property name="delay" type="int" value="7"/>
+    </property>
+  </property>
+  <property name="lock" type="empty">
+    <property name="saver-activation" type="empty">
+      <property name="delay" type="int" value="1"/>
+    </property>
+  </property>
+</channel>
+"#,
+    );
+    m.process(1800, 1000, &["xfce4-session"]);
+    m.process(1850, 1000, &["xfce4-screensaver"]);
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], true, "{s:#}");
+    assert_eq!(s["delay_seconds"], 8 * 60);
+    assert!(evidence_has(
+        s,
+        "xfce4-screensaver /saver/idle-activation/delay = 7"
+    ));
+    assert!(evidence_has(s, "/lock/enabled = true (default)"));
+
+    // light-locker instead: locks when the power manager blanks the screen.
+    std::fs::remove_dir_all(m.dir.path().join("proc/1850")).unwrap();
+    m.process(1851, 1000, &["light-locker"]);
+    m.file(
+        "/home/alice/.config/xfce4/xfconf/xfce4-perchannel-xml/xfce4-power-manager.xml",
+        br#"<?xml version="1.0" encoding="UTF-8"?>
+<channel name="xfce4-power-manager" version="1.0">
+  <property name="xfce4-power-manager" type="empty">
+    <property name="blank-on-ac" type="int" value="15"/>
+    <property name="dpms-enabled" type="bool" value="true"/>
+  </property>
+</channel>
+"#,
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], true, "{s:#}");
+    assert_eq!(
+        s["delay_seconds"],
+        15 * 60 + 5,
+        "lock-after-screensaver defaults to 5 s"
+    );
+
+    // Neither: XFCE has no locking of its own.
+    std::fs::remove_dir_all(m.dir.path().join("proc/1851")).unwrap();
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], false);
+}
+
+/// An i3 session started from logind's session files (no D-Bus), locked
+/// by xautolock running slock.
+#[test]
+fn xautolock_with_slock_from_session_files() {
+    let m = Machine::new();
+    m.file(
+        "/run/systemd/sessions/5",
+        b"# This is private data. Do not parse.\nUID=1001\nUSER=bob\nACTIVE=1\nIS_DISPLAY=1\nSTATE=active\nREMOTE=0\nTYPE=x11\nORIGINAL_TYPE=x11\nCLASS=user\nSCOPE=session-5.scope\nSEAT=seat0\nDISPLAY=:0\nSERVICE=lightdm\nDESKTOP=i3\nVTNR=7\nLEADER=1400\n",
+    );
+    m.file("/run/systemd/sessions/6", b"UID=1002\nUSER=carol\nSTATE=online\nREMOTE=1\nTYPE=tty\nCLASS=user\nREMOTE_HOST=10.0.0.9\n");
+    m.process(1400, 0, &["lightdm", "--session-child", "12", "19"]);
+    m.process(1450, 1001, &["i3"]);
+    m.process(
+        1460,
+        1001,
+        &[
+            "xautolock",
+            "-time",
+            "5",
+            "-locker",
+            "slock",
+            "-detectsleep",
+        ],
+    );
+    let v = m.collect();
+    assert!(evidence_has(
+        &v,
+        "/run/systemd/sessions (no lock or idle hints"
+    ));
+    let s = v["sessions"].as_array().unwrap();
+    assert_eq!(s.len(), 1, "carol's ssh session is not graphical: {v:#}");
+    assert_eq!(s[0]["user"], "bob");
+    assert_eq!(s[0]["desktop"], "i3");
+    assert_eq!(s[0]["enabled"], true);
+    assert_eq!(s[0]["delay_seconds"], 300);
+    assert_eq!(
+        s[0]["locked"],
+        Value::Null,
+        "session files have no lock hint"
+    );
+    assert!(evidence_has(
+        &s[0],
+        "xautolock -time 5 -locker \"slock\": runs locker"
+    ));
+}
+
+/// Sway with swayidle: one user passes events as arguments, another keeps
+/// them in ~/.config/swayidle/config and locks through logind.
+#[test]
+fn sway_with_swayidle() {
+    let mut m = Machine::new();
+    m.session("10", 1001, "bob", "wayland", "user", "sway", false, false);
+    m.session("11", 1002, "carol", "wayland", "user", "sway", false, true);
+    m.process(2100, 1001, &["sway"]);
+    m.process(
+        2110,
+        1001,
+        &[
+            "swayidle",
+            "-w",
+            "timeout",
+            "600",
+            "swaymsg \"output * power off\"",
+            "resume",
+            "swaymsg \"output * power on\"",
+            "timeout",
+            "300",
+            "swaylock -f -c 000000",
+            "before-sleep",
+            "swaylock -f -c 000000",
+        ],
+    );
+    m.process(2200, 1002, &["sway"]);
+    m.process(2210, 1002, &["swayidle", "-w"]);
+    m.file(
+        "/home/carol/.config/swayidle/config",
+        b"# idle\ntimeout 120 'loginctl lock-session'\ntimeout 180 'swaymsg \"output * dpms off\"' resume 'swaymsg \"output * dpms on\"'\nlock 'swaylock -f'\n",
+    );
+    let v = m.collect();
+    let s = v["sessions"].as_array().unwrap();
+    assert_eq!(s[0]["user"], "bob");
+    assert_eq!(s[0]["enabled"], true);
+    assert_eq!(s[0]["delay_seconds"], 300);
+    assert_eq!(s[1]["user"], "carol");
+    assert_eq!(s[1]["enabled"], true, "{v:#}");
+    assert_eq!(s[1]["delay_seconds"], 120);
+    assert!(evidence_has(
+        &s[1],
+        "asks logind to lock; lock handler \"swaylock -f\""
+    ));
+
+    // Sway alone locks nothing.
+    std::fs::remove_dir_all(m.dir.path().join("proc/2110")).unwrap();
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], false);
+    assert!(evidence_has(s, "sway does not lock by itself"));
+}
+
+#[test]
+fn hyprland_with_hypridle() {
+    let mut m = Machine::new();
+    m.session(
+        "12", 1000, "alice", "wayland", "user", "Hyprland", false, false,
+    );
+    m.process(2500, 1000, &["Hyprland"]);
+    m.process(2510, 1000, &["hypridle"]);
+    m.file(
+        "/home/alice/.config/hypr/hypridle.conf",
+        b"general {
+    lock_cmd = pidof hyprlock || hyprlock       # avoid starting multiple hyprlock instances.
+    before_sleep_cmd = loginctl lock-session    # lock before suspend.
+    after_sleep_cmd = hyprctl dispatch dpms on
+}
+
+listener {
+    timeout = 150                                # 2.5min.
+    on-timeout = brightnessctl -s set 10
+    on-resume = brightnessctl -r
+}
+
+listener {
+    timeout = 420
+    on-timeout = loginctl lock-session
+}
+
+listener {
+    timeout = 480
+    on-timeout = hyprctl dispatch dpms off
+    on-resume = hyprctl dispatch dpms on
+}
+",
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["desktop"], "Hyprland");
+    assert_eq!(s["enabled"], true, "{s:#}");
+    assert_eq!(s["delay_seconds"], 420);
+    assert!(evidence_has(s, "lock_cmd = pidof hyprlock || hyprlock"));
+}
+
+#[test]
+fn unknown_desktop() {
+    let mut m = Machine::new();
+    m.session(
+        "13",
+        1000,
+        "alice",
+        "x11",
+        "user",
+        "Enlightenment",
+        false,
+        false,
+    );
+    m.process(2600, 1000, &["enlightenment"]);
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], "unknown");
+    assert!(evidence_has(s, "unknown desktop \"enlightenment\""));
+    assert!(evidence_has(
+        s,
+        "looked for xautolock, xss-lock, swayidle, hypridle"
+    ));
+
+    // An idle locker the collector knows answers even there.
+    m.process(
+        2610,
+        1000,
+        &["xss-lock", "--transfer-sleep-lock", "--", "i3lock", "-n"],
+    );
+    m.process(
+        900,
+        0,
+        &[
+            "/usr/lib/xorg/Xorg",
+            ":0",
+            "-seat",
+            "seat0",
+            "-s",
+            "10",
+            "vt7",
+        ],
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], true);
+    assert_eq!(s["delay_seconds"], 600, "from Xorg -s 10");
+}
+
+/// Nobody logged in graphically: the last answers per user come from the
+/// cache, marked with when they were seen.
+#[test]
+fn no_graphical_session_uses_cache() {
+    let cache = MemoryCache::default();
+    let mut m = Machine::new();
+    m.session("2", 1000, "alice", "wayland", "user", "gnome", false, false);
+    m.session("14", 1002, "carol", "wayland", "user", "sway", false, false);
+    m.process(2200, 1002, &["sway"]);
+    let host = m.host();
+    let mut ctx = Context::new(&host, &cache);
+    ctx.now = chrono::DateTime::parse_from_rfc3339("2024-11-26T08:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let first = ScreenLock.collect(&ctx).unwrap();
+    assert_eq!(first["sessions"].as_array().unwrap().len(), 2);
+
+    let mut later = Machine::new();
+    later.session("20", 1001, "bob", "tty", "user", "", false, false);
+    let host = later.host();
+    let v = ScreenLock.collect(&Context::new(&host, &cache)).unwrap();
+    assert_eq!(v["source"], "cache");
+    let s = v["sessions"].as_array().unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0]["user"], "alice");
+    assert_eq!(s[0]["enabled"], true);
+    assert_eq!(s[0]["delay_seconds"], 300);
+    assert_eq!(s[0]["cached_at"], "2024-11-26T08:00:00Z");
+    assert_eq!(s[0]["locked"], Value::Null);
+    assert_eq!(s[1]["user"], "carol");
+    assert_eq!(s[1]["enabled"], false);
+    assert!(evidence_has(&v, "no graphical sessions"));
+
+    // Nothing cached and nobody logged in: an empty, honest answer.
+    let v = ScreenLock
+        .collect(&Context::new(&later.host(), &NoCache))
+        .unwrap();
+    assert_eq!(v["source"], "none");
+    assert_eq!(v["sessions"], json!([]));
+}
+
+/// No D-Bus and no logind files (a container): no sessions, no error.
+#[test]
+fn no_logind_at_all() {
+    let m = Machine::new();
+    let v = m.collect();
+    assert_eq!(v["sessions"], json!([]));
+    assert!(evidence_has(&v, "logind is not running"));
+}
+
+/// A corrupt user database: GNOME's answer is from the defaults, and the
+/// evidence says the file was unreadable.
+#[test]
+fn corrupt_dconf_database() {
+    let mut m = Machine::new();
+    m.session("2", 1000, "alice", "wayland", "user", "gnome", false, false);
+    m.file("/home/alice/.config/dconf/user", b"GVariant\0\0\0\0garbage");
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], true);
+    assert_eq!(s["delay_seconds"], 300);
+    assert!(evidence_has(s, "not a dconf database"));
+}
+
+/// startx from a text console: logind says tty, but an X server runs.
+#[test]
+fn startx_session_counts_as_graphical() {
+    let mut m = Machine::new();
+    m.session("3", 1001, "bob", "tty", "user", "", false, false);
+    m.process(
+        1300,
+        1001,
+        &[
+            "xinit",
+            "/home/bob/.xinitrc",
+            "--",
+            "/etc/X11/xinit/xserverrc",
+            ":0",
+            "vt1",
+        ],
+    );
+    m.process(1310, 1001, &["openbox"]);
+    m.process(1320, 1001, &["xscreensaver", "-no-splash"]);
+    m.file("/home/bob/.xscreensaver", b"timeout:\t0:05:00\ncycle:\t\t0:10:00\nlock:\t\tTrue\nlockTimeout:\t0:01:00\nmode:\t\trandom\n");
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["desktop"], "openbox");
+    assert_eq!(s["enabled"], true, "{s:#}");
+    assert_eq!(s["delay_seconds"], 360);
+}
+
+/// Files a user points the agent at (a symlink in their home, `-c PATH`)
+/// are read only if that user could read them, and never a device.
+#[test]
+fn user_files_are_read_as_the_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut m = Machine::new();
+    m.session(
+        "12", 1000, "alice", "wayland", "user", "Hyprland", false, false,
+    );
+    m.process(2500, 1000, &["Hyprland"]);
+    m.process(2510, 1000, &["hypridle", "-c", "/dev/zero"]);
+    std::fs::create_dir_all(m.dir.path().join("dev")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", m.dir.path().join("dev/zero")).unwrap();
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], "unknown", "{s:#}");
+    assert!(evidence_has(s, "/dev/zero is not readable"));
+
+    // A root-only file behind a symlink in the user's home.
+    m.file(
+        "/etc/hypr-secret.conf",
+        b"listener {\n timeout = 60\n on-timeout = hyprlock\n}\n",
+    );
+    let secret = m.dir.path().join("etc/hypr-secret.conf");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir_all(m.dir.path().join("home/alice/.config/hypr")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../../../etc/hypr-secret.conf",
+        m.dir.path().join("home/alice/.config/hypr/hypridle.conf"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(m.dir.path().join("proc/2510")).unwrap();
+    m.process(2511, 1000, &["hypridle"]);
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], "unknown", "{s:#}");
+
+    // Made readable to all, the same file is read.
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], true);
+    assert_eq!(s["delay_seconds"], 60);
+}
