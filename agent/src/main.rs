@@ -54,6 +54,9 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Print wall and CPU time, peak memory and programs run to stderr.
+        #[arg(long)]
+        stats: bool,
     },
     /// Show identity, server, last collect and submit, spool and last error.
     Status {
@@ -129,7 +132,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Collect { plugin, json } => {
+        Command::Collect {
+            plugin,
+            json,
+            stats,
+        } => {
+            let started = std::time::Instant::now();
             init_quiet_logging(&cli)?;
             // Collecting works without an agent.toml, so collectors can be
             // tried on any machine; the plugins settings come from it if present.
@@ -172,6 +180,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 for (name, value) in &report.plugins {
                     println!("\n[{name}]\n{}", serde_json::to_string_pretty(value)?);
                 }
+            }
+            if *stats {
+                eprintln!("{}", run::collect_stats(started));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -79,6 +79,35 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// One line of resource figures for `collect --stats` (benchmarks).
+pub fn collect_stats(started: std::time::Instant) -> String {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let cpu_ms = |who| {
+        getrusage(who)
+            .map(|u| {
+                let t = |tv: nix::sys::time::TimeVal| {
+                    tv.tv_sec() as f64 * 1e3 + tv.tv_usec() as f64 / 1e3
+                };
+                t(u.user_time()) + t(u.system_time())
+            })
+            .unwrap_or(0.0)
+    };
+    let peak_kb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    format!(
+        "collect stats: wall_ms={:.1} cpu_ms={:.1} peak_rss_kb={peak_kb} programs_spawned={}",
+        started.elapsed().as_secs_f64() * 1e3,
+        cpu_ms(UsageWho::RUSAGE_SELF) + cpu_ms(UsageWho::RUSAGE_CHILDREN),
+        crate::host::programs_spawned(),
+    )
+}
+
 /// Runs the collectors and builds a report.
 pub fn collect_report(
     host: &Host,

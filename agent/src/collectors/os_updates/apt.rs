@@ -202,8 +202,9 @@ fn compute(host: &Host, inputs: &Inputs) -> Result<Computed, CollectError> {
         if release.security && !security_sources.contains(&release.label()) {
             security_sources.push(release.label());
         }
-        let data = read_list(host, &format!("{LISTS}/{}", list.file))?;
-        scan_packages(&data, &installed, |name, arch, version| {
+        let path = format!("{LISTS}/{}", list.file);
+        let input = open_list(host, &path)?;
+        scan_packages(input, &path, &installed, |name, arch, version| {
             let Ok(parsed) = PackageVersion::parse(version) else {
                 return;
             };
@@ -217,7 +218,7 @@ fn compute(host: &Host, inputs: &Inputs) -> Result<Computed, CollectError> {
                     security: release.security,
                     source: release.label(),
                 });
-        });
+        })?;
     }
     let mut pending = Vec::new();
     for ((name, arch), inst) in &installed {
@@ -424,64 +425,71 @@ impl Release {
     }
 }
 
-/// Reads a package list, decompressing what apt may have kept compressed.
-fn read_list(host: &Host, path: &str) -> Result<Vec<u8>, CollectError> {
-    let raw = std::fs::read(host.path(path))
+/// Opens a package list, decompressing what apt may have kept compressed.
+fn open_list(host: &Host, path: &str) -> Result<Box<dyn Read>, CollectError> {
+    let file = std::fs::File::open(host.path(path))
         .map_err(|e| CollectError(format!("cannot read {path}: {e}")))?;
-    let bad = |e: std::io::Error| CollectError(format!("{path} cannot be decompressed: {e}"));
     if path.ends_with(".lz4") {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        lz4_flex::frame::FrameDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(bad)?;
-        Ok(out)
+        Ok(Box::new(lz4_flex::frame::FrameDecoder::new(file)))
     } else if path.ends_with(".gz") {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(bad)?;
-        Ok(out)
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(file)))
     } else if path.ends_with(".xz") {
         Err(CollectError(format!(
             "{path} is xz-compressed, which this agent does not read; set Acquire::GzipIndexes to lz4 or gz, or leave lists uncompressed"
         )))
     } else {
-        Ok(raw)
+        Ok(Box::new(file))
     }
 }
 
 /// Calls `found(name, arch, version)` for each paragraph of a Packages
-/// file that names an installed package. Paragraphs of packages that are
-/// not installed are skipped after reading their first line, which is
-/// what keeps a 70 MB list fast.
+/// file that names an installed package. The list is read in chunks (a
+/// list can be 70 MB) and paragraphs of packages that are not installed
+/// are skipped after their first field.
 fn scan_packages(
-    data: &[u8],
+    mut input: impl Read,
+    path: &str,
     installed: &BTreeMap<(String, String), Installed>,
     mut found: impl FnMut(&str, &str, &str),
-) {
+) -> Result<(), CollectError> {
+    const CHUNK: usize = 1 << 20;
     let names: std::collections::HashSet<&str> =
         installed.keys().map(|(n, _)| n.as_str()).collect();
     let finder = memchr::memmem::Finder::new(b"\n\n");
-    let mut pos = 0;
-    while pos < data.len() {
-        let end = finder
-            .find(&data[pos..])
-            .map(|i| pos + i)
-            .unwrap_or(data.len());
-        let para = &data[pos..end];
-        pos = end + 2;
-        let Some(name) = field(para, b"Package") else {
-            continue;
-        };
-        if !names.contains(name) {
-            continue;
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * CHUNK);
+    let mut eof = false;
+    while !eof {
+        let start = buf.len();
+        buf.resize(start + CHUNK, 0);
+        let n = input
+            .read(&mut buf[start..])
+            .map_err(|e| CollectError(format!("{path} cannot be read: {e}")))?;
+        buf.truncate(start + n);
+        eof = n == 0;
+        // Whole paragraphs only; the tail waits for the next chunk.
+        let mut pos = 0;
+        loop {
+            let end = match finder.find(&buf[pos..]) {
+                Some(i) => pos + i,
+                None if eof && pos < buf.len() => buf.len(),
+                None => break,
+            };
+            let para = &buf[pos..end];
+            pos = (end + 2).min(buf.len());
+            if let Some(name) = field(para, b"Package")
+                && names.contains(name)
+                && let (Some(version), Some(arch)) =
+                    (field(para, b"Version"), field(para, b"Architecture"))
+            {
+                found(name, arch, version);
+            }
+            if pos >= buf.len() {
+                break;
+            }
         }
-        let (Some(version), Some(arch)) = (field(para, b"Version"), field(para, b"Architecture"))
-        else {
-            continue;
-        };
-        found(name, arch, version);
+        buf.drain(..pos);
     }
+    Ok(())
 }
 
 /// The value of a single-line field of one paragraph.
