@@ -2,6 +2,8 @@
 //! `penguindome-server`, `pdome-admin` and `penguindome-agent` binaries, and
 //! simulated clients that sign requests with their own keys.
 
+pub mod container;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

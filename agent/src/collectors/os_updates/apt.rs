@@ -62,9 +62,17 @@ impl UpdateBackend for Apt {
         let (reboot_required, reboot_evidence) = reboot(host, &computed.kernels);
         let mut evidence = vec![STATUS.to_string()];
         evidence.extend(inputs.lists.iter().map(|l| format!("{LISTS}/{}", l.file)));
+        let refreshed = if inputs.lists.is_empty() {
+            evidence.push(format!(
+                "apt has no package lists in {LISTS}: nothing is known about updates until `apt update` runs"
+            ));
+            None
+        } else {
+            lists_refreshed_at(host)
+        };
         Ok(UpdateCheck {
             pending: computed.pending,
-            lists_refreshed_at: lists_refreshed_at(host),
+            lists_refreshed_at: refreshed,
             reboot_required: Some(reboot_required),
             reboot_evidence,
             broken: computed.broken,
