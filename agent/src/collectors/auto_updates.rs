@@ -235,25 +235,7 @@ impl Collector for AutoUpdates {
 mod tests {
     use super::*;
     use crate::collectors::NoCache;
-
-    fn tree(files: &[(&str, &str)], links: &[(&str, &str)]) -> tempfile::TempDir {
-        let d = tempfile::tempdir().unwrap();
-        for (p, c) in files {
-            let p = d.path().join(p.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, c).unwrap();
-            if p.to_string_lossy().contains("/bin/") {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-            }
-        }
-        for (p, target) in links {
-            let p = d.path().join(p.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::os::unix::fs::symlink(target, p).unwrap();
-        }
-        d
-    }
+    use crate::collectors::fixture::tree_with_links as tree;
 
     fn collect(d: &tempfile::TempDir) -> Value {
         AutoUpdates

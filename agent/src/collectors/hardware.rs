@@ -140,17 +140,8 @@ impl Collector for Hardware {
 mod tests {
     use super::*;
     use crate::collectors::NoCache;
+    use crate::collectors::fixture::tree;
     use crate::host::Host;
-
-    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let d = tempfile::tempdir().unwrap();
-        for (p, c) in files {
-            let p = d.path().join(p.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, c).unwrap();
-        }
-        d
-    }
 
     #[test]
     fn lenovo_laptop() {
@@ -195,7 +186,7 @@ mod tests {
 
     #[test]
     fn nothing_to_read_is_unknown_with_a_reason() {
-        let d = tree(&[]);
+        let d = tree::<&str>(&[]);
         let v = Hardware
             .collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
             .unwrap();

@@ -15,6 +15,8 @@ use crate::host::Host;
 pub mod auto_updates;
 pub mod external;
 pub mod firewall;
+#[cfg(test)]
+pub(crate) mod fixture;
 pub mod geolocation;
 pub mod guest_session;
 pub mod hardware;

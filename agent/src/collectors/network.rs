@@ -159,22 +159,8 @@ impl Collector for Network {
 mod tests {
     use super::*;
     use crate::collectors::NoCache;
+    use crate::collectors::fixture::tree_with_links as tree;
     use crate::host::InterfaceAddress;
-
-    fn tree(files: &[(&str, &str)], links: &[(&str, &str)]) -> tempfile::TempDir {
-        let d = tempfile::tempdir().unwrap();
-        for (p, c) in files {
-            let p = d.path().join(p.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, c).unwrap();
-        }
-        for (p, target) in links {
-            let p = d.path().join(p.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::os::unix::fs::symlink(target, p).unwrap();
-        }
-        d
-    }
 
     fn addr(i: &str, a: &str, p: u8) -> InterfaceAddress {
         InterfaceAddress {

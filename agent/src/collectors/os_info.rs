@@ -142,18 +142,9 @@ impl Collector for OsInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collectors::fixture::tree;
     use crate::collectors::{Cache, NoCache};
     use crate::host::Host;
-
-    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let d = tempfile::tempdir().unwrap();
-        for (path, content) in files {
-            let p = d.path().join(path.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, content).unwrap();
-        }
-        d
-    }
 
     const PROC: &[(&str, &str)] = &[
         ("/proc/sys/kernel/osrelease", "6.1.0-28-amd64\n"),

@@ -194,21 +194,8 @@ impl Collector for Software {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collectors::fixture::tree;
     use crate::collectors::{CollectorSettings, NoCache};
-
-    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let d = tempfile::tempdir().unwrap();
-        for (p, c) in files {
-            let p = d.path().join(p.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, c).unwrap();
-            if p.to_string_lossy().contains("/bin/") {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-            }
-        }
-        d
-    }
 
     fn settings(pkgs: &[&str], units: &[&str]) -> CollectorSettings {
         CollectorSettings {
@@ -290,7 +277,7 @@ mod tests {
 
     #[test]
     fn nothing_required_and_no_bus() {
-        let d = tree(&[]);
+        let d = tree::<&str>(&[]);
         let host = Host::fixture(d.path(), vec![]);
         let v = Software.collect(&Context::new(&host, &NoCache)).unwrap();
         assert_eq!(v["compliant"], true);

@@ -252,20 +252,7 @@ impl Collector for Sshd {
 mod tests {
     use super::*;
     use crate::collectors::NoCache;
-
-    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let d = tempfile::tempdir().unwrap();
-        for (p, c) in files {
-            let p = d.path().join(p.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, c).unwrap();
-            if p.to_string_lossy().contains("/sbin/") {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-            }
-        }
-        d
-    }
+    use crate::collectors::fixture::tree;
 
     fn collect(d: &tempfile::TempDir) -> Value {
         Sshd.collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
@@ -353,7 +340,7 @@ mod tests {
             ("/.commands/sshd -T", "permitrootlogin no\n"),
         ]);
         assert_eq!(collect(&d)["status"], "socket-activated");
-        let empty = tree(&[]);
+        let empty = tree::<&str>(&[]);
         assert_eq!(collect(&empty)["status"], "missing");
     }
 }

@@ -263,16 +263,7 @@ impl Collector for Users {
 mod tests {
     use super::*;
     use crate::collectors::NoCache;
-
-    fn tree(files: &[(&str, &[u8])]) -> tempfile::TempDir {
-        let d = tempfile::tempdir().unwrap();
-        for (p, c) in files {
-            let p = d.path().join(p.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, c).unwrap();
-        }
-        d
-    }
+    use crate::collectors::fixture::tree;
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash
 daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin

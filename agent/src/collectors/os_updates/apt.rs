@@ -11,14 +11,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::time::UNIX_EPOCH;
 
 use chrono::{DateTime, Utc};
 use debian_packaging::control::{ControlParagraph, ControlParagraphReader};
 use debian_packaging::package_version::PackageVersion;
 use serde::{Deserialize, Serialize};
 
-use super::{PendingUpdate, UpdateBackend, UpdateCheck};
+use super::{PendingUpdate, UpdateBackend, UpdateCheck, file_stamp};
 use crate::collectors::{CollectError, Context};
 use crate::host::Host;
 
@@ -143,30 +142,15 @@ impl Inputs {
                 release,
             });
         }
-        let mut stamps = vec![stamp(host, STATUS)];
+        let mut stamps = vec![file_stamp(host, STATUS)];
         for l in &lists {
-            stamps.push(stamp(host, &format!("{LISTS}/{}", l.file)));
+            stamps.push(file_stamp(host, &format!("{LISTS}/{}", l.file)));
             if let Some(r) = &l.release {
-                stamps.push(stamp(host, &format!("{LISTS}/{r}")));
+                stamps.push(file_stamp(host, &format!("{LISTS}/{r}")));
             }
         }
         Self { lists, stamps }
     }
-}
-
-fn stamp(host: &Host, path: &str) -> (String, u64, i64) {
-    let (size, mtime) = std::fs::metadata(host.path(path))
-        .map(|m| {
-            let ns = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0);
-            (m.len(), ns)
-        })
-        .unwrap_or((0, -1));
-    (path.to_string(), size, mtime)
 }
 
 /// An installed package from the dpkg status file.

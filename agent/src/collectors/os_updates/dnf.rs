@@ -11,13 +11,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
-use std::time::UNIX_EPOCH;
 
 use chrono::{DateTime, Utc};
 use quick_xml::events::Event;
 use serde::{Deserialize, Serialize};
 
-use super::{PendingUpdate, UpdateBackend, UpdateCheck};
+use super::{PendingUpdate, UpdateBackend, UpdateCheck, file_stamp, path_stamp};
 use crate::collectors::{CollectError, Context};
 use crate::host::Host;
 
@@ -472,21 +471,6 @@ struct Memo {
     result: Computed,
 }
 
-fn stamp(path: &std::path::Path) -> (String, u64, i64) {
-    let (size, mtime) = std::fs::metadata(path)
-        .map(|m| {
-            let ns = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0);
-            (m.len(), ns)
-        })
-        .unwrap_or((0, -1));
-    (path.display().to_string(), size, mtime)
-}
-
 fn compute(host: &Host, repos: &[RepoCache]) -> Result<Computed, CollectError> {
     let out = host
         .run("rpm", &["-qa", "--qf", RPM_QUERY])
@@ -627,9 +611,9 @@ impl UpdateBackend for Dnf {
         let host = ctx.host;
         let repos = repo_caches(host, &enabled_repos(host));
         let mut inputs: Vec<(String, u64, i64)> =
-            RPMDBS.iter().map(|p| stamp(&host.path(p))).collect();
+            RPMDBS.iter().map(|p| file_stamp(host, p)).collect();
         for r in &repos {
-            inputs.push(stamp(&r.repodata.join("repomd.xml")));
+            inputs.push(path_stamp(&r.repodata.join("repomd.xml")));
         }
         let memo: Option<Memo> = ctx
             .cache

@@ -69,6 +69,29 @@ pub trait UpdateBackend: Send + Sync {
     fn check(&self, ctx: &Context<'_>) -> Result<UpdateCheck, CollectError>;
 }
 
+/// A file's identity for memoising: path, size and modification time in
+/// nanoseconds (-1 when the file is missing).
+pub(super) fn path_stamp(path: &std::path::Path) -> (String, u64, i64) {
+    let (size, mtime) = std::fs::metadata(path)
+        .map(|m| {
+            let ns = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0);
+            (m.len(), ns)
+        })
+        .unwrap_or((0, -1));
+    (path.display().to_string(), size, mtime)
+}
+
+/// [`path_stamp`] of an absolute path of the machine.
+pub(super) fn file_stamp(host: &Host, absolute: &str) -> (String, u64, i64) {
+    let (_, size, mtime) = path_stamp(&host.path(absolute));
+    (absolute.to_string(), size, mtime)
+}
+
 /// Every backend, in detection order.
 pub fn backends() -> Vec<Box<dyn UpdateBackend>> {
     vec![
