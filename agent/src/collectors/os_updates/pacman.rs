@@ -11,9 +11,9 @@
 //! backend does not fetch them yet and says so in `security_evidence`.
 //!
 //! libalpm's ABI changes with pacman releases: the `pacman` feature uses
-//! the `alpm` crate 2.x, which matches libalpm 13 (pacman 6.0). For
-//! current Arch (pacman 7, libalpm 15/16) build with the matching `alpm`
-//! major (4.x/5.x, see arch/PKGBUILD).
+//! the `alpm` crate 2.x, which matches libalpm 13 (pacman 6.0); the
+//! `pacman-libalpm16` feature uses `alpm` 5.x for current Arch (pacman 7).
+//! The code below is the same for both.
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use crate::host::Host;
 pub const REFRESH_EVERY: Duration = Duration::from_secs(6 * 3600);
 
 /// Where the private databases live (CacheDirectory= of the agent unit).
-#[cfg(feature = "pacman")]
+#[cfg(any(feature = "pacman", feature = "pacman-libalpm16"))]
 const PRIVATE_DBPATH: &str = "/var/cache/penguindome/pacman";
 
 /// The backend.
@@ -143,14 +143,14 @@ impl UpdateBackend for Pacman {
         host.exists("/var/lib/pacman/local") && host.find_program("pacman").is_some()
     }
 
-    #[cfg(not(feature = "pacman"))]
+    #[cfg(not(any(feature = "pacman", feature = "pacman-libalpm16")))]
     fn check(&self, _ctx: &Context<'_>) -> Result<UpdateCheck, CollectError> {
         Err(CollectError(
             "this agent was built without pacman support; install the Arch package of penguindome-agent (built with --features pacman)".into(),
         ))
     }
 
-    #[cfg(feature = "pacman")]
+    #[cfg(any(feature = "pacman", feature = "pacman-libalpm16"))]
     fn check(&self, ctx: &Context<'_>) -> Result<UpdateCheck, CollectError> {
         with_alpm::check(ctx, PRIVATE_DBPATH)
     }
@@ -177,12 +177,18 @@ pub fn reboot(host: &Host) -> (Option<bool>, String) {
     }
 }
 
-#[cfg(feature = "pacman")]
+#[cfg(all(feature = "pacman", feature = "pacman-libalpm16"))]
+compile_error!("enable one of the features pacman (libalpm 13) and pacman-libalpm16, not both");
+
+#[cfg(any(feature = "pacman", feature = "pacman-libalpm16"))]
 mod with_alpm {
     use std::path::Path;
     use std::time::SystemTime;
 
+    #[cfg(feature = "pacman")]
     use alpm::{Alpm, SigLevel};
+    #[cfg(all(feature = "pacman-libalpm16", not(feature = "pacman")))]
+    use alpm5::{Alpm, SigLevel};
     use chrono::{DateTime, Utc};
 
     use super::*;
