@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use super::packages::installed_versions;
 use super::unit_files::unit_state;
 use super::{CollectError, Collector, Context};
 use crate::host::Host;
@@ -94,12 +95,8 @@ fn apt_settings(host: &Host) -> (std::collections::BTreeMap<String, String>, Vec
 }
 
 fn apt(host: &Host) -> Value {
-    let status = host
-        .read_to_string("/var/lib/dpkg/status")
-        .unwrap_or_default();
-    let installed = status.split("\n\n").any(|p| {
-        p.contains("Package: unattended-upgrades\n") && p.contains("Status: install ok installed")
-    });
+    let installed = installed_versions(host, &["unattended-upgrades".to_string()])
+        .is_ok_and(|(found, _)| found.contains_key("unattended-upgrades"));
     let (settings, files) = apt_settings(host);
     let on = |k: &str| {
         settings

@@ -25,6 +25,7 @@ pub mod ip_addresses;
 pub mod network;
 pub mod os_info;
 pub mod os_updates;
+pub mod packages;
 pub mod screenlock;
 pub mod software;
 pub mod sshd;

@@ -4,10 +4,9 @@
 //! running. This replaces the original's site-specific eset, eraagent and
 //! prey plugins with one configurable check.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
+use super::packages::installed_versions;
 use super::unit_files::unit_state;
 use super::{CollectError, Collector, Context};
 use crate::host::Host;
@@ -16,63 +15,6 @@ const SYSTEMD: &str = "org.freedesktop.systemd1";
 
 /// The collector.
 pub struct Software;
-
-/// Installed versions of `names` by the machine's package manager.
-fn installed(host: &Host, names: &[String]) -> Result<(BTreeMap<String, String>, String), String> {
-    if host.exists("/var/lib/dpkg/status") {
-        let status = host
-            .read_to_string("/var/lib/dpkg/status")
-            .map_err(|e| format!("cannot read /var/lib/dpkg/status: {e}"))?;
-        let mut out = BTreeMap::new();
-        for para in status.split("\n\n") {
-            let field = |k: &str| {
-                para.lines()
-                    .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(':')))
-                    .map(str::trim)
-            };
-            if let (Some(name), Some(status), Some(version)) =
-                (field("Package"), field("Status"), field("Version"))
-                && status.ends_with(" installed")
-                && names.iter().any(|n| n == name)
-            {
-                out.insert(name.to_string(), version.to_string());
-            }
-        }
-        return Ok((out, "/var/lib/dpkg/status".into()));
-    }
-    if host.exists("/var/lib/pacman/local") {
-        let mut out = BTreeMap::new();
-        for dir in host.list_dir("/var/lib/pacman/local") {
-            // NAME-VERSION-RELEASE, where NAME may itself contain dashes.
-            let mut parts = dir.rsplitn(3, '-');
-            let (Some(rel), Some(ver), Some(name)) = (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            if names.iter().any(|n| n == name) {
-                out.insert(name.to_string(), format!("{ver}-{rel}"));
-            }
-        }
-        return Ok((out, "/var/lib/pacman/local".into()));
-    }
-    if host.find_program("rpm").is_some() {
-        let mut args = vec!["-q", "--qf", "%{NAME} %{EVR}\\n"];
-        args.extend(names.iter().map(String::as_str));
-        let out = host
-            .run("rpm", &args)
-            .map_err(|e| format!("cannot run rpm -q: {e}"))?;
-        // rpm -q exits 1 when any is missing and says so on stdout.
-        let found = out
-            .stdout
-            .lines()
-            .filter(|l| !l.contains(" is not installed"))
-            .filter_map(|l| l.split_once(' '))
-            .map(|(n, v)| (n.to_string(), v.trim().to_string()))
-            .collect();
-        return Ok((found, "rpm -q".into()));
-    }
-    Err("no dpkg, pacman or rpm database found".into())
-}
 
 /// A unit's load, active and enablement state from systemd over D-Bus.
 fn unit_from_systemd(host: &Host, unit: &str) -> Result<(String, String, String), String> {
@@ -120,7 +62,7 @@ impl Collector for Software {
         let mut compliant = true;
         let mut packages = Vec::new();
         if !wanted_pkgs.is_empty() {
-            match installed(host, wanted_pkgs) {
+            match installed_versions(host, wanted_pkgs) {
                 Ok((found, source)) => {
                     evidence.push(source);
                     let mut names = wanted_pkgs.clone();
