@@ -30,29 +30,35 @@ fn apt_settings(host: &Host) -> (std::collections::BTreeMap<String, String>, Vec
     files.push("/etc/apt/apt.conf".into());
     let mut out = std::collections::BTreeMap::new();
     let mut read = Vec::new();
+    // List items are numbered across files: a later file adds to a list.
+    let mut list_items = 0usize;
     for f in files {
         let Ok(text) = host.read_to_string(&f) else {
             continue;
         };
         read.push(f);
         let mut scope: Vec<String> = Vec::new();
-        // Drop comments, then walk tokens: names, quoted values, braces, semicolons.
+        // Drop directive lines (#clear, #include), then walk tokens: names,
+        // quoted values, braces, semicolons, and // or /* */ comments.
         let cleaned: String = text
             .lines()
             .map(|l| {
                 let l = l.trim();
-                if l.starts_with("//") || l.starts_with('#') {
-                    ""
-                } else {
-                    l
-                }
+                if l.starts_with('#') { "" } else { l }
             })
             .collect::<Vec<_>>()
             .join("\n");
         let mut rest = cleaned.as_str();
         let mut name = String::new();
-        let mut list_items = 0usize;
         while let Some(c) = rest.chars().next() {
+            if rest.starts_with("//") {
+                rest = rest.find('\n').map_or("", |i| &rest[i..]);
+                continue;
+            }
+            if rest.starts_with("/*") {
+                rest = rest.find("*/").map_or("", |i| &rest[i + 2..]);
+                continue;
+            }
             match c {
                 '{' => {
                     scope.push(std::mem::take(&mut name));
@@ -255,7 +261,11 @@ mod tests {
                 ),
                 (
                     "/etc/apt/apt.conf.d/50unattended-upgrades",
-                    "// comment\nUnattended-Upgrade::Origins-Pattern {\n        \"origin=Debian,codename=${distro_codename},label=Debian-Security\";\n        \"origin=Debian,codename=${distro_codename}-security,label=Debian-Security\";\n};\n",
+                    "// comment\nUnattended-Upgrade::Origins-Pattern {\n        \"origin=Debian,codename=${distro_codename},label=Debian-Security\"; // the main one\n        /* and\n   this */ \"origin=Debian,codename=${distro_codename}-security,label=Debian-Security\";\n};\n",
+                ),
+                (
+                    "/etc/apt/apt.conf.d/52unattended-upgrades-local",
+                    "Unattended-Upgrade::Origins-Pattern { \"origin=Debian,codename=${distro_codename}-security\"; };\nUnattended-Upgrade::Mail \"root\";\n",
                 ),
                 ("/lib/systemd/system/apt-daily-upgrade.timer", "[Timer]\n"),
             ],
@@ -291,6 +301,41 @@ mod tests {
         assert_eq!(v["enabled"], false);
         assert_eq!(v["applies"], "download-only", "nested blocks are read: {v}");
         assert_eq!(v["timer"], "masked");
+    }
+
+    #[test]
+    fn apt_conf_comments_and_lists_across_files() {
+        let d = tree(
+            &[
+                ("/usr/bin/apt-get", ""),
+                ("/var/lib/dpkg/status", UU_STATUS),
+                (
+                    "/etc/apt/apt.conf.d/20auto-upgrades",
+                    "APT::Periodic::Unattended-Upgrade \"1\"; // on\nAPT::Periodic::Update-Package-Lists \"1\"; /* daily */\n",
+                ),
+                (
+                    "/etc/apt/apt.conf.d/50unattended-upgrades",
+                    "Unattended-Upgrade::Origins-Pattern {\n  \"origin=Debian,codename=${distro_codename},label=Debian\"; // everything\n  \"origin=Debian,codename=${distro_codename}-security,label=Debian-Security\";\n};\n",
+                ),
+                (
+                    "/etc/apt/apt.conf.d/52unattended-upgrades-local",
+                    "#clear Unattended-Upgrade::Mail;\nUnattended-Upgrade::Origins-Pattern { \"origin=Debian,codename=${distro_codename}-security\"; };\n",
+                ),
+            ],
+            &[(
+                "/etc/systemd/system/timers.target.wants/apt-daily-upgrade.timer",
+                "/lib/systemd/system/apt-daily-upgrade.timer",
+            )],
+        );
+        let v = collect(&d);
+        assert_eq!(
+            v["enabled"], true,
+            "a trailing comment hides no setting: {v}"
+        );
+        assert_eq!(
+            v["applies"], "all-configured-origins",
+            "the later file adds to the list instead of replacing its first item: {v}"
+        );
     }
 
     #[test]

@@ -124,14 +124,18 @@ fn locate(url: &str, key: &str, aps: &[AccessPoint]) -> Result<Value, String> {
         .tls_config(tls)
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
+        // The key rides in the query: never hand it to another host.
+        .max_redirects(0)
         .build()
         .new_agent();
+    // Error texts may quote the whole URI; the key must not reach reports.
+    let hide = |e: &dyn std::fmt::Display| format!("{url}: {}", e.to_string().replace(key, "***"));
     let mut response = agent
         .post(url)
         .query("key", key)
         .header("content-type", "application/json")
         .send(body.to_string())
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| hide(&e))?;
     let status = response.status().as_u16();
     let text = response
         .body_mut()

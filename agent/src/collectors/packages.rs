@@ -48,7 +48,8 @@ pub fn installed_versions(
         return Ok((out, "/var/lib/pacman/local".into()));
     }
     if host.find_program("rpm").is_some() {
-        let mut args = vec!["-q", "--qf", "%{NAME} %{EVR}\\n"];
+        // `--`: a name from agent.toml is never taken for an option.
+        let mut args = vec!["-q", "--qf", "%{NAME} %{EVR}\\n", "--"];
         args.extend(names.iter().map(String::as_str));
         let out = host
             .run("rpm", &args)

@@ -192,7 +192,7 @@ mod tests {
         let d = tree(&[
             ("/usr/bin/rpm", ""),
             (
-                "/.commands/rpm -q --qf %{NAME} %{EVR}\\n falcon-sensor",
+                "/.commands/rpm -q --qf %{NAME} %{EVR}\\n -- falcon-sensor",
                 "falcon-sensor 7.18.0-17106.el9\n",
             ),
             ("/.dbus.json", SYSTEMD_RECORDING),

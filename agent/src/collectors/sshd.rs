@@ -28,7 +28,39 @@ const DEFAULTS: &[(&str, &str)] = &[
 /// The collector.
 pub struct Sshd;
 
-/// sshd processes: their `-f` config file, if any.
+/// Largest sshd configuration file read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// True when `/proc/PID` is a root process running an sshd binary. Any
+/// user can name a process "sshd"; only root can start the real one.
+fn is_root_sshd(host: &Host, pid: &str) -> bool {
+    let root_owned = host
+        .read_to_string(&format!("/proc/{pid}/status"))
+        .is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next())
+                == Some("0")
+        });
+    let exe_is_sshd = host.read_link(&format!("/proc/{pid}/exe")).is_ok_and(|t| {
+        // After an upgrade the running binary reads "sshd (deleted)".
+        t.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("sshd"))
+    });
+    root_owned && exe_is_sshd
+}
+
+/// A configuration file sshd may have been given with `-f`: a regular,
+/// root-owned file that only root can write, of a sane size.
+fn trusted_config(host: &Host, path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    path.starts_with('/')
+        && std::fs::metadata(host.path(path)).is_ok_and(|m| {
+            m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0 && m.len() <= MAX_CONFIG_BYTES
+        })
+}
+
+/// Root's sshd processes: the `-f` config file each was given, if any.
 fn sshd_processes(host: &Host) -> Vec<Option<String>> {
     let mut out = Vec::new();
     for pid in host.list_dir("/proc") {
@@ -38,7 +70,7 @@ fn sshd_processes(host: &Host) -> Vec<Option<String>> {
         let Ok(comm) = host.read_to_string(&format!("/proc/{pid}/comm")) else {
             continue;
         };
-        if comm.trim() != "sshd" {
+        if comm.trim() != "sshd" || !is_root_sshd(host, &pid) {
             continue;
         }
         let cmdline = std::fs::read(host.path(&format!("/proc/{pid}/cmdline"))).unwrap_or_default();
@@ -56,7 +88,8 @@ fn sshd_processes(host: &Host) -> Vec<Option<String>> {
         let config = args
             .iter()
             .position(|a| a == "-f")
-            .and_then(|i| args.get(i + 1).cloned());
+            .and_then(|i| args.get(i + 1).cloned())
+            .filter(|f| trusted_config(host, f));
         out.push(config);
     }
     out
@@ -103,7 +136,7 @@ fn parse_files(
     matches: &mut usize,
     depth: usize,
 ) {
-    if depth > 16 {
+    if depth > 16 || !trusted_config(host, path) {
         return;
     }
     let Ok(text) = host.read_to_string(path) else {
@@ -212,8 +245,12 @@ impl Collector for Sshd {
                 format!("{binary} {}", args.join(" ")),
             ),
             other => {
+                // sshd's messages can quote the file it read: not in reports.
                 let why = match other {
-                    Ok(out) => out.stderr.lines().next().unwrap_or("no output").to_string(),
+                    Ok(out) => match out.status {
+                        Some(code) => format!("exit status {code}"),
+                        None => "killed by a signal".to_string(),
+                    },
                     Err(e) => e.to_string(),
                 };
                 let mut config = BTreeMap::new();
@@ -229,7 +266,7 @@ impl Collector for Sshd {
                 (
                     config,
                     format!(
-                        "{binary} -T failed ({why}); read {} with OpenSSH defaults",
+                        "{binary} -T failed ({why}; run it as root to see why); read {} with OpenSSH defaults",
                         files.join(", ")
                     ),
                 )
@@ -252,7 +289,7 @@ impl Collector for Sshd {
 mod tests {
     use super::*;
     use crate::collectors::NoCache;
-    use crate::collectors::fixture::tree;
+    use crate::collectors::fixture::{tree, tree_with_links};
 
     fn collect(d: &tempfile::TempDir) -> Value {
         Sshd.collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
@@ -261,20 +298,36 @@ mod tests {
 
     #[test]
     fn running_with_sshd_t() {
-        let d = tree(&[
-            ("/usr/sbin/sshd", ""),
-            ("/proc/812/comm", "sshd\n"),
-            (
-                "/proc/812/cmdline",
-                "sshd: /usr/sbin/sshd -D -f /etc/ssh/custom_config [listener] 0 of 10-100 startups\0",
-            ),
-            ("/proc/4242/comm", "sshd\n"),
-            ("/proc/4242/cmdline", "sshd: alice [priv]\0"),
-            (
-                "/.commands/sshd -T -f %etc%ssh%custom_config",
-                "port 22\npermitrootlogin without-password\npasswordauthentication no\nlistenaddress 0.0.0.0:22\nlistenaddress [::]:22\n",
-            ),
-        ]);
+        let d = tree_with_links(
+            &[
+                ("/etc/ssh/custom_config", "Port 22\n"),
+                ("/usr/sbin/sshd", ""),
+                ("/proc/812/comm", "sshd\n"),
+                ("/proc/812/status", "Name:\tsshd\nUid:\t0\t0\t0\t0\n"),
+                ("/proc/4242/status", "Name:\tsshd\nUid:\t0\t0\t0\t0\n"),
+                ("/proc/666/comm", "sshd\n"),
+                (
+                    "/proc/666/status",
+                    "Name:\tsshd\nUid:\t1000\t1000\t1000\t1000\n",
+                ),
+                ("/proc/666/cmdline", "sshd\0-f\0/etc/shadow\0"),
+                (
+                    "/proc/812/cmdline",
+                    "sshd: /usr/sbin/sshd -D -f /etc/ssh/custom_config [listener] 0 of 10-100 startups\0",
+                ),
+                ("/proc/4242/comm", "sshd\n"),
+                ("/proc/4242/cmdline", "sshd: alice [priv]\0"),
+                (
+                    "/.commands/sshd -T -f %etc%ssh%custom_config",
+                    "port 22\npermitrootlogin without-password\npasswordauthentication no\nlistenaddress 0.0.0.0:22\nlistenaddress [::]:22\n",
+                ),
+            ],
+            &[
+                ("/proc/812/exe", "/usr/sbin/sshd"),
+                ("/proc/4242/exe", "/usr/sbin/sshd (deleted)"),
+                ("/proc/666/exe", "/home/mallory/sshd"),
+            ],
+        );
         let v = collect(&d);
         assert_eq!(v["status"], "running");
         assert_eq!(v["config"]["passwordauthentication"], "no");
@@ -324,8 +377,34 @@ mod tests {
             "default filled in"
         );
         let ev = v["evidence"].to_string();
-        assert!(ev.contains("no hostkeys available"), "{ev}");
+        assert!(ev.contains("exit status 1"), "{ev}");
+        assert!(
+            !ev.contains("hostkeys"),
+            "sshd's own messages stay out of reports: {ev}"
+        );
         assert!(ev.contains("1 Match blocks"), "{ev}");
+    }
+
+    #[test]
+    fn a_user_process_named_sshd_is_not_trusted() {
+        let d = tree_with_links(
+            &[
+                ("/usr/sbin/sshd", ""),
+                ("/etc/shadow", "root:$y$secret:19000::::::\n"),
+                ("/proc/666/comm", "sshd\n"),
+                (
+                    "/proc/666/status",
+                    "Name:\tsshd\nUid:\t1000\t1000\t1000\t1000\n",
+                ),
+                ("/proc/666/cmdline", "sshd\0-f\0/etc/shadow\0"),
+                ("/.commands/sshd -T", "permitrootlogin no\n"),
+            ],
+            &[("/proc/666/exe", "/usr/sbin/sshd")],
+        );
+        let v = collect(&d);
+        assert_eq!(v["status"], "stopped", "{v}");
+        assert!(!v.to_string().contains("secret"));
+        assert!(!v.to_string().contains("/etc/shadow"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::{Map, Value};
 use zbus::zvariant;
@@ -118,18 +118,66 @@ impl Bus for FixtureBus {
     }
 }
 
+/// Longest wait for one D-Bus answer: a hung service must not stall a run.
+const METHOD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The real system bus, connected on first use.
 #[derive(Default)]
 pub(super) struct SystemBus {
     conn: OnceLock<Result<zbus::blocking::Connection, String>>,
+    /// Services known to be running (or not), asked once per run.
+    running: Mutex<BTreeMap<String, bool>>,
 }
 
 impl SystemBus {
     fn conn(&self) -> Result<&zbus::blocking::Connection, BusError> {
         self.conn
-            .get_or_init(|| zbus::blocking::Connection::system().map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                zbus::blocking::connection::Builder::system()
+                    .map(|b| b.method_timeout(METHOD_TIMEOUT))
+                    .and_then(|b| b.build())
+                    .map_err(|e| e.to_string())
+            })
             .as_ref()
             .map_err(|e| BusError::NoBus(e.clone()))
+    }
+
+    /// Errs unless `service` already runs: asking a stopped service would
+    /// make the bus start it, and a monitoring agent must not do that.
+    fn require_running(
+        &self,
+        conn: &zbus::blocking::Connection,
+        service: &str,
+    ) -> Result<(), BusError> {
+        let known = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|m| m.get(service).copied());
+        let running = match known {
+            Some(r) => r,
+            None => {
+                let reply = conn
+                    .call_method(
+                        Some("org.freedesktop.DBus"),
+                        "/org/freedesktop/DBus",
+                        Some("org.freedesktop.DBus"),
+                        "NameHasOwner",
+                        &(service,),
+                    )
+                    .map_err(unknown)?;
+                let r: bool = reply.body().deserialize().map_err(unknown)?;
+                if let Ok(mut m) = self.running.lock() {
+                    m.insert(service.to_string(), r);
+                }
+                r
+            }
+        };
+        if running {
+            Ok(())
+        } else {
+            Err(BusError::Unknown(format!("{service} is not running")))
+        }
     }
 }
 
@@ -146,6 +194,7 @@ impl Bus for SystemBus {
         name: &str,
     ) -> Result<Value, BusError> {
         let conn = self.conn()?;
+        self.require_running(conn, service)?;
         let reply = conn
             .call_method(
                 Some(service),
@@ -168,6 +217,7 @@ impl Bus for SystemBus {
         args: &[&str],
     ) -> Result<Value, BusError> {
         let conn = self.conn()?;
+        self.require_running(conn, service)?;
         let reply = match args {
             [] => conn.call_method(Some(service), path, Some(interface), method, &()),
             [a] => conn.call_method(Some(service), path, Some(interface), method, &(*a,)),

@@ -460,7 +460,8 @@ fn read_updateinfo(
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Computed {
     pending: Vec<PendingUpdate>,
-    installed: Vec<Installed>,
+    /// Only the packages whose update needs a reboot: the memo stays small.
+    reboot_relevant: Vec<Installed>,
     security_evidence: String,
     refreshed_at: Option<DateTime<Utc>>,
 }
@@ -506,8 +507,21 @@ fn compute(host: &Host, repos: &[RepoCache]) -> Result<Computed, CollectError> {
             with_updateinfo.push(repo.id.clone());
         }
     }
+    // Several installed versions (kernels): only the newest of each counts.
+    let mut newest: HashMap<(&str, &str), &Evr> = HashMap::new();
+    for i in &installed {
+        let e = newest
+            .entry((i.name.as_str(), i.arch.as_str()))
+            .or_insert(&i.evr);
+        if i.evr > **e {
+            *e = &i.evr;
+        }
+    }
     let mut pending = Vec::new();
     for inst in &installed {
+        if newest.get(&(inst.name.as_str(), inst.arch.as_str())) != Some(&&inst.evr) {
+            continue;
+        }
         // Same architecture, or noarch on either side (packages move).
         let fits = |arch: &str| arch == inst.arch || arch == "noarch" || inst.arch == "noarch";
         let Some(best) = offers
@@ -519,13 +533,6 @@ fn compute(host: &Host, repos: &[RepoCache]) -> Result<Computed, CollectError> {
         else {
             continue;
         };
-        // Several installed versions (kernels): only the newest counts.
-        if installed
-            .iter()
-            .any(|other| other.name == inst.name && other.arch == inst.arch && other.evr > inst.evr)
-        {
-            continue;
-        }
         let advisories: BTreeSet<String> = fixes
             .get(&inst.name)
             .into_iter()
@@ -562,7 +569,10 @@ fn compute(host: &Host, repos: &[RepoCache]) -> Result<Computed, CollectError> {
     };
     Ok(Computed {
         pending,
-        installed,
+        reboot_relevant: installed
+            .into_iter()
+            .filter(|i| REBOOT_PACKAGES.contains(&i.name.as_str()))
+            .collect(),
         security_evidence,
         refreshed_at: refreshed.into_iter().min(),
     })
@@ -632,7 +642,7 @@ impl UpdateBackend for Dnf {
                 result
             }
         };
-        let (reboot_required, reboot_evidence) = reboot(host, &computed.installed);
+        let (reboot_required, reboot_evidence) = reboot(host, &computed.reboot_relevant);
         let mut evidence = vec!["rpm -qa".to_string()];
         evidence.extend(
             repos

@@ -142,12 +142,14 @@ fn render(backend: &str, mut check: UpdateCheck, ctx: &Context<'_>) -> Value {
         .pending
         .iter()
         .map(|p| {
-            // Keyed by the candidate: a newer candidate is a new update.
+            // Keyed by the installed version: a package that keeps getting
+            // newer fixes without being upgraded stays as old as its first
+            // one, which is what "how long has this been pending" means.
             let key = format!(
                 "{} {} {}",
                 p.name,
                 p.arch.as_deref().unwrap_or(""),
-                p.candidate
+                p.installed
             );
             let first = seen_before
                 .get(&key)
@@ -202,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn first_seen_is_kept_until_the_candidate_changes() {
+    fn first_seen_is_kept_until_the_update_is_installed() {
         let cache = MemoryCache::default();
         let host = Host::fixture("/nonexistent", vec![]);
         let mut ctx = Context::new(&host, &cache);
@@ -227,7 +229,11 @@ mod tests {
             &ctx,
         );
         assert_eq!(v["pending"][0]["first_seen_at"], utc::format(&t0));
-        assert_eq!(v["pending"][1]["first_seen_at"], utc::format(&ctx.now));
+        assert_eq!(
+            v["pending"][1]["first_seen_at"],
+            utc::format(&t0),
+            "a newer candidate for the same installed version is no fresh start"
+        );
 
         // Gone once installed; seen again later counts from then.
         render("apt", check(vec![]), &ctx);

@@ -305,25 +305,28 @@ mod with_alpm {
                 let _ = db.add_server(s.as_bytes().to_vec());
             }
         }
+        let db_dir = std::path::Path::new(&conf.db_path);
         let mut evidence = vec![
             "/etc/pacman.conf".to_string(),
-            format!("{}local", conf.db_path),
+            db_dir.join("local").display().to_string(),
             format!("{private_dbpath}/sync (private copy of the sync databases)"),
         ];
-        let oldest = conf
-            .repos
-            .iter()
-            .filter_map(|r| mtime(&private.join("sync").join(format!("{}.db", r.name))))
-            .min();
-        let stale = oldest.is_none_or(|t| {
+        // libalpm stamps databases with the mirror's time, so when the
+        // last attempt was is kept in a file of our own.
+        let attempt = private.join(".last-refresh-attempt");
+        let due = mtime(&attempt).is_none_or(|t| {
             SystemTime::now()
                 .duration_since(t)
                 .map(|age| age > REFRESH_EVERY)
                 .unwrap_or(false)
         });
-        if stale {
+        if due {
+            let _ = std::fs::write(&attempt, b"");
             match handle.syncdbs_mut().update(false) {
-                Ok(_) => evidence.push("refreshed the private sync databases from the mirrors".into()),
+                Ok(_) => {
+                    let _ = std::fs::write(private.join(".last-refresh"), b"");
+                    evidence.push("refreshed the private sync databases from the mirrors".into());
+                }
                 Err(e) => evidence.push(format!(
                     "refreshing the private sync databases failed ({e}); using the copies as they are"
                 )),
@@ -343,17 +346,26 @@ mod with_alpm {
                 });
             }
         }
+        // The newest of: our last successful refresh, a seed from the system.
         let refreshed = conf
             .repos
             .iter()
-            .filter_map(|r| mtime(&private.join("sync").join(format!("{}.db", r.name))))
+            .filter_map(|r| {
+                mtime(
+                    &private
+                        .join("sync")
+                        .join(format!(".{}.db.seeded-from", r.name)),
+                )
+            })
+            .chain(mtime(&private.join(".last-refresh")))
             .max()
             .map(DateTime::<Utc>::from);
         let (reboot_required, reboot_evidence) = reboot(host);
-        if host.exists(&format!("{}db.lck", conf.db_path)) {
+        let lock = db_dir.join("db.lck");
+        if host.exists(&lock.to_string_lossy()) {
             evidence.push(format!(
-                "{}db.lck exists: pacman is running or was interrupted",
-                conf.db_path
+                "{} exists: pacman is running or was interrupted",
+                lock.display()
             ));
         }
         Ok(UpdateCheck {
