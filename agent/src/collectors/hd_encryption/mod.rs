@@ -108,6 +108,9 @@ pub fn classify_fs(fstype: &str) -> FsClass {
         "fuse.portal",
         "fuse.xdg-document-portal",
         "fuse.snapfuse",
+        // GNOME's per-session bridge to gvfs mounts under /run/user: it
+        // comes and goes with logins and holds no data of its own.
+        "fuse.gvfsd-fuse",
     ];
     const ENCRYPTING: &[(&str, &str)] = &[
         ("ecryptfs", "ecryptfs"),
