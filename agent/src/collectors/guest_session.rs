@@ -461,33 +461,42 @@ fn nodm(host: &Host, evidence: &mut Vec<String>) -> DmAnswer {
 }
 
 /// Fedora's xguest: a passwordless account made for guest logins.
-fn xguest(host: &Host, evidence: &mut Vec<String>) -> bool {
+/// `None` when that cannot be told (the evidence says why).
+fn xguest(host: &Host, evidence: &mut Vec<String>) -> Option<bool> {
     let passwd = host.read_to_string("/etc/passwd").unwrap_or_default();
     let Some(line) = passwd.lines().find(|l| l.starts_with("xguest:")) else {
-        return false;
+        return Some(false);
     };
     let shell = line.rsplit(':').next().unwrap_or("");
     if shell.ends_with("nologin") || shell.ends_with("/false") || shell.is_empty() {
         evidence.push(format!(
             "/etc/passwd has xguest with shell {shell}: cannot log in"
         ));
-        return false;
+        return Some(false);
     }
-    let state = host.read_to_string("/etc/shadow").ok().and_then(|s| {
-        s.lines()
-            .find(|l| l.starts_with("xguest:"))
-            .and_then(|l| l.split(':').nth(1).map(String::from))
-    });
+    let shadow = match host.read_to_string("/etc/shadow") {
+        Ok(text) => text,
+        Err(e) => {
+            evidence.push(format!(
+                "/etc/passwd has xguest (shell {shell}), but /etc/shadow cannot be read ({e}): whether it has a password is unknown; run the agent as root"
+            ));
+            return None;
+        }
+    };
+    let state = shadow
+        .lines()
+        .find(|l| l.starts_with("xguest:"))
+        .and_then(|l| l.split(':').nth(1).map(String::from));
     match state.as_deref() {
         Some(h) if !h.is_empty() && !h.starts_with('!') && !h.starts_with('*') => {
             evidence.push("/etc/passwd has xguest, but it has a password set".into());
-            false
+            Some(false)
         }
         _ => {
             evidence.push(format!(
                 "/etc/passwd has xguest (shell {shell}): Fedora's guest account, no password"
             ));
-            true
+            Some(true)
         }
     }
 }
@@ -567,10 +576,10 @@ impl Collector for GuestSession {
         };
         let xguest = xguest(host, &mut evidence);
         let console = getty_autologin(host, &mut evidence);
-        let guest = match answer.guest {
-            Some(g) => json!(g || xguest),
-            None if xguest => json!(true),
-            None => json!("unknown"),
+        let guest = match (answer.guest, xguest) {
+            (Some(true), _) | (_, Some(true)) => json!(true),
+            (Some(false), Some(false)) => json!(false),
+            _ => json!("unknown"),
         };
         let autologin = match (answer.autologin, console) {
             (Ok(Some(a)), _) => Some(a),
@@ -808,6 +817,31 @@ mod tests {
         assert_eq!(v["enabled"], true);
         assert_eq!(v["autologin"], Value::Null);
         assert!(evidence_has(&v, "xguest"));
+    }
+
+    /// xguest without a readable /etc/shadow: whether it has a password
+    /// is unknown, so is whether a guest can log in.
+    #[test]
+    fn xguest_without_shadow_is_unknown() {
+        let m = Machine::new(Some("/usr/lib/systemd/system/gdm.service"));
+        m.file(
+            "/etc/passwd",
+            "root:x:0:0:root:/root:/bin/bash\nxguest:x:989:985:Guest:/home/xguest:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n",
+        );
+        let v = m.collect();
+        assert_eq!(v["display_manager"], "gdm");
+        assert_eq!(v["guest"], "unknown", "{v:#}");
+        assert_eq!(v["enabled"], "unknown");
+        assert!(evidence_has(&v, "/etc/shadow cannot be read"));
+
+        // A getty autologin still answers the question.
+        m.file(
+            "/etc/systemd/system/getty@tty1.service.d/autologin.conf",
+            "[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin alice %I $TERM\n",
+        );
+        let v = m.collect();
+        assert_eq!(v["guest"], "unknown");
+        assert_eq!(v["enabled"], true);
     }
 
     /// No display manager: startx only. A getty autologin still counts.

@@ -66,9 +66,16 @@ fn profile(host: &Host, uid: u32) -> (String, Vec<String>) {
 
 /// Reads a GVDB file of the machine, bounded in size; `user` files only
 /// as far as that user could read them.
-fn read_gvdb(host: &Host, path: &str, user: Option<u32>) -> Result<Table, String> {
+fn read_gvdb(
+    host: &Host,
+    path: &str,
+    user: Option<(u32, &str)>,
+    wanted: &[&str],
+) -> Result<Table, String> {
     let data = match user {
-        Some(uid) => super::read_user_file(host, path, uid).map_err(|e| format!("{path}: {e}"))?,
+        Some((uid, home)) => {
+            super::read_user_file(host, path, uid, home).map_err(|e| format!("{path}: {e}"))?
+        }
         None => {
             let p = host.path(path);
             let meta = std::fs::metadata(&p).map_err(|e| format!("{path}: {e}"))?;
@@ -78,12 +85,16 @@ fn read_gvdb(host: &Host, path: &str, user: Option<u32>) -> Result<Table, String
             std::fs::read(&p).map_err(|e| format!("{path}: {e}"))?
         }
     };
-    gvdb::parse(&data).map_err(|e| format!("{path}: not a dconf database ({})", e.0))
+    gvdb::parse(&data, wanted).map_err(|e| format!("{path}: not a dconf database ({})", e.0))
 }
 
 impl Dconf {
-    /// Loads the user's profile: `home` is their home directory.
-    pub fn load(host: &Host, uid: u32, home: &str) -> Self {
+    /// Loads the user's profile: `home` is their home directory; only the
+    /// keys of `schemas` that have a default in [`DEFAULTS`] (every key the
+    /// desktops read) are read from the databases.
+    pub fn load(host: &Host, uid: u32, home: &str, schemas: &[&Schema]) -> Self {
+        let keys = wanted(schemas);
+        let wanted: Vec<&str> = keys.iter().map(String::as_str).collect();
         let (profile_path, lines) = profile(host, uid);
         let mut notes = vec![format!("dconf profile: {profile_path}")];
         let mut sources = Vec::new();
@@ -99,7 +110,7 @@ impl Dconf {
                         notes.push(format!("{path} absent (nothing changed from the defaults)"));
                         continue;
                     }
-                    match read_gvdb(host, &path, Some(uid)) {
+                    match read_gvdb(host, &path, Some((uid, home)), &wanted) {
                         Ok(table) => sources.push(Source {
                             origin: path,
                             table,
@@ -108,11 +119,11 @@ impl Dconf {
                     }
                 }
                 "system-db" if !name.contains('/') => {
-                    if let Some(s) = system_db(host, name, &mut notes) {
+                    if let Some(s) = system_db(host, name, &wanted, &mut notes) {
                         sources.push(s);
                     }
                 }
-                "file-db" => match read_gvdb(host, name, None) {
+                "file-db" => match read_gvdb(host, name, None, &wanted) {
                     Ok(table) => sources.push(Source {
                         origin: name.to_string(),
                         table,
@@ -155,11 +166,11 @@ impl Dconf {
 }
 
 /// A system database: the compiled file dconf reads, else its keyfiles.
-fn system_db(host: &Host, name: &str, notes: &mut Vec<String>) -> Option<Source> {
+fn system_db(host: &Host, name: &str, wanted: &[&str], notes: &mut Vec<String>) -> Option<Source> {
     let path = format!("/etc/dconf/db/{name}");
     let dir = format!("{path}.d");
     if host.exists(&path) {
-        return match read_gvdb(host, &path, None) {
+        return match read_gvdb(host, &path, None, wanted) {
             Ok(table) => {
                 if newer_than(host, &dir, &path) {
                     notes.push(format!(
@@ -322,6 +333,17 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
     ("org.mate.lockdown", "disable-lock-screen", "false"),
     ("apps.light-locker", "lock-after-screensaver", "uint32 5"),
 ];
+
+/// The full dconf keys of `schemas` that this collector reads.
+fn wanted(schemas: &[&Schema]) -> Vec<String> {
+    DEFAULTS
+        .iter()
+        .filter_map(|(id, key, _)| {
+            let s = schemas.iter().find(|s| s.id == *id)?;
+            Some(format!("{}{key}", s.path))
+        })
+        .collect()
+}
 
 /// The default of `schema`/`key`: a distribution's `.gschema.override`
 /// (later files win, as glib-compile-schemas applies them), else the

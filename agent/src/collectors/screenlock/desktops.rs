@@ -50,6 +50,20 @@ pub const LIGHT_LOCKER: Schema = Schema {
     path: "/apps/light-locker/",
 };
 
+/// Every schema the desktops read from dconf.
+pub const DCONF_SCHEMAS: &[&Schema] = &[
+    &GNOME_SAVER,
+    &GNOME_SESSION,
+    &GNOME_LOCKDOWN,
+    &CINNAMON_SAVER,
+    &CINNAMON_SESSION,
+    &CINNAMON_LOCKDOWN,
+    &MATE_SAVER,
+    &MATE_SESSION,
+    &MATE_LOCKDOWN,
+    &LIGHT_LOCKER,
+];
+
 /// Reads settings and collects their evidence.
 struct Reader<'a> {
     host: &'a Host,
@@ -98,15 +112,31 @@ impl Reader<'_> {
         })
     }
 
-    /// The finding: locks after `delay` seconds when `enabled`.
-    fn finish(mut self, enabled: bool, delay: i64, why_not: &str) -> Finding {
+    /// A delay setting as read by [`Self::int`]; a negative one makes the
+    /// answer unknown (no desktop documents what it would do).
+    fn delay(&mut self, schema: &Schema, key: &str) -> i64 {
+        let n = self.int(schema, key);
+        if n < 0 {
+            self.broken = true;
+            self.evidence.push(format!(
+                "{}{key} = {n} is negative: not a usable delay",
+                schema.path
+            ));
+        }
+        n
+    }
+
+    /// The finding: locks after the sum of `delay` (value, unit in
+    /// seconds) when `enabled`.
+    fn finish(mut self, enabled: bool, delay: &[(i64, u64)], why_not: &str) -> Finding {
         let mut evidence = self.dconf.notes.clone();
         evidence.append(&mut self.evidence);
         if self.broken {
             return Finding::unknown(evidence);
         }
         if enabled {
-            Finding::yes(delay.max(0) as u64, evidence)
+            let terms: Vec<(i128, u64)> = delay.iter().map(|&(v, u)| (v.into(), u)).collect();
+            Finding::locks_after(&terms, evidence)
         } else {
             evidence.push(why_not.to_string());
             Finding::no(evidence)
@@ -125,13 +155,13 @@ pub fn gnome(host: &Host, dconf: &Dconf) -> Finding {
         broken: false,
     };
     let lock_enabled = r.bool(&GNOME_SAVER, "lock-enabled");
-    let lock_delay = r.int(&GNOME_SAVER, "lock-delay");
-    let idle_delay = r.int(&GNOME_SESSION, "idle-delay");
+    let lock_delay = r.delay(&GNOME_SAVER, "lock-delay");
+    let idle_delay = r.delay(&GNOME_SESSION, "idle-delay");
     let lockdown = r.bool(&GNOME_LOCKDOWN, "disable-lock-screen");
     let enabled = lock_enabled && idle_delay > 0 && !lockdown;
     r.finish(
         enabled,
-        idle_delay + lock_delay,
+        &[(idle_delay, 1), (lock_delay, 1)],
         why_not(lock_enabled, idle_delay, lockdown),
     )
 }
@@ -159,8 +189,8 @@ pub fn cinnamon(host: &Host, dconf: &Dconf) -> Finding {
     };
     let lock_enabled = r.bool(&CINNAMON_SAVER, "lock-enabled");
     let activation = r.bool(&CINNAMON_SAVER, "idle-activation-enabled");
-    let lock_delay = r.int(&CINNAMON_SAVER, "lock-delay");
-    let idle_delay = r.int(&CINNAMON_SESSION, "idle-delay");
+    let lock_delay = r.delay(&CINNAMON_SAVER, "lock-delay");
+    let idle_delay = r.delay(&CINNAMON_SESSION, "idle-delay");
     let lockdown = r.bool(&CINNAMON_LOCKDOWN, "disable-lock-screen");
     let enabled = lock_enabled && activation && idle_delay > 0 && !lockdown;
     let why = if !activation {
@@ -168,7 +198,7 @@ pub fn cinnamon(host: &Host, dconf: &Dconf) -> Finding {
     } else {
         why_not(lock_enabled, idle_delay, lockdown)
     };
-    r.finish(enabled, idle_delay + lock_delay, why)
+    r.finish(enabled, &[(idle_delay, 1), (lock_delay, 1)], why)
 }
 
 /// mate-screensaver: idle after `org.mate.session idle-delay` minutes,
@@ -182,13 +212,13 @@ pub fn mate(host: &Host, dconf: &Dconf, running: bool) -> Finding {
     };
     let lock_enabled = r.bool(&MATE_SAVER, "lock-enabled");
     let activation = r.bool(&MATE_SAVER, "idle-activation-enabled");
-    let lock_delay = r.int(&MATE_SAVER, "lock-delay");
-    let idle_delay = r.int(&MATE_SESSION, "idle-delay");
+    let lock_delay = r.delay(&MATE_SAVER, "lock-delay");
+    let idle_delay = r.delay(&MATE_SESSION, "idle-delay");
     let lockdown = r.bool(&MATE_LOCKDOWN, "disable-lock-screen");
     if !running {
         r.evidence
             .push("mate-screensaver is not running: nothing locks on idle".into());
-        return r.finish(false, 0, "");
+        return r.finish(false, &[], "");
     }
     let enabled = lock_enabled && activation && idle_delay > 0 && !lockdown;
     let why = if !activation {
@@ -196,7 +226,7 @@ pub fn mate(host: &Host, dconf: &Dconf, running: bool) -> Finding {
     } else {
         why_not(lock_enabled, idle_delay, lockdown)
     };
-    r.finish(enabled, (idle_delay + lock_delay) * 60, why)
+    r.finish(enabled, &[(idle_delay, 60), (lock_delay, 60)], why)
 }
 
 /// A KConfig file's groups: key to (value, immutable).
@@ -270,7 +300,7 @@ pub fn kde(host: &Host, home: &str, uid: u32) -> Finding {
         ),
     ] {
         let text = if user {
-            super::read_user_text(host, &path, uid)
+            super::read_user_text(host, &path, uid, home)
         } else {
             host.read_to_string(&path)
         };
@@ -314,13 +344,26 @@ pub fn kde(host: &Host, home: &str, uid: u32) -> Finding {
         return Finding::no(evidence);
     }
     // kscreenlocker enforces at least one minute.
-    Finding::yes((timeout.max(1) * 60 + grace.clamp(0, 300)) as u64, evidence)
+    Finding::locks_after(
+        &[(timeout.max(1).into(), 60), (grace.clamp(0, 300).into(), 1)],
+        evidence,
+    )
 }
 
-/// An xfconf channel file: property path to (type, value).
+/// Deepest xfconf property nesting read (channels nest three or four).
+const XFCONF_DEPTH: usize = 32;
+/// Longest xfconf property path read.
+const XFCONF_PATH: usize = 1024;
+
+/// An xfconf channel file: property path to (type, value). Properties
+/// nested deeper than [`XFCONF_DEPTH`] or with paths longer than
+/// [`XFCONF_PATH`] are skipped, so an unclosed tag per line costs no more
+/// than a bounded stack.
 pub fn xfconf(text: &str) -> BTreeMap<String, (String, String)> {
     let mut out = BTreeMap::new();
     let mut stack: Vec<String> = Vec::new();
+    // Open properties below the cap, counted but not kept.
+    let mut skipped = 0usize;
     let mut rest = text;
     while let Some(open) = rest.find('<') {
         let Some(close) = rest[open..].find('>') else {
@@ -330,7 +373,11 @@ pub fn xfconf(text: &str) -> BTreeMap<String, (String, String)> {
         rest = &rest[open + close + 1..];
         if let Some(name) = tag.strip_prefix('/') {
             if name.trim() == "property" {
-                stack.pop();
+                if skipped > 0 {
+                    skipped -= 1;
+                } else {
+                    stack.pop();
+                }
             }
             continue;
         }
@@ -341,8 +388,16 @@ pub fn xfconf(text: &str) -> BTreeMap<String, (String, String)> {
             continue;
         }
         let attrs = xml_attrs(parts.next().unwrap_or(""));
-        let name = attrs.get("name").cloned().unwrap_or_default();
-        let path = format!("{}/{name}", stack.last().map(String::as_str).unwrap_or(""));
+        let name = attrs.get("name").map(String::as_str).unwrap_or_default();
+        let parent = stack.last().map(String::as_str).unwrap_or("");
+        if skipped > 0 || stack.len() >= XFCONF_DEPTH || parent.len() + 1 + name.len() > XFCONF_PATH
+        {
+            if !self_closing {
+                skipped += 1;
+            }
+            continue;
+        }
+        let path = format!("{parent}/{name}");
         if let (Some(t), Some(v)) = (attrs.get("type"), attrs.get("value")) {
             out.insert(path.clone(), (t.clone(), v.clone()));
         }
@@ -393,7 +448,7 @@ pub fn xfconf_channel(
     );
     let texts = [
         (system.clone(), host.read_to_string(&system)),
-        (user.clone(), super::read_user_text(host, &user, uid)),
+        (user.clone(), super::read_user_text(host, &user, uid, home)),
     ];
     for (path, text) in texts {
         if let Ok(text) = text {
@@ -444,7 +499,10 @@ pub fn xfce_screensaver(host: &Host, home: &str, uid: u32) -> Finding {
         return Finding::unknown(evidence);
     };
     if saver && idle && lock && with_saver && idle_delay > 0 {
-        Finding::yes(((idle_delay + lock_delay) * 60) as u64, evidence)
+        Finding::locks_after(
+            &[(idle_delay.into(), 60), (lock_delay.into(), 60)],
+            evidence,
+        )
     } else {
         evidence.push("xfce4-screensaver does not lock on idle with these settings".into());
         Finding::no(evidence)
@@ -452,15 +510,18 @@ pub fn xfce_screensaver(host: &Host, home: &str, uid: u32) -> Finding {
 }
 
 /// Seconds until XFCE's power manager blanks the screen (on AC power),
-/// which is when light-locker locks.
-pub fn xfce_blank(host: &Host, home: &str, uid: u32) -> Option<(u64, String)> {
+/// which is when light-locker locks (`None` seconds when out of range).
+pub fn xfce_blank(host: &Host, home: &str, uid: u32) -> Option<(Option<u64>, String)> {
     let mut evidence = Vec::new();
     let props = xfconf_channel(host, home, uid, "xfce4-power-manager", &mut evidence);
     let (_, v) = props.get("/xfce4-power-manager/blank-on-ac")?;
-    let minutes: u64 = v.parse().ok()?;
+    let minutes = super::parse_count(v)?;
     Some((
-        minutes * 60,
-        format!("xfce4-power-manager /xfce4-power-manager/blank-on-ac = {minutes} min"),
+        super::delay_seconds(&[(minutes, 60)]),
+        format!(
+            "xfce4-power-manager /xfce4-power-manager/blank-on-ac = {} min",
+            v.trim()
+        ),
     ))
 }
 
@@ -535,5 +596,36 @@ mod tests {
         );
         assert_eq!(p["/lock/enabled"].1, "true");
         assert!(!p.contains_key("/saver"));
+    }
+
+    /// Thousands of unclosed properties: the path stack stays bounded and
+    /// properties below the depth cap are skipped, the rest still read.
+    #[test]
+    fn xfconf_deep_nesting_is_bounded() {
+        let mut text = String::from("<channel name=\"x\" version=\"1.0\">\n");
+        text.push_str("<property name=\"lock\" type=\"empty\">\n");
+        text.push_str("<property name=\"enabled\" type=\"bool\" value=\"true\"/>\n");
+        for _ in 0..5000 {
+            text.push_str("<property name=\"nnnnnnnnnnnnnnnn\" type=\"int\" value=\"1\">\n");
+        }
+        for _ in 0..5000 {
+            text.push_str("</property>\n");
+        }
+        text.push_str("<property name=\"after\" type=\"int\" value=\"2\"/>\n");
+        text.push_str("</property></channel>\n");
+        let p = xfconf(&text);
+        assert_eq!(p["/lock/enabled"].1, "true");
+        assert_eq!(p["/lock/after"].1, "2", "nesting is tracked past the cap");
+        assert!(p.len() <= XFCONF_DEPTH + 2, "{} properties", p.len());
+        assert!(p.keys().all(|k| k.len() <= XFCONF_PATH));
+        assert!(p.keys().all(|k| k.matches('/').count() <= XFCONF_DEPTH));
+
+        // One very long name: skipped, not copied into every child.
+        let long = "n".repeat(2 * XFCONF_PATH);
+        let p = xfconf(&format!(
+            "<property name=\"{long}\" type=\"int\" value=\"1\"><property name=\"c\" type=\"int\" value=\"3\"/></property><property name=\"ok\" type=\"int\" value=\"4\"/>"
+        ));
+        assert_eq!(p.len(), 1, "{:?}", p.keys().collect::<Vec<_>>());
+        assert_eq!(p["/ok"].1, "4");
     }
 }

@@ -1,5 +1,6 @@
-//! Login sessions from logind: over D-Bus (with the lock and idle hints),
-//! else from its session files in /run/systemd/sessions.
+//! Login sessions from logind: over D-Bus, else from its session files in
+//! /run/systemd/sessions. logind's lock and idle hints are not read: they
+//! change whenever the user steps away, and the report must not.
 
 use std::collections::BTreeMap;
 
@@ -30,10 +31,6 @@ pub struct Session {
     pub remote: bool,
     /// active, online or closing.
     pub state: String,
-    /// logind's LockedHint (D-Bus only).
-    pub locked: Option<bool>,
-    /// logind's IdleHint (D-Bus only).
-    pub idle: Option<bool>,
 }
 
 /// Where the sessions came from, or why none could be listed.
@@ -114,8 +111,6 @@ fn from_bus(host: &Host) -> Result<Vec<Session>, BusError> {
             desktop: s("Desktop"),
             remote: b("Remote").unwrap_or(false),
             state: s("State"),
-            locked: b("LockedHint"),
-            idle: b("IdleHint"),
         });
     }
     Ok(out)
@@ -132,24 +127,15 @@ fn properties(host: &Host, path: &str) -> BTreeMap<String, Value> {
     ) {
         return m.into_iter().collect();
     }
-    [
-        "Type",
-        "Class",
-        "Desktop",
-        "Remote",
-        "State",
-        "LockedHint",
-        "IdleHint",
-        "Name",
-    ]
-    .iter()
-    .filter_map(|k| {
-        host.bus()
-            .property(SERVICE, path, SESSION, k)
-            .ok()
-            .map(|v| (k.to_string(), v))
-    })
-    .collect()
+    ["Type", "Class", "Desktop", "Remote", "State", "Name"]
+        .iter()
+        .filter_map(|k| {
+            host.bus()
+                .property(SERVICE, path, SESSION, k)
+                .ok()
+                .map(|v| (k.to_string(), v))
+        })
+        .collect()
 }
 
 fn from_files(host: &Host) -> Vec<Session> {
@@ -171,8 +157,6 @@ fn from_files(host: &Host) -> Vec<Session> {
             desktop: get("DESKTOP"),
             remote: get("REMOTE") == "1",
             state: get("STATE"),
-            locked: None,
-            idle: None,
         });
     }
     out

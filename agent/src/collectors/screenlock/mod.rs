@@ -37,33 +37,63 @@ const MAX_USER_FILE: u64 = 16 << 20;
 /// too (their own, or readable by all), at most [`MAX_USER_FILE`] bytes.
 /// Home directories and process arguments are the user's to choose, so a
 /// symlink or `-c PATH` must not make the root agent read (and quote) a
-/// file the user may not see, or hang on a FIFO or a device.
-pub(crate) fn read_user_file(host: &Host, path: &str, uid: u32) -> std::io::Result<Vec<u8>> {
+/// file the user may not see, or open a FIFO or a device (opening
+/// /dev/watchdog arms it). So the path is resolved and stat'ed before
+/// anything is opened, and what is opened must be the file stat'ed. A path
+/// through a symlink may lead out of `home` only to a file root owns.
+pub(crate) fn read_user_file(
+    host: &Host,
+    path: &str,
+    uid: u32,
+    home: &str,
+) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    // Non-blocking, so opening a FIFO returns at once; fstat then refuses it.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(host.path(path))?;
-    let meta = file.metadata()?;
+    let refuse = |kind: ErrorKind, why: String| Err(Error::new(kind, why));
+    let lexical = host.path(path);
+    // realpath(3) reads links and stats directories; it opens nothing.
+    let real = std::fs::canonicalize(&lexical)?;
+    let meta = std::fs::metadata(&real)?;
     if !meta.is_file() {
-        return Err(Error::new(
+        return refuse(
             ErrorKind::InvalidInput,
             format!("{path} is not a regular file"),
-        ));
+        );
+    }
+    if real != lexical {
+        let inside = std::fs::canonicalize(host.path(home)).is_ok_and(|h| real.starts_with(h));
+        if !inside && meta.uid() != 0 {
+            return refuse(
+                ErrorKind::PermissionDenied,
+                format!("{path} leads through a symlink out of {home} to a file not owned by root"),
+            );
+        }
     }
     if meta.uid() != uid && meta.mode() & 0o004 == 0 {
-        return Err(Error::new(
+        return refuse(
             ErrorKind::PermissionDenied,
             format!("{path} is not readable by uid {uid}"),
-        ));
+        );
     }
     if meta.len() > MAX_USER_FILE {
-        return Err(Error::new(
+        return refuse(
             ErrorKind::InvalidData,
             format!("{path} is too large ({} bytes)", meta.len()),
-        ));
+        );
+    }
+    // Should the path change after the stat (a file swapped for a link or
+    // a FIFO), these flags keep the open harmless and the inode check
+    // refuses what was opened.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(&real)?;
+    let opened = file.metadata()?;
+    if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) || !opened.is_file() {
+        return refuse(
+            ErrorKind::InvalidData,
+            format!("{path} changed while being read"),
+        );
     }
     let mut data = Vec::new();
     file.take(MAX_USER_FILE).read_to_end(&mut data)?;
@@ -71,8 +101,70 @@ pub(crate) fn read_user_file(host: &Host, path: &str, uid: u32) -> std::io::Resu
 }
 
 /// [`read_user_file`] as text.
-pub(crate) fn read_user_text(host: &Host, path: &str, uid: u32) -> std::io::Result<String> {
-    read_user_file(host, path, uid).map(|d| String::from_utf8_lossy(&d).into_owned())
+pub(crate) fn read_user_text(
+    host: &Host,
+    path: &str,
+    uid: u32,
+    home: &str,
+) -> std::io::Result<String> {
+    read_user_file(host, path, uid, home).map(|d| String::from_utf8_lossy(&d).into_owned())
+}
+
+/// Longest idle delay believed: a week. Larger values, negative ones and
+/// sums that would overflow come from typos or hostile files.
+pub(crate) const MAX_DELAY: u64 = 7 * 24 * 3600;
+
+/// Seconds of `Σ value × unit`, when every value is non-negative and the
+/// total at most [`MAX_DELAY`]; `None` otherwise. Never overflows.
+pub(crate) fn delay_seconds(terms: &[(i128, u64)]) -> Option<u64> {
+    let mut total: u64 = 0;
+    for &(value, unit) in terms {
+        let value = u64::try_from(value).ok()?;
+        total = total.checked_add(value.checked_mul(unit)?)?;
+    }
+    (total <= MAX_DELAY).then_some(total)
+}
+
+/// A whole number as written in a setting or argument; one too long for
+/// any integer type saturates (so it reads as out of range, not absent).
+pub(crate) fn parse_count(s: &str) -> Option<i128> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i128>() {
+        return Some(n);
+    }
+    let (sign, digits) = match s.strip_prefix('-') {
+        Some(d) => (-1, d),
+        None => (1, s.strip_prefix('+').unwrap_or(s)),
+    };
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(if sign < 0 {
+        i128::MIN
+    } else {
+        i128::MAX
+    })
+}
+
+impl Finding {
+    /// Locks after the delay `terms` add up to (see [`delay_seconds`]);
+    /// "unknown", saying why, when that delay is out of range.
+    pub fn locks_after(terms: &[(i128, u64)], mut evidence: Vec<String>) -> Self {
+        match delay_seconds(terms) {
+            Some(secs) => Finding::yes(secs, evidence),
+            None => {
+                let sum: Vec<String> = terms
+                    .iter()
+                    .map(|(v, unit)| match unit {
+                        1 => format!("{v} s"),
+                        u => format!("{v} × {u} s"),
+                    })
+                    .collect();
+                evidence.push(format!(
+                    "the delay ({}) is negative or longer than a week: not a usable setting",
+                    sum.join(" + ")
+                ));
+                Finding::unknown(evidence)
+            }
+        }
+    }
 }
 
 /// Cache key of the last answers per user.
@@ -264,14 +356,19 @@ fn passwd(host: &Host) -> BTreeMap<u32, (String, String)> {
     out
 }
 
-/// The X screen saver timeout from an X server's `-s MINUTES` argument.
-fn x_server_timeout(all: &[Proc]) -> Option<(u64, String)> {
+/// The X screen saver timeout from an X server's `-s MINUTES` argument
+/// (`None` seconds when out of range).
+fn x_server_timeout(all: &[Proc]) -> Option<(Option<u64>, String)> {
     all.iter()
         .filter(|p| matches!(p.name.as_str(), "Xorg" | "X" | "Xorg.wrap" | "Xwayland"))
         .find_map(|p| {
             let i = p.args.iter().position(|a| a == "-s")?;
-            let minutes: u64 = p.args.get(i + 1)?.parse().ok()?;
-            Some((minutes * 60, format!("{} -s {minutes}", p.name)))
+            let arg = p.args.get(i + 1)?;
+            let minutes = parse_count(arg)?;
+            Some((
+                delay_seconds(&[(minutes, 60)]),
+                format!("{} -s {}", p.name, arg.trim()),
+            ))
         })
 }
 
@@ -348,7 +445,7 @@ fn evaluate(
     };
     let needs_dconf = matches!(family, Family::Gnome | Family::Cinnamon | Family::Mate)
         || running("light-locker");
-    let dconf = needs_dconf.then(|| dconf::Dconf::load(host, uid, home));
+    let dconf = needs_dconf.then(|| dconf::Dconf::load(host, uid, home, desktops::DCONF_SCHEMAS));
     let mut findings = Vec::new();
     match (&family, &dconf) {
         (Family::Gnome, Some(d)) => findings.push(desktops::gnome(host, d)),
@@ -454,18 +551,16 @@ impl Collector for ScreenLock {
                 "remote": s.remote,
                 "enabled": enabled_json(f.enabled),
                 "delay_seconds": f.delay,
-                "locked": s.locked,
-                "idle": s.idle,
                 "evidence": f.evidence,
             }));
         }
         sessions.sort_by_key(sort_key);
         if !sessions.is_empty() {
-            remember(ctx, &sessions);
+            remember(ctx, &sessions, &accounts);
             evidence.push(format!("{} graphical session(s)", sessions.len()));
             return Ok(json!({"source": "live", "sessions": sessions, "evidence": evidence}));
         }
-        let (source, sessions) = recall(ctx);
+        let (source, sessions) = recall(ctx, &accounts);
         if !listing.available && sessions.is_empty() {
             evidence.push("no logind, so no graphical login sessions to examine".into());
         } else {
@@ -479,48 +574,71 @@ impl Collector for ScreenLock {
     }
 }
 
-/// Stores this run's answers per user (without the per-run hints).
-fn remember(ctx: &Context<'_>, sessions: &[Value]) {
+/// The cached answers per user, without users gone from /etc/passwd;
+/// true when some were dropped.
+fn cached(
+    ctx: &Context<'_>,
+    accounts: &BTreeMap<u32, (String, String)>,
+) -> (Map<String, Value>, bool) {
     let mut stored = ctx
         .cache
         .get(CACHE_KEY)
         .and_then(|v| v.as_object().cloned())
         .unwrap_or_default();
+    let before = stored.len();
+    // An unreadable /etc/passwd says nothing about who is gone.
+    if !accounts.is_empty() {
+        stored.retain(|user, _| accounts.values().any(|(name, _)| name == user));
+    }
+    let pruned = stored.len() != before;
+    (stored, pruned)
+}
+
+/// Stores this run's answers per user. A user's entry (and its
+/// `cached_at`) changes only when their answer does, and the cache is
+/// written only then, so a steady machine reports the same thing.
+fn remember(ctx: &Context<'_>, sessions: &[Value], accounts: &BTreeMap<u32, (String, String)>) {
+    let (mut stored, mut changed) = cached(ctx, accounts);
     let mut by_user: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for s in sessions {
-        let mut s = s.clone();
-        if let Some(o) = s.as_object_mut() {
-            o.remove("locked");
-            o.remove("idle");
-        }
         by_user
             .entry(s["user"].as_str().unwrap_or("").to_string())
             .or_default()
-            .push(s);
+            .push(s.clone());
     }
-    let at = ctx.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let at = penguindome_protocol::envelope::utc::format(&ctx.now);
     for (user, list) in by_user {
+        let list = Value::Array(list);
+        if stored.get(&user).is_some_and(|e| e["sessions"] == list) {
+            continue;
+        }
         stored.insert(user, json!({"cached_at": at, "sessions": list}));
+        changed = true;
     }
-    ctx.cache.put(CACHE_KEY, &Value::Object(stored));
+    if changed {
+        ctx.cache.put(CACHE_KEY, &Value::Object(stored));
+    }
 }
 
 /// The cached answers, each marked with when it was seen.
-fn recall(ctx: &Context<'_>) -> (&'static str, Vec<Value>) {
-    let stored: Map<String, Value> = ctx
-        .cache
-        .get(CACHE_KEY)
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default();
+fn recall(
+    ctx: &Context<'_>,
+    accounts: &BTreeMap<u32, (String, String)>,
+) -> (&'static str, Vec<Value>) {
+    let (stored, pruned) = cached(ctx, accounts);
+    if pruned {
+        ctx.cache.put(CACHE_KEY, &Value::Object(stored.clone()));
+    }
     let mut out = Vec::new();
     for entry in stored.values() {
         let at = entry["cached_at"].clone();
         for s in entry["sessions"].as_array().into_iter().flatten() {
             let mut s = s.clone();
             if let Some(o) = s.as_object_mut() {
+                // Answers cached by older agents carried the live hints.
+                o.remove("locked");
+                o.remove("idle");
                 o.insert("cached_at".into(), at.clone());
-                o.insert("locked".into(), Value::Null);
-                o.insert("idle".into(), Value::Null);
             }
             out.push(s);
         }

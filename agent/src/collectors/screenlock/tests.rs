@@ -189,8 +189,11 @@ fn gnome_on_ubuntu_enabled() {
     assert_eq!(s["type"], "wayland");
     assert_eq!(s["enabled"], true);
     assert_eq!(s["delay_seconds"], 630, "idle-delay 600 + lock-delay 30");
-    assert_eq!(s["locked"], false);
-    assert_eq!(s["idle"], true);
+    // logind's hints change whenever alice steps away: not reported.
+    assert!(
+        s.get("locked").is_none() && s.get("idle").is_none(),
+        "{s:#}"
+    );
     assert!(evidence_has(
         s,
         "/org/gnome/desktop/session/idle-delay = 600 (/home/alice/.config/dconf/user)"
@@ -253,7 +256,10 @@ fn gnome_system_lock_wins_over_user() {
     let s = &m.collect()["sessions"][0];
     assert_eq!(s["enabled"], true, "{s:#}");
     assert_eq!(s["delay_seconds"], 360);
-    assert_eq!(s["locked"], true);
+    assert!(
+        s.get("locked").is_none(),
+        "a locked session reports the same"
+    );
     assert!(evidence_has(
         s,
         "idle-delay = 300 (/etc/dconf/db/local, locked)"
@@ -659,7 +665,7 @@ fn no_graphical_session_uses_cache() {
     assert_eq!(s[0]["user"], "alice");
     assert_eq!(s[0]["enabled"], true);
     assert_eq!(s[0]["delay_seconds"], 300);
-    assert_eq!(s[0]["cached_at"], "2024-11-26T08:00:00Z");
+    assert_eq!(s[0]["cached_at"], "2024-11-26T08:00:00.000Z");
     assert_eq!(s[0]["locked"], Value::Null);
     assert_eq!(s[1]["user"], "carol");
     assert_eq!(s[1]["enabled"], false);
@@ -761,4 +767,254 @@ fn user_files_are_read_as_the_user() {
     let s = &m.collect()["sessions"][0];
     assert_eq!(s["enabled"], true);
     assert_eq!(s["delay_seconds"], 60);
+}
+
+/// A user's FIFO (here as `hypridle -c`, or behind a symlink) is never
+/// opened: a writer blocked on it stays blocked. A symlink out of the home
+/// to a file another user owns is refused even when all may read it.
+#[test]
+fn user_files_refuse_fifos_and_foreign_symlinks() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut m = Machine::new();
+    m.session(
+        "12", 1000, "alice", "wayland", "user", "Hyprland", false, false,
+    );
+    m.process(2500, 1000, &["Hyprland"]);
+    m.process(2510, 1000, &["hypridle", "-c", "/home/alice/pipe"]);
+    std::fs::create_dir_all(m.dir.path().join("home/alice/.config/hypr")).unwrap();
+    let fifo = m.dir.path().join("home/alice/pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    // Opening a FIFO to write blocks until someone opens it to read.
+    let opened = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (fifo, opened) = (fifo.clone(), opened.clone());
+        std::thread::spawn(move || {
+            let _w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            opened.store(true, Ordering::SeqCst);
+        })
+    };
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], "unknown", "{s:#}");
+    assert!(evidence_has(s, "/home/alice/pipe is not readable"));
+
+    // The same FIFO as the default config file, through a symlink.
+    symlink(
+        "../../pipe",
+        m.dir.path().join("home/alice/.config/hypr/hypridle.conf"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(m.dir.path().join("proc/2510")).unwrap();
+    m.process(2511, 1000, &["hypridle"]);
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], "unknown", "{s:#}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!opened.load(Ordering::SeqCst), "the agent opened the FIFO");
+    // Let the writer go.
+    drop(std::fs::File::open(&fifo).unwrap());
+    writer.join().unwrap();
+
+    // bob's world-readable file, linked from alice's home: refused.
+    m.file(
+        "/home/bob/hypridle.conf",
+        b"listener {\n timeout = 60\n on-timeout = hyprlock\n}\n",
+    );
+    let bobs = m.dir.path().join("home/bob/hypridle.conf");
+    std::fs::set_permissions(&bobs, std::fs::Permissions::from_mode(0o644)).unwrap();
+    nix::unistd::chown(&bobs, Some(nix::unistd::Uid::from_raw(1001)), None).unwrap();
+    let link = m.dir.path().join("home/alice/.config/hypr/hypridle.conf");
+    std::fs::remove_file(&link).unwrap();
+    symlink("../../../bob/hypridle.conf", &link).unwrap();
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], "unknown", "{s:#}");
+
+    // Copied into alice's home (so hers, inside it), it is read.
+    std::fs::remove_file(&link).unwrap();
+    std::fs::copy(&bobs, &link).unwrap();
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], true, "{s:#}");
+    assert_eq!(s["delay_seconds"], 60);
+}
+
+/// Settings that would overflow or make no sense (i64::MAX, negative
+/// delays) give "unknown" with the reason, never a panic or a wrapped
+/// "locks after 0 s".
+#[test]
+fn out_of_range_delays_are_unknown() {
+    let mut m = Machine::new();
+    m.session("2", 1000, "alice", "wayland", "user", "gnome", false, false);
+    m.file(
+        "/home/alice/.config/dconf/user",
+        &dconf_file(&[
+            (
+                "/org/gnome/desktop/session/idle-delay",
+                zvariant::Value::from(i64::MAX),
+            ),
+            ("/org/gnome/desktop/screensaver/lock-delay", u32v(30)),
+        ]),
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], "unknown", "{s:#}");
+    assert_eq!(s["delay_seconds"], Value::Null);
+    assert!(evidence_has(s, "longer than a week"));
+
+    m.file(
+        "/home/alice/.config/dconf/user",
+        &dconf_file(&[("/org/gnome/desktop/screensaver/lock-delay", i32v(-5))]),
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], "unknown", "{s:#}");
+    assert!(evidence_has(s, "lock-delay = -5 is negative"));
+
+    // KDE: a Timeout of i64::MAX minutes.
+    let mut m = Machine::new();
+    m.session("6", 1001, "bob", "wayland", "user", "KDE", false, false);
+    m.file(
+        "/home/bob/.config/kscreenlockerrc",
+        format!("[Daemon]\nTimeout={}\n", i64::MAX).as_bytes(),
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], "unknown", "{s:#}");
+
+    // XFCE: a huge idle delay and a negative lock delay.
+    let mut m = Machine::new();
+    m.session("9", 1000, "alice", "x11", "user", "xfce", false, false);
+    m.process(1850, 1000, &["xfce4-screensaver"]);
+    m.file(
+        "/home/alice/.config/xfce4/xfconf/xfce4-perchannel-xml/xfce4-screensaver.xml",
+        format!(
+            r#"<channel name="xfce4-screensaver" version="1.0">
+  <property name="saver" type="empty">
+    <property name="idle-activation" type="empty">
+      <property name="delay" type="int" value="{}"/>
+    </property>
+  </property>
+  <property name="lock" type="empty">
+    <property name="saver-activation" type="empty">
+      <property name="delay" type="int" value="-1"/>
+    </property>
+  </property>
+</channel>"#,
+            i64::MAX
+        )
+        .as_bytes(),
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], "unknown", "{s:#}");
+
+    // xscreensaver with a timeout of 2^64 hours, and xss-lock under an X
+    // server started with `-s` of i64::MAX minutes.
+    let mut m = Machine::new();
+    m.session("3", 1001, "bob", "x11", "user", "openbox", false, false);
+    m.process(1310, 1001, &["openbox"]);
+    m.process(1320, 1001, &["xscreensaver", "-no-splash"]);
+    m.file(
+        "/home/bob/.xscreensaver",
+        b"timeout:\t18446744073709551616:00:00\nlock:\t\tTrue\nlockTimeout:\t0:01:00\n",
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], "unknown", "{s:#}");
+    assert!(evidence_has(s, "timeout: 18446744073709551616:00:00"));
+
+    std::fs::remove_dir_all(m.dir.path().join("proc/1320")).unwrap();
+    m.process(1330, 1001, &["xss-lock", "--", "i3lock", "-n"]);
+    let max = i64::MAX.to_string();
+    m.process(900, 0, &["/usr/lib/xorg/Xorg", ":0", "-s", &max, "vt7"]);
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], "unknown", "{s:#}");
+    assert!(evidence_has(s, &format!("Xorg -s {max}")));
+
+    // xautolock with a negative time.
+    std::fs::remove_dir_all(m.dir.path().join("proc/1330")).unwrap();
+    m.process(
+        1340,
+        1001,
+        &["xautolock", "-time", "-5", "-locker", "slock"],
+    );
+    let s = &m.collect()["sessions"][0];
+    assert_eq!(s["enabled"], "unknown", "{s:#}");
+}
+
+/// A cache that counts its writes.
+#[derive(Default)]
+struct CountingCache {
+    inner: MemoryCache,
+    puts: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::collectors::Cache for CountingCache {
+    fn get(&self, key: &str) -> Option<Value> {
+        self.inner.get(key)
+    }
+    fn put(&self, key: &str, value: &Value) {
+        self.puts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.put(key, value);
+    }
+}
+
+/// A steady machine gives the same report every run: the same answer is
+/// cached once (keeping its first time), locking and idling change
+/// nothing, and users gone from /etc/passwd leave the cache.
+#[test]
+fn steady_machine_does_not_churn() {
+    use std::sync::atomic::Ordering;
+    let cache = CountingCache::default();
+    let at = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let run = |m: &Machine, t: &str| {
+        let host = m.host();
+        let mut ctx = Context::new(&host, &cache);
+        ctx.now = at(t);
+        ScreenLock.collect(&ctx).unwrap()
+    };
+    let mut m = Machine::new();
+    m.session("2", 1000, "alice", "wayland", "user", "gnome", false, false);
+    m.session("14", 1002, "carol", "wayland", "user", "sway", false, false);
+    m.process(2200, 1002, &["sway"]);
+    let first = run(&m, "2024-11-26T08:00:00.123456Z");
+    assert_eq!(cache.puts.load(Ordering::SeqCst), 1);
+
+    // Later alice's screen is locked and carol is idle: same report.
+    let mut m2 = Machine::new();
+    m2.session("2", 1000, "alice", "wayland", "user", "gnome", true, false);
+    m2.session("14", 1002, "carol", "wayland", "user", "sway", false, true);
+    m2.process(2200, 1002, &["sway"]);
+    let second = run(&m2, "2024-11-26T09:00:00Z");
+    assert_eq!(first, second);
+    assert_eq!(cache.puts.load(Ordering::SeqCst), 1, "nothing changed");
+
+    // Nobody logged in, twice: identical, from the cache, no writes.
+    let empty = Machine::new();
+    let a = run(&empty, "2024-11-26T10:00:00Z");
+    let b = run(&empty, "2024-11-27T10:00:00Z");
+    assert_eq!(a, b);
+    assert_eq!(a["source"], "cache");
+    assert_eq!(a["sessions"][0]["cached_at"], "2024-11-26T08:00:00.123Z");
+    assert_eq!(cache.puts.load(Ordering::SeqCst), 1);
+
+    // carol's account is removed: her answer goes, once.
+    empty.file(
+        "/etc/passwd",
+        PASSWD
+            .lines()
+            .filter(|l| !l.starts_with("carol:"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    );
+    let c = run(&empty, "2024-11-28T10:00:00Z");
+    let users: Vec<&Value> = c["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["user"])
+        .collect();
+    assert_eq!(users, [&json!("alice")]);
+    assert_eq!(cache.puts.load(Ordering::SeqCst), 2);
+    assert_eq!(run(&empty, "2024-11-29T10:00:00Z"), c);
+    assert_eq!(cache.puts.load(Ordering::SeqCst), 2);
 }

@@ -145,8 +145,9 @@ pub struct Scope<'a> {
     /// Who answers logind's Lock signal besides the tools themselves (the
     /// desktop's locker, xss-lock), if anyone.
     pub lock_handler: Option<String>,
-    /// Seconds until X's screen saver activates, and from where.
-    pub x_timeout: Option<(u64, String)>,
+    /// Seconds until X's screen saver activates (`None` when the setting
+    /// is out of range), and from where.
+    pub x_timeout: Option<(Option<u64>, String)>,
 }
 
 impl Scope<'_> {
@@ -206,12 +207,14 @@ fn xautolock(p: &Proc, scope: &Scope<'_>) -> Finding {
             .position(|a| a == flag)
             .and_then(|i| p.args.get(i + 1))
     };
-    let minutes: u64 = arg("-time").and_then(|t| t.parse().ok()).unwrap_or(10);
+    let minutes = arg("-time")
+        .and_then(|t| super::parse_count(t))
+        .unwrap_or(10);
     // xautolock's default locker is xlock.
     let locker = arg("-locker").map(String::as_str).unwrap_or("xlock");
     let what = format!("xautolock -time {minutes} -locker {locker:?}");
     match judge(locker, None, scope) {
-        Ok(how) => Finding::yes(minutes * 60, vec![format!("{what}: {how}")]),
+        Ok(how) => Finding::locks_after(&[(minutes, 60)], vec![format!("{what}: {how}")]),
         Err(why) => Finding::unknown(vec![format!("{what}: {why}")]),
     }
 }
@@ -225,8 +228,16 @@ fn xss_lock(p: &Proc, scope: &Scope<'_>) -> Finding {
         .unwrap_or_default();
     let what = format!("xss-lock locks with {locker:?} when the X screen saver activates");
     match &scope.x_timeout {
-        Some((0, from)) => Finding::no(vec![what, format!("X screen saver disabled ({from})")]),
-        Some((secs, from)) => Finding::yes(*secs, vec![what, format!("after {secs} s ({from})")]),
+        Some((Some(0), from)) => {
+            Finding::no(vec![what, format!("X screen saver disabled ({from})")])
+        }
+        Some((Some(secs), from)) => {
+            Finding::yes(*secs, vec![what, format!("after {secs} s ({from})")])
+        }
+        Some((None, from)) => Finding::unknown(vec![
+            what,
+            format!("the X screen saver timeout is negative or longer than a week ({from})"),
+        ]),
         None => Finding {
             enabled: Tri::Yes,
             delay: None,
@@ -269,7 +280,7 @@ fn swayidle(p: &Proc, scope: &Scope<'_>) -> Finding {
             ],
         };
         match paths.iter().find_map(|path| {
-            super::read_user_text(scope.host, path, scope.uid)
+            super::read_user_text(scope.host, path, scope.uid, scope.home)
                 .ok()
                 .map(|t| (path, t))
         }) {
@@ -311,8 +322,15 @@ fn timed(
     scope: &Scope<'_>,
 ) -> Finding {
     let mut best: Option<u64> = None;
+    let mut implausible = false;
     for (secs, cmd) in timeouts {
         match judge(&cmd, lock_cmd, scope) {
+            Ok(how) if secs > super::MAX_DELAY => {
+                evidence.push(format!(
+                    "timeout {secs} s {how}, but longer than a week: not a usable setting"
+                ));
+                implausible = true;
+            }
             Ok(how) => {
                 evidence.push(format!("timeout {secs} s {how}"));
                 best = Some(best.map_or(secs, |b| b.min(secs)));
@@ -322,6 +340,7 @@ fn timed(
     }
     match best {
         Some(secs) => Finding::yes(secs, evidence),
+        None if implausible => Finding::unknown(evidence),
         None => {
             evidence.push("no timeout runs a screen locker".into());
             Finding::no(evidence)
@@ -343,7 +362,7 @@ fn hypridle(p: &Proc, scope: &Scope<'_>) -> Finding {
             )
         });
     let mut evidence = vec![format!("hypridle with config {path}")];
-    let Ok(text) = super::read_user_text(scope.host, &path, scope.uid) else {
+    let Ok(text) = super::read_user_text(scope.host, &path, scope.uid, scope.home) else {
         // hypridle refuses to start without a config; say so rather than guess.
         evidence.push(format!("{path} is not readable"));
         return Finding::unknown(evidence);
@@ -387,23 +406,33 @@ fn hypridle(p: &Proc, scope: &Scope<'_>) -> Finding {
     timed(timeouts, lock_cmd.as_deref(), evidence, scope)
 }
 
-/// `H:MM:SS`, `MM:SS` or plain minutes, as xscreensaver writes times.
+/// `H:MM:SS`, `MM:SS` or plain minutes, as xscreensaver writes times;
+/// `None` also for times out of range (see [`super::delay_seconds`]).
 fn xscreensaver_time(v: &str) -> Option<u64> {
-    let parts: Vec<u64> = v
+    let parts: Vec<i128> = v
         .split(':')
-        .map(|p| p.trim().parse().ok())
+        .map(|p| p.trim().parse::<u64>().ok().map(i128::from))
         .collect::<Option<_>>()?;
-    Some(match parts.as_slice() {
-        [m] => m * 60,
-        [m, s] => m * 60 + s,
-        [h, m, s] => h * 3600 + m * 60 + s,
+    super::delay_seconds(&match parts.as_slice() {
+        [m] => vec![(*m, 60)],
+        [m, s] => vec![(*m, 60), (*s, 1)],
+        [h, m, s] => vec![(*h, 3600), (*m, 60), (*s, 1)],
         _ => return None,
     })
 }
 
+/// True for text shaped like an xscreensaver time (digits and colons),
+/// whatever its size.
+fn looks_like_time(v: &str) -> bool {
+    let v = v.trim();
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_digit() || b == b':' || b == b' ')
+}
+
 fn xscreensaver(_: &Proc, scope: &Scope<'_>) -> Finding {
     let path = format!("{}/.xscreensaver", scope.home.trim_end_matches('/'));
-    let text = super::read_user_text(scope.host, &path, scope.uid).unwrap_or_default();
+    let text = super::read_user_text(scope.host, &path, scope.uid, scope.home).unwrap_or_default();
     let get = |key: &str| {
         text.lines()
             .filter_map(|l| l.split_once(':'))
@@ -419,8 +448,21 @@ fn xscreensaver(_: &Proc, scope: &Scope<'_>) -> Finding {
     };
     let mode = get("mode");
     let lock = get("lock");
-    let timeout = get("timeout").as_deref().and_then(xscreensaver_time);
-    let lock_timeout = get("lockTimeout").as_deref().and_then(xscreensaver_time);
+    let (timeout_text, lock_timeout_text) = (get("timeout"), get("lockTimeout"));
+    let timeout = timeout_text.as_deref().and_then(xscreensaver_time);
+    let lock_timeout = lock_timeout_text.as_deref().and_then(xscreensaver_time);
+    // A time too large to use is not the same as no time: say so.
+    let out_of_range: Vec<String> = [
+        ("timeout", &timeout_text, timeout),
+        ("lockTimeout", &lock_timeout_text, lock_timeout),
+    ]
+    .into_iter()
+    .filter_map(|(key, text, value)| {
+        let text = text.as_deref()?;
+        (value.is_none() && looks_like_time(text))
+            .then(|| format!("{key}: {text} ({path}) is longer than a week: not a usable setting"))
+    })
+    .collect();
     let mut evidence = vec![
         "xscreensaver is running".to_string(),
         format!(
@@ -451,7 +493,17 @@ fn xscreensaver(_: &Proc, scope: &Scope<'_>) -> Finding {
         evidence.push("xscreensaver does not lock on idle".into());
         return Finding::no(evidence);
     }
-    Finding::yes(timeout.unwrap_or(600) + lock_timeout.unwrap_or(0), evidence)
+    if !out_of_range.is_empty() {
+        evidence.extend(out_of_range);
+        return Finding::unknown(evidence);
+    }
+    Finding::locks_after(
+        &[
+            (timeout.unwrap_or(600).into(), 1),
+            (lock_timeout.unwrap_or(0).into(), 1),
+        ],
+        evidence,
+    )
 }
 
 /// light-locker locks when X's screen saver activates (after
@@ -470,13 +522,19 @@ pub fn light_locker(scope: &Scope<'_>, lock_after: Option<(i64, String)>) -> Fin
         return Finding::no(evidence);
     }
     match &scope.x_timeout {
-        Some((0, from)) => {
+        Some((Some(0), from)) => {
             evidence.push(format!("screen blanking is off ({from})"));
             Finding::no(evidence)
         }
-        Some((secs, from)) => {
+        Some((Some(secs), from)) => {
             evidence.push(format!("screen saver after {secs} s ({from})"));
-            Finding::yes(secs + after as u64, evidence)
+            Finding::locks_after(&[((*secs).into(), 1), (after.into(), 1)], evidence)
+        }
+        Some((None, from)) => {
+            evidence.push(format!(
+                "the screen saver timeout is negative or longer than a week ({from})"
+            ));
+            Finding::unknown(evidence)
         }
         None => {
             evidence.push("the X screen saver timeout is not in any file".into());
