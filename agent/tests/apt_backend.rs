@@ -3,9 +3,12 @@
 //! private root. What the collector reports pending must be exactly what
 //! `apt-get -s dist-upgrade` would install, security flags included.
 
+mod common;
+use common::{stub_program, write};
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use penguindome_agent::collectors::os_updates::{UpdateBackend, apt::Apt};
@@ -34,11 +37,6 @@ fn host_arch() -> String {
         .output()
         .expect("dpkg is needed for this test (Debian's dpkg package)");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn write(path: &Path, content: impl AsRef<[u8]>) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
 }
 
 /// A private apt world: a root with dpkg status and sources, and a repository.
@@ -81,13 +79,7 @@ impl World {
         }
         write(&root.join("var/lib/dpkg/status"), status);
         // The collector looks for apt-get before it picks this backend.
-        write(&root.join("usr/bin/apt-get"), "#!/bin/sh\n");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            root.join("usr/bin/apt-get"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
+        stub_program(&root, "usr/bin/apt-get");
         let key = SecretKey::generate("Test Repository <repo@example.test>").unwrap();
         write(
             &root.join("etc/apt/keyrings/test.asc"),

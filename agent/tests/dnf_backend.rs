@@ -4,8 +4,11 @@
 //! `dnf makecache`. `dnf check-update` and `dnf updateinfo` are the
 //! reference for what the collector must report.
 
+mod common;
+use common::{stub_program, write};
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use penguindome_agent::collectors::os_updates::{UpdateBackend, UpdateCheck, dnf::Dnf};
@@ -14,11 +17,6 @@ use penguindome_agent::host::{FixtureRunner, Host};
 
 const RPM_QUERY: &str =
     "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\t%{INSTALLTIME}\\n";
-
-fn write(path: &Path, content: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-}
 
 struct World {
     _dir: tempfile::TempDir,
@@ -38,7 +36,7 @@ impl World {
         // Debian's rpm keeps its database in ~/.rpmdb unless told otherwise.
         write(
             &base.join("home/.rpmmacros"),
-            &format!(
+            format!(
                 "%_topdir {}\n%_dbpath /var/lib/rpm\n",
                 base.join("build").display()
             ),
@@ -49,16 +47,14 @@ impl World {
         );
         write(
             &root.join("etc/yum.repos.d/site.repo"),
-            &format!(
+            format!(
                 "[site]\nname=site\nbaseurl=file://{}\nenabled=1\ngpgcheck=0\nmetadata_expire=0\n\n[disabled-one]\nname=off\nbaseurl=file:///nonexistent\nenabled=0\n",
                 repo.display()
             ),
         );
         // What the collector checks before choosing this backend.
         for p in ["usr/bin/dnf", "usr/bin/rpm"] {
-            write(&root.join(p), "#!/bin/sh\n");
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o755)).unwrap();
+            stub_program(&root, p);
         }
         write(&root.join("proc/stat"), "btime 1000\n");
         Self {
@@ -93,7 +89,7 @@ impl World {
         let spec = self.base.join(format!("{name}-{version}.spec"));
         write(
             &spec,
-            &format!(
+            format!(
                 "Name: {name}\nVersion: {version}\nRelease: 1\nSummary: test\nLicense: none\nBuildArch: noarch\nAutoReq: no\n%description\ntest\n%install\nmkdir -p %{{buildroot}}/usr/share/{name}\necho {version} > %{{buildroot}}/usr/share/{name}/VERSION\n%files\n/usr/share/{name}/VERSION\n"
             ),
         );
@@ -119,7 +115,7 @@ impl World {
             let ui = self.base.join("updateinfo.xml");
             write(
                 &ui,
-                &format!(
+                format!(
                     r#"<?xml version="1.0" encoding="UTF-8"?>
 <updates>
   <update from="security@example.test" status="stable" type="security" version="2.0">

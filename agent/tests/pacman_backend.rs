@@ -3,6 +3,9 @@
 //! pacman's own `-Qu` on a checkupdates-style copy as the reference.
 #![cfg(feature = "pacman")]
 
+mod common;
+use common::{stub_program, write};
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,11 +26,6 @@ fn run(cmd: &mut Command) -> String {
     );
     assert!(out.status.success(), "{cmd:?} failed: {text}");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn write(path: &Path, content: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
 }
 
 struct World {
@@ -57,19 +55,13 @@ impl World {
         std::fs::create_dir_all(&pkgs).unwrap();
         write(
             &root.join("etc/pacman.conf"),
-            &format!(
+            format!(
                 "[options]\nArchitecture = auto\nIgnorePkg = pd-ignored\nSigLevel = Never\nLocalFileSigLevel = Never\n\n[site]\nServer = file://{}\n",
                 repo.display()
             ),
         );
         // What the collector checks before choosing this backend.
-        write(&root.join("usr/bin/pacman"), "#!/bin/sh\n");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            root.join("usr/bin/pacman"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
+        stub_program(&root, "usr/bin/pacman");
         let arch = run(Command::new("uname").arg("-m"));
         write(&root.join("proc/sys/kernel/arch"), &arch);
         write(&root.join("proc/sys/kernel/osrelease"), "6.12.1-arch1-1\n");
@@ -88,7 +80,7 @@ impl World {
         write(&src.join(format!("usr/share/doc/{name}/VERSION")), version);
         write(
             &src.join(".PKGINFO"),
-            &format!(
+            format!(
                 "pkgname = {name}\npkgbase = {name}\npkgver = {version}-1\npkgdesc = test package\nurl = https://example.test/\nbuilddate = 1764000000\npackager = Test <t@example.test>\nsize = 8\narch = any\nlicense = custom\n"
             ),
         );
