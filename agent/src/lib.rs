@@ -8,3 +8,4 @@ pub mod session;
 pub mod spool;
 pub mod state;
 pub mod transport;
+pub mod upgrade;

@@ -58,6 +58,9 @@ enum Command {
         #[arg(long)]
         stats: bool,
     },
+    /// Upgrade the penguindome packages from the site's repository (what
+    /// penguindome-upgrade.service runs when a newer release is published).
+    Upgrade,
     /// Show identity, server, last collect and submit, spool and last error.
     Status {
         /// Print JSON.
@@ -130,6 +133,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     outcome.pending
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Upgrade => {
+            logging::init(
+                LogTarget::Auto,
+                cli.log_level.unwrap_or(log::LevelFilter::Info),
+                "penguindome-agent",
+            )
+            .map_err(anyhow::Error::msg)?;
+            let state = StateDir::open(&cli.state_dir)?;
+            let outcome = penguindome_agent::upgrade::upgrade(&Host::system(), state.root())?;
+            log::info!(
+                "upgraded with {}: {} -> {}",
+                outcome.package_manager.as_deref().unwrap_or("?"),
+                outcome.from_version.as_deref().unwrap_or("?"),
+                outcome.to_version.as_deref().unwrap_or("?")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Collect {

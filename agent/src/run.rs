@@ -15,6 +15,7 @@ use crate::session::{Delivery, Session, SessionError};
 use crate::spool::{Spool, SpoolError};
 use crate::state::{AgentState, LastError, StateDir};
 use crate::transport::Transport;
+use crate::upgrade;
 
 /// Runs are started every minute give or take the timer's random delay, so
 /// a stamp counts as due slightly before its interval has fully passed.
@@ -68,6 +69,24 @@ fn is_due(last: Option<DateTime<Utc>>, interval: Duration, now: DateTime<Utc>) -
         // The clock went backwards: collect rather than wait for it.
         Err(_) => true,
     }
+}
+
+/// The agent's own facts: its version, the installed package, the newest
+/// release and how the last self-upgrade went, so failures reach the server.
+fn agent_facts(agent: &Agent, state: &AgentState) -> serde_json::Value {
+    let outcome = upgrade::last_outcome(agent.state.root());
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "package_version": upgrade::installed_agent_version(&agent.host),
+        "latest_release": state.latest_release,
+        "upgrade": outcome.map(|o| serde_json::json!({
+            "finished_at": o.finished_at.map(|t| penguindome_protocol::envelope::utc::format(&t)),
+            "package_manager": o.package_manager,
+            "from_version": o.from_version,
+            "to_version": o.to_version,
+            "error": o.error,
+        })),
+    })
 }
 
 /// The host name the report carries.
@@ -183,6 +202,31 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
                         "this machine's clock is {skew} s away from the server's; requests fail beyond 15 minutes"
                     );
                 }
+                state.latest_release = u.latest_release;
+                let installed = upgrade::installed_agent_version(&agent.host);
+                match upgrade::decide(
+                    installed.as_deref(),
+                    u.latest_release,
+                    state.last_upgrade_attempt_at,
+                    now,
+                ) {
+                    upgrade::Decision::Start { installed, latest } => {
+                        log::info!(
+                            "release {latest} is published and release {installed} is installed; starting {}",
+                            upgrade::UPGRADE_UNIT
+                        );
+                        state.last_upgrade_attempt_at = Some(now);
+                        if let Err(e) = upgrade::start_unit() {
+                            let msg = format!("cannot start the upgrade: {e:#}");
+                            log::error!("{msg}");
+                            outcome.errors.push(msg);
+                        }
+                    }
+                    upgrade::Decision::Waiting => {
+                        log::info!("an upgrade started recently; waiting before trying again")
+                    }
+                    upgrade::Decision::Current | upgrade::Decision::NotApplicable => {}
+                }
                 if !u.patches.is_empty() {
                     log::info!(
                         "{} patches are queued; this agent version does not apply patches yet",
@@ -207,8 +251,11 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
             timeout: config.plugin_timeout,
             collectors: config.collectors.clone(),
         };
-        let report =
+        let mut report =
             collect_report(&agent.host, &cache, &settings, None).context("collection failed")?;
+        report
+            .plugins
+            .insert("agent".into(), agent_facts(agent, &state));
         spool.push(&report).context("cannot spool the report")?;
         if let Err(e) = cache.save() {
             log::warn!("cannot save the collector cache: {e}");

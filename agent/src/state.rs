@@ -57,6 +57,12 @@ pub struct AgentState {
     /// The most recent failure, cleared by a fully successful run.
     #[serde(default)]
     pub last_error: Option<LastError>,
+    /// When this agent last started an upgrade of its own packages.
+    #[serde(default, with = "penguindome_protocol::envelope::utc::option")]
+    pub last_upgrade_attempt_at: Option<DateTime<Utc>>,
+    /// The newest release the server named at the last update check.
+    #[serde(default)]
+    pub latest_release: Option<u64>,
 }
 
 /// The state directory.

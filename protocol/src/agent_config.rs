@@ -12,7 +12,7 @@ use crate::keys::PublicKey;
 /// Default location on clients.
 pub const DEFAULT_PATH: &str = "/etc/penguindome/agent.toml";
 /// Default state directory on clients.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/penguindome";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/penguindome-agent";
 /// Default directory of external plugins.
 pub const DEFAULT_PLUGINS_DIR: &str = "/usr/lib/penguindome/plugins";
 

@@ -185,6 +185,48 @@ impl SecretKey {
         let binary = self.sign(data)?;
         armor(&binary, openpgp::armor::Kind::Signature)
     }
+
+    /// Makes a binary detached signature over a stream, dated `created`
+    /// (rpm dates a package's signature with its build time).
+    pub fn sign_stream_at(
+        &self,
+        data: &mut dyn std::io::Read,
+        created: std::time::SystemTime,
+    ) -> Result<Vec<u8>, KeyError> {
+        use openpgp::serialize::stream::{Message, Signer};
+        let mut out = Vec::new();
+        let message = Message::new(&mut out);
+        let mut w = Signer::new(message, self.keypair.clone())
+            .map_err(crypto_err)?
+            .detached()
+            .hash_algo(HashAlgorithm::SHA256)
+            .map_err(crypto_err)?
+            .creation_time(created)
+            .build()
+            .map_err(crypto_err)?;
+        std::io::copy(data, &mut w).map_err(|e| KeyError::Crypto(e.to_string()))?;
+        w.finalize().map_err(crypto_err)?;
+        Ok(out)
+    }
+
+    /// Makes a cleartext-signed copy of a text (an apt InRelease file).
+    pub fn sign_cleartext(&self, text: &[u8]) -> Result<Vec<u8>, KeyError> {
+        use openpgp::serialize::stream::{Message, Signer};
+        use std::io::Write;
+        let mut out = Vec::new();
+        let message = Message::new(&mut out);
+        let mut w = Signer::new(message, self.keypair.clone())
+            .map_err(crypto_err)?
+            .cleartext()
+            .hash_algo(HashAlgorithm::SHA256)
+            .map_err(crypto_err)?
+            .build()
+            .map_err(crypto_err)?;
+        w.write_all(text)
+            .map_err(|e| KeyError::Crypto(e.to_string()))?;
+        w.finalize().map_err(crypto_err)?;
+        Ok(out)
+    }
 }
 
 /// Wraps binary OpenPGP data in ASCII armor.

@@ -20,6 +20,10 @@ pub mod paths {
     pub const ACKNOWLEDGE_PATCH: &str = "/penguindome/v1/acknowledge_patch";
     /// Unsigned liveness and store health.
     pub const HEALTH: &str = "/penguindome/v1/health";
+    /// The signed package repositories (apt/, rpm/, arch/, key.asc).
+    pub const REPO: &str = "/penguindome/v1/repo";
+    /// The newest package of a family, or a bootstrap script.
+    pub const DOWNLOAD_RELEASE: &str = "/penguindome/v1/download_release";
 }
 
 /// Checks that a client id is a machine id: 32 lower-case hex characters.
@@ -92,6 +96,11 @@ pub struct UpdateResponse {
     /// Patches queued for this client.
     #[serde(default)]
     pub patches: Vec<Patch>,
+    /// The newest release in the site's repositories; an agent whose
+    /// installed package revision is lower upgrades through its package
+    /// manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_release: Option<u64>,
 }
 
 /// A set of files to write on the client.

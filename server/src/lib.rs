@@ -2,9 +2,11 @@
 //! administration commands behind `pdome-admin`.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod keycache;
+pub mod release;
 pub mod secrets;
 pub mod serve;
 pub mod store;

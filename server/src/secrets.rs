@@ -40,12 +40,16 @@ pub fn write_secret(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     write_file(path, data, 0o600)
 }
 
-/// Reads a secret, refusing it if group or others may read or write it.
+/// Reads a secret, refusing it if others may read it or anyone but its
+/// owner may write it. Group read is allowed on root's files only: that is
+/// how `pdome-admin init` shares the server's key with its service user.
 pub fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    let group_read_ok = meta.uid() == 0 && mode & 0o070 == 0o040;
+    if mode & 0o007 != 0 || (mode & 0o070 != 0 && !group_read_ok) {
         bail!(
             "{} holds a secret but has mode {mode:04o}; run `chmod 600 {}`",
             path.display(),
@@ -72,6 +76,12 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_secret(&p).unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
+        // Group-writable is never accepted; group-readable only on root's
+        // files (shared with the service user).
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o660)).unwrap();
+        assert!(read_secret(&p).is_err());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(read_secret(&p).is_ok(), nix::unistd::geteuid().is_root());
         // Overwriting keeps no temp file behind.
         write_secret(&p, b"again").unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

@@ -51,6 +51,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         window: config.server.request_window,
         max_body: config.server.max_body_bytes,
         credential_sha256: credential,
+        repo: crate::release::publish::Repository::new(config.server.data_dir.join("repo")),
+        access: crate::auth::AccessControl::load(
+            config.config_path(std::path::Path::new(crate::auth::ACCESS_FILE)),
+        )?,
     });
     let app = router(state.clone());
 

@@ -572,6 +572,29 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
     };
     store.close().await;
 
+    super::access::create_agent_user(&config_dir)?;
+
+    // Packaged installs run the server as its own user: let it read what it
+    // needs and own its data, and keep everything else root's.
+    if let Some((uid, gid)) = super::account::service_account()? {
+        super::account::share_with_group(&config_dir, gid, 0o750)?;
+        super::account::share_with_group(&server_toml, gid, 0o640)?;
+        super::account::share_with_group(&config_dir.join(&key_file), gid, 0o640)?;
+        if config_dir.join("tls").is_dir() {
+            super::account::share_with_group(&config_dir.join("tls"), gid, 0o750)?;
+            super::account::share_with_group(&config_dir.join("tls/server.key"), gid, 0o640)?;
+        }
+        if config_dir.join(MONGODB_PASSWORD_FILE).exists() {
+            super::account::share_with_group(&config_dir.join(MONGODB_PASSWORD_FILE), gid, 0o640)?;
+        }
+        super::account::share_with_group(&config_dir.join(crate::auth::ACCESS_FILE), gid, 0o640)?;
+        super::account::give_tree(&data_dir, uid, gid)?;
+        println!(
+            "The server's files belong to the {} user.",
+            super::account::SERVICE_USER
+        );
+    }
+
     println!(
         "Created a PenguinDome server configuration in {}:",
         config_dir.display()

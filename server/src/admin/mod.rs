@@ -1,6 +1,10 @@
 //! pdome-admin subcommands, one module per group.
 
+pub mod access;
+pub mod account;
 pub mod clients;
 pub mod init;
+pub mod packages;
 pub mod prompt;
+pub mod release;
 pub mod store;

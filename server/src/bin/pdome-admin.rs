@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use penguindome_server::admin::{clients, init, store};
+use penguindome_server::admin::{access, account, clients, init, packages, release, store};
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
 #[derive(Parser)]
@@ -32,6 +32,18 @@ enum Command {
     /// The database: migrate to another store.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Build the site's agent packages and publish them as signed apt, dnf
+    /// and pacman repositories.
+    Release(release::ReleaseArgs),
+    /// Build the server and generic agent packages from compiled binaries.
+    BuildPackages(packages::PackagesArgs),
+    /// Passwords for the repositories and release downloads.
+    #[command(subcommand)]
+    Password(access::PasswordCommand),
+    /// Address ranges, users and groups allowed to the repositories and
+    /// release downloads.
+    #[command(subcommand)]
+    Access(access::AccessCommand),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -49,8 +61,13 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => init::run(&cli.config_dir, *args).await,
+        Command::Release(args) => release::run(&cli.config_dir, args),
+        Command::BuildPackages(args) => packages::run(args),
+        Command::Password(cmd) => access::password(&cli.config_dir, cmd),
+        Command::Access(cmd) => access::access(&cli.config_dir, cmd),
         Command::Clients(cmd) => {
             let config = ServerConfig::load(&cli.config_dir)?;
+            account::become_data_owner(&config.server.data_dir)?;
             let store = penguindome_server::store::open(&config)
                 .await
                 .context("pdome-admin reads the server's store; run it on the server host")?;
@@ -60,6 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Store(store::StoreCommand::Migrate { to, force }) => {
             let config = ServerConfig::load(&cli.config_dir)?;
+            account::become_data_owner(&config.server.data_dir)?;
             let source = penguindome_server::store::open(&config).await?;
             let result = store::migrate(source.as_ref(), &to, force).await;
             source.close().await;

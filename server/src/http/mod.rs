@@ -14,9 +14,11 @@ use penguindome_protocol::{EnvelopeError, SecretKey, SignatureError};
 use crate::keycache::KeyCache;
 use crate::store::{Store, StoreError};
 
+mod download;
 mod enroll;
 mod health;
 mod patch;
+mod repo;
 mod signed;
 mod submit;
 mod update;
@@ -35,6 +37,10 @@ pub struct AppState {
     pub max_body: usize,
     /// SHA-256 of the enrollment credential.
     pub credential_sha256: [u8; 32],
+    /// The published package repositories.
+    pub repo: crate::release::publish::Repository,
+    /// Who may fetch repositories and releases.
+    pub access: crate::auth::AccessControl,
 }
 
 /// Name of the listener a request arrived on.
@@ -202,6 +208,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(paths::UPDATE, post(update::handle))
         .route(paths::ACKNOWLEDGE_PATCH, post(patch::acknowledge))
         .route(paths::HEALTH, get(health::handle))
+        .route(&format!("{}/{{*path}}", paths::REPO), get(repo::handle))
+        .route(paths::DOWNLOAD_RELEASE, get(download::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {

@@ -33,6 +33,7 @@ pub async fn handle(
         .into(),
         server_time: Utc::now(),
         patches,
+        latest_release: state.repo.current_serial(),
     };
     let sealed =
         Envelope::seal(&state.server_key, SERVER_SENDER, Some(&nonce), &answer).map_err(|e| {

@@ -26,7 +26,7 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(6 * 3600);
 
 /// Where the private databases live (CacheDirectory= of the agent unit).
 #[cfg(any(feature = "pacman", feature = "pacman-libalpm16"))]
-const PRIVATE_DBPATH: &str = "/var/cache/penguindome/pacman";
+const PRIVATE_DBPATH: &str = "/var/cache/penguindome-agent/pacman";
 
 /// The backend.
 pub struct Pacman;

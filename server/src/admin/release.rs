@@ -1,0 +1,153 @@
+//! `pdome-admin release`: build the site's agent packages for every family
+//! and publish them as signed repositories.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context;
+use clap::Args;
+use penguindome_protocol::agent_config::AgentConfig;
+
+use crate::config::{AGENT_CONFIG_FILE, ServerConfig};
+use crate::release::contents::{self, Site};
+use crate::release::publish::Repository;
+use crate::release::{DEFAULT_AGENT_BINARY, Family, PackageSpec, build_all};
+
+/// Options of `pdome-admin release`.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The agent binary to package (the server package installs it here).
+    #[arg(long, default_value = DEFAULT_AGENT_BINARY)]
+    pub agent_binary: PathBuf,
+    /// A different agent binary for the pacman package (built against
+    /// Arch's libalpm); the generic one is used when absent.
+    #[arg(long)]
+    pub agent_binary_arch: Option<PathBuf>,
+    /// The agent's version (default: this pdome-admin's, which the server
+    /// package's agent binary matches).
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    pub agent_version: String,
+    /// How many releases the repositories keep packages of.
+    #[arg(long, default_value_t = 3)]
+    pub keep: u64,
+    /// Package formats to publish, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values = ["deb", "rpm", "arch"])]
+    pub formats: Vec<Family>,
+}
+
+/// The site's view of itself, from server.toml and agent.toml.
+pub fn site(config: &ServerConfig) -> anyhow::Result<Site> {
+    let agent_path = config.config_dir.join(AGENT_CONFIG_FILE);
+    let agent_toml = std::fs::read_to_string(&agent_path).with_context(|| {
+        format!(
+            "cannot read {}, which `pdome-admin init` writes",
+            agent_path.display()
+        )
+    })?;
+    let agent = AgentConfig::parse(&agent_toml, &agent_path)?;
+    let url =
+        url::Url::parse(&config.server.url).context("server.url in server.toml is not a URL")?;
+    let host = url.host_str().context("server.url has no host")?;
+    // apt's per-host options name the host without its port.
+    let repo_host = host.trim_matches(['[', ']']).to_string();
+    let key = crate::serve::load_server_key(config)?;
+    let password_file = config
+        .config_dir
+        .join(super::access::AGENT_REPO_PASSWORD_FILE);
+    let credentials = match crate::secrets::read_secret(&password_file) {
+        Ok(p) => Some((
+            super::access::AGENT_REPO_USER.to_string(),
+            String::from_utf8(p)
+                .with_context(|| format!("{} is not text", password_file.display()))?
+                .trim()
+                .to_string(),
+        )),
+        Err(_) if !password_file.exists() => None,
+        Err(e) => return Err(e),
+    };
+    Ok(Site {
+        agent_toml,
+        repo_url: format!(
+            "{}/penguindome/v1/repo",
+            config.server.url.trim_end_matches('/')
+        ),
+        repo_host,
+        public_key_armored: key.public().to_armored()?,
+        public_key_fingerprint: key.fingerprint().to_string(),
+        ca_pem: agent.ca_certificate,
+        credentials,
+    })
+}
+
+fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| {
+        format!(
+            "cannot read the agent binary {}: install penguindome-server (which ships it) or pass --agent-binary",
+            path.display()
+        )
+    })
+}
+
+/// Runs `pdome-admin release`.
+pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let config = ServerConfig::load(config_dir)?;
+    let key = crate::serve::load_server_key(&config)?;
+    let site = site(&config)?;
+    let agent_binary = read_binary(&args.agent_binary)?;
+    let arch_binary = args
+        .agent_binary_arch
+        .as_deref()
+        .map(read_binary)
+        .transpose()?;
+    // Everything only root may read is read; publish as the server's user.
+    super::account::become_data_owner(&config.server.data_dir)?;
+
+    let repo = Repository::new(config.server.data_dir.join("repo"));
+    let serial = repo.next_serial()?;
+    let now = SystemTime::now();
+    let agent = contents::agent(&agent_binary, &args.agent_version, serial, now)?;
+    let agent_arch = match &arch_binary {
+        Some(b) => contents::agent(b, &args.agent_version, serial, now)?,
+        None => agent.clone(),
+    };
+    let mut sites: Vec<(Family, PackageSpec)> = Vec::new();
+    for f in &args.formats {
+        sites.push((
+            *f,
+            contents::site(*f, &site, &args.agent_version, serial, now)?,
+        ));
+    }
+    let mut jobs: Vec<(&PackageSpec, Family)> = Vec::new();
+    for (f, s) in &sites {
+        jobs.push((
+            if *f == Family::Arch {
+                &agent_arch
+            } else {
+                &agent
+            },
+            *f,
+        ));
+        jobs.push((s, *f));
+    }
+    let built = build_all(&jobs, &key)?;
+    let published = repo.publish(serial, &built, &key, args.keep, chrono::Utc::now())?;
+
+    println!(
+        "Published release {} ({} packages indexed) in {:.2} s:",
+        published.serial,
+        published.indexed,
+        started.elapsed().as_secs_f64()
+    );
+    for (name, size) in &published.new_packages {
+        println!("  {name:<55} {:>8.2} MB", *size as f64 / 1e6);
+    }
+    if !published.pruned.is_empty() {
+        println!(
+            "Removed releases {:?} (keeping {}).",
+            published.pruned, args.keep
+        );
+    }
+    println!("Clients install from {}/{{apt,rpm,arch}}", site.repo_url);
+    Ok(())
+}

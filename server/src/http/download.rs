@@ -1,0 +1,242 @@
+//! `GET /penguindome/v1/download_release?format=deb|rpm|arch`: the newest
+//! agent (or, with `package=site`, site) package of that family; with
+//! `bootstrap=1`, a shell script that installs the site package (carried
+//! inside the script) and then the agent from the site's repository.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::Deserialize;
+
+use super::repo::authorize;
+use super::{ApiFailure, AppState};
+use crate::release::spec::{Family, PackageRecord};
+
+/// Query parameters.
+#[derive(Debug, Deserialize)]
+pub struct DownloadQuery {
+    format: String,
+    #[serde(default)]
+    package: Option<String>,
+    #[serde(default)]
+    bootstrap: Option<String>,
+}
+
+fn failure(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    ApiFailure::new(status, code, message).into_response()
+}
+
+/// The newest record of `name` in `family`.
+fn newest<'a>(
+    packages: &'a [PackageRecord],
+    family: Family,
+    name: &str,
+) -> Option<&'a PackageRecord> {
+    packages
+        .iter()
+        .filter(|r| r.family == family && r.name == name)
+        .max_by_key(|r| r.release)
+}
+
+/// Answers a download.
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<DownloadQuery>,
+) -> Response {
+    if let Err(r) = authorize(&state, "download_release", peer, &headers).await {
+        return r;
+    }
+    let Ok(family) = q.format.parse::<Family>() else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "format must be deb, rpm or arch",
+        );
+    };
+    let name = match q.package.as_deref() {
+        None | Some("agent") => "penguindome-agent",
+        Some("site") => "penguindome-site",
+        Some(_) => {
+            return failure(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "package must be agent or site",
+            );
+        }
+    };
+    let repo = state.repo.clone();
+    let manifest = match tokio::task::spawn_blocking(move || repo.current()).await {
+        Ok(Ok(Some(m))) => m,
+        Ok(Ok(None)) => {
+            return failure(
+                StatusCode::NOT_FOUND,
+                "no_release",
+                "nothing is published yet; run `pdome-admin release`",
+            );
+        }
+        Ok(Err(e)) => {
+            log::error!(endpoint = "download_release"; "{e}");
+            return failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the release cannot be read",
+            );
+        }
+        Err(_) => {
+            return failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the release cannot be read",
+            );
+        }
+    };
+    let bootstrap = q
+        .bootstrap
+        .as_deref()
+        .is_some_and(|b| b != "0" && b != "false");
+    let wanted = if bootstrap { "penguindome-site" } else { name };
+    let Some(record) = newest(&manifest.packages, family, wanted) else {
+        return failure(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {wanted} package for {}", family.as_str()),
+        );
+    };
+    let Some(path) = state
+        .repo
+        .resolve(&format!("{}/{}", family.repo_dir(), record.location))
+    else {
+        return failure(StatusCode::NOT_FOUND, "not_found", "package file missing");
+    };
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(b) => b,
+        Err(e) => {
+            log::error!(endpoint = "download_release"; "{}: {e}", path.display());
+            return failure(StatusCode::NOT_FOUND, "not_found", "package file missing");
+        }
+    };
+    log::info!(endpoint = "download_release", peer:% = peer.ip(), file:% = record.file_name, bootstrap = bootstrap; "download");
+    if bootstrap {
+        let signature = match family {
+            Family::Arch => {
+                tokio::fs::read(path.with_file_name(format!("{}.sig", record.file_name)))
+                    .await
+                    .ok()
+            }
+            _ => None,
+        };
+        let key = match state.server_key.public().to_armored() {
+            Ok(k) => k,
+            Err(_) => {
+                return failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "no public key",
+                );
+            }
+        };
+        let script = bootstrap_script(
+            family,
+            record,
+            &bytes,
+            signature.as_deref(),
+            &key,
+            state.server_key.fingerprint(),
+        );
+        let mut r = (StatusCode::OK, script).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/x-shellscript; charset=utf-8"),
+        );
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return r;
+    }
+    let mut r = (StatusCode::OK, Body::from(bytes)).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", record.file_name))
+    {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn b64_lines(bytes: &[u8]) -> String {
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut out = String::with_capacity(text.len() + text.len() / 76 + 1);
+    for chunk in text.as_bytes().chunks(76) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out
+}
+
+/// A POSIX shell script that installs the embedded site package, which
+/// brings the repository definition, key and credentials, and then the
+/// agent from the repository, so that upgrades come the same way.
+pub fn bootstrap_script(
+    family: Family,
+    site: &PackageRecord,
+    bytes: &[u8],
+    signature: Option<&[u8]>,
+    key_armored: &str,
+    fingerprint: &str,
+) -> String {
+    let mut s = format!(
+        "#!/bin/sh\n# PenguinDome agent bootstrap ({family}): installs {file}, then penguindome-agent\n\
+         # from this site's signed repository. Run as root.\nset -eu\n\
+         if [ \"$(id -u)\" -ne 0 ]; then echo 'run this as root' >&2; exit 1; fi\n\
+         tmp=$(mktemp -d)\ntrap 'rm -rf \"$tmp\"' EXIT\n\
+         base64 -d >\"$tmp/{file}\" <<'PENGUINDOME_PACKAGE'\n{package}PENGUINDOME_PACKAGE\n",
+        family = family.as_str(),
+        file = site.file_name,
+        package = b64_lines(bytes),
+    );
+    match family {
+        Family::Deb => s.push_str(&format!(
+            "dpkg -i \"$tmp/{file}\"\n\
+             apt-get -o Dir::Etc::SourceList=/etc/apt/sources.list.d/penguindome.sources \
+             -o Dir::Etc::SourceParts=- -o APT::Get::List-Cleanup=0 update\n\
+             DEBIAN_FRONTEND=noninteractive apt-get install -y penguindome-agent\n",
+            file = site.file_name
+        )),
+        Family::Rpm => s.push_str(&format!(
+            "cat >\"$tmp/key.asc\" <<'PENGUINDOME_KEY'\n{key_armored}PENGUINDOME_KEY\n\
+             rpm --import \"$tmp/key.asc\"\n\
+             dnf -y install \"$tmp/{file}\"\n\
+             dnf -y --refresh install penguindome-agent\n",
+            file = site.file_name
+        )),
+        Family::Arch => {
+            if let Some(sig) = signature {
+                s.push_str(&format!(
+                    "base64 -d >\"$tmp/{file}.sig\" <<'PENGUINDOME_SIG'\n{sig}PENGUINDOME_SIG\n",
+                    file = site.file_name,
+                    sig = b64_lines(sig)
+                ));
+            }
+            s.push_str(&format!(
+                "cat >\"$tmp/key.asc\" <<'PENGUINDOME_KEY'\n{key_armored}PENGUINDOME_KEY\n\
+                 pacman-key --add \"$tmp/key.asc\"\n\
+                 pacman-key --lsign-key {fingerprint}\n\
+                 pacman -U --noconfirm \"$tmp/{file}\"\n\
+                 pacman -Sy --noconfirm penguindome-agent\n",
+                file = site.file_name
+            ));
+        }
+    }
+    s.push_str("echo 'PenguinDome agent installed; see: systemctl status penguindome.timer'\n");
+    s
+}

@@ -1,0 +1,110 @@
+//! `GET /penguindome/v1/repo/*`: the published repositories, served from
+//! the release `current` points to.
+//!
+//! No Last-Modified and no conditional answers: libcurl (pacman) drops a
+//! fresh index whose Last-Modified is not newer than its copy, and a
+//! republish within the same second would leave clients on stale metadata.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiFailure, AppState};
+use crate::auth::{Decision, parse_basic};
+
+/// Checks the access rules of `endpoint`; `Err` is the answer to send.
+pub async fn authorize(
+    state: &AppState,
+    endpoint: &str,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_basic);
+    let user = basic.as_ref().map(|(u, _)| u.clone());
+    match state.access.check(endpoint, peer.ip(), basic).await {
+        Decision::Allow => Ok(()),
+        Decision::Challenge => {
+            log::info!(endpoint = endpoint, peer:% = peer.ip(), user:? = user; "access refused");
+            let mut r = ApiFailure::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this address and these credentials are not allowed here; see `pdome-admin password`",
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"PenguinDome\", charset=\"UTF-8\""),
+            );
+            Err(r)
+        }
+    }
+}
+
+fn content_type(path: &str) -> &'static str {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("deb") => "application/vnd.debian.binary-package",
+        Some("rpm") => "application/x-rpm",
+        Some("zst") => "application/zstd",
+        Some("gz") => "application/gzip",
+        Some("xml") => "application/xml",
+        Some("asc") => "application/pgp-keys",
+        Some("gpg" | "sig") => "application/pgp-signature",
+        Some("json") => "application/json",
+        _ if matches!(name, "Release" | "InRelease" | "Packages") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+fn not_found() -> Response {
+    ApiFailure::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such file in the repository",
+    )
+    .into_response()
+}
+
+/// Serves one repository file.
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&state, "repo", peer, &headers).await {
+        return r;
+    }
+    if path == "manifest.json" {
+        // Internal bookkeeping, not for clients.
+        return not_found();
+    }
+    let Some(file_path) = state.repo.resolve(&path) else {
+        return not_found();
+    };
+    let file = match tokio::fs::File::open(&file_path).await {
+        Ok(f) => f,
+        Err(_) => return not_found(),
+    };
+    let len = match file.metadata().await {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return not_found(),
+    };
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&path)),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}

@@ -1,0 +1,77 @@
+//! Releases: build the site's agent packages for apt, dnf and pacman, and
+//! publish them as signed repositories the server serves under
+//! /penguindome/v1/repo/.
+
+pub mod apt_repo;
+pub mod arch;
+pub mod archive;
+pub mod contents;
+pub mod deb;
+pub mod dnf_repo;
+pub mod pacman_repo;
+pub mod publish;
+pub mod rpm;
+pub mod spec;
+
+use penguindome_protocol::keys::SecretKey;
+
+pub use spec::{BuiltPackage, Family, PackageRecord, PackageSpec};
+
+/// Where the server package installs the agent binary releases package.
+pub const DEFAULT_AGENT_BINARY: &str = "/usr/lib/penguindome/agent/penguindome-agent";
+
+/// Errors while building packages or repositories.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Writing an archive failed.
+    #[error("writing a package archive: {0}")]
+    Io(#[from] std::io::Error),
+    /// The Debian packaging library failed.
+    #[error("building a .deb: {0}")]
+    Deb(#[from] debian_packaging::error::DebianError),
+    /// The rpm library failed.
+    #[error("building an .rpm: {0}")]
+    Rpm(#[from] ::rpm::Error),
+    /// Signing failed.
+    #[error("signing with the server key: {0}")]
+    Sign(String),
+    /// The packaging description in this build is inconsistent.
+    #[error("packaging description: {0}")]
+    Spec(String),
+}
+
+/// Builds one package in one family (signed where the family signs
+/// packages themselves: rpm and pacman; apt signs the index).
+pub fn build(
+    spec: &PackageSpec,
+    family: Family,
+    key: &SecretKey,
+) -> Result<BuiltPackage, BuildError> {
+    match family {
+        Family::Deb => deb::build(spec),
+        Family::Rpm => rpm::build(spec, key),
+        Family::Arch => arch::build(spec, key),
+    }
+}
+
+/// Builds several (spec, family) pairs on every core.
+pub fn build_all(
+    jobs: &[(&PackageSpec, Family)],
+    key: &SecretKey,
+) -> Result<Vec<BuiltPackage>, BuildError> {
+    // Compression dominates; one thread per package keeps both cores busy
+    // without a pool.
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(spec, family)| scope.spawn(move || build(spec, *family, key)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(BuildError::Spec("a package build panicked".into())))
+            })
+            .collect()
+    })
+}
