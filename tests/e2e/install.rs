@@ -112,6 +112,14 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     );
     assert!(journal.contains("enrolled with"), "{journal}");
 
+    // An admin's local change to the configuration survives upgrades.
+    let out = c.exec(&[
+        "sh",
+        "-c",
+        "echo '# local change' >>/etc/penguindome/agent.toml",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
     // A new release reaches the client through apt, by itself.
     let out = release(&site);
     assert!(out.contains("Published release 2"), "{out}");
@@ -133,4 +141,174 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
         "active"
     );
     assert!(!client.is_empty());
+    let config = stdout(&c.exec(&["cat", "/etc/penguindome/agent.toml"]));
+    assert!(config.contains("# local change"), "{config}");
+
+    // Remove keeps the machine's key and spool; purge removes them.
+    let run = |args: &[&str]| {
+        let out = c.exec(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    };
+    run(&["apt-get", "remove", "-y", "penguindome-agent"]);
+    assert_eq!(
+        stdout(&c.exec(&["systemctl", "is-active", "penguindome.timer"])),
+        "inactive"
+    );
+    run(&["test", "-f", "/var/lib/penguindome-agent/client-key.asc"]);
+    run(&["apt-get", "purge", "-y", "penguindome-agent"]);
+    assert!(
+        !c.exec(&["test", "-e", "/var/lib/penguindome-agent"])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn the_server_package_installs_runs_as_its_user_and_purges_cleanly() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let bin_dir = bin("pdome-admin").parent().unwrap().to_path_buf();
+    let out = Command::new(bin("pdome-admin"))
+        .arg("build-packages")
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--out")
+        .arg(out_dir.path())
+        .args(["--formats", "deb"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "build-packages: {}", text(&out));
+    let v = env!("CARGO_PKG_VERSION");
+    let deb_name = format!("penguindome-server_{v}-1_amd64.deb");
+    let deb = out_dir.path().join(&deb_name);
+    let c = BootedDebian::boot(|root: &Path| {
+        std::fs::copy(&deb, root.join("root").join(&deb_name)).unwrap();
+    });
+    let ok = |args: &[&str]| {
+        let out = c.exec(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        stdout(&out)
+    };
+    ok(&["dpkg", "-i", &format!("/root/{deb_name}")]);
+    assert!(ok(&["id", "penguindome"]).contains("(penguindome)"));
+    // Enabled, but waiting for `pdome-admin init`.
+    assert_eq!(
+        stdout(&c.exec(&["systemctl", "is-enabled", "penguindome-server"])),
+        "enabled"
+    );
+
+    let port = penguindome_tests::free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    ok(&[
+        "pdome-admin",
+        "init",
+        "--non-interactive",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--url",
+        &url,
+    ]);
+    assert_eq!(
+        ok(&["stat", "-c", "%U:%G %a", "/var/lib/penguindome"]),
+        "penguindome:penguindome 750"
+    );
+    assert_eq!(
+        ok(&["stat", "-c", "%U:%G %a", "/etc/penguindome/server-key.asc"]),
+        "root:penguindome 640"
+    );
+    assert_eq!(
+        ok(&["stat", "-c", "%U %a", "/etc/penguindome/agent.toml"]),
+        "root 600"
+    );
+
+    // Active, and its main process runs as the service user.
+    let main_pid = || {
+        assert_eq!(
+            ok(&["systemctl", "is-active", "penguindome-server"]),
+            "active"
+        );
+        let pid = ok(&[
+            "systemctl",
+            "show",
+            "-p",
+            "MainPID",
+            "--value",
+            "penguindome-server",
+        ]);
+        assert_eq!(ok(&["ps", "-o", "user=", "-p", &pid]), "penguindome");
+        pid
+    };
+    // Type=notify: start returns once the server said READY=1.
+    ok(&["systemctl", "start", "penguindome-server"]);
+    let pid = main_pid();
+    let health = |c: &BootedDebian| {
+        let cert = c.root().join("etc/penguindome/tls/server.crt");
+        let out = Command::new("curl")
+            .args([
+                "--silent",
+                "--output",
+                "/dev/null",
+                "--write-out",
+                "%{http_code}",
+                "--cacert",
+            ])
+            .arg(cert)
+            .arg(format!("{url}/penguindome/v1/health"))
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    assert_eq!(health(&c), "200");
+
+    // It survives a restart.
+    ok(&["systemctl", "restart", "penguindome-server"]);
+    assert_ne!(pid, main_pid());
+    assert_eq!(health(&c), "200");
+
+    // Releases made by root are readable by the server's user, which serves them.
+    let out = ok(&["pdome-admin", "release", "--formats", "deb"]);
+    assert!(out.contains("Published release 1"), "{out}");
+    assert_eq!(
+        ok(&[
+            "stat",
+            "-c",
+            "%U",
+            "/var/lib/penguindome/repo/current/key.asc"
+        ]),
+        "penguindome"
+    );
+    let password = ok(&["cat", "/etc/penguindome/repo-password"]);
+    let out = Command::new("curl")
+        .args(["--silent", "--fail", "--output", "/dev/null", "--cacert"])
+        .arg(c.root().join("etc/penguindome/tls/server.crt"))
+        .arg("--user")
+        .arg(format!("agent:{password}"))
+        .arg(format!(
+            "{url}/penguindome/v1/repo/apt/dists/stable/InRelease"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the repository is served: {}",
+        text(&out)
+    );
+    assert_eq!(ok(&["pdome-admin", "clients", "list", "--json"]), "[]");
+    let journal = ok(&["journalctl", "--no-pager", "-u", "penguindome-server"]);
+    assert!(journal.contains("penguindome-server["), "{journal}");
+
+    // Remove keeps configuration and data; purge removes them.
+    ok(&["dpkg", "--remove", "penguindome-server"]);
+    assert_eq!(
+        stdout(&c.exec(&["systemctl", "is-active", "penguindome-server"])),
+        "inactive"
+    );
+    ok(&["test", "-f", "/etc/penguindome/server.toml"]);
+    ok(&["test", "-d", "/var/lib/penguindome/repo"]);
+    ok(&["dpkg", "--purge", "penguindome-server"]);
+    assert!(!c.exec(&["test", "-e", "/etc/penguindome"]).status.success());
+    assert!(
+        !c.exec(&["test", "-e", "/var/lib/penguindome"])
+            .status
+            .success()
+    );
 }

@@ -116,6 +116,16 @@ fn release(site: &Site, extra: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Changes a file's last byte in place (same size), returning the original.
+fn flip_last_byte(path: &Path) -> Vec<u8> {
+    let good = std::fs::read(path).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    std::fs::write(path, &bad).unwrap();
+    good
+}
+
 /// Re-signs a file with a key the clients do not trust.
 fn sign_with_stranger(data: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let stranger = SecretKey::generate("Stranger <stranger@example.invalid>").unwrap();
@@ -433,10 +443,7 @@ fn apt_accepts_the_signed_repository_and_refuses_tampering() {
     let deb = p.current(&format!(
         "apt/pool/main/p/penguindome-agent/penguindome-agent_{v}-1_amd64.deb"
     ));
-    let mut bytes = std::fs::read(&deb).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    std::fs::write(&deb, &bytes).unwrap();
+    flip_last_byte(&deb);
     std::fs::remove_dir_all(client.dir.path().join("cache/archives")).unwrap();
     std::fs::create_dir_all(client.dir.path().join("cache/archives/partial")).unwrap();
     let out = client.apt_get(
@@ -653,10 +660,7 @@ fn dnf_installs_from_the_signed_repository_and_refuses_tampering() {
     // A package changed after signing.
     let v = env!("CARGO_PKG_VERSION");
     let rpm = p.current(&format!("rpm/Packages/penguindome-agent-{v}-1.x86_64.rpm"));
-    let mut bytes = std::fs::read(&rpm).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    std::fs::write(&rpm, &bytes).unwrap();
+    flip_last_byte(&rpm);
     let fresh = DnfClient::new(&p, true);
     let out = fresh.dnf(&["install", "penguindome-agent"]);
     assert!(
@@ -718,6 +722,14 @@ impl PacmanClient {
         write(
             &d.join("root/var/lib/pacman/local/glibc-2.40-1/desc"),
             "%NAME%\nglibc\n\n%VERSION%\n2.40-1\n\n%ARCH%\nx86_64\n\n",
+        );
+        write(
+            &d.join("root/var/lib/pacman/local/pacman-6.0.2-1/desc"),
+            "%NAME%\npacman\n\n%VERSION%\n6.0.2-1\n\n%ARCH%\nx86_64\n\n",
+        );
+        write(
+            &d.join("root/var/lib/pacman/local/pacman-6.0.2-1/files"),
+            "%FILES%\n\n",
         );
         write(
             &d.join("root/var/lib/pacman/local/glibc-2.40-1/files"),
@@ -827,11 +839,7 @@ fn pacman_installs_with_signatures_required_and_refuses_tampering() {
     let pkg = p.current(&format!(
         "arch/x86_64/penguindome-agent-{v}-1-x86_64.pkg.tar.zst"
     ));
-    let good = std::fs::read(&pkg).unwrap();
-    let mut bytes = good.clone();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    std::fs::write(&pkg, &bytes).unwrap();
+    let good = flip_last_byte(&pkg);
     let fresh = PacmanClient::new(&p, true);
     let out = fresh.pacman(&["-Sy", "penguindome-agent"]);
     assert!(
@@ -847,6 +855,21 @@ fn pacman_installs_with_signatures_required_and_refuses_tampering() {
             .exists()
     );
     std::fs::write(&pkg, &good).unwrap();
+
+    // A database changed after signing.
+    let db_path = p.current("arch/x86_64/penguindome.db");
+    let good_db = std::fs::read(&db_path).unwrap();
+    let mut edited = good_db.clone();
+    edited.extend_from_slice(&[0; 512]);
+    std::fs::write(&db_path, &edited).unwrap();
+    let fresh = PacmanClient::new(&p, true);
+    let out = fresh.pacman(&["-Sy", "penguindome-agent"]);
+    assert!(
+        !out.status.success() && text(&out).contains("PGP signature"),
+        "tampered db: {}",
+        text(&out)
+    );
+    std::fs::write(&db_path, &good_db).unwrap();
 
     // A database signed by another key.
     let db = std::fs::read(p.current("arch/x86_64/penguindome.db")).unwrap();
@@ -920,6 +943,45 @@ fn build_packages_makes_server_and_agent_packages() {
         info.contains("depend = systemd") && info.contains(&format!("pkgver = {v}-1")),
         "{info}"
     );
+
+    // arch/PKGBUILD (for building on Arch from source) agrees with what
+    // pdome-admin builds: version and dependencies.
+    let build_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(build_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let srcinfo = ok(Command::new("runuser")
+        .args(["-u", "nobody", "--", "env"])
+        .args(
+            ["BUILDDIR", "PKGDEST", "SRCDEST", "SRCPKGDEST", "LOGDEST"]
+                .map(|v| format!("{v}={}", build_dir.path().display())),
+        )
+        .args(["makepkg", "--printsrcinfo"])
+        .current_dir(workspace().join("arch")));
+    assert!(srcinfo.contains(&format!("pkgver = {v}\n")), "{srcinfo}");
+    for name in ["penguindome-agent", "penguindome-server"] {
+        let section = srcinfo
+            .split("\n\n")
+            .find(|s| s.starts_with(&format!("pkgname = {name}")))
+            .unwrap_or_else(|| panic!("{name} not in .SRCINFO: {srcinfo}"));
+        let mut want: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("depends = "))
+            .collect();
+        let pkginfo = ok(Command::new("bsdtar")
+            .arg("-xOf")
+            .arg(
+                out_dir
+                    .path()
+                    .join(format!("{name}-{v}-1-x86_64.pkg.tar.zst")),
+            )
+            .arg(".PKGINFO"));
+        let mut got: Vec<&str> = pkginfo
+            .lines()
+            .filter_map(|l| l.strip_prefix("depend = "))
+            .collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "{name}: .PKGINFO against PKGBUILD");
+    }
 }
 
 /// Status of a GET with optional Basic credentials, trusting the site's cert.

@@ -146,10 +146,11 @@ fn described(name: &str) -> Result<Described, BuildError> {
     })
 }
 
-/// Arch dependencies, which Arch spells without version clauses here.
+/// Arch dependencies, as arch/PKGBUILD lists them (a test compares).
 fn arch_depends(name: &str) -> Vec<String> {
     match name {
-        "penguindome-agent" => vec!["glibc".into(), "penguindome-site".into()],
+        // pacman: the agent's update checker links libalpm.
+        "penguindome-agent" => vec!["glibc".into(), "penguindome-site".into(), "pacman".into()],
         "penguindome-server" => vec!["glibc".into(), "systemd".into()],
         _ => Vec::new(),
     }

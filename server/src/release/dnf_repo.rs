@@ -102,11 +102,7 @@ fn primary(records: &[&PackageRecord]) -> String {
     for r in records {
         let (start, end) = r.rpm_header_range.unwrap_or((0, 0));
         let requires: String = r.depends.iter().map(|d| requires_entry(d)).collect();
-        let files: String = r
-            .paths
-            .iter()
-            .map(|p| format!("<file>{}</file>", escape(p.as_str())))
-            .collect();
+        let files = file_elements(r);
         out.push_str(&format!(
             "<package type=\"rpm\"><name>{name}</name><arch>{arch}</arch><version {va}/>\
              <checksum type=\"sha256\" pkgid=\"YES\">{sha}</checksum><summary>{summary}</summary>\
@@ -133,43 +129,43 @@ fn primary(records: &[&PackageRecord]) -> String {
     out
 }
 
-fn filelists(records: &[&PackageRecord]) -> String {
+/// filelists.xml and other.xml: one element per package, keyed by its
+/// checksum, with `inner` inside.
+fn per_package(
+    records: &[&PackageRecord],
+    root: &str,
+    ns: &str,
+    inner: impl Fn(&PackageRecord) -> String,
+) -> String {
     let mut out = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<filelists xmlns=\"http://linux.duke.edu/metadata/filelists\" packages=\"{}\">\n",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"http://linux.duke.edu/metadata/{ns}\" packages=\"{}\">\n",
         records.len()
     );
     for r in records {
-        let files: String = r
-            .paths
-            .iter()
-            .map(|p| format!("<file>{}</file>", escape(p.as_str())))
-            .collect();
         out.push_str(&format!(
-            "<package pkgid=\"{}\" name=\"{}\" arch=\"{}\"><version {}/>{files}</package>\n",
+            "<package pkgid=\"{}\" name=\"{}\" arch=\"{}\"><version {}/>{}</package>\n",
             r.sha256,
             escape(r.name.as_str()),
             escape(r.arch.as_str()),
-            version_attrs(r)
+            version_attrs(r),
+            inner(r)
         ));
     }
-    out.push_str("</filelists>\n");
+    out.push_str(&format!("</{root}>\n"));
     out
 }
 
+fn file_elements(r: &PackageRecord) -> String {
+    r.paths
+        .iter()
+        .map(|p| format!("<file>{}</file>", escape(p.as_str())))
+        .collect()
+}
+
+fn filelists(records: &[&PackageRecord]) -> String {
+    per_package(records, "filelists", "filelists", file_elements)
+}
+
 fn other(records: &[&PackageRecord]) -> String {
-    let mut out = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<otherdata xmlns=\"http://linux.duke.edu/metadata/other\" packages=\"{}\">\n",
-        records.len()
-    );
-    for r in records {
-        out.push_str(&format!(
-            "<package pkgid=\"{}\" name=\"{}\" arch=\"{}\"><version {}/></package>\n",
-            r.sha256,
-            escape(r.name.as_str()),
-            escape(r.arch.as_str()),
-            version_attrs(r)
-        ));
-    }
-    out.push_str("</otherdata>\n");
-    out
+    per_package(records, "otherdata", "other", |_| String::new())
 }
