@@ -209,6 +209,32 @@ fn releases_number_upwards_and_old_ones_are_pruned() {
         let out = release(&site, &["--keep", "2"]);
         assert!(out.contains(&format!("Published release {n} ")), "{out}");
     }
+    // Two releases never run at once.
+    let mut holder = Command::new("flock")
+        .arg(site.data_dir.join("repo/.lock"))
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    let lock = site.data_dir.join("repo/.lock");
+    while Command::new("flock")
+        .arg("-n")
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = site.admin(&["release", "--agent-binary", "/usr/bin/true"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        !out.status.success() && text(&out).contains("another `pdome-admin release`"),
+        "{}",
+        text(&out)
+    );
+
     let releases: Vec<String> = std::fs::read_dir(site.data_dir.join("repo/releases"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -989,6 +1015,8 @@ fn fetch(p: &Published, url: &str, auth: Option<(&str, &str)>) -> (u16, String) 
     let mut cmd = Command::new("curl");
     cmd.args([
         "--silent",
+        // Send "../" as it is, to try the server rather than curl.
+        "--path-as-is",
         "--output",
         "/dev/null",
         "--dump-header",

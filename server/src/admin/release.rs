@@ -104,6 +104,7 @@ pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
     super::account::become_data_owner(&config.server.data_dir)?;
 
     let repo = Repository::new(config.server.data_dir.join("repo"));
+    let _lock = repo.lock()?;
     let serial = repo.next_serial()?;
     let now = SystemTime::now();
     let agent = contents::agent(&agent_binary, &args.agent_version, serial, now)?;

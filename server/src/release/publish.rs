@@ -148,6 +148,26 @@ impl Repository {
         Ok(out)
     }
 
+    /// Takes the publishing lock, so two releases never interleave (the
+    /// lock goes with the returned guard).
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<fs::File>, PublishError> {
+        fs::create_dir_all(&self.root).map_err(io("creating", &self.root))?;
+        let path = self.root.join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("opening", &path))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+            |(_, e)| PublishError::Io {
+                action: "locking (is another `pdome-admin release` running?)",
+                path,
+                source: std::io::Error::from(e),
+            },
+        )
+    }
+
     /// The number the next release gets: one more than any before, so
     /// versions only ever increase.
     pub fn next_serial(&self) -> Result<u64, PublishError> {
