@@ -207,7 +207,10 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
                 match upgrade::decide(
                     installed.as_deref(),
                     u.latest_release,
-                    state.last_upgrade_attempt_at,
+                    upgrade::LastAttempt {
+                        at: state.last_upgrade_attempt_at,
+                        target: state.last_upgrade_target,
+                    },
                     now,
                 ) {
                     upgrade::Decision::Start { installed, latest } => {
@@ -216,6 +219,7 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
                             upgrade::UPGRADE_UNIT
                         );
                         state.last_upgrade_attempt_at = Some(now);
+                        state.last_upgrade_target = Some(latest);
                         if let Err(e) = upgrade::start_unit() {
                             let msg = format!("cannot start the upgrade: {e:#}");
                             log::error!("{msg}");

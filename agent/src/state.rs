@@ -60,6 +60,9 @@ pub struct AgentState {
     /// When this agent last started an upgrade of its own packages.
     #[serde(default, with = "penguindome_protocol::envelope::utc::option")]
     pub last_upgrade_attempt_at: Option<DateTime<Utc>>,
+    /// The release that upgrade aimed at.
+    #[serde(default)]
+    pub last_upgrade_target: Option<u64>,
     /// The newest release the server named at the last update check.
     #[serde(default)]
     pub latest_release: Option<u64>,

@@ -81,11 +81,22 @@ pub enum Decision {
     },
 }
 
-/// Decides whether to start an upgrade now.
+/// The last upgrade this agent started: when, and to which release.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LastAttempt {
+    /// When it started.
+    pub at: Option<DateTime<Utc>>,
+    /// The release it aimed at.
+    pub target: Option<u64>,
+}
+
+/// Decides whether to start an upgrade now: at once for a release not
+/// tried before, and again after [`RETRY_AFTER`] for one that was (a
+/// failed or unfinished attempt).
 pub fn decide(
     installed_version: Option<&str>,
     latest: Option<u64>,
-    last_attempt: Option<DateTime<Utc>>,
+    last: LastAttempt,
     now: DateTime<Utc>,
 ) -> Decision {
     let (Some(latest), Some(installed)) = (latest, installed_version.and_then(release_of)) else {
@@ -94,7 +105,8 @@ pub fn decide(
     if installed >= latest {
         return Decision::Current;
     }
-    if let Some(at) = last_attempt
+    if last.target == Some(latest)
+        && let Some(at) = last.at
         && (now - at).to_std().is_ok_and(|d| d < RETRY_AFTER)
     {
         return Decision::Waiting;
@@ -144,16 +156,36 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
         .with_context(|| format!("cannot start {cmd:?}"))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         bail!(
             "{:?} failed ({}): {}",
             cmd.get_program(),
             out.status,
-            tail.join(" / ")
+            error_lines(&stderr)
         );
     }
     Ok(())
+}
+
+/// The lines that say what went wrong: apt's `E:`, dnf's `Error:`,
+/// pacman's `error:`; the last lines when there are none.
+fn error_lines(stderr: &str) -> String {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("E: ") || l.starts_with("Error") || l.starts_with("error:"))
+        .take(5)
+        .collect();
+    let lines = if errors.is_empty() {
+        let all: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        all[all.len().saturating_sub(5)..].to_vec()
+    } else {
+        errors
+    };
+    lines.join(" / ")
 }
 
 /// The pacman configuration an upgrade uses: the site's repository only,
@@ -243,6 +275,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn failures_quote_the_error_lines() {
+        let apt = "Reading package lists...\nE: Failed to fetch https://x/a.deb  Hash Sum mismatch\n   Hashes of expected file:\n    - SHA256:00\nE: Unable to fetch some archives\n";
+        assert_eq!(
+            error_lines(apt),
+            "E: Failed to fetch https://x/a.deb  Hash Sum mismatch / E: Unable to fetch some archives"
+        );
+        assert_eq!(error_lines("a\nb\n\nc\n"), "a / b / c");
+    }
+
+    #[test]
     fn releases_come_from_the_package_revision() {
         assert_eq!(release_of("0.1.0-7"), Some(7));
         assert_eq!(release_of("1:0.1.0-12"), Some(12));
@@ -253,34 +295,49 @@ mod tests {
     #[test]
     fn upgrades_start_when_behind_and_retry_after_a_pause() {
         let now = Utc::now();
+        let never = LastAttempt::default();
         assert_eq!(
-            decide(Some("0.1.0-3"), None, None, now),
+            decide(Some("0.1.0-3"), None, never, now),
             Decision::NotApplicable
         );
-        assert_eq!(decide(None, Some(3), None, now), Decision::NotApplicable);
+        assert_eq!(decide(None, Some(3), never, now), Decision::NotApplicable);
         assert_eq!(
-            decide(Some("0.1.0-3"), Some(3), None, now),
+            decide(Some("0.1.0-3"), Some(3), never, now),
             Decision::Current
         );
         assert_eq!(
-            decide(Some("0.1.0-4"), Some(3), None, now),
+            decide(Some("0.1.0-4"), Some(3), never, now),
             Decision::Current
         );
         assert_eq!(
-            decide(Some("0.1.0-3"), Some(5), None, now),
+            decide(Some("0.1.0-3"), Some(5), never, now),
             Decision::Start {
                 installed: 3,
                 latest: 5
             }
         );
-        let recent = now - chrono::Duration::minutes(2);
+        let recent = |target| LastAttempt {
+            at: Some(now - chrono::Duration::minutes(2)),
+            target: Some(target),
+        };
         assert_eq!(
-            decide(Some("0.1.0-3"), Some(5), Some(recent), now),
+            decide(Some("0.1.0-3"), Some(5), recent(5), now),
             Decision::Waiting
         );
-        let old = now - chrono::Duration::minutes(11);
+        // A newer release than the one that failed is tried at once.
         assert_eq!(
-            decide(Some("0.1.0-3"), Some(5), Some(old), now),
+            decide(Some("0.1.0-3"), Some(6), recent(5), now),
+            Decision::Start {
+                installed: 3,
+                latest: 6
+            }
+        );
+        let old = LastAttempt {
+            at: Some(now - chrono::Duration::minutes(11)),
+            target: Some(5),
+        };
+        assert_eq!(
+            decide(Some("0.1.0-3"), Some(5), old, now),
             Decision::Start {
                 installed: 3,
                 latest: 5

@@ -46,7 +46,8 @@ fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> Option<Strin
 
 #[test]
 fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
-    let site = Site::init();
+    // Reports every minute, so that the agent's own facts arrive soon.
+    let site = Site::init_with(|_| vec!["--collect-interval".into(), "1m".into()]);
     let out = release(&site);
     assert!(out.contains("Published release 1"), "{out}");
     let _server = site.start();
@@ -93,12 +94,17 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     assert_eq!(installed(), format!("{v}-1"));
 
     // The timer's first run enrolls and reports.
-    let client = wait_for(Duration::from_secs(150), "the first report", || {
+    let client_id = wait_for(Duration::from_secs(150), "the first report", || {
         let list = site.admin_json(&["clients", "list", "--json"]);
         let clients = list.as_array()?;
-        (clients.len() == 1 && !clients[0]["collected_at"].is_null())
-            .then(|| clients[0].to_string())
+        (clients.len() == 1 && !clients[0]["collected_at"].is_null()).then(|| {
+            clients[0]["client_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
     });
+    assert_eq!(client_id.len(), 32, "a machine id");
     let journal = c.exec(&[
         "journalctl",
         "--no-pager",
@@ -120,11 +126,46 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
 
-    // A new release reaches the client through apt, by itself.
+    // A release whose agent package is damaged: the upgrade fails, the
+    // agent keeps working on the old release, and the failure reaches the
+    // server in the agent's own report.
     let out = release(&site);
     assert!(out.contains("Published release 2"), "{out}");
-    wait_for(Duration::from_secs(240), "the upgrade to release 2", || {
-        (installed() == format!("{v}-2")).then_some(String::new())
+    let damaged = site.data_dir.join(format!(
+        "repo/current/apt/pool/main/p/penguindome-agent/penguindome-agent_{v}-2_amd64.deb"
+    ));
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let outcome = wait_for(Duration::from_secs(150), "the failed upgrade", || {
+        let o = stdout(&c.exec(&["cat", "/var/lib/penguindome-agent/upgrade.json"]));
+        o.contains("\"error\": \"").then_some(o)
+    });
+    assert!(outcome.contains("Hash Sum mismatch"), "{outcome}");
+    assert_eq!(installed(), format!("{v}-1"));
+    assert!(
+        stdout(&c.exec(&["dpkg", "--audit"])).is_empty(),
+        "dpkg is left consistent"
+    );
+    assert!(c.exec(&["penguindome-agent", "--version"]).status.success());
+    let reported = wait_for(Duration::from_secs(150), "the failure in a report", || {
+        let doc = site.admin_json(&["clients", "show", &client_id, "--json"]);
+        let agent = &doc["plugins"]["agent"];
+        agent["upgrade"]["error"]
+            .is_string()
+            .then(|| agent.to_string())
+    });
+    assert!(
+        reported.contains(&format!("\"package_version\":\"{v}-1\"")),
+        "{reported}"
+    );
+
+    // The next release reaches the client through apt, by itself, at once.
+    let out = release(&site);
+    assert!(out.contains("Published release 3"), "{out}");
+    wait_for(Duration::from_secs(150), "the upgrade to release 3", || {
+        (installed() == format!("{v}-3")).then_some(String::new())
     });
     let upgrade_log = stdout(&c.exec(&[
         "journalctl",
@@ -133,14 +174,13 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
         "penguindome-upgrade.service",
     ]));
     assert!(
-        upgrade_log.contains(&format!("{v}-1 -> {v}-2")),
+        upgrade_log.contains(&format!("{v}-1 -> {v}-3")),
         "{upgrade_log}"
     );
     assert_eq!(
         stdout(&c.exec(&["systemctl", "is-active", "penguindome.timer"])),
         "active"
     );
-    assert!(!client.is_empty());
     let config = stdout(&c.exec(&["cat", "/etc/penguindome/agent.toml"]));
     assert!(config.contains("# local change"), "{config}");
 

@@ -1173,3 +1173,78 @@ fn site_packages_carry_the_repository_credentials_privately() {
         "{ca_conf}"
     );
 }
+
+#[test]
+fn download_release_serves_packages_and_bootstrap_scripts() {
+    let p = Published::new();
+    let auth = Some(("agent", p.password.as_str()));
+    let v = env!("CARGO_PKG_VERSION");
+    let url = |q: &str| format!("{}/penguindome/v1/download_release?{q}", p.site.url);
+    assert_eq!(fetch(&p, &url("format=deb"), None).0, 401);
+    assert_eq!(fetch(&p, &url("format=zip"), auth).0, 400);
+
+    let get = |q: &str| -> Vec<u8> {
+        let out = output(
+            Command::new("curl")
+                .args(["--silent", "--show-error", "--fail", "--cacert"])
+                .arg(&p.ca)
+                .arg("--user")
+                .arg(format!("agent:{}", p.password))
+                .arg(url(q)),
+        );
+        assert!(out.status.success(), "{q}: {}", text(&out));
+        out.stdout
+    };
+    // The newest agent package itself, byte for byte.
+    let deb = get("format=deb");
+    let on_disk = std::fs::read(p.current(&format!(
+        "apt/pool/main/p/penguindome-agent/penguindome-agent_{v}-1_amd64.deb"
+    )))
+    .unwrap();
+    assert!(
+        deb == on_disk,
+        "download_release?format=deb is the agent .deb"
+    );
+
+    // Bootstrap scripts: valid shell that carries the site package intact.
+    for (format, site_file) in [
+        (
+            "deb",
+            format!("apt/pool/main/p/penguindome-site/penguindome-site_{v}-1_all.deb"),
+        ),
+        (
+            "rpm",
+            format!("rpm/Packages/penguindome-site-{v}-1.noarch.rpm"),
+        ),
+        (
+            "arch",
+            format!("arch/x86_64/penguindome-site-{v}-1-any.pkg.tar.zst"),
+        ),
+    ] {
+        let script = String::from_utf8(get(&format!("format={format}&bootstrap=1"))).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bootstrap.sh");
+        write(&path, &script);
+        ok(Command::new("sh").arg("-n").arg(&path));
+        let embedded: String = script
+            .split("<<'PENGUINDOME_PACKAGE'\n")
+            .nth(1)
+            .and_then(|rest| rest.split("PENGUINDOME_PACKAGE\n").next())
+            .unwrap_or_else(|| panic!("{format}: no package in the script"))
+            .replace('\n', "");
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(embedded)
+            .unwrap();
+        assert!(
+            bytes == std::fs::read(p.current(&site_file)).unwrap(),
+            "{format}: the script carries {site_file}"
+        );
+        let installs = match format {
+            "deb" => "apt-get install -y penguindome-agent",
+            "rpm" => "dnf -y --refresh install penguindome-agent",
+            _ => "pacman -Sy --noconfirm penguindome-agent",
+        };
+        assert!(script.contains(installs), "{format}: {script}");
+    }
+}

@@ -166,14 +166,7 @@ fn scripts(name: &str, d: &Described) -> Result<Scripts, BuildError> {
     for n in &d.rpm_scriptlets {
         let body = script(name, Family::Rpm, n)
             .ok_or_else(|| BuildError::Spec(format!("rpm/{name}.{n} is listed but missing")))?;
-        let n: &'static str = match n.as_str() {
-            "pre" => "pre",
-            "post" => "post",
-            "preun" => "preun",
-            "postun" => "postun",
-            other => return Err(BuildError::Spec(format!("unknown rpm scriptlet {other}"))),
-        };
-        s.rpm.push((n, body.to_string()));
+        s.rpm.push((n.clone(), body.to_string()));
     }
     s.arch_install = script(name, Family::Arch, "install").map(str::to_string);
     Ok(s)

@@ -53,7 +53,7 @@ pub fn build(spec: &PackageSpec, key: &SecretKey) -> Result<BuiltPackage, BuildE
     }
     for (name, body) in &spec.scripts.rpm {
         let s = Scriptlet::new(body.clone());
-        match *name {
+        match name.as_str() {
             "pre" => b.pre_install_script(s),
             "post" => b.post_install_script(s),
             "preun" => b.pre_uninstall_script(s),

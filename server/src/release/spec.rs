@@ -117,7 +117,7 @@ pub struct Scripts {
     /// Debian: preinst, postinst, prerm, postrm (dpkg passes the action).
     pub deb: Vec<(&'static str, String)>,
     /// rpm: pre, post, preun, postun (rpm passes the instance count).
-    pub rpm: Vec<(&'static str, String)>,
+    pub rpm: Vec<(String, String)>,
     /// pacman: the .INSTALL file with post_install() and friends.
     pub arch_install: Option<String>,
 }

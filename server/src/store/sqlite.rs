@@ -229,14 +229,16 @@ impl SqliteStore {
             .open(path)
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(backend_err)?;
+        // Before anything else: pdome-admin opens the store while the server
+        // writes to it, and the PRAGMAs below must wait, not fail.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(backend_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; \
              PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864; \
              PRAGMA mmap_size=268435456;",
         )
         .map_err(backend_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(backend_err)?;
         migrate(&conn)?;
         let wal_frames = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let checkpointer = Checkpointer::start(path, wal_frames.clone())?;
@@ -307,8 +309,16 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
              {SCHEMA_VERSION}; upgrade penguindome-server"
         )));
     }
+    if version == SCHEMA_VERSION {
+        // Up to date: opening writes nothing (pdome-admin opens the store
+        // while the server runs).
+        return Ok(());
+    }
+    // IMMEDIATE: take the write lock first (waiting for it), rather than
+    // upgrading a read snapshot, which fails at once when a checkpoint or
+    // another writer got in between.
     conn.execute_batch(&format!(
-        "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
     ))
     .map_err(backend_err)
 }
@@ -1672,6 +1682,44 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::store::conformance;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opening_while_another_process_writes_never_fails() {
+        // pdome-admin opens the store while the server commits to it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        SqliteStore::open(&path).unwrap().close().await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let conn = Connection::open(&path).unwrap();
+                conn.busy_timeout(std::time::Duration::from_secs(10))
+                    .unwrap();
+                // Commits as fast as they go, so that an opener's read
+                // snapshot is overtaken often.
+                conn.execute_batch("PRAGMA synchronous=OFF; CREATE TABLE IF NOT EXISTS churn(x)")
+                    .unwrap();
+                let mut commits = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    conn.execute("INSERT INTO churn VALUES (1)", []).unwrap();
+                    commits += 1;
+                    // The server's checkpointer restarts the WAL now and then.
+                    if commits % 50 == 0 {
+                        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+                            .unwrap();
+                    }
+                }
+                commits
+            })
+        };
+        for _ in 0..40 {
+            let store = SqliteStore::open(&path).expect("opening waits for the writer");
+            store.close().await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(writer.join().unwrap() > 0);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_passes_the_conformance_suite() {
