@@ -1705,7 +1705,7 @@ mod tests {
                     conn.execute("INSERT INTO churn VALUES (1)", []).unwrap();
                     commits += 1;
                     // The server's checkpointer restarts the WAL now and then.
-                    if commits % 50 == 0 {
+                    if commits.is_multiple_of(50) {
                         conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
                             .unwrap();
                     }
