@@ -315,9 +315,14 @@ impl AccessControl {
             .into_iter()
             .map(str::to_string)
             .collect();
-        if hashes.is_empty() {
-            return Decision::Challenge;
-        }
+        // An unknown user costs the same PBKDF2 as a known one, so that
+        // answer times do not tell which user names exist.
+        let known = !hashes.is_empty();
+        let hashes = if known {
+            hashes
+        } else {
+            vec![dummy_hash().to_string()]
+        };
         let mut key_input = Sha256::new();
         for part in [endpoint, &user, &password] {
             key_input.update(part.as_bytes());
@@ -343,7 +348,7 @@ impl AccessControl {
             return Decision::Challenge;
         };
         let ok = tokio::task::spawn_blocking(move || {
-            hashes.iter().any(|h| verify_password(&password, h))
+            hashes.iter().any(|h| verify_password(&password, h)) && known
         })
         .await
         .unwrap_or(false);
@@ -358,6 +363,12 @@ impl AccessControl {
             Decision::Challenge
         }
     }
+}
+
+/// A hash no password is checked against for real (made once).
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("no such user").unwrap_or_default())
 }
 
 /// Parses an `Authorization: Basic` header value.
@@ -441,6 +452,12 @@ mod tests {
         );
         assert_eq!(
             ac.check("repo", outside, cred("bob", "wonder")).await,
+            Decision::Challenge
+        );
+        // Nobody gets in with a name that does not exist, whatever the password.
+        assert_eq!(
+            ac.check("repo", outside, cred("mallory", "no such user"))
+                .await,
             Decision::Challenge
         );
         // An endpoint without rules refuses everyone.
