@@ -386,6 +386,18 @@ impl AptClient {
         Self { dir }
     }
 
+    /// Whether apt kept a Packages index from the repository.
+    fn has_package_index(&self) -> bool {
+        std::fs::read_dir(self.dir.path().join("state/lists"))
+            .unwrap()
+            .any(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with("_Packages")
+            })
+    }
+
     fn apt_get(&self, p: &Published, args: &[&str]) -> Output {
         let d = self.dir.path();
         let r = |s: &str| d.join(s).display().to_string();
@@ -420,6 +432,7 @@ fn apt_accepts_the_signed_repository_and_refuses_tampering() {
     let client = AptClient::new(&p, true);
     let out = client.apt_get(&p, &["update"]);
     assert!(out.status.success(), "apt-get update: {}", text(&out));
+    assert!(client.has_package_index());
     let out = client.apt_get(
         &p,
         &["install", "--download-only", "-y", "penguindome-agent"],
@@ -451,17 +464,7 @@ fn apt_accepts_the_signed_repository_and_refuses_tampering() {
         text(&out)
     );
     assert!(
-        !stranger
-            .dir
-            .path()
-            .join("state/lists")
-            .read_dir()
-            .unwrap()
-            .any(|e| e
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with("_Packages")),
+        !stranger.has_package_index(),
         "nothing fetched without credentials"
     );
 
@@ -512,17 +515,7 @@ fn apt_accepts_the_signed_repository_and_refuses_tampering() {
         "foreign signature: {t}"
     );
     assert!(
-        !fresh
-            .dir
-            .path()
-            .join("state/lists")
-            .read_dir()
-            .unwrap()
-            .any(|e| e
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with("_Packages")),
+        !fresh.has_package_index(),
         "nothing from an untrusted index is kept"
     );
 }

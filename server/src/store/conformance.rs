@@ -275,6 +275,26 @@ async fn submissions_and_audit(store: &Arc<dyn Store>) {
     );
     assert_eq!(store.audit_trail(&id, 100).await.unwrap().len(), 6);
 
+    // Two new reports collected in the same millisecond are both stored:
+    // an agent's reports arrive one after another, and both were
+    // acknowledged.
+    let first = report("gamma", json!({"os_info": "same-ms-1"}), 0);
+    let mut second = report("gamma", json!({"os_info": "same-ms-2"}), 0);
+    second.collected_at = first.collected_at;
+    assert!(matches!(
+        submit(store, &id, &fp, first).await.unwrap(),
+        SubmitOutcome::Stored { .. }
+    ));
+    assert_eq!(
+        submit(store, &id, &fp, second).await.unwrap(),
+        SubmitOutcome::Stored { changes: 1 }
+    );
+    let trail = store.audit_trail(&id, 100).await.unwrap();
+    let last = trail.last().unwrap();
+    assert_eq!(last.field, "plugins.os_info");
+    assert_eq!(last.old, Some(json!("same-ms-1")));
+    assert_eq!(last.new, Some(json!("same-ms-2")));
+
     // Bad plugin names are refused before anything is written.
     let bad = report("beta", json!({"a.b": 1}), 0);
     assert!(matches!(

@@ -796,10 +796,12 @@ async fn find_by_ids(
     Ok(found.into_iter().flatten().collect())
 }
 
-/// A re-delivered report, or one older than what is stored.
+/// A re-delivered report, or one older than what is stored. A new report
+/// collected in the same millisecond as the stored one is not older: an
+/// agent's reports arrive one after another.
 fn is_duplicate(s: &Submission, state: &Document) -> bool {
     state.get_str("last_report_id").ok() == Some(s.report.report_id.as_str())
-        || from_bson_date(state.get("collected_at")).is_some_and(|c| c >= s.report.collected_at)
+        || from_bson_date(state.get("collected_at")).is_some_and(|c| c > s.report.collected_at)
 }
 
 fn summary(d: &Document) -> ClientSummary {

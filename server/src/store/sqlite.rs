@@ -899,9 +899,11 @@ fn submit(
     )?;
 
     // A re-delivery (the agent crashed before deleting its spool file) or a
-    // report older than the stored one changes nothing.
+    // report older than the stored one changes nothing. A new report
+    // collected in the same millisecond is not older: an agent's reports
+    // arrive one after another.
     if state.last_report_id.as_deref() == Some(report.report_id.as_str())
-        || state.collected_at.is_some_and(|c| c >= report.collected_at)
+        || state.collected_at.is_some_and(|c| c > report.collected_at)
     {
         mark_seen(conn, meta)?;
         return Ok(SubmitOutcome::Duplicate);
