@@ -386,7 +386,8 @@ impl AptClient {
         Self { dir }
     }
 
-    /// Whether apt kept a Packages index from the repository.
+    /// Whether apt kept a Packages index from the repository (stored
+    /// compressed where apt.conf says so, as on this machine).
     fn has_package_index(&self) -> bool {
         std::fs::read_dir(self.dir.path().join("state/lists"))
             .unwrap()
@@ -394,7 +395,7 @@ impl AptClient {
                 e.unwrap()
                     .file_name()
                     .to_string_lossy()
-                    .ends_with("_Packages")
+                    .contains("_Packages")
             })
     }
 
