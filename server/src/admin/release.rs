@@ -6,6 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
+use penguindome_protocol::SecretKey;
 use penguindome_protocol::agent_config::AgentConfig;
 
 use crate::config::{AGENT_CONFIG_FILE, ServerConfig};
@@ -35,8 +36,8 @@ pub struct ReleaseArgs {
     pub formats: Vec<Family>,
 }
 
-/// The site's view of itself, from server.toml and agent.toml.
-pub fn site(config: &ServerConfig) -> anyhow::Result<Site> {
+/// The site's view of itself, from server.toml, agent.toml and its key.
+pub fn site(config: &ServerConfig, key: &SecretKey) -> anyhow::Result<Site> {
     let agent_path = config.config_dir.join(AGENT_CONFIG_FILE);
     let agent_toml = std::fs::read_to_string(&agent_path).with_context(|| {
         format!(
@@ -50,7 +51,6 @@ pub fn site(config: &ServerConfig) -> anyhow::Result<Site> {
     let host = url.host_str().context("server.url has no host")?;
     // apt's per-host options name the host without its port.
     let repo_host = host.trim_matches(['[', ']']).to_string();
-    let key = crate::serve::load_server_key(config)?;
     let password_file = config
         .config_dir
         .join(super::access::AGENT_REPO_PASSWORD_FILE);
@@ -93,7 +93,7 @@ pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let config = ServerConfig::load(config_dir)?;
     let key = crate::serve::load_server_key(&config)?;
-    let site = site(&config)?;
+    let site = site(&config, &key)?;
     let agent_binary = read_binary(&args.agent_binary)?;
     let arch_binary = args
         .agent_binary_arch

@@ -13,7 +13,7 @@ const PACKAGER: &str = "PenguinDome <penguindome@localhost>";
 /// Builds and signs a pacman package from `spec`.
 pub fn build(spec: &PackageSpec, key: &SecretKey) -> Result<BuiltPackage, BuildError> {
     let mtime = spec.built_at_secs();
-    let version = spec.full_version(Family::Arch);
+    let version = spec.full_version();
     let arch = spec.arch.name(Family::Arch);
     let depends: Vec<String> = spec.depends_for(Family::Arch).map(str::to_string).collect();
 

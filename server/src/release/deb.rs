@@ -15,7 +15,7 @@ const MAINTAINER: &str = "PenguinDome <penguindome@localhost>";
 /// Builds a .deb from `spec`.
 pub fn build(spec: &PackageSpec) -> Result<BuiltPackage, BuildError> {
     let mtime = spec.built_at_secs();
-    let version = spec.full_version(Family::Deb);
+    let version = spec.full_version();
     let arch = spec.arch.name(Family::Deb);
     let depends: Vec<String> = spec.depends_for(Family::Deb).map(str::to_string).collect();
 

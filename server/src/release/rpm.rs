@@ -65,12 +65,7 @@ pub fn build(spec: &PackageSpec, key: &SecretKey) -> Result<BuiltPackage, BuildE
     let offsets = package.metadata.get_package_segment_offsets();
     let mut bytes = Vec::new();
     package.write(&mut bytes)?;
-    let file_name = format!(
-        "{}-{}.{}.rpm",
-        spec.name,
-        spec.full_version(Family::Rpm),
-        arch
-    );
+    let file_name = format!("{}-{}.{}.rpm", spec.name, spec.full_version(), arch);
     Ok(BuiltPackage::new(
         spec,
         Family::Rpm,

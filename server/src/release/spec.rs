@@ -158,13 +158,9 @@ impl PackageSpec {
             .map(|(_, d)| d.as_str())
     }
 
-    /// The full version string as the family writes it.
-    pub fn full_version(&self, family: Family) -> String {
-        match family {
-            Family::Deb | Family::Rpm | Family::Arch => {
-                format!("{}-{}", self.version, self.release)
-            }
-        }
+    /// The full version, UPSTREAM-RELEASE, which every family writes alike.
+    pub fn full_version(&self) -> String {
+        format!("{}-{}", self.version, self.release)
     }
 
     /// Seconds since the epoch of the build time.
@@ -271,7 +267,7 @@ impl BuiltPackage {
         let record = PackageRecord {
             family,
             name: spec.name.clone(),
-            version: spec.full_version(family),
+            version: spec.full_version(),
             release: spec.release,
             arch: spec.arch.name(family).to_string(),
             file_name,
