@@ -230,13 +230,59 @@ impl Default for AgentDefaults {
     }
 }
 
-/// `[audit]`.
+/// `[audit]`: the periodic issues audit (`pdome-admin issues audit`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// Who receives the audit output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// Also mail each client's user (its `user_email` parameter).
+    #[serde(default)]
+    pub email_users: bool,
+    /// Sender address; default `PenguinDome <penguindome@HOST>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_from: Option<String>,
+    /// Mail relay: `smtp://host[:port]` (plain, for a local relay, the
+    /// default `smtp://localhost:25`), `smtp+starttls://host[:port]` or
+    /// `smtps://host[:port]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<String>,
+    /// IANA time zone of business hours; default the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Business days; default Monday to Friday.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub business_days: Option<Vec<String>>,
+    /// Business hours, `HH:MM-HH:MM`; default `09:00-17:00`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub business_hours: Option<String>,
+    /// A client is not reporting after this much business time without a
+    /// report; default one business day (`1d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_reporting_after: Option<String>,
+    /// Longest screen-lock delay accepted; default 15 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screenlock_max_delay: Option<String>,
+    /// Per-check settings, by check name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub checks: std::collections::BTreeMap<String, CheckConfig>,
+}
+
+/// `[audit.checks.NAME]`: overrides for one check.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Run this check (each check has its own default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Business time an issue stays open before anyone is told (`4h`, `2d`:
+    /// hours count business hours, days count business days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<String>,
+    /// Wall-clock time before an issue already told is told again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realert: Option<String>,
 }
 
 impl ServerConfig {

@@ -2,6 +2,7 @@
 //! administration commands behind `pdome-admin`.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod http;

@@ -235,6 +235,15 @@ fn the_server_package_installs_runs_as_its_user_and_purges_cleanly() {
         stdout(&c.exec(&["systemctl", "is-enabled", "penguindome-server"])),
         "enabled"
     );
+    // The audit's timer runs from the start; its service waits for init too.
+    assert_eq!(
+        ok(&["systemctl", "is-enabled", "penguindome-audit.timer"]),
+        "enabled"
+    );
+    assert_eq!(
+        ok(&["systemctl", "is-active", "penguindome-audit.timer"]),
+        "active"
+    );
 
     let port = penguindome_tests::free_port();
     let url = format!("https://127.0.0.1:{port}");
@@ -336,10 +345,66 @@ fn the_server_package_installs_runs_as_its_user_and_purges_cleanly() {
     let journal = ok(&["journalctl", "--no-pager", "-u", "penguindome-server"]);
     assert!(journal.contains("penguindome-server["), "{journal}");
 
+    // The audit unit runs as the service user and reports to the journal:
+    // an issue opened by hand (no check owns it) is due at once, and
+    // telling it (here, the journal only: no mail configured) is recorded.
+    ok(&[
+        "pdome-admin",
+        "issues",
+        "open",
+        "--host",
+        "server:main",
+        "--issue",
+        "container-test",
+        "--detail",
+        "opened by the install test",
+    ]);
+    ok(&["systemctl", "start", "penguindome-audit.service"]);
+    assert_eq!(
+        ok(&[
+            "systemctl",
+            "show",
+            "-p",
+            "Result",
+            "--value",
+            "penguindome-audit.service"
+        ]),
+        "success"
+    );
+    let journal = ok(&[
+        "journalctl",
+        "--no-pager",
+        "-u",
+        "penguindome-audit.service",
+    ]);
+    assert!(
+        journal.contains("container-test since") && journal.contains("opened by the install test"),
+        "{journal}"
+    );
+    let issues: serde_json::Value =
+        serde_json::from_str(&ok(&["pdome-admin", "issues", "list", "--json"])).unwrap();
+    assert!(issues[0]["alerted_at"].is_string(), "{issues}");
+    assert_eq!(
+        ok(&["stat", "-c", "%U", "/var/lib/penguindome/issues.lock"]),
+        "penguindome"
+    );
+    let timers = ok(&[
+        "systemctl",
+        "list-timers",
+        "--all",
+        "--no-pager",
+        "penguindome-audit.timer",
+    ]);
+    assert!(timers.contains("penguindome-audit.service"), "{timers}");
+
     // Remove keeps configuration and data; purge removes them.
     ok(&["dpkg", "--remove", "penguindome-server"]);
     assert_eq!(
         stdout(&c.exec(&["systemctl", "is-active", "penguindome-server"])),
+        "inactive"
+    );
+    assert_eq!(
+        stdout(&c.exec(&["systemctl", "is-active", "penguindome-audit.timer"])),
         "inactive"
     );
     ok(&["test", "-f", "/etc/penguindome/server.toml"]);

@@ -161,7 +161,7 @@ fn units_verify_cleanly_and_the_server_is_hardened() {
     }
     names.sort();
     assert!(names.len() >= 3, "{names:?}");
-    for b in ["penguindome-agent", "penguindome-server"] {
+    for b in ["penguindome-agent", "penguindome-server", "pdome-admin"] {
         let p = stage.path().join("usr/bin").join(b);
         write(&p, "#!/bin/sh\n");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -179,23 +179,31 @@ fn units_verify_cleanly_and_the_server_is_hardened() {
         text(&out)
     );
 
-    let out = output(
-        Command::new("systemd-analyze")
-            .args(["security", "--offline=yes"])
-            .arg(format!("--root={}", stage.path().display()))
-            .arg("penguindome-server.service"),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let exposure: f64 = stdout
-        .lines()
-        .find_map(|l| l.split("penguindome-server.service: ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in: {}", text(&out)));
     assert!(
-        exposure <= 2.0,
-        "server exposure {exposure} > 2.0:\n{stdout}"
+        names.contains(&"penguindome-audit.timer".to_string())
+            && names.contains(&"penguindome-audit.service".to_string()),
+        "{names:?}"
     );
+    // The server and the audit (both run as the penguindome user).
+    for unit in ["penguindome-server.service", "penguindome-audit.service"] {
+        let out = output(
+            Command::new("systemd-analyze")
+                .args(["security", "--offline=yes"])
+                .arg(format!("--root={}", stage.path().display()))
+                .arg(unit),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let exposure: f64 = stdout
+            .lines()
+            .find_map(|l| l.split(&format!("{unit}: ")).nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level in: {}", text(&out)));
+        assert!(
+            exposure <= 2.0,
+            "{unit} exposure {exposure} > 2.0:\n{stdout}"
+        );
+    }
 
     // The packages carry the very same units.
     let agent_unit = std::fs::read_to_string(units.join("penguindome-agent.service")).unwrap();
@@ -939,6 +947,8 @@ fn build_packages_makes_server_and_agent_packages() {
         "./usr/bin/pdome-admin",
         "./usr/lib/penguindome/agent/penguindome-agent",
         "./usr/lib/systemd/system/penguindome-server.service",
+        "./usr/lib/systemd/system/penguindome-audit.service",
+        "./usr/lib/systemd/system/penguindome-audit.timer",
         "./usr/lib/sysusers.d/penguindome-server.conf",
     ] {
         assert!(

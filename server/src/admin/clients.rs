@@ -50,6 +50,9 @@ pub enum ClientsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Per-client settings the issues audit reads (user_email, user_clients).
+    #[command(subcommand)]
+    Param(super::parameters::ParamCommand),
 }
 
 fn when(t: &DateTime<Utc>) -> String {
@@ -192,6 +195,7 @@ pub async fn run(store: &dyn Store, cmd: ClientsCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        ClientsCommand::Param(cmd) => super::parameters::run(store, cmd, Utc::now()).await?,
     }
     Ok(())
 }

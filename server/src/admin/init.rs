@@ -537,6 +537,7 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
         },
         audit: AuditConfig {
             email: answers.audit_email.clone(),
+            ..AuditConfig::default()
         },
         config_dir: config_dir.clone(),
     };

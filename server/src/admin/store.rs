@@ -214,6 +214,8 @@ mod tests {
         assert_eq!(count(Kind::Clients), 3);
         assert_eq!(count(Kind::Keys), 3);
         assert_eq!(count(Kind::Patches), 1);
+        assert_eq!(count(Kind::Issues), 2);
+        assert_eq!(count(Kind::Parameters), 2);
         assert!(count(Kind::Audit) >= 3 * 4, "every change is copied");
         assert!(count(Kind::Nonces) >= 3 * 6);
         assert!(

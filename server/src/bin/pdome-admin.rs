@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use penguindome_server::admin::{access, account, clients, init, packages, release, store};
+use penguindome_server::admin::{access, account, clients, init, issues, packages, release, store};
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
 #[derive(Parser)]
@@ -26,7 +26,11 @@ struct Cli {
 enum Command {
     /// Create a new server: configuration, keys, certificate, agent.toml.
     Init(Box<init::InitArgs>),
-    /// Clients: list, show, history, revoke, reenroll.
+    /// The issues audit, and the issues it opens: audit, list, checks, open,
+    /// close, snooze, unsnooze, suspend, unsuspend.
+    #[command(subcommand)]
+    Issues(issues::IssuesCommand),
+    /// Clients: list, show, history, revoke, reenroll, param.
     #[command(subcommand)]
     Clients(clients::ClientsCommand),
     /// The database: migrate to another store.
@@ -65,6 +69,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BuildPackages(args) => packages::run(args),
         Command::Password(cmd) => access::password(&cli.config_dir, cmd),
         Command::Access(cmd) => access::access(&cli.config_dir, cmd),
+        Command::Issues(cmd) => {
+            let config = ServerConfig::load(&cli.config_dir)?;
+            account::become_data_owner(&config.server.data_dir)?;
+            let store = penguindome_server::store::open(&config)
+                .await
+                .context("pdome-admin reads the server's store; run it on the server host")?;
+            // Stores keep milliseconds; so does the audit's clock.
+            let now = chrono::Utc::now();
+            let now =
+                chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+            let result = issues::run(&config, store.as_ref(), cmd, now).await;
+            store.close().await;
+            result
+        }
         Command::Clients(cmd) => {
             let config = ServerConfig::load(&cli.config_dir)?;
             account::become_data_owner(&config.server.data_dir)?;

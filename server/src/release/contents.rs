@@ -21,6 +21,10 @@ pub const UPGRADE_SERVICE: &str = include_str!("../../../systemd/penguindome-upg
 pub const AGENT_TIMER: &str = include_str!("../../../systemd/penguindome.timer");
 /// The server's unit.
 pub const SERVER_SERVICE: &str = include_str!("../../../systemd/penguindome-server.service");
+/// The issues audit's unit and timer.
+pub const AUDIT_SERVICE: &str = include_str!("../../../systemd/penguindome-audit.service");
+/// The timer that runs the issues audit hourly.
+pub const AUDIT_TIMER: &str = include_str!("../../../systemd/penguindome-audit.timer");
 /// The server's system user, for systemd-sysusers.
 pub const SERVER_SYSUSERS: &str = include_str!("../../../systemd/penguindome-server.sysusers");
 
@@ -256,6 +260,16 @@ pub fn server(
                 "/usr/lib/systemd/system/penguindome-server.service",
                 0o644,
                 SERVER_SERVICE,
+            ),
+            PackageFile::new(
+                "/usr/lib/systemd/system/penguindome-audit.service",
+                0o644,
+                AUDIT_SERVICE,
+            ),
+            PackageFile::new(
+                "/usr/lib/systemd/system/penguindome-audit.timer",
+                0o644,
+                AUDIT_TIMER,
             ),
             PackageFile::new(
                 "/usr/lib/sysusers.d/penguindome-server.conf",

@@ -114,6 +114,37 @@ pub(crate) async fn populate(store: &Arc<dyn Store>) {
         .acknowledge_patch(meta(&ids[0].0, &ids[0].1), &patch.id)
         .await
         .unwrap();
+    let now = Utc::now();
+    let mut closed = Issue::open(
+        &ids[0].0,
+        "firewall-disabled",
+        None,
+        now - Duration::hours(3),
+    );
+    closed.closed_at = Some(now - Duration::hours(1));
+    let mut snoozed = Issue::open(
+        &ids[1].0,
+        "unencrypted-hard-drive",
+        Some("/ is not".into()),
+        now,
+    );
+    snoozed.snoozed_at = Some(now);
+    snoozed.unsnooze_at = Some(now + Duration::days(1));
+    store.put_issues(vec![closed, snoozed]).await.unwrap();
+    for (name, value) in [
+        ("user_email", json!("alice@example.com")),
+        ("user_clients", json!([ids[1].0])),
+    ] {
+        store
+            .put_parameter(Parameter {
+                client_id: ids[0].0.clone(),
+                name: name.into(),
+                value,
+                updated_at: now,
+            })
+            .await
+            .unwrap();
+    }
 }
 
 /// Runs every scenario against `store`.
@@ -124,7 +155,102 @@ pub async fn run_all(store: Arc<dyn Store>) {
     patches(&store).await;
     selectors(&store).await;
     nonces_are_pruned(&store).await;
+    issues_and_parameters(&store).await;
     store.health().await.unwrap();
+}
+
+async fn issues_and_parameters(store: &Arc<dyn Store>) {
+    let (a, b) = (client_id(), client_id());
+    // Stores keep milliseconds.
+    let t0 = Utc::now() - Duration::days(2);
+    let t0 = chrono::DateTime::from_timestamp_millis(t0.timestamp_millis()).unwrap();
+    let first = Issue::open(&a, "firewall-disabled", Some("policy accept".into()), t0);
+    let other = Issue::open(&b, "firewall-disabled", None, t0 + Duration::seconds(1));
+    let second = Issue::open(&a, "screenlock-disabled", None, t0 + Duration::seconds(2));
+    store
+        .put_issues(vec![second.clone(), first.clone(), other.clone()])
+        .await
+        .unwrap();
+    let of_a = |open_only| IssueFilter {
+        client_id: Some(a.clone()),
+        open_only,
+    };
+    assert_eq!(
+        store.issues(of_a(false)).await.unwrap(),
+        vec![first.clone(), second.clone()],
+        "one client's issues, oldest first, exactly as written"
+    );
+
+    // Replacing by id updates in place; closed issues drop out of open ones.
+    let mut closed = first.clone();
+    closed.closed_at = Some(t0 + Duration::hours(1));
+    closed.closed_by = Some("alice".into());
+    closed.alerted_at = Some(t0 + Duration::minutes(5));
+    let mut snoozed = second.clone();
+    snoozed.snoozed_at = Some(t0);
+    snoozed.unsnooze_at = Some(t0 + Duration::days(5));
+    store
+        .put_issues(vec![closed.clone(), snoozed.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.issues(of_a(true)).await.unwrap(),
+        vec![snoozed.clone()]
+    );
+    assert_eq!(
+        store.issues(of_a(false)).await.unwrap(),
+        vec![closed, snoozed.clone()]
+    );
+    assert!(snoozed.snoozed(t0 + Duration::days(1)));
+    assert!(!snoozed.snoozed(t0 + Duration::days(6)));
+    let all_open = store
+        .issues(IssueFilter {
+            client_id: None,
+            open_only: true,
+        })
+        .await
+        .unwrap();
+    assert!(all_open.contains(&other) && all_open.contains(&snoozed));
+    assert!(all_open.iter().all(|i| i.closed_at.is_none()));
+
+    // Parameters: set, replace, list per client and all, remove with null.
+    let param = |name: &str, value: serde_json::Value| Parameter {
+        client_id: a.clone(),
+        name: name.into(),
+        value,
+        updated_at: t0,
+    };
+    store
+        .put_parameter(param("user_email", json!("old@example.com")))
+        .await
+        .unwrap();
+    store
+        .put_parameter(param("user_email", json!("alice@example.com")))
+        .await
+        .unwrap();
+    store
+        .put_parameter(param("user_clients", json!([b.clone()])))
+        .await
+        .unwrap();
+    let mine = store.parameters(Some(&a)).await.unwrap();
+    assert_eq!(
+        mine,
+        vec![
+            param("user_clients", json!([b.clone()])),
+            param("user_email", json!("alice@example.com")),
+        ]
+    );
+    let all = store.parameters(None).await.unwrap();
+    assert!(all.contains(&mine[0]) && all.contains(&mine[1]));
+    store
+        .put_parameter(param("user_clients", serde_json::Value::Null))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.parameters(Some(&a)).await.unwrap(),
+        vec![param("user_email", json!("alice@example.com"))]
+    );
+    assert!(store.parameters(Some(&b)).await.unwrap().is_empty());
 }
 
 async fn enrollment_rules(store: &Arc<dyn Store>) {

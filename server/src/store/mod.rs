@@ -282,6 +282,99 @@ pub struct NewPatch {
     pub created_at: DateTime<Utc>,
 }
 
+/// A problem on a client that the issues audit (or an administrator) opened.
+///
+/// At most one issue of a name is open per client; the audit keeps that rule
+/// (under its lock), the stores only keep records.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Issue {
+    /// `<client_id>/<name>/<opened_at in milliseconds>`: stable across
+    /// stores, so that a retried write replaces instead of duplicating.
+    pub id: String,
+    /// The client, or `server:<listener>` for the server's own issues.
+    pub client_id: String,
+    /// The check's name, e.g. `firewall-disabled`.
+    pub name: String,
+    /// What the check saw, for people.
+    pub detail: Option<String>,
+    /// When it was opened.
+    #[serde(with = "penguindome_protocol::envelope::utc")]
+    pub opened_at: DateTime<Utc>,
+    /// When it was closed.
+    #[serde(with = "penguindome_protocol::envelope::utc::option")]
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Who closed it: `audit` when the check passed, else the administrator.
+    pub closed_by: Option<String>,
+    /// When it was last reported to people.
+    #[serde(with = "penguindome_protocol::envelope::utc::option")]
+    pub alerted_at: Option<DateTime<Utc>>,
+    /// When an administrator last snoozed it.
+    #[serde(with = "penguindome_protocol::envelope::utc::option")]
+    pub snoozed_at: Option<DateTime<Utc>>,
+    /// Until when it is snoozed.
+    #[serde(with = "penguindome_protocol::envelope::utc::option")]
+    pub unsnooze_at: Option<DateTime<Utc>>,
+    /// When an administrator ended a snooze early.
+    #[serde(with = "penguindome_protocol::envelope::utc::option")]
+    pub unsnoozed_at: Option<DateTime<Utc>>,
+}
+
+impl Issue {
+    /// A new open issue.
+    pub fn open(
+        client_id: &str,
+        name: &str,
+        detail: Option<String>,
+        opened_at: DateTime<Utc>,
+    ) -> Self {
+        // Both stores keep milliseconds; so does the id.
+        let opened_at =
+            DateTime::from_timestamp_millis(opened_at.timestamp_millis()).unwrap_or(opened_at);
+        Self {
+            id: format!("{client_id}/{name}/{}", opened_at.timestamp_millis()),
+            client_id: client_id.to_string(),
+            name: name.to_string(),
+            detail,
+            opened_at,
+            closed_at: None,
+            closed_by: None,
+            alerted_at: None,
+            snoozed_at: None,
+            unsnooze_at: None,
+            unsnoozed_at: None,
+        }
+    }
+
+    /// Whether it is snoozed at `now`.
+    pub fn snoozed(&self, now: DateTime<Utc>) -> bool {
+        self.unsnooze_at.is_some_and(|t| t > now)
+    }
+}
+
+/// Which issues to read.
+#[derive(Debug, Clone, Default)]
+pub struct IssueFilter {
+    /// Only this client's.
+    pub client_id: Option<String>,
+    /// Only open ones.
+    pub open_only: bool,
+}
+
+/// An administrator's setting for one client (`user_email`, `user_clients`,
+/// `suspended_at`), read by the issues audit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Parameter {
+    /// The client.
+    pub client_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its value; null removes it.
+    pub value: serde_json::Value,
+    /// When it was set.
+    #[serde(with = "penguindome_protocol::envelope::utc")]
+    pub updated_at: DateTime<Utc>,
+}
+
 /// The kinds of records a store holds, in the order a copy writes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -295,16 +388,22 @@ pub enum Kind {
     Nonces,
     /// Patches and their targets.
     Patches,
+    /// Issues, open and closed.
+    Issues,
+    /// Client parameters.
+    Parameters,
 }
 
 impl Kind {
     /// Every kind, in copy order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Clients,
         Kind::Keys,
         Kind::Audit,
         Kind::Nonces,
         Kind::Patches,
+        Kind::Issues,
+        Kind::Parameters,
     ];
 
     /// Name for messages.
@@ -315,6 +414,8 @@ impl Kind {
             Kind::Audit => "audit records",
             Kind::Nonces => "nonces",
             Kind::Patches => "patches",
+            Kind::Issues => "issues",
+            Kind::Parameters => "client parameters",
         }
     }
 }
@@ -419,6 +520,10 @@ pub enum Record {
         /// Target clients and when each acknowledged, sorted by client.
         targets: Vec<(String, Option<String>)>,
     },
+    /// An issue.
+    Issue(Issue),
+    /// A client parameter.
+    Parameter(Parameter),
 }
 
 impl Record {
@@ -474,6 +579,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Lets a client enroll a new key once (after a reinstall or revocation).
     async fn allow_reenroll(&self, client_id: &str) -> StoreResult<()>;
+
+    /// Writes issues, replacing those with the same id (all or none).
+    async fn put_issues(&self, issues: Vec<Issue>) -> StoreResult<()>;
+
+    /// Issues, ordered by client, then opening time.
+    async fn issues(&self, filter: IssueFilter) -> StoreResult<Vec<Issue>>;
+
+    /// Sets a client parameter, or removes it when `value` is null.
+    async fn put_parameter(&self, p: Parameter) -> StoreResult<()>;
+
+    /// Parameters of one client or of all, ordered by client and name.
+    async fn parameters(&self, client_id: Option<&str>) -> StoreResult<Vec<Parameter>>;
 
     /// Forgets nonces whose window has passed. Returns how many.
     async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64>;

@@ -35,9 +35,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::diff::{Change, ChangeAction, diff};
 use super::{
-    AuditRecord, ClientDocument, ClientSummary, EnrollOutcome, Enrollment, KeyInfo, KeyRecord,
-    Kind, NewPatch, Record, RequestMeta, Store, StoreError, StoreResult, Submission, SubmitOutcome,
-    audit_order, plugin_digest, validate_report,
+    AuditRecord, ClientDocument, ClientSummary, EnrollOutcome, Enrollment, Issue, IssueFilter,
+    KeyInfo, KeyRecord, Kind, NewPatch, Parameter, Record, RequestMeta, Store, StoreError,
+    StoreResult, Submission, SubmitOutcome, audit_order, plugin_digest, validate_report,
 };
 use crate::config::MongoConfig;
 
@@ -65,6 +65,8 @@ struct Inner {
     audit: Collection<Document>,
     nonces: Collection<Document>,
     patches: Collection<Document>,
+    issues: Collection<Document>,
+    parameters: Collection<Document>,
     write_concern: WriteConcern,
     /// Where the database is, for messages.
     target: String,
@@ -253,6 +255,8 @@ impl MongoStore {
             audit: db.collection("audit_trail"),
             nonces: db.collection("nonces"),
             patches: db.collection("patches"),
+            issues: db.collection("issues"),
+            parameters: db.collection("client_parameters"),
             db,
             client,
             write_concern: WriteConcern::builder()
@@ -825,6 +829,8 @@ impl Inner {
             Kind::Audit => &self.audit,
             Kind::Nonces => &self.nonces,
             Kind::Patches => &self.patches,
+            Kind::Issues => &self.issues,
+            Kind::Parameters => &self.parameters,
         }
     }
 }
@@ -912,6 +918,8 @@ fn to_record(kind: Kind, d: &Document) -> StoreResult<(String, Record)> {
                 targets,
             }
         }
+        Kind::Issues => Record::Issue(issue_from_doc(d)),
+        Kind::Parameters => Record::Parameter(parameter_from_doc(d)?),
     };
     // Audit records page by time, then position, then id.
     let cursor = match kind {
@@ -923,6 +931,56 @@ fn to_record(kind: Kind, d: &Document) -> StoreResult<(String, Record)> {
         _ => id,
     };
     Ok((cursor, record))
+}
+
+fn issue_from_doc(d: &Document) -> Issue {
+    Issue {
+        id: get_str(d, "_id"),
+        client_id: get_str(d, "client_id"),
+        name: get_str(d, "name"),
+        detail: opt_str(d, "detail"),
+        opened_at: date(d, "opened_at"),
+        closed_at: from_bson_date(d.get("closed_at")),
+        closed_by: opt_str(d, "closed_by"),
+        alerted_at: from_bson_date(d.get("alerted_at")),
+        snoozed_at: from_bson_date(d.get("snoozed_at")),
+        unsnooze_at: from_bson_date(d.get("unsnooze_at")),
+        unsnoozed_at: from_bson_date(d.get("unsnoozed_at")),
+    }
+}
+
+fn issue_doc(i: &Issue) -> Document {
+    doc! {
+        "_id": &i.id, "client_id": &i.client_id, "name": &i.name, "detail": i.detail.as_deref(),
+        "opened_at": to_bson_date(&i.opened_at), "closed_at": opt_date(i.closed_at.as_ref()),
+        "closed_by": i.closed_by.as_deref(),
+        "alerted_at": opt_date(i.alerted_at.as_ref()), "snoozed_at": opt_date(i.snoozed_at.as_ref()),
+        "unsnooze_at": opt_date(i.unsnooze_at.as_ref()), "unsnoozed_at": opt_date(i.unsnoozed_at.as_ref()),
+    }
+}
+
+/// Parameters are keyed `<client_id>/<name>` (client ids hold no `/`).
+fn parameter_id(client_id: &str, name: &str) -> String {
+    format!("{client_id}/{name}")
+}
+
+fn parameter_from_doc(d: &Document) -> StoreResult<Parameter> {
+    let text = get_str(d, "value");
+    Ok(Parameter {
+        client_id: get_str(d, "client_id"),
+        name: get_str(d, "parameter"),
+        value: serde_json::from_str(&text).map_err(|e| {
+            StoreError::Backend(format!("parameter {} is damaged: {e}", get_str(d, "_id")))
+        })?,
+        updated_at: date(d, "updated_at"),
+    })
+}
+
+fn parameter_doc(p: &Parameter) -> Document {
+    doc! {
+        "_id": parameter_id(&p.client_id, &p.name), "client_id": &p.client_id,
+        "parameter": &p.name, "value": p.value.to_string(), "updated_at": to_bson_date(&p.updated_at),
+    }
 }
 
 /// A backend-neutral record as a document of its collection.
@@ -1024,6 +1082,8 @@ fn from_record(r: &Record) -> StoreResult<Document> {
                 .collect();
             doc! {"_id": id, "created_at": to_bson_date(created_at), "files": files, "pending": pending, "completed": completed}
         }
+        Record::Issue(issue) => issue_doc(issue),
+        Record::Parameter(p) => parameter_doc(p),
     })
 }
 
@@ -1034,6 +1094,8 @@ fn kind_of(r: &Record) -> Kind {
         Record::Audit { .. } => Kind::Audit,
         Record::Nonce { .. } => Kind::Nonces,
         Record::Patch { .. } => Kind::Patches,
+        Record::Issue(_) => Kind::Issues,
+        Record::Parameter(_) => Kind::Parameters,
     }
 }
 
@@ -1456,6 +1518,82 @@ impl Store for MongoStore {
             return Err(StoreError::NoSuchClient(client_id.to_string()));
         }
         Ok(())
+    }
+
+    async fn put_issues(&self, issues: Vec<Issue>) -> StoreResult<()> {
+        // No transactions: each write is a whole-document replace keyed by
+        // the issue's id, so repeating the batch after a failure is safe.
+        let i = &self.inner;
+        for issue in &issues {
+            i.issues
+                .replace_one(doc! {"_id": &issue.id}, issue_doc(issue))
+                .upsert(true)
+                .write_concern(i.write_concern.clone())
+                .await
+                .map_err(|e| i.err(e))?;
+        }
+        Ok(())
+    }
+
+    async fn issues(&self, filter: IssueFilter) -> StoreResult<Vec<Issue>> {
+        let i = &self.inner;
+        let mut query = Document::new();
+        if let Some(id) = &filter.client_id {
+            query.insert("client_id", id.as_str());
+        }
+        if filter.open_only {
+            query.insert("closed_at", Bson::Null);
+        }
+        let mut cursor = i
+            .issues
+            .find(query)
+            .sort(doc! {"client_id": 1, "opened_at": 1, "_id": 1})
+            .await
+            .map_err(|e| i.err(e))?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| i.err(e))? {
+            out.push(issue_from_doc(&d));
+        }
+        Ok(out)
+    }
+
+    async fn put_parameter(&self, p: Parameter) -> StoreResult<()> {
+        let i = &self.inner;
+        let id = parameter_id(&p.client_id, &p.name);
+        if p.value.is_null() {
+            i.parameters
+                .delete_one(doc! {"_id": id})
+                .write_concern(i.write_concern.clone())
+                .await
+                .map(|_| ())
+        } else {
+            i.parameters
+                .replace_one(doc! {"_id": id}, parameter_doc(&p))
+                .upsert(true)
+                .write_concern(i.write_concern.clone())
+                .await
+                .map(|_| ())
+        }
+        .map_err(|e| i.err(e))
+    }
+
+    async fn parameters(&self, client_id: Option<&str>) -> StoreResult<Vec<Parameter>> {
+        let i = &self.inner;
+        let query = match client_id {
+            Some(id) => doc! {"client_id": id},
+            None => doc! {},
+        };
+        let mut cursor = i
+            .parameters
+            .find(query)
+            .sort(doc! {"client_id": 1, "parameter": 1})
+            .await
+            .map_err(|e| i.err(e))?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| i.err(e))? {
+            out.push(parameter_from_doc(&d)?);
+        }
+        Ok(out)
     }
 
     async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64> {

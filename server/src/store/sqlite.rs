@@ -27,9 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::diff::{Change, ChangeAction, diff};
 use super::{
-    AuditRecord, ClientDocument, ClientSummary, EnrollOutcome, Enrollment, KeyInfo, KeyRecord,
-    Kind, NewPatch, Record, RequestMeta, Store, StoreError, StoreResult, Submission, SubmitOutcome,
-    audit_order, plugin_digest, validate_report,
+    AuditRecord, ClientDocument, ClientSummary, EnrollOutcome, Enrollment, Issue, IssueFilter,
+    KeyInfo, KeyRecord, Kind, NewPatch, Parameter, Record, RequestMeta, Store, StoreError,
+    StoreResult, Submission, SubmitOutcome, audit_order, plugin_digest, validate_report,
 };
 
 /// Most jobs committed in one transaction.
@@ -37,7 +37,7 @@ const MAX_BATCH: usize = 512;
 /// Jobs waiting for the writer before senders wait.
 const QUEUE: usize = 4096;
 /// Current schema version (PRAGMA user_version).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS clients (
@@ -106,6 +106,29 @@ CREATE TABLE IF NOT EXISTS patch_targets (
     completed_at TEXT,
     PRIMARY KEY (patch_id, client_id)
 ) WITHOUT ROWID;
+-- Version 2: the issues audit.
+CREATE TABLE IF NOT EXISTS issues (
+    id           TEXT PRIMARY KEY,
+    client_id    TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    detail       TEXT,
+    opened_at    TEXT NOT NULL,
+    closed_at    TEXT,
+    closed_by    TEXT,
+    alerted_at   TEXT,
+    snoozed_at   TEXT,
+    unsnooze_at  TEXT,
+    unsnoozed_at TEXT
+);
+CREATE INDEX IF NOT EXISTS issues_client ON issues(client_id, opened_at);
+CREATE INDEX IF NOT EXISTS issues_open ON issues(closed_at);
+CREATE TABLE IF NOT EXISTS client_parameters (
+    client_id  TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (client_id, name)
+) WITHOUT ROWID;
 "#;
 
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
@@ -120,6 +143,8 @@ enum Job {
     AllowReenroll(String, Reply<()>),
     PruneNonces(DateTime<Utc>, Reply<u64>),
     Import(Vec<Record>, Reply<()>),
+    PutIssues(Vec<Issue>, Reply<()>),
+    PutParameter(Parameter, Reply<()>),
     Clear(Reply<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -544,6 +569,8 @@ fn fail_job(job: Job, msg: &str) -> Finisher {
         Job::AllowReenroll(_, r) => fail(r, msg),
         Job::PruneNonces(_, r) => fail(r, msg),
         Job::Import(_, r) => fail(r, msg),
+        Job::PutIssues(_, r) => fail(r, msg),
+        Job::PutParameter(_, r) => fail(r, msg),
         Job::Clear(r) => fail(r, msg),
         Job::Shutdown(_) => Box::new(|_| {}),
     }
@@ -577,6 +604,8 @@ fn run_in_savepoint(
         Job::AllowReenroll(id, r) => finisher(r, allow_reenroll(conn, &id)),
         Job::PruneNonces(now, r) => finisher(r, prune(conn, n.nonces, &now)),
         Job::Import(records, r) => finisher(r, import(conn, &mut n, &records)),
+        Job::PutIssues(issues, r) => finisher(r, put_issues(conn, &issues)),
+        Job::PutParameter(p, r) => finisher(r, put_parameter(conn, &p)),
         Job::Clear(r) => finisher(r, clear(conn, n.nonces)),
         Job::Shutdown(_) => unreachable!("handled by the writer loop"),
     };
@@ -1116,6 +1145,82 @@ fn prune(conn: &Connection, nonces: &mut Nonces, now: &DateTime<Utc>) -> StoreRe
         .map_err(backend_err)
 }
 
+fn put_issues(conn: &Connection, issues: &[Issue]) -> StoreResult<()> {
+    let mut st = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO issues (id, client_id, name, detail, opened_at, closed_at, \
+             closed_by, alerted_at, snoozed_at, unsnooze_at, unsnoozed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .map_err(backend_err)?;
+    let opt = |t: &Option<DateTime<Utc>>| t.as_ref().map(ts);
+    for i in issues {
+        st.execute(params![
+            i.id,
+            i.client_id,
+            i.name,
+            i.detail,
+            ts(&i.opened_at),
+            opt(&i.closed_at),
+            i.closed_by,
+            opt(&i.alerted_at),
+            opt(&i.snoozed_at),
+            opt(&i.unsnooze_at),
+            opt(&i.unsnoozed_at),
+        ])
+        .map_err(backend_err)?;
+    }
+    Ok(())
+}
+
+fn put_parameter(conn: &Connection, p: &Parameter) -> StoreResult<()> {
+    if p.value.is_null() {
+        conn.execute(
+            "DELETE FROM client_parameters WHERE client_id = ?1 AND name = ?2",
+            params![p.client_id, p.name],
+        )
+    } else {
+        conn.execute(
+            "INSERT OR REPLACE INTO client_parameters (client_id, name, value, updated_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![p.client_id, p.name, p.value.to_string(), ts(&p.updated_at)],
+        )
+    }
+    .map(|_| ())
+    .map_err(backend_err)
+}
+
+const ISSUE_COLUMNS: &str = "id, client_id, name, detail, opened_at, closed_at, closed_by, \
+                             alerted_at, snoozed_at, unsnooze_at, unsnoozed_at";
+
+fn issue_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Issue> {
+    Ok(Issue {
+        id: r.get(0)?,
+        client_id: r.get(1)?,
+        name: r.get(2)?,
+        detail: r.get(3)?,
+        opened_at: parse_ts(&r.get::<_, String>(4)?)?,
+        closed_at: parse_opt_ts(r.get(5)?)?,
+        closed_by: r.get(6)?,
+        alerted_at: parse_opt_ts(r.get(7)?)?,
+        snoozed_at: parse_opt_ts(r.get(8)?)?,
+        unsnooze_at: parse_opt_ts(r.get(9)?)?,
+        unsnoozed_at: parse_opt_ts(r.get(10)?)?,
+    })
+}
+
+fn parameter_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Parameter> {
+    let text: String = r.get(2)?;
+    Ok(Parameter {
+        client_id: r.get(0)?,
+        name: r.get(1)?,
+        value: serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        updated_at: parse_ts(&r.get::<_, String>(3)?)?,
+    })
+}
+
 /// Writes records copied from another store.
 fn import(conn: &Connection, nonces: &mut NonceLog<'_>, records: &[Record]) -> StoreResult<()> {
     use base64::Engine as _;
@@ -1214,6 +1319,8 @@ fn import(conn: &Connection, nonces: &mut NonceLog<'_>, records: &[Record]) -> S
                     DateTime::from_timestamp(*expires_at, 0).unwrap_or(DateTime::UNIX_EPOCH);
                 consume_nonce(conn, nonces, client_id, nonce, &expires)?;
             }
+            Record::Issue(issue) => put_issues(conn, std::slice::from_ref(issue))?,
+            Record::Parameter(p) => put_parameter(conn, p)?,
             Record::Patch {
                 id,
                 created_at,
@@ -1241,7 +1348,8 @@ fn import(conn: &Connection, nonces: &mut NonceLog<'_>, records: &[Record]) -> S
 /// Empties every table (a migration target with --force).
 fn clear(conn: &Connection, nonces: &mut Nonces) -> StoreResult<()> {
     conn.execute_batch(
-        "DELETE FROM patch_targets; DELETE FROM patches; DELETE FROM nonces; DELETE FROM audit_trail; \
+        "DELETE FROM issues; DELETE FROM client_parameters; \
+         DELETE FROM patch_targets; DELETE FROM patches; DELETE FROM nonces; DELETE FROM audit_trail; \
          DELETE FROM plugins; DELETE FROM client_keys; DELETE FROM clients;",
     )
     .map_err(backend_err)?;
@@ -1256,6 +1364,8 @@ fn table(kind: Kind) -> &'static str {
         Kind::Audit => "audit_trail",
         Kind::Nonces => "nonces",
         Kind::Patches => "patches",
+        Kind::Issues => "issues",
+        Kind::Parameters => "client_parameters",
     }
 }
 
@@ -1401,6 +1511,31 @@ fn export(
                         targets,
                     },
                 ));
+            }
+        }
+        Kind::Issues => {
+            let mut st = c.prepare(&format!(
+                "SELECT {ISSUE_COLUMNS} FROM issues WHERE id > ?1 ORDER BY id LIMIT ?2"
+            ))?;
+            for row in st.query_map(params![after_text, limit], issue_from_row)? {
+                let issue = row?;
+                out.push((issue.id.clone(), Record::Issue(issue)));
+            }
+        }
+        Kind::Parameters => {
+            // The cursor is `client_id NUL name`.
+            let (after_client, after_name) = after_text
+                .split_once('\0')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .unwrap_or_default();
+            let mut st = c.prepare(
+                "SELECT client_id, name, value, updated_at FROM client_parameters \
+                 WHERE client_id > ?1 OR (client_id = ?1 AND name > ?2) \
+                 ORDER BY client_id, name LIMIT ?3",
+            )?;
+            for row in st.query_map(params![after_client, after_name, limit], parameter_from_row)? {
+                let p = row?;
+                out.push((format!("{}\0{}", p.client_id, p.name), Record::Parameter(p)));
             }
         }
     }
@@ -1626,6 +1761,51 @@ impl Store for SqliteStore {
 
     async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         self.call(|r| Job::PruneNonces(now, r)).await
+    }
+
+    async fn put_issues(&self, issues: Vec<Issue>) -> StoreResult<()> {
+        self.call(|r| Job::PutIssues(issues, r)).await
+    }
+
+    async fn issues(&self, filter: IssueFilter) -> StoreResult<Vec<Issue>> {
+        self.read(move |c| {
+            let mut sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE 1");
+            if filter.client_id.is_some() {
+                sql.push_str(" AND client_id = ?1");
+            }
+            if filter.open_only {
+                sql.push_str(" AND closed_at IS NULL");
+            }
+            sql.push_str(" ORDER BY client_id, opened_at, id");
+            let mut st = c.prepare(&sql)?;
+            match &filter.client_id {
+                Some(id) => st.query_map([id], issue_from_row)?.collect(),
+                None => st.query_map([], issue_from_row)?.collect(),
+            }
+        })
+        .await
+    }
+
+    async fn put_parameter(&self, p: Parameter) -> StoreResult<()> {
+        self.call(|r| Job::PutParameter(p, r)).await
+    }
+
+    async fn parameters(&self, client_id: Option<&str>) -> StoreResult<Vec<Parameter>> {
+        let client = client_id.map(str::to_string);
+        self.read(move |c| {
+            let base = "SELECT client_id, name, value, updated_at FROM client_parameters";
+            match &client {
+                Some(id) => c
+                    .prepare(&format!("{base} WHERE client_id = ?1 ORDER BY name"))?
+                    .query_map([id], parameter_from_row)?
+                    .collect(),
+                None => c
+                    .prepare(&format!("{base} ORDER BY client_id, name"))?
+                    .query_map([], parameter_from_row)?
+                    .collect(),
+            }
+        })
+        .await
     }
 
     async fn health(&self) -> StoreResult<()> {

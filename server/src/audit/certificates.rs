@@ -1,0 +1,62 @@
+//! `expiring-certificate`: the server's own TLS certificates. Agents pin
+//! the certificate, so an expired one cuts off every client at once.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::ServerFinding;
+use super::checks::Finding;
+use crate::config::ServerConfig;
+
+/// The name.
+pub const NAME: &str = "expiring-certificate";
+/// Warn this long before expiry: time to roll out a new site package.
+const WARN_DAYS: i64 = 30;
+
+/// One finding per TLS listener.
+pub fn findings(config: &ServerConfig, now: DateTime<Utc>) -> Vec<ServerFinding> {
+    config
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref().map(|t| (l, t)))
+        .map(|(listener, tls)| {
+            let path = config.config_path(&tls.certificate);
+            let finding = match std::fs::read(&path) {
+                Ok(pem) => judge(&pem, now, &path.display().to_string()),
+                Err(e) => Finding::Raise(format!("cannot read {}: {e}", path.display())),
+            };
+            ServerFinding {
+                client_id: format!("server:{}", listener.name),
+                name: NAME,
+                finding,
+            }
+        })
+        .collect()
+}
+
+/// Judges the first certificate of a PEM chain.
+pub fn judge(pem: &[u8], now: DateTime<Utc>, what: &str) -> Finding {
+    let parsed = x509_parser::pem::parse_x509_pem(pem)
+        .map_err(|e| e.to_string())
+        .and_then(|(_, block)| {
+            block
+                .parse_x509()
+                .map(|cert| cert.validity().not_after.timestamp())
+                .map_err(|e| e.to_string())
+        });
+    let not_after = match parsed {
+        Ok(t) => DateTime::from_timestamp(t, 0).unwrap_or(DateTime::UNIX_EPOCH),
+        Err(e) => return Finding::Raise(format!("{what} is not a PEM certificate: {e}")),
+    };
+    let day = not_after.format("%Y-%m-%d %H:%M UTC");
+    if not_after <= now {
+        Finding::Raise(format!(
+            "{what} expired on {day}: agents cannot connect; make a new certificate and release"
+        ))
+    } else if not_after - now < Duration::days(WARN_DAYS) {
+        Finding::Raise(format!(
+            "{what} expires on {day}; make a new certificate and release it to the agents before then"
+        ))
+    } else {
+        Finding::Clear
+    }
+}

@@ -1,0 +1,37 @@
+//! `agent-upgrade-failing`: the agent cannot install the site's release.
+
+use super::{Check, Context, Facts, Finding};
+
+/// The agent's last self-upgrade failed.
+pub struct AgentUpgrade;
+
+impl Check for AgentUpgrade {
+    fn name(&self) -> &'static str {
+        "agent-upgrade-failing"
+    }
+
+    fn describe(&self) -> &'static str {
+        "the agent's last attempt to install the newest release failed"
+    }
+
+    fn default_grace(&self) -> &'static str {
+        "4h"
+    }
+
+    fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
+        // Agents run by hand (not from a package) report no upgrade state.
+        let Some(agent) = facts.client.plugins.get("agent") else {
+            return Finding::Clear;
+        };
+        match agent["upgrade"]["error"].as_str() {
+            Some(error) => Finding::Raise(format!(
+                "upgrade to {} failed: {error}",
+                agent["latest_release"]
+                    .as_u64()
+                    .map(|r| format!("release {r}"))
+                    .unwrap_or_else(|| "the newest release".into())
+            )),
+            None => Finding::Clear,
+        }
+    }
+}

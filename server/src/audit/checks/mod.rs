@@ -1,0 +1,140 @@
+//! The checks the issues audit runs on each client's latest report, one
+//! file per check. A check sees only stored facts, so the same code judges
+//! a live fleet and a test's fixtures.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::business::BusinessHours;
+use crate::store::ClientDocument;
+
+mod agent_upgrade;
+mod auto_updates;
+mod disk_encryption;
+mod firewall;
+mod guest_session;
+mod location;
+mod not_reporting;
+mod passwordless_accounts;
+mod pending_patches;
+mod reboot_required;
+mod required_software;
+mod screenlock;
+mod security_updates;
+mod ssh;
+
+/// What a check knows about one client.
+pub struct Facts<'a> {
+    /// The client's document: identity, last report, plugin outputs.
+    pub client: &'a ClientDocument,
+    /// Patches queued for it and not acknowledged.
+    pub pending_patches: usize,
+    /// The newest report of the machines its user also uses
+    /// (`user_clients`), if any.
+    pub peer_submitted_at: Option<DateTime<Utc>>,
+}
+
+/// What a check knows about the audit itself.
+pub struct Context<'a> {
+    /// The audit's time.
+    pub now: DateTime<Utc>,
+    /// Business hours.
+    pub hours: &'a BusinessHours,
+    /// Business time without a report after which a client is not reporting.
+    pub not_reporting_after: Duration,
+    /// Longest screen-lock delay accepted.
+    pub screenlock_max_delay: Duration,
+}
+
+/// A check's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// Nothing wrong.
+    Clear,
+    /// A problem, described for people.
+    Raise(String),
+}
+
+/// One compliance check.
+pub trait Check: Send + Sync {
+    /// The issue's name, e.g. `firewall-disabled`.
+    fn name(&self) -> &'static str;
+    /// One line for `pdome-admin issues checks`.
+    fn describe(&self) -> &'static str;
+    /// Business time before anyone is told (`[audit.checks.NAME] grace`).
+    fn default_grace(&self) -> &'static str {
+        "0s"
+    }
+    /// Wall-clock time before telling again (`realert`).
+    fn default_realert(&self) -> &'static str {
+        "1d"
+    }
+    /// Whether it runs without being enabled in server.toml.
+    fn enabled_by_default(&self) -> bool {
+        true
+    }
+    /// Judges one client.
+    fn evaluate(&self, facts: &Facts<'_>, cx: &Context<'_>) -> Finding;
+}
+
+/// Every check, in the order the audit runs them.
+pub fn all() -> Vec<Box<dyn Check>> {
+    vec![
+        Box::new(not_reporting::NotReporting),
+        Box::new(security_updates::SecurityUpdates),
+        Box::new(reboot_required::RebootRequired),
+        Box::new(auto_updates::AutoUpdates),
+        Box::new(disk_encryption::DiskEncryption),
+        Box::new(firewall::Firewall),
+        Box::new(screenlock::ScreenLock),
+        Box::new(guest_session::GuestSession),
+        Box::new(ssh::PasswordAuthentication),
+        Box::new(ssh::RootPasswordLogin),
+        Box::new(passwordless_accounts::PasswordlessAccounts),
+        Box::new(required_software::RequiredSoftware),
+        Box::new(pending_patches::PendingPatches),
+        Box::new(agent_upgrade::AgentUpgrade),
+        Box::new(location::Location),
+    ]
+}
+
+/// A collector's latest output, or the issue its absence is: a client that
+/// does not say it is compliant is not known to be.
+fn plugin<'a>(facts: &'a Facts<'_>, name: &str) -> Result<&'a Value, Finding> {
+    match facts.client.plugins.get(name) {
+        Some(Value::Null) | None => Err(Finding::Raise(format!(
+            "no {name} output in the latest report (the collector did not run, failed, or the \
+             agent is too old)"
+        ))),
+        Some(v) => Ok(v),
+    }
+}
+
+/// The first piece of evidence a collector gave, for the issue's detail.
+fn evidence(v: &Value) -> String {
+    match &v["evidence"] {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        _ => String::new(),
+    }
+}
+
+/// `what` could not be determined: an issue too, with the agent's reason.
+fn cannot_tell(what: &str, v: &Value) -> Finding {
+    let why = evidence(v);
+    if why.is_empty() {
+        Finding::Raise(format!("the agent could not tell {what}"))
+    } else {
+        Finding::Raise(format!("the agent could not tell {what}: {why}"))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,53 @@
+//! `not-reporting`: no report for a business day.
+
+use chrono::Duration;
+
+use super::{Check, Context, Facts, Finding};
+
+/// A client that has not reported for longer than `not_reporting_after`.
+pub struct NotReporting;
+
+/// A peer machine explains a silent one only this long: after that the
+/// silent one is probably lost, not just left at home.
+const PEER_EXCUSE_DAYS: i64 = 31;
+
+impl Check for NotReporting {
+    fn name(&self) -> &'static str {
+        "not-reporting"
+    }
+
+    fn describe(&self) -> &'static str {
+        "no report for more than `not_reporting_after` business time (default one business day)"
+    }
+
+    fn default_grace(&self) -> &'static str {
+        "4h"
+    }
+
+    fn evaluate(&self, facts: &Facts<'_>, cx: &Context<'_>) -> Finding {
+        let c = facts.client;
+        let last = c.submitted_at.unwrap_or(c.enrolled_at);
+        let silent = cx.hours.elapsed(last, cx.now);
+        if silent <= cx.not_reporting_after {
+            return Finding::Clear;
+        }
+        // The user works on another of their machines: this one is at home.
+        if let Some(peer) = facts.peer_submitted_at
+            && peer > last
+            && cx.now - last < Duration::days(PEER_EXCUSE_DAYS)
+        {
+            return Finding::Clear;
+        }
+        match c.submitted_at {
+            Some(t) => Finding::Raise(format!(
+                "last report {} ({} business hours ago)",
+                t.format("%Y-%m-%d %H:%M UTC"),
+                silent.as_secs() / 3600
+            )),
+            None => Finding::Raise(format!(
+                "enrolled {} and has never sent a report",
+                c.enrolled_at.format("%Y-%m-%d %H:%M UTC")
+            )),
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! The issues audit: runs the checks on every client's latest report, opens
+//! and closes issues, and says which ones people must hear about now.
+//!
+//! The audit and the `pdome-admin issues` commands change issues under one
+//! file lock, so that "at most one open issue of a name per client" holds
+//! without transactions in the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::AuditConfig;
+use crate::store::{Issue, IssueFilter, Store, StoreError};
+
+pub mod business;
+pub mod certificates;
+pub mod checks;
+pub mod mail;
+pub mod text;
+
+use business::BusinessHours;
+use checks::{Check, Context, Facts, Finding};
+
+/// Errors from the audit.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// A bad `[audit]` setting.
+    #[error("[audit] in server.toml: {0}")]
+    Config(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The issues lock could not be taken.
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Mail could not be sent.
+    #[error("cannot send mail: {0}")]
+    Mail(String),
+}
+
+/// Client parameter: the user's mail address.
+pub const USER_EMAIL: &str = "user_email";
+/// Client parameter: the other machines of the same user.
+pub const USER_CLIENTS: &str = "user_clients";
+/// Client parameter: hidden from the audit until its next report.
+pub const SUSPENDED_AT: &str = "suspended_at";
+/// `closed_by` of issues the audit closed.
+pub const CLOSED_BY_AUDIT: &str = "audit";
+/// Grace and re-alert of issues no check owns (opened by hand).
+const MANUAL_GRACE: Duration = Duration::ZERO;
+const MANUAL_REALERT: Duration = Duration::from_secs(86_400);
+
+/// One enabled check with its timing.
+pub struct CheckSettings {
+    /// The check.
+    pub check: Box<dyn Check>,
+    /// Business time before alerting.
+    pub grace: Duration,
+    /// Wall-clock time between alerts.
+    pub realert: Duration,
+}
+
+/// The audit's settings, validated.
+pub struct Settings {
+    /// Business hours.
+    pub hours: BusinessHours,
+    /// Enabled checks.
+    pub checks: Vec<CheckSettings>,
+    /// Names of the disabled checks (their open issues close).
+    pub disabled: Vec<&'static str>,
+    /// Business time without a report before `not-reporting`.
+    pub not_reporting_after: Duration,
+    /// Longest screen-lock delay accepted.
+    pub screenlock_max_delay: Duration,
+}
+
+impl Settings {
+    /// Reads and checks `[audit]`.
+    pub fn from_config(c: &AuditConfig) -> Result<Self, AuditError> {
+        let hours = BusinessHours::new(
+            c.timezone.as_deref(),
+            c.business_days.as_deref(),
+            c.business_hours.as_deref(),
+        )?;
+        let all = checks::all();
+        if let Some(unknown) = c
+            .checks
+            .keys()
+            .find(|k| !all.iter().any(|ch| ch.name() == k.as_str()))
+        {
+            let names: Vec<&str> = all.iter().map(|ch| ch.name()).collect();
+            return Err(AuditError::Config(format!(
+                "[audit.checks.{unknown}]: no such check; the checks are {}",
+                names.join(", ")
+            )));
+        }
+        let wall = |text: &str| {
+            humantime::parse_duration(text).map_err(|e| {
+                AuditError::Config(format!("{text:?} is not a duration like \"1h\": {e}"))
+            })
+        };
+        let mut enabled = Vec::new();
+        let mut disabled = Vec::new();
+        for check in all {
+            let own = c.checks.get(check.name()).cloned().unwrap_or_default();
+            if !own.enabled.unwrap_or(check.enabled_by_default()) {
+                disabled.push(check.name());
+                continue;
+            }
+            let grace = hours.span(own.grace.as_deref().unwrap_or(check.default_grace()))?;
+            let realert = wall(own.realert.as_deref().unwrap_or(check.default_realert()))?;
+            enabled.push(CheckSettings {
+                check,
+                grace,
+                realert,
+            });
+        }
+        let not_reporting_after = hours.span(c.not_reporting_after.as_deref().unwrap_or("1d"))?;
+        let screenlock_max_delay = wall(c.screenlock_max_delay.as_deref().unwrap_or("15m"))?;
+        Ok(Self {
+            hours,
+            checks: enabled,
+            disabled,
+            not_reporting_after,
+            screenlock_max_delay,
+        })
+    }
+
+    fn timing(&self, name: &str) -> (Duration, Duration) {
+        self.checks
+            .iter()
+            .find(|c| c.check.name() == name)
+            .map(|c| (c.grace, c.realert))
+            .unwrap_or((MANUAL_GRACE, MANUAL_REALERT))
+    }
+
+    fn owns(&self, name: &str) -> bool {
+        self.checks.iter().any(|c| c.check.name() == name) || self.disabled.contains(&name)
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Show every open issue, ignoring grace, snoozes, suspensions and
+    /// recent alerts (and record no alert).
+    pub full: bool,
+}
+
+/// A finding that belongs to no client's report (the server's own).
+pub struct ServerFinding {
+    /// `server:<listener>`.
+    pub client_id: String,
+    /// Check name.
+    pub name: &'static str,
+    /// Verdict.
+    pub finding: Finding,
+}
+
+/// One host's issues that people must hear about now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Due {
+    /// The client.
+    pub client_id: String,
+    /// Its host name.
+    pub hostname: String,
+    /// Its last report.
+    #[serde(with = "penguindome_protocol::envelope::utc::option")]
+    pub last_report_at: Option<DateTime<Utc>>,
+    /// Its user's address, if set.
+    pub user_email: Option<String>,
+    /// The issues.
+    pub issues: Vec<Issue>,
+}
+
+/// What one audit did.
+#[derive(Debug, Default, Serialize)]
+pub struct Outcome {
+    /// Issues opened.
+    pub opened: Vec<Issue>,
+    /// Issues closed.
+    pub closed: Vec<Issue>,
+    /// Issues to tell, by host.
+    pub due: Vec<Due>,
+}
+
+/// Per-client parameters the audit reads.
+#[derive(Default)]
+struct ClientParams {
+    user_email: Option<String>,
+    user_clients: Vec<String>,
+    suspended_at: Option<DateTime<Utc>>,
+}
+
+/// Holds the issues lock while alive.
+pub struct IssuesLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Takes the issues lock in the data directory, waiting for another
+/// pdome-admin issues command to finish.
+pub fn lock(data_dir: &Path) -> Result<IssuesLock, AuditError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("issues.lock");
+    let err = |source| AuditError::Lock {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| err(std::io::Error::from(e)))?;
+    Ok(IssuesLock { _lock: lock })
+}
+
+/// Opens an issue unless one is open (whose detail it refreshes) or an
+/// administrator closed one after the data it is based on (`as_of`).
+/// Returns the issue to write, if any.
+pub fn open_or_refresh(
+    existing: Option<&Issue>,
+    last_closed: Option<&Issue>,
+    client_id: &str,
+    name: &str,
+    detail: Option<String>,
+    as_of: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<Issue> {
+    if let Some(open) = existing {
+        if open.detail != detail {
+            let mut updated = open.clone();
+            updated.detail = detail;
+            return Some(updated);
+        }
+        return None;
+    }
+    // Only a person's close sticks: the audit's own closes must not stop a
+    // problem that comes back (a client going silent again) from reopening.
+    if let (Some(closed), Some(as_of)) = (last_closed, as_of)
+        && closed.closed_by.as_deref() != Some(CLOSED_BY_AUDIT)
+        && closed.closed_at.is_some_and(|t| t > as_of)
+    {
+        return None;
+    }
+    Some(Issue::open(client_id, name, detail, now))
+}
+
+/// Open issues by (client, name), and what the audit changes in them.
+struct Ledger {
+    open: HashMap<(String, String), Issue>,
+    writes: Vec<Issue>,
+    outcome: Outcome,
+    now: DateTime<Utc>,
+}
+
+impl Ledger {
+    fn is_open(&self, client_id: &str, name: &str) -> bool {
+        self.open
+            .contains_key(&(client_id.to_string(), name.to_string()))
+    }
+
+    /// A check failed: open the issue, or refresh an open one's detail.
+    fn raise(
+        &mut self,
+        client_id: &str,
+        name: &str,
+        detail: String,
+        last_closed: Option<&Issue>,
+        as_of: Option<DateTime<Utc>>,
+    ) {
+        let key = (client_id.to_string(), name.to_string());
+        let existing = self.open.get(&key);
+        let was_open = existing.is_some();
+        if let Some(issue) = open_or_refresh(
+            existing,
+            last_closed,
+            client_id,
+            name,
+            Some(detail),
+            as_of,
+            self.now,
+        ) {
+            if !was_open {
+                self.outcome.opened.push(issue.clone());
+            }
+            self.open.insert(key, issue.clone());
+            self.writes.push(issue);
+        }
+    }
+
+    /// A check passed (or no longer runs): close its open issue.
+    fn clear(&mut self, client_id: &str, name: &str) {
+        if let Some(mut issue) = self.open.remove(&(client_id.to_string(), name.to_string())) {
+            issue.closed_at = Some(self.now);
+            issue.closed_by = Some(CLOSED_BY_AUDIT.into());
+            self.outcome.closed.push(issue.clone());
+            self.writes.push(issue);
+        }
+    }
+}
+
+/// Runs the audit at `now`.
+pub async fn run(
+    store: &dyn Store,
+    settings: &Settings,
+    server_findings: Vec<ServerFinding>,
+    now: DateTime<Utc>,
+    opts: Options,
+) -> Result<Outcome, AuditError> {
+    let clients = store.list_clients().await?;
+    let open = store
+        .issues(IssueFilter {
+            client_id: None,
+            open_only: true,
+        })
+        .await?
+        .into_iter()
+        .map(|i| ((i.client_id.clone(), i.name.clone()), i))
+        .collect();
+    let mut ledger = Ledger {
+        open,
+        writes: Vec::new(),
+        outcome: Outcome::default(),
+        now,
+    };
+    let params = read_params(store).await?;
+    let last_report: HashMap<&str, Option<DateTime<Utc>>> = clients
+        .iter()
+        .map(|c| (c.client_id.as_str(), c.collected_at))
+        .collect();
+    let cx = Context {
+        now,
+        hours: &settings.hours,
+        not_reporting_after: settings.not_reporting_after,
+        screenlock_max_delay: settings.screenlock_max_delay,
+    };
+    let mut submitted: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
+    for summary in &clients {
+        let id = &summary.client_id;
+        if summary.revoked_at.is_some() {
+            // A revoked machine is gone: its issues end with it.
+            let names: Vec<String> = ledger
+                .open
+                .keys()
+                .filter(|(c, _)| c == id)
+                .map(|(_, n)| n.clone())
+                .collect();
+            for name in names {
+                ledger.clear(id, &name);
+            }
+            continue;
+        }
+        let Some(doc) = store.get_client(id).await? else {
+            continue;
+        };
+        submitted.insert(id.clone(), doc.submitted_at);
+        let peer_submitted_at = params.get(id.as_str()).and_then(|p| {
+            p.user_clients
+                .iter()
+                .filter_map(|peer| last_report.get(peer.as_str()).copied().flatten())
+                .max()
+        });
+        let facts = Facts {
+            client: &doc,
+            pending_patches: store.pending_patches(id).await?.len(),
+            peer_submitted_at,
+        };
+        let as_of = doc.submitted_at.or(Some(doc.enrolled_at));
+        // Read only when a closed issue could matter (a failing check with
+        // no open issue), and then once per client.
+        let mut history: Option<Vec<Issue>> = None;
+        for cs in &settings.checks {
+            let name = cs.check.name();
+            match cs.check.evaluate(&facts, &cx) {
+                Finding::Raise(detail) => {
+                    if !ledger.is_open(id, name) && history.is_none() {
+                        history = Some(
+                            store
+                                .issues(IssueFilter {
+                                    client_id: Some(id.clone()),
+                                    open_only: false,
+                                })
+                                .await?,
+                        );
+                    }
+                    let last_closed = latest_closed(history.as_deref().unwrap_or_default(), name);
+                    ledger.raise(id, name, detail, last_closed, as_of);
+                }
+                Finding::Clear => ledger.clear(id, name),
+            }
+        }
+        for name in &settings.disabled {
+            ledger.clear(id, name);
+        }
+    }
+    for f in server_findings {
+        match f.finding {
+            Finding::Raise(detail) => ledger.raise(&f.client_id, f.name, detail, None, None),
+            Finding::Clear => ledger.clear(&f.client_id, f.name),
+        }
+    }
+    let Ledger {
+        open,
+        writes,
+        mut outcome,
+        ..
+    } = ledger;
+    if !writes.is_empty() {
+        store.put_issues(writes).await?;
+    }
+
+    // What people must hear about now.
+    let hostnames: HashMap<&str, &str> = clients
+        .iter()
+        .map(|c| (c.client_id.as_str(), c.hostname.as_str()))
+        .collect();
+    let mut by_host: BTreeMap<(String, String), Vec<Issue>> = BTreeMap::new();
+    for issue in open.into_values() {
+        let p = params.get(issue.client_id.as_str());
+        let last = submitted.get(&issue.client_id).copied().flatten();
+        if !opts.full {
+            let suspended = p
+                .and_then(|p| p.suspended_at)
+                .is_some_and(|s| last.is_none_or(|l| s >= l));
+            let (grace, realert) = settings.timing(&issue.name);
+            let in_grace = settings.hours.elapsed(issue.opened_at, now) < grace;
+            // A minute's slack: an hourly timer must not skip every other
+            // hour because the last run was a few seconds later.
+            let recently = issue.alerted_at.is_some_and(|t| {
+                (now - t).to_std().unwrap_or_default() + Duration::from_secs(60) < realert
+            });
+            if suspended || issue.snoozed(now) || in_grace || recently {
+                continue;
+            }
+        }
+        let host = hostnames
+            .get(issue.client_id.as_str())
+            .map(|h| h.to_string())
+            .unwrap_or_else(|| issue.client_id.clone());
+        by_host
+            .entry((host, issue.client_id.clone()))
+            .or_default()
+            .push(issue);
+    }
+    for ((hostname, client_id), mut issues) in by_host {
+        issues.sort_by(|a, b| a.opened_at.cmp(&b.opened_at).then(a.name.cmp(&b.name)));
+        outcome.due.push(Due {
+            last_report_at: submitted.get(&client_id).copied().flatten(),
+            user_email: params
+                .get(client_id.as_str())
+                .and_then(|p| p.user_email.clone()),
+            client_id,
+            hostname,
+            issues,
+        });
+    }
+    Ok(outcome)
+}
+
+/// Records that the due issues were told at `now`, so they repeat only
+/// after their re-alert time. Call it once they really were told.
+pub async fn mark_alerted(
+    store: &dyn Store,
+    due: &[Due],
+    now: DateTime<Utc>,
+) -> Result<(), AuditError> {
+    let told: Vec<Issue> = due
+        .iter()
+        .flat_map(|d| d.issues.iter().cloned())
+        .map(|mut i| {
+            i.alerted_at = Some(now);
+            i
+        })
+        .collect();
+    if !told.is_empty() {
+        store.put_issues(told).await?;
+    }
+    Ok(())
+}
+
+/// The most recently closed issue of a name, from one client's history.
+pub fn latest_closed<'a>(history: &'a [Issue], name: &str) -> Option<&'a Issue> {
+    history
+        .iter()
+        .filter(|i| i.name == name && i.closed_at.is_some())
+        .max_by_key(|i| i.closed_at)
+}
+
+async fn read_params(store: &dyn Store) -> Result<HashMap<String, ClientParams>, AuditError> {
+    let mut out: HashMap<String, ClientParams> = HashMap::new();
+    for p in store.parameters(None).await? {
+        let entry = out.entry(p.client_id.clone()).or_default();
+        match p.name.as_str() {
+            USER_EMAIL => entry.user_email = p.value.as_str().map(str::to_string),
+            USER_CLIENTS => {
+                entry.user_clients = p
+                    .value
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+            SUSPENDED_AT => {
+                entry.suspended_at = p
+                    .value
+                    .as_str()
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                    .map(|t| t.with_timezone(&Utc))
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a name belongs to a check (enabled or not), so the audit closes
+/// it when the check passes; other names are closed only by people.
+pub fn is_check_name(settings: &Settings, name: &str) -> bool {
+    settings.owns(name)
+}
+
+#[cfg(test)]
+mod tests;

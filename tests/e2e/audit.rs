@@ -1,0 +1,494 @@
+//! The issues audit end to end: the real server and pdome-admin, simulated
+//! clients and this machine's real agent, and mail through a real SMTP
+//! server (aiosmtpd from Debian, writing a Maildir).
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use penguindome_agent::transport::Transport;
+use penguindome_tests::{SimClient, Site, free_port, text};
+use serde_json::{Value, json};
+
+/// aiosmtpd on a loopback port, storing what it receives in a Maildir.
+struct Smtp {
+    child: Child,
+    maildir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Smtp {
+    fn start() -> Self {
+        let maildir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        // Debian's python3 has the aiosmtpd package (scripts/test installs it).
+        let child = Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.path().join("box"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run /usr/bin/python3 -m aiosmtpd (apt install python3-aiosmtpd)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "aiosmtpd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            maildir,
+            port,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received, oldest first.
+    fn mails(&self) -> Vec<String> {
+        let dir: PathBuf = self.maildir.path().join("box/new");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        files
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    fn wait_for(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mails = self.mails();
+            if mails.len() >= n || Instant::now() > deadline {
+                return mails;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `[audit]` into server.toml: every hour of every day is business
+/// time, so grace periods run on the wall clock in this test.
+fn configure_audit(site: &Site, smtp: &str) {
+    let path = site.config_dir.join("server.toml");
+    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let audit: toml::Table = format!(
+        "email = \"admins@example.com\"\nemail_users = true\nsmtp = \"{smtp}\"\n\
+         email_from = \"PenguinDome <pd@example.com>\"\ntimezone = \"UTC\"\n\
+         business_days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
+         business_hours = \"00:00-23:59\"\n"
+    )
+    .parse()
+    .unwrap();
+    config.insert("audit".into(), toml::Value::Table(audit));
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+}
+
+/// A report every default check passes.
+fn compliant() -> Value {
+    json!({
+        "os_updates": {"backend": "apt", "counts": {"pending": 0, "security": 0}, "pending": [], "reboot_required": false},
+        "auto_updates": {"enabled": true, "mechanism": "unattended-upgrades"},
+        "hd_encryption": {"encrypted": true, "filesystems": [{"mountpoint": "/", "encrypted": true}], "swap": []},
+        "firewall": {"status": "on"},
+        "screenlock": {"source": "live", "sessions": []},
+        "guest_session": {"enabled": false},
+        "sshd": {"status": "missing", "config": {}},
+        "users": {"without_password": []},
+        "software": {"compliant": true},
+    })
+}
+
+fn noncompliant() -> Value {
+    let mut v = compliant();
+    v["firewall"] = json!({"status": "off", "evidence": ["the nftables ruleset is empty"]});
+    v["sshd"] = json!({"status": "running", "config": {"passwordauthentication": "yes", "permitrootlogin": "no"}});
+    v["os_updates"] = json!({"counts": {"pending": 1, "security": 1}, "reboot_required": false,
+        "pending": [{"name": "openssl", "security": true}]});
+    v
+}
+
+fn submit(c: &SimClient, t: &Transport, host: &str, plugins: Value) {
+    let reply = c.submit(t, &SimClient::report(host, plugins));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+}
+
+/// Names of the due issues of one host.
+fn due_of(outcome: &Value, host: &str) -> Vec<String> {
+    outcome["due"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["hostname"] == host)
+        .flat_map(|d| d["issues"].as_array().unwrap().iter())
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
+    let smtp = Smtp::start();
+    let site = Site::init();
+    configure_audit(&site, &smtp.url());
+    let _server = site.start();
+    let config = site.agent_config();
+    let transport = Transport::new(&config).unwrap();
+    let good = SimClient::enroll(&config, &transport, "good-host").unwrap();
+    let bad = SimClient::enroll(&config, &transport, "bad-host").unwrap();
+    submit(&good, &transport, "good-host", compliant());
+    submit(&bad, &transport, "bad-host", noncompliant());
+    // This machine's real agent: its real report goes through the same checks.
+    let agent = site.agent("real");
+    let out = agent.cmd(&["run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let real_id = agent.machine_id.clone();
+
+    let out = site.admin(&[
+        "clients",
+        "param",
+        "set",
+        "bad-host",
+        "user_email",
+        "bob@example.com",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = site.admin(&[
+        "clients",
+        "param",
+        "set",
+        "bad-host",
+        "user_email",
+        "not an address",
+    ]);
+    assert!(
+        !out.status.success() && text(&out).contains("not a mail address"),
+        "{}",
+        text(&out)
+    );
+
+    let outcome = site.admin_json(&["issues", "audit", "--notify", "--json"]);
+    let mut bad_due = due_of(&outcome, "bad-host");
+    bad_due.sort();
+    assert_eq!(
+        bad_due,
+        ["firewall-disabled", "ssh-password-authentication"],
+        "security updates wait for their grace of one business day: {outcome:#}"
+    );
+    assert!(due_of(&outcome, "good-host").is_empty(), "{outcome:#}");
+    let opened: Vec<&Value> = outcome["opened"].as_array().unwrap().iter().collect();
+    assert!(
+        opened.iter().all(|i| i["client_id"] != good.id.as_str()),
+        "{outcome:#}"
+    );
+    // The real agent's disk verdict and its issue agree.
+    let shown = site.admin_json(&["clients", "show", &real_id, "--json"]);
+    let encrypted = shown["plugins"]["hd_encryption"]["encrypted"] == true;
+    let disk_issue = opened
+        .iter()
+        .any(|i| i["client_id"] == real_id.as_str() && i["name"] == "unencrypted-hard-drive");
+    assert_eq!(
+        disk_issue, !encrypted,
+        "{:#}",
+        shown["plugins"]["hd_encryption"]
+    );
+
+    // One digest for the administrators, one mail for bad-host's user.
+    let mails = smtp.wait_for(2);
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    let admin = mails
+        .iter()
+        .find(|m| m.contains("To: admins@example.com"))
+        .expect("a mail to the administrators");
+    assert!(admin.contains("Subject: PenguinDome audit:"), "{admin}");
+    assert!(
+        admin.contains("bad-host") && admin.contains("firewall-disabled"),
+        "{admin}"
+    );
+    assert!(
+        admin.contains("From: PenguinDome <pd@example.com>"),
+        "{admin}"
+    );
+    let user = mails
+        .iter()
+        .find(|m| m.contains("To: bob@example.com"))
+        .expect("a mail to bad-host's user");
+    assert!(
+        user.contains("bad-host") && user.contains("ssh-password-authentication"),
+        "{user}"
+    );
+    assert!(!user.contains("good-host"), "{user}");
+
+    // Told: the next run tells nothing and sends nothing.
+    let again = site.admin_json(&["issues", "audit", "--notify", "--json"]);
+    assert!(again["due"].as_array().unwrap().is_empty(), "{again:#}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(smtp.mails().len(), 2);
+    // --full shows every open issue, grace or not.
+    let full = site.admin_json(&["issues", "audit", "--full", "--json"]);
+    assert!(
+        due_of(&full, "bad-host").contains(&"os-security-updates".to_string()),
+        "{full:#}"
+    );
+
+    // Snooze, list, and the guard against closing everything by accident.
+    let out = site.admin(&[
+        "issues",
+        "snooze",
+        "--host",
+        "bad-host",
+        "--issue",
+        "firewall-disabled",
+        "--hours",
+        "2",
+    ]);
+    assert!(text(&out).contains("snoozed 1 issue(s)"), "{}", text(&out));
+    let listed = site.admin_json(&["issues", "list", "--host", "bad-host", "--json"]);
+    let fw = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "firewall-disabled")
+        .unwrap();
+    assert!(
+        fw["unsnooze_at"].is_string() && fw["alerted_at"].is_string(),
+        "{fw}"
+    );
+    let out = site.admin(&["issues", "close"]);
+    assert!(
+        !out.status.success() && text(&out).contains("--all"),
+        "{}",
+        text(&out)
+    );
+
+    // Fixed on the machine: the audit closes the issue itself.
+    submit(&bad, &transport, "bad-host", compliant());
+    let outcome = site.admin_json(&["issues", "audit", "--json"]);
+    let closed: Vec<&str> = outcome["closed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["client_id"] == bad.id.as_str())
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(closed.len(), 3, "{outcome:#}");
+    let history = site.admin_json(&["issues", "list", "--host", "bad-host", "--closed", "--json"]);
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["closed_by"] == "audit"),
+        "{history:#}"
+    );
+
+    // A relay that does not answer: the run fails and says so, and nothing
+    // is marked as told, so the next run tells it.
+    let out = site.admin(&[
+        "issues",
+        "open",
+        "--host",
+        "good-host",
+        "--issue",
+        "lost-laptop",
+        "--detail",
+        "left on a train",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(smtp);
+    let out = site.admin(&["issues", "audit", "--notify"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("did not take the mail"),
+        "{}",
+        text(&out)
+    );
+    let open = site.admin_json(&["issues", "list", "--host", "good-host", "--json"]);
+    assert!(open[0]["alerted_at"].is_null(), "{open:#}");
+    let smtp = Smtp::start();
+    configure_audit(&site, &smtp.url());
+    let outcome = site.admin_json(&["issues", "audit", "--notify", "--json"]);
+    assert_eq!(due_of(&outcome, "good-host"), ["lost-laptop"]);
+    let mails = smtp.wait_for(1);
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.contains("lost-laptop") && m.contains("left on a train")),
+        "{mails:#?}"
+    );
+}
+
+#[test]
+fn admin_commands_for_issues_and_parameters() {
+    let site = Site::init();
+    let _server = site.start();
+    let config = site.agent_config();
+    let transport = Transport::new(&config).unwrap();
+    let hosts = ["laptop", "desktop", "tablet"];
+    let clients: Vec<SimClient> = hosts
+        .iter()
+        .map(|h| {
+            let c = SimClient::enroll(&config, &transport, h).unwrap();
+            submit(&c, &transport, h, compliant());
+            c
+        })
+        .collect();
+
+    // user_clients is kept reciprocal; the client itself is refused.
+    let out = site.admin(&[
+        "clients",
+        "param",
+        "set",
+        "laptop",
+        "user_clients",
+        "desktop",
+        "tablet",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let params = site.admin_json(&["clients", "param", "list", "--json"]);
+    let peers_of = |id: &str| -> Vec<String> {
+        params
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["client_id"] == id && p["name"] == "user_clients")
+            .map(|p| {
+                let mut v: Vec<String> = p["value"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap().to_string())
+                    .collect();
+                v.sort();
+                v
+            })
+            .unwrap_or_default()
+    };
+    let mut expect = vec![clients[0].id.clone(), clients[1].id.clone()];
+    expect.sort();
+    assert_eq!(
+        peers_of(&clients[2].id),
+        expect,
+        "tablet lists laptop and desktop"
+    );
+    let out = site.admin(&[
+        "clients",
+        "param",
+        "set",
+        "laptop",
+        "user_clients",
+        "laptop",
+    ]);
+    assert!(
+        !out.status.success() && text(&out).contains("itself"),
+        "{}",
+        text(&out)
+    );
+    let out = site.admin(&["clients", "param", "unset", "laptop", "user_clients"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The laptop leaves the group; the other two still belong together.
+    let params = site.admin_json(&["clients", "param", "list", "--json"]);
+    let peers_of = |id: &str| -> Vec<Value> {
+        params
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["client_id"] == id)
+            .map(|p| p["value"].clone())
+            .collect()
+    };
+    assert!(peers_of(&clients[0].id).is_empty(), "{params:#}");
+    assert_eq!(
+        peers_of(&clients[1].id),
+        [json!([clients[2].id])],
+        "{params:#}"
+    );
+    assert_eq!(
+        peers_of(&clients[2].id),
+        [json!([clients[1].id])],
+        "{params:#}"
+    );
+
+    // The checks table names every check and says which run.
+    let out = site.admin(&["issues", "checks"]);
+    let table = text(&out);
+    for name in [
+        "not-reporting",
+        "firewall-disabled",
+        "unencrypted-hard-drive",
+        "screenlock-disabled",
+        "no-location",
+    ] {
+        assert!(table.contains(name), "{table}");
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.trim_start().starts_with("no-location") && l.contains(" no ")),
+        "{table}"
+    );
+
+    // Manual issues: open, refuse bad names and duplicates, suspend hides.
+    let out = site.admin(&["issues", "open", "--host", "tablet", "--issue", "Bad Name"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    for _ in 0..2 {
+        let out = site.admin(&[
+            "issues",
+            "open",
+            "--host",
+            "tablet",
+            "--issue",
+            "cracked-screen",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let listed = site.admin_json(&["issues", "list", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+    let out = site.admin(&["issues", "suspend", "tablet"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let outcome = site.admin_json(&["issues", "audit", "--json"]);
+    assert!(
+        due_of(&outcome, "tablet").is_empty(),
+        "suspended: {outcome:#}"
+    );
+    let out = site.admin(&["issues", "unsuspend", "tablet"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let outcome = site.admin_json(&["issues", "audit", "--json"]);
+    assert_eq!(due_of(&outcome, "tablet"), ["cracked-screen"]);
+    let out = site.admin(&["issues", "close", "--issue", "cracked-screen"]);
+    assert!(text(&out).contains("closed 1 issue(s)"), "{}", text(&out));
+    let listed = site.admin_json(&["issues", "list", "--json"]);
+    assert!(listed.as_array().unwrap().is_empty(), "{listed:#}");
+
+    // A bad [audit] setting is a clear error naming the key.
+    let path = site.config_dir.join("server.toml");
+    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    cfg.insert(
+        "audit".into(),
+        toml::Value::Table("timezone = \"Mars/Olympus\"".parse().unwrap()),
+    );
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let out = site.admin(&["issues", "audit"]);
+    assert!(
+        !out.status.success() && text(&out).contains("IANA"),
+        "{}",
+        text(&out)
+    );
+}
