@@ -198,11 +198,11 @@ pub async fn run(
                     .cloned()
                     .unwrap_or_else(|| i.client_id.clone());
                 t.add_row([
-                    host,
+                    text::clean(&host),
                     i.name.clone(),
                     when(&i.opened_at),
                     state,
-                    i.detail.clone().unwrap_or_default(),
+                    text::clean(i.detail.as_deref().unwrap_or_default()),
                 ]);
             }
             println!("{t}");

@@ -2,6 +2,14 @@
 
 use super::Due;
 
+/// Host names and details come from clients: no control characters (a
+/// terminal escape, a forged line in a mail) reach people.
+pub fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// Every due issue, grouped by host.
 pub fn render(due: &[Due]) -> String {
     let mut out = String::new();
@@ -20,7 +28,7 @@ pub fn host_block(host: &Due) -> String {
     let who = if host.client_id.starts_with("server:") {
         host.client_id.clone()
     } else {
-        format!("{} ({}, {last})", host.hostname, host.client_id)
+        format!("{} ({}, {last})", clean(&host.hostname), host.client_id)
     };
     let mut out = format!("{who}\n");
     for i in &host.issues {
@@ -31,7 +39,7 @@ pub fn host_block(host: &Due) -> String {
         ));
         if let Some(d) = &i.detail {
             out.push_str(": ");
-            out.push_str(d);
+            out.push_str(&clean(d));
         }
         out.push('\n');
     }
@@ -40,18 +48,15 @@ pub fn host_block(host: &Due) -> String {
 
 /// The mail to a machine's user.
 pub fn user_mail(host: &Due) -> (String, String) {
-    let subject = format!(
-        "Please fix the problems PenguinDome found on {}",
-        host.hostname
-    );
+    let hostname = clean(&host.hostname);
+    let subject = format!("Please fix the problems PenguinDome found on {hostname}");
     let mut body = format!(
-        "PenguinDome watches {} for your organisation's security rules and found:\n\n",
-        host.hostname
+        "PenguinDome watches {hostname} for your organisation's security rules and found:\n\n"
     );
     for i in &host.issues {
         body.push_str(&format!("- {}", i.name));
         if let Some(d) = &i.detail {
-            body.push_str(&format!(": {d}"));
+            body.push_str(&format!(": {}", clean(d)));
         }
         body.push('\n');
     }
@@ -74,4 +79,36 @@ pub fn admin_mail(due: &[Due]) -> (String, String) {
         render(due)
     );
     (subject, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Issue;
+
+    #[test]
+    fn client_text_cannot_forge_lines_or_escape_sequences() {
+        let now = chrono::Utc::now();
+        let due = Due {
+            client_id: "c1".into(),
+            hostname: "evil\nSubject: hi\u{1b}[2J".into(),
+            last_report_at: None,
+            user_email: None,
+            issues: vec![Issue::open(
+                "c1",
+                "firewall-disabled",
+                Some("off\r\nBcc: x".into()),
+                now,
+            )],
+        };
+        let text = render(std::slice::from_ref(&due));
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(!text.contains('\u{1b}'));
+        let (subject, body) = user_mail(&due);
+        assert!(
+            !subject.contains('\n') && !body.contains('\r'),
+            "{subject} {body}"
+        );
+        assert!(body.contains("off??Bcc: x"), "{body}");
+    }
 }
