@@ -321,6 +321,7 @@ fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
         text(&out)
     );
     let open = site.admin_json(&["issues", "list", "--host", "good-host", "--json"]);
+    assert_eq!(open.as_array().unwrap().len(), 1, "{open:#}");
     assert!(open[0]["alerted_at"].is_null(), "{open:#}");
     let smtp = Smtp::start();
     configure_audit(&site, &smtp.url());

@@ -385,8 +385,34 @@ fn the_server_package_installs_runs_as_its_user_and_purges_cleanly() {
         serde_json::from_str(&ok(&["pdome-admin", "issues", "list", "--json"])).unwrap();
     assert!(issues[0]["alerted_at"].is_string(), "{issues}");
     assert_eq!(
-        ok(&["stat", "-c", "%U", "/var/lib/penguindome/issues.lock"]),
+        ok(&[
+            "systemctl",
+            "show",
+            "-p",
+            "User",
+            "--value",
+            "penguindome-audit.service"
+        ]),
         "penguindome"
+    );
+    // Upgrades keep an administrator's choice about the timer, and enable it
+    // on servers that come from a version without it (no marker yet).
+    let deb_path = format!("/root/{deb_name}");
+    ok(&["systemctl", "disable", "--now", "penguindome-audit.timer"]);
+    ok(&["dpkg", "-i", &deb_path]);
+    assert_eq!(
+        stdout(&c.exec(&["systemctl", "is-enabled", "penguindome-audit.timer"])),
+        "disabled"
+    );
+    ok(&["rm", "/var/lib/penguindome/.audit-timer-enabled"]);
+    ok(&["dpkg", "-i", &deb_path]);
+    assert_eq!(
+        ok(&["systemctl", "is-enabled", "penguindome-audit.timer"]),
+        "enabled"
+    );
+    assert_eq!(
+        ok(&["systemctl", "is-active", "penguindome-audit.timer"]),
+        "active"
     );
     let timers = ok(&[
         "systemctl",

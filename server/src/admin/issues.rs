@@ -1,7 +1,7 @@
 //! `pdome-admin issues`: the issues audit and what administrators do with
 //! its issues (list, open, close, snooze, suspend).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
@@ -121,7 +121,11 @@ fn valid_issue_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-/// Runs an issues subcommand; prints to stdout.
+/// How long a command waits for another holder of the issues lease.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs an issues subcommand; prints to stdout. Commands that change
+/// issues hold the issues lease while they run.
 pub async fn run(
     config: &ServerConfig,
     store: &dyn Store,
@@ -129,20 +133,45 @@ pub async fn run(
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let settings = Settings::from_config(&config.audit)?;
-    let data_dir = config.config_dir.join(&config.server.data_dir);
+    if matches!(cmd, IssuesCommand::List { .. } | IssuesCommand::Checks) {
+        return execute(config, &settings, store, cmd, now).await;
+    }
+    let lease = audit::IssuesLease::take(store, LEASE_WAIT).await?;
+    let result = execute(config, &settings, store, cmd, now).await;
+    lease.release(store).await;
+    result
+}
+
+async fn execute(
+    config: &ServerConfig,
+    settings: &Settings,
+    store: &dyn Store,
+    cmd: IssuesCommand,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
     match cmd {
         IssuesCommand::Audit { full, notify, json } => {
-            let _lock = audit::lock(&data_dir)?;
             let findings = audit::certificates::findings(config, now);
-            let outcome = audit::run(store, &settings, findings, now, Options { full }).await?;
+            let outcome = audit::run(store, settings, findings, now, Options { full }).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&outcome)?);
             } else {
                 print!("{}", text::render(&outcome.due));
             }
             if notify && !outcome.due.is_empty() {
-                tell(config, &outcome.due)?;
-                audit::mark_alerted(store, &outcome.due, now).await?;
+                let (told, failures) = tell(config, &outcome.due);
+                let told: Vec<audit::Due> = outcome
+                    .due
+                    .into_iter()
+                    .filter(|d| told.contains(&d.client_id))
+                    .collect();
+                audit::mark_alerted(store, &told, now).await?;
+                if !failures.is_empty() {
+                    bail!(
+                        "{}; the issues of hosts nobody was told about are told again at the next run",
+                        failures.join("; ")
+                    );
+                }
             }
             Ok(())
         }
@@ -261,7 +290,6 @@ pub async fn run(
             if !valid_issue_name(&issue) {
                 bail!("issue name {issue:?}: use lower-case letters, digits and '-'");
             }
-            let _lock = audit::lock(&data_dir)?;
             let mut writes = Vec::new();
             for id in resolve(store, &hosts).await? {
                 let open = store
@@ -281,7 +309,6 @@ pub async fn run(
             Ok(())
         }
         IssuesCommand::Close(sel) => {
-            let _lock = audit::lock(&data_dir)?;
             let who = admin_name();
             let chosen = select(store, &sel).await?;
             let n = chosen.len();
@@ -307,7 +334,6 @@ pub async fn run(
                 (Some(d), None) => Duration::days(d.into()),
                 (None, None) => Duration::days(1),
             };
-            let _lock = audit::lock(&data_dir)?;
             let chosen = select(store, &selection).await?;
             let n = chosen.len();
             let writes = chosen
@@ -323,7 +349,6 @@ pub async fn run(
             Ok(())
         }
         IssuesCommand::Unsnooze(sel) => {
-            let _lock = audit::lock(&data_dir)?;
             let chosen: Vec<Issue> = select(store, &sel)
                 .await?
                 .into_iter()
@@ -377,27 +402,45 @@ pub async fn suspend(
     Ok(())
 }
 
-/// Mails the due issues; an error leaves them unmarked, so the next run
-/// tries again.
-fn tell(config: &ServerConfig, due: &[audit::Due]) -> anyhow::Result<()> {
+/// Mails the due issues, each mail on its own. Returns the clients whose
+/// issues were told (by the digest or their user's mail; with no mail set
+/// up for them, by the journal, which has this run's output) and what
+/// failed. Issues nobody was told about stay unmarked for the next run.
+fn tell(config: &ServerConfig, due: &[audit::Due]) -> (HashSet<String>, Vec<String>) {
     let a = &config.audit;
-    if a.email.is_none() && !a.email_users {
-        return Ok(());
+    let mut failures = Vec::new();
+    let user_mail = |d: &audit::Due| a.email_users && d.user_email.is_some();
+    if a.email.is_none() && !due.iter().any(user_mail) {
+        return (due.iter().map(|d| d.client_id.clone()).collect(), failures);
     }
-    let mailer = audit::mail::Mailer::from_config(a)?;
+    let mailer = match audit::mail::Mailer::from_config(a) {
+        Ok(m) => m,
+        Err(e) => return (HashSet::new(), vec![e.to_string()]),
+    };
+    let mut digest_sent = false;
     if let Some(to) = &a.email {
         let (subject, body) = text::admin_mail(due);
-        mailer.send(to, &subject, body)?;
-    }
-    if a.email_users {
-        for host in due {
-            if let Some(to) = &host.user_email {
-                let (subject, body) = text::user_mail(host);
-                mailer.send(to, &subject, body)?;
-            }
+        match mailer.send(to, &subject, body) {
+            Ok(()) => digest_sent = true,
+            Err(e) => failures.push(e.to_string()),
         }
     }
-    Ok(())
+    let mut told = HashSet::new();
+    for host in due {
+        let mut user_told = false;
+        if let (true, Some(to)) = (a.email_users, &host.user_email) {
+            let (subject, body) = text::user_mail(host);
+            match mailer.send(to, &subject, body) {
+                Ok(()) => user_told = true,
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        let nobody_to_mail = a.email.is_none() && !user_mail(host);
+        if digest_sent || user_told || nobody_to_mail {
+            told.insert(host.client_id.clone());
+        }
+    }
+    (told, failures)
 }
 
 async fn resolve(store: &dyn Store, hosts: &[String]) -> anyhow::Result<Vec<String>> {

@@ -9,7 +9,8 @@ use chrono_tz::Tz;
 
 use super::AuditError;
 
-/// Longest span measured day by day; anything older is past every grace.
+/// Longest span measured day by day; anything older is past every grace
+/// (and [`BusinessHours::elapsed`] answers [`BusinessHours::FOREVER`]).
 const MAX_DAYS: u64 = 800;
 
 /// When people work: days of the week and one span of hours, in a zone.
@@ -22,6 +23,9 @@ pub struct BusinessHours {
 }
 
 impl BusinessHours {
+    /// What [`BusinessHours::elapsed`] answers for spans of over 800 days.
+    pub const FOREVER: Duration = Duration::from_secs(u64::MAX / 4);
+
     /// Builds business hours from the `[audit]` settings.
     pub fn new(
         timezone: Option<&str>,
@@ -86,7 +90,7 @@ impl BusinessHours {
             return Duration::ZERO;
         }
         if (to - from).num_days() as u64 > MAX_DAYS {
-            return Duration::from_secs(u64::MAX / 4);
+            return Self::FOREVER;
         }
         let mut total = Duration::ZERO;
         let mut day = from.with_timezone(&self.zone).date_naive();
@@ -117,11 +121,14 @@ impl BusinessHours {
         match self.zone.from_local_datetime(&naive) {
             chrono::LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
             chrono::LocalResult::Ambiguous(t, _) => Some(t.with_timezone(&Utc)),
-            chrono::LocalResult::None => self
-                .zone
-                .from_local_datetime(&(naive + chrono::Duration::hours(1)))
-                .earliest()
-                .map(|t| t.with_timezone(&Utc)),
+            // In a gap (clocks skipped forward): the first minute that
+            // exists (gaps are 30 minutes to an hour or two).
+            chrono::LocalResult::None => (1..=180).find_map(|m| {
+                self.zone
+                    .from_local_datetime(&(naive + chrono::Duration::minutes(m)))
+                    .earliest()
+                    .map(|t| t.with_timezone(&Utc))
+            }),
         }
     }
 
@@ -220,6 +227,46 @@ mod tests {
         assert_eq!(
             b.elapsed(t("2026-07-14T13:00:00Z"), t("2026-07-14T15:00:00Z")),
             hours(2)
+        );
+    }
+
+    #[test]
+    fn a_business_day_starting_in_a_daylight_saving_gap_starts_when_the_gap_ends() {
+        // New York skipped 02:00-03:00 on Sunday 2026-03-08; Lord Howe
+        // (UTC+10:30/+11) skips only half an hour, 02:00-02:30, on 2026-10-04.
+        let ny = BusinessHours::new(
+            Some("America/New_York"),
+            Some(&["sun".to_string()]),
+            Some("02:30-04:00"),
+        )
+        .unwrap();
+        assert_eq!(
+            ny.elapsed(t("2026-03-08T00:00:00Z"), t("2026-03-09T00:00:00Z")),
+            hours(1),
+            "03:00 EDT to 04:00 EDT"
+        );
+        let lh = BusinessHours::new(
+            Some("Australia/Lord_Howe"),
+            Some(&["sun".to_string()]),
+            Some("02:10-03:00"),
+        )
+        .unwrap();
+        assert_eq!(
+            lh.elapsed(t("2026-10-03T00:00:00Z"), t("2026-10-05T00:00:00Z")),
+            Duration::from_secs(30 * 60),
+            "02:30 to 03:00 once the clocks have moved"
+        );
+        // Clocks going back: the day is an hour longer and counted as such.
+        let back = BusinessHours::new(
+            Some("America/New_York"),
+            Some(&["sun".to_string()]),
+            Some("00:30-03:00"),
+        )
+        .unwrap();
+        assert_eq!(
+            back.elapsed(t("2026-11-01T00:00:00Z"), t("2026-11-02T00:00:00Z")),
+            Duration::from_secs(210 * 60),
+            "00:30 EDT to 03:00 EST is three and a half hours"
         );
     }
 

@@ -12,22 +12,32 @@ pub const NAME: &str = "expiring-certificate";
 /// Warn this long before expiry: time to roll out a new site package.
 const WARN_DAYS: i64 = 30;
 
-/// One finding per TLS listener.
+/// One finding per TLS listener, as `server:<this host>/<listener>`:
+/// servers sharing a database each judge their own certificates.
 pub fn findings(config: &ServerConfig, now: DateTime<Utc>) -> Vec<ServerFinding> {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
     config
         .listeners
         .iter()
         .filter_map(|l| l.tls.as_ref().map(|t| (l, t)))
         .map(|(listener, tls)| {
             let path = config.config_path(&tls.certificate);
+            let as_of = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(DateTime::<Utc>::from);
             let finding = match std::fs::read(&path) {
                 Ok(pem) => judge(&pem, now, &path.display().to_string()),
                 Err(e) => Finding::Raise(format!("cannot read {}: {e}", path.display())),
             };
             ServerFinding {
-                client_id: format!("server:{}", listener.name),
+                client_id: format!("server:{host}/{}", listener.name),
                 name: NAME,
                 finding,
+                as_of,
             }
         })
         .collect()

@@ -2,11 +2,11 @@
 //! and closes issues, and says which ones people must hear about now.
 //!
 //! The audit and the `pdome-admin issues` commands change issues under one
-//! file lock, so that "at most one open issue of a name per client" holds
-//! without transactions in the store.
+//! lease kept in the store, so that "at most one open issue of a name per
+//! client" holds without transactions, even for several servers sharing a
+//! MongoDB database.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -33,14 +33,13 @@ pub enum AuditError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The issues lock could not be taken.
-    #[error("cannot lock {path}: {source}")]
-    Lock {
-        /// The lock file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// Another audit or issues command holds the lease.
+    #[error(
+        "another issues audit or `pdome-admin issues` command is running (on this server or \
+         another one sharing the database); try again when it is done (a lease whose holder \
+         died expires after 30 minutes)"
+    )]
+    Busy,
     /// Mail could not be sent.
     #[error("cannot send mail: {0}")]
     Mail(String),
@@ -54,6 +53,8 @@ pub const USER_CLIENTS: &str = "user_clients";
 pub const SUSPENDED_AT: &str = "suspended_at";
 /// `closed_by` of issues the audit closed.
 pub const CLOSED_BY_AUDIT: &str = "audit";
+/// How much earlier than its re-alert time an issue may be told again.
+const REALERT_SLACK: Duration = Duration::from_secs(5 * 60);
 /// Grace and re-alert of issues no check owns (opened by hand).
 const MANUAL_GRACE: Duration = Duration::ZERO;
 const MANUAL_REALERT: Duration = Duration::from_secs(86_400);
@@ -157,12 +158,15 @@ pub struct Options {
 
 /// A finding that belongs to no client's report (the server's own).
 pub struct ServerFinding {
-    /// `server:<listener>`.
+    /// `server:<host>/<listener>`.
     pub client_id: String,
     /// Check name.
     pub name: &'static str,
     /// Verdict.
     pub finding: Finding,
+    /// When the data behind it last changed (a person's close sticks
+    /// until then).
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 /// One host's issues that people must hear about now.
@@ -200,30 +204,50 @@ struct ClientParams {
     suspended_at: Option<DateTime<Utc>>,
 }
 
-/// Holds the issues lock while alive.
-pub struct IssuesLock {
-    _lock: nix::fcntl::Flock<std::fs::File>,
+/// The store lease every writer of issues takes: the audit and the
+/// `pdome-admin issues` commands, on this server or on another one that
+/// shares the database.
+pub const LEASE: &str = "issues";
+/// How long a lease lasts if its holder dies without giving it back.
+const LEASE_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// The issues lease, held; give it back with [`IssuesLease::release`].
+pub struct IssuesLease {
+    holder: String,
 }
 
-/// Takes the issues lock in the data directory, waiting for another
-/// pdome-admin issues command to finish.
-pub fn lock(data_dir: &Path) -> Result<IssuesLock, AuditError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join("issues.lock");
-    let err = |source| AuditError::Lock {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(err)?;
-    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| err(std::io::Error::from(e)))?;
-    Ok(IssuesLock { _lock: lock })
+impl IssuesLease {
+    /// Takes the lease, waiting up to `wait` for its holder to finish.
+    pub async fn take(store: &dyn Store, wait: Duration) -> Result<Self, AuditError> {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        let holder = format!(
+            "{host}:{}:{}",
+            std::process::id(),
+            &penguindome_protocol::envelope::new_nonce()[..8]
+        );
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let now = Utc::now();
+            let until = now + chrono::Duration::from_std(LEASE_TTL).unwrap_or_default();
+            if store.take_lease(LEASE, &holder, until, now).await? {
+                return Ok(Self { holder });
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(AuditError::Busy);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Gives the lease back.
+    pub async fn release(self, store: &dyn Store) {
+        if let Err(e) = store.release_lease(LEASE, &self.holder).await {
+            log::warn!("cannot give back the issues lease (it expires by itself): {e}");
+        }
+    }
 }
 
 /// Opens an issue unless one is open (whose detail it refreshes) or an
@@ -320,25 +344,41 @@ pub async fn run(
     opts: Options,
 ) -> Result<Outcome, AuditError> {
     let clients = store.list_clients().await?;
-    let open = store
+    let mut ledger = Ledger {
+        open: HashMap::new(),
+        writes: Vec::new(),
+        outcome: Outcome::default(),
+        now,
+    };
+    // Oldest first: should two issues of one name be open for a client
+    // (written before the lease existed, or by hand in the database), the
+    // oldest stays and the others close.
+    for issue in store
         .issues(IssueFilter {
             client_id: None,
             open_only: true,
         })
         .await?
-        .into_iter()
-        .map(|i| ((i.client_id.clone(), i.name.clone()), i))
-        .collect();
-    let mut ledger = Ledger {
-        open,
-        writes: Vec::new(),
-        outcome: Outcome::default(),
-        now,
-    };
+    {
+        let key = (issue.client_id.clone(), issue.name.clone());
+        match ledger.open.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                let mut duplicate = issue;
+                duplicate.closed_at = Some(now);
+                duplicate.closed_by = Some(CLOSED_BY_AUDIT.into());
+                ledger.outcome.closed.push(duplicate.clone());
+                ledger.writes.push(duplicate);
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(issue);
+            }
+        }
+    }
     let params = read_params(store).await?;
-    let last_report: HashMap<&str, Option<DateTime<Utc>>> = clients
+    // The server's clock (last contact), not the agents' (collected_at).
+    let last_contact: HashMap<&str, DateTime<Utc>> = clients
         .iter()
-        .map(|c| (c.client_id.as_str(), c.collected_at))
+        .map(|c| (c.client_id.as_str(), c.last_seen_at))
         .collect();
     let cx = Context {
         now,
@@ -350,11 +390,12 @@ pub async fn run(
     for summary in &clients {
         let id = &summary.client_id;
         if summary.revoked_at.is_some() {
-            // A revoked machine is gone: its issues end with it.
+            // A revoked machine is gone: its checks' issues end with it
+            // (issues opened by hand stay until a person closes them).
             let names: Vec<String> = ledger
                 .open
                 .keys()
-                .filter(|(c, _)| c == id)
+                .filter(|(c, n)| c == id && settings.owns(n))
                 .map(|(_, n)| n.clone())
                 .collect();
             for name in names {
@@ -366,16 +407,16 @@ pub async fn run(
             continue;
         };
         submitted.insert(id.clone(), doc.submitted_at);
-        let peer_submitted_at = params.get(id.as_str()).and_then(|p| {
+        let peer_seen_at = params.get(id.as_str()).and_then(|p| {
             p.user_clients
                 .iter()
-                .filter_map(|peer| last_report.get(peer.as_str()).copied().flatten())
+                .filter_map(|peer| last_contact.get(peer.as_str()).copied())
                 .max()
         });
         let facts = Facts {
             client: &doc,
             pending_patches: store.pending_patches(id).await?.len(),
-            peer_submitted_at,
+            peer_seen_at,
         };
         let as_of = doc.submitted_at.or(Some(doc.enrolled_at));
         // Read only when a closed issue could matter (a failing check with
@@ -405,9 +446,48 @@ pub async fn run(
             ledger.clear(id, name);
         }
     }
+    // The server's own issues: a person's close sticks until the data
+    // changes (a new certificate file); those of listeners that are gone
+    // close.
+    let mut current = std::collections::HashSet::new();
+    for f in &server_findings {
+        current.insert((f.client_id.clone(), f.name.to_string()));
+    }
+    let gone: Vec<(String, String)> = ledger
+        .open
+        .keys()
+        .filter(|(c, n)| {
+            server_findings.iter().any(|f| {
+                f.name == n.as_str()
+                    && f.client_id.rsplit_once('/').map(|(p, _)| p)
+                        == c.rsplit_once('/').map(|(p, _)| p)
+            }) && !current.contains(&(c.clone(), n.clone()))
+        })
+        .cloned()
+        .collect();
+    for (c, n) in gone {
+        ledger.clear(&c, &n);
+    }
     for f in server_findings {
+        let history = match (&f.finding, ledger.is_open(&f.client_id, f.name)) {
+            (Finding::Raise(_), false) => {
+                store
+                    .issues(IssueFilter {
+                        client_id: Some(f.client_id.clone()),
+                        open_only: false,
+                    })
+                    .await?
+            }
+            _ => Vec::new(),
+        };
         match f.finding {
-            Finding::Raise(detail) => ledger.raise(&f.client_id, f.name, detail, None, None),
+            Finding::Raise(detail) => ledger.raise(
+                &f.client_id,
+                f.name,
+                detail,
+                latest_closed(&history, f.name),
+                f.as_of,
+            ),
             Finding::Clear => ledger.clear(&f.client_id, f.name),
         }
     }
@@ -436,11 +516,11 @@ pub async fn run(
                 .is_some_and(|s| last.is_none_or(|l| s >= l));
             let (grace, realert) = settings.timing(&issue.name);
             let in_grace = settings.hours.elapsed(issue.opened_at, now) < grace;
-            // A minute's slack: an hourly timer must not skip every other
-            // hour because the last run was a few seconds later.
-            let recently = issue.alerted_at.is_some_and(|t| {
-                (now - t).to_std().unwrap_or_default() + Duration::from_secs(60) < realert
-            });
+            // Slack: an hourly timer must not skip every other hour
+            // because this run started a little earlier after the hour.
+            let recently = issue
+                .alerted_at
+                .is_some_and(|t| (now - t).to_std().unwrap_or_default() + REALERT_SLACK < realert);
             if suspended || issue.snoozed(now) || in_grace || recently {
                 continue;
             }

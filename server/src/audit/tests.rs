@@ -482,6 +482,11 @@ async fn revoked_clients_disabled_checks_and_manual_issues() {
         );
         let hosts: Vec<String> = due(&o).into_iter().map(|(h, _)| h).collect();
         assert!(hosts.iter().all(|h| h == "a-host"), "{hosts:?}");
+        // A revoked client's hand-opened issue stays for a person to close.
+        let lost = Issue::open(&b.id, "stolen-laptop", None, t1);
+        store.put_issues(vec![lost]).await.unwrap();
+        audit(store, &quiet, t1 + Duration::minutes(2)).await;
+        assert_eq!(names(&open_issues(store, &b).await), ["stolen-laptop"]);
         assert!(due(&o).contains(&pair("a-host", "stolen-laptop")));
     }
 }
@@ -542,4 +547,107 @@ fn certificates_are_judged_by_their_expiry() {
         certificates::judge(b"junk", now, "c"),
         Finding::Raise(_)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_own_issues_and_duplicates() {
+    let (_dir, stores) = stores().await;
+    let s = settings();
+    for store in &stores {
+        let t1 = t(MON_10);
+        let finding = |listener: &str, as_of: DateTime<Utc>| ServerFinding {
+            client_id: format!("server:pd1/{listener}"),
+            name: certificates::NAME,
+            finding: Finding::Raise("expires soon".into()),
+            as_of: Some(as_of),
+        };
+        let run_with = |f: Vec<ServerFinding>, now: DateTime<Utc>| {
+            let store = store.clone();
+            let s = &s;
+            async move {
+                run(store.as_ref(), s, f, now, Options::default())
+                    .await
+                    .unwrap()
+            }
+        };
+        let o = run_with(vec![finding("main", t1), finding("old", t1)], t1).await;
+        assert_eq!(o.opened.len(), 2);
+        assert_eq!(due(&o).len(), 2, "no grace for certificates");
+
+        // A person closes main's: it stays closed until the file changes.
+        let mut main = store
+            .issues(IssueFilter {
+                client_id: Some("server:pd1/main".into()),
+                open_only: true,
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        main.closed_at = Some(t1 + Duration::minutes(1));
+        main.closed_by = Some("alice".into());
+        store.put_issues(vec![main]).await.unwrap();
+        // The "old" listener is gone from the configuration: its issue closes.
+        let o = run_with(vec![finding("main", t1)], t1 + Duration::hours(1)).await;
+        assert!(o.opened.is_empty(), "{:?}", names(&o.opened));
+        assert_eq!(
+            o.closed
+                .iter()
+                .map(|i| i.client_id.as_str())
+                .collect::<Vec<_>>(),
+            ["server:pd1/old"]
+        );
+        let o = run_with(
+            vec![finding("main", t1 + Duration::hours(2))],
+            t1 + Duration::hours(3),
+        )
+        .await;
+        assert_eq!(
+            names(&o.opened),
+            [certificates::NAME],
+            "a new file: judged again"
+        );
+
+        // Two open issues of one name (a second writer before the lease):
+        // the oldest stays open, the other closes.
+        let a = enroll(store, "a-host", t1).await;
+        report(
+            store,
+            &a,
+            with(compliant(), "firewall", json!({"status": "off"})),
+            t1,
+        )
+        .await;
+        store
+            .put_issues(vec![
+                Issue::open(&a.id, "firewall-disabled", None, t1),
+                Issue::open(&a.id, "firewall-disabled", None, t1 + Duration::seconds(1)),
+            ])
+            .await
+            .unwrap();
+        let o = audit(store, &s, t1 + Duration::minutes(5)).await;
+        let open = open_issues(store, &a).await;
+        assert_eq!(open.len(), 1, "{open:?}");
+        assert_eq!(open[0].opened_at, t1);
+        assert!(o.closed.iter().any(|i| i.client_id == a.id));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_holder_of_the_issues_lease_at_a_time() {
+    let (_dir, stores) = stores().await;
+    for store in &stores {
+        let first = IssuesLease::take(store.as_ref(), std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        let e = IssuesLease::take(store.as_ref(), std::time::Duration::from_millis(600))
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("another issues audit"), "{e}");
+        first.release(store.as_ref()).await;
+        let second = IssuesLease::take(store.as_ref(), std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        second.release(store.as_ref()).await;
+    }
 }

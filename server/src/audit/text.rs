@@ -3,10 +3,15 @@
 use super::Due;
 
 /// Host names and details come from clients: no control characters (a
-/// terminal escape, a forged line in a mail) reach people.
+/// terminal escape, a forged line in a mail), line separators or
+/// bidirectional overrides (text that reads other than it is) reach people.
 pub fn clean(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            let invisible = matches!(c,
+                '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}');
+            if c.is_control() || invisible { '?' } else { c }
+        })
         .collect()
 }
 
@@ -91,7 +96,7 @@ mod tests {
         let now = chrono::Utc::now();
         let due = Due {
             client_id: "c1".into(),
-            hostname: "evil\nSubject: hi\u{1b}[2J".into(),
+            hostname: "evil\nSubject: hi\u{1b}[2J\u{202E}gpj.exe\u{2028}".into(),
             last_report_at: None,
             user_email: None,
             issues: vec![Issue::open(
@@ -103,7 +108,9 @@ mod tests {
         };
         let text = render(std::slice::from_ref(&due));
         assert_eq!(text.lines().count(), 2, "{text}");
-        assert!(!text.contains('\u{1b}'));
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{202E}') && !text.contains('\u{2028}')
+        );
         let (subject, body) = user_mail(&due);
         assert!(
             !subject.contains('\n') && !body.contains('\r'),

@@ -156,6 +156,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     selectors(&store).await;
     nonces_are_pruned(&store).await;
     issues_and_parameters(&store).await;
+    leases(&store).await;
     store.health().await.unwrap();
 }
 
@@ -251,6 +252,45 @@ async fn issues_and_parameters(store: &Arc<dyn Store>) {
         vec![param("user_email", json!("alice@example.com"))]
     );
     assert!(store.parameters(Some(&b)).await.unwrap().is_empty());
+}
+
+async fn leases(store: &Arc<dyn Store>) {
+    let name = format!("lease-{}", new_nonce());
+    let now = Utc::now();
+    let until = now + Duration::minutes(30);
+    assert!(
+        store.take_lease(&name, "a", until, now).await.unwrap(),
+        "free: taken"
+    );
+    assert!(
+        !store.take_lease(&name, "b", until, now).await.unwrap(),
+        "held by a: refused to b"
+    );
+    assert!(
+        store
+            .take_lease(&name, "a", until + Duration::minutes(5), now)
+            .await
+            .unwrap(),
+        "a renews its own"
+    );
+    let later = until + Duration::minutes(6);
+    assert!(
+        store
+            .take_lease(&name, "b", later + Duration::minutes(30), later)
+            .await
+            .unwrap(),
+        "expired: b takes it"
+    );
+    store.release_lease(&name, "a").await.unwrap();
+    assert!(
+        !store.take_lease(&name, "c", later, later).await.unwrap(),
+        "a cannot give back what b holds"
+    );
+    store.release_lease(&name, "b").await.unwrap();
+    assert!(
+        store.take_lease(&name, "c", later, now).await.unwrap(),
+        "given back: free"
+    );
 }
 
 async fn enrollment_rules(store: &Arc<dyn Store>) {

@@ -592,6 +592,21 @@ pub trait Store: Send + Sync + 'static {
     /// Parameters of one client or of all, ordered by client and name.
     async fn parameters(&self, client_id: Option<&str>) -> StoreResult<Vec<Parameter>>;
 
+    /// Takes or renews the lease `name` for `holder` until `until`, unless
+    /// another holder's lease is still valid at `now`. Returns whether
+    /// `holder` has it. Serialises work that several servers sharing one
+    /// database must not do at once (the issues audit).
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Gives back a lease `holder` has (nothing if it does not).
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+
     /// Forgets nonces whose window has passed. Returns how many.
     async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 

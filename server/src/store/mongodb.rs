@@ -67,6 +67,7 @@ struct Inner {
     patches: Collection<Document>,
     issues: Collection<Document>,
     parameters: Collection<Document>,
+    leases: Collection<Document>,
     write_concern: WriteConcern,
     /// Where the database is, for messages.
     target: String,
@@ -257,6 +258,7 @@ impl MongoStore {
             patches: db.collection("patches"),
             issues: db.collection("issues"),
             parameters: db.collection("client_parameters"),
+            leases: db.collection("leases"),
             db,
             client,
             write_concern: WriteConcern::builder()
@@ -959,6 +961,16 @@ fn issue_doc(i: &Issue) -> Document {
     }
 }
 
+/// Whether a write failed on a duplicate `_id` or unique index.
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
 /// Parameters are keyed `<client_id>/<name>` (client ids hold no `/`).
 fn parameter_id(client_id: &str, name: &str) -> String {
     format!("{client_id}/{name}")
@@ -1555,6 +1567,44 @@ impl Store for MongoStore {
             out.push(issue_from_doc(&d));
         }
         Ok(out)
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let i = &self.inner;
+        // Matches a free or expired lease, or our own; otherwise the upsert
+        // tries to insert a second document with the same _id and fails.
+        let filter = doc! {"_id": name, "$or": [
+            {"until": {"$lt": to_bson_date(&now)}},
+            {"holder": holder},
+        ]};
+        let update = doc! {"$set": {"holder": holder, "until": to_bson_date(&until)}};
+        match i
+            .leases
+            .update_one(filter, update)
+            .upsert(true)
+            .write_concern(i.write_concern.clone())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(i.err(e)),
+        }
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        let i = &self.inner;
+        i.leases
+            .delete_one(doc! {"_id": name, "holder": holder})
+            .write_concern(i.write_concern.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| i.err(e))
     }
 
     async fn put_parameter(&self, p: Parameter) -> StoreResult<()> {

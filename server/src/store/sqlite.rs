@@ -129,6 +129,11 @@ CREATE TABLE IF NOT EXISTS client_parameters (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (client_id, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    name   TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until  TEXT NOT NULL
+) WITHOUT ROWID;
 "#;
 
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
@@ -145,6 +150,8 @@ enum Job {
     Import(Vec<Record>, Reply<()>),
     PutIssues(Vec<Issue>, Reply<()>),
     PutParameter(Parameter, Reply<()>),
+    TakeLease(Lease, Reply<bool>),
+    ReleaseLease(String, String, Reply<()>),
     Clear(Reply<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -571,6 +578,8 @@ fn fail_job(job: Job, msg: &str) -> Finisher {
         Job::Import(_, r) => fail(r, msg),
         Job::PutIssues(_, r) => fail(r, msg),
         Job::PutParameter(_, r) => fail(r, msg),
+        Job::TakeLease(_, r) => fail(r, msg),
+        Job::ReleaseLease(_, _, r) => fail(r, msg),
         Job::Clear(r) => fail(r, msg),
         Job::Shutdown(_) => Box::new(|_| {}),
     }
@@ -606,6 +615,16 @@ fn run_in_savepoint(
         Job::Import(records, r) => finisher(r, import(conn, &mut n, &records)),
         Job::PutIssues(issues, r) => finisher(r, put_issues(conn, &issues)),
         Job::PutParameter(p, r) => finisher(r, put_parameter(conn, &p)),
+        Job::TakeLease(l, r) => finisher(r, take_lease(conn, &l)),
+        Job::ReleaseLease(name, holder, r) => finisher(
+            r,
+            conn.execute(
+                "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+                params![name, holder],
+            )
+            .map(|_| ())
+            .map_err(backend_err),
+        ),
         Job::Clear(r) => finisher(r, clear(conn, n.nonces)),
         Job::Shutdown(_) => unreachable!("handled by the writer loop"),
     };
@@ -1171,6 +1190,26 @@ fn put_issues(conn: &Connection, issues: &[Issue]) -> StoreResult<()> {
         .map_err(backend_err)?;
     }
     Ok(())
+}
+
+/// A lease request.
+struct Lease {
+    name: String,
+    holder: String,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+}
+
+fn take_lease(conn: &Connection, l: &Lease) -> StoreResult<bool> {
+    // Timestamps are fixed-width RFC 3339 UTC, so text order is time order.
+    conn.execute(
+        "INSERT INTO leases (name, holder, until) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+         WHERE leases.until < ?4 OR leases.holder = excluded.holder",
+        params![l.name, l.holder, ts(&l.until), ts(&l.now)],
+    )
+    .map(|n| n == 1)
+    .map_err(backend_err)
 }
 
 fn put_parameter(conn: &Connection, p: &Parameter) -> StoreResult<()> {
@@ -1790,6 +1829,27 @@ impl Store for SqliteStore {
         self.call(|r| Job::PutParameter(p, r)).await
     }
 
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let lease = Lease {
+            name: name.into(),
+            holder: holder.into(),
+            until,
+            now,
+        };
+        self.call(|r| Job::TakeLease(lease, r)).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.call(|r| Job::ReleaseLease(name, holder, r)).await
+    }
+
     async fn parameters(&self, client_id: Option<&str>) -> StoreResult<Vec<Parameter>> {
         let client = client_id.map(str::to_string);
         self.read(move |c| {
@@ -1991,5 +2051,41 @@ mod tests {
             .unwrap();
         let e = SqliteStore::open(&path).err().unwrap();
         assert!(e.to_string().contains("upgrade penguindome-server"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_gains_the_audit_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        // What a version-1 server left: its tables, data, no issues tables.
+        let store = SqliteStore::open(&path).unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        conformance::populate(&store).await;
+        let clients = store.count(Kind::Clients).await.unwrap();
+        store.close().await;
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "DROP TABLE issues; DROP TABLE client_parameters; PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.count(Kind::Clients).await.unwrap(),
+            clients,
+            "data kept"
+        );
+        let issue = Issue::open("c", "firewall-disabled", None, chrono::Utc::now());
+        store.put_issues(vec![issue.clone()]).await.unwrap();
+        assert_eq!(
+            store.issues(IssueFilter::default()).await.unwrap(),
+            vec![issue]
+        );
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        store.close().await;
     }
 }

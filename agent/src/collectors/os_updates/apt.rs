@@ -76,6 +76,7 @@ impl UpdateBackend for Apt {
             reboot_evidence,
             broken: computed.broken,
             security_evidence: computed.security_evidence,
+            security_classified: computed.security_classified,
             evidence,
         })
     }
@@ -87,6 +88,7 @@ struct Computed {
     pending: Vec<PendingUpdate>,
     broken: Vec<String>,
     security_evidence: String,
+    security_classified: bool,
     /// Installed kernel image releases (`6.1.0-27-amd64`).
     kernels: Vec<String>,
 }
@@ -288,6 +290,7 @@ fn compute(host: &Host, inputs: &Inputs) -> Result<Computed, CollectError> {
     Ok(Computed {
         pending,
         broken,
+        security_classified: !security_sources.is_empty(),
         security_evidence,
         kernels,
     })

@@ -463,6 +463,7 @@ struct Computed {
     /// Only the packages whose update needs a reboot: the memo stays small.
     reboot_relevant: Vec<Installed>,
     security_evidence: String,
+    security_classified: bool,
     refreshed_at: Option<DateTime<Utc>>,
 }
 
@@ -573,6 +574,7 @@ fn compute(host: &Host, repos: &[RepoCache]) -> Result<Computed, CollectError> {
             .into_iter()
             .filter(|i| REBOOT_PACKAGES.contains(&i.name.as_str()))
             .collect(),
+        security_classified: !with_updateinfo.is_empty(),
         security_evidence,
         refreshed_at: refreshed.into_iter().min(),
     })
@@ -661,6 +663,7 @@ impl UpdateBackend for Dnf {
             reboot_evidence,
             broken: vec![],
             security_evidence: computed.security_evidence,
+            security_classified: computed.security_classified,
             evidence,
         })
     }

@@ -55,6 +55,9 @@ pub struct UpdateCheck {
     pub broken: Vec<String>,
     /// How security updates were told apart, or why they could not be.
     pub security_evidence: String,
+    /// Whether security updates could be told apart at all (otherwise
+    /// the security count is "unknown", not a reassuring zero).
+    pub security_classified: bool,
     /// Files and programs the answer was based on.
     pub evidence: Vec<String>,
 }
@@ -167,7 +170,11 @@ fn render(backend: &str, mut check: UpdateCheck, ctx: &Context<'_>) -> Value {
             &serde_json::to_value(&seen_now).unwrap_or(Value::Null),
         );
     }
-    let security = check.pending.iter().filter(|p| p.security).count();
+    let security = if check.security_classified {
+        json!(check.pending.iter().filter(|p| p.security).count())
+    } else {
+        json!("unknown")
+    };
     json!({
         "backend": backend,
         "counts": {
@@ -204,6 +211,23 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_that_cannot_classify_says_unknown_not_zero() {
+        let cache = MemoryCache::default();
+        let host = Host::fixture("/nonexistent", vec![]);
+        let ctx = Context::new(&host, &cache);
+        let unclassified = render(
+            "pacman",
+            UpdateCheck {
+                pending: vec![update("c", "2", false)],
+                ..Default::default()
+            },
+            &ctx,
+        );
+        assert_eq!(unclassified["counts"]["security"], "unknown");
+        assert_eq!(unclassified["counts"]["pending"], 1);
+    }
+
+    #[test]
     fn first_seen_is_kept_until_the_update_is_installed() {
         let cache = MemoryCache::default();
         let host = Host::fixture("/nonexistent", vec![]);
@@ -211,6 +235,7 @@ mod tests {
         let t0 = ctx.now;
         let check = |pending| UpdateCheck {
             pending,
+            security_classified: true,
             ..Default::default()
         };
         let v = render(

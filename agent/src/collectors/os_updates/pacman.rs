@@ -375,6 +375,7 @@ mod with_alpm {
             reboot_evidence,
             broken: vec![],
             security_evidence: "Arch security advisories (security.archlinux.org) are not fetched by this agent yet: no update is marked as a security fix".into(),
+            security_classified: false,
             evidence,
         })
     }

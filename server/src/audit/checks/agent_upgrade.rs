@@ -23,6 +23,17 @@ impl Check for AgentUpgrade {
         let Some(agent) = facts.client.plugins.get("agent") else {
             return Finding::Clear;
         };
+        // An error from before the newest release got installed (by hand,
+        // or by a later attempt whose record is gone) no longer matters.
+        let installed = agent["package_version"]
+            .as_str()
+            .and_then(|v| v.rsplit_once('-'))
+            .and_then(|(_, revision)| revision.parse::<u64>().ok());
+        if let (Some(installed), Some(latest)) = (installed, agent["latest_release"].as_u64())
+            && installed >= latest
+        {
+            return Finding::Clear;
+        }
         match agent["upgrade"]["error"].as_str() {
             Some(error) => Finding::Raise(format!(
                 "upgrade to {} failed: {error}",

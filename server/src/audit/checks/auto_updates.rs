@@ -1,6 +1,6 @@
 //! `auto-updates-disabled`: nothing installs security updates on its own.
 
-use super::{Check, Context, Facts, Finding, cannot_tell, plugin};
+use super::{Check, Context, Facts, Finding, cannot_tell, evidence, plugin};
 
 /// Unattended security updates are off.
 pub struct AutoUpdates;
@@ -27,12 +27,16 @@ impl Check for AutoUpdates {
             serde_json::Value::Bool(true) => Finding::Clear,
             serde_json::Value::Bool(false) => {
                 let how = v["mechanism"].as_str().unwrap_or("automatic updates");
-                let installed = if v["installed"] == false {
+                // apt says `installed: false`; dnf says so in its evidence.
+                let missing = v["installed"] == false || evidence(v).contains("is not installed");
+                let why = if missing {
                     " (not installed)"
+                } else if v["applies"] == "download-only" {
+                    ": updates are downloaded but not installed"
                 } else {
                     ""
                 };
-                Finding::Raise(format!("{how} is not enabled{installed}"))
+                Finding::Raise(format!("{how} is not enabled{why}"))
             }
             _ => cannot_tell("whether automatic updates are enabled", v),
         }

@@ -31,9 +31,9 @@ pub struct Facts<'a> {
     pub client: &'a ClientDocument,
     /// Patches queued for it and not acknowledged.
     pub pending_patches: usize,
-    /// The newest report of the machines its user also uses
+    /// The latest contact of the machines its user also uses
     /// (`user_clients`), if any.
-    pub peer_submitted_at: Option<DateTime<Utc>>,
+    pub peer_seen_at: Option<DateTime<Utc>>,
 }
 
 /// What a check knows about the audit itself.
@@ -107,6 +107,11 @@ fn plugin<'a>(facts: &'a Facts<'_>, name: &str) -> Result<&'a Value, Finding> {
         Some(Value::Null) | None => Err(Finding::Raise(format!(
             "no {name} output in the latest report (the collector did not run, failed, or the \
              agent is too old)"
+        ))),
+        // What the agent sends for a collector that failed.
+        Some(v) if v["error"].is_string() => Err(Finding::Raise(format!(
+            "the {name} collector failed: {}",
+            v["error"].as_str().unwrap_or_default()
         ))),
         Some(v) => Ok(v),
     }

@@ -3,6 +3,7 @@
 use chrono::Duration;
 
 use super::{Check, Context, Facts, Finding};
+use crate::audit::business::BusinessHours;
 
 /// A client that has not reported for longer than `not_reporting_after`.
 pub struct NotReporting;
@@ -32,13 +33,17 @@ impl Check for NotReporting {
             return Finding::Clear;
         }
         // The user works on another of their machines: this one is at home.
-        if let Some(peer) = facts.peer_submitted_at
+        if let Some(peer) = facts.peer_seen_at
             && peer > last
             && cx.now - last < Duration::days(PEER_EXCUSE_DAYS)
         {
             return Finding::Clear;
         }
         match c.submitted_at {
+            Some(t) if silent >= BusinessHours::FOREVER => Finding::Raise(format!(
+                "last report {} (over two years ago)",
+                t.format("%Y-%m-%d %H:%M UTC")
+            )),
             Some(t) => Finding::Raise(format!(
                 "last report {} ({} business hours ago)",
                 t.format("%Y-%m-%d %H:%M UTC"),

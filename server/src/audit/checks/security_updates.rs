@@ -29,7 +29,17 @@ impl Check for SecurityUpdates {
             Err(f) => return f,
         };
         let Some(count) = v["counts"]["security"].as_u64() else {
-            return cannot_tell("whether security updates are pending", v);
+            // The backend cannot tell security fixes apart (pacman without
+            // advisories, a repository without updateinfo): then any
+            // pending update may be one.
+            return match v["counts"]["pending"].as_u64() {
+                Some(0) => Finding::Clear,
+                Some(n) => Finding::Raise(format!(
+                    "{n} update(s) pending, and none can be told to be a security fix or not: {}",
+                    v["security_evidence"].as_str().unwrap_or("no reason given")
+                )),
+                None => cannot_tell("whether security updates are pending", v),
+            };
         };
         if count == 0 {
             return Finding::Clear;

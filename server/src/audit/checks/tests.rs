@@ -53,7 +53,7 @@ fn judge(name: &str, plugins: Value) -> Finding {
     let facts = Facts {
         client: &d,
         pending_patches: 0,
-        peer_submitted_at: None,
+        peer_seen_at: None,
     };
     all()
         .into_iter()
@@ -201,7 +201,8 @@ fn the_other_checks_read_their_collectors() {
     assert_eq!(
         raised(judge(
             "auto-updates-disabled",
-            json!({"auto_updates": {"enabled": false, "mechanism": "dnf-automatic", "installed": false}})
+            json!({"auto_updates": {"enabled": false, "mechanism": "dnf-automatic", "applies": "none",
+                "evidence": ["dnf-automatic is not installed (no /etc/dnf/automatic.conf or /etc/dnf/dnf5-plugins/automatic.conf)"]}})
         )),
         "dnf-automatic is not enabled (not installed)"
     );
@@ -254,4 +255,47 @@ fn the_other_checks_read_their_collectors() {
         ),
         Finding::Raise(_)
     ));
+}
+
+#[test]
+fn a_failed_collector_is_not_a_pass() {
+    let d = raised(judge(
+        "ssh-password-authentication",
+        json!({"sshd": {"error": "sshd -T timed out"}}),
+    ));
+    assert_eq!(d, "the sshd collector failed: sshd -T timed out");
+    let d = raised(judge(
+        "screenlock-disabled",
+        json!({"screenlock": {"error": "the collector crashed"}}),
+    ));
+    assert!(d.contains("screenlock collector failed"), "{d}");
+}
+
+#[test]
+fn updates_that_cannot_be_classified_all_count() {
+    let pacman = json!({"os_updates": {"backend": "pacman", "counts": {"pending": 3, "security": "unknown"},
+        "security_evidence": "Arch security advisories are not fetched"}});
+    let d = raised(judge("os-security-updates", pacman));
+    assert!(
+        d.starts_with("3 update(s) pending, and none can be told") && d.contains("advisories"),
+        "{d}"
+    );
+    let none = json!({"os_updates": {"backend": "pacman", "counts": {"pending": 0, "security": "unknown"}}});
+    assert_eq!(judge("os-security-updates", none), Finding::Clear);
+}
+
+#[test]
+fn an_upgrade_error_from_before_the_installed_release_is_forgotten() {
+    let agent = |installed: &str| {
+        json!({"agent": {"package_version": installed, "latest_release": 3,
+            "upgrade": {"error": "Hash Sum mismatch"}}})
+    };
+    assert!(matches!(
+        judge("agent-upgrade-failing", agent("0.1.0-2")),
+        Finding::Raise(_)
+    ));
+    assert_eq!(
+        judge("agent-upgrade-failing", agent("0.1.0-3")),
+        Finding::Clear
+    );
 }
