@@ -133,10 +133,7 @@ struct Answers {
 
 fn default_url(listen: &SocketAddr, tls: bool) -> String {
     let host = if listen.ip().is_unspecified() {
-        nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into())
+        crate::host_name()
     } else {
         match listen.ip() {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),

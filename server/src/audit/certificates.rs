@@ -15,10 +15,7 @@ const WARN_DAYS: i64 = 30;
 /// One finding per TLS listener, as `server:<this host>/<listener>`:
 /// servers sharing a database each judge their own certificates.
 pub fn findings(config: &ServerConfig, now: DateTime<Utc>) -> Vec<ServerFinding> {
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
+    let host = crate::host_name();
     config
         .listeners
         .iter()

@@ -51,11 +51,7 @@ impl Mailer {
         let from_text = match &c.email_from {
             Some(f) => f.clone(),
             None => {
-                let host = nix::unistd::gethostname()
-                    .ok()
-                    .and_then(|h| h.into_string().ok())
-                    .unwrap_or_else(|| "localhost".into());
-                format!("PenguinDome <penguindome@{host}>")
+                format!("PenguinDome <penguindome@{}>", crate::host_name())
             }
         };
         let from = from_text.parse::<Mailbox>().map_err(|e| {

@@ -143,6 +143,8 @@ impl Settings {
             .unwrap_or((MANUAL_GRACE, MANUAL_REALERT))
     }
 
+    /// Whether a check (enabled or not) owns the name, so the audit closes
+    /// its issues; other names are closed only by people.
     fn owns(&self, name: &str) -> bool {
         self.checks.iter().any(|c| c.check.name() == name) || self.disabled.contains(&name)
     }
@@ -219,12 +221,9 @@ pub struct IssuesLease {
 impl IssuesLease {
     /// Takes the lease, waiting up to `wait` for its holder to finish.
     pub async fn take(store: &dyn Store, wait: Duration) -> Result<Self, AuditError> {
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_default();
         let holder = format!(
-            "{host}:{}:{}",
+            "{}:{}:{}",
+            crate::host_name(),
             std::process::id(),
             &penguindome_protocol::envelope::new_nonce()[..8]
         );
@@ -253,7 +252,7 @@ impl IssuesLease {
 /// Opens an issue unless one is open (whose detail it refreshes) or an
 /// administrator closed one after the data it is based on (`as_of`).
 /// Returns the issue to write, if any.
-pub fn open_or_refresh(
+fn open_or_refresh(
     existing: Option<&Issue>,
     last_closed: Option<&Issue>,
     client_id: &str,
@@ -571,7 +570,7 @@ pub async fn mark_alerted(
 }
 
 /// The most recently closed issue of a name, from one client's history.
-pub fn latest_closed<'a>(history: &'a [Issue], name: &str) -> Option<&'a Issue> {
+fn latest_closed<'a>(history: &'a [Issue], name: &str) -> Option<&'a Issue> {
     history
         .iter()
         .filter(|i| i.name == name && i.closed_at.is_some())
@@ -606,12 +605,6 @@ async fn read_params(store: &dyn Store) -> Result<HashMap<String, ClientParams>,
         }
     }
     Ok(out)
-}
-
-/// Whether a name belongs to a check (enabled or not), so the audit closes
-/// it when the check passes; other names are closed only by people.
-pub fn is_check_name(settings: &Settings, name: &str) -> bool {
-    settings.owns(name)
 }
 
 #[cfg(test)]

@@ -65,6 +65,25 @@ fn with(mut v: Value, plugin: &str, output: Value) -> Value {
     v
 }
 
+/// A report whose only problem is the firewall.
+fn firewall_off() -> Value {
+    with(compliant(), "firewall", json!({"status": "off"}))
+}
+
+/// A client "a-host" whose firewall is off, audited once at `at`, and the
+/// issue that opened.
+async fn firewall_issue(
+    store: &Arc<dyn Store>,
+    s: &Settings,
+    at: DateTime<Utc>,
+) -> (Client, Issue) {
+    let a = enroll(store, "a-host", at).await;
+    report(store, &a, firewall_off(), at).await;
+    audit(store, s, at).await;
+    let issue = open_issues(store, &a).await.remove(0);
+    (a, issue)
+}
+
 struct Client {
     id: String,
     fp: String,
@@ -278,11 +297,7 @@ async fn a_persons_close_sticks_until_new_data_but_the_audits_does_not() {
     let s = settings();
     for store in &stores {
         let t1 = t(MON_10);
-        let a = enroll(store, "a-host", t1).await;
-        let off = with(compliant(), "firewall", json!({"status": "off"}));
-        report(store, &a, off.clone(), t1).await;
-        audit(store, &s, t1).await;
-        let mut closed = open_issues(store, &a).await.remove(0);
+        let (a, mut closed) = firewall_issue(store, &s, t1).await;
         closed.closed_at = Some(t1 + Duration::minutes(5));
         closed.closed_by = Some("alice".into());
         store.put_issues(vec![closed]).await.unwrap();
@@ -292,7 +307,7 @@ async fn a_persons_close_sticks_until_new_data_but_the_audits_does_not() {
             o.opened.is_empty(),
             "closed by a person after the data: stays closed"
         );
-        report(store, &a, off, t1 + Duration::minutes(20)).await;
+        report(store, &a, firewall_off(), t1 + Duration::minutes(20)).await;
         let o = audit(store, &s, t1 + Duration::minutes(21)).await;
         assert_eq!(
             names(&o.opened),
@@ -334,12 +349,7 @@ async fn snoozed_and_suspended_hosts_are_quiet_until_they_should_not_be() {
     let s = settings();
     for store in &stores {
         let t1 = t(MON_10);
-        let a = enroll(store, "a-host", t1).await;
-        let off = with(compliant(), "firewall", json!({"status": "off"}));
-        report(store, &a, off.clone(), t1).await;
-        audit(store, &s, t1).await;
-
-        let mut issue = open_issues(store, &a).await.remove(0);
+        let (a, mut issue) = firewall_issue(store, &s, t1).await;
         issue.snoozed_at = Some(t1);
         issue.unsnooze_at = Some(t1 + Duration::hours(3));
         store.put_issues(vec![issue]).await.unwrap();
@@ -370,7 +380,7 @@ async fn snoozed_and_suspended_hosts_are_quiet_until_they_should_not_be() {
             1,
             "suspending hides, it does not close"
         );
-        report(store, &a, off, t1 + Duration::hours(6)).await;
+        report(store, &a, firewall_off(), t1 + Duration::hours(6)).await;
         assert_eq!(
             due(&audit(store, &s, t1 + Duration::hours(6)).await),
             [pair("a-host", "firewall-disabled")],
@@ -427,7 +437,7 @@ async fn revoked_clients_disabled_checks_and_manual_issues() {
         let a = enroll(store, "a-host", t1).await;
         let b = enroll(store, "b-host", t1).await;
         let bad = with(
-            with(compliant(), "firewall", json!({"status": "off"})),
+            firewall_off(),
             "sshd",
             json!({"status": "running", "config": {"passwordauthentication": "yes", "permitrootlogin": "yes"}}),
         );
@@ -610,13 +620,7 @@ async fn the_servers_own_issues_and_duplicates() {
         // Two open issues of one name (a second writer before the lease):
         // the oldest stays open, the other closes.
         let a = enroll(store, "a-host", t1).await;
-        report(
-            store,
-            &a,
-            with(compliant(), "firewall", json!({"status": "off"})),
-            t1,
-        )
-        .await;
+        report(store, &a, firewall_off(), t1).await;
         store
             .put_issues(vec![
                 Issue::open(&a.id, "firewall-disabled", None, t1),
