@@ -248,6 +248,13 @@ pub struct AuditConfig {
     /// `smtps://host[:port]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<String>,
+    /// User for the relay's authentication (with `smtp_password_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_user: Option<String>,
+    /// File holding the relay password (0600, or 0640 root:penguindome),
+    /// relative to the configuration directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_password_file: Option<PathBuf>,
     /// IANA time zone of business hours; default the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,

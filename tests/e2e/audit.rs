@@ -18,20 +18,56 @@ struct Smtp {
     port: u16,
 }
 
+/// aiosmtpd that takes mail only after AUTH PLAIN or LOGIN with one user
+/// and password (over plain SMTP: the test runs on loopback).
+const AUTH_SERVER: &str = r#"
+import sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+port, box, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode(), sys.argv[4].encode()
+def check(server, session, envelope, mechanism, data):
+    ok = isinstance(data, LoginPassword) and data.login == user and data.password == password
+    return AuthResult(success=ok)
+Controller(Mailbox(box), hostname="127.0.0.1", port=port, authenticator=check,
+           auth_required=True, auth_require_tls=False).start()
+while True:
+    time.sleep(3600)
+"#;
+
 impl Smtp {
     fn start() -> Self {
+        Self::spawn(|port, maildir| {
+            let mut c = Command::new("/usr/bin/python3");
+            c.args(["-m", "aiosmtpd", "-n", "-l"])
+                .arg(format!("127.0.0.1:{port}"))
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(maildir);
+            c
+        })
+    }
+
+    /// A relay that wants `user` and `password`.
+    fn start_with_auth(user: &str, password: &str) -> Self {
+        Self::spawn(|port, maildir| {
+            let mut c = Command::new("/usr/bin/python3");
+            c.args(["-c", AUTH_SERVER])
+                .arg(port.to_string())
+                .arg(maildir)
+                .args([user, password]);
+            c
+        })
+    }
+
+    fn spawn(command: impl FnOnce(u16, &std::path::Path) -> Command) -> Self {
         let maildir = tempfile::tempdir().unwrap();
         let port = free_port();
         // Debian's python3 has the aiosmtpd package (scripts/test installs it).
-        let child = Command::new("/usr/bin/python3")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir.path().join("box"))
+        let child = command(port, &maildir.path().join("box"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("run /usr/bin/python3 -m aiosmtpd (apt install python3-aiosmtpd)");
+            .expect("run /usr/bin/python3 with aiosmtpd (apt install python3-aiosmtpd)");
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "aiosmtpd did not start");
@@ -83,13 +119,18 @@ impl Drop for Smtp {
 /// Writes `[audit]` into server.toml: every hour of every day is business
 /// time, so grace periods run on the wall clock in this test.
 fn configure_audit(site: &Site, smtp: &str) {
+    configure_audit_with(site, smtp, "");
+}
+
+/// [`configure_audit`] with more `[audit]` lines.
+fn configure_audit_with(site: &Site, smtp: &str, extra: &str) {
     let path = site.config_dir.join("server.toml");
     let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
     let audit: toml::Table = format!(
         "email = \"admins@example.com\"\nemail_users = true\nsmtp = \"{smtp}\"\n\
          email_from = \"PenguinDome <pd@example.com>\"\ntimezone = \"UTC\"\n\
          business_days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
-         business_hours = \"00:00-23:59\"\n"
+         business_hours = \"00:00-23:59\"\n{extra}"
     )
     .parse()
     .unwrap();
@@ -492,4 +533,54 @@ fn admin_commands_for_issues_and_parameters() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn a_relay_that_wants_a_password_gets_it_from_a_private_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let smtp = Smtp::start_with_auth("pd", "s3cret pass");
+    let site = Site::init();
+    let _server = site.start();
+    let config = site.agent_config();
+    let transport = Transport::new(&config).unwrap();
+    let c = SimClient::enroll(&config, &transport, "lonely-host").unwrap();
+    submit(&c, &transport, "lonely-host", noncompliant());
+    let password = site.config_dir.join("smtp-password");
+    std::fs::write(&password, "wrong\n").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Without credentials the relay refuses the mail, and nothing is told.
+    configure_audit(&site, &smtp.url());
+    let out = site.admin(&["issues", "audit", "--notify"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("did not take the mail"),
+        "{}",
+        text(&out)
+    );
+
+    // A wrong password: refused too.
+    let creds = "smtp_user = \"pd\"\nsmtp_password_file = \"smtp-password\"\n";
+    configure_audit_with(&site, &smtp.url(), creds);
+    let out = site.admin(&["issues", "audit", "--notify"]);
+    assert!(!out.status.success(), "{}", text(&out));
+
+    // A password file others can read is refused before anything is sent.
+    std::fs::write(&password, "s3cret pass\n").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = site.admin(&["issues", "audit", "--notify"]);
+    assert!(
+        !out.status.success() && text(&out).contains("chmod 600"),
+        "{}",
+        text(&out)
+    );
+    assert!(smtp.mails().is_empty());
+
+    // The right password, privately kept: the digest goes out.
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let outcome = site.admin_json(&["issues", "audit", "--notify", "--json"]);
+    assert!(!due_of(&outcome, "lonely-host").is_empty(), "{outcome:#}");
+    let mails = smtp.wait_for(1);
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert!(mails[0].contains("To: admins@example.com") && mails[0].contains("lonely-host"));
 }

@@ -413,7 +413,7 @@ fn tell(config: &ServerConfig, due: &[audit::Due]) -> (HashSet<String>, Vec<Stri
     if a.email.is_none() && !due.iter().any(user_mail) {
         return (due.iter().map(|d| d.client_id.clone()).collect(), failures);
     }
-    let mailer = match audit::mail::Mailer::from_config(a) {
+    let mailer = match audit::mail::Mailer::from_config(a, &config.config_dir) {
         Ok(m) => m,
         Err(e) => return (HashSet::new(), vec![e.to_string()]),
     };

@@ -1,8 +1,10 @@
 //! Sends the audit's mails through an SMTP relay (lettre).
 
+use std::path::Path;
 use std::time::Duration;
 
 use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Message, SmtpTransport, Transport};
 
 use super::AuditError;
@@ -16,8 +18,9 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    /// The relay `[audit] smtp` names (default `smtp://localhost:25`).
-    pub fn from_config(c: &AuditConfig) -> Result<Self, AuditError> {
+    /// The relay `[audit] smtp` names (default `smtp://localhost:25`);
+    /// relative paths resolve against `config_dir`.
+    pub fn from_config(c: &AuditConfig, config_dir: &Path) -> Result<Self, AuditError> {
         let relay = c
             .smtp
             .clone()
@@ -34,7 +37,8 @@ impl Mailer {
         let tls_err = |e: lettre::transport::smtp::Error| {
             AuditError::Config(format!("smtp {relay:?}: cannot set up TLS: {e}"))
         };
-        let builder = match url.scheme() {
+        let encrypted = url.scheme() != "smtp";
+        let mut builder = match url.scheme() {
             "smtp" => SmtpTransport::builder_dangerous(&host).port(url.port().unwrap_or(25)),
             "smtp+starttls" => SmtpTransport::starttls_relay(&host)
                 .map_err(tls_err)?
@@ -48,6 +52,39 @@ impl Mailer {
                 )));
             }
         };
+        match (&c.smtp_user, &c.smtp_password_file) {
+            (None, None) => {}
+            (Some(user), Some(file)) => {
+                // lettre sends credentials on any connection: only over TLS,
+                // or to a relay on this machine.
+                let local = host == "localhost"
+                    || host
+                        .trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                if !encrypted && !local {
+                    return Err(AuditError::Config(format!(
+                        "smtp {relay:?}: a password would cross the network in the clear; use \
+                         smtp+starttls:// or smtps://"
+                    )));
+                }
+                let path = config_dir.join(file);
+                let password = crate::secrets::read_secret(&path)
+                    .map_err(|e| AuditError::Config(format!("smtp_password_file: {e:#}")))?;
+                let password = String::from_utf8(password)
+                    .map_err(|_| {
+                        AuditError::Config(format!("{} is not UTF-8 text", path.display()))
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string();
+                builder = builder.credentials(Credentials::new(user.clone(), password));
+            }
+            _ => {
+                return Err(AuditError::Config(
+                    "smtp_user and smtp_password_file go together: set both or neither".into(),
+                ));
+            }
+        }
         let from_text = match &c.email_from {
             Some(f) => f.clone(),
             None => {
@@ -85,5 +122,69 @@ impl Mailer {
             ))
         })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(smtp: &str, user: Option<&str>, file: Option<&str>) -> AuditConfig {
+        AuditConfig {
+            smtp: Some(smtp.into()),
+            smtp_user: user.map(str::to_string),
+            smtp_password_file: file.map(Into::into),
+            ..AuditConfig::default()
+        }
+    }
+
+    fn error(c: &AuditConfig, dir: &Path) -> String {
+        Mailer::from_config(c, dir).err().unwrap().to_string()
+    }
+
+    #[test]
+    fn relay_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::secrets::write_secret(&dir.path().join("pw"), b"s3cret\n").unwrap();
+        let d = dir.path();
+        assert!(Mailer::from_config(&config("smtp://localhost:25", None, None), d).is_ok());
+        assert!(
+            Mailer::from_config(&config("smtp://127.0.0.1:2525", Some("pd"), Some("pw")), d)
+                .is_ok()
+        );
+        assert!(
+            Mailer::from_config(
+                &config("smtp+starttls://mail.example.com", Some("pd"), Some("pw")),
+                d
+            )
+            .is_ok()
+        );
+        assert!(
+            Mailer::from_config(
+                &config("smtps://mail.example.com", Some("pd"), Some("pw")),
+                d
+            )
+            .is_ok()
+        );
+        let e = error(
+            &config("smtp://mail.example.com", Some("pd"), Some("pw")),
+            d,
+        );
+        assert!(e.contains("in the clear"), "{e}");
+        let e = error(&config("smtp://localhost", Some("pd"), None), d);
+        assert!(e.contains("go together"), "{e}");
+        let e = error(
+            &config("smtps://mail.example.com", Some("pd"), Some("missing")),
+            d,
+        );
+        assert!(
+            e.contains("smtp_password_file") && e.contains("missing"),
+            "{e}"
+        );
+        let e = error(&config("http://mail.example.com", None, None), d);
+        assert!(e.contains("unknown scheme"), "{e}");
+        let mut c = config("smtp://localhost", None, None);
+        c.email_from = Some("not an address".into());
+        assert!(error(&c, d).contains("email_from"));
     }
 }
