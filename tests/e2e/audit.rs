@@ -162,6 +162,28 @@ fn noncompliant() -> Value {
     v
 }
 
+/// Runs pdome-admin, which must succeed; returns what it printed.
+fn succeeds(site: &Site, args: &[&str]) -> String {
+    let out = site.admin(args);
+    assert!(
+        out.status.success(),
+        "pdome-admin {args:?} failed: {}",
+        text(&out)
+    );
+    text(&out)
+}
+
+/// Runs pdome-admin, which must fail; returns what it printed.
+fn refused(site: &Site, args: &[&str]) -> String {
+    let out = site.admin(args);
+    assert!(
+        !out.status.success(),
+        "pdome-admin {args:?} succeeded: {}",
+        text(&out)
+    );
+    text(&out)
+}
+
 fn submit(c: &SimClient, t: &Transport, host: &str, plugins: Value) {
     let reply = c.submit(t, &SimClient::report(host, plugins));
     assert_eq!(
@@ -202,28 +224,29 @@ fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
     assert!(out.status.success(), "{}", text(&out));
     let real_id = agent.machine_id.clone();
 
-    let out = site.admin(&[
-        "clients",
-        "param",
-        "set",
-        "bad-host",
-        "user_email",
-        "bob@example.com",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let out = site.admin(&[
-        "clients",
-        "param",
-        "set",
-        "bad-host",
-        "user_email",
-        "not an address",
-    ]);
-    assert!(
-        !out.status.success() && text(&out).contains("not a mail address"),
-        "{}",
-        text(&out)
+    succeeds(
+        &site,
+        &[
+            "clients",
+            "param",
+            "set",
+            "bad-host",
+            "user_email",
+            "bob@example.com",
+        ],
     );
+    let e = refused(
+        &site,
+        &[
+            "clients",
+            "param",
+            "set",
+            "bad-host",
+            "user_email",
+            "not an address",
+        ],
+    );
+    assert!(e.contains("not a mail address"), "{e}");
 
     let outcome = site.admin_json(&["issues", "audit", "--notify", "--json"]);
     let mut bad_due = due_of(&outcome, "bad-host");
@@ -290,17 +313,20 @@ fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
     );
 
     // Snooze, list, and the guard against closing everything by accident.
-    let out = site.admin(&[
-        "issues",
-        "snooze",
-        "--host",
-        "bad-host",
-        "--issue",
-        "firewall-disabled",
-        "--hours",
-        "2",
-    ]);
-    assert!(text(&out).contains("snoozed 1 issue(s)"), "{}", text(&out));
+    let said = succeeds(
+        &site,
+        &[
+            "issues",
+            "snooze",
+            "--host",
+            "bad-host",
+            "--issue",
+            "firewall-disabled",
+            "--hours",
+            "2",
+        ],
+    );
+    assert!(said.contains("snoozed 1 issue(s)"), "{said}");
     let listed = site.admin_json(&["issues", "list", "--host", "bad-host", "--json"]);
     let fw = listed
         .as_array()
@@ -312,12 +338,8 @@ fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
         fw["unsnooze_at"].is_string() && fw["alerted_at"].is_string(),
         "{fw}"
     );
-    let out = site.admin(&["issues", "close"]);
-    assert!(
-        !out.status.success() && text(&out).contains("--all"),
-        "{}",
-        text(&out)
-    );
+    let e = refused(&site, &["issues", "close"]);
+    assert!(e.contains("--all"), "{e}");
 
     // Fixed on the machine: the audit closes the issue itself.
     submit(&bad, &transport, "bad-host", compliant());
@@ -342,25 +364,22 @@ fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
 
     // A relay that does not answer: the run fails and says so, and nothing
     // is marked as told, so the next run tells it.
-    let out = site.admin(&[
-        "issues",
-        "open",
-        "--host",
-        "good-host",
-        "--issue",
-        "lost-laptop",
-        "--detail",
-        "left on a train",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    drop(smtp);
-    let out = site.admin(&["issues", "audit", "--notify"]);
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("did not take the mail"),
-        "{}",
-        text(&out)
+    succeeds(
+        &site,
+        &[
+            "issues",
+            "open",
+            "--host",
+            "good-host",
+            "--issue",
+            "lost-laptop",
+            "--detail",
+            "left on a train",
+        ],
     );
+    drop(smtp);
+    let e = refused(&site, &["issues", "audit", "--notify"]);
+    assert!(e.contains("did not take the mail"), "{e}");
     let open = site.admin_json(&["issues", "list", "--host", "good-host", "--json"]);
     assert_eq!(open.as_array().unwrap().len(), 1, "{open:#}");
     assert!(open[0]["alerted_at"].is_null(), "{open:#}");
@@ -394,16 +413,18 @@ fn admin_commands_for_issues_and_parameters() {
         .collect();
 
     // user_clients is kept reciprocal; the client itself is refused.
-    let out = site.admin(&[
-        "clients",
-        "param",
-        "set",
-        "laptop",
-        "user_clients",
-        "desktop",
-        "tablet",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    succeeds(
+        &site,
+        &[
+            "clients",
+            "param",
+            "set",
+            "laptop",
+            "user_clients",
+            "desktop",
+            "tablet",
+        ],
+    );
     let params = site.admin_json(&["clients", "param", "list", "--json"]);
     let peers_of = |id: &str| -> Vec<String> {
         params
@@ -430,21 +451,22 @@ fn admin_commands_for_issues_and_parameters() {
         expect,
         "tablet lists laptop and desktop"
     );
-    let out = site.admin(&[
-        "clients",
-        "param",
-        "set",
-        "laptop",
-        "user_clients",
-        "laptop",
-    ]);
-    assert!(
-        !out.status.success() && text(&out).contains("itself"),
-        "{}",
-        text(&out)
+    let e = refused(
+        &site,
+        &[
+            "clients",
+            "param",
+            "set",
+            "laptop",
+            "user_clients",
+            "laptop",
+        ],
     );
-    let out = site.admin(&["clients", "param", "unset", "laptop", "user_clients"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(e.contains("itself"), "{e}");
+    succeeds(
+        &site,
+        &["clients", "param", "unset", "laptop", "user_clients"],
+    );
     // The laptop leaves the group; the other two still belong together.
     let params = site.admin_json(&["clients", "param", "list", "--json"]);
     let peers_of = |id: &str| -> Vec<Value> {
@@ -469,8 +491,7 @@ fn admin_commands_for_issues_and_parameters() {
     );
 
     // The checks table names every check and says which run.
-    let out = site.admin(&["issues", "checks"]);
-    let table = text(&out);
+    let table = succeeds(&site, &["issues", "checks"]);
     for name in [
         "not-reporting",
         "firewall-disabled",
@@ -488,34 +509,36 @@ fn admin_commands_for_issues_and_parameters() {
     );
 
     // Manual issues: open, refuse bad names and duplicates, suspend hides.
-    let out = site.admin(&["issues", "open", "--host", "tablet", "--issue", "Bad Name"]);
-    assert!(!out.status.success(), "{}", text(&out));
+    refused(
+        &site,
+        &["issues", "open", "--host", "tablet", "--issue", "Bad Name"],
+    );
     for _ in 0..2 {
-        let out = site.admin(&[
-            "issues",
-            "open",
-            "--host",
-            "tablet",
-            "--issue",
-            "cracked-screen",
-        ]);
-        assert!(out.status.success(), "{}", text(&out));
+        succeeds(
+            &site,
+            &[
+                "issues",
+                "open",
+                "--host",
+                "tablet",
+                "--issue",
+                "cracked-screen",
+            ],
+        );
     }
     let listed = site.admin_json(&["issues", "list", "--json"]);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
-    let out = site.admin(&["issues", "suspend", "tablet"]);
-    assert!(out.status.success(), "{}", text(&out));
+    succeeds(&site, &["issues", "suspend", "tablet"]);
     let outcome = site.admin_json(&["issues", "audit", "--json"]);
     assert!(
         due_of(&outcome, "tablet").is_empty(),
         "suspended: {outcome:#}"
     );
-    let out = site.admin(&["issues", "unsuspend", "tablet"]);
-    assert!(out.status.success(), "{}", text(&out));
+    succeeds(&site, &["issues", "unsuspend", "tablet"]);
     let outcome = site.admin_json(&["issues", "audit", "--json"]);
     assert_eq!(due_of(&outcome, "tablet"), ["cracked-screen"]);
-    let out = site.admin(&["issues", "close", "--issue", "cracked-screen"]);
-    assert!(text(&out).contains("closed 1 issue(s)"), "{}", text(&out));
+    let said = succeeds(&site, &["issues", "close", "--issue", "cracked-screen"]);
+    assert!(said.contains("closed 1 issue(s)"), "{said}");
     let listed = site.admin_json(&["issues", "list", "--json"]);
     assert!(listed.as_array().unwrap().is_empty(), "{listed:#}");
 
@@ -527,12 +550,8 @@ fn admin_commands_for_issues_and_parameters() {
         toml::Value::Table("timezone = \"Mars/Olympus\"".parse().unwrap()),
     );
     std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
-    let out = site.admin(&["issues", "audit"]);
-    assert!(
-        !out.status.success() && text(&out).contains("IANA"),
-        "{}",
-        text(&out)
-    );
+    let e = refused(&site, &["issues", "audit"]);
+    assert!(e.contains("IANA"), "{e}");
 }
 
 #[test]
@@ -551,29 +570,19 @@ fn a_relay_that_wants_a_password_gets_it_from_a_private_file() {
 
     // Without credentials the relay refuses the mail, and nothing is told.
     configure_audit(&site, &smtp.url());
-    let out = site.admin(&["issues", "audit", "--notify"]);
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("did not take the mail"),
-        "{}",
-        text(&out)
-    );
+    let e = refused(&site, &["issues", "audit", "--notify"]);
+    assert!(e.contains("did not take the mail"), "{e}");
 
     // A wrong password: refused too.
     let creds = "smtp_user = \"pd\"\nsmtp_password_file = \"smtp-password\"\n";
     configure_audit_with(&site, &smtp.url(), creds);
-    let out = site.admin(&["issues", "audit", "--notify"]);
-    assert!(!out.status.success(), "{}", text(&out));
+    refused(&site, &["issues", "audit", "--notify"]);
 
     // A password file others can read is refused before anything is sent.
     std::fs::write(&password, "s3cret pass\n").unwrap();
     std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = site.admin(&["issues", "audit", "--notify"]);
-    assert!(
-        !out.status.success() && text(&out).contains("chmod 600"),
-        "{}",
-        text(&out)
-    );
+    let e = refused(&site, &["issues", "audit", "--notify"]);
+    assert!(e.contains("chmod 600"), "{e}");
     assert!(smtp.mails().is_empty());
 
     // The right password, privately kept: the digest goes out.
