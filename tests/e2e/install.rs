@@ -128,7 +128,19 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
 
     // A release whose agent package is damaged: the upgrade fails, the
     // agent keeps working on the old release, and the failure reaches the
-    // server in the agent's own report.
+    // server in the agent's own report. The timer stays stopped until the
+    // package is damaged, so no run can fetch the intact one in between.
+    let out = c.exec(&["systemctl", "stop", "penguindome.timer"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for(Duration::from_secs(120), "the agent's run to end", || {
+        let state = stdout(&c.exec(&[
+            "systemctl",
+            "is-active",
+            "penguindome-agent.service",
+            "penguindome-upgrade.service",
+        ]));
+        (!state.contains("activating") && !state.lines().any(|l| l == "active")).then_some(state)
+    });
     let out = release(&site);
     assert!(out.contains("Published release 2"), "{out}");
     let damaged = site.data_dir.join(format!(
@@ -138,6 +150,8 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&damaged, &bytes).unwrap();
+    let out = c.exec(&["systemctl", "start", "penguindome.timer"]);
+    assert!(out.status.success(), "{}", text(&out));
     let outcome = wait_for(Duration::from_secs(150), "the failed upgrade", || {
         let o = stdout(&c.exec(&["cat", "/var/lib/penguindome-agent/upgrade.json"]));
         o.contains("\"error\": \"").then_some(o)
@@ -167,15 +181,20 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     wait_for(Duration::from_secs(150), "the upgrade to release 3", || {
         (installed() == format!("{v}-3")).then_some(String::new())
     });
-    let upgrade_log = stdout(&c.exec(&[
-        "journalctl",
-        "--no-pager",
-        "-u",
-        "penguindome-upgrade.service",
-    ]));
-    assert!(
-        upgrade_log.contains(&format!("{v}-1 -> {v}-3")),
-        "{upgrade_log}"
+    // dpkg shows the new version before the upgrade service logs its
+    // summary, so wait for the journal line rather than reading it once.
+    wait_for(
+        Duration::from_secs(60),
+        "the upgrade's summary in the journal",
+        || {
+            let log = stdout(&c.exec(&[
+                "journalctl",
+                "--no-pager",
+                "-u",
+                "penguindome-upgrade.service",
+            ]));
+            log.contains(&format!("{v}-1 -> {v}-3")).then_some(log)
+        },
     );
     assert_eq!(
         stdout(&c.exec(&["systemctl", "is-active", "penguindome.timer"])),
