@@ -390,16 +390,17 @@ fn the_server_package_installs_runs_as_its_user_and_purges_cleanly() {
         ]),
         "success"
     );
-    let journal = ok(&[
-        "journalctl",
-        "--no-pager",
-        "-u",
-        "penguindome-audit.service",
-    ]);
-    assert!(
-        journal.contains("container-test since") && journal.contains("opened by the install test"),
-        "{journal}"
-    );
+    // journald may store a unit's last lines just after the unit ended.
+    wait_for(Duration::from_secs(20), "the audit's journal lines", || {
+        let journal = ok(&[
+            "journalctl",
+            "--no-pager",
+            "-u",
+            "penguindome-audit.service",
+        ]);
+        (journal.contains("container-test since") && journal.contains("opened by the install test"))
+            .then_some(journal)
+    });
     let issues: serde_json::Value =
         serde_json::from_str(&ok(&["pdome-admin", "issues", "list", "--json"])).unwrap();
     assert!(issues[0]["alerted_at"].is_string(), "{issues}");
