@@ -255,6 +255,11 @@ pub struct AuditConfig {
     /// relative to the configuration directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp_password_file: Option<PathBuf>,
+    /// PEM certificate(s) of the CA that signed the relay's certificate,
+    /// relative to the configuration directory; replaces the system's roots
+    /// for `smtp+starttls://` and `smtps://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_ca_file: Option<PathBuf>,
     /// IANA time zone of business hours; default the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,

@@ -35,6 +35,21 @@ while True:
     time.sleep(3600)
 "#;
 
+/// aiosmtpd that takes mail only after STARTTLS, with the certificate and
+/// key it is given.
+const TLS_SERVER: &str = r#"
+import ssl, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+port, box, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+Controller(Mailbox(box), hostname="127.0.0.1", port=port, tls_context=ctx,
+           require_starttls=True).start()
+while True:
+    time.sleep(3600)
+"#;
+
 impl Smtp {
     fn start() -> Self {
         Self::spawn(|port, maildir| {
@@ -57,6 +72,41 @@ impl Smtp {
                 .args([user, password]);
             c
         })
+    }
+
+    /// A relay that wants STARTTLS and shows a certificate for 127.0.0.1
+    /// issued by a private CA; returns the CA's certificate too.
+    fn start_with_private_ca() -> (Self, String) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Mail CA");
+        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let (cert_file, key_file) = (
+            files.path().join("relay.crt"),
+            files.path().join("relay.key"),
+        );
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let smtp = Self::spawn(|port, maildir| {
+            let mut c = Command::new("/usr/bin/python3");
+            c.args(["-c", TLS_SERVER])
+                .arg(port.to_string())
+                .arg(maildir)
+                .arg(&cert_file)
+                .arg(&key_file);
+            c
+        });
+        (smtp, ca_pem)
     }
 
     fn spawn(command: impl FnOnce(u16, &std::path::Path) -> Command) -> Self {
@@ -592,4 +642,50 @@ fn a_relay_that_wants_a_password_gets_it_from_a_private_file() {
     let mails = smtp.wait_for(1);
     assert_eq!(mails.len(), 1, "{mails:#?}");
     assert!(mails[0].contains("To: admins@example.com") && mails[0].contains("lonely-host"));
+}
+
+#[test]
+fn a_relay_with_a_private_ca_is_trusted_only_through_smtp_ca_file() {
+    let (smtp, ca_pem) = Smtp::start_with_private_ca();
+    let plain = Smtp::start();
+    let site = Site::init();
+    let _server = site.start();
+    let config = site.agent_config();
+    let transport = Transport::new(&config).unwrap();
+    let c = SimClient::enroll(&config, &transport, "tls-host").unwrap();
+    submit(&c, &transport, "tls-host", noncompliant());
+    let starttls = format!("smtp+starttls://127.0.0.1:{}", smtp.port);
+
+    // The system's roots do not know the relay's CA: nothing is sent, and
+    // the error points at the setting.
+    configure_audit(&site, &starttls);
+    let e = refused(&site, &["issues", "audit", "--notify"]);
+    assert!(e.contains("smtp_ca_file"), "{e}");
+
+    // A relay that offers no STARTTLS is refused, not used in the clear.
+    let ca_file = site.config_dir.join("mail-ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let with_ca = "smtp_ca_file = \"mail-ca.pem\"\n";
+    configure_audit_with(
+        &site,
+        &format!("smtp+starttls://127.0.0.1:{}", plain.port),
+        with_ca,
+    );
+    refused(&site, &["issues", "audit", "--notify"]);
+    assert!(plain.mails().is_empty());
+
+    // A file that holds no certificate is a configuration error.
+    std::fs::write(&ca_file, "not a certificate\n").unwrap();
+    configure_audit_with(&site, &starttls, with_ca);
+    let e = refused(&site, &["issues", "audit", "--notify"]);
+    assert!(e.contains("holds no PEM certificate"), "{e}");
+    assert!(smtp.mails().is_empty());
+
+    // With the CA named, the digest goes out over TLS.
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let outcome = site.admin_json(&["issues", "audit", "--notify", "--json"]);
+    assert!(!due_of(&outcome, "tls-host").is_empty(), "{outcome:#}");
+    let mails = smtp.wait_for(1);
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert!(mails[0].contains("To: admins@example.com") && mails[0].contains("tls-host"));
 }

@@ -17,7 +17,7 @@ fn a_database_outage_is_reported_and_survived() {
     let socket_path = site.dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
-        .set_read_timeout(Some(Duration::from_secs(15)))
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let server = site.start_unhealthy(&[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
     let mut buf = [0u8; 4096];

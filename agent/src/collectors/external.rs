@@ -297,11 +297,10 @@ mod tests {
         let found = discover(d.path(), &[]);
         let refs: Vec<&Plugin> = found.iter().collect();
         let started = Instant::now();
-        let out: std::collections::BTreeMap<_, _> = run_all(&refs, Duration::from_millis(500))
-            .into_iter()
-            .collect();
+        let out: std::collections::BTreeMap<_, _> =
+            run_all(&refs, Duration::from_secs(5)).into_iter().collect();
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(20),
             "the timeout killed the slow plugin"
         );
         assert_eq!(out["json"], json!({"a": true, "b": [2, 1]}));

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
 
 use super::AuditError;
@@ -34,17 +35,22 @@ impl Mailer {
             .host_str()
             .ok_or_else(|| AuditError::Config(format!("smtp {relay:?} names no host")))?
             .to_string();
-        let tls_err = |e: lettre::transport::smtp::Error| {
-            AuditError::Config(format!("smtp {relay:?}: cannot set up TLS: {e}"))
-        };
         let encrypted = url.scheme() != "smtp";
+        if !encrypted && c.smtp_ca_file.is_some() {
+            return Err(AuditError::Config(format!(
+                "smtp_ca_file is set but smtp {relay:?} does not use TLS; use smtp+starttls:// \
+                 or smtps://, or remove smtp_ca_file"
+            )));
+        }
+        let tls = || tls_parameters(&relay, &host, c.smtp_ca_file.as_deref(), config_dir);
+        let builder = SmtpTransport::builder_dangerous(&host);
         let mut builder = match url.scheme() {
-            "smtp" => SmtpTransport::builder_dangerous(&host).port(url.port().unwrap_or(25)),
-            "smtp+starttls" => SmtpTransport::starttls_relay(&host)
-                .map_err(tls_err)?
+            "smtp" => builder.port(url.port().unwrap_or(25)),
+            "smtp+starttls" => builder
+                .tls(Tls::Required(tls()?))
                 .port(url.port().unwrap_or(587)),
-            "smtps" => SmtpTransport::relay(&host)
-                .map_err(tls_err)?
+            "smtps" => builder
+                .tls(Tls::Wrapper(tls()?))
                 .port(url.port().unwrap_or(465)),
             other => {
                 return Err(AuditError::Config(format!(
@@ -116,13 +122,80 @@ impl Mailer {
             .body(body)
             .map_err(|e| AuditError::Mail(format!("cannot build the mail to {to}: {e}")))?;
         self.transport.send(&message).map_err(|e| {
+            let hint = if rejected_certificate(&e) {
+                "; if a private CA signed the relay's certificate, name its certificate in \
+                 [audit] smtp_ca_file"
+            } else {
+                ""
+            };
             AuditError::Mail(format!(
-                "the relay {} did not take the mail to {to}: {e}",
+                "the relay {} did not take the mail to {to}: {e}{hint}",
                 self.relay
             ))
         })?;
         Ok(())
     }
+}
+
+/// Whether `e` comes from refusing the relay's TLS certificate.
+fn rejected_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let is_cert = |e: &(dyn std::error::Error + 'static)| {
+        matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        )
+    };
+    let mut next = Some(e);
+    while let Some(e) = next {
+        // io::Error hides what it wraps from source(); look inside.
+        let wrapped = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| is_cert(inner));
+        if is_cert(e) || wrapped {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// TLS settings for `host`: the system's roots, or only the CA certificates
+/// in `ca_file` when the relay's certificate comes from a private CA.
+fn tls_parameters(
+    relay: &str,
+    host: &str,
+    ca_file: Option<&Path>,
+    config_dir: &Path,
+) -> Result<TlsParameters, AuditError> {
+    let tls_err = |e: lettre::transport::smtp::Error| {
+        AuditError::Config(format!("smtp {relay:?}: cannot set up TLS: {e}"))
+    };
+    let mut builder = TlsParameters::builder(host.to_string());
+    if let Some(file) = ca_file {
+        let path = config_dir.join(file);
+        let pem = std::fs::read(&path).map_err(|e| {
+            AuditError::Config(format!("smtp_ca_file: cannot read {}: {e}", path.display()))
+        })?;
+        // lettre accepts a file without any certificate, which would make
+        // every connection fail later with a vaguer error.
+        let blocks: Vec<_> = x509_parser::pem::Pem::iter_from_buffer(&pem).collect();
+        let all_certificates = blocks.iter().all(|b| {
+            b.as_ref()
+                .is_ok_and(|p| p.label == "CERTIFICATE" && p.parse_x509().is_ok())
+        });
+        if blocks.is_empty() || !all_certificates {
+            return Err(AuditError::Config(format!(
+                "smtp_ca_file: {} holds no PEM certificate (or a damaged one); give the \
+                 relay's CA certificate",
+                path.display()
+            )));
+        }
+        builder = builder
+            .certificate_store(CertificateStore::None)
+            .add_root_certificate(Certificate::from_pem(&pem).map_err(tls_err)?);
+    }
+    builder.build_rustls().map_err(tls_err)
 }
 
 #[cfg(test)]
@@ -186,5 +259,33 @@ mod tests {
         let mut c = config("smtp://localhost", None, None);
         c.email_from = Some("not an address".into());
         assert!(error(&c, d).contains("email_from"));
+    }
+
+    #[test]
+    fn a_relay_ca_file_must_hold_certificates_and_needs_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let with_ca = |smtp: &str| AuditConfig {
+            smtp_ca_file: Some("ca.pem".into()),
+            ..config(smtp, None, None)
+        };
+        let e = error(&with_ca("smtps://mail.example.com"), d);
+        assert!(e.contains("cannot read") && e.contains("ca.pem"), "{e}");
+        for junk in [
+            "".to_string(),
+            "not a certificate\n".to_string(),
+            crate::tls::self_signed(&["x".into()]).unwrap().key_pem,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_string(),
+        ] {
+            std::fs::write(d.join("ca.pem"), &junk).unwrap();
+            let e = error(&with_ca("smtps://mail.example.com"), d);
+            assert!(e.contains("holds no PEM certificate"), "{junk:?}: {e}");
+        }
+        let ca = crate::tls::self_signed(&["mail.example.com".into()]).unwrap();
+        std::fs::write(d.join("ca.pem"), &ca.cert_pem).unwrap();
+        assert!(Mailer::from_config(&with_ca("smtps://mail.example.com"), d).is_ok());
+        assert!(Mailer::from_config(&with_ca("smtp+starttls://mail.example.com"), d).is_ok());
+        let e = error(&with_ca("smtp://mail.example.com"), d);
+        assert!(e.contains("does not use TLS"), "{e}");
     }
 }
