@@ -269,6 +269,10 @@ pub struct AuditConfig {
     /// Business hours, `HH:MM-HH:MM`; default `09:00-17:00`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub business_hours: Option<String>,
+    /// Days off that do not count as business time: `YYYY-MM-DD` for one
+    /// date, `MM-DD` for the same date every year.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holidays: Vec<String>,
     /// A client is not reporting after this much business time without a
     /// report; default one business day (`1d`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,6 +2,7 @@
 //! hours people are at work, so a laptop shut over a weekend is not an issue
 //! on Monday morning.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
@@ -20,6 +21,10 @@ pub struct BusinessHours {
     days: Vec<Weekday>,
     start: NaiveTime,
     end: NaiveTime,
+    /// Single days off.
+    dates_off: BTreeSet<NaiveDate>,
+    /// Days off every year, as (month, day).
+    yearly_off: BTreeSet<(u32, u32)>,
 }
 
 impl BusinessHours {
@@ -76,7 +81,45 @@ impl BusinessHours {
             days,
             start,
             end,
+            dates_off: BTreeSet::new(),
+            yearly_off: BTreeSet::new(),
         })
+    }
+
+    /// Adds days off (`[audit] holidays`): `YYYY-MM-DD` for one date,
+    /// `MM-DD` for that date every year.
+    pub fn with_holidays(mut self, holidays: &[String]) -> Result<Self, AuditError> {
+        for h in holidays {
+            let text = h.trim();
+            if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+                self.dates_off.insert(date);
+                continue;
+            }
+            // A leap year, so that 02-29 is accepted.
+            let yearly = text
+                .split_once('-')
+                .and_then(|(m, d)| Some((m.parse::<u32>().ok()?, d.parse::<u32>().ok()?)))
+                .filter(|&(m, d)| NaiveDate::from_ymd_opt(2024, m, d).is_some());
+            match yearly {
+                Some(md) if text.len() == 5 => {
+                    self.yearly_off.insert(md);
+                }
+                _ => {
+                    return Err(AuditError::Config(format!(
+                        "holidays: {h:?} is not a date like \"2026-12-24\" (one day) or \
+                         \"12-25\" (every year)"
+                    )));
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether people work on `day` at all.
+    fn works_on(&self, day: NaiveDate) -> bool {
+        self.days.contains(&day.weekday())
+            && !self.dates_off.contains(&day)
+            && !self.yearly_off.contains(&(day.month(), day.day()))
     }
 
     /// The length of one business day.
@@ -96,7 +139,7 @@ impl BusinessHours {
         let mut day = from.with_timezone(&self.zone).date_naive();
         let last = to.with_timezone(&self.zone).date_naive();
         while day <= last {
-            if self.days.contains(&day.weekday())
+            if self.works_on(day)
                 && let (Some(open), Some(close)) =
                     (self.at(day, self.start), self.at(day, self.end))
             {
@@ -277,6 +320,49 @@ mod tests {
         assert_eq!(b.span("2d").unwrap(), hours(20));
         assert_eq!(b.span("1d 3h").unwrap(), hours(13));
         assert!(b.span("soon").is_err());
+    }
+
+    #[test]
+    fn holidays_are_not_business_time() {
+        let b = BusinessHours::new(Some("UTC"), None, None)
+            .unwrap()
+            .with_holidays(&["2026-12-24".into(), "12-25".into(), " 02-29 ".into()])
+            .unwrap();
+        // Wednesday 23 December 16:00 to Monday 28 December 10:00: Thursday
+        // 24 (that year only) and Friday 25 (every year) are off.
+        assert_eq!(
+            b.elapsed(t("2026-12-23T16:00:00Z"), t("2026-12-28T10:00:00Z")),
+            hours(2)
+        );
+        // The next year, 24 December (a Friday) is a working day again.
+        assert_eq!(
+            b.elapsed(t("2027-12-24T00:00:00Z"), t("2027-12-25T00:00:00Z")),
+            hours(8)
+        );
+        // 25 December 2028 is a Monday, and still off.
+        assert_eq!(
+            b.elapsed(t("2028-12-25T00:00:00Z"), t("2028-12-26T00:00:00Z")),
+            Duration::ZERO
+        );
+        // 29 February, in a leap year, on a Tuesday.
+        assert_eq!(
+            b.elapsed(t("2028-02-29T00:00:00Z"), t("2028-03-01T00:00:00Z")),
+            Duration::ZERO
+        );
+        for bad in [
+            "christmas",
+            "2026-13-01",
+            "13-01",
+            "02-30",
+            "2026-12",
+            "1-5",
+        ] {
+            let e = BusinessHours::new(Some("UTC"), None, None)
+                .unwrap()
+                .with_holidays(&[bad.into()])
+                .unwrap_err();
+            assert!(e.to_string().contains("12-25"), "{bad}: {e}");
+        }
     }
 
     #[test]

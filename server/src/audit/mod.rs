@@ -90,7 +90,8 @@ impl Settings {
             c.timezone.as_deref(),
             c.business_days.as_deref(),
             c.business_hours.as_deref(),
-        )?;
+        )?
+        .with_holidays(&c.holidays)?;
         let all = checks::all();
         if let Some(unknown) = c
             .checks

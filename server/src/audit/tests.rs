@@ -283,6 +283,13 @@ async fn grace_counts_business_hours_only() {
             due(&audit_full(store, &s, t("2026-11-23T10:00:00Z")).await),
             [pair("a-host", "os-security-updates")]
         );
+        // Not yet due when that Monday is a holiday.
+        let off = settings_with(AuditConfig {
+            timezone: Some("UTC".into()),
+            holidays: vec!["2026-11-23".into()],
+            ..AuditConfig::default()
+        });
+        assert!(due(&audit(store, &off, t("2026-11-23T16:01:00Z")).await).is_empty());
         // Eight business hours: Friday 16-17 and Monday 9-16:01.
         let o = audit(store, &s, t("2026-11-23T16:01:00Z")).await;
         assert_eq!(due(&o), [pair("a-host", "os-security-updates")]);
@@ -520,6 +527,12 @@ fn settings_are_validated() {
         },
     );
     assert!(Settings::from_config(&c).is_err());
+    let c = AuditConfig {
+        holidays: vec!["christmas".into()],
+        ..AuditConfig::default()
+    };
+    let e = Settings::from_config(&c).err().unwrap().to_string();
+    assert!(e.contains("holidays") && e.contains("christmas"), "{e}");
     // Off by default: the location check needs a geolocation service.
     let s = Settings::from_config(&AuditConfig::default()).unwrap();
     assert!(s.disabled.contains(&"no-location"));
