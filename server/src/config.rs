@@ -89,6 +89,10 @@ pub struct ListenerConfig {
     /// TLS certificate and key; absent means plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
+    /// Reverse proxies (addresses or networks) whose `X-Forwarded-For` names
+    /// the client; from anyone else the header is ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// PEM files for one TLS listener.

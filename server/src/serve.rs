@@ -70,10 +70,16 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             )
         })?;
         let handle = axum_server::Handle::new();
-        let svc = app
+        let mut app = app
             .clone()
-            .layer(Extension(ListenerName(l.name.as_str().into())))
-            .into_make_service_with_connect_info::<SocketAddr>();
+            .layer(Extension(ListenerName(l.name.as_str().into())));
+        if !l.trusted_proxies.is_empty() {
+            app = app.layer(axum::middleware::from_fn_with_state(
+                crate::http::TrustedProxies::new(&l.trusted_proxies),
+                crate::http::forwarded_layer,
+            ));
+        }
+        let svc = app.into_make_service_with_connect_info::<SocketAddr>();
         let scheme = if let Some(tls) = &l.tls {
             let tls_config = crate::tls::server_config(
                 &config.config_path(&tls.certificate),

@@ -626,3 +626,66 @@ fn a_ca_signed_certificate_is_checked_against_the_system_roots() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(agent.status()["enrolled"], true);
 }
+
+#[test]
+fn a_trusted_proxy_names_the_client_and_nobody_else_can() {
+    let site = Site::init();
+    let proxy_port = penguindome_tests::free_port();
+    let toml = site.config_dir.join("server.toml");
+    let mut server_toml = std::fs::read_to_string(&toml).unwrap();
+    server_toml.push_str(&format!(
+        "\n[[listener]]\nname = \"behind-proxy\"\naddress = \"127.0.0.1:{proxy_port}\"\n\
+         trusted_proxies = [\"127.0.0.1/32\"]\n"
+    ));
+    std::fs::write(&toml, server_toml).unwrap();
+    let out = site.admin(&["access", "allow-ip", "repo", "10.0.0.0/8"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let server = site.start();
+
+    // The HTTP status of a repository request, as curl saw it.
+    let status = |base: &str, forwarded: Option<&str>| {
+        let mut c = std::process::Command::new("curl");
+        c.args([
+            "--silent",
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{http_code}",
+        ])
+        .args([
+            "--cacert",
+            site.config_dir.join("tls/server.crt").to_str().unwrap(),
+        ]);
+        if let Some(f) = forwarded {
+            c.args(["--header", &format!("X-Forwarded-For: {f}")]);
+        }
+        let out = c
+            .arg(format!(
+                "{base}/penguindome/v1/repo/apt/dists/stable/InRelease"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    // Through the proxy, a client in 10.0.0.0/8 passes the access rules
+    // (and finds nothing published yet); one outside does not, and the
+    // refusal is logged with its address.
+    assert_eq!(status(&proxy, Some("10.1.2.3")), "404");
+    assert_eq!(status(&proxy, Some("10.1.2.3, 192.0.2.9")), "401");
+    assert_eq!(status(&proxy, None), "401");
+    // A proxy's garbage is refused, not guessed at.
+    assert_eq!(status(&proxy, Some("10.1.2.3, unknown")), "400");
+    // The same header sent straight to a listener without trusted proxies
+    // proves nothing.
+    assert_eq!(status(&site.url, Some("10.1.2.3")), "401");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.log_text().contains("192.0.2.9") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -517,6 +517,7 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
             name: "main".into(),
             address: answers.listen,
             tls: tls_files,
+            trusted_proxies: Vec::new(),
         }],
         store: match &answers.store {
             StoreChoice::Sqlite => StoreConfig::Sqlite {

@@ -16,12 +16,15 @@ use crate::store::{Store, StoreError};
 
 mod download;
 mod enroll;
+mod forwarded;
 mod health;
 mod patch;
 mod repo;
 mod signed;
 mod submit;
 mod update;
+
+pub use forwarded::{TrustedProxies, layer as forwarded_layer};
 
 /// Shared state of every handler.
 pub struct AppState {
