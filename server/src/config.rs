@@ -91,8 +91,44 @@ pub struct ListenerConfig {
     pub tls: Option<TlsFiles>,
     /// Reverse proxies (addresses or networks) whose `X-Forwarded-For` names
     /// the client; from anyone else the header is ignored.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "proxy_nets"
+    )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Reads `trusted_proxies` with [`parse_proxy_net`].
+fn proxy_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|t| parse_proxy_net(t).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// A trusted proxy: a network, or a bare address (that one host). IPv4-mapped
+/// IPv6 networks become IPv4 ones, since peers are compared in IPv4 form.
+pub fn parse_proxy_net(text: &str) -> Result<ipnet::IpNet, String> {
+    use ipnet::{IpNet, Ipv4Net};
+    let t = text.trim();
+    let net = t
+        .parse::<IpNet>()
+        .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!(
+                "trusted_proxies: {text:?} is neither an address nor a network such as \
+                 10.0.0.0/8 or 2001:db8::/32"
+            )
+        })?;
+    if let IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+    {
+        let v4 = Ipv4Net::new(v4, v6.prefix_len() - 96).expect("a prefix of at most 32");
+        return Ok(IpNet::V4(v4.trunc()));
+    }
+    Ok(net.trunc())
 }
 
 /// PEM files for one TLS listener.
@@ -417,6 +453,38 @@ backend = "sqlite"
 
     fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
         ServerConfig::parse(text, Path::new("server.toml"))
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_networks() {
+        let with = |list: &str| {
+            parse(&GOOD.replace(
+                "address = \"127.0.0.1:8080\"",
+                &format!("address = \"127.0.0.1:8080\"\ntrusted_proxies = [{list}]"),
+            ))
+        };
+        let c = with(
+            r#""127.0.0.1", "10.0.0.0/8", "2001:db8::1", "::ffff:192.0.2.0/120", "10.1.2.3/16""#,
+        )
+        .unwrap();
+        let nets: Vec<String> = c.listeners[1]
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            nets,
+            [
+                "127.0.0.1/32",
+                "10.0.0.0/8",
+                "2001:db8::1/128",
+                "192.0.2.0/24",
+                "10.1.0.0/16"
+            ]
+        );
+        assert!(c.listeners[0].trusted_proxies.is_empty());
+        let e = with(r#""the proxy""#).unwrap_err().to_string();
+        assert!(e.contains("the proxy") && e.contains("10.0.0.0/8"), "{e}");
     }
 
     #[test]

@@ -74,6 +74,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             .clone()
             .layer(Extension(ListenerName(l.name.as_str().into())));
         if !l.trusted_proxies.is_empty() {
+            for net in &l.trusted_proxies {
+                let broad = match net {
+                    ipnet::IpNet::V4(n) => n.prefix_len() < 8,
+                    ipnet::IpNet::V6(n) => n.prefix_len() < 32,
+                };
+                if broad {
+                    log::warn!(
+                        "listener {:?} believes X-Forwarded-For from all of {net}: any client \
+                         there can claim any address; list only the reverse proxies",
+                        l.name
+                    );
+                }
+            }
             app = app.layer(axum::middleware::from_fn_with_state(
                 crate::http::TrustedProxies::new(&l.trusted_proxies),
                 crate::http::forwarded_layer,

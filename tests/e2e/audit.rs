@@ -671,12 +671,19 @@ fn a_relay_with_a_private_ca_is_trusted_only_through_smtp_ca_file() {
         &format!("smtp+starttls://127.0.0.1:{}", plain.port),
         with_ca,
     );
-    refused(&site, &["issues", "audit", "--notify"]);
+    let e = refused(&site, &["issues", "audit", "--notify"]);
+    assert!(e.contains("STARTTLS"), "{e}");
     assert!(plain.mails().is_empty());
+
+    // A CA file with another CA: the error says the file is the wrong one.
+    let other = rcgen::generate_simple_self_signed(vec!["other-ca".to_string()]).unwrap();
+    std::fs::write(&ca_file, other.cert.pem()).unwrap();
+    configure_audit_with(&site, &starttls, with_ca);
+    let e = refused(&site, &["issues", "audit", "--notify"]);
+    assert!(e.contains("does not hold the CA"), "{e}");
 
     // A file that holds no certificate is a configuration error.
     std::fs::write(&ca_file, "not a certificate\n").unwrap();
-    configure_audit_with(&site, &starttls, with_ca);
     let e = refused(&site, &["issues", "audit", "--notify"]);
     assert!(e.contains("holds no PEM certificate"), "{e}");
     assert!(smtp.mails().is_empty());

@@ -439,7 +439,14 @@ fn sigkill_during_a_burst_loses_no_acknowledged_submission(backend: Backend) {
             });
         }
         // Crash the server in the middle of the burst.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while total_acked.load(Ordering::SeqCst) < 300 {
+            if std::time::Instant::now() > deadline {
+                // Stop the senders before failing, so the scope can end.
+                dead.store(true, Ordering::SeqCst);
+                server.kill();
+                panic!("the server acknowledged too few submissions in 120 s");
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
         dead.store(true, Ordering::SeqCst);
@@ -679,6 +686,41 @@ fn a_trusted_proxy_names_the_client_and_nobody_else_can() {
     // The same header sent straight to a listener without trusted proxies
     // proves nothing.
     assert_eq!(status(&site.url, Some("10.1.2.3")), "401");
+
+    // A signed submission through the proxy records the client's address.
+    let config = site.agent_config();
+    let transport = Transport::new(&config).unwrap();
+    let client = SimClient::enroll(&config, &transport, "proxied").unwrap();
+    let sealed = client.seal(&SimClient::report("proxied", json!({})));
+    let body = site.dir.path().join("proxied-report.json");
+    std::fs::write(&body, sealed.payload()).unwrap();
+    let out = std::process::Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--output",
+            "/dev/null",
+        ])
+        .args(["--header", "content-type: application/json"])
+        .args([
+            "--header",
+            &format!(
+                "{}: {}",
+                penguindome_protocol::SIGNATURE_HEADER,
+                sealed.signature_header()
+            ),
+        ])
+        .args(["--header", "X-Forwarded-For: 198.51.100.4"])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!("{proxy}{}", paths::SUBMIT))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let doc = site.admin_json(&["clients", "show", &client.id, "--json"]);
+    assert_eq!(doc["last_address"], "198.51.100.4", "{doc:#}");
+    assert_eq!(doc["last_listener"], "behind-proxy");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !server.log_text().contains("192.0.2.9") {
         assert!(

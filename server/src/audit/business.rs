@@ -91,7 +91,10 @@ impl BusinessHours {
     pub fn with_holidays(mut self, holidays: &[String]) -> Result<Self, AuditError> {
         for h in holidays {
             let text = h.trim();
-            if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+            // chrono's %Y takes short years too: "26-12-24" is not year 26.
+            if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                && text.len() == 10
+            {
                 self.dates_off.insert(date);
                 continue;
             }
@@ -349,7 +352,18 @@ mod tests {
             b.elapsed(t("2028-02-29T00:00:00Z"), t("2028-03-01T00:00:00Z")),
             Duration::ZERO
         );
+        // Dates are local: the first five UTC hours of 25 December are the
+        // evening of the 24th in New York, which counts.
+        let ny = BusinessHours::new(Some("America/New_York"), None, Some("00:00-23:59"))
+            .unwrap()
+            .with_holidays(&["12-25".into()])
+            .unwrap();
+        assert_eq!(
+            ny.elapsed(t("2026-12-25T00:00:00Z"), t("2026-12-25T05:00:00Z")),
+            Duration::from_secs(4 * 3600 + 59 * 60)
+        );
         for bad in [
+            "26-12-24",
             "christmas",
             "2026-13-01",
             "13-01",

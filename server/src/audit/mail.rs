@@ -16,6 +16,10 @@ pub struct Mailer {
     transport: SmtpTransport,
     from: Mailbox,
     relay: String,
+    /// The relay's host name, for hints.
+    host: String,
+    /// `smtp_ca_file` resolved, for hints.
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl Mailer {
@@ -31,10 +35,13 @@ impl Mailer {
                 "smtp {relay:?} is not a URL like smtp://host:25: {e}"
             ))
         })?;
-        let host = url
-            .host_str()
-            .ok_or_else(|| AuditError::Config(format!("smtp {relay:?} names no host")))?
-            .to_string();
+        // An IPv6 literal without its brackets: lettre resolves and checks
+        // the certificate against this name.
+        let host = match url.host() {
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(h) => h.to_string(),
+            None => return Err(AuditError::Config(format!("smtp {relay:?} names no host"))),
+        };
         let encrypted = url.scheme() != "smtp";
         if !encrypted && c.smtp_ca_file.is_some() {
             return Err(AuditError::Config(format!(
@@ -106,6 +113,8 @@ impl Mailer {
             transport: builder.timeout(Some(Duration::from_secs(30))).build(),
             from,
             relay,
+            host,
+            ca_file: c.smtp_ca_file.as_ref().map(|f| config_dir.join(f)),
         })
     }
 
@@ -122,12 +131,7 @@ impl Mailer {
             .body(body)
             .map_err(|e| AuditError::Mail(format!("cannot build the mail to {to}: {e}")))?;
         self.transport.send(&message).map_err(|e| {
-            let hint = if rejected_certificate(&e) {
-                "; if a private CA signed the relay's certificate, name its certificate in \
-                 [audit] smtp_ca_file"
-            } else {
-                ""
-            };
+            let hint = self.certificate_hint(&e);
             AuditError::Mail(format!(
                 "the relay {} did not take the mail to {to}: {e}{hint}",
                 self.relay
@@ -135,29 +139,52 @@ impl Mailer {
         })?;
         Ok(())
     }
+
+    /// What to do about a refused relay certificate, if that is what `e` is.
+    fn certificate_hint(&self, e: &(dyn std::error::Error + 'static)) -> String {
+        use rustls::CertificateError as C;
+        match refused_certificate(e) {
+            Some(C::UnknownIssuer) => match &self.ca_file {
+                Some(path) => format!(
+                    "; {} does not hold the CA that signed the relay's certificate",
+                    path.display()
+                ),
+                None => "; if a private CA signed the relay's certificate, name its certificate \
+                         in [audit] smtp_ca_file"
+                    .into(),
+            },
+            Some(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
+                "; the relay's certificate is not for {:?}: write the name it carries in [audit] smtp",
+                self.host
+            ),
+            Some(C::Expired | C::ExpiredContext { .. }) => {
+                "; the relay's certificate has expired and must be renewed on the relay".into()
+            }
+            _ => String::new(),
+        }
+    }
 }
 
-/// Whether `e` comes from refusing the relay's TLS certificate.
-fn rejected_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
-    let is_cert = |e: &(dyn std::error::Error + 'static)| {
-        matches!(
-            e.downcast_ref::<rustls::Error>(),
-            Some(rustls::Error::InvalidCertificate(_))
-        )
-    };
+/// Why the relay's TLS certificate was refused, if `e` comes from that.
+fn refused_certificate(e: &(dyn std::error::Error + 'static)) -> Option<rustls::CertificateError> {
+    let certificate =
+        |e: &(dyn std::error::Error + 'static)| match e.downcast_ref::<rustls::Error>() {
+            Some(rustls::Error::InvalidCertificate(c)) => Some(c.clone()),
+            _ => None,
+        };
     let mut next = Some(e);
     while let Some(e) = next {
         // io::Error hides what it wraps from source(); look inside.
         let wrapped = e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .is_some_and(|inner| is_cert(inner));
-        if is_cert(e) || wrapped {
-            return true;
+            .and_then(|inner| certificate(inner));
+        if let Some(c) = certificate(e).or(wrapped) {
+            return Some(c);
         }
         next = e.source();
     }
-    false
+    None
 }
 
 /// TLS settings for `host`: the system's roots, or only the CA certificates
@@ -177,25 +204,45 @@ fn tls_parameters(
         let pem = std::fs::read(&path).map_err(|e| {
             AuditError::Config(format!("smtp_ca_file: cannot read {}: {e}", path.display()))
         })?;
-        // lettre accepts a file without any certificate, which would make
-        // every connection fail later with a vaguer error.
-        let blocks: Vec<_> = x509_parser::pem::Pem::iter_from_buffer(&pem).collect();
-        let all_certificates = blocks.iter().all(|b| {
-            b.as_ref()
-                .is_ok_and(|p| p.label == "CERTIFICATE" && p.parse_x509().is_ok())
-        });
-        if blocks.is_empty() || !all_certificates {
-            return Err(AuditError::Config(format!(
-                "smtp_ca_file: {} holds no PEM certificate (or a damaged one); give the \
-                 relay's CA certificate",
-                path.display()
-            )));
-        }
+        check_ca_file(&path, &pem)?;
         builder = builder
             .certificate_store(CertificateStore::None)
             .add_root_certificate(Certificate::from_pem(&pem).map_err(tls_err)?);
     }
     builder.build_rustls().map_err(tls_err)
+}
+
+/// A CA file must hold PEM certificates and nothing else: lettre accepts a
+/// file without any, which would make every connection fail later with a
+/// vaguer error.
+fn check_ca_file(path: &Path, pem: &[u8]) -> Result<(), AuditError> {
+    let bad = |what: String| {
+        Err(AuditError::Config(format!(
+            "smtp_ca_file: {} {what}; it must hold the PEM certificate(s) of the CA that \
+             signed the relay's certificate, and nothing else",
+            path.display()
+        )))
+    };
+    let mut count = 0;
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
+        match block {
+            Err(e) => return bad(format!("is not valid PEM ({e})")),
+            Ok(p) if p.label != "CERTIFICATE" => {
+                return bad(format!("holds a {:?} block", p.label));
+            }
+            Ok(p) if p.parse_x509().is_err() => {
+                return bad(format!(
+                    "holds a damaged certificate (number {})",
+                    count + 1
+                ));
+            }
+            Ok(_) => count += 1,
+        }
+    }
+    if count == 0 {
+        return bad("holds no PEM certificate".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -213,6 +260,13 @@ mod tests {
 
     fn error(c: &AuditConfig, dir: &Path) -> String {
         Mailer::from_config(c, dir).err().unwrap().to_string()
+    }
+
+    #[test]
+    fn an_ipv6_relay_is_named_without_brackets() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Mailer::from_config(&config("smtps://[::1]:465", None, None), dir.path()).unwrap();
+        assert_eq!(m.host, "::1");
     }
 
     #[test]
@@ -271,17 +325,26 @@ mod tests {
         };
         let e = error(&with_ca("smtps://mail.example.com"), d);
         assert!(e.contains("cannot read") && e.contains("ca.pem"), "{e}");
-        for junk in [
-            "".to_string(),
-            "not a certificate\n".to_string(),
-            crate::tls::self_signed(&["x".into()]).unwrap().key_pem,
-            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_string(),
+        let ca = crate::tls::self_signed(&["mail.example.com".into()]).unwrap();
+        for (junk, says) in [
+            (String::new(), "holds no PEM certificate"),
+            ("not a certificate\n".into(), "holds no PEM certificate"),
+            (
+                format!("{}{}", ca.cert_pem, ca.key_pem),
+                "holds a \"PRIVATE KEY\" block",
+            ),
+            (
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+                "damaged certificate",
+            ),
         ] {
             std::fs::write(d.join("ca.pem"), &junk).unwrap();
             let e = error(&with_ca("smtps://mail.example.com"), d);
-            assert!(e.contains("holds no PEM certificate"), "{junk:?}: {e}");
+            assert!(
+                e.contains(says) && e.contains("nothing else"),
+                "{junk:?}: {e}"
+            );
         }
-        let ca = crate::tls::self_signed(&["mail.example.com".into()]).unwrap();
         std::fs::write(d.join("ca.pem"), &ca.cert_pem).unwrap();
         assert!(Mailer::from_config(&with_ca("smtps://mail.example.com"), d).is_ok());
         assert!(Mailer::from_config(&with_ca("smtp+starttls://mail.example.com"), d).is_ok());
