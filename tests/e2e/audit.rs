@@ -77,26 +77,14 @@ impl Smtp {
     /// A relay that wants STARTTLS and shows a certificate for 127.0.0.1
     /// issued by a private CA; returns the CA's certificate too.
     fn start_with_private_ca() -> (Self, String) {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Mail CA");
-        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
+        let pki = penguindome_tests::PrivateCa::issue("Mail CA", &["127.0.0.1"]);
         let files = tempfile::tempdir().unwrap();
         let (cert_file, key_file) = (
             files.path().join("relay.crt"),
             files.path().join("relay.key"),
         );
-        std::fs::write(&cert_file, cert.pem()).unwrap();
-        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        std::fs::write(&cert_file, &pki.cert_pem).unwrap();
+        std::fs::write(&key_file, &pki.key_pem).unwrap();
         let smtp = Self::spawn(|port, maildir| {
             let mut c = Command::new("/usr/bin/python3");
             c.args(["-c", TLS_SERVER])
@@ -106,7 +94,7 @@ impl Smtp {
                 .arg(&key_file);
             c
         });
-        (smtp, ca_pem)
+        (smtp, pki.ca_pem)
     }
 
     fn spawn(command: impl FnOnce(u16, &std::path::Path) -> Command) -> Self {

@@ -532,18 +532,7 @@ fn several_listeners_record_where_clients_came_in() {
     std::fs::write(&toml, server_toml).unwrap();
     let server = site.start();
     // The listeners answer a moment before the line naming them is logged.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !server
-        .log_text()
-        .contains(&format!("http://127.0.0.1:{plain_port} (local)"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.wait_for_log(&format!("http://127.0.0.1:{plain_port} (local)"));
 
     // An agent that talks plain HTTP to the loopback listener, by consent.
     let agent = site.agent("local-agent");
@@ -585,24 +574,12 @@ fn several_listeners_record_where_clients_came_in() {
 fn a_ca_signed_certificate_is_checked_against_the_system_roots() {
     // A private CA stands in for a public one; SSL_CERT_FILE stands in for
     // the system's trust store, which the agent reads when nothing is pinned.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Test Root CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let server_key = rcgen::KeyPair::generate().unwrap();
-    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &issuer)
-        .unwrap();
+    let pki = penguindome_tests::PrivateCa::issue("Test Root CA", &["127.0.0.1"]);
 
     let site = Site::init_with(|dir| {
-        std::fs::write(dir.join("server.crt"), server_cert.pem()).unwrap();
-        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.join("server.crt"), &pki.cert_pem).unwrap();
+        std::fs::write(dir.join("server.key"), &pki.key_pem).unwrap();
+        std::fs::write(dir.join("ca.pem"), &pki.ca_pem).unwrap();
         vec![
             "--tls-cert".into(),
             dir.join("server.crt").display().to_string(),
@@ -721,13 +698,5 @@ fn a_trusted_proxy_names_the_client_and_nobody_else_can() {
     let doc = site.admin_json(&["clients", "show", &client.id, "--json"]);
     assert_eq!(doc["last_address"], "198.51.100.4", "{doc:#}");
     assert_eq!(doc["last_listener"], "behind-proxy");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !server.log_text().contains("192.0.2.9") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.wait_for_log("192.0.2.9");
 }

@@ -44,6 +44,21 @@ fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> Option<Strin
     }
 }
 
+/// Waits up to a minute until `unit`'s journal holds every one of `needles`:
+/// journald stores lines asynchronously, a moment after they were written.
+fn wait_for_journal(c: &BootedDebian, unit: &str, needles: &[&str]) {
+    let mut journal = String::new();
+    let start = Instant::now();
+    while !needles.iter().all(|n| journal.contains(n)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{needles:?} not in the journal of {unit}:\n{journal}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        journal = stdout(&c.exec(&["journalctl", "--no-pager", "-u", unit]));
+    }
+}
+
 #[test]
 fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     // Reports every minute, so that the agent's own facts arrive soon.
@@ -106,20 +121,10 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
         })
     });
     assert_eq!(client_id.len(), 32, "a machine id");
-    // journald stores lines asynchronously: poll rather than read once.
-    wait_for(
-        Duration::from_secs(30),
-        "the agent's log in the journal",
-        || {
-            let journal = stdout(&c.exec(&[
-                "journalctl",
-                "--no-pager",
-                "-u",
-                "penguindome-agent.service",
-            ]));
-            (journal.contains("penguindome-agent[") && journal.contains("enrolled with"))
-                .then_some(journal)
-        },
+    wait_for_journal(
+        &c,
+        "penguindome-agent.service",
+        &["penguindome-agent[", "enrolled with"],
     );
 
     // An admin's local change to the configuration survives upgrades.
@@ -186,19 +191,11 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
         (installed() == format!("{v}-3")).then_some(String::new())
     });
     // dpkg shows the new version before the upgrade service logs its
-    // summary, so wait for the journal line rather than reading it once.
-    wait_for(
-        Duration::from_secs(60),
-        "the upgrade's summary in the journal",
-        || {
-            let log = stdout(&c.exec(&[
-                "journalctl",
-                "--no-pager",
-                "-u",
-                "penguindome-upgrade.service",
-            ]));
-            log.contains(&format!("{v}-1 -> {v}-3")).then_some(log)
-        },
+    // summary.
+    wait_for_journal(
+        &c,
+        "penguindome-upgrade.service",
+        &[&format!("{v}-1 -> {v}-3")],
     );
     assert_eq!(
         stdout(&c.exec(&["systemctl", "is-active", "penguindome.timer"])),
@@ -394,17 +391,11 @@ fn the_server_package_installs_runs_as_its_user_and_purges_cleanly() {
         ]),
         "success"
     );
-    // journald may store a unit's last lines just after the unit ended.
-    wait_for(Duration::from_secs(20), "the audit's journal lines", || {
-        let journal = ok(&[
-            "journalctl",
-            "--no-pager",
-            "-u",
-            "penguindome-audit.service",
-        ]);
-        (journal.contains("container-test since") && journal.contains("opened by the install test"))
-            .then_some(journal)
-    });
+    wait_for_journal(
+        &c,
+        "penguindome-audit.service",
+        &["container-test since", "opened by the install test"],
+    );
     let issues: serde_json::Value =
         serde_json::from_str(&ok(&["pdome-admin", "issues", "list", "--json"])).unwrap();
     assert!(issues[0]["alerted_at"].is_string(), "{issues}");

@@ -66,6 +66,41 @@ pub fn free_port() -> u16 {
     )
 }
 
+/// A certificate for `names` issued by a new private CA, all PEM.
+pub struct PrivateCa {
+    /// The CA's certificate.
+    pub ca_pem: String,
+    /// The issued certificate.
+    pub cert_pem: String,
+    /// The issued certificate's key.
+    pub key_pem: String,
+}
+
+impl PrivateCa {
+    /// Makes a CA named `ca_name` and a certificate for `names` from it.
+    pub fn issue(ca_name: &str, names: &[&str]) -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, ca_name);
+        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        Self {
+            ca_pem,
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
 /// Output as text, for assertions and failure messages.
 pub fn text(o: &Output) -> String {
     format!(
@@ -403,6 +438,20 @@ impl Server {
     /// The server's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to ten seconds for `needle` in the log (lines are written a
+    /// moment after the requests they describe are answered).
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log_text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} is not in the server log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Stops with SIGTERM and waits.
