@@ -580,6 +580,20 @@ fn admin_commands_for_issues_and_parameters() {
     let listed = site.admin_json(&["issues", "list", "--json"]);
     assert!(listed.as_array().unwrap().is_empty(), "{listed:#}");
 
+    // The checks table ends with the business time the audit counts.
+    configure_audit_with(
+        &site,
+        "smtp://127.0.0.1:25",
+        "holidays = [\"2026-12-24\", \"12-25\"]\n",
+    );
+    let table = succeeds(&site, &["issues", "checks"]);
+    assert!(
+        table.contains(
+            "Business hours: Mon Tue Wed Thu Fri Sat Sun 00:00-23:59 UTC, except 12-25 2026-12-24;"
+        ),
+        "{table}"
+    );
+
     // A bad [audit] setting is a clear error naming the key.
     let path = site.config_dir.join("server.toml");
     let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();

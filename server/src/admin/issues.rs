@@ -270,13 +270,8 @@ async fn execute(
             }
             println!("{t}");
             println!(
-                "Business hours: {} {}, {} per day; not reporting after {} business time.",
-                config
-                    .audit
-                    .business_hours
-                    .as_deref()
-                    .unwrap_or("09:00-17:00"),
-                settings.hours.zone_name(),
+                "Business hours: {}; {} per day; not reporting after {} business time.",
+                settings.hours.summary(),
                 humantime::format_duration(settings.hours.day_length()),
                 humantime::format_duration(settings.not_reporting_after)
             );

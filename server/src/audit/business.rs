@@ -195,6 +195,29 @@ impl BusinessHours {
     pub fn zone_name(&self) -> &str {
         self.zone.name()
     }
+
+    /// Days, hours, zone and days off, as `pdome-admin issues checks` shows
+    /// them: "Mon Tue 09:00-17:00 UTC, except 12-25".
+    pub fn summary(&self) -> String {
+        let days: Vec<String> = self.days.iter().map(|d| d.to_string()).collect();
+        let mut text = format!(
+            "{} {}-{} {}",
+            days.join(" "),
+            self.start.format("%H:%M"),
+            self.end.format("%H:%M"),
+            self.zone.name()
+        );
+        let off: Vec<String> = self
+            .yearly_off
+            .iter()
+            .map(|(m, d)| format!("{m:02}-{d:02}"))
+            .chain(self.dates_off.iter().map(|d| d.to_string()))
+            .collect();
+        if !off.is_empty() {
+            text.push_str(&format!(", except {}", off.join(" ")));
+        }
+        text
+    }
 }
 
 fn parse_hours(text: &str) -> Result<(NaiveTime, NaiveTime), AuditError> {
@@ -331,6 +354,10 @@ mod tests {
             .unwrap()
             .with_holidays(&["2026-12-24".into(), "12-25".into(), " 02-29 ".into()])
             .unwrap();
+        assert_eq!(
+            b.summary(),
+            "Mon Tue Wed Thu Fri 09:00-17:00 UTC, except 02-29 12-25 2026-12-24"
+        );
         // Wednesday 23 December 16:00 to Monday 28 December 10:00: Thursday
         // 24 (that year only) and Friday 25 (every year) are off.
         assert_eq!(
