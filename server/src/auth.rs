@@ -211,13 +211,7 @@ impl AccessRules {
     }
 
     fn ip_allowed(&self, endpoint: &str, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        };
+        let ip = ip.to_canonical();
         self.endpoint
             .get(endpoint)
             .is_some_and(|r| r.ip_ranges.iter().any(|n| n.contains(&ip)))

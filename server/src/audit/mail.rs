@@ -49,7 +49,8 @@ impl Mailer {
                  or smtps://, or remove smtp_ca_file"
             )));
         }
-        let tls = || tls_parameters(&relay, &host, c.smtp_ca_file.as_deref(), config_dir);
+        let ca_file = c.smtp_ca_file.as_ref().map(|f| config_dir.join(f));
+        let tls = || tls_parameters(&relay, &host, ca_file.as_deref());
         let builder = SmtpTransport::builder_dangerous(&host);
         let mut builder = match url.scheme() {
             "smtp" => builder.port(url.port().unwrap_or(25)),
@@ -114,7 +115,7 @@ impl Mailer {
             from,
             relay,
             host,
-            ca_file: c.smtp_ca_file.as_ref().map(|f| config_dir.join(f)),
+            ca_file,
         })
     }
 
@@ -193,18 +194,16 @@ fn tls_parameters(
     relay: &str,
     host: &str,
     ca_file: Option<&Path>,
-    config_dir: &Path,
 ) -> Result<TlsParameters, AuditError> {
     let tls_err = |e: lettre::transport::smtp::Error| {
         AuditError::Config(format!("smtp {relay:?}: cannot set up TLS: {e}"))
     };
     let mut builder = TlsParameters::builder(host.to_string());
-    if let Some(file) = ca_file {
-        let path = config_dir.join(file);
-        let pem = std::fs::read(&path).map_err(|e| {
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
             AuditError::Config(format!("smtp_ca_file: cannot read {}: {e}", path.display()))
         })?;
-        check_ca_file(&path, &pem)?;
+        check_ca_file(path, &pem)?;
         builder = builder
             .certificate_store(CertificateStore::None)
             .add_root_certificate(Certificate::from_pem(&pem).map_err(tls_err)?);
