@@ -1,12 +1,14 @@
 //! One `penguindome-agent run`, as the timer starts it every minute:
 //! enroll if needed, ask for updates, collect when due, submit when due.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::envelope::new_nonce;
+use penguindome_protocol::facts::{self, Timestamp};
 use penguindome_protocol::wire::Report;
 
 use crate::collectors::{self, Cache, Context, PluginSettings};
@@ -14,7 +16,7 @@ use crate::host::Host;
 use crate::session::{Delivery, Session, SessionError};
 use crate::spool::{Spool, SpoolError};
 use crate::state::{AgentState, LastError, StateDir};
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 use crate::upgrade;
 
 /// Runs are started every minute give or take the timer's random delay, so
@@ -59,6 +61,8 @@ pub struct RunOutcome {
     pub errors: Vec<String>,
     /// Failures to reach the server (expected on an offline laptop).
     pub offline: Vec<String>,
+    /// The server's certificate was refused: the URL and why.
+    pub refused: Option<(String, String)>,
 }
 
 fn is_due(last: Option<DateTime<Utc>>, interval: Duration, now: DateTime<Utc>) -> bool {
@@ -73,19 +77,29 @@ fn is_due(last: Option<DateTime<Utc>>, interval: Duration, now: DateTime<Utc>) -
 
 /// The agent's own facts: its version, the installed package, the newest
 /// release and how the last self-upgrade went, so failures reach the server.
-fn agent_facts(agent: &Agent, state: &AgentState) -> serde_json::Value {
-    let outcome = upgrade::last_outcome(agent.state.root());
-    serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "package_version": upgrade::installed_agent_version(&agent.host),
-        "latest_release": state.latest_release,
-        "upgrade": outcome.map(|o| serde_json::json!({
-            "finished_at": o.finished_at.map(|t| penguindome_protocol::envelope::utc::format(&t)),
-            "package_manager": o.package_manager,
-            "from_version": o.from_version,
-            "to_version": o.to_version,
-            "error": o.error,
-        })),
+fn agent_facts(
+    state_dir: &Path,
+    host: &Host,
+    state: &AgentState,
+    now: DateTime<Utc>,
+) -> serde_json::Value {
+    let last_upgrade = upgrade::last_outcome(state_dir).map(|o| facts::agent::UpgradeOutcome {
+        finished_at: o.finished_at.map(Timestamp::from),
+        package_manager: o.package_manager,
+        from_version: o.from_version,
+        to_version: o.to_version,
+        error: o.error,
+    });
+    facts::to_value(&facts::agent::Agent {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        package_version: upgrade::installed_agent_version(host),
+        latest_release: state.latest_release,
+        upgrade: last_upgrade,
+        certificate_refused: state.certificate_refused.clone().filter(|r| {
+            (now - r.at.0)
+                .to_std()
+                .is_ok_and(|age| age < REFUSAL_REPORTED_FOR)
+        }),
     })
 }
 
@@ -141,6 +155,7 @@ pub fn collect_report(
         hostname: hostname(),
         collected_at: Utc::now(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        facts_version: facts::FACTS_VERSION,
         plugins,
     })
 }
@@ -148,6 +163,9 @@ pub fn collect_report(
 impl RunOutcome {
     fn fail(&mut self, e: &SessionError, what: &str) {
         let msg = format!("{what}: {e}");
+        if let SessionError::Transport(TransportError::Untrusted { url, message }) = e {
+            self.refused = Some((url.clone(), message.clone()));
+        }
         if e.is_offline() {
             log::warn!("{msg}");
             self.offline.push(msg);
@@ -158,7 +176,19 @@ impl RunOutcome {
     }
 }
 
-/// Performs one run.
+/// How long the agent reports a refused server certificate.
+const REFUSAL_REPORTED_FOR: Duration = Duration::from_secs(7 * 86_400);
+
+/// What every step of a run shares.
+struct Step<'a> {
+    agent: &'a Agent,
+    session: &'a Session<'a>,
+    host_name: &'a str,
+    now: DateTime<Utc>,
+}
+
+/// Performs one run: enroll once, ask the server for news, collect when
+/// due, submit when due, and remember how it went.
 pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
     let mut outcome = RunOutcome::default();
     let Some(_lock) = agent.state.try_lock()? else {
@@ -173,158 +203,247 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
     let transport = Transport::new(config)?;
     let session = Session::new(config, &transport, &key, agent.machine_id.clone())?;
     let host_name = hostname();
-    let now = Utc::now();
+    let step = Step {
+        agent,
+        session: &session,
+        host_name: &host_name,
+        now: Utc::now(),
+    };
+    let enrolled = step.enroll(&mut state, &mut outcome, key.fingerprint());
+    if enrolled {
+        step.check_for_news(&mut state, &mut outcome);
+    }
+    step.collect_when_due(&spool, &mut state, &mut outcome, opts)?;
+    if enrolled {
+        step.submit_when_due(&spool, &mut state, &mut outcome, opts)?;
+    }
+    outcome.pending = spool.entries()?.len();
+    remember(&mut state, &outcome, step.now);
+    agent.state.save(&state)?;
+    Ok(outcome)
+}
 
-    // 1. Enrollment, once per key and server.
-    let mut enrolled = state.enrolled_fingerprint.as_deref() == Some(key.fingerprint())
-        && state.enrolled_server.as_deref() == Some(config.base_url());
-    if !enrolled {
-        match session.enroll(&host_name, &config.enrollment_credential) {
+impl Step<'_> {
+    /// Enrolls this key with this server, once. Returns whether it is.
+    fn enroll(&self, state: &mut AgentState, outcome: &mut RunOutcome, fingerprint: &str) -> bool {
+        let server = self.agent.config.base_url();
+        if state.enrolled_fingerprint.as_deref() == Some(fingerprint)
+            && state.enrolled_server.as_deref() == Some(server)
+        {
+            return true;
+        }
+        let credential = &self.agent.config.enrollment_credential;
+        match self.session.enroll(self.host_name, credential) {
             Ok(r) => {
-                log::info!(client_id:% = agent.machine_id; "enrolled with {} as {} ({})", config.base_url(), r.client_id, r.status);
-                state.enrolled_fingerprint = Some(key.fingerprint().to_string());
-                state.enrolled_server = Some(config.base_url().to_string());
-                enrolled = true;
+                log::info!(client_id:% = self.agent.machine_id; "enrolled with {server} as {} ({})", r.client_id, r.status);
+                state.enrolled_fingerprint = Some(fingerprint.to_string());
+                state.enrolled_server = Some(server.to_string());
+                true
             }
-            Err(e) => outcome.fail(&e, "enrollment failed"),
+            Err(e) => {
+                outcome.fail(&e, "enrollment failed");
+                false
+            }
         }
     }
 
-    // 2. Ask the server what to do; the answer is server-signed.
-    if enrolled {
-        match session.update(&host_name) {
-            Ok(u) => {
-                state.last_update_at = Some(now);
-                let skew = (u.server_time - Utc::now()).num_seconds();
-                state.clock_skew_seconds = Some(skew);
-                if skew.abs() > SKEW_WARNING_SECONDS {
-                    log::warn!(
-                        "this machine's clock is {skew} s away from the server's; requests fail beyond 15 minutes"
-                    );
-                }
-                state.latest_release = u.latest_release;
-                let installed = upgrade::installed_agent_version(&agent.host);
-                match upgrade::decide(
-                    installed.as_deref(),
-                    u.latest_release,
-                    upgrade::LastAttempt {
-                        at: state.last_upgrade_attempt_at,
-                        target: state.last_upgrade_target,
-                    },
-                    now,
-                ) {
-                    upgrade::Decision::Start { installed, latest } => {
-                        log::info!(
-                            "release {latest} is published and release {installed} is installed; starting {}",
-                            upgrade::UPGRADE_UNIT
-                        );
-                        state.last_upgrade_attempt_at = Some(now);
-                        state.last_upgrade_target = Some(latest);
-                        if let Err(e) = upgrade::start_unit() {
-                            let msg = format!("cannot start the upgrade: {e:#}");
-                            log::error!("{msg}");
-                            outcome.errors.push(msg);
-                        }
-                    }
-                    upgrade::Decision::Waiting => {
-                        log::info!("an upgrade started recently; waiting before trying again")
-                    }
-                    upgrade::Decision::Current | upgrade::Decision::NotApplicable => {}
-                }
-                if !u.patches.is_empty() {
-                    log::info!(
-                        "{} patches are queued; this agent version does not apply patches yet",
-                        u.patches.len()
-                    );
-                }
-            }
+    /// Asks the server what to do; the answer is server-signed.
+    fn check_for_news(&self, state: &mut AgentState, outcome: &mut RunOutcome) {
+        let u = match self.session.update(self.host_name) {
+            Ok(u) => u,
             Err(e) => {
                 if matches!(e, SessionError::NotEnrolled(_)) {
                     state.enrolled_fingerprint = None;
                 }
                 outcome.fail(&e, "update check failed");
+                return;
             }
+        };
+        state.last_update_at = Some(self.now);
+        let skew = (u.server_time - Utc::now()).num_seconds();
+        state.clock_skew_seconds = Some(skew);
+        if skew.abs() > SKEW_WARNING_SECONDS {
+            log::warn!(
+                "this machine's clock is {skew} s away from the server's; requests fail beyond 15 minutes"
+            );
+        }
+        state.latest_release = u.latest_release;
+        self.consider_upgrade(state, outcome, u.latest_release);
+        if !u.patches.is_empty() {
+            log::info!(
+                "{} patches are queued; this agent version does not apply patches yet",
+                u.patches.len()
+            );
         }
     }
 
-    // 3. Collect when due, and spool before anything is sent.
-    if opts.force_collect || is_due(state.last_collect_at, config.collect_interval, now) {
-        let cache = agent.state.cache();
+    /// Starts the self-upgrade unit when a newer release is published.
+    fn consider_upgrade(
+        &self,
+        state: &mut AgentState,
+        outcome: &mut RunOutcome,
+        latest: Option<u64>,
+    ) {
+        let installed = upgrade::installed_agent_version(&self.agent.host);
+        let last = upgrade::LastAttempt {
+            at: state.last_upgrade_attempt_at,
+            target: state.last_upgrade_target,
+        };
+        match upgrade::decide(installed.as_deref(), latest, last, self.now) {
+            upgrade::Decision::Start { installed, latest } => {
+                log::info!(
+                    "release {latest} is published and release {installed} is installed; starting {}",
+                    upgrade::UPGRADE_UNIT
+                );
+                state.last_upgrade_attempt_at = Some(self.now);
+                state.last_upgrade_target = Some(latest);
+                if let Err(e) = upgrade::start_unit() {
+                    let msg = format!("cannot start the upgrade: {e:#}");
+                    log::error!("{msg}");
+                    outcome.errors.push(msg);
+                }
+            }
+            upgrade::Decision::Waiting => {
+                log::info!("an upgrade started recently; waiting before trying again")
+            }
+            upgrade::Decision::Current | upgrade::Decision::NotApplicable => {}
+        }
+    }
+
+    /// Collects when due, and spools the report before anything is sent.
+    fn collect_when_due(
+        &self,
+        spool: &Spool,
+        state: &mut AgentState,
+        outcome: &mut RunOutcome,
+        opts: RunOptions,
+    ) -> anyhow::Result<()> {
+        let config = &self.agent.config;
+        if !(opts.force_collect || is_due(state.last_collect_at, config.collect_interval, self.now))
+        {
+            return Ok(());
+        }
+        // A refusal this run saw is reported with this very collection.
+        note_refusal(state, outcome, self.now);
+        let cache = self.agent.state.cache();
         let settings = PluginSettings {
             dir: config.plugins_dir.clone(),
             timeout: config.plugin_timeout,
             collectors: config.collectors.clone(),
         };
-        let mut report =
-            collect_report(&agent.host, &cache, &settings, None).context("collection failed")?;
-        report
-            .plugins
-            .insert("agent".into(), agent_facts(agent, &state));
+        let mut report = collect_report(&self.agent.host, &cache, &settings, None)
+            .context("collection failed")?;
+        let own = agent_facts(self.agent.state.root(), &self.agent.host, state, self.now);
+        report.plugins.insert("agent".into(), own);
         spool.push(&report).context("cannot spool the report")?;
         if let Err(e) = cache.save() {
             log::warn!("cannot save the collector cache: {e}");
         }
-        state.last_collect_at = Some(now);
+        state.last_collect_at = Some(self.now);
         outcome.collected = true;
         log::info!(
             "collected {} plugins into report {}",
             report.plugins.len(),
             report.report_id
         );
+        Ok(())
     }
 
-    // 4. Submit when due: oldest first, stopping at the first failure.
-    let pending = spool.entries()?;
-    let submit_due = outcome.collected
-        || opts.force_submit
-        || is_due(state.last_submit_attempt_at, config.submit_interval, now);
-    if enrolled && !pending.is_empty() && submit_due {
-        state.last_submit_attempt_at = Some(now);
+    /// Submits when due: oldest first, stopping at the first failure.
+    fn submit_when_due(
+        &self,
+        spool: &Spool,
+        state: &mut AgentState,
+        outcome: &mut RunOutcome,
+        opts: RunOptions,
+    ) -> anyhow::Result<()> {
+        let pending = spool.entries()?;
+        let due = outcome.collected
+            || opts.force_submit
+            || is_due(
+                state.last_submit_attempt_at,
+                self.agent.config.submit_interval,
+                self.now,
+            );
+        if pending.is_empty() || !due {
+            return Ok(());
+        }
+        state.last_submit_attempt_at = Some(self.now);
         for entry in &pending {
-            let report = match spool.read(entry) {
-                Ok(r) => r,
-                Err(SpoolError::Corrupt { path, message }) => {
-                    let moved = spool.reject(entry)?;
-                    log::error!(
-                        "spool file {} is damaged ({message}); moved to {}",
-                        path.display(),
-                        moved.display()
-                    );
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            match session.submit(&report) {
-                Ok(Delivery::Delivered) => {
-                    spool.remove(entry)?;
-                    state.last_submit_at = Some(Utc::now());
-                    outcome.delivered += 1;
-                }
-                Ok(Delivery::Rejected(why)) => {
-                    let moved = spool.reject(entry)?;
-                    let msg = format!(
-                        "the server rejected report {} ({why}); moved it to {}",
-                        report.report_id,
-                        moved.display()
-                    );
-                    log::error!("{msg}");
-                    outcome.errors.push(msg);
-                }
-                Err(e) => {
-                    if matches!(e, SessionError::NotEnrolled(_)) {
-                        state.enrolled_fingerprint = None;
-                    }
-                    outcome.fail(&e, "submission failed");
-                    break;
-                }
+            if !self.submit_one(spool, entry, state, outcome)? {
+                break;
             }
         }
         if outcome.delivered > 0 {
             log::info!("delivered {} reports", outcome.delivered);
         }
+        Ok(())
     }
-    outcome.pending = spool.entries()?.len();
 
+    /// Sends one spooled report. Returns whether to go on with the next.
+    fn submit_one(
+        &self,
+        spool: &Spool,
+        entry: &crate::spool::Entry,
+        state: &mut AgentState,
+        outcome: &mut RunOutcome,
+    ) -> anyhow::Result<bool> {
+        let report = match spool.read(entry) {
+            Ok(r) => r,
+            Err(SpoolError::Corrupt { path, message }) => {
+                let moved = spool.reject(entry)?;
+                log::error!(
+                    "spool file {} is damaged ({message}); moved to {}",
+                    path.display(),
+                    moved.display()
+                );
+                return Ok(true);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match self.session.submit(&report) {
+            Ok(Delivery::Delivered) => {
+                spool.remove(entry)?;
+                state.last_submit_at = Some(Utc::now());
+                outcome.delivered += 1;
+                Ok(true)
+            }
+            Ok(Delivery::Rejected(why)) => {
+                let moved = spool.reject(entry)?;
+                let msg = format!(
+                    "the server rejected report {} ({why}); moved it to {}",
+                    report.report_id,
+                    moved.display()
+                );
+                log::error!("{msg}");
+                outcome.errors.push(msg);
+                Ok(true)
+            }
+            Err(e) => {
+                if matches!(e, SessionError::NotEnrolled(_)) {
+                    state.enrolled_fingerprint = None;
+                }
+                outcome.fail(&e, "submission failed");
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Keeps a certificate refusal this run met, for the reports to carry.
+fn note_refusal(state: &mut AgentState, outcome: &RunOutcome, now: DateTime<Utc>) {
+    if let Some((url, error)) = &outcome.refused {
+        state.certificate_refused = Some(facts::agent::CertificateRefusal {
+            at: Timestamp::from(now),
+            url: url.clone(),
+            error: error.clone(),
+        });
+    }
+}
+
+/// Records the run's last failure (and any certificate refusal).
+fn remember(state: &mut AgentState, outcome: &RunOutcome, now: DateTime<Utc>) {
+    note_refusal(state, outcome, now);
     state.last_error = outcome
         .errors
         .iter()
@@ -334,8 +453,6 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
             at: Utc::now(),
             message: m.clone(),
         });
-    agent.state.save(&state)?;
-    Ok(outcome)
 }
 
 /// What `status` shows.
@@ -368,11 +485,8 @@ pub fn status(agent: &Agent) -> anyhow::Result<Status> {
     let enrolled = key_fingerprint.is_some()
         && state.enrolled_fingerprint == key_fingerprint
         && state.enrolled_server.as_deref() == Some(agent.config.base_url());
-    let (spool_reports, spool_bytes) =
-        match Spool::open(&agent.state.spool_dir(), agent.config.spool_max_bytes) {
-            Ok(s) => s.usage()?,
-            Err(_) => (0, 0),
-        };
+    let spool = Spool::inspect(&agent.state.spool_dir(), agent.config.spool_max_bytes);
+    let (spool_reports, spool_bytes) = spool.usage().unwrap_or((0, 0));
     Ok(Status {
         client_id: agent.machine_id.clone(),
         server_url: agent.config.base_url().to_string(),
@@ -387,6 +501,78 @@ pub fn status(agent: &Agent) -> anyhow::Result<Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_facts_carry_the_last_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::fixture(dir.path(), vec![]);
+        let state = AgentState {
+            latest_release: Some(7),
+            ..Default::default()
+        };
+        let read = |v: &serde_json::Value| -> facts::agent::Agent {
+            facts::read(Some(v), facts::FACTS_VERSION).unwrap_or_else(|e| panic!("{e}: {v}"))
+        };
+        let never = agent_facts(dir.path(), &host, &state, Utc::now());
+        assert_eq!(never["upgrade"], serde_json::Value::Null, "{never}");
+        assert_eq!(read(&never).latest_release, Some(7));
+
+        let finished = Utc::now();
+        let outcome = upgrade::UpgradeOutcome {
+            finished_at: Some(finished),
+            package_manager: Some("apt".into()),
+            from_version: Some("0.1.0-6".into()),
+            to_version: None,
+            error: Some("apt-get exited with status 100".into()),
+        };
+        std::fs::write(
+            dir.path().join("upgrade.json"),
+            serde_json::to_vec(&outcome).unwrap(),
+        )
+        .unwrap();
+        let facts = read(&agent_facts(dir.path(), &host, &state, Utc::now()));
+        assert_eq!(
+            facts,
+            facts::agent::Agent {
+                version: env!("CARGO_PKG_VERSION").into(),
+                package_version: None,
+                latest_release: Some(7),
+                upgrade: Some(facts::agent::UpgradeOutcome {
+                    finished_at: Some(Timestamp::from(finished)),
+                    package_manager: Some("apt".into()),
+                    from_version: Some("0.1.0-6".into()),
+                    to_version: None,
+                    error: Some("apt-get exited with status 100".into()),
+                }),
+                certificate_refused: None,
+            }
+        );
+    }
+
+    #[test]
+    fn a_refused_certificate_is_reported_for_a_week() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::fixture(dir.path(), vec![]);
+        let now = Utc::now();
+        let mut state = AgentState::default();
+        let outcome = RunOutcome {
+            refused: Some(("https://pd.example.com".into(), "UnknownIssuer".into())),
+            ..Default::default()
+        };
+        remember(&mut state, &outcome, now);
+        let read = |at| -> facts::agent::Agent {
+            facts::read(
+                Some(&agent_facts(dir.path(), &host, &state, at)),
+                facts::FACTS_VERSION,
+            )
+            .unwrap()
+        };
+        let refusal = read(now).certificate_refused.unwrap();
+        assert_eq!(refusal.error, "UnknownIssuer");
+        assert_eq!(refusal.at, Timestamp::from(now));
+        let later = now + chrono::Duration::days(8);
+        assert_eq!(read(later).certificate_refused, None);
+    }
 
     #[test]
     fn due_rules() {

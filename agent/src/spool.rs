@@ -93,6 +93,16 @@ impl Spool {
         })
     }
 
+    /// A view of an existing spool that changes nothing: no directory is
+    /// made, no mode set and no temporary file removed, so that reading
+    /// the status never destroys a report another run is writing.
+    pub fn inspect(dir: &Path, max_bytes: u64) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            max_bytes,
+        }
+    }
+
     /// Writes a report durably. Returns its entry.
     pub fn push<P: serde::Serialize>(&self, report: &Report<P>) -> Result<Entry, SpoolError> {
         self.push_until(report, None)
@@ -248,6 +258,7 @@ mod tests {
             hostname: "h".into(),
             collected_at: Utc::now() - Duration::minutes(100 - n),
             agent_version: "t".into(),
+            facts_version: penguindome_protocol::facts::FACTS_VERSION,
             plugins: BTreeMap::from([("counter".to_string(), serde_json::json!(n))]),
         }
     }
@@ -307,6 +318,23 @@ mod tests {
                 .count();
             assert_eq!(leftovers, 0, "temp files are cleaned after {step:?}");
         }
+    }
+
+    #[test]
+    fn inspecting_leaves_a_report_being_written_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path(), 1 << 20).unwrap();
+        s.push(&report(1)).unwrap();
+        // Another run is half way through writing report 2.
+        s.push_until(&report(2), Some(Step::Written)).unwrap();
+        let view = Spool::inspect(d.path(), 1 << 20);
+        assert_eq!(view.usage().unwrap().0, 1);
+        let temps = fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(TMP_PREFIX))
+            .count();
+        assert_eq!(temps, 1, "the report being written is still there");
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct AgentState {
     /// The newest release the server named at the last update check.
     #[serde(default)]
     pub latest_release: Option<u64>,
+    /// The last refusal of the server's certificate, reported for a week.
+    #[serde(default)]
+    pub certificate_refused: Option<penguindome_protocol::facts::agent::CertificateRefusal>,
 }
 
 /// The state directory.

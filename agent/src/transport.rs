@@ -25,6 +25,36 @@ pub enum TransportError {
         /// What failed.
         message: String,
     },
+    /// The server's certificate does not chain to the pinned one (or the
+    /// system's roots): an interception, or a broken certificate rollout.
+    #[error(
+        "refused the certificate of {url}: {message}; someone may be intercepting this \
+         machine's traffic, or the server's certificate changed without agent.toml's \
+         ca_certificate following it"
+    )]
+    Untrusted {
+        /// The URL tried.
+        url: String,
+        /// What was wrong with the certificate.
+        message: String,
+    },
+}
+
+/// The certificate error behind a failed request, if that is what it was.
+fn refused_certificate(e: &ureq::Error) -> Option<String> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::InvalidCertificate(c)) = tls {
+            return Some(format!("invalid peer certificate: {c:?}"));
+        }
+        current = err.source();
+    }
+    None
 }
 
 /// An HTTP answer.
@@ -129,9 +159,15 @@ impl Transport {
         url: &str,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<Reply, TransportError> {
-        let unreachable = |e: ureq::Error| TransportError::Unreachable {
-            url: url.to_string(),
-            message: e.to_string(),
+        let unreachable = |e: ureq::Error| match refused_certificate(&e) {
+            Some(message) => TransportError::Untrusted {
+                url: url.to_string(),
+                message,
+            },
+            None => TransportError::Unreachable {
+                url: url.to_string(),
+                message: e.to_string(),
+            },
         };
         let mut response = response.map_err(unreachable)?;
         let status = response.status().as_u16();

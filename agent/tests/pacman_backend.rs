@@ -56,7 +56,7 @@ impl World {
         write(
             &root.join("etc/pacman.conf"),
             format!(
-                "[options]\nArchitecture = auto\nIgnorePkg = pd-ignored\nSigLevel = Never\nLocalFileSigLevel = Never\n\n[site]\nServer = file://{}\n",
+                "[options]\nArchitecture = auto\nIgnorePkg = pd-ignored pd-glob*\nIgnoreGroup = pd-held-*\nSigLevel = Never\nLocalFileSigLevel = Never\n\n[site]\nServer = file://{}\n",
                 repo.display()
             ),
         );
@@ -76,12 +76,18 @@ impl World {
 
     /// Builds NAME-VERSION-1-any.pkg.tar.zst by hand (.PKGINFO + payload).
     fn build(&self, name: &str, version: &str) -> PathBuf {
+        self.build_in(name, version, None)
+    }
+
+    /// Builds a package that belongs to `group`, if given.
+    fn build_in(&self, name: &str, version: &str, group: Option<&str>) -> PathBuf {
+        let group = group.map(|g| format!("group = {g}\n")).unwrap_or_default();
         let src = self.base.join(format!("src/{name}-{version}"));
         write(&src.join(format!("usr/share/doc/{name}/VERSION")), version);
         write(
             &src.join(".PKGINFO"),
             format!(
-                "pkgname = {name}\npkgbase = {name}\npkgver = {version}-1\npkgdesc = test package\nurl = https://example.test/\nbuilddate = 1764000000\npackager = Test <t@example.test>\nsize = 8\narch = any\nlicense = custom\n"
+                "pkgname = {name}\npkgbase = {name}\npkgver = {version}-1\npkgdesc = test package\nurl = https://example.test/\nbuilddate = 1764000000\npackager = Test <t@example.test>\nsize = 8\narch = any\nlicense = custom\n{group}"
             ),
         );
         let out = self
@@ -122,6 +128,14 @@ impl World {
 
     /// What pacman itself says is pending, refreshing a copy of the dbs.
     fn pacman_pending(&self) -> BTreeSet<(String, String, String)> {
+        self.pacman_pending_marked()
+            .into_iter()
+            .map(|(n, o, c, _)| (n, o, c))
+            .collect()
+    }
+
+    /// Like [`World::pacman_pending`], with pacman's `[ignored]` mark.
+    fn pacman_pending_marked(&self) -> BTreeSet<(String, String, String, bool)> {
         let tmp = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(
             self.root.join("var/lib/pacman/local"),
@@ -135,8 +149,15 @@ impl World {
             .filter_map(|l| {
                 // NAME OLD -> NEW [ignored]
                 let f: Vec<&str> = l.split_whitespace().collect();
-                (f.len() >= 4 && f[2] == "->")
-                    .then(|| (f[0].to_string(), f[1].to_string(), f[3].to_string()))
+                (f.len() >= 4 && f[2] == "->").then(|| {
+                    let ignored = f.get(4) == Some(&"[ignored]");
+                    (
+                        f[0].to_string(),
+                        f[1].to_string(),
+                        f[3].to_string(),
+                        ignored,
+                    )
+                })
             })
             .collect()
     }
@@ -218,4 +239,50 @@ fn pending_updates_match_pacman_and_the_system_dbs_stay_untouched() {
         hello.candidate, "3.0-1",
         "a newer system sync db is copied in"
     );
+}
+
+#[test]
+fn held_updates_follow_pacmans_ignore_rules() {
+    let w = World::new();
+    let installed = [
+        w.build("pd-plain", "1.0"),
+        w.build("pd-globbed", "1.0"),
+        w.build_in("pd-member", "1.0", Some("pd-held-group")),
+        w.build_in("pd-other-member", "1.0", Some("pd-free-group")),
+    ];
+    let mut args = vec!["-U"];
+    let paths: Vec<String> = installed.iter().map(|p| p.display().to_string()).collect();
+    args.extend(paths.iter().map(String::as_str));
+    w.pacman(&w.root.join("var/lib/pacman"), &args);
+    w.publish(&[
+        w.build("pd-plain", "2.0"),
+        w.build("pd-globbed", "2.0"),
+        w.build_in("pd-member", "2.0", Some("pd-held-group")),
+        w.build_in("pd-other-member", "2.0", Some("pd-free-group")),
+    ]);
+    let reference = w.pacman_pending_marked();
+    let held: BTreeSet<&str> = reference
+        .iter()
+        .filter(|p| p.3)
+        .map(|p| p.0.as_str())
+        .collect();
+    assert_eq!(
+        held,
+        BTreeSet::from(["pd-globbed", "pd-member"]),
+        "pacman's own view: {reference:?}"
+    );
+    let ours: BTreeSet<(String, String, String, bool)> = w
+        .collector_says()
+        .pending
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.installed.clone(),
+                p.candidate.clone(),
+                p.held,
+            )
+        })
+        .collect();
+    assert_eq!(ours, reference);
 }

@@ -246,6 +246,27 @@ impl std::str::FromStr for LevelName {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_annotated_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agent.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The example shows where the site's key goes; a real one is needed
+        // to parse it.
+        let key = crate::SecretKey::generate("example").unwrap();
+        let armored = key.public().to_armored().unwrap();
+        let (head, rest) = text
+            .split_once("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+            .unwrap();
+        let (_, tail) = rest
+            .split_once("-----END PGP PUBLIC KEY BLOCK-----\n")
+            .unwrap();
+        let text = format!("{head}{armored}{tail}");
+        let c = AgentConfig::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.collectors.required_services, ["falcon-sensor"]);
+        assert!(c.collectors.geolocation.is_some());
+        assert_eq!(c.spool_max_bytes, 64 * 1024 * 1024);
+    }
     use super::*;
     use crate::keys::SecretKey;
 

@@ -46,8 +46,16 @@ pub struct Report<P = serde_json::Value> {
     pub collected_at: DateTime<Utc>,
     /// Version of the agent that collected it.
     pub agent_version: String,
+    /// The [`crate::facts`] version the built-in collectors' outputs
+    /// follow; reports of agents from before versions were named are 1.
+    #[serde(default = "first_facts_version")]
+    pub facts_version: u32,
     /// Output of each collector, by collector name.
     pub plugins: BTreeMap<String, P>,
+}
+
+fn first_facts_version() -> u32 {
+    1
 }
 
 /// Body of an enrollment request, signed by the new key itself.
@@ -164,6 +172,10 @@ mod tests {
             "agent_version":"1","plugins":{"a":{"x":[1,2]},"b":"unknown"}}"#;
         let r: Report<Box<serde_json::value::RawValue>> = serde_json::from_str(text).unwrap();
         assert_eq!(r.plugins["a"].get(), r#"{"x":[1,2]}"#);
+        assert_eq!(
+            r.facts_version, 1,
+            "reports without a version are version 1"
+        );
         assert_eq!(r.plugins["b"].get(), r#""unknown""#);
     }
 }

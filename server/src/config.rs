@@ -152,11 +152,11 @@ pub enum StoreConfig {
         path: PathBuf,
     },
     /// A MongoDB (or MongoDB-protocol) database.
-    Mongodb(MongoConfig),
+    Mongodb(Box<MongoConfig>),
 }
 
 /// `[store]` with `backend = "mongodb"`: either a URI, or hosts and the rest.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MongoConfig {
     /// A full connection string (`mongodb://` or `mongodb+srv://`).
@@ -189,9 +189,36 @@ pub struct MongoConfig {
     /// How long to wait for a usable server before a request fails.
     #[serde(default = "default_selection_timeout", with = "humantime_serde")]
     pub server_selection_timeout: Duration,
+    /// How long a write may wait for a replica set's majority (`wtimeout`):
+    /// past it the request fails with 503 and the agent retries, instead
+    /// of every request hanging while a majority is lost.
+    #[serde(default = "default_write_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        Self {
+            uri: None,
+            hosts: Vec::new(),
+            replica_set: None,
+            database: None,
+            username: None,
+            password_file: None,
+            tls: false,
+            tls_ca_file: None,
+            tls_certificate_key_file: None,
+            server_selection_timeout: default_selection_timeout(),
+            write_timeout: default_write_timeout(),
+        }
+    }
 }
 
 fn default_selection_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_write_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
@@ -429,6 +456,43 @@ impl ServerConfig {
 
 #[cfg(test)]
 mod tests {
+
+    /// examples/server.toml, with its MongoDB block in place of [store]
+    /// when `mongodb` is set.
+    fn example(mongodb: bool) -> ServerConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/server.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = if mongodb {
+            let (before, rest) = text.split_once("[store]\nbackend = \"sqlite\"").unwrap();
+            let (_, rest) = rest.split_once("# --- mongodb").unwrap();
+            let (block, after) = rest.split_once("# --- end mongodb ---").unwrap();
+            let block: String = block
+                .lines()
+                .skip_while(|l| !l.starts_with("# [store]"))
+                .map(|l| l.strip_prefix("# ").unwrap_or(l).to_string() + "\n")
+                .collect();
+            format!("{before}{block}{after}")
+        } else {
+            text
+        };
+        ServerConfig::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_annotated_example_parses_with_either_store() {
+        let c = example(false);
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[0].trusted_proxies.len(), 2);
+        assert!(matches!(c.store, StoreConfig::Sqlite { .. }));
+        assert_eq!(c.audit.checks["no-location"].enabled, Some(false));
+        crate::audit::Settings::from_config(&c.audit).unwrap();
+        let StoreConfig::Mongodb(m) = example(true).store else {
+            panic!("the MongoDB block did not replace [store]");
+        };
+        assert_eq!(m.replica_set.as_deref(), Some("rs0"));
+        assert_eq!(m.write_timeout, Duration::from_secs(10));
+        assert!(m.tls_certificate_key_file.is_some());
+    }
     use super::*;
 
     const GOOD: &str = r#"

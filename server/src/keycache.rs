@@ -7,7 +7,7 @@ use std::sync::RwLock;
 
 use penguindome_protocol::PublicKey;
 
-use crate::store::{Store, StoreError};
+use crate::store::{RequestStore, StoreError};
 
 /// Most certificates kept; past it the cache starts over.
 const CAPACITY: usize = 200_000;
@@ -23,7 +23,7 @@ impl KeyCache {
     pub async fn get(
         &self,
         fingerprint: &str,
-        store: &dyn Store,
+        store: &dyn RequestStore,
     ) -> Result<(String, PublicKey), StoreError> {
         if let Some(hit) = self.keys.read().expect("key cache lock").get(fingerprint) {
             return Ok(hit.clone());

@@ -1,9 +1,9 @@
 //! The PenguinDome server: configuration, storage, HTTP endpoints and the
 //! administration commands behind `pdome-admin`.
 
+pub mod access_rules;
 pub mod admin;
 pub mod audit;
-pub mod auth;
 pub mod config;
 pub mod http;
 pub mod keycache;

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::config::ServerConfig;
 use crate::http::{AppState, ListenerName, router};
 use crate::keycache::KeyCache;
-use crate::store::{self, Store};
+use crate::store::{self, RequestStore, StoreBase};
 
 /// Loads the server's signing key, refusing a key file others can read.
 pub fn load_server_key(config: &ServerConfig) -> anyhow::Result<SecretKey> {
@@ -52,8 +52,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         max_body: config.server.max_body_bytes,
         credential_sha256: credential,
         repo: crate::release::publish::Repository::new(config.server.data_dir.join("repo")),
-        access: crate::auth::AccessControl::load(
-            config.config_path(std::path::Path::new(crate::auth::ACCESS_FILE)),
+        access: crate::access_rules::AccessControl::load(
+            config.config_path(std::path::Path::new(crate::access_rules::ACCESS_FILE)),
         )?,
     });
     let app = router(state.clone());
@@ -167,7 +167,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 }
 
 /// Forgets nonces whose window has passed, once a minute.
-async fn housekeeping(store: Arc<dyn Store>) {
+async fn housekeeping(store: Arc<dyn RequestStore>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
@@ -181,10 +181,11 @@ async fn housekeeping(store: Arc<dyn Store>) {
 
 /// Watches the store and says how it is: a log line and an sd-notify STATUS
 /// at each change. The systemd watchdog (when the unit asks for it) is
-/// pinged while this process is responsive, whatever the database does: a
-/// restart would not bring a database back, and requests meanwhile get a
-/// clear 503 while the driver reconnects.
-async fn monitor(store: Arc<dyn Store>, watchdog: Option<Duration>, listening: String) {
+/// pinged while this process is responsive and its own part of the store
+/// works: an unreachable database is not a reason to restart (a restart
+/// would not bring it back, and requests meanwhile get a clear 503 while
+/// the driver reconnects), but a broken embedded writer is.
+async fn monitor(store: Arc<dyn StoreBase>, watchdog: Option<Duration>, listening: String) {
     let every = watchdog
         .map(|w| w / 2)
         .unwrap_or(MONITOR_EVERY)
@@ -193,9 +194,13 @@ async fn monitor(store: Arc<dyn Store>, watchdog: Option<Duration>, listening: S
     let mut healthy = true;
     loop {
         tick.tick().await;
+        let mut broken = false;
         let state = match tokio::time::timeout(MONITOR_EVERY, store.health()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => {
+                broken = matches!(e, crate::store::StoreError::Broken(_));
+                Err(e.to_string())
+            }
             Err(_) => Err(format!(
                 "the {} store did not answer within {} s",
                 store.backend(),
@@ -217,7 +222,7 @@ async fn monitor(store: Arc<dyn Store>, watchdog: Option<Duration>, listening: S
             }
             _ => {}
         }
-        if watchdog.is_some() {
+        if watchdog.is_some() && !broken {
             notify(&[NotifyState::Watchdog]);
         }
     }

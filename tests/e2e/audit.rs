@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use penguindome_agent::transport::Transport;
+use penguindome_protocol::facts::fixtures as fx;
+use penguindome_protocol::facts::{Known, firewall, sshd, to_value};
 use penguindome_tests::{SimClient, Site, free_port, text};
 use serde_json::{Value, json};
 
@@ -178,25 +180,17 @@ fn configure_audit_with(site: &Site, smtp: &str, extra: &str) {
 
 /// A report every default check passes.
 fn compliant() -> Value {
-    json!({
-        "os_updates": {"backend": "apt", "counts": {"pending": 0, "security": 0}, "pending": [], "reboot_required": false},
-        "auto_updates": {"enabled": true, "mechanism": "unattended-upgrades"},
-        "hd_encryption": {"encrypted": true, "filesystems": [{"mountpoint": "/", "encrypted": true}], "swap": []},
-        "firewall": {"status": "on"},
-        "screenlock": {"source": "live", "sessions": []},
-        "guest_session": {"enabled": false},
-        "sshd": {"status": "missing", "config": {}},
-        "users": {"without_password": []},
-        "software": {"compliant": true},
-    })
+    fx::compliant()
 }
 
 fn noncompliant() -> Value {
     let mut v = compliant();
-    v["firewall"] = json!({"status": "off", "evidence": ["the nftables ruleset is empty"]});
-    v["sshd"] = json!({"status": "running", "config": {"passwordauthentication": "yes", "permitrootlogin": "no"}});
-    v["os_updates"] = json!({"counts": {"pending": 1, "security": 1}, "reboot_required": false,
-        "pending": [{"name": "openssl", "security": true}]});
+    let off = fx::firewall(firewall::Status::Off, "the nftables ruleset is empty");
+    v["firewall"] = to_value(&off);
+    v["sshd"] = to_value(&fx::sshd(sshd::Status::Running, "yes", "no"));
+    let mut updates = fx::updates(1, Known::Value(1));
+    updates.pending = vec![fx::pending("openssl", true)];
+    v["os_updates"] = to_value(&updates);
     v
 }
 

@@ -521,6 +521,57 @@ fn server_speaks_the_systemd_notify_protocol() {
 }
 
 #[test]
+fn a_broken_store_writer_fails_health_and_stops_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let site = Site::init();
+    assert!(site.start().stop().success());
+    // A seen nonce the writer cannot load makes it refuse every write.
+    let db = site.data_dir.join("penguindome.db");
+    let script = format!(
+        "import sqlite3; c = sqlite3.connect({:?}); \
+         c.execute(\"INSERT INTO nonces (client_id, nonce, expires_at) VALUES (x'00ff', 'n', {})\"); \
+         c.commit()",
+        db.display().to_string(),
+        Utc::now().timestamp() + 3600
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let socket_path = site.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let _server = site.start_unhealthy(&[
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "400000"),
+    ]);
+    // Three seconds of what the server says: at a 400 ms watchdog a
+    // healthy server would ping several times.
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        if let Ok(n) = socket.recv(&mut buf) {
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("STATUS=store unhealthy")),
+        "{messages:?}"
+    );
+    assert!(
+        !messages.iter().any(|m| m.contains("WATCHDOG=1")),
+        "{messages:?}"
+    );
+}
+
+#[test]
 fn several_listeners_record_where_clients_came_in() {
     let site = Site::init();
     let plain_port = penguindome_tests::free_port();
@@ -699,4 +750,93 @@ fn a_trusted_proxy_names_the_client_and_nobody_else_can() {
     assert_eq!(doc["last_address"], "198.51.100.4", "{doc:#}");
     assert_eq!(doc["last_listener"], "behind-proxy");
     server.wait_for_log("192.0.2.9");
+}
+
+#[test]
+fn client_text_reaches_the_terminal_without_escapes() {
+    let site = Site::init();
+    let _server = site.start();
+    let config = site.agent_config();
+    let transport = Transport::new(&config).unwrap();
+    let hostile = "evil\u{1b}[2J\u{202e}host";
+    let client = SimClient::enroll(&config, &transport, hostile).unwrap();
+    let report = SimClient::report(
+        hostile,
+        json!({"site": {"k\u{1b}]0;title\u{7}": "v\u{202e}alue\u{1b}[31m"}}),
+    );
+    assert_eq!(client.submit(&transport, &report).status, 200);
+    for args in [
+        vec!["clients", "list"],
+        vec!["clients", "show", &client.id],
+        vec!["clients", "history", &client.id],
+    ] {
+        let out = site.admin(&args);
+        assert!(out.status.success(), "{}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("evil"), "{args:?}: {stdout}");
+        assert!(
+            !stdout.contains('\u{1b}') && !stdout.contains('\u{202e}') && !stdout.contains('\u{7}'),
+            "{args:?} printed client-controlled escapes: {stdout:?}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_server_certificate_fails_the_run_and_reaches_the_audit() {
+    let site = Site::init();
+    let _server = site.start();
+    let agent = site.agent("pinned");
+    assert!(agent.cmd(&["run"]).status.success());
+    // The certificate the agent now sees is not the one it pins, as under
+    // an interception: its pin is another CA's.
+    let mut config = site.agent_config();
+    config.ca_certificate = Some(penguindome_tests::PrivateCa::issue("Interceptor", &["x"]).ca_pem);
+    let wrong = agent.root.join("agent.toml");
+    std::fs::write(&wrong, config.to_toml().unwrap()).unwrap();
+    let intercepted = penguindome_tests::AgentHost {
+        config: wrong,
+        root: agent.root.clone(),
+        machine_id: agent.machine_id.clone(),
+    };
+    let out = intercepted.cmd(&["run", "--force-collect"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refused the certificate") && stderr.contains("ERROR"),
+        "{}",
+        text(&out)
+    );
+    let status = intercepted.status();
+    assert!(
+        status["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused the certificate"),
+        "{status}"
+    );
+    // With the right pin again, the report spooled meanwhile tells the
+    // server, and the audit raises it.
+    let out = agent.cmd(&["run", "--force-submit"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc = site.admin_json(&["clients", "show", &agent.machine_id, "--json"]);
+    let refusal = &doc["plugins"]["agent"]["certificate_refused"];
+    assert!(
+        refusal["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid peer certificate"),
+        "{doc}"
+    );
+    let out = site.admin(&["issues", "audit", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let issues = site.admin_json(&["issues", "list", "--json"]);
+    assert!(
+        issues
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "server-certificate-refused"
+                && i["client_id"] == agent.machine_id.as_str()),
+        "{issues}"
+    );
 }

@@ -950,12 +950,23 @@ fn build_packages_makes_server_and_agent_packages() {
         "./usr/lib/systemd/system/penguindome-audit.service",
         "./usr/lib/systemd/system/penguindome-audit.timer",
         "./usr/lib/sysusers.d/penguindome-server.conf",
+        "./usr/share/penguindome/schema/facts-v2/os_updates.json",
+        "./usr/share/penguindome/schema/facts-v2/hd_encryption.json",
     ] {
         assert!(
             contents.contains(path),
             "{path} not in the server package: {contents}"
         );
     }
+    // The published schema is the repository's, byte for byte.
+    let packaged = ok(Command::new("sh").arg("-c").arg(format!(
+        "dpkg-deb --fsys-tarfile '{}' | tar -xOf - ./usr/share/penguindome/schema/facts-v2/firewall.json",
+        server_deb.display()
+    )));
+    let published =
+        std::fs::read_to_string(workspace().join("protocol/schema/facts-v2/firewall.json"))
+            .unwrap();
+    assert_eq!(packaged, published);
     let rpm = out_dir
         .path()
         .join(format!("penguindome-server-{v}-1.x86_64.rpm"));

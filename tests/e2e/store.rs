@@ -1,9 +1,17 @@
 //! The MongoDB backend end to end: outages, and moving a site between
 //! stores.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use penguindome_tests::{Backend, Site, text};
+use penguindome_agent::session::{Session, SessionError};
+use penguindome_agent::transport::Transport;
+use penguindome_protocol::SecretKey;
+use penguindome_protocol::agent_config::AgentConfig;
+use penguindome_protocol::wire::{Report, paths};
+use penguindome_tests::{Backend, FerretDb, SimClient, Site, text};
+use serde_json::json;
 
 #[test]
 fn a_database_outage_is_reported_and_survived() {
@@ -139,4 +147,141 @@ fn a_site_moves_from_the_embedded_store_to_mongodb_and_back() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("backend = \"sqlite\""));
+}
+
+/// A number from the operating system's randomness, below `bound`.
+fn random_below(bound: u64) -> u64 {
+    let hex = &penguindome_protocol::envelope::new_nonce()[..16];
+    u64::from_str_radix(hex, 16).unwrap() % bound
+}
+
+/// Sends `report` until the server acknowledges it, as an agent retries
+/// its spool; every attempt is a new request with a new nonce.
+fn submit_until_stored(transport: &Transport, client: &SimClient, report: &Report) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        match transport.post(paths::SUBMIT, &client.seal(report)) {
+            Ok(r) if r.status == 200 => return,
+            // The database is down or the request was cut: not stored, so
+            // not acknowledged; try again.
+            Ok(r) if r.status == 503 => {}
+            Err(_) => {}
+            Ok(r) => panic!("a submission was refused: {}", r.describe()),
+        }
+        assert!(Instant::now() < deadline, "not stored within 180 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Enrolls a new machine, retrying through outages until it is in: an
+/// interrupted enrollment must never lock the machine out.
+fn enroll_until_enrolled(config: &AgentConfig, transport: &Transport, n: usize) -> SimClient {
+    let id = penguindome_protocol::envelope::new_nonce();
+    let key = SecretKey::generate(&format!("kill {id}")).unwrap();
+    let session = Session::new(config, transport, &key, id.clone()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        match session.enroll(&format!("joiner-{n}"), &config.enrollment_credential) {
+            Ok(_) => break,
+            Err(e) if e.is_offline() || matches!(e, SessionError::Transport(_)) => {}
+            Err(e) => panic!("machine {id} cannot enroll after an outage: {e}"),
+        }
+        assert!(Instant::now() < deadline, "not enrolled within 180 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    SimClient { id, key }
+}
+
+#[test]
+fn killing_the_database_during_a_burst_loses_no_acknowledged_submission() {
+    const CLIENTS: usize = 6;
+    const PER_CLIENT: u64 = 30;
+    const KILLS: usize = 4;
+    let Some(binary) = penguindome_tests::ferretdb() else {
+        return;
+    };
+    let port = penguindome_tests::free_port();
+    let db_dir = tempfile::tempdir().unwrap();
+    let mut db = Some(FerretDb::start_in(&binary, port, db_dir.path()));
+    let site = Site::init_on(&Backend::Mongodb(format!("mongodb://127.0.0.1:{port}/")));
+    let server = site.start();
+    let config = site.agent_config();
+    let transport = Transport::new(&config).unwrap();
+    let clients: Vec<SimClient> = (0..CLIENTS)
+        .map(|i| SimClient::enroll(&config, &transport, &format!("kill-{i}")).unwrap())
+        .collect();
+
+    let acked = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let joiners: Mutex<Vec<SimClient>> = Mutex::default();
+    std::thread::scope(|scope| {
+        for (i, client) in clients.iter().enumerate() {
+            let (config, acked) = (&config, &acked);
+            scope.spawn(move || {
+                let transport = Transport::new(config).unwrap();
+                for n in 1..=PER_CLIENT {
+                    let report =
+                        SimClient::report(&format!("kill-{i}"), json!({"burst": {"n": n}}));
+                    submit_until_stored(&transport, client, &report);
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        let (config, done, joiners) = (&config, &done, &joiners);
+        scope.spawn(move || {
+            let transport = Transport::new(config).unwrap();
+            let mut n = 0;
+            while !done.load(Ordering::SeqCst) {
+                let joiner = enroll_until_enrolled(config, &transport, n);
+                joiners.lock().unwrap().push(joiner);
+                n += 1;
+            }
+        });
+        // Kill the database at random moments spread over the burst, and
+        // bring it back on the same data.
+        let total = CLIENTS as u64 * PER_CLIENT;
+        for k in 1..=KILLS as u64 {
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while acked.load(Ordering::SeqCst) < k * total / (KILLS as u64 + 1) {
+                assert!(Instant::now() < deadline, "the burst stalled");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(random_below(300)));
+            drop(db.take());
+            std::thread::sleep(Duration::from_millis(100 + random_below(700)));
+            db = Some(FerretDb::start_in(&binary, port, db_dir.path()));
+        }
+        while acked.load(Ordering::SeqCst) < total {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        done.store(true, Ordering::SeqCst);
+    });
+
+    // Every acknowledged report is in the audit trail, each exactly once.
+    for client in &clients {
+        let history = site.admin_json(&[
+            "clients", "history", &client.id, "--json", "--limit", "1000",
+        ]);
+        let mut stored: Vec<u64> = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| match r["field"].as_str() {
+                Some("plugins.burst.n") => r["new"].as_u64(),
+                Some("plugins.burst") => r["new"]["n"].as_u64(),
+                _ => None,
+            })
+            .collect();
+        stored.sort_unstable();
+        let expected: Vec<u64> = (1..=PER_CLIENT).collect();
+        assert_eq!(stored, expected, "client {}: {history}", client.id);
+    }
+    // Every machine that enrolled during the outages can report.
+    let joiners = joiners.into_inner().unwrap();
+    assert!(!joiners.is_empty());
+    for (n, joiner) in joiners.iter().enumerate() {
+        let report = SimClient::report(&format!("joiner-{n}"), json!({"joined": true}));
+        submit_until_stored(&transport, joiner, &report);
+    }
+    drop(server);
 }

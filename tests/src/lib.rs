@@ -386,19 +386,30 @@ pub fn ferretdb() -> Option<PathBuf> {
     }
 }
 
-/// A FerretDB started by a test on a given port; stopped when dropped.
+/// A FerretDB started by a test on a given port; killed when dropped.
 pub struct FerretDb {
     child: Child,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl FerretDb {
-    /// Starts FerretDB (SQLite handler) on 127.0.0.1:`port` and waits for it.
+    /// Starts FerretDB (SQLite handler) on 127.0.0.1:`port` with a fresh
+    /// data directory and waits for it.
     pub fn start(binary: &Path, port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let mut db = Self::start_in(binary, port, dir.path());
+        db._dir = Some(dir);
+        db
+    }
+
+    /// Starts FerretDB on 127.0.0.1:`port` with its data (and its state
+    /// file) in `dir`, which outlives it, so a test can kill and restart
+    /// the same database.
+    pub fn start_in(binary: &Path, port: u16, dir: &Path) -> Self {
         let child = Command::new(binary)
             .arg("--handler=sqlite")
-            .arg(format!("--sqlite-url=file:{}/", dir.path().display()))
+            .arg(format!("--sqlite-url=file:{}/", dir.display()))
+            .arg(format!("--state-dir={}", dir.display()))
             .arg(format!("--listen-addr=127.0.0.1:{port}"))
             .args([
                 "--log-level=warn",
@@ -417,7 +428,7 @@ impl FerretDb {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { child, _dir: dir }
+        Self { child, _dir: None }
     }
 }
 
@@ -569,6 +580,7 @@ impl SimClient {
             hostname: hostname.into(),
             collected_at: Utc::now(),
             agent_version: "sim".into(),
+            facts_version: penguindome_protocol::facts::FACTS_VERSION,
             plugins: plugins.as_object().unwrap().clone().into_iter().collect(),
         }
     }

@@ -3,7 +3,12 @@
 //! periodic settings (Debian, Ubuntu), dnf-automatic (dnf 4 and dnf 5).
 //! Arch has no supported unattended upgrade and says so.
 
-use serde_json::{Value, json};
+use penguindome_protocol::facts::Known;
+use penguindome_protocol::facts::auto_updates::{
+    Applies, AutoUpdates as Facts, Mechanism, Settings,
+};
+use penguindome_protocol::facts::to_value;
+use serde_json::Value;
 
 use super::packages::installed_versions;
 use super::unit_files::unit_state;
@@ -100,7 +105,7 @@ fn apt_settings(host: &Host) -> (std::collections::BTreeMap<String, String>, Vec
     (out, read)
 }
 
-fn apt(host: &Host) -> Value {
+fn apt(host: &Host) -> Facts {
     let installed = installed_versions(host, &["unattended-upgrades".to_string()])
         .is_ok_and(|(found, _)| found.contains_key("unattended-upgrades"));
     let (settings, files) = apt_settings(host);
@@ -115,48 +120,49 @@ fn apt(host: &Host) -> Value {
     let timer = unit_state(host, "apt-daily-upgrade.timer");
     let enabled = installed && lists && unattended && timer == "enabled";
     // Which origins unattended-upgrades takes updates from.
-    let origins: Vec<String> = settings
+    let origins: Vec<&String> = settings
         .iter()
         .filter(|(k, _)| {
             k.starts_with("unattended-upgrade::origins-pattern")
                 || k.starts_with("unattended-upgrade::allowed-origins")
         })
-        .map(|(_, v)| v.clone())
+        .map(|(_, v)| v)
         .collect();
     let applies = if !enabled {
         if download_only {
-            "download-only"
+            Applies::DownloadOnly
         } else {
-            "none"
+            Applies::None
         }
     } else if !origins.is_empty()
         && origins
             .iter()
             .all(|o| o.to_ascii_lowercase().contains("security"))
     {
-        "security"
+        Applies::Security
     } else {
-        "all-configured-origins"
+        Applies::AllConfiguredOrigins
     };
-    json!({
-        "enabled": enabled,
-        "mechanism": "unattended-upgrades",
-        "applies": applies,
-        "installed": installed,
-        "timer": timer,
-        "settings": {
-            "update_package_lists": lists,
-            "unattended_upgrade": unattended,
-        },
-        "evidence": [
-            "/var/lib/dpkg/status (unattended-upgrades)",
+    Facts {
+        enabled: Known::Value(enabled),
+        mechanism: Some(Mechanism::UnattendedUpgrades),
+        applies: Some(applies),
+        installed: Some(installed),
+        timers: vec![format!("apt-daily-upgrade.timer: {timer}")],
+        settings: Some(Settings {
+            update_package_lists: Some(lists),
+            unattended_upgrade: Some(unattended),
+            ..Settings::default()
+        }),
+        evidence: vec![
+            "/var/lib/dpkg/status (unattended-upgrades)".into(),
             format!("apt.conf: {}", files.join(", ")),
-            "apt-daily-upgrade.timer in the systemd unit directories",
+            "apt-daily-upgrade.timer in the systemd unit directories".into(),
         ],
-    })
+    }
 }
 
-fn dnf(host: &Host) -> Value {
+fn dnf(host: &Host) -> Facts {
     // dnf 5 keeps its plugin's settings elsewhere and names the timer differently.
     let candidates = [
         (
@@ -169,42 +175,84 @@ fn dnf(host: &Host) -> Value {
         ),
     ];
     for (conf, timers) in candidates {
-        let Ok(text) = host.read_to_string(conf) else {
-            continue;
-        };
-        let get = |key: &str| {
-            text.lines()
-                .filter_map(|l| l.split_once('='))
-                .filter(|(k, _)| k.trim() == key)
-                .map(|(_, v)| v.trim().to_string())
-                .next_back()
-        };
-        let apply = get("apply_updates")
-            .is_some_and(|v| matches!(v.as_str(), "yes" | "1" | "true" | "True"));
-        let kind = get("upgrade_type").unwrap_or_else(|| "default".into());
-        let timer_states: Vec<(&str, &str)> =
-            timers.iter().map(|t| (*t, unit_state(host, t))).collect();
-        // dnf-automatic-install.timer applies updates whatever the file says.
-        let install_timer = timer_states
-            .iter()
-            .any(|(t, s)| t.contains("install") && *s == "enabled");
-        let any_timer = timer_states.iter().any(|(_, s)| *s == "enabled");
-        let enabled = any_timer && (apply || install_timer);
-        return json!({
-            "enabled": enabled,
-            "mechanism": "dnf-automatic",
-            "applies": if !enabled { if any_timer { "download-only" } else { "none" } } else if kind == "security" { "security" } else { "all" },
-            "timer": timer_states.iter().map(|(t, s)| format!("{t}: {s}")).collect::<Vec<_>>(),
-            "settings": {"apply_updates": apply, "upgrade_type": kind},
-            "evidence": [conf, "dnf-automatic timers in the systemd unit directories"],
-        });
+        if let Ok(text) = host.read_to_string(conf) {
+            return dnf_automatic(host, conf, &text, &timers);
+        }
     }
-    json!({
-        "enabled": false,
-        "mechanism": "dnf-automatic",
-        "applies": "none",
-        "evidence": ["dnf-automatic is not installed (no /etc/dnf/automatic.conf or /etc/dnf/dnf5-plugins/automatic.conf)"],
-    })
+    Facts {
+        enabled: Known::Value(false),
+        mechanism: Some(Mechanism::DnfAutomatic),
+        applies: Some(Applies::None),
+        installed: Some(false),
+        timers: Vec::new(),
+        settings: None,
+        evidence: vec!["dnf-automatic is not installed (no /etc/dnf/automatic.conf or /etc/dnf/dnf5-plugins/automatic.conf)".into()],
+    }
+}
+
+/// dnf-automatic's state from its settings file `conf` (read as `text`)
+/// and its `timers`.
+fn dnf_automatic(host: &Host, conf: &str, text: &str, timers: &[&str]) -> Facts {
+    let get = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_string())
+            .next_back()
+    };
+    let apply =
+        get("apply_updates").is_some_and(|v| matches!(v.as_str(), "yes" | "1" | "true" | "True"));
+    let kind = get("upgrade_type").unwrap_or_else(|| "default".into());
+    let timer_states: Vec<(&str, &str)> =
+        timers.iter().map(|t| (*t, unit_state(host, t))).collect();
+    // dnf-automatic-install.timer applies updates whatever the file says.
+    let install_timer = timer_states
+        .iter()
+        .any(|(t, s)| t.contains("install") && *s == "enabled");
+    let any_timer = timer_states.iter().any(|(_, s)| *s == "enabled");
+    let enabled = any_timer && (apply || install_timer);
+    let applies = match (enabled, any_timer) {
+        (false, true) => Applies::DownloadOnly,
+        (false, false) => Applies::None,
+        (true, _) if kind == "security" => Applies::Security,
+        (true, _) => Applies::All,
+    };
+    Facts {
+        enabled: Known::Value(enabled),
+        mechanism: Some(Mechanism::DnfAutomatic),
+        applies: Some(applies),
+        // Its settings file exists, so the package is there.
+        installed: Some(true),
+        timers: timer_states
+            .iter()
+            .map(|(t, s)| format!("{t}: {s}"))
+            .collect(),
+        settings: Some(Settings {
+            apply_updates: Some(apply),
+            upgrade_type: Some(kind),
+            ..Settings::default()
+        }),
+        evidence: vec![
+            conf.to_string(),
+            "dnf-automatic timers in the systemd unit directories".into(),
+        ],
+    }
+}
+
+/// Arch's answer: there is no unattended upgrade to look at.
+fn pacman() -> Facts {
+    Facts {
+        enabled: Known::Value(false),
+        mechanism: Some(Mechanism::None),
+        applies: Some(Applies::None),
+        installed: None,
+        timers: Vec::new(),
+        settings: None,
+        evidence: vec![
+            "Arch Linux has no supported unattended upgrade: updates are installed by pacman -Syu"
+                .into(),
+        ],
+    }
 }
 
 impl Collector for AutoUpdates {
@@ -214,36 +262,42 @@ impl Collector for AutoUpdates {
 
     fn collect(&self, ctx: &Context<'_>) -> Result<Value, CollectError> {
         let host = ctx.host;
-        if host.exists("/var/lib/dpkg/status") && host.find_program("apt-get").is_some() {
-            Ok(apt(host))
+        let facts = if host.exists("/var/lib/dpkg/status") && host.find_program("apt-get").is_some()
+        {
+            apt(host)
         } else if host.find_program("dnf").is_some() || host.find_program("dnf5").is_some() {
-            Ok(dnf(host))
+            dnf(host)
         } else if host.exists("/var/lib/pacman/local") {
-            Ok(json!({
-                "enabled": false,
-                "mechanism": "none",
-                "applies": "none",
-                "evidence": ["Arch Linux has no supported unattended upgrade: updates are installed by pacman -Syu"],
-            }))
+            pacman()
         } else {
-            Ok(json!({
-                "enabled": "unknown",
-                "evidence": ["no apt, dnf or pacman found"],
-            }))
-        }
+            Facts {
+                enabled: Known::UNKNOWN,
+                mechanism: None,
+                applies: None,
+                installed: None,
+                timers: Vec::new(),
+                settings: None,
+                evidence: vec!["no apt, dnf or pacman found".into()],
+            }
+        };
+        Ok(to_value(&facts))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use penguindome_protocol::facts::{FACTS_VERSION, read};
+
     use super::*;
     use crate::collectors::NoCache;
     use crate::collectors::fixture::tree_with_links as tree;
 
-    fn collect(d: &tempfile::TempDir) -> Value {
-        AutoUpdates
+    /// The collector's answer, read back as the server reads it.
+    fn collect(d: &tempfile::TempDir) -> Facts {
+        let v = AutoUpdates
             .collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
-            .unwrap()
+            .unwrap();
+        read(Some(&v), FACTS_VERSION).unwrap_or_else(|e| panic!("{e}: {v}"))
     }
 
     const UU_STATUS: &str =
@@ -275,9 +329,10 @@ mod tests {
             )],
         );
         let v = collect(&d);
-        assert_eq!(v["enabled"], true, "{v}");
-        assert_eq!(v["applies"], "security");
-        assert_eq!(v["timer"], "enabled");
+        assert_eq!(v.enabled, Known::Value(true), "{v:?}");
+        assert_eq!(v.applies, Some(Applies::Security));
+        assert_eq!(v.installed, Some(true));
+        assert_eq!(v.timers, ["apt-daily-upgrade.timer: enabled"]);
     }
 
     #[test]
@@ -298,9 +353,13 @@ mod tests {
             &[("/etc/systemd/system/apt-daily-upgrade.timer", "/dev/null")],
         );
         let v = collect(&d);
-        assert_eq!(v["enabled"], false);
-        assert_eq!(v["applies"], "download-only", "nested blocks are read: {v}");
-        assert_eq!(v["timer"], "masked");
+        assert_eq!(v.enabled, Known::Value(false));
+        assert_eq!(
+            v.applies,
+            Some(Applies::DownloadOnly),
+            "nested blocks are read: {v:?}"
+        );
+        assert_eq!(v.timers, ["apt-daily-upgrade.timer: masked"]);
     }
 
     #[test]
@@ -329,12 +388,14 @@ mod tests {
         );
         let v = collect(&d);
         assert_eq!(
-            v["enabled"], true,
-            "a trailing comment hides no setting: {v}"
+            v.enabled,
+            Known::Value(true),
+            "a trailing comment hides no setting: {v:?}"
         );
         assert_eq!(
-            v["applies"], "all-configured-origins",
-            "the later file adds to the list instead of replacing its first item: {v}"
+            v.applies,
+            Some(Applies::AllConfiguredOrigins),
+            "the later file adds to the list instead of replacing its first item: {v:?}"
         );
     }
 
@@ -355,9 +416,36 @@ mod tests {
             )],
         );
         let v = collect(&d);
-        assert_eq!(v["enabled"], true, "{v}");
-        assert_eq!(v["applies"], "security");
-        let off = tree(&[("/usr/bin/dnf", "")], &[]);
-        assert_eq!(collect(&off)["enabled"], false);
+        assert_eq!(v.enabled, Known::Value(true), "{v:?}");
+        assert_eq!(v.applies, Some(Applies::Security));
+        assert_eq!(v.installed, Some(true));
+        assert_eq!(
+            v.timers,
+            [
+                "dnf-automatic.timer: enabled",
+                "dnf-automatic-install.timer: not-installed"
+            ]
+        );
+        assert_eq!(
+            v.settings.unwrap().upgrade_type.as_deref(),
+            Some("security")
+        );
+        let off = collect(&tree(&[("/usr/bin/dnf", "")], &[]));
+        assert_eq!(off.enabled, Known::Value(false));
+        assert_eq!(off.installed, Some(false));
+    }
+
+    #[test]
+    fn arch_has_none_and_an_unknown_system_is_unknown() {
+        let arch = collect(&tree(
+            &[("/var/lib/pacman/local/ALPM_DB_VERSION", "9\n")],
+            &[],
+        ));
+        assert_eq!(arch.mechanism, Some(Mechanism::None));
+        assert_eq!(arch.enabled, Known::Value(false));
+        let unknown = collect(&tree::<&str>(&[], &[]));
+        assert!(unknown.enabled.is_unknown());
+        assert_eq!(unknown.mechanism, None);
+        assert_eq!(unknown.evidence, ["no apt, dnf or pacman found"]);
     }
 }

@@ -10,6 +10,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use penguindome_protocol::facts::geolocation::{self as facts, Location};
+use penguindome_protocol::facts::{Known, Timestamp, to_value};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{CollectError, Collector, Context};
@@ -25,6 +28,17 @@ const DEVICE_TYPE_WIFI: u64 = 2;
 
 /// The collector.
 pub struct Geolocation;
+
+/// The last answer, reused while the machine stays in the same place.
+#[derive(Debug, Serialize, Deserialize)]
+struct Last {
+    /// The access points in sight when it was asked.
+    macs: BTreeSet<String>,
+    /// What the service said.
+    location: Location,
+    /// When it said so.
+    located_at: Timestamp,
+}
 
 /// One access point as the geolocation APIs want it.
 #[derive(Debug, Clone)]
@@ -106,7 +120,7 @@ fn access_points(host: &Host) -> Result<Vec<AccessPoint>, String> {
     Ok(out)
 }
 
-fn locate(url: &str, key: &str, aps: &[AccessPoint]) -> Result<Value, String> {
+fn locate(url: &str, key: &str, aps: &[AccessPoint]) -> Result<Location, String> {
     let body = json!({
         "considerIp": false,
         "wifiAccessPoints": aps.iter().map(|a| {
@@ -155,7 +169,35 @@ fn locate(url: &str, key: &str, aps: &[AccessPoint]) -> Result<Value, String> {
     else {
         return Err(format!("{url} gave no location.lat and location.lng"));
     };
-    Ok(json!({"lat": lat, "lng": lng, "accuracy": v["accuracy"].as_f64()}))
+    Ok(Location {
+        lat,
+        lng,
+        accuracy: v["accuracy"].as_f64(),
+    })
+}
+
+/// No location, and why.
+fn unknown(why: String) -> Value {
+    to_value(&facts::Geolocation {
+        location: Known::UNKNOWN,
+        located_at: None,
+        evidence: vec![why],
+    })
+}
+
+/// The cached answer, if most of the access points seen then are in
+/// sight now. A cache entry that does not read is asked anew.
+fn reuse(ctx: &Context<'_>, macs: &BTreeSet<String>) -> Option<facts::Geolocation> {
+    let last: Last = serde_json::from_value(ctx.cache.get(CACHE_KEY)?).ok()?;
+    let kept = last.macs.intersection(macs).count() as f64;
+    let before = last.macs.len();
+    (before > 0 && kept / before as f64 >= SAME_PLACE).then(|| facts::Geolocation {
+        location: Known::Value(last.location),
+        located_at: Some(last.located_at),
+        evidence: vec![format!(
+            "reused: {kept} of the {before} access points seen then are in sight"
+        )],
+    })
 }
 
 impl Collector for Geolocation {
@@ -165,57 +207,42 @@ impl Collector for Geolocation {
 
     fn collect(&self, ctx: &Context<'_>) -> Result<Value, CollectError> {
         let Some(settings) = &ctx.settings.geolocation else {
-            return Ok(json!({
-                "location": "unknown",
-                "evidence": ["geolocation is off: no [collectors.geolocation] url and api_key in agent.toml"],
-            }));
+            return Ok(unknown(
+                "geolocation is off: no [collectors.geolocation] url and api_key in agent.toml"
+                    .into(),
+            ));
         };
         let aps = match access_points(ctx.host) {
             Ok(a) if !a.is_empty() => a,
-            Ok(_) => {
-                return Ok(
-                    json!({"location": "unknown", "evidence": ["NetworkManager sees no Wi-Fi access points"]}),
-                );
-            }
-            Err(e) => {
-                return Ok(
-                    json!({"location": "unknown", "evidence": [format!("Wi-Fi access points unavailable: {e}")]}),
-                );
-            }
+            Ok(_) => return Ok(unknown("NetworkManager sees no Wi-Fi access points".into())),
+            Err(e) => return Ok(unknown(format!("Wi-Fi access points unavailable: {e}"))),
         };
-        let macs: BTreeSet<&str> = aps.iter().map(|a| a.mac.as_str()).collect();
-        if let Some(last) = ctx.cache.get(CACHE_KEY) {
-            let before: BTreeSet<&str> = last["macs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let kept = before.intersection(&macs).count() as f64;
-            if !before.is_empty() && kept / before.len() as f64 >= SAME_PLACE {
-                return Ok(json!({
-                    "location": last["location"],
-                    "located_at": last["located_at"],
-                    "evidence": [format!("reused: {kept} of the {} access points seen then are in sight", before.len())],
-                }));
-            }
+        let macs: BTreeSet<String> = aps.iter().map(|a| a.mac.clone()).collect();
+        if let Some(answer) = reuse(ctx, &macs) {
+            return Ok(to_value(&answer));
         }
         match locate(&settings.url, &settings.api_key, &aps) {
             Ok(location) => {
-                let located_at = penguindome_protocol::envelope::utc::format(&ctx.now);
-                ctx.cache.put(
-                    CACHE_KEY,
-                    &json!({"macs": macs, "location": location, "located_at": located_at}),
-                );
-                Ok(json!({
-                    "location": location,
-                    "located_at": located_at,
-                    "evidence": [format!("{} access points from NetworkManager sent to {}", aps.len(), settings.url)],
+                let last = Last {
+                    macs,
+                    location,
+                    located_at: ctx.now.into(),
+                };
+                // Plain data: serializing it cannot fail.
+                if let Ok(v) = serde_json::to_value(&last) {
+                    ctx.cache.put(CACHE_KEY, &v);
+                }
+                Ok(to_value(&facts::Geolocation {
+                    location: Known::Value(last.location),
+                    located_at: Some(last.located_at),
+                    evidence: vec![format!(
+                        "{} access points from NetworkManager sent to {}",
+                        aps.len(),
+                        settings.url
+                    )],
                 }))
             }
-            Err(e) => Ok(
-                json!({"location": "unknown", "evidence": [format!("geolocation service failed: {e}")]}),
-            ),
+            Err(e) => Ok(unknown(format!("geolocation service failed: {e}"))),
         }
     }
 }
@@ -223,8 +250,9 @@ impl Collector for Geolocation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collectors::{CollectorSettings, MemoryCache};
+    use crate::collectors::{Cache, CollectorSettings, MemoryCache};
     use penguindome_protocol::agent_config::GeolocationSettings;
+    use penguindome_protocol::facts::geolocation::Geolocation as Facts;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::sync::{Arc, Mutex};
 
@@ -317,10 +345,17 @@ mod tests {
             ("aa:bb:cc:00:00:04", 20, 2412),
         ]);
         let host = Host::fixture(office.path(), vec![]);
-        let v = Geolocation
-            .collect(&Context::new(&host, &cache).with_settings(&settings))
-            .unwrap();
-        assert_eq!(v["location"]["lat"], 52.52);
+        let mut ctx = Context::new(&host, &cache).with_settings(&settings);
+        ctx.now = "2024-11-26T08:00:00.123456Z".parse().unwrap();
+        let v: Facts = serde_json::from_value(Geolocation.collect(&ctx).unwrap()).unwrap();
+        let here = Location {
+            lat: 52.52,
+            lng: 13.405,
+            accuracy: Some(25.0),
+        };
+        assert_eq!(v.location, Known::Value(here.clone()));
+        let then = Timestamp::from(ctx.now);
+        assert_eq!(v.located_at, Some(then));
         let requests = seen.lock().unwrap().clone();
         assert_eq!(requests.len(), 1);
         assert!(
@@ -342,10 +377,15 @@ mod tests {
             ("aa:bb:cc:00:00:03", 60, 5500),
         ]);
         let host = Host::fixture(nearby.path(), vec![]);
-        let v = Geolocation
-            .collect(&Context::new(&host, &cache).with_settings(&settings))
-            .unwrap();
-        assert_eq!(v["location"]["lng"], 13.405);
+        let v: Facts = serde_json::from_value(
+            Geolocation
+                .collect(&Context::new(&host, &cache).with_settings(&settings))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v.location, Known::Value(here));
+        assert_eq!(v.located_at, Some(then), "when it was located, not now");
+        assert!(v.evidence[0].starts_with("reused: 3 of the 4"), "{v:?}");
         assert_eq!(seen.lock().unwrap().len(), 1);
 
         // Somewhere else: asked again.
@@ -365,7 +405,10 @@ mod tests {
             .collect(&Context::new(&host, &MemoryCache::default()))
             .unwrap();
         assert_eq!(v["location"], "unknown");
-        assert!(v["evidence"][0].as_str().unwrap().contains("off"));
+        assert!(v.get("located_at").is_none(), "{v}");
+        let v: Facts = serde_json::from_value(v).unwrap();
+        assert!(v.location.is_unknown());
+        assert!(v.evidence[0].contains("off"));
 
         let (url, _) = fake_service(r#"{"error": "bad key"}"#);
         let settings = CollectorSettings {
@@ -375,17 +418,51 @@ mod tests {
             }),
             ..Default::default()
         };
-        let v = Geolocation
-            .collect(&Context::new(&host, &MemoryCache::default()).with_settings(&settings))
-            .unwrap();
-        assert_eq!(v["location"], "unknown");
-        assert!(
-            v["evidence"][0]
-                .as_str()
-                .unwrap()
-                .contains("no location.lat"),
-            "{v}"
+        let v: Facts = serde_json::from_value(
+            Geolocation
+                .collect(&Context::new(&host, &MemoryCache::default()).with_settings(&settings))
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(v.location.is_unknown());
+        assert_eq!(v.located_at, None);
+        assert!(v.evidence[0].contains("no location.lat"), "{v:?}");
+    }
+
+    /// An answer cached by an earlier agent (written as plain JSON, no
+    /// accuracy given) is reused; one that does not read is asked anew.
+    #[test]
+    fn earlier_cache_entries_are_read() {
+        let (url, seen) = fake_service(r#"{"location": {"lat": 1.5, "lng": 2.5}}"#);
+        let settings = CollectorSettings {
+            geolocation: Some(GeolocationSettings {
+                url,
+                api_key: "k".into(),
+            }),
+            ..Default::default()
+        };
+        let cache = MemoryCache::default();
+        cache.put(
+            CACHE_KEY,
+            &json!({"macs": ["aa:bb:cc:00:00:01"], "located_at": "2024-05-01T10:00:00.000Z",
+                "location": {"lat": 48.85, "lng": 2.35, "accuracy": null}}),
         );
+        let d = fixture(&[("aa:bb:cc:00:00:01", 80, 2437)]);
+        let host = Host::fixture(d.path(), vec![]);
+        let ctx = Context::new(&host, &cache).with_settings(&settings);
+        let v = Geolocation.collect(&ctx).unwrap();
+        assert_eq!(v["located_at"], "2024-05-01T10:00:00.000Z");
+        assert_eq!(v["location"]["accuracy"], Value::Null, "{v}");
+        assert_eq!(seen.lock().unwrap().len(), 0);
+
+        cache.put(
+            CACHE_KEY,
+            &json!({"macs": ["aa:bb:cc:00:00:01"], "location": "x"}),
+        );
+        let v: Facts = serde_json::from_value(Geolocation.collect(&ctx).unwrap()).unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert_eq!(v.location.known().map(|l| l.lat), Some(1.5));
+        assert_eq!(v.location.known().and_then(|l| l.accuracy), None);
     }
 
     #[test]

@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use penguindome_protocol::facts::guest_session::{self as facts, Autologin};
+use penguindome_protocol::facts::{Known, to_value};
+use serde_json::Value;
 
 use super::{CollectError, Collector, Context};
 use crate::host::Host;
@@ -29,34 +31,12 @@ const SYSTEM_PATH: &[&str] = &[
     "/bin",
 ];
 
-/// A passwordless automatic login.
-#[derive(Debug, Clone)]
-struct AutoLogin {
-    user: String,
-    kind: &'static str,
-    delay_seconds: Option<u64>,
-    session: Option<String>,
-}
-
-impl AutoLogin {
-    fn to_json(&self) -> Value {
-        let mut v = json!({"user": self.user, "kind": self.kind});
-        if let Some(d) = self.delay_seconds {
-            v["delay_seconds"] = json!(d);
-        }
-        if let Some(s) = &self.session {
-            v["session"] = json!(s);
-        }
-        v
-    }
-}
-
 /// What the display manager allows.
 struct DmAnswer {
     /// `None` when this display manager is not understood.
     guest: Option<bool>,
     /// `Err` when not understood.
-    autologin: Result<Option<AutoLogin>, ()>,
+    autologin: Result<Option<Autologin>, ()>,
 }
 
 /// An INI file's sections and keys, later files overriding earlier ones;
@@ -216,16 +196,16 @@ fn lightdm(host: &Host, evidence: &mut Vec<String>) -> DmAnswer {
     }
     let guest = allow_guest && installed.is_some();
     let autologin = if !autologin_user.is_empty() {
-        Some(AutoLogin {
+        Some(Autologin {
             user: autologin_user,
-            kind: if timeout > 0 { "timed" } else { "automatic" },
+            kind: if timeout > 0 { "timed" } else { "automatic" }.into(),
             delay_seconds: Some(timeout),
             session: seat("autologin-session").map(|(v, _)| v.clone()),
         })
     } else if autologin_guest && guest {
-        Some(AutoLogin {
+        Some(Autologin {
             user: "guest".into(),
-            kind: "automatic",
+            kind: "automatic".into(),
             delay_seconds: Some(timeout),
             session: None,
         })
@@ -258,9 +238,9 @@ fn gdm(host: &Host, evidence: &mut Vec<String>) -> DmAnswer {
             && let Some((user, _)) = get("AutomaticLogin").filter(|(u, _)| !u.is_empty())
         {
             evidence.push(format!("AutomaticLogin={user}"));
-            autologin = Some(AutoLogin {
+            autologin = Some(Autologin {
                 user: user.clone(),
-                kind: "automatic",
+                kind: "automatic".into(),
                 delay_seconds: None,
                 session: None,
             });
@@ -277,9 +257,9 @@ fn gdm(host: &Host, evidence: &mut Vec<String>) -> DmAnswer {
                 .and_then(|(d, _)| d.parse().ok())
                 .unwrap_or(30);
             evidence.push(format!("TimedLogin={user} after {delay} s"));
-            autologin = Some(AutoLogin {
+            autologin = Some(Autologin {
                 user: user.clone(),
-                kind: "timed",
+                kind: "timed".into(),
                 delay_seconds: Some(delay),
                 session: None,
             });
@@ -308,9 +288,9 @@ fn sddm(host: &Host, evidence: &mut Vec<String>) -> DmAnswer {
                 "[Autologin] User={user} Session={} ({from})",
                 session.as_deref().unwrap_or("")
             ));
-            Some(AutoLogin {
+            Some(Autologin {
                 user: user.clone(),
-                kind: "automatic",
+                kind: "automatic".into(),
                 delay_seconds: None,
                 session,
             })
@@ -378,9 +358,9 @@ fn greetd(host: &Host, evidence: &mut Vec<String>) -> DmAnswer {
         evidence.push(format!(
             "[initial_session] user={user} command={cmd:?}: logged in without a password at boot"
         ));
-        autologin = Some(AutoLogin {
+        autologin = Some(Autologin {
             user: user.clone(),
-            kind: "initial",
+            kind: "initial".into(),
             delay_seconds: None,
             session: Some(cmd),
         });
@@ -396,9 +376,9 @@ fn greetd(host: &Host, evidence: &mut Vec<String>) -> DmAnswer {
         if !is_greeter && autologin.is_none() {
             evidence
                 .push("the default session is not a greeter: it starts without a password".into());
-            autologin = Some(AutoLogin {
+            autologin = Some(Autologin {
                 user,
-                kind: "automatic",
+                kind: "automatic".into(),
                 delay_seconds: None,
                 session: Some(cmd),
             });
@@ -423,9 +403,9 @@ fn lxdm(host: &Host, evidence: &mut Vec<String>) -> DmAnswer {
         .filter(|(u, _)| !u.is_empty())
         .map(|(u, from)| {
             evidence.push(format!("[base] autologin={u} ({from})"));
-            AutoLogin {
+            Autologin {
                 user: u.clone(),
-                kind: "automatic",
+                kind: "automatic".into(),
                 delay_seconds: None,
                 session: None,
             }
@@ -451,9 +431,9 @@ fn nodm(host: &Host, evidence: &mut Vec<String>) -> DmAnswer {
     evidence.push(format!("{PATH}: NODM_ENABLED={enabled} NODM_USER={user}"));
     DmAnswer {
         guest: Some(false),
-        autologin: Ok(enabled.then_some(AutoLogin {
+        autologin: Ok(enabled.then_some(Autologin {
             user,
-            kind: "automatic",
+            kind: "automatic".into(),
             delay_seconds: None,
             session: None,
         })),
@@ -502,7 +482,7 @@ fn xguest(host: &Host, evidence: &mut Vec<String>) -> Option<bool> {
 }
 
 /// Console autologin: `agetty --autologin USER` in a getty drop-in.
-fn getty_autologin(host: &Host, evidence: &mut Vec<String>) -> Option<AutoLogin> {
+fn getty_autologin(host: &Host, evidence: &mut Vec<String>) -> Option<Autologin> {
     const DIR: &str = "/etc/systemd/system";
     for unit in host.list_dir(DIR) {
         let is_getty = (unit.starts_with("getty@") || unit.starts_with("serial-getty@"))
@@ -530,9 +510,9 @@ fn getty_autologin(host: &Host, evidence: &mut Vec<String>) -> Option<AutoLogin>
                         "{f}: {} logs {user} in on the console without a password",
                         line.trim()
                     ));
-                    return Some(AutoLogin {
+                    return Some(Autologin {
                         user,
-                        kind: "console",
+                        kind: "console".into(),
                         delay_seconds: None,
                         session: Some(unit.trim_end_matches(".d").to_string()),
                     });
@@ -577,43 +557,33 @@ impl Collector for GuestSession {
         let xguest = xguest(host, &mut evidence);
         let console = getty_autologin(host, &mut evidence);
         let guest = match (answer.guest, xguest) {
-            (Some(true), _) | (_, Some(true)) => json!(true),
-            (Some(false), Some(false)) => json!(false),
-            _ => json!("unknown"),
+            (Some(true), _) | (_, Some(true)) => Known::Value(true),
+            (Some(false), Some(false)) => Known::Value(false),
+            _ => Known::UNKNOWN,
         };
         let autologin = match (answer.autologin, console) {
-            (Ok(Some(a)), _) => Some(a),
-            (_, Some(c)) => Some(c),
-            (Ok(None), None) => None,
-            (Err(()), None) => {
-                let enabled = if guest == json!(true) {
-                    json!(true)
-                } else {
-                    json!("unknown")
-                };
-                return Ok(json!({
-                    "enabled": enabled,
-                    "display_manager": canonical(&dm),
-                    "guest": guest,
-                    "autologin": "unknown",
-                    "evidence": evidence,
-                }));
-            }
+            (Ok(Some(a)), _) => Known::Value(Some(a)),
+            (_, Some(c)) => Known::Value(Some(c)),
+            (Ok(None), None) => Known::Value(None),
+            (Err(()), None) => Known::UNKNOWN,
         };
-        let enabled = if guest == json!(true) || autologin.is_some() {
-            json!(true)
-        } else if guest == json!("unknown") {
-            json!("unknown")
-        } else {
-            json!(false)
-        };
-        Ok(json!({
-            "enabled": enabled,
-            "display_manager": canonical(&dm),
-            "guest": guest,
-            "autologin": autologin.map(|a| a.to_json()),
-            "evidence": evidence,
+        Ok(to_value(&facts::GuestSession {
+            enabled: enabled(guest, &autologin),
+            display_manager: canonical(&dm).to_string(),
+            guest,
+            autologin,
+            evidence,
         }))
+    }
+}
+
+/// Passwordless use is possible when either way in is open; unknown when
+/// neither is known open and one of them is unknown.
+fn enabled(guest: Known<bool>, autologin: &Known<Option<Autologin>>) -> Known<bool> {
+    match (guest, autologin) {
+        (Known::Value(true), _) | (_, Known::Value(Some(_))) => Known::Value(true),
+        (Known::Value(false), Known::Value(None)) => Known::Value(false),
+        _ => Known::UNKNOWN,
     }
 }
 
@@ -648,7 +618,8 @@ mod tests {
             self
         }
 
-        fn collect(&self) -> Value {
+        /// The answer as JSON, as the agent sends it.
+        fn json(&self) -> Value {
             GuestSession
                 .collect(&Context::new(
                     &Host::fixture(self.0.path(), vec![]),
@@ -656,15 +627,28 @@ mod tests {
                 ))
                 .unwrap()
         }
+
+        /// The answer read back as the typed contract.
+        fn collect(&self) -> facts::GuestSession {
+            serde_json::from_value(self.json()).unwrap()
+        }
     }
 
-    fn evidence_has(v: &Value, needle: &str) -> bool {
-        v["evidence"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e.as_str().unwrap().contains(needle))
+    fn evidence_has(v: &facts::GuestSession, needle: &str) -> bool {
+        v.evidence.iter().any(|e| e.contains(needle))
     }
+
+    fn autologin(user: &str, kind: &str) -> Autologin {
+        Autologin {
+            user: user.into(),
+            kind: kind.into(),
+            delay_seconds: None,
+            session: None,
+        }
+    }
+
+    const YES: Known<bool> = Known::Value(true);
+    const NO: Known<bool> = Known::Value(false);
 
     /// Ubuntu's LightDM turns guests off in /usr/share; the admin's
     /// lightdm.conf.d turns them back on, and the script is installed.
@@ -689,10 +673,10 @@ mod tests {
         )
         .file("/usr/sbin/guest-account", "#!/bin/sh\n");
         let v = m.collect();
-        assert_eq!(v["display_manager"], "lightdm");
-        assert_eq!(v["guest"], true, "{v:#}");
-        assert_eq!(v["enabled"], true);
-        assert_eq!(v["autologin"], Value::Null);
+        assert_eq!(v.display_manager, "lightdm");
+        assert_eq!(v.guest, YES, "{v:#?}");
+        assert_eq!(v.enabled, YES);
+        assert_eq!(v.autologin, Known::Value(None));
         assert!(evidence_has(
             &v,
             "allow-guest=true (/etc/lightdm/lightdm.conf.d/90-guest.conf)"
@@ -713,14 +697,14 @@ mod tests {
             "[LightDM]\n\n[Seat:*]\n#allow-guest=true\ngreeter-session=lightdm-gtk-greeter\n",
         );
         let v = m.collect();
-        assert_eq!(v["guest"], false);
-        assert_eq!(v["enabled"], false);
+        assert_eq!(v.guest, NO);
+        assert_eq!(v.enabled, NO);
         assert!(evidence_has(&v, "allow-guest=true (LightDM default)"));
         assert!(evidence_has(&v, "\"guest-account\" is not installed"));
 
         // With the script the default lets guests in.
         m.file("/usr/bin/guest-account", "#!/bin/sh\n");
-        assert_eq!(m.collect()["guest"], true);
+        assert_eq!(m.collect().guest, YES);
 
         // Automatic login is as bad.
         m.file(
@@ -728,10 +712,15 @@ mod tests {
             "[Seat:*]\nallow-guest=false\nautologin-user=alice\nautologin-user-timeout=0\n",
         );
         let v = m.collect();
-        assert_eq!(v["guest"], false);
-        assert_eq!(v["enabled"], true);
-        assert_eq!(v["autologin"]["user"], "alice");
-        assert_eq!(v["autologin"]["kind"], "automatic");
+        assert_eq!(v.guest, NO);
+        assert_eq!(v.enabled, YES);
+        assert_eq!(
+            v.autologin,
+            Known::Value(Some(Autologin {
+                delay_seconds: Some(0),
+                ..autologin("alice", "automatic")
+            }))
+        );
     }
 
     #[test]
@@ -744,12 +733,12 @@ mod tests {
         // A leftover of another display manager changes nothing.
         m.file("/etc/sddm.conf", "[Autologin]\nUser=root\n");
         let v = m.collect();
-        assert_eq!(v["display_manager"], "gdm");
-        assert_eq!(v["guest"], false);
-        assert_eq!(v["enabled"], true);
+        assert_eq!(v.display_manager, "gdm");
+        assert_eq!(v.guest, NO);
+        assert_eq!(v.enabled, YES);
         assert_eq!(
-            v["autologin"],
-            json!({"user": "alice", "kind": "automatic"})
+            v.autologin,
+            Known::Value(Some(autologin("alice", "automatic")))
         );
         assert!(evidence_has(
             &v,
@@ -761,10 +750,11 @@ mod tests {
             "/etc/gdm3/custom.conf",
             "[daemon]\nAutomaticLoginEnable=false\nAutomaticLogin=alice\nTimedLoginEnable=true\nTimedLogin=alice\nTimedLoginDelay=10\n",
         );
-        let v = m.collect();
+        let v = m.json();
         assert_eq!(
             v["autologin"],
-            json!({"user": "alice", "kind": "timed", "delay_seconds": 10})
+            serde_json::json!({"user": "alice", "kind": "timed", "delay_seconds": 10}),
+            "no session key when the configuration names none"
         );
 
         // Commented out: nothing.
@@ -773,8 +763,8 @@ mod tests {
             "[daemon]\n#  AutomaticLoginEnable = true\n#  AutomaticLogin = user1\n",
         );
         let v = m.collect();
-        assert_eq!(v["enabled"], false);
-        assert_eq!(v["autologin"], Value::Null);
+        assert_eq!(v.enabled, NO);
+        assert_eq!(v.autologin, Known::Value(None));
     }
 
     #[test]
@@ -789,17 +779,20 @@ mod tests {
             "[Autologin]\nRelogin=false\nSession=plasma\nUser=alice\n\n[General]\nHaltCommand=\nRebootCommand=\n\n[Theme]\nCurrent=breeze\n",
         );
         let v = m.collect();
-        assert_eq!(v["display_manager"], "sddm");
-        assert_eq!(v["enabled"], true);
+        assert_eq!(v.display_manager, "sddm");
+        assert_eq!(v.enabled, YES);
         assert_eq!(
-            v["autologin"],
-            json!({"user": "alice", "kind": "automatic", "session": "plasma"})
+            v.autologin,
+            Known::Value(Some(Autologin {
+                session: Some("plasma".into()),
+                ..autologin("alice", "automatic")
+            }))
         );
         assert!(evidence_has(&v, "/etc/sddm.conf.d/kde_settings.conf"));
 
         // The main file overrides the drop-ins.
         m.file("/etc/sddm.conf", "[Autologin]\nUser=\n");
-        assert_eq!(m.collect()["enabled"], false);
+        assert_eq!(m.collect().enabled, NO);
     }
 
     /// Fedora with GDM and the xguest package.
@@ -812,10 +805,10 @@ mod tests {
         )
         .file("/etc/shadow", "root:!::0:99999:7:::\nxguest:::::::\nalice:$y$j9T$x$y:19000:0:99999:7:::\n");
         let v = m.collect();
-        assert_eq!(v["display_manager"], "gdm");
-        assert_eq!(v["guest"], true);
-        assert_eq!(v["enabled"], true);
-        assert_eq!(v["autologin"], Value::Null);
+        assert_eq!(v.display_manager, "gdm");
+        assert_eq!(v.guest, YES);
+        assert_eq!(v.enabled, YES);
+        assert_eq!(v.autologin, Known::Value(None));
         assert!(evidence_has(&v, "xguest"));
     }
 
@@ -829,9 +822,9 @@ mod tests {
             "root:x:0:0:root:/root:/bin/bash\nxguest:x:989:985:Guest:/home/xguest:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n",
         );
         let v = m.collect();
-        assert_eq!(v["display_manager"], "gdm");
-        assert_eq!(v["guest"], "unknown", "{v:#}");
-        assert_eq!(v["enabled"], "unknown");
+        assert_eq!(v.display_manager, "gdm");
+        assert!(v.guest.is_unknown(), "{v:#?}");
+        assert!(v.enabled.is_unknown());
         assert!(evidence_has(&v, "/etc/shadow cannot be read"));
 
         // A getty autologin still answers the question.
@@ -840,8 +833,8 @@ mod tests {
             "[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin alice %I $TERM\n",
         );
         let v = m.collect();
-        assert_eq!(v["guest"], "unknown");
-        assert_eq!(v["enabled"], true);
+        assert!(v.guest.is_unknown());
+        assert_eq!(v.enabled, YES);
     }
 
     /// No display manager: startx only. A getty autologin still counts.
@@ -849,10 +842,10 @@ mod tests {
     fn no_display_manager() {
         let m = Machine::new(None);
         let v = m.collect();
-        assert_eq!(v["display_manager"], "none");
-        assert_eq!(v["enabled"], false);
-        assert_eq!(v["guest"], false);
-        assert_eq!(v["autologin"], Value::Null);
+        assert_eq!(v.display_manager, "none");
+        assert_eq!(v.enabled, NO);
+        assert_eq!(v.guest, NO);
+        assert_eq!(v.autologin, Known::Value(None));
         assert!(evidence_has(&v, "startx"));
 
         m.file(
@@ -860,9 +853,14 @@ mod tests {
             "[Service]\nExecStart=\nExecStart=-/sbin/agetty -o '-p -f -- \\\\u' --noclear --autologin alice %I $TERM\n",
         );
         let v = m.collect();
-        assert_eq!(v["enabled"], true);
-        assert_eq!(v["autologin"]["user"], "alice");
-        assert_eq!(v["autologin"]["kind"], "console");
+        assert_eq!(v.enabled, YES);
+        assert_eq!(
+            v.autologin,
+            Known::Value(Some(Autologin {
+                session: Some("getty@tty1.service".into()),
+                ..autologin("alice", "console")
+            }))
+        );
     }
 
     /// Debian's pointer file when systemd's alias is absent; greetd's
@@ -875,11 +873,14 @@ mod tests {
             "[terminal]\nvt = 1\n\n[default_session]\ncommand = \"tuigreet --cmd sway\"\nuser = \"greeter\"\n\n[initial_session]\ncommand = \"sway\"\nuser = \"alice\"\n",
         );
         let v = m.collect();
-        assert_eq!(v["display_manager"], "greetd");
-        assert_eq!(v["enabled"], true);
+        assert_eq!(v.display_manager, "greetd");
+        assert_eq!(v.enabled, YES);
         assert_eq!(
-            v["autologin"],
-            json!({"user": "alice", "kind": "initial", "session": "sway"})
+            v.autologin,
+            Known::Value(Some(Autologin {
+                session: Some("sway".into()),
+                ..autologin("alice", "initial")
+            }))
         );
     }
 
@@ -887,8 +888,10 @@ mod tests {
     fn unknown_display_manager() {
         let m = Machine::new(Some("/usr/lib/systemd/system/entrance.service"));
         let v = m.collect();
-        assert_eq!(v["display_manager"], "entrance");
-        assert_eq!(v["enabled"], "unknown");
+        assert_eq!(v.display_manager, "entrance");
+        assert!(v.enabled.is_unknown());
+        assert!(v.autologin.is_unknown());
+        assert_eq!(m.json()["autologin"], "unknown");
         assert!(evidence_has(&v, "not known to this collector"));
     }
 }

@@ -5,32 +5,17 @@
 //! Serial numbers are readable by root only; placeholder values vendors
 //! leave in the tables ("To Be Filled By O.E.M.") are reported as absent.
 
-use serde_json::{Map, Value, json};
+use penguindome_protocol::facts::hardware::Hardware as Facts;
+use penguindome_protocol::facts::{Known, to_value};
+use serde_json::Value;
 
 use super::{CollectError, Collector, Context};
+use crate::host::Host;
 
 const DMI: &str = "/sys/class/dmi/id";
 
 /// The collector.
 pub struct Hardware;
-
-/// Report key and DMI file name.
-const FIELDS: &[(&str, &str)] = &[
-    ("system_vendor", "sys_vendor"),
-    ("product_name", "product_name"),
-    ("product_version", "product_version"),
-    ("product_serial", "product_serial"),
-    ("product_uuid", "product_uuid"),
-    ("product_family", "product_family"),
-    ("board_vendor", "board_vendor"),
-    ("board_name", "board_name"),
-    ("board_serial", "board_serial"),
-    ("chassis_type", "chassis_type"),
-    ("chassis_serial", "chassis_serial"),
-    ("bios_vendor", "bios_vendor"),
-    ("bios_version", "bios_version"),
-    ("bios_date", "bios_date"),
-];
 
 /// Values firmware writers leave instead of real data.
 fn is_placeholder(v: &str) -> bool {
@@ -76,6 +61,73 @@ fn chassis_name(code: &str) -> Option<&'static str> {
     })
 }
 
+/// A DMI value, `None` when missing or a placeholder; `Err` with the file
+/// name when only root may read it.
+fn read_dmi(host: &Host, file: &str) -> Result<Option<String>, String> {
+    match host.read_to_string(&format!("{DMI}/{file}")) {
+        Ok(v) => Ok(Some(v.trim().to_string()).filter(|v| !is_placeholder(v))),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(file.to_string()),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Everything /sys/class/dmi/id says.
+fn from_dmi(host: &Host) -> Facts {
+    let mut unreadable = Vec::new();
+    let mut read = |file: &str| {
+        read_dmi(host, file).unwrap_or_else(|f| {
+            unreadable.push(f);
+            None
+        })
+    };
+    // Fields are initialised in the order written, which is the order
+    // `unreadable` names the files in.
+    let mut out = Facts {
+        system_vendor: read("sys_vendor"),
+        product_name: read("product_name").map(Known::Value),
+        product_version: read("product_version"),
+        product_serial: read("product_serial"),
+        product_uuid: read("product_uuid"),
+        product_family: read("product_family"),
+        board_vendor: read("board_vendor"),
+        board_name: read("board_name"),
+        board_serial: read("board_serial"),
+        chassis_type: read("chassis_type"),
+        chassis_serial: read("chassis_serial"),
+        bios_vendor: read("bios_vendor"),
+        bios_version: read("bios_version"),
+        bios_date: read("bios_date"),
+        evidence: vec![DMI.to_string()],
+        ..Facts::default()
+    };
+    out.chassis = out
+        .chassis_type
+        .as_deref()
+        .and_then(chassis_name)
+        .map(String::from);
+    if !unreadable.is_empty() {
+        out.unreadable = Some(format!("{} need root to read", unreadable.join(", ")));
+    }
+    out
+}
+
+/// The device tree's model and serial number (ARM boards).
+fn from_device_tree(host: &Host, model: &str) -> Facts {
+    let serial = host
+        .read_to_string("/proc/device-tree/serial-number")
+        .ok()
+        .map(|s| s.trim_end_matches('\0').trim().to_string())
+        .filter(|s| !is_placeholder(s));
+    Facts {
+        product_name: Some(Known::Value(
+            model.trim_end_matches('\0').trim().to_string(),
+        )),
+        product_serial: serial,
+        evidence: vec!["/proc/device-tree".into()],
+        ..Facts::default()
+    }
+}
+
 impl Collector for Hardware {
     fn name(&self) -> &'static str {
         "hardware"
@@ -83,65 +135,36 @@ impl Collector for Hardware {
 
     fn collect(&self, ctx: &Context<'_>) -> Result<Value, CollectError> {
         let host = ctx.host;
-        let mut out = Map::new();
-        let mut unreadable = Vec::new();
-        let dmi_present = host.exists(DMI);
-        if dmi_present {
-            for (key, file) in FIELDS {
-                let path = format!("{DMI}/{file}");
-                match host.read_to_string(&path) {
-                    Ok(v) => {
-                        let v = v.trim();
-                        if !is_placeholder(v) {
-                            out.insert((*key).to_string(), Value::String(v.to_string()));
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                        unreadable.push(file.to_string())
-                    }
-                    Err(_) => {}
-                }
-            }
-            if let Some(name) = out
-                .get("chassis_type")
-                .and_then(Value::as_str)
-                .and_then(chassis_name)
-            {
-                out.insert("chassis".into(), Value::String(name.into()));
-            }
-            out.insert("evidence".into(), json!(DMI));
+        let facts = if host.exists(DMI) {
+            from_dmi(host)
         } else if let Ok(model) = host.read_to_string("/proc/device-tree/model") {
-            let model = model.trim_end_matches('\0').trim();
-            out.insert("product_name".into(), json!(model));
-            if let Ok(serial) = host.read_to_string("/proc/device-tree/serial-number") {
-                let serial = serial.trim_end_matches('\0').trim();
-                if !is_placeholder(serial) {
-                    out.insert("product_serial".into(), json!(serial));
-                }
-            }
-            out.insert("evidence".into(), json!("/proc/device-tree"));
+            from_device_tree(host, &model)
         } else {
-            return Ok(json!({
-                "product_name": "unknown",
-                "evidence": format!("neither {DMI} nor /proc/device-tree/model exists"),
-            }));
-        }
-        if !unreadable.is_empty() {
-            out.insert(
-                "unreadable".into(),
-                json!(format!("{} need root to read", unreadable.join(", "))),
-            );
-        }
-        Ok(Value::Object(out))
+            Facts {
+                product_name: Some(Known::UNKNOWN),
+                evidence: vec![format!("neither {DMI} nor /proc/device-tree/model exists")],
+                ..Facts::default()
+            }
+        };
+        Ok(to_value(&facts))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use penguindome_protocol::facts::{FACTS_VERSION, read};
+
     use super::*;
     use crate::collectors::NoCache;
     use crate::collectors::fixture::tree;
-    use crate::host::Host;
+
+    /// The collector's answer on `d`, read back as the server reads it.
+    fn collect(d: &tempfile::TempDir) -> Facts {
+        let v = Hardware
+            .collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
+            .unwrap();
+        read(Some(&v), FACTS_VERSION).unwrap_or_else(|e| panic!("{e}: {v}"))
+    }
 
     #[test]
     fn lenovo_laptop() {
@@ -158,14 +181,15 @@ mod tests {
             ("/sys/class/dmi/id/bios_version", "R1YET58W (1.27 )\n"),
             ("/sys/class/dmi/id/bios_date", "06/19/2024\n"),
         ]);
-        let v = Hardware
-            .collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
-            .unwrap();
-        assert_eq!(v["system_vendor"], "LENOVO");
-        assert_eq!(v["product_serial"], "PF3ABCDE");
-        assert_eq!(v["chassis"], "notebook");
-        assert!(v.get("board_serial").is_none(), "placeholder dropped");
-        assert_eq!(v["evidence"], DMI);
+        let v = collect(&d);
+        assert_eq!(v.system_vendor.as_deref(), Some("LENOVO"));
+        assert_eq!(v.product_name, Some(Known::Value("21AHCTO1WW".into())));
+        assert_eq!(v.product_serial.as_deref(), Some("PF3ABCDE"));
+        assert_eq!(v.chassis_type.as_deref(), Some("10"));
+        assert_eq!(v.chassis.as_deref(), Some("notebook"));
+        assert_eq!(v.board_serial, None, "placeholder dropped");
+        assert_eq!(v.product_uuid, None, "missing file");
+        assert_eq!(v.evidence, [DMI]);
     }
 
     #[test]
@@ -177,25 +201,20 @@ mod tests {
             ),
             ("/proc/device-tree/serial-number", "10000000abcdef12\0"),
         ]);
-        let v = Hardware
-            .collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
-            .unwrap();
-        assert_eq!(v["product_name"], "Raspberry Pi 4 Model B Rev 1.4");
-        assert_eq!(v["product_serial"], "10000000abcdef12");
+        let v = collect(&d);
+        assert_eq!(
+            v.product_name,
+            Some(Known::Value("Raspberry Pi 4 Model B Rev 1.4".into()))
+        );
+        assert_eq!(v.product_serial.as_deref(), Some("10000000abcdef12"));
+        assert_eq!(v.evidence, ["/proc/device-tree"]);
     }
 
     #[test]
     fn nothing_to_read_is_unknown_with_a_reason() {
         let d = tree::<&str>(&[]);
-        let v = Hardware
-            .collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
-            .unwrap();
-        assert_eq!(v["product_name"], "unknown");
-        assert!(
-            v["evidence"]
-                .as_str()
-                .unwrap()
-                .contains("/sys/class/dmi/id")
-        );
+        let v = collect(&d);
+        assert_eq!(v.product_name, Some(Known::UNKNOWN));
+        assert!(v.evidence[0].contains("/sys/class/dmi/id"), "{v:?}");
     }
 }

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use penguindome_protocol::facts::ip_addresses::{Interface, IpAddresses as Facts};
+use penguindome_protocol::facts::to_value;
+use serde_json::Value;
 
 use super::{CollectError, Collector, Context};
 
@@ -29,25 +31,43 @@ impl Collector for IpAddresses {
                 .or_default()
                 .push(format!("{}/{}", a.address, a.prefix));
         }
-        let interfaces: Vec<Value> = by_interface
+        let interfaces = by_interface
             .into_iter()
             .map(|(name, mut addresses)| {
                 addresses.sort();
                 addresses.dedup();
-                json!({"name": name, "addresses": addresses})
+                Interface { name, addresses }
             })
             .collect();
-        Ok(
-            json!({"interfaces": interfaces, "evidence": "getifaddrs(3), without IPv6 temporary addresses (/proc/net/if_inet6)"}),
-        )
+        Ok(to_value(&Facts {
+            interfaces,
+            evidence: vec![
+                "getifaddrs(3), without IPv6 temporary addresses (/proc/net/if_inet6)".into(),
+            ],
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use penguindome_protocol::facts::{FACTS_VERSION, read};
+
     use super::*;
     use crate::collectors::NoCache;
     use crate::host::{Host, InterfaceAddress};
+
+    /// The collector's answer, read back as the server reads it.
+    fn collect(host: &Host) -> Facts {
+        let v = IpAddresses.collect(&Context::new(host, &NoCache)).unwrap();
+        read(Some(&v), FACTS_VERSION).unwrap_or_else(|e| panic!("{e}: {v}"))
+    }
+
+    fn interface(name: &str, addresses: &[&str]) -> Interface {
+        Interface {
+            name: name.into(),
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+        }
+    }
 
     fn addr(i: &str, a: &str, p: u8, lo: bool) -> InterfaceAddress {
         InterfaceAddress {
@@ -70,20 +90,19 @@ mod tests {
                 addr("lo", "::1", 128, true),
             ],
         );
-        let v = IpAddresses.collect(&Context::new(&host, &NoCache)).unwrap();
         assert_eq!(
-            v["interfaces"],
-            json!([
-                {"name": "eth0", "addresses": ["10.0.0.5/16", "fe80::1/64"]},
-                {"name": "wlan0", "addresses": ["192.168.1.20/24"]},
-            ])
+            collect(&host).interfaces,
+            [
+                interface("eth0", &["10.0.0.5/16", "fe80::1/64"]),
+                interface("wlan0", &["192.168.1.20/24"]),
+            ]
         );
     }
 
     #[test]
     fn live_host_has_an_answer() {
-        let host = Host::system();
-        let v = IpAddresses.collect(&Context::new(&host, &NoCache)).unwrap();
-        assert!(v["interfaces"].is_array());
+        let v = collect(&Host::system());
+        assert!(v.interfaces.iter().all(|i| i.name != "lo"), "{v:?}");
+        assert!(!v.evidence.is_empty());
     }
 }

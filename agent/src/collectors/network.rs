@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use serde_json::{Value, json};
+use penguindome_protocol::facts::network::{Device, Network as Facts};
+use penguindome_protocol::facts::{Known, to_value};
+use serde_json::Value;
 
 use super::{CollectError, Collector, Context};
 use crate::host::Host;
@@ -129,38 +131,48 @@ impl Collector for Network {
                     .ok()
                     .map(|s| s.trim().to_string())
             };
-            let mut d = json!({
-                "name": dev,
-                "kind": k,
-                "mac": read("address"),
-                "state": read("operstate").unwrap_or_else(|| "unknown".into()),
-                "addresses": addresses.remove(&dev).unwrap_or_default(),
-            });
-            if k == "wifi" {
-                match ssid(host, &dev) {
-                    Ok(s) => {
-                        d["ssid"] = s.map(Value::String).unwrap_or(Value::Null);
-                        evidence.push(format!("NetworkManager ActiveAccessPoint of {dev}"));
-                    }
-                    Err(e) => {
-                        d["ssid"] = json!("unknown");
-                        evidence.push(format!("SSID of {dev} unknown: {e}"));
-                    }
+            let network = (k == "wifi").then(|| match ssid(host, &dev) {
+                Ok(s) => {
+                    evidence.push(format!("NetworkManager ActiveAccessPoint of {dev}"));
+                    Known::Value(s)
                 }
-            }
-            devices.push(d);
+                Err(e) => {
+                    evidence.push(format!("SSID of {dev} unknown: {e}"));
+                    Known::UNKNOWN
+                }
+            });
+            devices.push(Device {
+                name: dev.clone(),
+                kind: k.to_string(),
+                mac: read("address"),
+                state: read("operstate").unwrap_or_else(|| "unknown".into()),
+                addresses: addresses
+                    .remove(&dev)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                ssid: network,
+            });
         }
         evidence.push("IPv6 temporary addresses left out (/proc/net/if_inet6)".into());
-        Ok(json!({"devices": devices, "evidence": evidence}))
+        Ok(to_value(&Facts { devices, evidence }))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use penguindome_protocol::facts::{FACTS_VERSION, read};
+
     use super::*;
     use crate::collectors::NoCache;
     use crate::collectors::fixture::tree_with_links as tree;
     use crate::host::InterfaceAddress;
+
+    /// The collector's answer, read back as the server reads it.
+    fn collect(host: &Host) -> Facts {
+        let v = Network.collect(&Context::new(host, &NoCache)).unwrap();
+        read(Some(&v), FACTS_VERSION).unwrap_or_else(|e| panic!("{e}: {v}"))
+    }
 
     fn addr(i: &str, a: &str, p: u8) -> InterfaceAddress {
         InterfaceAddress {
@@ -212,25 +224,22 @@ mod tests {
                 addr("wlp0s20f3", "2a02:4a0::10", 64),
             ],
         );
-        let v = Network.collect(&Context::new(&host, &NoCache)).unwrap();
-        let names: Vec<&str> = v["devices"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["name"].as_str().unwrap())
-            .collect();
+        let v = collect(&host);
+        let names: Vec<&str> = v.devices.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["docker0", "enp0s31f6", "wlp0s20f3"]);
-        let wifi = &v["devices"][2];
-        assert_eq!(wifi["kind"], "wifi");
-        assert_eq!(wifi["ssid"], "Office");
+        let wifi = &v.devices[2];
+        assert_eq!(wifi.kind, "wifi");
+        assert_eq!(wifi.ssid, Some(Known::Value(Some("Office".into()))));
         assert_eq!(
-            wifi["addresses"],
-            json!(["192.168.1.23/24", "2a02:4a0::10/64"]),
+            wifi.addresses,
+            ["192.168.1.23/24", "2a02:4a0::10/64"],
             "temporary address left out"
         );
-        assert_eq!(v["devices"][0]["kind"], "bridge");
-        assert_eq!(v["devices"][1]["kind"], "ethernet");
-        assert_eq!(v["devices"][1]["mac"], "8c:16:45:aa:bb:cc");
+        assert_eq!(v.devices[0].kind, "bridge");
+        assert_eq!(v.devices[0].mac, None);
+        assert_eq!(v.devices[1].kind, "ethernet");
+        assert_eq!(v.devices[1].mac.as_deref(), Some("8c:16:45:aa:bb:cc"));
+        assert_eq!(v.devices[1].ssid, None, "only Wi-Fi has an SSID");
     }
 
     #[test]
@@ -242,10 +251,29 @@ mod tests {
             ],
             &[],
         );
-        let v = Network
-            .collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
-            .unwrap();
-        assert_eq!(v["devices"][0]["ssid"], "unknown");
-        assert!(v["evidence"].to_string().contains("D-Bus"), "{v}");
+        let v = collect(&Host::fixture(d.path(), vec![]));
+        assert_eq!(v.devices[0].ssid, Some(Known::UNKNOWN));
+        assert_eq!(v.devices[0].state, "unknown");
+        assert!(v.evidence.iter().any(|e| e.contains("D-Bus")), "{v:?}");
+    }
+
+    #[test]
+    fn wifi_not_connected_has_a_null_ssid() {
+        let d = tree(
+            &[
+                ("/sys/class/net/wlan0/type", "1\n"),
+                ("/sys/class/net/wlan0/wireless/.keep", ""),
+                (
+                    "/.dbus.json",
+                    r#"{"calls": {"org.freedesktop.NetworkManager /org/freedesktop/NetworkManager org.freedesktop.NetworkManager GetDeviceByIpIface wlan0": "/org/freedesktop/NetworkManager/Devices/2"},
+                        "properties": {"org.freedesktop.NetworkManager /org/freedesktop/NetworkManager/Devices/2 org.freedesktop.NetworkManager.Device.Wireless ActiveAccessPoint": "/"}}"#,
+                ),
+            ],
+            &[],
+        );
+        let host = Host::fixture(d.path(), vec![]);
+        let wire = Network.collect(&Context::new(&host, &NoCache)).unwrap();
+        assert_eq!(wire["devices"][0]["ssid"], Value::Null, "{wire}");
+        assert_eq!(collect(&host).devices[0].ssid, Some(Known::Value(None)));
     }
 }

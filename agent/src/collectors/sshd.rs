@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value, json};
+use penguindome_protocol::facts::sshd::{Sshd as Facts, Status};
+use penguindome_protocol::facts::to_value;
+use serde_json::Value;
 
 use super::{CollectError, Collector, Context};
 use crate::host::Host;
@@ -209,9 +211,11 @@ impl Collector for Sshd {
     fn collect(&self, ctx: &Context<'_>) -> Result<Value, CollectError> {
         let host = ctx.host;
         let Some(binary) = host.find_program("sshd") else {
-            return Ok(
-                json!({"status": "missing", "config": {}, "evidence": ["no sshd in /usr/sbin, /usr/bin, /sbin or /bin"]}),
-            );
+            return Ok(to_value(&Facts {
+                status: Status::Missing,
+                config: BTreeMap::new(),
+                evidence: vec!["no sshd in /usr/sbin, /usr/bin, /sbin or /bin".into()],
+            }));
         };
         let mut evidence = Vec::new();
         let processes = sshd_processes(host);
@@ -221,13 +225,13 @@ impl Collector for Sshd {
             .find(|u| host.exists(&format!("/etc/systemd/system/sockets.target.wants/{u}")));
         let status = if !processes.is_empty() {
             evidence.push("an sshd process in /proc".to_string());
-            "running"
+            Status::Running
         } else if let Some(unit) = socket_unit.filter(|_| listening) {
             evidence.push(format!("{unit} is enabled and TCP port 22 listens"));
-            "socket-activated"
+            Status::SocketActivated
         } else {
             evidence.push("no sshd process in /proc".to_string());
-            "stopped"
+            Status::Stopped
         };
         let config_file = processes
             .iter()
@@ -273,27 +277,31 @@ impl Collector for Sshd {
             }
         };
         evidence.push(source);
-        let config: Map<String, Value> = config
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect();
-        Ok(json!({
-            "status": status,
-            "config": config,
-            "evidence": evidence,
+        Ok(to_value(&Facts {
+            status,
+            config,
+            evidence,
         }))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use penguindome_protocol::facts::{FACTS_VERSION, read};
+
     use super::*;
     use crate::collectors::NoCache;
     use crate::collectors::fixture::{tree, tree_with_links};
 
-    fn collect(d: &tempfile::TempDir) -> Value {
+    fn collect_wire(d: &tempfile::TempDir) -> Value {
         Sshd.collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
             .unwrap()
+    }
+
+    /// The collector's answer, read back as the server reads it.
+    fn collect(d: &tempfile::TempDir) -> Facts {
+        let v = collect_wire(d);
+        read(Some(&v), FACTS_VERSION).unwrap_or_else(|e| panic!("{e}: {v}"))
     }
 
     #[test]
@@ -329,15 +337,10 @@ mod tests {
             ],
         );
         let v = collect(&d);
-        assert_eq!(v["status"], "running");
-        assert_eq!(v["config"]["passwordauthentication"], "no");
-        assert_eq!(v["config"]["listenaddress"], "0.0.0.0:22\n[::]:22");
-        assert!(
-            v["evidence"][1]
-                .as_str()
-                .unwrap()
-                .contains("-f /etc/ssh/custom_config")
-        );
+        assert_eq!(v.status, Status::Running);
+        assert_eq!(v.config["passwordauthentication"], "no");
+        assert_eq!(v.config["listenaddress"], "0.0.0.0:22\n[::]:22");
+        assert!(v.evidence[1].contains("-f /etc/ssh/custom_config"), "{v:?}");
     }
 
     #[test]
@@ -362,21 +365,15 @@ mod tests {
             ("/etc/ssh/sshd_config.d/README", "PermitRootLogin yes\n"),
         ]);
         let v = collect(&d);
-        assert_eq!(v["status"], "stopped");
+        assert_eq!(v.status, Status::Stopped);
+        assert_eq!(v.config["passwordauthentication"], "no", "first value wins");
         assert_eq!(
-            v["config"]["passwordauthentication"], "no",
-            "first value wins"
-        );
-        assert_eq!(
-            v["config"]["permitrootlogin"], "no",
+            v.config["permitrootlogin"], "no",
             "Match block and non-.conf ignored"
         );
-        assert_eq!(v["config"]["usepam"], "yes");
-        assert_eq!(
-            v["config"]["pubkeyauthentication"], "yes",
-            "default filled in"
-        );
-        let ev = v["evidence"].to_string();
+        assert_eq!(v.config["usepam"], "yes");
+        assert_eq!(v.config["pubkeyauthentication"], "yes", "default filled in");
+        let ev = v.evidence.join("\n");
         assert!(ev.contains("exit status 1"), "{ev}");
         assert!(
             !ev.contains("hostkeys"),
@@ -401,7 +398,7 @@ mod tests {
             ],
             &[("/proc/666/exe", "/usr/sbin/sshd")],
         );
-        let v = collect(&d);
+        let v = collect_wire(&d);
         assert_eq!(v["status"], "stopped", "{v}");
         assert!(!v.to_string().contains("secret"));
         assert!(!v.to_string().contains("/etc/shadow"));
@@ -418,8 +415,15 @@ mod tests {
             ),
             ("/.commands/sshd -T", "permitrootlogin no\n"),
         ]);
-        assert_eq!(collect(&d)["status"], "socket-activated");
-        let empty = tree::<&str>(&[]);
-        assert_eq!(collect(&empty)["status"], "missing");
+        let v = collect(&d);
+        assert_eq!(v.status, Status::SocketActivated);
+        assert!(v.reachable());
+        let missing = collect(&tree::<&str>(&[]));
+        assert_eq!(missing.status, Status::Missing);
+        assert!(missing.config.is_empty());
+        assert_eq!(
+            collect_wire(&tree::<&str>(&[]))["config"],
+            serde_json::json!({})
+        );
     }
 }

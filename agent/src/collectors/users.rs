@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Value, json};
+use penguindome_protocol::facts::users::{self as facts, Password};
+use penguindome_protocol::facts::{Known, to_value};
+use serde_json::Value;
 
 use super::{CollectError, Collector, Context};
 use crate::host::Host;
@@ -63,7 +65,7 @@ fn uid_range(host: &Host) -> (u32, u32) {
 }
 
 /// Password state per account from /etc/shadow, or why it can't be read.
-fn shadow(host: &Host) -> Result<BTreeMap<String, &'static str>, String> {
+fn shadow(host: &Host) -> Result<BTreeMap<String, Password>, String> {
     let text = host
         .read_to_string("/etc/shadow")
         .map_err(|e| format!("/etc/shadow is not readable ({e}); run as root"))?;
@@ -74,11 +76,11 @@ fn shadow(host: &Host) -> Result<BTreeMap<String, &'static str>, String> {
             let name = f.next()?;
             let hash = f.next()?;
             let state = if hash.is_empty() {
-                "none"
+                Password::None
             } else if hash.starts_with('!') || hash.starts_with('*') {
-                "locked"
+                Password::Locked
             } else {
-                "set"
+                Password::Set
             };
             Some((name.to_string(), state))
         })
@@ -113,8 +115,15 @@ fn group_members(host: &Host, accounts: &[Account]) -> BTreeMap<String, BTreeSet
     out
 }
 
+/// One session per (user, type, remote), sorted.
+fn sessions(seen: BTreeSet<(String, String, bool)>) -> Vec<facts::Session> {
+    seen.into_iter()
+        .map(|(user, kind, remote)| facts::Session { user, kind, remote })
+        .collect()
+}
+
 /// Logged-in sessions from logind's state files.
-fn logind_sessions(host: &Host) -> Option<Vec<Value>> {
+fn logind_sessions(host: &Host) -> Option<Vec<facts::Session>> {
     if !host.exists("/run/systemd/sessions") {
         return None;
     }
@@ -137,15 +146,11 @@ fn logind_sessions(host: &Host) -> Option<Vec<Value>> {
             kv.get("REMOTE") == Some(&"1"),
         ));
     }
-    Some(
-        seen.into_iter()
-            .map(|(user, kind, remote)| json!({"user": user, "type": kind, "remote": remote}))
-            .collect(),
-    )
+    Some(sessions(seen))
 }
 
 /// Logged-in users from utmp records (glibc's 384-byte `struct utmp`).
-fn utmp_sessions(host: &Host) -> Option<Vec<Value>> {
+fn utmp_sessions(host: &Host) -> Option<Vec<facts::Session>> {
     const RECORD: usize = 384;
     const USER_PROCESS: i16 = 7;
     let data = std::fs::read(host.path("/run/utmp"))
@@ -164,14 +169,27 @@ fn utmp_sessions(host: &Host) -> Option<Vec<Value>> {
         let remote_host = cstr(&r[76..332]);
         if !user.is_empty() {
             let remote = !remote_host.is_empty() && !remote_host.starts_with(':');
-            seen.insert((user, remote));
+            // utmp does not say what kind of session it is.
+            seen.insert((user, "unspecified".to_string(), remote));
         }
     }
-    Some(
-        seen.into_iter()
-            .map(|(user, remote)| json!({"user": user, "type": "unspecified", "remote": remote}))
-            .collect(),
-    )
+    Some(sessions(seen))
+}
+
+/// Who is logged in, and the source that says so.
+fn logged_in(host: &Host) -> (Known<Vec<facts::Session>>, &'static str) {
+    match logind_sessions(host) {
+        Some(s) => (Known::Value(s), "/run/systemd/sessions"),
+        None => match utmp_sessions(host) {
+            Some(s) => (Known::Value(s), "/run/utmp"),
+            None => (Known::UNKNOWN, "neither logind nor utmp"),
+        },
+    }
+}
+
+/// Whether `shell` lets an account log in.
+fn can_log_in(shell: &str) -> bool {
+    !shell.is_empty() && !shell.ends_with("/nologin") && !shell.ends_with("/false")
 }
 
 impl Collector for Users {
@@ -188,56 +206,27 @@ impl Collector for Users {
         let (uid_min, uid_max) = uid_range(host);
         let shadow = shadow(host);
         let groups = group_members(host, &accounts);
-        let admins: BTreeSet<String> = ADMIN_GROUPS
-            .iter()
-            .filter_map(|g| groups.get(*g))
-            .flatten()
-            .cloned()
-            .collect();
         let password = |name: &str| match &shadow {
-            Ok(s) => s.get(name).copied().unwrap_or("unknown"),
-            Err(_) => "unknown",
+            Ok(s) => s.get(name).copied().unwrap_or(Password::Unknown),
+            Err(_) => Password::Unknown,
         };
-        let can_log_in = |shell: &str| {
-            !shell.is_empty() && !shell.ends_with("/nologin") && !shell.ends_with("/false")
-        };
-        let mut humans: Vec<&Account> = accounts
-            .iter()
-            .filter(|a| a.uid >= uid_min && a.uid <= uid_max)
-            .collect();
-        humans.sort_by(|a, b| a.name.cmp(&b.name));
-        let human_values: Vec<Value> = humans
-            .iter()
-            .map(|a| {
-                json!({
-                    "name": a.name,
-                    "uid": a.uid,
-                    "home": a.home,
-                    "shell": a.shell,
-                    "login_shell": can_log_in(&a.shell),
-                    "password": password(&a.name),
-                    "admin": admins.contains(&a.name),
-                })
-            })
-            .collect();
+        let humans = people(&accounts, (uid_min, uid_max), &groups, &password);
         // Any account, system ones included, that logs in with no password.
-        let mut without_password: Vec<&str> = accounts
+        let mut without_password: Vec<String> = accounts
             .iter()
-            .filter(|a| password(&a.name) == "none")
-            .map(|a| a.name.as_str())
+            .filter(|a| password(&a.name) == Password::None)
+            .map(|a| a.name.clone())
             .collect();
         without_password.sort();
-        let admin_groups: BTreeMap<&str, Vec<&String>> = ADMIN_GROUPS
+        let admin_groups = ADMIN_GROUPS
             .iter()
-            .filter_map(|g| groups.get(*g).map(|m| (*g, m.iter().collect())))
+            .filter_map(|g| {
+                groups
+                    .get(*g)
+                    .map(|m| (g.to_string(), m.iter().cloned().collect()))
+            })
             .collect();
-        let (logged_in, session_source) = match logind_sessions(host) {
-            Some(s) => (Value::Array(s), "/run/systemd/sessions"),
-            None => match utmp_sessions(host) {
-                Some(s) => (Value::Array(s), "/run/utmp"),
-                None => (Value::String("unknown".into()), "neither logind nor utmp"),
-            },
-        };
+        let (logged_in, session_source) = logged_in(host);
         let mut evidence = vec![
             "/etc/passwd".to_string(),
             "/etc/group".to_string(),
@@ -248,15 +237,48 @@ impl Collector for Users {
             Ok(_) => evidence.push("/etc/shadow".into()),
             Err(e) => evidence.push(e.clone()),
         }
-        Ok(json!({
-            "accounts": human_values,
-            "root_password": password("root"),
-            "without_password": if shadow.is_ok() { json!(without_password) } else { json!("unknown") },
-            "admin_groups": admin_groups,
-            "logged_in": logged_in,
-            "evidence": evidence,
+        Ok(to_value(&facts::Users {
+            accounts: humans,
+            root_password: password("root"),
+            without_password: if shadow.is_ok() {
+                Known::Value(without_password)
+            } else {
+                Known::UNKNOWN
+            },
+            admin_groups,
+            logged_in,
+            evidence,
         }))
     }
+}
+
+/// The accounts of people (UIDs from UID_MIN to UID_MAX), sorted by name.
+fn people(
+    accounts: &[Account],
+    (uid_min, uid_max): (u32, u32),
+    groups: &BTreeMap<String, BTreeSet<String>>,
+    password: &dyn Fn(&str) -> Password,
+) -> Vec<facts::Account> {
+    let admins: BTreeSet<&String> = ADMIN_GROUPS
+        .iter()
+        .filter_map(|g| groups.get(*g))
+        .flatten()
+        .collect();
+    let mut humans: Vec<facts::Account> = accounts
+        .iter()
+        .filter(|a| a.uid >= uid_min && a.uid <= uid_max)
+        .map(|a| facts::Account {
+            name: a.name.clone(),
+            uid: a.uid,
+            home: a.home.clone(),
+            shell: a.shell.clone(),
+            login_shell: can_log_in(&a.shell),
+            password: password(&a.name),
+            admin: admins.contains(&a.name),
+        })
+        .collect();
+    humans.sort_by(|a, b| a.name.cmp(&b.name));
+    humans
 }
 
 #[cfg(test)]
@@ -274,6 +296,22 @@ svc:x:1002:1002::/srv/svc:/usr/sbin/nologin
 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
 ";
 
+    /// The collector's answer, read back as the typed contract.
+    fn collect(d: &tempfile::TempDir) -> facts::Users {
+        let v = Users
+            .collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
+            .unwrap();
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn session(user: &str, kind: &str, remote: bool) -> facts::Session {
+        facts::Session {
+            user: user.into(),
+            kind: kind.into(),
+            remote,
+        }
+    }
+
     #[test]
     fn debian_desktop() {
         let d = tree(&[
@@ -286,31 +324,37 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
             ("/run/systemd/sessions/7", b"USER=bob\nSTATE=online\nTYPE=tty\nCLASS=user\nREMOTE=1\nREMOTE_HOST=10.0.0.9\n"),
             ("/run/systemd/sessions/c1", b"USER=gdm\nSTATE=online\nTYPE=wayland\nCLASS=greeter\n"),
         ]);
-        let v = Users
-            .collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
-            .unwrap();
-        let names: Vec<&str> = v["accounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ["alice", "bob", "svc"]);
-        assert_eq!(v["accounts"][0]["admin"], true);
-        assert_eq!(v["accounts"][0]["password"], "set");
-        assert_eq!(v["accounts"][1]["password"], "locked");
-        assert_eq!(v["accounts"][1]["admin"], true, "wheel counts");
-        assert_eq!(v["accounts"][2]["login_shell"], false);
-        assert_eq!(v["root_password"], "locked");
-        assert_eq!(v["without_password"], json!(["games"]));
-        assert_eq!(v["admin_groups"]["sudo"], json!(["alice"]));
+        let u = collect(&d);
         assert_eq!(
-            v["logged_in"],
-            json!([
-                {"user": "alice", "type": "wayland", "remote": false},
-                {"user": "bob", "type": "tty", "remote": true},
+            u.accounts[0],
+            facts::Account {
+                name: "alice".into(),
+                uid: 1000,
+                home: "/home/alice".into(),
+                shell: "/bin/bash".into(),
+                login_shell: true,
+                password: Password::Set,
+                admin: true,
+            }
+        );
+        let names: Vec<&str> = u.accounts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["alice", "bob", "svc"]);
+        assert_eq!(u.accounts[1].password, Password::Locked);
+        assert!(u.accounts[1].admin, "wheel counts");
+        assert!(!u.accounts[2].login_shell);
+        assert_eq!(u.root_password, Password::Locked);
+        assert_eq!(u.without_password, Known::Value(vec!["games".to_string()]));
+        assert_eq!(u.admin_groups["sudo"], ["alice"]);
+        assert_eq!(u.admin_groups["wheel"], ["bob"]);
+        assert!(!u.admin_groups.contains_key("admin"), "no such group");
+        assert_eq!(
+            u.logged_in,
+            Known::Value(vec![
+                session("alice", "wayland", false),
+                session("bob", "tty", true),
             ])
         );
+        assert!(u.evidence.contains(&"/etc/shadow".to_string()));
     }
 
     #[test]
@@ -326,21 +370,29 @@ nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
             ("/etc/group", b"wheel:x:10:\n"),
             ("/run/utmp", &utmp),
         ]);
+        let u = collect(&d);
+        assert!(u.without_password.is_unknown());
+        assert_eq!(u.accounts[0].password, Password::Unknown);
+        assert_eq!(
+            u.logged_in,
+            Known::Value(vec![session("carol", "unspecified", false)])
+        );
+        assert!(u.evidence.iter().any(|e| e.contains("run as root")));
+        assert!(u.evidence.contains(&"/run/utmp".to_string()));
+    }
+
+    /// Neither logind nor utmp: who is logged in is unknown, on the wire
+    /// the string, and the evidence says why.
+    #[test]
+    fn nobody_to_ask_about_sessions() {
+        let d = tree(&[("/etc/passwd", PASSWD.as_bytes())]);
         let v = Users
             .collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
             .unwrap();
+        assert_eq!(v["logged_in"], "unknown");
         assert_eq!(v["without_password"], "unknown");
-        assert_eq!(v["accounts"][0]["password"], "unknown");
-        assert_eq!(
-            v["logged_in"],
-            json!([{"user": "carol", "type": "unspecified", "remote": false}])
-        );
-        assert!(
-            v["evidence"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e.as_str().unwrap().contains("run as root"))
-        );
+        let u: facts::Users = serde_json::from_value(v).unwrap();
+        assert!(u.logged_in.is_unknown());
+        assert!(u.evidence.contains(&"neither logind nor utmp".to_string()));
     }
 }

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use ipnet::IpNet;
 
 use super::prompt::Prompter;
-use crate::auth::{ACCESS_FILE, AccessRules, ENDPOINTS, hash_password};
+use crate::access_rules::{ACCESS_FILE, AccessRules, ENDPOINTS, hash_password};
 
 /// The user name agents fetch the repositories with (init makes it).
 pub const AGENT_REPO_USER: &str = "agent";

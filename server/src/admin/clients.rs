@@ -4,7 +4,8 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets::NOTHING};
 
-use crate::store::{AuditRecord, ClientSummary, Store};
+use crate::audit::text::clean;
+use crate::store::{AdminStore, AuditRecord, ClientSummary};
 
 /// `pdome-admin clients …`.
 #[derive(Debug, clap::Subcommand)]
@@ -78,7 +79,7 @@ fn status(c: &ClientSummary) -> &'static str {
 }
 
 /// Runs a clients subcommand against the store; prints to stdout.
-pub async fn run(store: &dyn Store, cmd: ClientsCommand) -> anyhow::Result<()> {
+pub async fn run(store: &dyn AdminStore, cmd: ClientsCommand) -> anyhow::Result<()> {
     match cmd {
         ClientsCommand::List { json } => {
             let clients = store.list_clients().await?;
@@ -102,7 +103,7 @@ pub async fn run(store: &dyn Store, cmd: ClientsCommand) -> anyhow::Result<()> {
             for c in &clients {
                 t.add_row([
                     c.client_id.clone(),
-                    c.hostname.clone(),
+                    clean(&c.hostname),
                     when(&c.last_seen_at),
                     opt_when(&c.collected_at),
                     c.last_address.clone(),
@@ -124,7 +125,7 @@ pub async fn run(store: &dyn Store, cmd: ClientsCommand) -> anyhow::Result<()> {
             let s = &doc.summary;
             let mut t = table();
             t.add_row(["client id", s.client_id.as_str()]);
-            t.add_row(["hostname", s.hostname.as_str()]);
+            t.add_row(["hostname", clean(&s.hostname).as_str()]);
             t.add_row(["status", status(s)]);
             t.add_row(["enrolled", &when(&doc.enrolled_at)]);
             t.add_row(["first seen", &when(&s.first_seen_at)]);
@@ -137,9 +138,16 @@ pub async fn run(store: &dyn Store, cmd: ClientsCommand) -> anyhow::Result<()> {
                     s.last_listener
                 ),
             ]);
+            // What the server saw, behind any NAT: the agent's own view of
+            // its addresses is in the ip_addresses facts.
+            t.add_row(["public address", s.last_address.as_str()]);
             t.add_row(["collected", &opt_when(&s.collected_at)]);
+            t.add_row(["facts version", &doc.facts_version.to_string()]);
             t.add_row(["submitted", &opt_when(&doc.submitted_at)]);
-            t.add_row(["agent version", doc.agent_version.as_deref().unwrap_or("-")]);
+            t.add_row([
+                "agent version",
+                &clean(doc.agent_version.as_deref().unwrap_or("-")),
+            ]);
             for k in &doc.keys {
                 let state = match &k.revoked_at {
                     Some(r) => format!("revoked {}", when(r)),
@@ -149,7 +157,11 @@ pub async fn run(store: &dyn Store, cmd: ClientsCommand) -> anyhow::Result<()> {
             }
             println!("{t}");
             for (name, value) in &doc.plugins {
-                println!("\n[{name}]\n{}", serde_json::to_string_pretty(value)?);
+                println!("\n[{name}]");
+                // JSON escapes control characters, not bidirectional ones.
+                for line in serde_json::to_string_pretty(value)?.lines() {
+                    println!("{}", clean(line));
+                }
             }
         }
         ClientsCommand::History {
@@ -210,6 +222,7 @@ fn print_history(records: &[AuditRecord]) {
             .as_ref()
             .map(|v| v.to_string())
             .unwrap_or_else(|| "-".into());
+        let s = clean(&s);
         if s.chars().count() > 60 {
             format!("{}…", s.chars().take(59).collect::<String>())
         } else {
@@ -228,8 +241,8 @@ fn print_history(records: &[AuditRecord]) {
     for r in records {
         t.add_row([
             when(&r.recorded_at),
-            r.hostname.clone(),
-            r.field.clone(),
+            clean(&r.hostname),
+            clean(&r.field),
             r.action.as_str().into(),
             show(&r.old),
             show(&r.new),

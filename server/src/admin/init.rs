@@ -208,7 +208,7 @@ fn mongo_from_flags(args: &InitArgs) -> anyhow::Result<StoreChoice> {
         tls: args.mongodb_tls,
         tls_ca_file: args.mongodb_tls_ca_file.clone(),
         tls_certificate_key_file: None,
-        server_selection_timeout: Duration::from_secs(10),
+        ..MongoConfig::default()
     };
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(StoreChoice::Mongo {
@@ -269,7 +269,7 @@ fn ask_mongo<R: BufRead, W: Write>(p: &mut Prompter<R, W>) -> anyhow::Result<Sto
         tls,
         tls_ca_file,
         tls_certificate_key_file: None,
-        server_selection_timeout: Duration::from_secs(10),
+        ..MongoConfig::default()
     };
     Ok(StoreChoice::Mongo {
         config: Box::new(config),
@@ -523,7 +523,7 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
             StoreChoice::Sqlite => StoreConfig::Sqlite {
                 path: "penguindome.db".into(),
             },
-            StoreChoice::Mongo { config, .. } => StoreConfig::Mongodb((**config).clone()),
+            StoreChoice::Mongo { config, .. } => StoreConfig::Mongodb(config.clone()),
         },
         logging: LoggingConfig {
             target: answers.log_target,
@@ -586,7 +586,11 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
         if config_dir.join(MONGODB_PASSWORD_FILE).exists() {
             super::account::share_with_group(&config_dir.join(MONGODB_PASSWORD_FILE), gid, 0o640)?;
         }
-        super::account::share_with_group(&config_dir.join(crate::auth::ACCESS_FILE), gid, 0o640)?;
+        super::account::share_with_group(
+            &config_dir.join(crate::access_rules::ACCESS_FILE),
+            gid,
+            0o640,
+        )?;
         super::account::give_tree(&data_dir, uid, gid)?;
         println!(
             "The server's files belong to the {} user.",

@@ -9,7 +9,7 @@ use comfy_table::{Table, presets::NOTHING};
 
 use crate::audit::{self, Options, Settings, text};
 use crate::config::ServerConfig;
-use crate::store::{Issue, IssueFilter, Parameter, Store};
+use crate::store::{AuditStore, Issue, IssueFilter, Parameter};
 
 /// `pdome-admin issues …`.
 #[derive(Debug, clap::Subcommand)]
@@ -128,7 +128,7 @@ const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// issues hold the issues lease while they run.
 pub async fn run(
     config: &ServerConfig,
-    store: &dyn Store,
+    store: &dyn AuditStore,
     cmd: IssuesCommand,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
@@ -145,7 +145,7 @@ pub async fn run(
 async fn execute(
     config: &ServerConfig,
     settings: &Settings,
-    store: &dyn Store,
+    store: &dyn AuditStore,
     cmd: IssuesCommand,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
@@ -369,7 +369,7 @@ async fn execute(
 
 /// Suspends (or with `on` false, unsuspends) hosts.
 pub async fn suspend(
-    store: &dyn Store,
+    store: &dyn AuditStore,
     hosts: &[String],
     on: bool,
     now: DateTime<Utc>,
@@ -438,7 +438,7 @@ fn tell(config: &ServerConfig, due: &[audit::Due]) -> (HashSet<String>, Vec<Stri
     (told, failures)
 }
 
-async fn resolve(store: &dyn Store, hosts: &[String]) -> anyhow::Result<Vec<String>> {
+async fn resolve(store: &dyn AuditStore, hosts: &[String]) -> anyhow::Result<Vec<String>> {
     let mut ids = BTreeSet::new();
     for h in hosts {
         // The server's own issues are addressed by their id.
@@ -451,7 +451,9 @@ async fn resolve(store: &dyn Store, hosts: &[String]) -> anyhow::Result<Vec<Stri
     Ok(ids.into_iter().collect())
 }
 
-async fn hostnames(store: &dyn Store) -> anyhow::Result<std::collections::HashMap<String, String>> {
+async fn hostnames(
+    store: &dyn AuditStore,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
     Ok(store
         .list_clients()
         .await?
@@ -461,7 +463,7 @@ async fn hostnames(store: &dyn Store) -> anyhow::Result<std::collections::HashMa
 }
 
 /// The open issues a selection names.
-async fn select(store: &dyn Store, sel: &Selection) -> anyhow::Result<Vec<Issue>> {
+async fn select(store: &dyn AuditStore, sel: &Selection) -> anyhow::Result<Vec<Issue>> {
     if sel.hosts.is_empty() && sel.issues.is_empty() && !sel.all {
         bail!("name --host or --issue, or give --all to act on every open issue");
     }

@@ -8,7 +8,7 @@ use comfy_table::{Table, presets::NOTHING};
 use serde_json::{Value, json};
 
 use crate::audit::{USER_CLIENTS, USER_EMAIL};
-use crate::store::{Parameter, Store};
+use crate::store::{AdminStore, Parameter};
 
 /// `pdome-admin clients param …`.
 #[derive(Debug, clap::Subcommand)]
@@ -43,7 +43,11 @@ pub enum ParamCommand {
 }
 
 /// Runs a param subcommand.
-pub async fn run(store: &dyn Store, cmd: ParamCommand, now: DateTime<Utc>) -> anyhow::Result<()> {
+pub async fn run(
+    store: &dyn AdminStore,
+    cmd: ParamCommand,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
     match cmd {
         ParamCommand::List { client, json } => {
             let id = match client {
@@ -111,7 +115,7 @@ pub async fn run(store: &dyn Store, cmd: ParamCommand, now: DateTime<Utc>) -> an
 }
 
 async fn put(
-    store: &dyn Store,
+    store: &dyn AdminStore,
     client_id: &str,
     name: &str,
     value: Value,
@@ -133,7 +137,7 @@ async fn put(
     Ok(())
 }
 
-async fn peers_of(store: &dyn Store, client_id: &str) -> anyhow::Result<BTreeSet<String>> {
+async fn peers_of(store: &dyn AdminStore, client_id: &str) -> anyhow::Result<BTreeSet<String>> {
     Ok(store
         .parameters(Some(client_id))
         .await?
@@ -149,7 +153,7 @@ async fn peers_of(store: &dyn Store, client_id: &str) -> anyhow::Result<BTreeSet
 /// Makes `client_id` and `peers` one user's machines: each lists all the
 /// others; machines dropped from the group lose it (and forget this one).
 async fn set_group(
-    store: &dyn Store,
+    store: &dyn AdminStore,
     client_id: &str,
     peers: BTreeSet<String>,
     now: DateTime<Utc>,

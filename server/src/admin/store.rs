@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use crate::store::{Kind, Store, mongodb::MongoStore, sqlite::SqliteStore};
+use crate::store::{Kind, MigrationStore, mongodb::MongoStore, sqlite::SqliteStore};
 
 /// Records copied per round trip.
 const PAGE: usize = 500;
@@ -31,7 +31,7 @@ pub enum StoreCommand {
 }
 
 /// Opens a store from a migration URI.
-pub async fn open_target(uri: &str) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_target(uri: &str) -> anyhow::Result<Arc<dyn MigrationStore>> {
     if uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://") {
         return Ok(Arc::new(MongoStore::connect_uri(uri, None).await?));
     }
@@ -52,8 +52,8 @@ pub type Counts = Vec<(Kind, u64)>;
 
 /// Copies every record; `progress` hears (kind, done, total) as it goes.
 pub async fn copy(
-    source: &dyn Store,
-    target: &dyn Store,
+    source: &dyn MigrationStore,
+    target: &dyn MigrationStore,
     mut progress: impl FnMut(Kind, u64, u64),
 ) -> anyhow::Result<Counts> {
     let mut counts = Vec::new();
@@ -80,7 +80,10 @@ pub async fn copy(
 
 /// Checks that both stores hold the same records: equal counts, and equal
 /// per-record checksums.
-pub async fn verify(source: &dyn Store, target: &dyn Store) -> anyhow::Result<()> {
+pub async fn verify(
+    source: &dyn MigrationStore,
+    target: &dyn MigrationStore,
+) -> anyhow::Result<()> {
     for kind in Kind::ALL {
         let a = checksums(source, kind).await?;
         let b = checksums(target, kind).await?;
@@ -104,7 +107,7 @@ pub async fn verify(source: &dyn Store, target: &dyn Store) -> anyhow::Result<()
     Ok(())
 }
 
-async fn checksums(store: &dyn Store, kind: Kind) -> anyhow::Result<Vec<[u8; 32]>> {
+async fn checksums(store: &dyn MigrationStore, kind: Kind) -> anyhow::Result<Vec<[u8; 32]>> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
@@ -119,7 +122,7 @@ async fn checksums(store: &dyn Store, kind: Kind) -> anyhow::Result<Vec<[u8; 32]
 }
 
 /// True when the store holds nothing.
-async fn is_empty(store: &dyn Store) -> anyhow::Result<bool> {
+async fn is_empty(store: &dyn MigrationStore) -> anyhow::Result<bool> {
     for kind in Kind::ALL {
         if store.count(kind).await? > 0 {
             return Ok(false);
@@ -129,7 +132,7 @@ async fn is_empty(store: &dyn Store) -> anyhow::Result<bool> {
 }
 
 /// Runs `pdome-admin store migrate`.
-pub async fn migrate(source: &dyn Store, to: &str, force: bool) -> anyhow::Result<()> {
+pub async fn migrate(source: &dyn MigrationStore, to: &str, force: bool) -> anyhow::Result<()> {
     let target = open_target(to).await?;
     let result = migrate_into(source, target.as_ref(), to, force).await;
     target.close().await;
@@ -137,8 +140,8 @@ pub async fn migrate(source: &dyn Store, to: &str, force: bool) -> anyhow::Resul
 }
 
 async fn migrate_into(
-    source: &dyn Store,
-    target: &dyn Store,
+    source: &dyn MigrationStore,
+    target: &dyn MigrationStore,
     to: &str,
     force: bool,
 ) -> anyhow::Result<()> {
@@ -192,6 +195,7 @@ async fn migrate_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
     use crate::store::conformance::populate;
     use crate::store::mongodb::tests::{fresh_store, test_uri};
 

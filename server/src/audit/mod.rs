@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::AuditConfig;
-use crate::store::{Issue, IssueFilter, Store, StoreError};
+use crate::store::{AuditStore, Issue, IssueFilter, StoreError};
 
 pub mod business;
 pub mod certificates;
@@ -221,7 +221,7 @@ pub struct IssuesLease {
 
 impl IssuesLease {
     /// Takes the lease, waiting up to `wait` for its holder to finish.
-    pub async fn take(store: &dyn Store, wait: Duration) -> Result<Self, AuditError> {
+    pub async fn take(store: &dyn AuditStore, wait: Duration) -> Result<Self, AuditError> {
         let holder = format!(
             "{}:{}:{}",
             crate::host_name(),
@@ -243,7 +243,7 @@ impl IssuesLease {
     }
 
     /// Gives the lease back.
-    pub async fn release(self, store: &dyn Store) {
+    pub async fn release(self, store: &dyn AuditStore) {
         if let Err(e) = store.release_lease(LEASE, &self.holder).await {
             log::warn!("cannot give back the issues lease (it expires by itself): {e}");
         }
@@ -337,7 +337,7 @@ impl Ledger {
 
 /// Runs the audit at `now`.
 pub async fn run(
-    store: &dyn Store,
+    store: &dyn AuditStore,
     settings: &Settings,
     server_findings: Vec<ServerFinding>,
     now: DateTime<Utc>,
@@ -552,7 +552,7 @@ pub async fn run(
 /// Records that the due issues were told at `now`, so they repeat only
 /// after their re-alert time. Call it once they really were told.
 pub async fn mark_alerted(
-    store: &dyn Store,
+    store: &dyn AuditStore,
     due: &[Due],
     now: DateTime<Utc>,
 ) -> Result<(), AuditError> {
@@ -578,7 +578,7 @@ fn latest_closed<'a>(history: &'a [Issue], name: &str) -> Option<&'a Issue> {
         .max_by_key(|i| i.closed_at)
 }
 
-async fn read_params(store: &dyn Store) -> Result<HashMap<String, ClientParams>, AuditError> {
+async fn read_params(store: &dyn AuditStore) -> Result<HashMap<String, ClientParams>, AuditError> {
     let mut out: HashMap<String, ClientParams> = HashMap::new();
     for p in store.parameters(None).await? {
         let entry = out.entry(p.client_id.clone()).or_default();

@@ -10,11 +10,16 @@ use penguindome_protocol::wire::Report;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use penguindome_protocol::facts::firewall::Status as FirewallStatus;
+use penguindome_protocol::facts::sshd::Status as SshdStatus;
+use penguindome_protocol::facts::{FACTS_VERSION, Known, to_value};
+
 use super::*;
 use crate::config::{AuditConfig, CheckConfig};
 use crate::store::mongodb::tests::{fresh_store, test_uri};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Enrollment, Parameter, RequestMeta, Submission};
+use crate::store::{Enrollment, Parameter, RequestMeta, Store, Submission};
+use penguindome_protocol::facts::fixtures as fx;
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -44,20 +49,9 @@ fn settings_with(c: AuditConfig) -> Settings {
     Settings::from_config(&c).unwrap()
 }
 
-/// A report every default check passes.
+/// A report every default check passes, built with the facts types.
 fn compliant() -> Value {
-    json!({
-        "os_updates": {"backend": "apt", "counts": {"pending": 0, "security": 0}, "pending": [], "reboot_required": false},
-        "auto_updates": {"enabled": true, "mechanism": "unattended-upgrades"},
-        "hd_encryption": {"encrypted": true, "filesystems": [{"mountpoint": "/", "encrypted": true}], "swap": []},
-        "firewall": {"status": "on", "evidence": ["nft"]},
-        "screenlock": {"source": "live", "sessions": [{"user": "alice", "enabled": true, "delay_seconds": 300}]},
-        "guest_session": {"enabled": false, "display_manager": "gdm"},
-        "sshd": {"status": "running", "config": {"passwordauthentication": "no", "permitrootlogin": "prohibit-password"}},
-        "users": {"without_password": []},
-        "software": {"compliant": true, "packages": [], "services": []},
-        "agent": {"version": "0.1.0", "upgrade": null},
-    })
+    fx::compliant()
 }
 
 fn with(mut v: Value, plugin: &str, output: Value) -> Value {
@@ -65,9 +59,15 @@ fn with(mut v: Value, plugin: &str, output: Value) -> Value {
     v
 }
 
+/// A report whose firewall is off, saying `why`.
+fn firewall_says(why: &str) -> Value {
+    let off = fx::firewall(FirewallStatus::Off, why);
+    with(compliant(), "firewall", to_value(&off))
+}
+
 /// A report whose only problem is the firewall.
 fn firewall_off() -> Value {
-    with(compliant(), "firewall", json!({"status": "off"}))
+    firewall_says("no input chain drops by default")
 }
 
 /// A client "a-host" whose firewall is off, audited once at `at`, and the
@@ -132,6 +132,7 @@ async fn report(store: &Arc<dyn Store>, c: &Client, plugins: Value, at: DateTime
         hostname: c.host.clone(),
         collected_at: at,
         agent_version: "test".into(),
+        facts_version: FACTS_VERSION,
         plugins: plugins
             .as_object()
             .unwrap()
@@ -198,17 +199,7 @@ async fn issues_open_alert_realert_and_close() {
         let t1 = t(MON_10);
         let a = enroll(store, "a-host", t1).await;
         let b = enroll(store, "b-host", t1).await;
-        report(
-            store,
-            &a,
-            with(
-                compliant(),
-                "firewall",
-                json!({"status": "off", "evidence": ["no input chain"]}),
-            ),
-            t1,
-        )
-        .await;
+        report(store, &a, firewall_says("no input chain"), t1).await;
         report(store, &b, compliant(), t1).await;
 
         let o = audit(store, &s, t1 + Duration::minutes(1)).await;
@@ -265,8 +256,9 @@ async fn grace_counts_business_hours_only() {
     for store in &stores {
         let fri_16 = t("2026-11-20T16:00:00Z");
         let a = enroll(store, "a-host", fri_16).await;
-        let pending = json!({"counts": {"pending": 2, "security": 2}, "reboot_required": false,
-            "pending": [{"name": "openssl", "security": true}, {"name": "libc6", "security": true}]});
+        let mut pending = fx::updates(2, Known::Value(2));
+        pending.pending = vec![fx::pending("openssl", true), fx::pending("libc6", true)];
+        let pending = to_value(&pending);
         report(store, &a, with(compliant(), "os_updates", pending), fri_16).await;
 
         let o = audit(store, &s, fri_16).await;
@@ -443,11 +435,8 @@ async fn revoked_clients_disabled_checks_and_manual_issues() {
         let t1 = t(MON_10);
         let a = enroll(store, "a-host", t1).await;
         let b = enroll(store, "b-host", t1).await;
-        let bad = with(
-            firewall_off(),
-            "sshd",
-            json!({"status": "running", "config": {"passwordauthentication": "yes", "permitrootlogin": "yes"}}),
-        );
+        let sshd = fx::sshd(SshdStatus::Running, "yes", "yes");
+        let bad = with(firewall_off(), "sshd", to_value(&sshd));
         report(store, &a, bad.clone(), t1).await;
         report(store, &b, bad, t1).await;
         let o = audit(store, &settings(), t1).await;

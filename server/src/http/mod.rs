@@ -12,7 +12,7 @@ use penguindome_protocol::wire::{ApiError, paths};
 use penguindome_protocol::{EnvelopeError, SecretKey, SignatureError};
 
 use crate::keycache::KeyCache;
-use crate::store::{Store, StoreError};
+use crate::store::{RequestStore, StoreError};
 
 mod download;
 mod enroll;
@@ -29,7 +29,7 @@ pub use forwarded::{TrustedProxies, layer as forwarded_layer};
 /// Shared state of every handler.
 pub struct AppState {
     /// The database.
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn RequestStore>,
     /// Parsed client certificates.
     pub keys: KeyCache,
     /// The server's signing key.
@@ -43,7 +43,7 @@ pub struct AppState {
     /// The published package repositories.
     pub repo: crate::release::publish::Repository,
     /// Who may fetch repositories and releases.
-    pub access: crate::auth::AccessControl,
+    pub access: crate::access_rules::AccessControl,
 }
 
 /// Name of the listener a request arrived on.
@@ -118,7 +118,9 @@ impl From<StoreError> for ApiFailure {
             E::NoSuchPatch { .. } => (StatusCode::NOT_FOUND, "no_such_patch"),
             E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_data"),
             E::NoSuchClient(_) | E::Ambiguous { .. } => (StatusCode::NOT_FOUND, "no_such_client"),
-            E::Backend(_) | E::Closed => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            E::Backend(_) | E::Closed | E::Broken(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+            }
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {
             log::error!("store failure: {e}");

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiFailure, AppState};
-use crate::auth::{Decision, parse_basic};
+use crate::access_rules::{Decision, parse_basic};
 
 /// Checks the access rules of `endpoint`; `Err` is the answer to send.
 pub async fn authorize(

@@ -276,9 +276,22 @@ pub fn server(
                 0o644,
                 SERVER_SYSUSERS,
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(facts_schemas())
+        .collect(),
         built_at,
     )
+}
+
+/// The JSON Schema of every collector's facts, for site plugin authors and
+/// anyone reading the API: /usr/share/penguindome/schema/facts-vN/.
+fn facts_schemas() -> impl Iterator<Item = PackageFile> {
+    use penguindome_protocol::facts;
+    let dir = format!("/usr/share/penguindome/schema/{}", facts::schema_dir());
+    facts::schema_files()
+        .into_iter()
+        .map(move |(file, text)| PackageFile::new(&format!("{dir}/{file}"), 0o644, text))
 }
 
 /// What a site package carries.

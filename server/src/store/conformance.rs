@@ -58,6 +58,7 @@ fn report(host: &str, plugins: serde_json::Value, minutes_ago: i64) -> Report<Bo
         hostname: host.into(),
         collected_at: Utc::now() - Duration::minutes(minutes_ago),
         agent_version: "test".into(),
+        facts_version: penguindome_protocol::facts::FACTS_VERSION,
         plugins: map,
     }
 }

@@ -1,4 +1,5 @@
-//! Storage behind one trait, so that every backend serves the same server.
+//! Storage behind role traits ([`roles`]), so that every backend serves the
+//! same server.
 //!
 //! Writes that a client request causes (the nonce, the revocation check, the
 //! report and its audit records) happen in one atomic unit in the backend,
@@ -7,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use penguindome_protocol::wire::{Patch, Report};
 use serde::{Deserialize, Serialize};
@@ -16,12 +16,16 @@ use serde_json::value::RawValue;
 
 pub mod diff;
 pub mod mongodb;
+pub mod roles;
 pub mod sqlite;
 
 #[cfg(test)]
 pub(crate) mod conformance;
 
 pub use diff::{Change, ChangeAction};
+pub use roles::{
+    AdminStore, AuditStore, MigrationStore, PatchReads, RequestStore, Store, StoreBase,
+};
 
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,10 @@ pub enum StoreError {
     /// The store was closed.
     #[error("the store is shutting down")]
     Closed,
+    /// This process's own part of the store has failed (the embedded
+    /// store's writer); unlike an unreachable database, a restart may help.
+    #[error("the store is broken: {0}")]
+    Broken(String),
 }
 
 /// Result alias for store operations.
@@ -229,6 +237,9 @@ pub struct ClientDocument {
     pub submitted_at: Option<DateTime<Utc>>,
     /// Agent version of the latest report.
     pub agent_version: Option<String>,
+    /// The facts version the latest report's collectors wrote.
+    #[serde(default = "first_facts_version")]
+    pub facts_version: u32,
     /// Fingerprints of its keys, active first.
     pub keys: Vec<KeyInfo>,
     /// Latest output of each collector.
@@ -453,6 +464,9 @@ pub enum Record {
         last_report_id: Option<String>,
         /// Latest agent version.
         agent_version: Option<String>,
+        /// The facts version of its latest report.
+        #[serde(default = "first_facts_version")]
+        facts_version: u32,
         /// Revocation.
         #[serde(with = "penguindome_protocol::envelope::utc::option")]
         revoked_at: Option<DateTime<Utc>>,
@@ -534,105 +548,9 @@ impl Record {
     }
 }
 
-/// The storage interface every backend implements.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Short backend name for logs and health output.
-    fn backend(&self) -> &'static str;
-
-    /// Looks up an enrolled key by fingerprint.
-    async fn find_key(&self, fingerprint: &str) -> StoreResult<Option<KeyRecord>>;
-
-    /// Enrolls a client key (credential already checked by the caller).
-    async fn enroll(&self, e: Enrollment) -> StoreResult<EnrollOutcome>;
-
-    /// Records an authenticated request that carries no data: consumes the
-    /// nonce, refuses revoked keys, updates last contact.
-    async fn touch(&self, meta: RequestMeta) -> StoreResult<()>;
-
-    /// Stores a report durably, with its audit records.
-    async fn submit(&self, s: Submission) -> StoreResult<SubmitOutcome>;
-
-    /// Patches queued for a client and not yet acknowledged.
-    async fn pending_patches(&self, client_id: &str) -> StoreResult<Vec<Patch>>;
-
-    /// Queues a patch.
-    async fn add_patch(&self, p: NewPatch) -> StoreResult<()>;
-
-    /// Marks a patch done for the requesting client (consumes the nonce).
-    async fn acknowledge_patch(&self, meta: RequestMeta, patch_id: &str) -> StoreResult<()>;
-
-    /// All clients, ordered by host name.
-    async fn list_clients(&self) -> StoreResult<Vec<ClientSummary>>;
-
-    /// Resolves a client id or host name to one client id.
-    async fn resolve_client(&self, selector: &str) -> StoreResult<String>;
-
-    /// One client's whole document.
-    async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientDocument>>;
-
-    /// Audit records of a client, oldest first, at most `limit` newest.
-    async fn audit_trail(&self, client_id: &str, limit: usize) -> StoreResult<Vec<AuditRecord>>;
-
-    /// Revokes every key of a client. Returns false if it was already revoked.
-    async fn revoke_client(&self, client_id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
-
-    /// Lets a client enroll a new key once (after a reinstall or revocation).
-    async fn allow_reenroll(&self, client_id: &str) -> StoreResult<()>;
-
-    /// Writes issues, replacing those with the same id (all or none).
-    async fn put_issues(&self, issues: Vec<Issue>) -> StoreResult<()>;
-
-    /// Issues, ordered by client, then opening time.
-    async fn issues(&self, filter: IssueFilter) -> StoreResult<Vec<Issue>>;
-
-    /// Sets a client parameter, or removes it when `value` is null.
-    async fn put_parameter(&self, p: Parameter) -> StoreResult<()>;
-
-    /// Parameters of one client or of all, ordered by client and name.
-    async fn parameters(&self, client_id: Option<&str>) -> StoreResult<Vec<Parameter>>;
-
-    /// Takes or renews the lease `name` for `holder` until `until`, unless
-    /// another holder's lease is still valid at `now`. Returns whether
-    /// `holder` has it. Serialises work that several servers sharing one
-    /// database must not do at once (the issues audit).
-    async fn take_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        until: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
-
-    /// Gives back a lease `holder` has (nothing if it does not).
-    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
-
-    /// Forgets nonces whose window has passed. Returns how many.
-    async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64>;
-
-    /// Checks that the database answers.
-    async fn health(&self) -> StoreResult<()>;
-
-    /// How many records of a kind the store holds.
-    async fn count(&self, kind: Kind) -> StoreResult<u64>;
-
-    /// Up to `limit` records of a kind after the cursor `after`, in a stable
-    /// order (audit records oldest first); each with its cursor.
-    async fn export(
-        &self,
-        kind: Kind,
-        after: Option<String>,
-        limit: usize,
-    ) -> StoreResult<Vec<(String, Record)>>;
-
-    /// Writes records exported from another store (of one kind, in order).
-    async fn import(&self, records: Vec<Record>) -> StoreResult<()>;
-
-    /// Deletes everything (migration targets, with --force).
-    async fn clear(&self) -> StoreResult<()>;
-
-    /// Finishes pending writes and closes.
-    async fn close(&self);
+/// Clients stored before facts versions were kept reported version 1.
+fn first_facts_version() -> u32 {
+    1
 }
 
 /// The order of an audit record: its request's arrival in microseconds, then

@@ -14,7 +14,9 @@
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
 
-use serde_json::{Value, json};
+use penguindome_protocol::facts::firewall::{self as facts, Status};
+use penguindome_protocol::facts::to_value;
+use serde_json::Value;
 
 use super::{CollectError, Collector, Context};
 use crate::host::{BusError, Host};
@@ -422,11 +424,13 @@ fn firewalld_bus(host: &Host, f: &mut Findings) -> bool {
     true
 }
 
-fn family_json(r: &FamilyReport) -> Value {
-    json!({
-        "filtered": r.filtered(),
-        "by": r.by.iter().collect::<Vec<_>>(),
-    })
+/// One family's answer; `disabled` is said for IPv6 only.
+fn family_facts(r: &FamilyReport, disabled: Option<bool>) -> facts::Family {
+    facts::Family {
+        filtered: r.filtered(),
+        by: r.by.iter().cloned().collect(),
+        disabled,
+    }
 }
 
 /// Evidence on why a family is not filtered; `complete` when every
@@ -498,20 +502,18 @@ impl Collector for Firewall {
         f.evidence.extend(f.unreadable.iter().cloned());
         let on = f.v4.filtered() && (f.v6.filtered() || v6_off.is_some());
         let status = if on {
-            "on"
+            Status::On
         } else if !f.unreadable.is_empty() {
-            "unknown"
+            Status::Unknown
         } else {
-            "off"
+            Status::Off
         };
-        let mut ipv6 = family_json(&f.v6);
-        ipv6["disabled"] = Value::Bool(v6_off.is_some());
-        Ok(json!({
-            "status": status,
-            "ipv4": family_json(&f.v4),
-            "ipv6": ipv6,
-            "managers": f.managers.iter().collect::<Vec<_>>(),
-            "evidence": f.evidence.iter().collect::<Vec<_>>(),
+        Ok(to_value(&facts::Firewall {
+            status,
+            ipv4: family_facts(&f.v4, None),
+            ipv6: family_facts(&f.v6, Some(v6_off.is_some())),
+            managers: f.managers.into_iter().collect(),
+            evidence: f.evidence.into_iter().collect(),
         }))
     }
 }

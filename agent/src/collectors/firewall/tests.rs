@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::collectors::NoCache;
+use penguindome_protocol::facts::firewall::Firewall as Facts;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/firewall");
 const NFT: &str = "/.commands/nft -j list ruleset";
@@ -65,39 +66,37 @@ fn nft_machine(capture_name: &str, more: &[(&str, String)]) -> tempfile::TempDir
     machine(&files)
 }
 
-fn collect(d: &tempfile::TempDir) -> Value {
+/// The answer as JSON, as the agent sends it.
+fn json(d: &tempfile::TempDir) -> Value {
     Firewall
         .collect(&Context::new(&Host::fixture(d.path(), vec![]), &NoCache))
         .unwrap()
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
+/// The answer read back as the typed contract.
+fn collect(d: &tempfile::TempDir) -> Facts {
+    serde_json::from_value(json(d)).unwrap()
 }
 
-fn has(v: &Value, needle: &str) -> bool {
-    strings(v).iter().any(|s| s.contains(needle))
+fn has(list: &[String], needle: &str) -> bool {
+    list.iter().any(|s| s.contains(needle))
 }
 
 #[test]
 fn debian12_default_nftables_conf_is_off() {
     let v = collect(&nft_machine("debian12-default.nft.json", &[]));
-    assert_eq!(v["status"], "off");
-    assert_eq!(v["ipv4"]["filtered"], false);
-    assert_eq!(v["ipv6"]["filtered"], false);
-    assert_eq!(strings(&v["managers"]), ["nftables"]);
+    assert_eq!(v.status, Status::Off);
+    assert!(!v.ipv4.filtered);
+    assert!(!v.ipv6.filtered);
+    assert_eq!(v.managers, ["nftables"]);
     assert!(
         has(
-            &v["evidence"],
+            &v.evidence,
             "IPv4: packets no rule allows pass inet filter input (policy accept)"
         ),
-        "{v}"
+        "{v:?}"
     );
-    assert!(has(&v["evidence"], "no legacy iptables tables are loaded"));
+    assert!(has(&v.evidence, "no legacy iptables tables are loaded"));
 }
 
 #[test]
@@ -107,31 +106,31 @@ fn fedora_firewalld_rejects_after_zone_dispatch() {
         &[("/.dbus.json", FIREWALLD_BUS.to_string())],
     );
     let v = collect(&d);
-    assert_eq!(v["status"], "on", "{v}");
+    assert_eq!(v.status, Status::On, "{v:?}");
     let by = ["inet firewalld filter_INPUT (catch-all reject in filter_IN_FedoraWorkstation)"];
-    assert_eq!(strings(&v["ipv4"]["by"]), by);
-    assert_eq!(strings(&v["ipv6"]["by"]), by);
-    assert_eq!(strings(&v["managers"]), ["firewalld"]);
+    assert_eq!(v.ipv4.by, by);
+    assert_eq!(v.ipv6.by, by);
+    assert_eq!(v.managers, ["firewalld"]);
     assert!(
         has(
-            &v["evidence"],
+            &v.evidence,
             "firewalld 1.3.3, state RUNNING, default zone FedoraWorkstation"
         ),
-        "{v}"
+        "{v:?}"
     );
 }
 
 #[test]
 fn firewalld_trusted_zone_accepts_everything() {
     let v = collect(&nft_machine("firewalld-trusted.nft.json", &[]));
-    assert_eq!(v["status"], "off");
+    assert_eq!(v.status, Status::Off);
     assert!(has(
-        &v["evidence"],
+        &v.evidence,
         "IPv4: packets no rule allows pass inet firewalld filter_INPUT (catch-all accept in filter_IN_trusted)"
     ));
     // firewalld's table is seen; the bus (absent here) is only context.
-    assert_eq!(strings(&v["managers"]), ["firewalld"]);
-    assert!(has(&v["evidence"], "D-Bus: no system bus"));
+    assert_eq!(v.managers, ["firewalld"]);
+    assert!(has(&v.evidence, "D-Bus: no system bus"));
 }
 
 #[test]
@@ -141,22 +140,19 @@ fn ufw_enabled_on_iptables_nft_is_on() {
         &[("/etc/ufw/ufw.conf", UFW_ENABLED.to_string())],
     );
     let v = collect(&d);
-    assert_eq!(v["status"], "on", "{v}");
-    assert_eq!(strings(&v["managers"]), ["ufw"]);
+    assert_eq!(v.status, Status::On, "{v:?}");
+    assert_eq!(v.managers, ["ufw"]);
     // Packets ufw-not-local does not return are dropped there; the rest
     // reach the policy.
     assert_eq!(
-        strings(&v["ipv4"]["by"]),
+        v.ipv4.by,
         [
             "ip filter INPUT (catch-all drop in ufw-not-local)",
             "ip filter INPUT (policy drop)"
         ]
     );
-    assert_eq!(
-        strings(&v["ipv6"]["by"]),
-        ["ip6 filter INPUT (policy drop)"]
-    );
-    assert!(has(&v["evidence"], "/etc/ufw/ufw.conf: ENABLED=yes"));
+    assert_eq!(v.ipv6.by, ["ip6 filter INPUT (policy drop)"]);
+    assert!(has(&v.evidence, "/etc/ufw/ufw.conf: ENABLED=yes"));
 }
 
 #[test]
@@ -164,14 +160,14 @@ fn ufw_installed_but_disabled_is_off() {
     let conf = UFW_ENABLED.replace("ENABLED=yes", "ENABLED=no");
     let d = nft_machine("ufw-disabled.nft.json", &[("/etc/ufw/ufw.conf", conf)]);
     let v = collect(&d);
-    assert_eq!(v["status"], "off");
-    assert!(strings(&v["managers"]).is_empty(), "{v}");
+    assert_eq!(v.status, Status::Off);
+    assert!(v.managers.is_empty(), "{v:?}");
     assert!(has(
-        &v["evidence"],
+        &v.evidence,
         "ufw chains are loaded but ufw is disabled"
     ));
     assert!(has(
-        &v["evidence"],
+        &v.evidence,
         "IPv6: packets no rule allows pass ip6 filter INPUT (policy accept)"
     ));
 }
@@ -183,10 +179,10 @@ fn ufw_enabled_without_its_chains_is_not_trusted() {
         &[("/etc/ufw/ufw.conf", UFW_ENABLED.to_string())],
     );
     let v = collect(&d);
-    assert_eq!(v["status"], "off");
-    assert_eq!(strings(&v["managers"]), ["nftables"]);
+    assert_eq!(v.status, Status::Off);
+    assert_eq!(v.managers, ["nftables"]);
     assert!(has(
-        &v["evidence"],
+        &v.evidence,
         "ufw is enabled but none of its chains are loaded"
     ));
 }
@@ -206,14 +202,14 @@ fn ufw_on_legacy_iptables_is_on() {
         ],
     );
     let v = collect(&d);
-    assert_eq!(v["status"], "on", "{v}");
-    assert_eq!(strings(&v["managers"]), ["ufw"]);
+    assert_eq!(v.status, Status::On, "{v:?}");
+    assert_eq!(v.managers, ["ufw"]);
     assert!(has(
-        &v["ipv4"]["by"],
+        &v.ipv4.by,
         "iptables-legacy filter INPUT (policy drop)"
     ));
     assert!(has(
-        &v["ipv6"]["by"],
+        &v.ipv6.by,
         "ip6tables-legacy filter INPUT (policy drop)"
     ));
 }
@@ -221,29 +217,20 @@ fn ufw_on_legacy_iptables_is_on() {
 #[test]
 fn handwritten_nftables_policy_drop_is_on() {
     let v = collect(&nft_machine("nftables-drop.nft.json", &[]));
-    assert_eq!(v["status"], "on");
-    assert_eq!(
-        strings(&v["ipv4"]["by"]),
-        ["inet filter input (policy drop)"]
-    );
-    assert_eq!(
-        strings(&v["ipv6"]["by"]),
-        ["inet filter input (policy drop)"]
-    );
-    assert_eq!(strings(&v["managers"]), ["nftables"]);
+    assert_eq!(v.status, Status::On);
+    assert_eq!(v.ipv4.by, ["inet filter input (policy drop)"]);
+    assert_eq!(v.ipv6.by, ["inet filter input (policy drop)"]);
+    assert_eq!(v.managers, ["nftables"]);
 }
 
 #[test]
 fn per_family_jumps_in_an_inet_chain() {
     let v = collect(&nft_machine("split-families.nft.json", &[]));
-    assert_eq!(v["status"], "off");
-    assert_eq!(
-        strings(&v["ipv4"]["by"]),
-        ["inet filter input (catch-all drop in deny)"]
-    );
-    assert_eq!(v["ipv6"]["filtered"], false);
+    assert_eq!(v.status, Status::Off);
+    assert_eq!(v.ipv4.by, ["inet filter input (catch-all drop in deny)"]);
+    assert!(!v.ipv6.filtered);
     assert!(has(
-        &v["evidence"],
+        &v.evidence,
         "IPv6: packets no rule allows pass inet filter input (policy accept)"
     ));
 }
@@ -251,11 +238,8 @@ fn per_family_jumps_in_an_inet_chain() {
 #[test]
 fn one_filtering_base_chain_on_the_hook_is_enough() {
     let v = collect(&nft_machine("stacked.nft.json", &[]));
-    assert_eq!(v["status"], "on", "{v}");
-    assert_eq!(
-        strings(&v["ipv4"]["by"]),
-        ["inet guard input (catch-all reject)"]
-    );
+    assert_eq!(v.status, Status::On, "{v:?}");
+    assert_eq!(v.ipv4.by, ["inet guard input (catch-all reject)"]);
 }
 
 #[test]
@@ -270,8 +254,8 @@ fn dormant_table_filters_nothing() {
     );
     let d = machine(&[("/usr/sbin/nft", String::new()), (NFT, json)]);
     let v = collect(&d);
-    assert_eq!(v["status"], "off");
-    assert!(has(&v["evidence"], "table inet guard is dormant"));
+    assert_eq!(v.status, Status::Off);
+    assert!(has(&v.evidence, "table inet guard is dormant"));
 }
 
 #[test]
@@ -288,19 +272,16 @@ fn legacy_ipv4_drop_with_ipv6_accept_is_off() {
         ],
     );
     let v = collect(&d);
-    assert_eq!(v["status"], "off");
-    assert_eq!(
-        strings(&v["ipv4"]["by"]),
-        ["iptables-legacy filter INPUT (policy drop)"]
-    );
-    assert_eq!(v["ipv6"]["filtered"], false);
-    assert_eq!(strings(&v["managers"]), ["iptables-legacy"]);
+    assert_eq!(v.status, Status::Off);
+    assert_eq!(v.ipv4.by, ["iptables-legacy filter INPUT (policy drop)"]);
+    assert!(!v.ipv6.filtered);
+    assert_eq!(v.managers, ["iptables-legacy"]);
     assert!(has(
-        &v["evidence"],
+        &v.evidence,
         "IPv6: packets no rule allows pass ip6tables-legacy filter INPUT (policy accept)"
     ));
     assert!(has(
-        &v["evidence"],
+        &v.evidence,
         "/proc/net/ip_tables_names: legacy iptables tables loaded: filter"
     ));
 }
@@ -317,9 +298,9 @@ fn ipv6_disabled_needs_only_ipv4() {
         ],
     );
     let v = collect(&d);
-    assert_eq!(v["status"], "on", "{v}");
-    assert_eq!(v["ipv6"]["disabled"], true);
-    assert!(has(&v["evidence"], "disable_ipv6 = 1"));
+    assert_eq!(v.status, Status::On, "{v:?}");
+    assert_eq!(v.ipv6.disabled, Some(true));
+    assert!(has(&v.evidence, "disable_ipv6 = 1"));
 }
 
 #[test]
@@ -336,49 +317,49 @@ fn legacy_tables_with_only_the_nft_variant_save_are_unknown() {
         ],
     );
     let v = collect(&d);
-    assert_eq!(v["status"], "unknown");
-    assert!(has(&v["evidence"], "is the nf_tables variant"), "{v}");
+    assert_eq!(v.status, Status::Unknown);
+    assert!(has(&v.evidence, "is the nf_tables variant"), "{v:?}");
 }
 
 #[test]
 fn docker_only_is_off() {
     let v = collect(&nft_machine("docker.nft.json", &[]));
-    assert_eq!(v["status"], "off");
-    assert_eq!(strings(&v["managers"]), ["docker"]);
+    assert_eq!(v.status, Status::Off);
+    assert_eq!(v.managers, ["docker"]);
     // Both the nat and the filter table have an input base chain.
     assert!(has(
-        &v["evidence"],
+        &v.evidence,
         "IPv4: packets no rule allows pass ip filter INPUT (policy accept)"
     ));
     assert!(has(
-        &v["evidence"],
+        &v.evidence,
         "IPv4: packets no rule allows pass ip nat INPUT (policy accept)"
     ));
-    assert!(has(&v["evidence"], "IPv6: no input chain is loaded"));
+    assert!(has(&v.evidence, "IPv6: no input chain is loaded"));
 }
 
 #[test]
 fn empty_ruleset_is_off() {
     let v = collect(&nft_machine("empty.nft.json", &[]));
-    assert_eq!(v["status"], "off");
-    assert!(has(&v["evidence"], "the nftables ruleset is empty"));
-    assert!(strings(&v["managers"]).is_empty());
+    assert_eq!(v.status, Status::Off);
+    assert!(has(&v.evidence, "the nftables ruleset is empty"));
+    assert!(v.managers.is_empty());
 }
 
 #[test]
 fn nft_missing_without_legacy_tables_is_off() {
     let v = collect(&machine(&[]));
-    assert_eq!(v["status"], "off", "{v}");
-    assert!(has(&v["evidence"], "nft is not installed"));
-    assert!(has(&v["evidence"], "no legacy iptables tables are loaded"));
+    assert_eq!(v.status, Status::Off, "{v:?}");
+    assert!(has(&v.evidence, "nft is not installed"));
+    assert!(has(&v.evidence, "no legacy iptables tables are loaded"));
 }
 
 #[test]
 fn nft_missing_while_firewalld_runs_is_unknown() {
     let v = collect(&machine(&[("/.dbus.json", FIREWALLD_BUS.to_string())]));
-    assert_eq!(v["status"], "unknown");
-    assert_eq!(strings(&v["managers"]), ["firewalld"]);
-    assert!(has(&v["evidence"], "install the nftables package"));
+    assert_eq!(v.status, Status::Unknown);
+    assert_eq!(v.managers, ["firewalld"]);
+    assert!(has(&v.evidence, "install the nftables package"));
 }
 
 #[test]
@@ -393,17 +374,17 @@ fn nft_without_permission_is_unknown() {
         ),
     ]);
     let v = collect(&d);
-    assert_eq!(v["status"], "unknown");
+    assert_eq!(v.status, Status::Unknown);
     assert!(
-        !has(&v["evidence"], "no input chain"),
-        "nothing is known about the chains: {v}"
+        !has(&v.evidence, "no input chain"),
+        "nothing is known about the chains: {v:?}"
     );
     assert!(
         has(
-            &v["evidence"],
+            &v.evidence,
             "/usr/sbin/nft -j list ruleset failed (exit 1): Operation not permitted (you must be root); netlink: Error: cache initialization failed: Operation not permitted (the agent must run as root"
         ),
-        "{v}"
+        "{v:?}"
     );
 }
 
@@ -422,8 +403,8 @@ fn malformed_nft_json_is_unknown() {
     ] {
         let d = machine(&[("/usr/sbin/nft", String::new()), (NFT, bad.to_string())]);
         let v = collect(&d);
-        assert_eq!(v["status"], "unknown", "{bad:.40}: {v}");
-        assert!(has(&v["evidence"], "printed no usable nftables JSON"));
+        assert_eq!(v.status, Status::Unknown, "{bad:.40}: {v:?}");
+        assert!(has(&v.evidence, "printed no usable nftables JSON"));
     }
 }
 
@@ -433,15 +414,25 @@ fn output_is_stable() {
         "ufw-enabled.nft.json",
         &[("/etc/ufw/ufw.conf", UFW_ENABLED.to_string())],
     );
-    let a = collect(&d);
-    assert_eq!(a, collect(&d));
-    for list in [&a["evidence"], &a["managers"], &a["ipv4"]["by"]] {
-        let s = strings(list);
-        let mut sorted = s.clone();
+    let a = json(&d);
+    assert_eq!(a, json(&d));
+    let typed: Facts = serde_json::from_value(a.clone()).unwrap();
+    for list in [&typed.evidence, &typed.managers, &typed.ipv4.by] {
+        let mut sorted = list.clone();
         sorted.sort();
-        assert_eq!(s, sorted);
+        assert_eq!(list, &sorted);
     }
     // No handles or counters leak into values.
     assert!(!a.to_string().contains("handle"));
     assert!(!a.to_string().contains("packets 0"));
+}
+
+/// IPv6 says whether it is disabled; IPv4 has no such key on the wire.
+#[test]
+fn only_ipv6_says_disabled() {
+    let a = json(&nft_machine("nftables-drop.nft.json", &[]));
+    assert_eq!(a["ipv6"]["disabled"], false, "{a}");
+    assert!(a["ipv4"].get("disabled").is_none(), "{a}");
+    let typed: Facts = serde_json::from_value(a).unwrap();
+    assert_eq!(typed.ipv4.disabled, None);
 }

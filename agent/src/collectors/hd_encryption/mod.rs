@@ -35,7 +35,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
-use serde_json::{Value, json};
+use penguindome_protocol::facts::hd_encryption::{self as facts, Exempt, Filesystem, Mount, Swap};
+use penguindome_protocol::facts::to_value;
+use serde_json::Value;
 
 use super::{CollectError, Collector, Context};
 
@@ -274,7 +276,7 @@ fn target(machine: &Machine<'_>, i: usize) -> Target {
 }
 
 /// Mounts grouped by device, and the remote ones.
-fn group_mounts(machine: &Machine<'_>) -> (BTreeMap<String, Group>, Vec<Value>) {
+fn group_mounts(machine: &Machine<'_>) -> (BTreeMap<String, Group>, Vec<Mount>) {
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     let mut remote = BTreeSet::new();
     for (i, m) in machine.mounts.iter().enumerate() {
@@ -319,23 +321,36 @@ fn group_mounts(machine: &Machine<'_>) -> (BTreeMap<String, Group>, Vec<Value>) 
     }
     let remote = remote
         .into_iter()
-        .map(|(mountpoint, device, fstype)| {
-            json!({"mountpoint": mountpoint, "device": device, "fstype": fstype})
+        .map(|(mountpoint, device, fstype)| Mount {
+            mountpoint,
+            device,
+            fstype,
         })
         .collect();
     (groups, remote)
 }
 
-/// The JSON of one judged filesystem.
-fn fs_entry(mountpoint: &str, g: &Group) -> Value {
-    json!({
-        "mountpoint": mountpoint,
-        "device": g.device,
-        "fstype": g.fstype,
-        "encrypted": g.judgement.verdict.json(),
-        "layers": g.judgement.layers,
-        "evidence": g.judgement.evidence,
-    })
+/// One judged filesystem, at its first mountpoint.
+fn fs_entry(mountpoint: &str, g: &Group) -> Filesystem {
+    Filesystem {
+        mountpoint: mountpoint.to_string(),
+        device: g.device.clone(),
+        fstype: g.fstype.clone(),
+        encrypted: g.judgement.verdict.known(),
+        layers: g.judgement.layers.clone(),
+        evidence: g.judgement.evidence.clone(),
+    }
+}
+
+/// One judged swap area.
+fn swap_entry(device: String, kind: &str, j: Judgement) -> Swap {
+    Swap {
+        device,
+        kind: kind.to_string(),
+        encrypted: j.verdict.known(),
+        layers: j.layers,
+        evidence: j.evidence,
+    }
 }
 
 /// Judges one line of /proc/swaps: (device shown, judgement).
@@ -372,7 +387,7 @@ fn judge_swap(machine: &Machine<'_>, s: &parse::Swap) -> (String, Judgement) {
 }
 
 /// The swap list, sorted by device, plus notes on /proc/swaps itself.
-fn swap_entries(machine: &Machine<'_>) -> (Vec<(String, Verdict)>, Vec<Value>, Vec<String>) {
+fn swap_entries(machine: &Machine<'_>) -> (Vec<(String, Verdict)>, Vec<Swap>, Vec<String>) {
     let (swaps, notes) = match machine.host.read_to_string("/proc/swaps") {
         Ok(t) => parse::parse_swaps(&t),
         Err(e) if e.kind() == io::ErrorKind::NotFound => (
@@ -385,34 +400,27 @@ fn swap_entries(machine: &Machine<'_>) -> (Vec<(String, Verdict)>, Vec<Value>, V
                 &[],
                 format!("/proc/swaps is unreadable ({e}), so active swap is unknown"),
             );
-            let entry = json!({"device": "/proc/swaps", "type": "unknown", "encrypted": j.verdict.json(), "layers": j.layers, "evidence": j.evidence});
             return (
                 vec![("/proc/swaps".into(), Verdict::Unknown)],
-                vec![entry],
+                vec![swap_entry("/proc/swaps".into(), "unknown", j)],
                 vec![],
             );
         }
     };
-    let mut out: BTreeMap<String, (Verdict, Value)> = BTreeMap::new();
+    let mut out: BTreeMap<String, (Verdict, Swap)> = BTreeMap::new();
     for s in &swaps {
         let (device, j) = judge_swap(machine, s);
-        let entry = json!({
-            "device": device,
-            "type": s.kind,
-            "encrypted": j.verdict.json(),
-            "layers": j.layers,
-            "evidence": j.evidence,
-        });
-        out.insert(device, (j.verdict, entry));
+        let verdict = j.verdict;
+        out.insert(device.clone(), (verdict, swap_entry(device, &s.kind, j)));
     }
     let verdicts = out.iter().map(|(d, (v, _))| (d.clone(), *v)).collect();
     let entries = out.into_values().map(|(_, e)| e).collect();
     (verdicts, entries, notes)
 }
 
-/// The overall evidence sentence.
-fn summary(judged: &[(String, Verdict)], removable: &[String], mounts_file: &str) -> String {
-    let mut s = if judged.is_empty() {
+/// The overall evidence: the verdict, then the removable media set apart.
+fn summary(judged: &[(String, Verdict)], removable: &[String], mounts_file: &str) -> Vec<String> {
+    let overall = if judged.is_empty() {
         format!(
             "no filesystem or swap on a local block device is in use ({mounts_file}, /proc/swaps)"
         )
@@ -441,13 +449,14 @@ fn summary(judged: &[(String, Verdict)], removable: &[String], mounts_file: &str
             parts.join("; ")
         )
     };
+    let mut evidence = vec![overall];
     if !removable.is_empty() {
-        s.push_str(&format!(
-            "; removable media listed apart and not counted: {}",
+        evidence.push(format!(
+            "removable media listed apart and not counted: {}",
             removable.join(", ")
         ));
     }
-    s
+    evidence
 }
 
 impl Collector for HdEncryption {
@@ -471,52 +480,73 @@ impl Collector for HdEncryption {
         let (mounts, mut notes) = parse::parse_mounts(&text);
         let machine = Machine::new(host, &mounts);
         let (groups, remote) = group_mounts(&machine);
-
-        let (mut filesystems, mut removable, mut exempt) = (vec![], vec![], vec![]);
-        let mut judged: Vec<(String, Verdict)> = Vec::new();
-        for g in groups.values() {
-            // A device that is also mounted outside /boot (a btrfs @boot
-            // subvolume of the root filesystem) is judged, not exempt.
-            let Some(first) = g.mountpoints.iter().find(|m| !is_boot(m)).cloned() else {
-                let boot = g.mountpoints.first().cloned().unwrap_or_default();
-                exempt.push((
-                    boot.clone(),
-                    json!({"mountpoint": boot, "device": g.device, "reason": boot_reason(&g.fstype)}),
-                ));
-                continue;
-            };
-            if g.judgement.removable {
-                removable.push((first.clone(), fs_entry(&first, g)));
-            } else {
-                judged.push((first.clone(), g.judgement.verdict));
-                filesystems.push((first.clone(), fs_entry(&first, g)));
-            }
-        }
+        let Sorted {
+            filesystems,
+            removable,
+            exempt,
+            mut judged,
+        } = sort_groups(&groups);
         let (swap_verdicts, swap, swap_notes) = swap_entries(&machine);
         notes.extend(swap_notes);
-        judged.sort();
         judged.extend(
             swap_verdicts
                 .into_iter()
                 .map(|(d, v)| (format!("swap {d}"), v)),
         );
-        let mut removable_at: Vec<String> = removable.iter().map(|(m, _)| m.clone()).collect();
-        removable_at.sort();
-        let sorted = |mut v: Vec<(String, Value)>| -> Vec<Value> {
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v.into_iter().map(|(_, e)| e).collect()
-        };
+        let removable_at: Vec<String> = removable.iter().map(|f| f.mountpoint.clone()).collect();
         notes.sort();
         notes.dedup();
-        Ok(json!({
-            "encrypted": judged.iter().all(|(_, v)| v.is_fine()),
-            "filesystems": sorted(filesystems),
-            "swap": swap,
-            "exempt": sorted(exempt),
-            "remote": remote,
-            "removable": sorted(removable),
-            "notes": notes,
-            "evidence": summary(&judged, &removable_at, mounts_file),
+        Ok(to_value(&facts::HdEncryption {
+            encrypted: judged.iter().all(|(_, v)| v.is_fine()),
+            evidence: summary(&judged, &removable_at, mounts_file),
+            filesystems,
+            swap,
+            exempt,
+            remote,
+            removable,
+            notes,
         }))
+    }
+}
+
+/// The device groups sorted out, each list by mountpoint.
+struct Sorted {
+    filesystems: Vec<Filesystem>,
+    removable: Vec<Filesystem>,
+    exempt: Vec<Exempt>,
+    /// The verdicts that count, by mountpoint.
+    judged: Vec<(String, Verdict)>,
+}
+
+/// Sorts the groups into judged, removable and exempt filesystems.
+fn sort_groups(groups: &BTreeMap<String, Group>) -> Sorted {
+    let (mut filesystems, mut removable, mut exempt, mut judged) = (vec![], vec![], vec![], vec![]);
+    for g in groups.values() {
+        // A device that is also mounted outside /boot (a btrfs @boot
+        // subvolume of the root filesystem) is judged, not exempt.
+        let Some(first) = g.mountpoints.iter().find(|m| !is_boot(m)) else {
+            exempt.push(Exempt {
+                mountpoint: g.mountpoints.first().cloned().unwrap_or_default(),
+                device: g.device.clone(),
+                reason: boot_reason(&g.fstype).to_string(),
+            });
+            continue;
+        };
+        if g.judgement.removable {
+            removable.push(fs_entry(first, g));
+        } else {
+            judged.push((first.clone(), g.judgement.verdict));
+            filesystems.push(fs_entry(first, g));
+        }
+    }
+    filesystems.sort_by(|a: &Filesystem, b| a.mountpoint.cmp(&b.mountpoint));
+    removable.sort_by(|a: &Filesystem, b| a.mountpoint.cmp(&b.mountpoint));
+    exempt.sort_by(|a: &Exempt, b| a.mountpoint.cmp(&b.mountpoint));
+    judged.sort();
+    Sorted {
+        filesystems,
+        removable,
+        exempt,
+        judged,
     }
 }

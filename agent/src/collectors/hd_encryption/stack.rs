@@ -5,6 +5,8 @@ use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::io;
 
+use penguindome_protocol::facts::Known;
+
 use super::parse::{self, Mount};
 use super::{FsClass, classify_fs};
 use crate::host::Host;
@@ -76,12 +78,12 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The JSON value of `encrypted`.
-    pub fn json(self) -> serde_json::Value {
+    /// The reported `encrypted`: memory counts as encrypted.
+    pub fn known(self) -> Known<bool> {
         match self {
-            Verdict::Encrypted | Verdict::InRam => true.into(),
-            Verdict::Plain => false.into(),
-            Verdict::Unknown => "unknown".into(),
+            Verdict::Encrypted | Verdict::InRam => Known::Value(true),
+            Verdict::Plain => Known::Value(false),
+            Verdict::Unknown => Known::UNKNOWN,
         }
     }
 
@@ -162,8 +164,8 @@ pub struct Judgement {
     pub verdict: Verdict,
     /// Layer kinds from top to bottom, each once.
     pub layers: Vec<String>,
-    /// Why, for the admin.
-    pub evidence: String,
+    /// Why, for the admin: the context, the stacks seen, the conclusion.
+    pub evidence: Vec<String>,
     /// Every way down ends on a removable or USB disk.
     pub removable: bool,
 }
@@ -174,7 +176,7 @@ impl Judgement {
         Self {
             verdict,
             layers: layers.iter().map(|s| s.to_string()).collect(),
-            evidence,
+            evidence: vec![evidence],
             removable: false,
         }
     }
@@ -194,56 +196,11 @@ impl Judgement {
             .unwrap_or(Verdict::Unknown);
         let all: BTreeSet<String> = paths.iter().map(StackPath::describe).collect();
         let stack = all.into_iter().collect::<Vec<_>>().join("; ");
-        let conclusion = match verdict {
-            Verdict::Encrypted => {
-                let kinds: BTreeSet<&str> = paths
-                    .iter()
-                    .flat_map(|p| &p.layers)
-                    .filter(|l| l.effect == Effect::Encrypts)
-                    .map(|l| l.kind.as_str())
-                    .collect();
-                format!(
-                    "dm-crypt ({}) on every way down to the disks",
-                    kinds.into_iter().collect::<Vec<_>>().join(", ")
-                )
-            }
-            Verdict::InRam => "memory only, nothing is written to a disk".to_string(),
-            Verdict::Plain => {
-                let plain: BTreeSet<String> = paths
-                    .iter()
-                    .filter(|p| p.verdict() == Verdict::Plain)
-                    .map(|p| p.describe())
-                    .collect();
-                if plain.len() == paths.len() {
-                    "no dm-crypt layer between the filesystem and the disk".to_string()
-                } else {
-                    format!(
-                        "no dm-crypt layer on {}",
-                        plain.into_iter().collect::<Vec<_>>().join("; ")
-                    )
-                }
-            }
-            Verdict::Unknown => {
-                let why: BTreeSet<String> = paths.iter().filter_map(StackPath::doubt).collect();
-                if why.is_empty() {
-                    "no device stack found".to_string()
-                } else {
-                    format!(
-                        "cannot tell: {}",
-                        why.into_iter().collect::<Vec<_>>().join("; ")
-                    )
-                }
-            }
-        };
-        let mut evidence = String::new();
-        if let Some(c) = context {
-            evidence.push_str(c);
-            evidence.push_str("; ");
-        }
+        let mut evidence: Vec<String> = context.map(str::to_string).into_iter().collect();
         if !stack.is_empty() {
-            evidence.push_str(&format!("sysfs stack: {stack}; "));
+            evidence.push(format!("sysfs stack: {stack}"));
         }
-        evidence.push_str(&conclusion);
+        evidence.push(conclusion(verdict, paths));
         let removable =
             !paths.is_empty() && paths.iter().all(|p| p.end == End::Disk { removable: true });
         Self {
@@ -251,6 +208,46 @@ impl Judgement {
             layers,
             evidence,
             removable,
+        }
+    }
+}
+
+/// The verdict on the ways down, in words.
+fn conclusion(verdict: Verdict, paths: &[StackPath]) -> String {
+    let joined = |set: BTreeSet<String>| set.into_iter().collect::<Vec<_>>().join("; ");
+    match verdict {
+        Verdict::Encrypted => {
+            let kinds: BTreeSet<&str> = paths
+                .iter()
+                .flat_map(|p| &p.layers)
+                .filter(|l| l.effect == Effect::Encrypts)
+                .map(|l| l.kind.as_str())
+                .collect();
+            format!(
+                "dm-crypt ({}) on every way down to the disks",
+                kinds.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        }
+        Verdict::InRam => "memory only, nothing is written to a disk".to_string(),
+        Verdict::Plain => {
+            let plain: BTreeSet<String> = paths
+                .iter()
+                .filter(|p| p.verdict() == Verdict::Plain)
+                .map(|p| p.describe())
+                .collect();
+            if plain.len() == paths.len() {
+                "no dm-crypt layer between the filesystem and the disk".to_string()
+            } else {
+                format!("no dm-crypt layer on {}", joined(plain))
+            }
+        }
+        Verdict::Unknown => {
+            let why: BTreeSet<String> = paths.iter().filter_map(StackPath::doubt).collect();
+            if why.is_empty() {
+                "no device stack found".to_string()
+            } else {
+                format!("cannot tell: {}", joined(why))
+            }
         }
     }
 }

@@ -277,6 +277,7 @@ fn compute(host: &Host, inputs: &Inputs) -> Result<Computed, CollectError> {
             security,
             held: inst.held,
             source,
+            first_seen_at: None,
         });
     }
     let security_evidence = if security_sources.is_empty() {

@@ -557,6 +557,7 @@ fn compute(host: &Host, repos: &[RepoCache]) -> Result<Computed, CollectError> {
                     advisories.into_iter().collect::<Vec<_>>().join(", ")
                 )
             },
+            first_seen_at: None,
         });
     }
     let security_evidence = if with_updateinfo.is_empty() {

@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use penguindome_protocol::envelope::utc;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use penguindome_protocol::facts::os_updates::{self as facts, Counts};
+use penguindome_protocol::facts::{Known, Timestamp, to_value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::{CollectError, Collector, Context};
 use crate::host::Host;
@@ -19,26 +20,10 @@ pub mod apt;
 pub mod dnf;
 pub mod pacman;
 
-/// One package with a newer version waiting.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingUpdate {
-    /// Package name.
-    pub name: String,
-    /// Architecture, where the package manager has several per name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub arch: Option<String>,
-    /// The installed version.
-    pub installed: String,
-    /// The version the package manager would install.
-    pub candidate: String,
-    /// True when the candidate comes from a security source or advisory.
-    pub security: bool,
-    /// Held back by the admin (apt-mark hold and the like).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub held: bool,
-    /// Where the candidate comes from (suite, repository).
-    pub source: String,
-}
+/// One package with a newer version waiting: the protocol's type, so
+/// backends build what the report carries (`first_seen_at` is left to
+/// [`OsUpdates`]).
+pub use penguindome_protocol::facts::os_updates::PendingUpdate;
 
 /// What a backend found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -118,83 +103,99 @@ impl Collector for OsUpdates {
         let all = backends();
         let Some(backend) = all.iter().find(|b| b.detect(ctx.host)) else {
             let names: Vec<&str> = all.iter().map(|b| b.name()).collect();
-            return Ok(json!({
-                "backend": "unknown",
-                "evidence": [format!("none of the supported package managers ({}) was found", names.join(", "))],
-            }));
+            return Ok(to_value(&no_backend(&names)));
         };
         let check = backend.check(ctx)?;
-        Ok(render(backend.name(), check, ctx))
+        Ok(to_value(&render(backend.name(), check, ctx)))
     }
 }
 
-/// Builds the report shape and keeps `first_seen_at` across runs.
-fn render(backend: &str, mut check: UpdateCheck, ctx: &Context<'_>) -> Value {
+/// The answer on a machine that none of the backends `names` runs.
+fn no_backend(names: &[&str]) -> facts::OsUpdates {
+    facts::OsUpdates {
+        backend: "unknown".into(),
+        counts: None,
+        pending: Vec::new(),
+        lists_refreshed_at: None,
+        reboot_required: Known::UNKNOWN,
+        reboot_evidence: String::new(),
+        broken: Vec::new(),
+        security_evidence: String::new(),
+        evidence: vec![format!(
+            "none of the supported package managers ({}) was found",
+            names.join(", ")
+        )],
+    }
+}
+
+/// Builds the report from a backend's answer, sorted, with `first_seen_at`.
+fn render(backend: &str, mut check: UpdateCheck, ctx: &Context<'_>) -> facts::OsUpdates {
     check
         .pending
         .sort_by(|a, b| (&a.name, &a.arch).cmp(&(&b.name, &b.arch)));
     check.broken.sort();
-    let seen_before: BTreeMap<String, String> = ctx
+    stamp_first_seen(&mut check.pending, ctx);
+    let count =
+        |pick: fn(&PendingUpdate) -> bool| check.pending.iter().filter(|p| pick(p)).count() as u64;
+    let counts = Counts {
+        pending: check.pending.len() as u64,
+        security: if check.security_classified {
+            Known::Value(count(|p| p.security))
+        } else {
+            Known::UNKNOWN
+        },
+        held: count(|p| p.held),
+        broken: check.broken.len() as u64,
+    };
+    facts::OsUpdates {
+        backend: backend.to_string(),
+        counts: Some(counts),
+        pending: check.pending,
+        lists_refreshed_at: check.lists_refreshed_at.map(Timestamp::from),
+        reboot_required: Known::from(check.reboot_required),
+        reboot_evidence: check.reboot_evidence,
+        broken: check.broken,
+        security_evidence: check.security_evidence,
+        evidence: check.evidence,
+    }
+}
+
+/// Sets each update's `first_seen_at` from the cache, which keeps it
+/// across runs while the update stays pending.
+fn stamp_first_seen(pending: &mut [PendingUpdate], ctx: &Context<'_>) {
+    let seen_before: BTreeMap<String, Timestamp> = ctx
         .cache
         .get(FIRST_SEEN_KEY)
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
+    let now = Timestamp::from(ctx.now);
     let mut seen_now = BTreeMap::new();
-    let now = utc::format(&ctx.now);
-    let pending: Vec<Value> = check
-        .pending
-        .iter()
-        .map(|p| {
-            // Keyed by the installed version: a package that keeps getting
-            // newer fixes without being upgraded stays as old as its first
-            // one, which is what "how long has this been pending" means.
-            let key = format!(
-                "{} {} {}",
-                p.name,
-                p.arch.as_deref().unwrap_or(""),
-                p.installed
-            );
-            let first = seen_before
-                .get(&key)
-                .cloned()
-                .unwrap_or_else(|| now.clone());
-            seen_now.insert(key, first.clone());
-            let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
-            v["first_seen_at"] = Value::String(first);
-            v
-        })
-        .collect();
+    for p in pending.iter_mut() {
+        // Keyed by the installed version: a package that keeps getting
+        // newer fixes without being upgraded stays as old as its first
+        // one, which is what "how long has this been pending" means.
+        let key = format!(
+            "{} {} {}",
+            p.name,
+            p.arch.as_deref().unwrap_or(""),
+            p.installed
+        );
+        let first = seen_before.get(&key).copied().unwrap_or(now);
+        seen_now.insert(key, first);
+        p.first_seen_at = Some(first);
+    }
     if seen_now != seen_before {
         ctx.cache.put(
             FIRST_SEEN_KEY,
             &serde_json::to_value(&seen_now).unwrap_or(Value::Null),
         );
     }
-    let security = if check.security_classified {
-        json!(check.pending.iter().filter(|p| p.security).count())
-    } else {
-        json!("unknown")
-    };
-    json!({
-        "backend": backend,
-        "counts": {
-            "pending": check.pending.len(),
-            "security": security,
-            "held": check.pending.iter().filter(|p| p.held).count(),
-            "broken": check.broken.len(),
-        },
-        "pending": pending,
-        "lists_refreshed_at": check.lists_refreshed_at.map(|t| utc::format(&t)),
-        "reboot_required": check.reboot_required.map(Value::Bool).unwrap_or_else(|| Value::String("unknown".into())),
-        "reboot_evidence": check.reboot_evidence,
-        "broken": check.broken,
-        "security_evidence": check.security_evidence,
-        "evidence": check.evidence,
-    })
 }
 
 #[cfg(test)]
 mod tests {
+    use penguindome_protocol::facts::{FACTS_VERSION, read};
+
     use super::*;
     use crate::collectors::MemoryCache;
 
@@ -207,7 +208,13 @@ mod tests {
             security,
             held: false,
             source: "stable".into(),
+            first_seen_at: None,
         }
+    }
+
+    /// The report as the server reads it from the wire.
+    fn on_the_wire(v: &facts::OsUpdates) -> facts::OsUpdates {
+        read(Some(&to_value(v)), FACTS_VERSION).unwrap()
     }
 
     #[test]
@@ -223,8 +230,22 @@ mod tests {
             },
             &ctx,
         );
-        assert_eq!(unclassified["counts"]["security"], "unknown");
-        assert_eq!(unclassified["counts"]["pending"], 1);
+        let wire = to_value(&unclassified);
+        assert_eq!(wire["counts"]["security"], "unknown");
+        assert_eq!(wire["reboot_required"], "unknown");
+        let counts = on_the_wire(&unclassified).counts.unwrap();
+        assert!(counts.security.is_unknown());
+        assert_eq!(counts.pending, 1);
+    }
+
+    #[test]
+    fn no_backend_has_no_counts() {
+        let v = no_backend(&["apt", "dnf"]);
+        let wire = to_value(&v);
+        assert_eq!(wire["backend"], "unknown");
+        assert!(wire.get("counts").is_none(), "{wire}");
+        assert!(wire["evidence"][0].as_str().unwrap().contains("apt, dnf"));
+        assert_eq!(on_the_wire(&v), v);
     }
 
     #[test]
@@ -232,7 +253,7 @@ mod tests {
         let cache = MemoryCache::default();
         let host = Host::fixture("/nonexistent", vec![]);
         let mut ctx = Context::new(&host, &cache);
-        let t0 = ctx.now;
+        let t0 = Timestamp::from(ctx.now);
         let check = |pending| UpdateCheck {
             pending,
             security_classified: true,
@@ -243,27 +264,27 @@ mod tests {
             check(vec![update("b", "2", true), update("a", "2", false)]),
             &ctx,
         );
-        assert_eq!(v["pending"][0]["name"], "a", "sorted by name");
-        assert_eq!(v["counts"]["security"], 1);
-        assert_eq!(v["reboot_required"], "unknown");
+        assert_eq!(v.pending[0].name, "a", "sorted by name");
+        assert_eq!(v.counts.unwrap().security, Known::Value(1));
+        assert_eq!(on_the_wire(&v), v);
 
-        ctx.now = t0 + chrono::Duration::days(3);
+        ctx.now = t0.0 + chrono::Duration::days(3);
         let v = render(
             "apt",
             check(vec![update("a", "2", false), update("b", "3", true)]),
             &ctx,
         );
-        assert_eq!(v["pending"][0]["first_seen_at"], utc::format(&t0));
+        assert_eq!(v.pending[0].first_seen_at, Some(t0));
         assert_eq!(
-            v["pending"][1]["first_seen_at"],
-            utc::format(&t0),
+            v.pending[1].first_seen_at,
+            Some(t0),
             "a newer candidate for the same installed version is no fresh start"
         );
 
         // Gone once installed; seen again later counts from then.
         render("apt", check(vec![]), &ctx);
-        ctx.now = t0 + chrono::Duration::days(5);
+        ctx.now = t0.0 + chrono::Duration::days(5);
         let v = render("apt", check(vec![update("a", "2", false)]), &ctx);
-        assert_eq!(v["pending"][0]["first_seen_at"], utc::format(&ctx.now));
+        assert_eq!(v.pending[0].first_seen_at, Some(Timestamp::from(ctx.now)));
     }
 }

@@ -51,8 +51,36 @@ pub struct PacmanConf {
     pub gpg_dir: String,
     /// Repositories in order.
     pub repos: Vec<Repo>,
-    /// IgnorePkg entries: pending updates for these are "held".
+    /// IgnorePkg entries (glob patterns): pending updates of matching
+    /// packages are "held", as `pacman -Qu` marks them `[ignored]`.
     pub ignore: Vec<String>,
+    /// IgnoreGroup entries (glob patterns): every member of a matching
+    /// group is held too.
+    pub ignore_groups: Vec<String>,
+}
+
+/// Takes one `[options]` setting.
+fn option(
+    conf: &mut PacmanConf,
+    default_sig: &mut Vec<String>,
+    arch: &mut String,
+    key: &str,
+    value: &str,
+) {
+    let words = || value.split_whitespace().map(String::from);
+    match key {
+        "DBPath" => conf.db_path = value.to_string(),
+        "GPGDir" => conf.gpg_dir = value.to_string(),
+        "SigLevel" => *default_sig = words().collect(),
+        "IgnorePkg" => conf.ignore.extend(words()),
+        "IgnoreGroup" => conf.ignore_groups.extend(words()),
+        "Architecture" => {
+            if let Some(a) = value.split_whitespace().find(|a| *a != "auto") {
+                *arch = a.to_string();
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Parses pacman.conf and its Include files (read through the host).
@@ -89,19 +117,17 @@ pub fn parse_conf(host: &Host, path: &str, arch: &str) -> Result<PacmanConf, Col
             None => (line, ""),
         };
         if section == "options" {
-            match key {
-                "DBPath" => conf.db_path = value.to_string(),
-                "GPGDir" => conf.gpg_dir = value.to_string(),
-                "SigLevel" => default_sig = value.split_whitespace().map(String::from).collect(),
-                "IgnorePkg" => conf
-                    .ignore
-                    .extend(value.split_whitespace().map(String::from)),
-                "Architecture" => {
-                    if let Some(a) = value.split_whitespace().find(|a| *a != "auto") {
-                        arch = a.to_string();
+            if key == "Include" {
+                // pacman allows options in included files as well.
+                let included = host.read_to_string(value).unwrap_or_default();
+                for l in included.lines() {
+                    let l = l.split('#').next().unwrap_or("").trim();
+                    if let Some((k, v)) = l.split_once('=') {
+                        option(&mut conf, &mut default_sig, &mut arch, k.trim(), v.trim());
                     }
                 }
-                _ => {}
+            } else {
+                option(&mut conf, &mut default_sig, &mut arch, key, value);
             }
             continue;
         }
@@ -295,6 +321,13 @@ mod with_alpm {
                 .as_bytes()
                 .to_vec(),
         );
+        // libalpm matches these as pacman does (globs, group members).
+        for pattern in &conf.ignore {
+            let _ = handle.add_ignorepkg(pattern.as_bytes().to_vec());
+        }
+        for pattern in &conf.ignore_groups {
+            let _ = handle.add_ignoregroup(pattern.as_bytes().to_vec());
+        }
         for repo in &conf.repos {
             let db = handle
                 .register_syncdb_mut(repo.name.as_bytes().to_vec(), sig_level(&repo.sig_level))
@@ -341,8 +374,9 @@ mod with_alpm {
                     installed: pkg.version().to_string(),
                     candidate: new.version().to_string(),
                     security: false,
-                    held: conf.ignore.iter().any(|i| i == pkg.name()),
+                    held: pkg.should_ignore(),
                     source: new.db().map(|d| d.name().to_string()).unwrap_or_default(),
+                    first_seen_at: None,
                 });
             }
         }
@@ -395,7 +429,11 @@ mod tests {
         };
         w(
             "/etc/pacman.conf",
-            "[options]\nHoldPkg = pacman glibc\nArchitecture = auto\nIgnorePkg = linux-lts  firefox\nSigLevel = Required DatabaseOptional\nLocalFileSigLevel = Optional\n\n#[testing]\n#Include = /etc/pacman.d/mirrorlist\n\n[core]\nInclude = /etc/pacman.d/mirrorlist\n\n[extra]\nInclude = /etc/pacman.d/mirrorlist\n\n[site]\nSigLevel = Never\nServer = file:///srv/repo/$repo/$arch\n",
+            "[options]\nHoldPkg = pacman glibc\nArchitecture = auto\nIgnorePkg = linux-lts  firefox\nIgnoreGroup = kde-*\nInclude = /etc/pacman.d/options.conf\nSigLevel = Required DatabaseOptional\nLocalFileSigLevel = Optional\n\n#[testing]\n#Include = /etc/pacman.d/mirrorlist\n\n[core]\nInclude = /etc/pacman.d/mirrorlist\n\n[extra]\nInclude = /etc/pacman.d/mirrorlist\n\n[site]\nSigLevel = Never\nServer = file:///srv/repo/$repo/$arch\n",
+        );
+        w(
+            "/etc/pacman.d/options.conf",
+            "IgnorePkg = pd-glob*\nIgnoreGroup = gnome\n",
         );
         w(
             "/etc/pacman.d/mirrorlist",
@@ -412,7 +450,8 @@ mod tests {
         assert_eq!(c.repos[2].servers, ["file:///srv/repo/site/x86_64"]);
         assert_eq!(c.repos[2].sig_level, ["Never"]);
         assert_eq!(c.repos[1].sig_level, ["Required", "DatabaseOptional"]);
-        assert_eq!(c.ignore, ["linux-lts", "firefox"]);
+        assert_eq!(c.ignore, ["linux-lts", "firefox", "pd-glob*"]);
+        assert_eq!(c.ignore_groups, ["kde-*", "gnome"]);
     }
 
     #[test]

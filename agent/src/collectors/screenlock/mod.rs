@@ -13,7 +13,10 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value, json};
+use penguindome_protocol::facts::screenlock::{self as facts, Source};
+use penguindome_protocol::facts::{Known, Timestamp, to_value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::{CollectError, Collector, Context};
 use crate::host::Host;
@@ -468,7 +471,8 @@ fn evaluate(
         findings.push(tools::light_locker(&scope, after));
     }
     findings.extend(tools::findings(&scope));
-    let looked_for = "xautolock, xss-lock, swayidle, hypridle, xscreensaver, light-locker";
+    let looked_for =
+        "xautolock, xidlehook, xss-lock, swayidle, hypridle, xscreensaver, light-locker";
     if findings.is_empty() {
         findings.push(match &family {
             Family::Xfce => Finding::no(vec![format!(
@@ -489,20 +493,70 @@ fn evaluate(
     (desktop, f)
 }
 
-fn enabled_json(t: Tri) -> Value {
-    match t {
-        Tri::Yes => json!(true),
-        Tri::No => json!(false),
-        Tri::Unknown => json!("unknown"),
+impl Tri {
+    /// The reported `enabled`.
+    fn known(self) -> Known<bool> {
+        match self {
+            Tri::Yes => Known::Value(true),
+            Tri::No => Known::Value(false),
+            Tri::Unknown => Known::UNKNOWN,
+        }
     }
 }
 
-fn sort_key(v: &Value) -> String {
-    ["user", "desktop", "type"]
-        .iter()
-        .map(|k| v[k].as_str().unwrap_or("").to_string())
-        .collect::<Vec<_>>()
-        .join("\u{0}")
+/// Sorts sessions by user, desktop and type.
+fn sort(sessions: &mut [facts::Session]) {
+    sessions.sort_by(|a, b| (&a.user, &a.desktop, &a.kind).cmp(&(&b.user, &b.desktop, &b.kind)));
+}
+
+/// The graphical sessions logind lists, each judged, sorted.
+fn live_sessions(
+    host: &Host,
+    listing: &logind::Listing,
+    accounts: &BTreeMap<u32, (String, String)>,
+) -> Vec<facts::Session> {
+    let all = procs::list(host);
+    let mut sessions = Vec::new();
+    for s in &listing.sessions {
+        let uid = s.uid.or_else(|| {
+            accounts
+                .iter()
+                .find(|(_, (name, _))| *name == s.user)
+                .map(|(u, _)| *u)
+        });
+        let user_procs: Vec<&Proc> = all.iter().filter(|p| Some(p.uid) == uid).collect();
+        if !is_graphical(s, &user_procs) {
+            continue;
+        }
+        let user = if s.user.is_empty() {
+            uid.and_then(|u| accounts.get(&u))
+                .map(|a| a.0.clone())
+                .unwrap_or_default()
+        } else {
+            s.user.clone()
+        };
+        let (desktop, f) = match uid.and_then(|u| accounts.get(&u).map(|a| (u, a.1.clone()))) {
+            Some((uid, home)) => evaluate(host, s, uid, &home, &user_procs, &all),
+            None => (
+                s.desktop.clone(),
+                Finding::unknown(vec![format!(
+                    "user {user:?} is not in /etc/passwd: no home directory to read settings from"
+                )]),
+            ),
+        };
+        sessions.push(facts::Session {
+            user,
+            desktop,
+            kind: s.kind.clone(),
+            remote: s.remote,
+            enabled: f.enabled.known(),
+            delay_seconds: f.delay,
+            evidence: f.evidence,
+            cached_at: None,
+        });
+    }
+    sort(&mut sessions);
+    sessions
 }
 
 impl Collector for ScreenLock {
@@ -511,54 +565,18 @@ impl Collector for ScreenLock {
     }
 
     fn collect(&self, ctx: &Context<'_>) -> Result<Value, CollectError> {
-        let host = ctx.host;
-        let listing = logind::sessions(host);
-        let all = procs::list(host);
-        let accounts = passwd(host);
+        let listing = logind::sessions(ctx.host);
+        let accounts = passwd(ctx.host);
         let mut evidence = listing.evidence.clone();
-        let mut sessions = Vec::new();
-        for s in &listing.sessions {
-            let uid = s.uid.or_else(|| {
-                accounts
-                    .iter()
-                    .find(|(_, (name, _))| *name == s.user)
-                    .map(|(u, _)| *u)
-            });
-            let user_procs: Vec<&Proc> = all.iter().filter(|p| Some(p.uid) == uid).collect();
-            if !is_graphical(s, &user_procs) {
-                continue;
-            }
-            let user = if s.user.is_empty() {
-                uid.and_then(|u| accounts.get(&u))
-                    .map(|a| a.0.clone())
-                    .unwrap_or_default()
-            } else {
-                s.user.clone()
-            };
-            let (desktop, f) = match uid.and_then(|u| accounts.get(&u).map(|a| (u, a.1.clone()))) {
-                Some((uid, home)) => evaluate(host, s, uid, &home, &user_procs, &all),
-                None => (
-                    s.desktop.clone(),
-                    Finding::unknown(vec![format!(
-                        "user {user:?} is not in /etc/passwd: no home directory to read settings from"
-                    )]),
-                ),
-            };
-            sessions.push(json!({
-                "user": user,
-                "desktop": desktop,
-                "type": s.kind,
-                "remote": s.remote,
-                "enabled": enabled_json(f.enabled),
-                "delay_seconds": f.delay,
-                "evidence": f.evidence,
-            }));
-        }
-        sessions.sort_by_key(sort_key);
+        let sessions = live_sessions(ctx.host, &listing, &accounts);
         if !sessions.is_empty() {
             remember(ctx, &sessions, &accounts);
             evidence.push(format!("{} graphical session(s)", sessions.len()));
-            return Ok(json!({"source": "live", "sessions": sessions, "evidence": evidence}));
+            return Ok(to_value(&facts::ScreenLock {
+                source: Source::Live,
+                sessions,
+                evidence,
+            }));
         }
         let (source, sessions) = recall(ctx, &accounts);
         if !listing.available && sessions.is_empty() {
@@ -566,12 +584,27 @@ impl Collector for ScreenLock {
         } else {
             evidence.push("no graphical sessions".into());
         }
-        if source == "cache" {
+        if source == Source::Cache {
             evidence
                 .push("answers below are the last seen per user, from the agent's cache".into());
         }
-        Ok(json!({"source": source, "sessions": sessions, "evidence": evidence}))
+        Ok(to_value(&facts::ScreenLock {
+            source,
+            sessions,
+            evidence,
+        }))
     }
+}
+
+/// One user's last live answer as the cache keeps it. Agents before the
+/// typed contract wrote the same shape (`cached_at` to the second), and
+/// their extra session keys (`locked`, `idle`) are ignored.
+#[derive(Debug, Serialize, Deserialize)]
+struct Remembered {
+    /// When the answer was first seen live.
+    cached_at: Timestamp,
+    /// The user's sessions then, without `cached_at`.
+    sessions: Vec<facts::Session>,
 }
 
 /// The cached answers per user, without users gone from /etc/passwd;
@@ -594,26 +627,41 @@ fn cached(
     (stored, pruned)
 }
 
+/// A cache entry read back; `None` for one that does not read.
+fn entry(v: &Value) -> Option<Remembered> {
+    serde_json::from_value(v.clone()).ok()
+}
+
 /// Stores this run's answers per user. A user's entry (and its
 /// `cached_at`) changes only when their answer does, and the cache is
 /// written only then, so a steady machine reports the same thing.
-fn remember(ctx: &Context<'_>, sessions: &[Value], accounts: &BTreeMap<u32, (String, String)>) {
+fn remember(
+    ctx: &Context<'_>,
+    sessions: &[facts::Session],
+    accounts: &BTreeMap<u32, (String, String)>,
+) {
     let (mut stored, mut changed) = cached(ctx, accounts);
-    let mut by_user: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut by_user: BTreeMap<String, Vec<facts::Session>> = BTreeMap::new();
     for s in sessions {
-        by_user
-            .entry(s["user"].as_str().unwrap_or("").to_string())
-            .or_default()
-            .push(s.clone());
+        by_user.entry(s.user.clone()).or_default().push(s.clone());
     }
-    let at = penguindome_protocol::envelope::utc::format(&ctx.now);
     for (user, list) in by_user {
-        let list = Value::Array(list);
-        if stored.get(&user).is_some_and(|e| e["sessions"] == list) {
+        let same = stored
+            .get(&user)
+            .and_then(entry)
+            .is_some_and(|e| e.sessions == list);
+        if same {
             continue;
         }
-        stored.insert(user, json!({"cached_at": at, "sessions": list}));
-        changed = true;
+        let fresh = Remembered {
+            cached_at: ctx.now.into(),
+            sessions: list,
+        };
+        // Plain data: serializing it cannot fail.
+        if let Ok(v) = serde_json::to_value(&fresh) {
+            stored.insert(user, v);
+            changed = true;
+        }
     }
     if changed {
         ctx.cache.put(CACHE_KEY, &Value::Object(stored));
@@ -624,25 +672,23 @@ fn remember(ctx: &Context<'_>, sessions: &[Value], accounts: &BTreeMap<u32, (Str
 fn recall(
     ctx: &Context<'_>,
     accounts: &BTreeMap<u32, (String, String)>,
-) -> (&'static str, Vec<Value>) {
+) -> (Source, Vec<facts::Session>) {
     let (stored, pruned) = cached(ctx, accounts);
     if pruned {
         ctx.cache.put(CACHE_KEY, &Value::Object(stored.clone()));
     }
     let mut out = Vec::new();
-    for entry in stored.values() {
-        let at = entry["cached_at"].clone();
-        for s in entry["sessions"].as_array().into_iter().flatten() {
-            let mut s = s.clone();
-            if let Some(o) = s.as_object_mut() {
-                // Answers cached by older agents carried the live hints.
-                o.remove("locked");
-                o.remove("idle");
-                o.insert("cached_at".into(), at.clone());
-            }
-            out.push(s);
-        }
+    for e in stored.values().filter_map(entry) {
+        out.extend(e.sessions.into_iter().map(|s| facts::Session {
+            cached_at: Some(e.cached_at),
+            ..s
+        }));
     }
-    out.sort_by_key(sort_key);
-    (if out.is_empty() { "none" } else { "cache" }, out)
+    sort(&mut out);
+    let source = if out.is_empty() {
+        Source::None
+    } else {
+        Source::Cache
+    };
+    (source, out)
 }

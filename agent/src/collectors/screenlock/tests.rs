@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use zbus::zvariant;
 
 use super::*;
-use crate::collectors::{Context, MemoryCache, NoCache};
+use crate::collectors::{Cache, Context, MemoryCache, NoCache};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/screenlock");
 
@@ -154,19 +154,52 @@ impl Machine {
         Host::fixture(self.dir.path(), vec![])
     }
 
-    fn collect(&self) -> Value {
+    /// The answer as JSON, as the agent sends it.
+    fn json(&self) -> Value {
         ScreenLock
             .collect(&Context::new(&self.host(), &NoCache))
             .unwrap()
     }
+
+    /// The answer read back as the typed contract.
+    fn collect(&self) -> facts::ScreenLock {
+        typed(self.json())
+    }
 }
 
-fn evidence_has(v: &Value, needle: &str) -> bool {
-    v["evidence"].as_array().is_some_and(|e| {
-        e.iter()
-            .any(|s| s.as_str().is_some_and(|s| s.contains(needle)))
-    })
+fn typed(v: Value) -> facts::ScreenLock {
+    serde_json::from_value(v).unwrap()
 }
+
+fn evidence_has(evidence: &[String], needle: &str) -> bool {
+    evidence.iter().any(|s| s.contains(needle))
+}
+
+const YES: Known<bool> = Known::Value(true);
+const NO: Known<bool> = Known::Value(false);
+
+/// The keys of the first session on the wire, sorted.
+fn session_keys(v: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = v["sessions"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// What a live session reports: no logind hints or ids, no `cached_at`.
+const LIVE_KEYS: [&str; 7] = [
+    "delay_seconds",
+    "desktop",
+    "enabled",
+    "evidence",
+    "remote",
+    "type",
+    "user",
+];
 
 #[test]
 fn gnome_on_ubuntu_enabled() {
@@ -180,31 +213,29 @@ fn gnome_on_ubuntu_enabled() {
     );
     m.process(1620, 1000, &["/usr/bin/gnome-shell"]);
     let v = m.collect();
-    assert_eq!(v["source"], "live");
-    let s = v["sessions"].as_array().unwrap();
-    assert_eq!(s.len(), 1, "the greeter is not a user session: {v:#}");
+    assert_eq!(v.source, Source::Live);
+    let s = &v.sessions;
+    assert_eq!(s.len(), 1, "the greeter is not a user session: {v:#?}");
     let s = &s[0];
-    assert_eq!(s["user"], "alice");
-    assert_eq!(s["desktop"], "ubuntu");
-    assert_eq!(s["type"], "wayland");
-    assert_eq!(s["enabled"], true);
-    assert_eq!(s["delay_seconds"], 630, "idle-delay 600 + lock-delay 30");
-    // logind's hints change whenever alice steps away: not reported.
-    assert!(
-        s.get("locked").is_none() && s.get("idle").is_none(),
-        "{s:#}"
-    );
+    assert_eq!(s.user, "alice");
+    assert_eq!(s.desktop, "ubuntu");
+    assert_eq!(s.kind, "wayland");
+    assert_eq!(s.enabled, YES);
+    assert_eq!(s.delay_seconds, Some(630), "idle-delay 600 + lock-delay 30");
     assert!(evidence_has(
-        s,
+        &s.evidence,
         "/org/gnome/desktop/session/idle-delay = 600 (/home/alice/.config/dconf/user)"
     ));
     assert!(evidence_has(
-        s,
+        &s.evidence,
         "/org/gnome/desktop/screensaver/lock-enabled = true (schema default)"
     ));
-    assert!(evidence_has(&v, "logind over D-Bus"));
-    // Per-login values (session id, idle-since timestamps) would flap.
-    assert!(s.get("id").is_none() && !s.to_string().contains("1732600100"));
+    assert!(evidence_has(&v.evidence, "logind over D-Bus"));
+    // logind's hints change whenever alice steps away, and per-login
+    // values (session id, idle-since timestamps) would flap: not reported.
+    let raw = m.json();
+    assert_eq!(session_keys(&raw), LIVE_KEYS);
+    assert!(!raw.to_string().contains("1732600100"));
 }
 
 #[test]
@@ -221,10 +252,13 @@ fn gnome_disabled_by_idle_delay_zero() {
             ),
         ]),
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], false);
-    assert_eq!(s["delay_seconds"], Value::Null);
-    assert!(evidence_has(s, "idle-delay 0: the session never goes idle"));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, NO);
+    assert_eq!(s.delay_seconds, None);
+    assert!(evidence_has(
+        &s.evidence,
+        "idle-delay 0: the session never goes idle"
+    ));
 }
 
 /// An admin's locked system database beats the user's own setting, and a
@@ -253,19 +287,20 @@ fn gnome_system_lock_wins_over_user() {
         "/usr/share/glib-2.0/schemas/10_corp.gschema.override",
         b"[org.gnome.desktop.screensaver]\nlock-delay=uint32 60\n",
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], true, "{s:#}");
-    assert_eq!(s["delay_seconds"], 360);
-    assert!(
-        s.get("locked").is_none(),
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, YES, "{s:#?}");
+    assert_eq!(s.delay_seconds, Some(360));
+    assert_eq!(
+        session_keys(&m.json()),
+        LIVE_KEYS,
         "a locked session reports the same"
     );
     assert!(evidence_has(
-        s,
+        &s.evidence,
         "idle-delay = 300 (/etc/dconf/db/local, locked)"
     ));
     assert!(evidence_has(
-        s,
+        &s.evidence,
         "default from /usr/share/glib-2.0/schemas/10_corp.gschema.override"
     ));
 }
@@ -301,10 +336,17 @@ fn gnome_keyfiles_and_big_endian_user_db() {
             true,
         ),
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], true);
-    assert_eq!(s["delay_seconds"], 120, "the user's value, nothing locked");
-    assert!(evidence_has(s, "/etc/dconf/db/site is not compiled"));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, YES);
+    assert_eq!(
+        s.delay_seconds,
+        Some(120),
+        "the user's value, nothing locked"
+    );
+    assert!(evidence_has(
+        &s.evidence,
+        "/etc/dconf/db/site is not compiled"
+    ));
 }
 
 #[test]
@@ -316,25 +358,28 @@ fn kde_plasma() {
         b"[$Version]\nupdate_info=kscreenlocker.upd:0.1-autolock\n\n[Daemon]\nLockGrace=30\nTimeout=15\n",
     );
     m.process(2001, 1001, &["/usr/bin/plasmashell", "--no-respawn"]);
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], true);
-    assert_eq!(s["delay_seconds"], 15 * 60 + 30);
-    assert!(evidence_has(s, "[Daemon] Autolock=true (default)"));
-    assert!(evidence_has(s, "[Daemon] Timeout=15"));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, YES);
+    assert_eq!(s.delay_seconds, Some(15 * 60 + 30));
+    assert!(evidence_has(
+        &s.evidence,
+        "[Daemon] Autolock=true (default)"
+    ));
+    assert!(evidence_has(&s.evidence, "[Daemon] Timeout=15"));
 
     // Autolock off in the user's file, unless the admin made it immutable.
     m.file(
         "/home/bob/.config/kscreenlockerrc",
         b"[Daemon]\nAutolock=false\n",
     );
-    assert_eq!(m.collect()["sessions"][0]["enabled"], false);
+    assert_eq!(m.collect().sessions[0].enabled, NO);
     m.file(
         "/etc/xdg/kscreenlockerrc",
         b"[Daemon]\nAutolock[$i]=true\nTimeout[$i]=5\n",
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], true);
-    assert_eq!(s["delay_seconds"], 305);
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, YES);
+    assert_eq!(s.delay_seconds, Some(305));
 }
 
 #[test]
@@ -358,11 +403,11 @@ fn cinnamon() {
         1000,
         &["/usr/bin/python3", "/usr/bin/cinnamon-screensaver"],
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], true);
-    assert_eq!(s["delay_seconds"], 615);
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, YES);
+    assert_eq!(s.delay_seconds, Some(615));
     assert!(evidence_has(
-        s,
+        &s.evidence,
         "/org/cinnamon/desktop/screensaver/lock-enabled = true (schema default)"
     ));
 }
@@ -380,15 +425,15 @@ fn mate() {
     );
     m.process(3001, 1002, &["mate-session"]);
     m.process(3050, 1002, &["mate-screensaver"]);
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], true);
-    assert_eq!(s["delay_seconds"], 12 * 60, "minutes in MATE's schemas");
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, YES);
+    assert_eq!(s.delay_seconds, Some(12 * 60), "minutes in MATE's schemas");
 
     // Without mate-screensaver running nothing locks.
     std::fs::remove_dir_all(m.dir.path().join("proc/3050")).unwrap();
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], false);
-    assert!(evidence_has(s, "mate-screensaver is not running"));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, NO);
+    assert!(evidence_has(&s.evidence, "mate-screensaver is not running"));
 }
 
 #[test]
@@ -416,14 +461,14 @@ fn xfce_screensaver() {
     );
     m.process(1800, 1000, &["xfce4-session"]);
     m.process(1850, 1000, &["xfce4-screensaver"]);
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], true, "{s:#}");
-    assert_eq!(s["delay_seconds"], 8 * 60);
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, YES, "{s:#?}");
+    assert_eq!(s.delay_seconds, Some(8 * 60));
     assert!(evidence_has(
-        s,
+        &s.evidence,
         "xfce4-screensaver /saver/idle-activation/delay = 7"
     ));
-    assert!(evidence_has(s, "/lock/enabled = true (default)"));
+    assert!(evidence_has(&s.evidence, "/lock/enabled = true (default)"));
 
     // light-locker instead: locks when the power manager blanks the screen.
     std::fs::remove_dir_all(m.dir.path().join("proc/1850")).unwrap();
@@ -439,18 +484,18 @@ fn xfce_screensaver() {
 </channel>
 "#,
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], true, "{s:#}");
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, YES, "{s:#?}");
     assert_eq!(
-        s["delay_seconds"],
-        15 * 60 + 5,
+        s.delay_seconds,
+        Some(15 * 60 + 5),
         "lock-after-screensaver defaults to 5 s"
     );
 
     // Neither: XFCE has no locking of its own.
     std::fs::remove_dir_all(m.dir.path().join("proc/1851")).unwrap();
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], false);
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, NO);
 }
 
 /// An i3 session started from logind's session files (no D-Bus), locked
@@ -479,24 +524,60 @@ fn xautolock_with_slock_from_session_files() {
     );
     let v = m.collect();
     assert!(evidence_has(
-        &v,
+        &v.evidence,
         "/run/systemd/sessions (no lock or idle hints"
     ));
-    let s = v["sessions"].as_array().unwrap();
-    assert_eq!(s.len(), 1, "carol's ssh session is not graphical: {v:#}");
-    assert_eq!(s[0]["user"], "bob");
-    assert_eq!(s[0]["desktop"], "i3");
-    assert_eq!(s[0]["enabled"], true);
-    assert_eq!(s[0]["delay_seconds"], 300);
-    assert_eq!(
-        s[0]["locked"],
-        Value::Null,
-        "session files have no lock hint"
-    );
+    let s = &v.sessions;
+    assert_eq!(s.len(), 1, "carol's ssh session is not graphical: {v:#?}");
+    assert_eq!(s[0].user, "bob");
+    assert_eq!(s[0].desktop, "i3");
+    assert_eq!(s[0].enabled, YES);
+    assert_eq!(s[0].delay_seconds, Some(300));
     assert!(evidence_has(
-        &s[0],
+        &s[0].evidence,
         "xautolock -time 5 -locker \"slock\": runs locker"
     ));
+    assert_eq!(session_keys(&m.json()), LIVE_KEYS);
+}
+
+/// xidlehook's timers add up: dim after 60 s, lock 240 s after that.
+#[test]
+fn xidlehook_locks_after_its_chained_timers() {
+    let m = Machine::new();
+    m.file(
+        "/run/systemd/sessions/5",
+        b"UID=1001\nUSER=bob\nACTIVE=1\nSTATE=active\nREMOTE=0\nTYPE=x11\nCLASS=user\nDESKTOP=i3\nLEADER=1400\n",
+    );
+    m.process(1450, 1001, &["i3"]);
+    m.process(
+        1470,
+        1001,
+        &[
+            "xidlehook",
+            "--not-when-fullscreen",
+            "--timer",
+            "60",
+            "xrandr --output eDP-1 --brightness .1",
+            "xrandr --output eDP-1 --brightness 1",
+            "--timer",
+            "240",
+            "i3lock -c 000000",
+            "",
+        ],
+    );
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, YES, "{s:#?}");
+    assert_eq!(s.delay_seconds, Some(300));
+    assert!(evidence_has(&s.evidence, "timeout 300 s runs locker"));
+
+    // Timers that never lock: the session does not lock.
+    m.process(
+        1470,
+        1001,
+        &["xidlehook", "--timer", "60", "xset dpms force off", ""],
+    );
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, NO, "{s:#?}");
 }
 
 /// Sway with swayidle: one user passes events as arguments, another keeps
@@ -532,23 +613,23 @@ fn sway_with_swayidle() {
         b"# idle\ntimeout 120 'loginctl lock-session'\ntimeout 180 'swaymsg \"output * dpms off\"' resume 'swaymsg \"output * dpms on\"'\nlock 'swaylock -f'\n",
     );
     let v = m.collect();
-    let s = v["sessions"].as_array().unwrap();
-    assert_eq!(s[0]["user"], "bob");
-    assert_eq!(s[0]["enabled"], true);
-    assert_eq!(s[0]["delay_seconds"], 300);
-    assert_eq!(s[1]["user"], "carol");
-    assert_eq!(s[1]["enabled"], true, "{v:#}");
-    assert_eq!(s[1]["delay_seconds"], 120);
+    let s = &v.sessions;
+    assert_eq!(s[0].user, "bob");
+    assert_eq!(s[0].enabled, YES);
+    assert_eq!(s[0].delay_seconds, Some(300));
+    assert_eq!(s[1].user, "carol");
+    assert_eq!(s[1].enabled, YES, "{v:#?}");
+    assert_eq!(s[1].delay_seconds, Some(120));
     assert!(evidence_has(
-        &s[1],
+        &s[1].evidence,
         "asks logind to lock; lock handler \"swaylock -f\""
     ));
 
     // Sway alone locks nothing.
     std::fs::remove_dir_all(m.dir.path().join("proc/2110")).unwrap();
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], false);
-    assert!(evidence_has(s, "sway does not lock by itself"));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, NO);
+    assert!(evidence_has(&s.evidence, "sway does not lock by itself"));
 }
 
 #[test]
@@ -585,11 +666,14 @@ listener {
 }
 ",
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["desktop"], "Hyprland");
-    assert_eq!(s["enabled"], true, "{s:#}");
-    assert_eq!(s["delay_seconds"], 420);
-    assert!(evidence_has(s, "lock_cmd = pidof hyprlock || hyprlock"));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.desktop, "Hyprland");
+    assert_eq!(s.enabled, YES, "{s:#?}");
+    assert_eq!(s.delay_seconds, Some(420));
+    assert!(evidence_has(
+        &s.evidence,
+        "lock_cmd = pidof hyprlock || hyprlock"
+    ));
 }
 
 #[test]
@@ -606,12 +690,15 @@ fn unknown_desktop() {
         false,
     );
     m.process(2600, 1000, &["enlightenment"]);
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], "unknown");
-    assert!(evidence_has(s, "unknown desktop \"enlightenment\""));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, Known::UNKNOWN);
     assert!(evidence_has(
-        s,
-        "looked for xautolock, xss-lock, swayidle, hypridle"
+        &s.evidence,
+        "unknown desktop \"enlightenment\""
+    ));
+    assert!(evidence_has(
+        &s.evidence,
+        "looked for xautolock, xidlehook, xss-lock, swayidle, hypridle"
     ));
 
     // An idle locker the collector knows answers even there.
@@ -633,9 +720,9 @@ fn unknown_desktop() {
             "vt7",
         ],
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], true);
-    assert_eq!(s["delay_seconds"], 600, "from Xorg -s 10");
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, YES);
+    assert_eq!(s.delay_seconds, Some(600), "from Xorg -s 10");
 }
 
 /// Nobody logged in graphically: the last answers per user come from the
@@ -652,31 +739,67 @@ fn no_graphical_session_uses_cache() {
     ctx.now = chrono::DateTime::parse_from_rfc3339("2024-11-26T08:00:00Z")
         .unwrap()
         .with_timezone(&chrono::Utc);
-    let first = ScreenLock.collect(&ctx).unwrap();
-    assert_eq!(first["sessions"].as_array().unwrap().len(), 2);
+    let first = typed(ScreenLock.collect(&ctx).unwrap());
+    assert_eq!(first.sessions.len(), 2);
+    assert!(first.sessions.iter().all(|s| s.cached_at.is_none()));
 
     let mut later = Machine::new();
     later.session("20", 1001, "bob", "tty", "user", "", false, false);
     let host = later.host();
-    let v = ScreenLock.collect(&Context::new(&host, &cache)).unwrap();
-    assert_eq!(v["source"], "cache");
-    let s = v["sessions"].as_array().unwrap();
+    let raw = ScreenLock.collect(&Context::new(&host, &cache)).unwrap();
+    assert_eq!(raw["sessions"][0]["cached_at"], "2024-11-26T08:00:00.000Z");
+    let v = typed(raw);
+    assert_eq!(v.source, Source::Cache);
+    let s = &v.sessions;
     assert_eq!(s.len(), 2);
-    assert_eq!(s[0]["user"], "alice");
-    assert_eq!(s[0]["enabled"], true);
-    assert_eq!(s[0]["delay_seconds"], 300);
-    assert_eq!(s[0]["cached_at"], "2024-11-26T08:00:00.000Z");
-    assert_eq!(s[0]["locked"], Value::Null);
-    assert_eq!(s[1]["user"], "carol");
-    assert_eq!(s[1]["enabled"], false);
-    assert!(evidence_has(&v, "no graphical sessions"));
+    assert_eq!(s[0].user, "alice");
+    assert_eq!(s[0].enabled, YES);
+    assert_eq!(s[0].delay_seconds, Some(300));
+    assert_eq!(s[0].cached_at, Some(Timestamp::from(ctx.now)));
+    assert_eq!(s[1].cached_at, s[0].cached_at);
+    assert_eq!(s[1].user, "carol");
+    assert_eq!(s[1].enabled, NO);
+    assert!(evidence_has(&v.evidence, "no graphical sessions"));
 
     // Nothing cached and nobody logged in: an empty, honest answer.
-    let v = ScreenLock
-        .collect(&Context::new(&later.host(), &NoCache))
+    let v = typed(
+        ScreenLock
+            .collect(&Context::new(&later.host(), &NoCache))
+            .unwrap(),
+    );
+    assert_eq!(v.source, Source::None);
+    assert!(v.sessions.is_empty());
+}
+
+/// Answers cached by an agent before the typed contract (`cached_at` to
+/// the second, logind's hints kept) still read; an entry that does not
+/// read is left out.
+#[test]
+fn earlier_agents_cache_is_read() {
+    let cache = MemoryCache::default();
+    cache.put(
+        CACHE_KEY,
+        &json!({
+            "alice": {"cached_at": "2024-11-26T08:00:00Z", "sessions": [{
+                "user": "alice", "desktop": "gnome", "type": "wayland", "remote": false,
+                "enabled": true, "delay_seconds": 300, "locked": null, "idle": null,
+                "evidence": ["desktop \"gnome\" from logind"],
+            }]},
+            "bob": {"cached_at": "yesterday", "sessions": "?"},
+        }),
+    );
+    let m = Machine::new();
+    let raw = ScreenLock
+        .collect(&Context::new(&m.host(), &cache))
         .unwrap();
-    assert_eq!(v["source"], "none");
-    assert_eq!(v["sessions"], json!([]));
+    assert_eq!(raw["sessions"][0]["cached_at"], "2024-11-26T08:00:00.000Z");
+    assert!(raw["sessions"][0].get("locked").is_none(), "{raw:#}");
+    let v = typed(raw);
+    assert_eq!(v.source, Source::Cache);
+    assert_eq!(v.sessions.len(), 1, "bob's entry does not read: {v:#?}");
+    assert_eq!(v.sessions[0].user, "alice");
+    assert_eq!(v.sessions[0].enabled, YES);
+    assert_eq!(v.sessions[0].delay_seconds, Some(300));
 }
 
 /// No D-Bus and no logind files (a container): no sessions, no error.
@@ -684,8 +807,9 @@ fn no_graphical_session_uses_cache() {
 fn no_logind_at_all() {
     let m = Machine::new();
     let v = m.collect();
-    assert_eq!(v["sessions"], json!([]));
-    assert!(evidence_has(&v, "logind is not running"));
+    assert_eq!(v.source, Source::None);
+    assert!(v.sessions.is_empty());
+    assert!(evidence_has(&v.evidence, "logind is not running"));
 }
 
 /// A corrupt user database: GNOME's answer is from the defaults, and the
@@ -695,10 +819,10 @@ fn corrupt_dconf_database() {
     let mut m = Machine::new();
     m.session("2", 1000, "alice", "wayland", "user", "gnome", false, false);
     m.file("/home/alice/.config/dconf/user", b"GVariant\0\0\0\0garbage");
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], true);
-    assert_eq!(s["delay_seconds"], 300);
-    assert!(evidence_has(s, "not a dconf database"));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, YES);
+    assert_eq!(s.delay_seconds, Some(300));
+    assert!(evidence_has(&s.evidence, "not a dconf database"));
 }
 
 /// startx from a text console: logind says tty, but an X server runs.
@@ -721,10 +845,10 @@ fn startx_session_counts_as_graphical() {
     m.process(1310, 1001, &["openbox"]);
     m.process(1320, 1001, &["xscreensaver", "-no-splash"]);
     m.file("/home/bob/.xscreensaver", b"timeout:\t0:05:00\ncycle:\t\t0:10:00\nlock:\t\tTrue\nlockTimeout:\t0:01:00\nmode:\t\trandom\n");
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["desktop"], "openbox");
-    assert_eq!(s["enabled"], true, "{s:#}");
-    assert_eq!(s["delay_seconds"], 360);
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.desktop, "openbox");
+    assert_eq!(s.enabled, YES, "{s:#?}");
+    assert_eq!(s.delay_seconds, Some(360));
 }
 
 /// Files a user points the agent at (a symlink in their home, `-c PATH`)
@@ -740,9 +864,9 @@ fn user_files_are_read_as_the_user() {
     m.process(2510, 1000, &["hypridle", "-c", "/dev/zero"]);
     std::fs::create_dir_all(m.dir.path().join("dev")).unwrap();
     std::os::unix::fs::symlink("/dev/zero", m.dir.path().join("dev/zero")).unwrap();
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], "unknown", "{s:#}");
-    assert!(evidence_has(s, "/dev/zero is not readable"));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, Known::UNKNOWN, "{s:#?}");
+    assert!(evidence_has(&s.evidence, "/dev/zero is not readable"));
 
     // A root-only file behind a symlink in the user's home.
     m.file(
@@ -759,14 +883,14 @@ fn user_files_are_read_as_the_user() {
     .unwrap();
     std::fs::remove_dir_all(m.dir.path().join("proc/2510")).unwrap();
     m.process(2511, 1000, &["hypridle"]);
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], "unknown", "{s:#}");
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, Known::UNKNOWN, "{s:#?}");
 
     // Made readable to all, the same file is read.
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], true);
-    assert_eq!(s["delay_seconds"], 60);
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, YES);
+    assert_eq!(s.delay_seconds, Some(60));
 }
 
 /// A user's FIFO (here as `hypridle -c`, or behind a symlink) is never
@@ -795,9 +919,12 @@ fn user_files_refuse_fifos_and_foreign_symlinks() {
             opened.store(true, Ordering::SeqCst);
         })
     };
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], "unknown", "{s:#}");
-    assert!(evidence_has(s, "/home/alice/pipe is not readable"));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, Known::UNKNOWN, "{s:#?}");
+    assert!(evidence_has(
+        &s.evidence,
+        "/home/alice/pipe is not readable"
+    ));
 
     // The same FIFO as the default config file, through a symlink.
     symlink(
@@ -807,8 +934,8 @@ fn user_files_refuse_fifos_and_foreign_symlinks() {
     .unwrap();
     std::fs::remove_dir_all(m.dir.path().join("proc/2510")).unwrap();
     m.process(2511, 1000, &["hypridle"]);
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], "unknown", "{s:#}");
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, Known::UNKNOWN, "{s:#?}");
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(!opened.load(Ordering::SeqCst), "the agent opened the FIFO");
     // Let the writer go.
@@ -826,15 +953,15 @@ fn user_files_refuse_fifos_and_foreign_symlinks() {
     let link = m.dir.path().join("home/alice/.config/hypr/hypridle.conf");
     std::fs::remove_file(&link).unwrap();
     symlink("../../../bob/hypridle.conf", &link).unwrap();
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], "unknown", "{s:#}");
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, Known::UNKNOWN, "{s:#?}");
 
     // Copied into alice's home (so hers, inside it), it is read.
     std::fs::remove_file(&link).unwrap();
     std::fs::copy(&bobs, &link).unwrap();
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], true, "{s:#}");
-    assert_eq!(s["delay_seconds"], 60);
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, YES, "{s:#?}");
+    assert_eq!(s.delay_seconds, Some(60));
 }
 
 /// Settings that would overflow or make no sense (i64::MAX, negative
@@ -854,18 +981,18 @@ fn out_of_range_delays_are_unknown() {
             ("/org/gnome/desktop/screensaver/lock-delay", u32v(30)),
         ]),
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], "unknown", "{s:#}");
-    assert_eq!(s["delay_seconds"], Value::Null);
-    assert!(evidence_has(s, "longer than a week"));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, Known::UNKNOWN, "{s:#?}");
+    assert_eq!(s.delay_seconds, None);
+    assert!(evidence_has(&s.evidence, "longer than a week"));
 
     m.file(
         "/home/alice/.config/dconf/user",
         &dconf_file(&[("/org/gnome/desktop/screensaver/lock-delay", i32v(-5))]),
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], "unknown", "{s:#}");
-    assert!(evidence_has(s, "lock-delay = -5 is negative"));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, Known::UNKNOWN, "{s:#?}");
+    assert!(evidence_has(&s.evidence, "lock-delay = -5 is negative"));
 
     // KDE: a Timeout of i64::MAX minutes.
     let mut m = Machine::new();
@@ -874,8 +1001,8 @@ fn out_of_range_delays_are_unknown() {
         "/home/bob/.config/kscreenlockerrc",
         format!("[Daemon]\nTimeout={}\n", i64::MAX).as_bytes(),
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], "unknown", "{s:#}");
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, Known::UNKNOWN, "{s:#?}");
 
     // XFCE: a huge idle delay and a negative lock delay.
     let mut m = Machine::new();
@@ -900,8 +1027,8 @@ fn out_of_range_delays_are_unknown() {
         )
         .as_bytes(),
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], "unknown", "{s:#}");
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, Known::UNKNOWN, "{s:#?}");
 
     // xscreensaver with a timeout of 2^64 hours, and xss-lock under an X
     // server started with `-s` of i64::MAX minutes.
@@ -913,17 +1040,20 @@ fn out_of_range_delays_are_unknown() {
         "/home/bob/.xscreensaver",
         b"timeout:\t18446744073709551616:00:00\nlock:\t\tTrue\nlockTimeout:\t0:01:00\n",
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], "unknown", "{s:#}");
-    assert!(evidence_has(s, "timeout: 18446744073709551616:00:00"));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, Known::UNKNOWN, "{s:#?}");
+    assert!(evidence_has(
+        &s.evidence,
+        "timeout: 18446744073709551616:00:00"
+    ));
 
     std::fs::remove_dir_all(m.dir.path().join("proc/1320")).unwrap();
     m.process(1330, 1001, &["xss-lock", "--", "i3lock", "-n"]);
     let max = i64::MAX.to_string();
     m.process(900, 0, &["/usr/lib/xorg/Xorg", ":0", "-s", &max, "vt7"]);
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], "unknown", "{s:#}");
-    assert!(evidence_has(s, &format!("Xorg -s {max}")));
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, Known::UNKNOWN, "{s:#?}");
+    assert!(evidence_has(&s.evidence, &format!("Xorg -s {max}")));
 
     // xautolock with a negative time.
     std::fs::remove_dir_all(m.dir.path().join("proc/1330")).unwrap();
@@ -932,8 +1062,8 @@ fn out_of_range_delays_are_unknown() {
         1001,
         &["xautolock", "-time", "-5", "-locker", "slock"],
     );
-    let s = &m.collect()["sessions"][0];
-    assert_eq!(s["enabled"], "unknown", "{s:#}");
+    let s = &m.collect().sessions[0];
+    assert_eq!(s.enabled, Known::UNKNOWN, "{s:#?}");
 }
 
 /// A cache that counts its writes.
@@ -992,8 +1122,13 @@ fn steady_machine_does_not_churn() {
     let a = run(&empty, "2024-11-26T10:00:00Z");
     let b = run(&empty, "2024-11-27T10:00:00Z");
     assert_eq!(a, b);
-    assert_eq!(a["source"], "cache");
     assert_eq!(a["sessions"][0]["cached_at"], "2024-11-26T08:00:00.123Z");
+    let typed_a = typed(a.clone());
+    assert_eq!(typed_a.source, Source::Cache);
+    assert_eq!(
+        typed_a.sessions[0].cached_at,
+        Some(Timestamp::from(at("2024-11-26T08:00:00.123Z")))
+    );
     assert_eq!(cache.puts.load(Ordering::SeqCst), 1);
 
     // carol's account is removed: her answer goes, once.
@@ -1007,13 +1142,12 @@ fn steady_machine_does_not_churn() {
             .as_bytes(),
     );
     let c = run(&empty, "2024-11-28T10:00:00Z");
-    let users: Vec<&Value> = c["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| &s["user"])
+    let users: Vec<String> = typed(c.clone())
+        .sessions
+        .into_iter()
+        .map(|s| s.user)
         .collect();
-    assert_eq!(users, [&json!("alice")]);
+    assert_eq!(users, ["alice"]);
     assert_eq!(cache.puts.load(Ordering::SeqCst), 2);
     assert_eq!(run(&empty, "2024-11-29T10:00:00Z"), c);
     assert_eq!(cache.puts.load(Ordering::SeqCst), 2);

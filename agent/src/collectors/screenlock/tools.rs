@@ -1,5 +1,5 @@
 //! Idle lockers outside the big desktops, found in the user's processes:
-//! xautolock, xss-lock, swayidle, hypridle, xscreensaver and light-locker,
+//! xautolock, xidlehook, xss-lock, swayidle, hypridle, xscreensaver and light-locker,
 //! with their arguments and configuration files.
 
 use super::procs::Proc;
@@ -185,6 +185,9 @@ pub fn findings(scope: &Scope<'_>) -> Vec<Finding> {
     for p in scope.running("xautolock") {
         out.push(xautolock(p, scope));
     }
+    for p in scope.running("xidlehook") {
+        out.push(xidlehook(p, scope));
+    }
     for p in scope.running("xss-lock") {
         out.push(xss_lock(p, scope));
     }
@@ -217,6 +220,35 @@ fn xautolock(p: &Proc, scope: &Scope<'_>) -> Finding {
         Ok(how) => Finding::locks_after(&[(minutes, 60)], vec![format!("{what}: {how}")]),
         Err(why) => Finding::unknown(vec![format!("{what}: {why}")]),
     }
+}
+
+/// xidlehook's timers (`--timer SECONDS ACTIVATION ABORT`) are chained:
+/// each counts from the one before it, so a locker runs after the sum of
+/// the durations up to its own timer.
+fn xidlehook(p: &Proc, scope: &Scope<'_>) -> Finding {
+    let mut evidence = vec![format!("xidlehook {}", p.args.join(" "))];
+    let mut timeouts = Vec::new();
+    let mut elapsed: u64 = 0;
+    let mut i = 0;
+    while i < p.args.len() {
+        if p.args[i] != "--timer" {
+            i += 1;
+            continue;
+        }
+        let secs = p.args.get(i + 1).and_then(|s| s.parse::<u64>().ok());
+        match (secs, p.args.get(i + 2)) {
+            (Some(secs), Some(cmd)) => {
+                elapsed = elapsed.saturating_add(secs);
+                timeouts.push((elapsed, cmd.clone()));
+            }
+            _ => evidence.push(format!(
+                "--timer at argument {} is not `--timer SECONDS COMMAND ABORT`",
+                i + 1
+            )),
+        }
+        i += 4;
+    }
+    timed(timeouts, None, evidence, scope)
 }
 
 fn xss_lock(p: &Proc, scope: &Scope<'_>) -> Finding {

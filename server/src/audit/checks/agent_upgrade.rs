@@ -1,6 +1,9 @@
 //! `agent-upgrade-failing`: the agent cannot install the site's release.
 
-use super::{Check, Context, Facts, Finding};
+use penguindome_protocol::facts::Fact;
+use penguindome_protocol::facts::agent::Agent;
+
+use super::{Check, Context, Facts, Finding, fact};
 
 /// The agent's last self-upgrade failed.
 pub struct AgentUpgrade;
@@ -20,25 +23,30 @@ impl Check for AgentUpgrade {
 
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
         // Agents run by hand (not from a package) report no upgrade state.
-        let Some(agent) = facts.client.plugins.get("agent") else {
+        if !facts.client.plugins.contains_key(Agent::NAME) {
             return Finding::Clear;
+        }
+        let agent = match fact::<Agent>(facts) {
+            Ok(a) => a,
+            Err(f) => return f,
         };
         // An error from before the newest release got installed (by hand,
         // or by a later attempt whose record is gone) no longer matters.
-        let installed = agent["package_version"]
-            .as_str()
+        let installed = agent
+            .package_version
+            .as_deref()
             .and_then(|v| v.rsplit_once('-'))
             .and_then(|(_, revision)| revision.parse::<u64>().ok());
-        if let (Some(installed), Some(latest)) = (installed, agent["latest_release"].as_u64())
+        if let (Some(installed), Some(latest)) = (installed, agent.latest_release)
             && installed >= latest
         {
             return Finding::Clear;
         }
-        match agent["upgrade"]["error"].as_str() {
+        match agent.upgrade.and_then(|u| u.error) {
             Some(error) => Finding::Raise(format!(
                 "upgrade to {} failed: {error}",
-                agent["latest_release"]
-                    .as_u64()
+                agent
+                    .latest_release
                     .map(|r| format!("release {r}"))
                     .unwrap_or_else(|| "the newest release".into())
             )),

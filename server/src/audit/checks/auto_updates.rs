@@ -1,6 +1,9 @@
 //! `auto-updates-disabled`: nothing installs security updates on its own.
 
-use super::{Check, Context, Facts, Finding, cannot_tell, evidence, plugin};
+use penguindome_protocol::facts::Known;
+use penguindome_protocol::facts::auto_updates::{self, Applies, Mechanism};
+
+use super::{Check, Context, Facts, Finding, cannot_tell, fact};
 
 /// Unattended security updates are off.
 pub struct AutoUpdates;
@@ -19,26 +22,28 @@ impl Check for AutoUpdates {
     }
 
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
-        let v = match plugin(facts, "auto_updates") {
-            Ok(v) => v,
+        let a = match fact::<auto_updates::AutoUpdates>(facts) {
+            Ok(a) => a,
             Err(f) => return f,
         };
-        match &v["enabled"] {
-            serde_json::Value::Bool(true) => Finding::Clear,
-            serde_json::Value::Bool(false) => {
-                let how = v["mechanism"].as_str().unwrap_or("automatic updates");
-                // apt says `installed: false`; dnf says so in its evidence.
-                let missing = v["installed"] == false || evidence(v).contains("is not installed");
-                let why = if missing {
+        match a.enabled {
+            Known::Value(true) => Finding::Clear,
+            Known::Value(false) => {
+                let how = match a.mechanism {
+                    Some(Mechanism::UnattendedUpgrades) => "unattended-upgrades",
+                    Some(Mechanism::DnfAutomatic) => "dnf-automatic",
+                    Some(Mechanism::None) | None => "automatic updates",
+                };
+                let why = if a.installed == Some(false) {
                     " (not installed)"
-                } else if v["applies"] == "download-only" {
+                } else if a.applies == Some(Applies::DownloadOnly) {
                     ": updates are downloaded but not installed"
                 } else {
                     ""
                 };
                 Finding::Raise(format!("{how} is not enabled{why}"))
             }
-            _ => cannot_tell("whether automatic updates are enabled", v),
+            Known::Unknown(_) => cannot_tell("whether automatic updates are enabled", &a.evidence),
         }
     }
 }

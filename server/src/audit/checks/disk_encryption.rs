@@ -1,8 +1,9 @@
 //! `unencrypted-hard-drive`: a local filesystem or swap without encryption.
 
-use serde_json::Value;
+use penguindome_protocol::facts::Known;
+use penguindome_protocol::facts::hd_encryption::HdEncryption;
 
-use super::{Check, Context, Facts, Finding, cannot_tell, plugin};
+use super::{Check, Context, Facts, Finding, cannot_tell, fact};
 
 /// Some local storage is not encrypted.
 pub struct DiskEncryption;
@@ -17,31 +18,33 @@ impl Check for DiskEncryption {
     }
 
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
-        let v = match plugin(facts, "hd_encryption") {
-            Ok(v) => v,
+        let d = match fact::<HdEncryption>(facts) {
+            Ok(d) => d,
             Err(f) => return f,
         };
-        match &v["encrypted"] {
-            Value::Bool(true) => Finding::Clear,
-            Value::Bool(false) => {
-                let mut plain: Vec<String> = Vec::new();
-                for (list, label) in [("filesystems", "mountpoint"), ("swap", "device")] {
-                    if let Some(items) = v[list].as_array() {
-                        plain.extend(
-                            items
-                                .iter()
-                                .filter(|f| f["encrypted"] != Value::Bool(true))
-                                .filter_map(|f| f[label].as_str().map(str::to_string)),
-                        );
-                    }
-                }
-                if plain.is_empty() {
-                    Finding::Raise("storage is not encrypted".into())
-                } else {
-                    Finding::Raise(format!("not encrypted: {}", plain.join(", ")))
-                }
-            }
-            _ => cannot_tell("whether the disks are encrypted", v),
+        if d.encrypted {
+            return Finding::Clear;
+        }
+        let judged = || {
+            let fs = d.filesystems.iter().map(|f| (&f.mountpoint, f.encrypted));
+            fs.chain(d.swap.iter().map(|s| (&s.device, s.encrypted)))
+        };
+        let named = |want: Known<bool>| {
+            judged()
+                .filter(|(_, e)| *e == want)
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+        };
+        let (plain, unknown) = (named(Known::Value(false)), named(Known::UNKNOWN));
+        match (plain.is_empty(), unknown.is_empty()) {
+            (false, true) => Finding::Raise(format!("not encrypted: {}", plain.join(", "))),
+            (false, false) => Finding::Raise(format!(
+                "not encrypted: {}; cannot tell: {}",
+                plain.join(", "),
+                unknown.join(", ")
+            )),
+            (true, false) => cannot_tell("whether the disks are encrypted", &d.evidence),
+            (true, true) => Finding::Raise("storage is not encrypted".into()),
         }
     }
 }

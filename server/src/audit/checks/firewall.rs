@@ -1,6 +1,8 @@
 //! `firewall-disabled`: incoming connections are not filtered.
 
-use super::{Check, Context, Facts, Finding, cannot_tell, evidence, plugin};
+use penguindome_protocol::facts::firewall::{self, Status};
+
+use super::{Check, Context, Facts, Finding, cannot_tell, evidence, fact};
 
 /// The firewall is off.
 pub struct Firewall;
@@ -15,14 +17,14 @@ impl Check for Firewall {
     }
 
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
-        let v = match plugin(facts, "firewall") {
-            Ok(v) => v,
+        let f = match fact::<firewall::Firewall>(facts) {
+            Ok(f) => f,
             Err(f) => return f,
         };
-        match v["status"].as_str() {
-            Some("on") => Finding::Clear,
-            Some("off") => Finding::Raise(format!("firewall off: {}", evidence(v))),
-            _ => cannot_tell("whether the firewall is on", v),
+        match f.status {
+            Status::On => Finding::Clear,
+            Status::Off => Finding::Raise(format!("firewall off: {}", evidence(&f.evidence))),
+            Status::Unknown => cannot_tell("whether the firewall is on", &f.evidence),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! `guest-session-enabled`: anyone can log in without an account.
 
-use serde_json::Value;
+use penguindome_protocol::facts::Known;
+use penguindome_protocol::facts::guest_session;
 
-use super::{Check, Context, Facts, Finding, cannot_tell, evidence, plugin};
+use super::{Check, Context, Facts, Finding, cannot_tell, evidence, fact};
 
 /// A guest session or automatic login is enabled.
 pub struct GuestSession;
@@ -17,20 +18,20 @@ impl Check for GuestSession {
     }
 
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
-        let v = match plugin(facts, "guest_session") {
-            Ok(v) => v,
+        let g = match fact::<guest_session::GuestSession>(facts) {
+            Ok(g) => g,
             Err(f) => return f,
         };
-        match &v["enabled"] {
-            Value::Bool(false) => Finding::Clear,
-            Value::Bool(true) => Finding::Raise(format!(
+        match g.enabled {
+            Known::Value(false) => Finding::Clear,
+            Known::Value(true) => Finding::Raise(format!(
                 "{} allows logging in without a password: {}",
-                v["display_manager"]
-                    .as_str()
+                Some(g.display_manager.as_str())
+                    .filter(|d| !d.is_empty())
                     .unwrap_or("the display manager"),
-                evidence(v)
+                evidence(&g.evidence)
             )),
-            _ => cannot_tell("whether guest sessions are enabled", v),
+            Known::Unknown(_) => cannot_tell("whether guest sessions are enabled", &g.evidence),
         }
     }
 }

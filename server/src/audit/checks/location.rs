@@ -1,7 +1,9 @@
 //! `no-location`: the machine cannot be located (off unless enabled: it
 //! needs a geolocation service in agent.toml).
 
-use super::{Check, Context, Facts, Finding, evidence, plugin};
+use penguindome_protocol::facts::geolocation::Geolocation;
+
+use super::{Check, Context, Facts, Finding, evidence, fact};
 
 /// The client reports no location.
 pub struct Location;
@@ -24,14 +26,14 @@ impl Check for Location {
     }
 
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
-        let v = match plugin(facts, "geolocation") {
-            Ok(v) => v,
+        let g = match fact::<Geolocation>(facts) {
+            Ok(g) => g,
             Err(f) => return f,
         };
-        if v["location"].is_object() {
-            Finding::Clear
+        if g.location.is_unknown() {
+            Finding::Raise(format!("no location: {}", evidence(&g.evidence)))
         } else {
-            Finding::Raise(format!("no location: {}", evidence(v)))
+            Finding::Clear
         }
     }
 }

@@ -5,18 +5,20 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use penguindome_protocol::facts::{Fact, ReadError, read};
 
 use super::business::BusinessHours;
 use crate::store::ClientDocument;
 
 mod agent_upgrade;
 mod auto_updates;
+mod certificate_refused;
 mod disk_encryption;
 mod firewall;
 mod guest_session;
 mod location;
 mod not_reporting;
+mod os_release;
 mod passwordless_accounts;
 mod pending_patches;
 mod reboot_required;
@@ -84,6 +86,8 @@ pub fn all() -> Vec<Box<dyn Check>> {
     vec![
         Box::new(not_reporting::NotReporting),
         Box::new(security_updates::SecurityUpdates),
+        Box::new(os_release::EndOfLife),
+        Box::new(os_release::UpdateAvailable),
         Box::new(reboot_required::RebootRequired),
         Box::new(auto_updates::AutoUpdates),
         Box::new(disk_encryption::DiskEncryption),
@@ -96,44 +100,40 @@ pub fn all() -> Vec<Box<dyn Check>> {
         Box::new(required_software::RequiredSoftware),
         Box::new(pending_patches::PendingPatches),
         Box::new(agent_upgrade::AgentUpgrade),
+        Box::new(certificate_refused::CertificateRefused),
         Box::new(location::Location),
     ]
 }
 
-/// A collector's latest output, or the issue its absence is: a client that
-/// does not say it is compliant is not known to be.
-fn plugin<'a>(facts: &'a Facts<'_>, name: &str) -> Result<&'a Value, Finding> {
-    match facts.client.plugins.get(name) {
-        Some(Value::Null) | None => Err(Finding::Raise(format!(
+/// A collector's facts from the latest report, or the issue their absence
+/// is: a client that does not say it is compliant is not known to be.
+fn fact<F: Fact>(facts: &Facts<'_>) -> Result<F, Finding> {
+    let output = facts.client.plugins.get(F::NAME);
+    read::<F>(output, facts.client.facts_version).map_err(|e| match e {
+        ReadError::Missing { name } => Finding::Raise(format!(
             "no {name} output in the latest report (the collector did not run, failed, or the \
              agent is too old)"
-        ))),
-        // What the agent sends for a collector that failed.
-        Some(v) if v["error"].is_string() => Err(Finding::Raise(format!(
-            "the {name} collector failed: {}",
-            v["error"].as_str().unwrap_or_default()
-        ))),
-        Some(v) => Ok(v),
-    }
+        )),
+        ReadError::Failed { name, error } => {
+            Finding::Raise(format!("the {name} collector failed: {error}"))
+        }
+        // A renamed field or an agent of another facts version: said as
+        // such, not as a compliance verdict.
+        other => Finding::Raise(format!(
+            "cannot read the latest report: {other}; upgrade the agent or the server, \
+             whichever is older"
+        )),
+    })
 }
 
 /// The first piece of evidence a collector gave, for the issue's detail.
-fn evidence(v: &Value) -> String {
-    match &v["evidence"] {
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .next()
-            .unwrap_or_default()
-            .to_string(),
-        _ => String::new(),
-    }
+fn evidence(evidence: &[String]) -> &str {
+    evidence.first().map(String::as_str).unwrap_or_default()
 }
 
 /// `what` could not be determined: an issue too, with the agent's reason.
-fn cannot_tell(what: &str, v: &Value) -> Finding {
-    let why = evidence(v);
+fn cannot_tell(what: &str, reasons: &[String]) -> Finding {
+    let why = evidence(reasons);
     if why.is_empty() {
         Finding::Raise(format!("the agent could not tell {what}"))
     } else {

@@ -1,8 +1,9 @@
 //! `account-without-password`: a login account anyone can enter.
 
-use serde_json::Value;
+use penguindome_protocol::facts::Known;
+use penguindome_protocol::facts::users::Users;
 
-use super::{Check, Context, Facts, Finding, cannot_tell, plugin};
+use super::{Check, Context, Facts, Finding, cannot_tell, fact};
 
 /// An account has an empty password.
 pub struct PasswordlessAccounts;
@@ -17,21 +18,14 @@ impl Check for PasswordlessAccounts {
     }
 
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
-        let v = match plugin(facts, "users") {
-            Ok(v) => v,
+        let u = match fact::<Users>(facts) {
+            Ok(u) => u,
             Err(f) => return f,
         };
-        match &v["without_password"] {
-            Value::Array(names) if names.is_empty() => Finding::Clear,
-            Value::Array(names) => Finding::Raise(format!(
-                "no password: {}",
-                names
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            _ => cannot_tell("which accounts have no password", v),
+        match &u.without_password {
+            Known::Value(names) if names.is_empty() => Finding::Clear,
+            Known::Value(names) => Finding::Raise(format!("no password: {}", names.join(", "))),
+            Known::Unknown(_) => cannot_tell("which accounts have no password", &u.evidence),
         }
     }
 }

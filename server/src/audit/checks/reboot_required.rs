@@ -1,6 +1,9 @@
 //! `reboot-required`: updates installed that only a reboot applies.
 
-use super::{Check, Context, Facts, Finding, plugin};
+use penguindome_protocol::facts::Known;
+use penguindome_protocol::facts::os_updates::OsUpdates;
+
+use super::{Check, Context, Facts, Finding, fact};
 
 /// The running kernel or libraries are older than the installed ones.
 pub struct RebootRequired;
@@ -19,15 +22,15 @@ impl Check for RebootRequired {
     }
 
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
-        let v = match plugin(facts, "os_updates") {
-            Ok(v) => v,
+        let u = match fact::<OsUpdates>(facts) {
+            Ok(u) => u,
             Err(f) => return f,
         };
         // Only a definite yes: distributions without a reboot marker say
         // "unknown", which is not worth an alert of its own.
-        if v["reboot_required"] == true {
-            let why = v["reboot_evidence"]
-                .as_str()
+        if u.reboot_required == Known::Value(true) {
+            let why = Some(u.reboot_evidence.as_str())
+                .filter(|s| !s.is_empty())
                 .unwrap_or("the package manager says so");
             Finding::Raise(format!("a reboot is required: {why}"))
         } else {

@@ -1,9 +1,10 @@
 //! `required-software-missing`: a package or service the site requires is
 //! absent or stopped.
 
-use serde_json::Value;
+use penguindome_protocol::facts::Known;
+use penguindome_protocol::facts::software::Software;
 
-use super::{Check, Context, Facts, Finding, plugin};
+use super::{Check, Context, Facts, Finding, fact};
 
 /// Required software is missing or not running.
 pub struct RequiredSoftware;
@@ -22,29 +23,27 @@ impl Check for RequiredSoftware {
     }
 
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
-        let v = match plugin(facts, "software") {
-            Ok(v) => v,
+        let s = match fact::<Software>(facts) {
+            Ok(s) => s,
             Err(f) => return f,
         };
-        if v["compliant"] == true {
+        if s.compliant {
             return Finding::Clear;
         }
         let mut missing = Vec::new();
-        for p in v["packages"].as_array().into_iter().flatten() {
-            if p["installed"] != Value::Bool(true) {
-                missing.push(format!(
-                    "package {} not installed",
-                    p["name"].as_str().unwrap_or("?")
-                ));
-            }
+        for p in s
+            .packages
+            .iter()
+            .filter(|p| p.installed != Known::Value(true))
+        {
+            missing.push(format!("package {} not installed", p.name));
         }
-        for s in v["services"].as_array().into_iter().flatten() {
-            if s["running"] != Value::Bool(true) || s["enabled"] != Value::Bool(true) {
-                missing.push(format!(
-                    "service {} is {}",
-                    s["name"].as_str().unwrap_or("?"),
-                    s["state"].as_str().unwrap_or("not running")
-                ));
+        for v in &s.services {
+            if v.running != Known::Value(true) || !v.enabled {
+                let state = Some(v.state.as_str())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("not running");
+                missing.push(format!("service {} is {state}", v.name));
             }
         }
         if missing.is_empty() {

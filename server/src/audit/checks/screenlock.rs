@@ -1,9 +1,10 @@
 //! `screenlock-disabled`: a graphical session that never locks, or locks
 //! too late.
 
-use serde_json::Value;
+use penguindome_protocol::facts::Known;
+use penguindome_protocol::facts::screenlock;
 
-use super::{Check, Context, Facts, Finding, plugin};
+use super::{Check, Context, Facts, Finding, fact};
 
 /// A user's screen does not lock when left alone.
 pub struct ScreenLock;
@@ -22,30 +23,27 @@ impl Check for ScreenLock {
     }
 
     fn evaluate(&self, facts: &Facts<'_>, cx: &Context<'_>) -> Finding {
-        let v = match plugin(facts, "screenlock") {
-            Ok(v) => v,
+        let s = match fact::<screenlock::ScreenLock>(facts) {
+            Ok(s) => s,
             Err(f) => return f,
         };
         // Servers and machines nobody has logged in to graphically have no
         // sessions: nothing to lock.
-        let Some(sessions) = v["sessions"].as_array() else {
-            return Finding::Clear;
-        };
         let max = cx.screenlock_max_delay.as_secs();
         let mut problems = Vec::new();
-        for s in sessions {
-            let user = s["user"].as_str().unwrap_or("?");
-            match &s["enabled"] {
-                Value::Bool(true) => match s["delay_seconds"].as_u64() {
-                    Some(d) if d > max => problems.push(format!(
-                        "{user} locks only after {} min (at most {} min allowed)",
-                        d / 60,
-                        max / 60
-                    )),
-                    _ => {}
-                },
-                Value::Bool(false) => problems.push(format!("{user} never locks")),
-                _ => problems.push(format!("{user}: cannot tell whether the screen locks")),
+        for session in &s.sessions {
+            let user = &session.user;
+            match (session.enabled, session.delay_seconds) {
+                (Known::Value(true), Some(d)) if d > max => problems.push(format!(
+                    "{user} locks only after {} min (at most {} min allowed)",
+                    d / 60,
+                    max / 60
+                )),
+                (Known::Value(true), _) => {}
+                (Known::Value(false), _) => problems.push(format!("{user} never locks")),
+                (Known::Unknown(_), _) => {
+                    problems.push(format!("{user}: cannot tell whether the screen locks"))
+                }
             }
         }
         if problems.is_empty() {

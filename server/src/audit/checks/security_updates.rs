@@ -1,8 +1,9 @@
 //! `os-security-updates`: security fixes offered and not installed.
 
-use serde_json::Value;
+use penguindome_protocol::facts::Known;
+use penguindome_protocol::facts::os_updates::OsUpdates;
 
-use super::{Check, Context, Facts, Finding, cannot_tell, plugin};
+use super::{Check, Context, Facts, Finding, cannot_tell, fact};
 
 /// Security updates pending on the client.
 pub struct SecurityUpdates;
@@ -24,36 +25,39 @@ impl Check for SecurityUpdates {
     }
 
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
-        let v = match plugin(facts, "os_updates") {
-            Ok(v) => v,
+        let u = match fact::<OsUpdates>(facts) {
+            Ok(u) => u,
             Err(f) => return f,
         };
-        let Some(count) = v["counts"]["security"].as_u64() else {
+        let Some(counts) = u.counts else {
+            return cannot_tell("whether security updates are pending", &u.evidence);
+        };
+        let count = match counts.security {
+            Known::Value(n) => n,
             // The backend cannot tell security fixes apart (pacman without
             // advisories, a repository without updateinfo): then any
             // pending update may be one.
-            return match v["counts"]["pending"].as_u64() {
-                Some(0) => Finding::Clear,
-                Some(n) => Finding::Raise(format!(
-                    "{n} update(s) pending, and none can be told to be a security fix or not: {}",
-                    v["security_evidence"].as_str().unwrap_or("no reason given")
-                )),
-                None => cannot_tell("whether security updates are pending", v),
-            };
+            Known::Unknown(_) if counts.pending == 0 => return Finding::Clear,
+            Known::Unknown(_) => {
+                let why = Some(u.security_evidence.as_str())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("no reason given");
+                return Finding::Raise(format!(
+                    "{} update(s) pending, and none can be told to be a security fix or not: {why}",
+                    counts.pending
+                ));
+            }
         };
         if count == 0 {
             return Finding::Clear;
         }
-        let names: Vec<&str> = v["pending"]
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter(|p| p["security"] == Value::Bool(true))
-                    .filter_map(|p| p["name"].as_str())
-                    .take(SHOWN)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names: Vec<&str> = u
+            .pending
+            .iter()
+            .filter(|p| p.security)
+            .map(|p| p.name.as_str())
+            .take(SHOWN)
+            .collect();
         let more = if count as usize > names.len() && !names.is_empty() {
             ", ..."
         } else {

@@ -1,7 +1,9 @@
 //! `ssh-password-authentication` and `ssh-root-password-authentication`:
 //! a running sshd that accepts passwords (guessable from the network).
 
-use super::{Check, Context, Facts, Finding, plugin};
+use penguindome_protocol::facts::sshd::Sshd;
+
+use super::{Check, Context, Facts, Finding, fact};
 
 /// sshd accepts password logins.
 pub struct PasswordAuthentication;
@@ -10,14 +12,11 @@ pub struct PasswordAuthentication;
 pub struct RootPasswordLogin;
 
 /// The value of an sshd setting when sshd can be reached, or why not.
-fn setting<'a>(facts: &'a Facts<'_>, key: &str) -> Result<Option<&'a str>, Finding> {
-    let v = plugin(facts, "sshd")?;
-    match v["status"].as_str() {
-        Some("running" | "socket-activated") => Ok(v["config"][key].as_str()),
-        // Stopped or missing: nobody can log in over ssh now. A stopped sshd
-        // that is started later shows up in the next report.
-        _ => Ok(None),
-    }
+fn setting(facts: &Facts<'_>, key: &str) -> Result<Option<String>, Finding> {
+    let mut sshd = fact::<Sshd>(facts)?;
+    // Stopped or missing: nobody can log in over ssh now. A stopped sshd
+    // that is started later shows up in the next report.
+    Ok(sshd.reachable().then(|| sshd.config.remove(key)).flatten())
 }
 
 impl Check for PasswordAuthentication {
@@ -32,7 +31,7 @@ impl Check for PasswordAuthentication {
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
         match setting(facts, "passwordauthentication") {
             Err(f) => f,
-            Ok(Some("yes")) => Finding::Raise(
+            Ok(Some(v)) if v == "yes" => Finding::Raise(
                 "sshd runs with PasswordAuthentication yes; use keys (PasswordAuthentication no)"
                     .into(),
             ),
@@ -53,7 +52,7 @@ impl Check for RootPasswordLogin {
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
         match setting(facts, "permitrootlogin") {
             Err(f) => f,
-            Ok(Some("yes")) => Finding::Raise(
+            Ok(Some(v)) if v == "yes" => Finding::Raise(
                 "sshd runs with PermitRootLogin yes; use prohibit-password or no".into(),
             ),
             Ok(_) => Finding::Clear,

@@ -1,0 +1,216 @@
+//! The request path: key lookups, enrollment, contacts, submissions (handed
+//! to the batcher), patches and nonce housekeeping.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use mongodb::bson::doc;
+use penguindome_protocol::wire::{Patch, PatchFile};
+use tokio::sync::oneshot;
+
+use super::batch::Pending;
+use super::fields::{from_bson_date, get_str, to_bson_date};
+use super::{DUPLICATE_KEY, Inner, MongoStore, nonce_id};
+use crate::store::{
+    EnrollOutcome, Enrollment, KeyRecord, PatchReads, RequestMeta, RequestStore, StoreError,
+    StoreResult, Submission, SubmitOutcome,
+};
+
+/// The checks and writes every request makes.
+impl Inner {
+    /// The client of a key and whether it is revoked, if it is enrolled.
+    pub(super) async fn key_status(
+        &self,
+        fingerprint: &str,
+    ) -> StoreResult<Option<(String, bool)>> {
+        let d = self
+            .keys
+            .find_one(doc! {"_id": fingerprint})
+            .projection(doc! {"client_id": 1, "revoked_at": 1})
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(d.map(|d| {
+            (
+                get_str(&d, "client_id"),
+                from_bson_date(d.get("revoked_at")).is_some(),
+            )
+        }))
+    }
+
+    /// Refuses unknown and revoked keys.
+    async fn check_key(&self, meta: &RequestMeta) -> StoreResult<()> {
+        match self.key_status(&meta.fingerprint).await? {
+            None => Err(StoreError::UnknownKey),
+            Some((client, _)) if client != meta.client_id => Err(StoreError::UnknownKey),
+            Some((client_id, true)) => Err(StoreError::Revoked { client_id }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Records a nonce; a duplicate is a replay, whichever server saw it
+    /// first.
+    pub(super) async fn consume_nonce(
+        &self,
+        client_id: &str,
+        nonce: &str,
+        expires: &DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let r = self
+            .nonces
+            .insert_one(
+                doc! {"_id": nonce_id(client_id, nonce), "expires_at": to_bson_date(expires)},
+            )
+            .write_concern(self.write_concern.clone())
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                match e.kind.as_ref() {
+                    mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(
+                        w,
+                    )) if w.code == DUPLICATE_KEY => Err(StoreError::Replay),
+                    _ => Err(self.err(e)),
+                }
+            }
+        }
+    }
+
+    /// Records the request as the client's latest contact.
+    async fn mark_seen(&self, meta: &RequestMeta) -> StoreResult<()> {
+        self.clients
+            .update_one(
+                doc! {"_id": &meta.client_id},
+                doc! {"$set": {
+                    "last_seen_at": to_bson_date(&meta.received_at),
+                    "last_address": meta.address.to_string(),
+                    "last_listener": &meta.listener,
+                }},
+            )
+            .write_concern(self.write_concern.clone())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PatchReads for MongoStore {
+    async fn pending_patches(&self, client_id: &str) -> StoreResult<Vec<Patch>> {
+        let i = &self.inner;
+        let mut cursor = i
+            .patches
+            .find(doc! {"pending": client_id})
+            .sort(doc! {"created_at": 1, "_id": 1})
+            .await
+            .map_err(|e| i.err(e))?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| i.err(e))? {
+            let files: Vec<PatchFile> = serde_json::from_str(d.get_str("files").unwrap_or("[]"))
+                .map_err(|e| {
+                    StoreError::Backend(format!("patch {} is damaged: {e}", get_str(&d, "_id")))
+                })?;
+            out.push(Patch {
+                id: get_str(&d, "_id"),
+                files,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl RequestStore for MongoStore {
+    async fn find_key(&self, fingerprint: &str) -> StoreResult<Option<KeyRecord>> {
+        let i = &self.inner;
+        let d = i
+            .keys
+            .find_one(doc! {"_id": fingerprint})
+            .await
+            .map_err(|e| i.err(e))?;
+        Ok(d.map(|d| KeyRecord {
+            client_id: get_str(&d, "client_id"),
+            certificate: d
+                .get_binary_generic("certificate")
+                .cloned()
+                .unwrap_or_default(),
+            revoked_at: from_bson_date(d.get("revoked_at")),
+        }))
+    }
+
+    async fn enroll(&self, e: Enrollment) -> StoreResult<EnrollOutcome> {
+        let i = &self.inner;
+        if let Some(outcome) = i.enrolled_key(&e).await? {
+            return outcome;
+        }
+        let existing = i
+            .clients
+            .find_one(doc! {"_id": &e.client_id})
+            .projection(doc! {"revoked_at": 1, "reenroll_allowed": 1, "enrolling_key": 1, "enrolling_action": 1})
+            .await
+            .map_err(|x| i.err(x))?;
+        i.consume_nonce(&e.client_id, &e.nonce, &e.nonce_expires_at)
+            .await?;
+        let action = match existing {
+            None => i.claim_new_client(&e).await?,
+            Some(d) => i.claim_existing_client(&e, &d).await?,
+        };
+        i.finish_enrollment(&e, action).await?;
+        Ok(EnrollOutcome::Enrolled)
+    }
+
+    async fn touch(&self, meta: RequestMeta) -> StoreResult<()> {
+        let i = &self.inner;
+        i.check_key(&meta).await?;
+        i.consume_nonce(&meta.client_id, &meta.nonce, &meta.nonce_expires_at)
+            .await?;
+        i.mark_seen(&meta).await
+    }
+
+    async fn submit(&self, s: Submission) -> StoreResult<SubmitOutcome> {
+        let (reply, rx) = oneshot::channel();
+        self.batch_tx
+            .send(Pending {
+                submission: s,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn acknowledge_patch(&self, meta: RequestMeta, patch_id: &str) -> StoreResult<()> {
+        let i = &self.inner;
+        i.check_key(&meta).await?;
+        i.consume_nonce(&meta.client_id, &meta.nonce, &meta.nonce_expires_at)
+            .await?;
+        let r = i
+            .patches
+            .update_one(
+                doc! {"_id": patch_id, "pending": &meta.client_id},
+                doc! {
+                    "$pull": {"pending": &meta.client_id},
+                    "$push": {"completed": {"client_id": &meta.client_id, "completed_at": to_bson_date(&meta.received_at)}},
+                },
+            )
+            .write_concern(i.write_concern.clone())
+            .await
+            .map_err(|e| i.err(e))?;
+        if r.matched_count == 0 {
+            return Err(StoreError::NoSuchPatch {
+                patch_id: patch_id.to_string(),
+            });
+        }
+        i.mark_seen(&meta).await
+    }
+
+    async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let i = &self.inner;
+        let r = i
+            .nonces
+            .delete_many(doc! {"expires_at": {"$lt": to_bson_date(&now)}})
+            .write_concern(i.write_concern.clone())
+            .await
+            .map_err(|e| i.err(e))?;
+        Ok(r.deleted_count)
+    }
+}

@@ -1,0 +1,151 @@
+//! The storage interface, split by who uses it, so that each caller depends
+//! only on what it calls:
+//!
+//! - [`RequestStore`]: the HTTP handlers and the nonce housekeeping;
+//! - [`AdminStore`]: `pdome-admin clients` and its parameters;
+//! - [`AuditStore`]: the issues audit and `pdome-admin issues`;
+//! - [`MigrationStore`]: `pdome-admin store migrate`.
+//!
+//! Every role reaches [`StoreBase`]; [`Store`] is all of them, for the code
+//! that opens a store and hands it out.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use penguindome_protocol::wire::Patch;
+
+use super::{
+    AuditRecord, ClientDocument, ClientSummary, EnrollOutcome, Enrollment, Issue, IssueFilter,
+    KeyRecord, Kind, NewPatch, Parameter, Record, RequestMeta, StoreResult, Submission,
+    SubmitOutcome,
+};
+
+/// What every role needs: the backend's name, its health, and closing.
+#[async_trait]
+pub trait StoreBase: Send + Sync + 'static {
+    /// Short backend name for logs and health output.
+    fn backend(&self) -> &'static str;
+
+    /// Checks that the database answers.
+    async fn health(&self) -> StoreResult<()>;
+
+    /// Finishes pending writes and closes.
+    async fn close(&self);
+}
+
+/// A client's queued patches: the request path hands them out, the audit
+/// counts them.
+#[async_trait]
+pub trait PatchReads: StoreBase {
+    /// Patches queued for a client and not yet acknowledged.
+    async fn pending_patches(&self, client_id: &str) -> StoreResult<Vec<Patch>>;
+}
+
+/// What client requests do: every write here checks the key and consumes
+/// the request's nonce in the same atomic unit.
+#[async_trait]
+pub trait RequestStore: PatchReads {
+    /// Looks up an enrolled key by fingerprint.
+    async fn find_key(&self, fingerprint: &str) -> StoreResult<Option<KeyRecord>>;
+
+    /// Enrolls a client key (credential already checked by the caller).
+    async fn enroll(&self, e: Enrollment) -> StoreResult<EnrollOutcome>;
+
+    /// Records an authenticated request that carries no data: consumes the
+    /// nonce, refuses revoked keys, updates last contact.
+    async fn touch(&self, meta: RequestMeta) -> StoreResult<()>;
+
+    /// Stores a report durably, with its audit records.
+    async fn submit(&self, s: Submission) -> StoreResult<SubmitOutcome>;
+
+    /// Marks a patch done for the requesting client (consumes the nonce).
+    async fn acknowledge_patch(&self, meta: RequestMeta, patch_id: &str) -> StoreResult<()>;
+
+    /// Forgets nonces whose window has passed. Returns how many.
+    async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// What administrators read and change about clients.
+#[async_trait]
+pub trait AdminStore: StoreBase {
+    /// All clients, ordered by host name.
+    async fn list_clients(&self) -> StoreResult<Vec<ClientSummary>>;
+
+    /// Resolves a client id or host name to one client id.
+    async fn resolve_client(&self, selector: &str) -> StoreResult<String>;
+
+    /// One client's whole document.
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<ClientDocument>>;
+
+    /// Audit records of a client, oldest first, at most `limit` newest.
+    async fn audit_trail(&self, client_id: &str, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Revokes every key of a client. Returns false if it was already revoked.
+    async fn revoke_client(&self, client_id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Lets a client enroll a new key once (after a reinstall or revocation).
+    async fn allow_reenroll(&self, client_id: &str) -> StoreResult<()>;
+
+    /// Queues a patch.
+    async fn add_patch(&self, p: NewPatch) -> StoreResult<()>;
+
+    /// Sets a client parameter, or removes it when `value` is null.
+    async fn put_parameter(&self, p: Parameter) -> StoreResult<()>;
+
+    /// Parameters of one client or of all, ordered by client and name.
+    async fn parameters(&self, client_id: Option<&str>) -> StoreResult<Vec<Parameter>>;
+}
+
+/// The issues audit: it reads what administration reads (clients and their
+/// parameters) and the patch queue, and keeps issues under a lease. Its
+/// `pdome-admin issues` commands also resolve hosts and set parameters,
+/// hence administration as a supertrait.
+#[async_trait]
+pub trait AuditStore: AdminStore + PatchReads {
+    /// Writes issues, replacing those with the same id (all or none).
+    async fn put_issues(&self, issues: Vec<Issue>) -> StoreResult<()>;
+
+    /// Issues, ordered by client, then opening time.
+    async fn issues(&self, filter: IssueFilter) -> StoreResult<Vec<Issue>>;
+
+    /// Takes or renews the lease `name` for `holder` until `until`, unless
+    /// another holder's lease is still valid at `now`. Returns whether
+    /// `holder` has it. Serialises work that several servers sharing one
+    /// database must not do at once (the issues audit).
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Gives back a lease `holder` has (nothing if it does not).
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+}
+
+/// Copying everything between stores.
+#[async_trait]
+pub trait MigrationStore: StoreBase {
+    /// How many records of a kind the store holds.
+    async fn count(&self, kind: Kind) -> StoreResult<u64>;
+
+    /// Up to `limit` records of a kind after the cursor `after`, in a stable
+    /// order (audit records oldest first); each with its cursor.
+    async fn export(
+        &self,
+        kind: Kind,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, Record)>>;
+
+    /// Writes records exported from another store (of one kind, in order).
+    async fn import(&self, records: Vec<Record>) -> StoreResult<()>;
+
+    /// Deletes everything (migration targets, with --force).
+    async fn clear(&self) -> StoreResult<()>;
+}
+
+/// Every role: what a backend implements, and what start-up hands out.
+pub trait Store: RequestStore + AuditStore + MigrationStore {}
+
+impl<T: RequestStore + AuditStore + MigrationStore> Store for T {}

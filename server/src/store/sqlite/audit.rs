@@ -1,0 +1,137 @@
+//! The issues audit: issues and the leases that serialise their writers.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, params};
+
+use super::writer::Job;
+use super::{SqliteStore, backend_err, parse_opt_ts, parse_ts, ts};
+use crate::store::{AuditStore, Issue, IssueFilter, StoreResult};
+
+/// Writes issues, replacing those with the same id.
+pub(super) fn put_issues(conn: &Connection, issues: &[Issue]) -> StoreResult<()> {
+    let mut st = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO issues (id, client_id, name, detail, opened_at, closed_at, \
+             closed_by, alerted_at, snoozed_at, unsnooze_at, unsnoozed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .map_err(backend_err)?;
+    let opt = |t: &Option<DateTime<Utc>>| t.as_ref().map(ts);
+    for i in issues {
+        st.execute(params![
+            i.id,
+            i.client_id,
+            i.name,
+            i.detail,
+            ts(&i.opened_at),
+            opt(&i.closed_at),
+            i.closed_by,
+            opt(&i.alerted_at),
+            opt(&i.snoozed_at),
+            opt(&i.unsnooze_at),
+            opt(&i.unsnoozed_at),
+        ])
+        .map_err(backend_err)?;
+    }
+    Ok(())
+}
+
+/// A lease request.
+pub(super) struct Lease {
+    name: String,
+    holder: String,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+}
+
+/// Takes or renews a lease unless another holder's is still valid.
+pub(super) fn take_lease(conn: &Connection, l: &Lease) -> StoreResult<bool> {
+    // Timestamps are fixed-width RFC 3339 UTC, so text order is time order.
+    conn.execute(
+        "INSERT INTO leases (name, holder, until) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+         WHERE leases.until < ?4 OR leases.holder = excluded.holder",
+        params![l.name, l.holder, ts(&l.until), ts(&l.now)],
+    )
+    .map(|n| n == 1)
+    .map_err(backend_err)
+}
+
+/// Gives back a lease the holder has.
+pub(super) fn release_lease(conn: &Connection, name: &str, holder: &str) -> StoreResult<()> {
+    conn.execute(
+        "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+        params![name, holder],
+    )
+    .map(|_| ())
+    .map_err(backend_err)
+}
+
+/// The columns [`issue_from_row`] reads, in order.
+pub(super) const ISSUE_COLUMNS: &str = "id, client_id, name, detail, opened_at, closed_at, closed_by, \
+                             alerted_at, snoozed_at, unsnooze_at, unsnoozed_at";
+
+/// An issue from its row.
+pub(super) fn issue_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Issue> {
+    Ok(Issue {
+        id: r.get(0)?,
+        client_id: r.get(1)?,
+        name: r.get(2)?,
+        detail: r.get(3)?,
+        opened_at: parse_ts(&r.get::<_, String>(4)?)?,
+        closed_at: parse_opt_ts(r.get(5)?)?,
+        closed_by: r.get(6)?,
+        alerted_at: parse_opt_ts(r.get(7)?)?,
+        snoozed_at: parse_opt_ts(r.get(8)?)?,
+        unsnooze_at: parse_opt_ts(r.get(9)?)?,
+        unsnoozed_at: parse_opt_ts(r.get(10)?)?,
+    })
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn put_issues(&self, issues: Vec<Issue>) -> StoreResult<()> {
+        self.call(|r| Job::PutIssues(issues, r)).await
+    }
+
+    async fn issues(&self, filter: IssueFilter) -> StoreResult<Vec<Issue>> {
+        self.read(move |c| {
+            let mut sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE 1");
+            if filter.client_id.is_some() {
+                sql.push_str(" AND client_id = ?1");
+            }
+            if filter.open_only {
+                sql.push_str(" AND closed_at IS NULL");
+            }
+            sql.push_str(" ORDER BY client_id, opened_at, id");
+            let mut st = c.prepare(&sql)?;
+            match &filter.client_id {
+                Some(id) => st.query_map([id], issue_from_row)?.collect(),
+                None => st.query_map([], issue_from_row)?.collect(),
+            }
+        })
+        .await
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let lease = Lease {
+            name: name.into(),
+            holder: holder.into(),
+            until,
+            now,
+        };
+        self.call(|r| Job::TakeLease(lease, r)).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.call(|r| Job::ReleaseLease(name, holder, r)).await
+    }
+}

@@ -1,0 +1,181 @@
+//! The request path: key lookups, contacts, patch acknowledgements and
+//! nonce housekeeping. Enrollment and submission have their own files.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use penguindome_protocol::wire::Patch;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::nonces::{NonceLog, Nonces, consume_nonce};
+use super::writer::Job;
+use super::{SqliteStore, backend_err, parse_opt_ts, ts};
+use crate::store::{
+    EnrollOutcome, Enrollment, KeyRecord, PatchReads, RequestMeta, RequestStore, StoreError,
+    StoreResult, Submission, SubmitOutcome,
+};
+
+/// Refuses unknown and revoked keys; the check runs inside the write, so a
+/// revocation committed by pdome-admin applies to the very next request.
+fn check_key(conn: &Connection, meta: &RequestMeta) -> StoreResult<()> {
+    let row: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT client_id, revoked_at FROM client_keys WHERE fingerprint = ?1")
+        .and_then(|mut s| {
+            s.query_row([&meta.fingerprint], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(backend_err)?;
+    match row {
+        None => Err(StoreError::UnknownKey),
+        Some((client, _)) if client != meta.client_id => Err(StoreError::UnknownKey),
+        Some((client_id, Some(_))) => Err(StoreError::Revoked { client_id }),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Records the request as the client's latest contact.
+pub(super) fn mark_seen(conn: &Connection, meta: &RequestMeta) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE clients SET last_seen_at = ?2, last_address = ?3, last_listener = ?4 \
+         WHERE client_id = ?1",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            meta.client_id,
+            ts(&meta.received_at),
+            meta.address.to_string(),
+            meta.listener
+        ])
+    })
+    .map_err(backend_err)?;
+    Ok(())
+}
+
+/// A request that carries no data: key, nonce, contact.
+pub(super) fn touch(
+    conn: &Connection,
+    nonces: &mut NonceLog<'_>,
+    meta: &RequestMeta,
+) -> StoreResult<()> {
+    check_key(conn, meta)?;
+    consume_nonce(
+        conn,
+        nonces,
+        &meta.client_id,
+        &meta.nonce,
+        &meta.nonce_expires_at,
+    )?;
+    mark_seen(conn, meta)
+}
+
+/// Marks a patch done for the requesting client.
+pub(super) fn acknowledge(
+    conn: &Connection,
+    nonces: &mut NonceLog<'_>,
+    meta: &RequestMeta,
+    patch_id: &str,
+) -> StoreResult<()> {
+    check_key(conn, meta)?;
+    consume_nonce(
+        conn,
+        nonces,
+        &meta.client_id,
+        &meta.nonce,
+        &meta.nonce_expires_at,
+    )?;
+    let n = conn
+        .execute(
+            "UPDATE patch_targets SET completed_at = ?3 \
+             WHERE patch_id = ?1 AND client_id = ?2 AND completed_at IS NULL",
+            params![patch_id, meta.client_id, ts(&meta.received_at)],
+        )
+        .map_err(backend_err)?;
+    if n == 0 {
+        return Err(StoreError::NoSuchPatch {
+            patch_id: patch_id.to_string(),
+        });
+    }
+    mark_seen(conn, meta)
+}
+
+/// Forgets expired nonces, in memory and on disk.
+pub(super) fn prune(
+    conn: &Connection,
+    nonces: &mut Nonces,
+    now: &DateTime<Utc>,
+) -> StoreResult<u64> {
+    let now = now.timestamp();
+    nonces.forget_expired(now);
+    conn.execute("DELETE FROM nonces WHERE expires_at < ?1", [now])
+        .map(|n| n as u64)
+        .map_err(backend_err)
+}
+
+#[async_trait]
+impl PatchReads for SqliteStore {
+    async fn pending_patches(&self, client_id: &str) -> StoreResult<Vec<Patch>> {
+        let id = client_id.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.id, p.files FROM patches p JOIN patch_targets t ON t.patch_id = p.id \
+                 WHERE t.client_id = ?1 AND t.completed_at IS NULL ORDER BY p.created_at, p.id",
+            )?;
+            let rows = st.query_map([id], |r| {
+                let files: String = r.get(1)?;
+                Ok(Patch {
+                    id: r.get(0)?,
+                    files: serde_json::from_str(&files).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            1,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RequestStore for SqliteStore {
+    async fn find_key(&self, fingerprint: &str) -> StoreResult<Option<KeyRecord>> {
+        let fp = fingerprint.to_string();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT client_id, certificate, revoked_at FROM client_keys WHERE fingerprint = ?1",
+            )?
+            .query_row([fp], |r| {
+                Ok(KeyRecord {
+                    client_id: r.get(0)?,
+                    certificate: r.get(1)?,
+                    revoked_at: parse_opt_ts(r.get(2)?)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn enroll(&self, e: Enrollment) -> StoreResult<EnrollOutcome> {
+        self.call(|r| Job::Enroll(e, r)).await
+    }
+
+    async fn touch(&self, meta: RequestMeta) -> StoreResult<()> {
+        self.call(|r| Job::Touch(meta, r)).await
+    }
+
+    async fn submit(&self, s: Submission) -> StoreResult<SubmitOutcome> {
+        self.call(|r| Job::Submit(Box::new(s), r)).await
+    }
+
+    async fn acknowledge_patch(&self, meta: RequestMeta, patch_id: &str) -> StoreResult<()> {
+        let id = patch_id.to_string();
+        self.call(|r| Job::Ack(meta, id, r)).await
+    }
+
+    async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.call(|r| Job::PruneNonces(now, r)).await
+    }
+}

@@ -1,0 +1,138 @@
+//! The database schema and its upgrades.
+
+use rusqlite::Connection;
+
+use super::backend_err;
+use crate::store::{StoreError, StoreResult};
+
+/// Current schema version (PRAGMA user_version).
+pub(super) const SCHEMA_VERSION: i64 = 3;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS clients (
+    client_id        TEXT PRIMARY KEY,
+    hostname         TEXT NOT NULL,
+    enrolled_at      TEXT NOT NULL,
+    first_seen_at    TEXT NOT NULL,
+    last_seen_at     TEXT NOT NULL,
+    last_address     TEXT NOT NULL,
+    last_listener    TEXT NOT NULL,
+    collected_at     TEXT,
+    submitted_at     TEXT,
+    last_report_id   TEXT,
+    agent_version    TEXT,
+    plugin_digests   BLOB,
+    revoked_at       TEXT,
+    reenroll_allowed INTEGER NOT NULL DEFAULT 0,
+    -- Version 3: the facts version of the latest report.
+    facts_version    INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS clients_hostname ON clients(hostname);
+CREATE TABLE IF NOT EXISTS client_keys (
+    fingerprint TEXT PRIMARY KEY,
+    client_id   TEXT NOT NULL REFERENCES clients(client_id),
+    certificate BLOB NOT NULL,
+    created_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS client_keys_client ON client_keys(client_id);
+-- A rowid table: plugin outputs can be tens of KB, and SQLite's
+-- WITHOUT ROWID tables are meant for small rows.
+CREATE TABLE IF NOT EXISTS plugins (
+    id         INTEGER PRIMARY KEY,
+    client_id  TEXT NOT NULL REFERENCES clients(client_id),
+    name       TEXT NOT NULL,
+    data       TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS plugins_client_name ON plugins(client_id, name);
+CREATE TABLE IF NOT EXISTS audit_trail (
+    id           INTEGER PRIMARY KEY,
+    client_id    TEXT NOT NULL,
+    hostname     TEXT NOT NULL,
+    field        TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    old          TEXT,
+    new          TEXT,
+    recorded_at  TEXT NOT NULL,
+    n            INTEGER NOT NULL DEFAULT 0,
+    collected_at TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_trail_client ON audit_trail(client_id, id);
+CREATE TABLE IF NOT EXISTS nonces (
+    seq        INTEGER PRIMARY KEY,
+    client_id  TEXT NOT NULL,
+    nonce      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces(expires_at);
+CREATE TABLE IF NOT EXISTS patches (
+    id         TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    files      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS patch_targets (
+    patch_id     TEXT NOT NULL REFERENCES patches(id),
+    client_id    TEXT NOT NULL,
+    completed_at TEXT,
+    PRIMARY KEY (patch_id, client_id)
+) WITHOUT ROWID;
+-- Version 2: the issues audit.
+CREATE TABLE IF NOT EXISTS issues (
+    id           TEXT PRIMARY KEY,
+    client_id    TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    detail       TEXT,
+    opened_at    TEXT NOT NULL,
+    closed_at    TEXT,
+    closed_by    TEXT,
+    alerted_at   TEXT,
+    snoozed_at   TEXT,
+    unsnooze_at  TEXT,
+    unsnoozed_at TEXT
+);
+CREATE INDEX IF NOT EXISTS issues_client ON issues(client_id, opened_at);
+CREATE INDEX IF NOT EXISTS issues_open ON issues(closed_at);
+CREATE TABLE IF NOT EXISTS client_parameters (
+    client_id  TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (client_id, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    name   TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until  TEXT NOT NULL
+) WITHOUT ROWID;
+"#;
+
+pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(backend_err)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "the database has schema version {version}, newer than this server's \
+             {SCHEMA_VERSION}; upgrade penguindome-server"
+        )));
+    }
+    if version == SCHEMA_VERSION {
+        // Up to date: opening writes nothing (pdome-admin opens the store
+        // while the server runs).
+        return Ok(());
+    }
+    // IMMEDIATE: take the write lock first (waiting for it), rather than
+    // upgrading a read snapshot, which fails at once when a checkpoint or
+    // another writer got in between.
+    // Tables that exist already gain the columns of later versions.
+    let added_columns = if (1..3).contains(&version) {
+        "ALTER TABLE clients ADD COLUMN facts_version INTEGER NOT NULL DEFAULT 1;"
+    } else {
+        ""
+    };
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} {added_columns} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))
+    .map_err(backend_err)
+}
