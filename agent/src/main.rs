@@ -7,10 +7,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use penguindome_agent::collectors::{NoCache, PluginSettings};
 use penguindome_agent::host::Host;
-use penguindome_agent::run::{self, Agent, RunOptions};
+use penguindome_agent::run::{self, Agent, RunOptions, Status};
 use penguindome_agent::state::{StateDir, read_machine_id};
 use penguindome_protocol::agent_config::{self, AgentConfig, DEFAULT_PLUGINS_DIR};
 use penguindome_protocol::logging::{self, LogTarget};
+use penguindome_protocol::wire::Report;
 
 #[derive(Parser)]
 #[command(
@@ -102,159 +103,193 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             force_collect,
             force_submit,
-        } => {
-            let agent = load_agent(&cli);
-            let level = cli.log_level.unwrap_or_else(|| {
-                agent
-                    .as_ref()
-                    .ok()
-                    .and_then(|a| a.config.log_level.parse().ok())
-                    .unwrap_or(log::LevelFilter::Info)
-            });
-            logging::init(LogTarget::Auto, level, "penguindome-agent")
-                .map_err(anyhow::Error::msg)?;
-            let agent = agent?;
-            let outcome = run::run(
-                &agent,
-                RunOptions {
-                    force_collect: *force_collect,
-                    force_submit: *force_submit,
-                },
-            )?;
-            if outcome.skipped {
-                return Ok(ExitCode::SUCCESS);
-            }
-            if !outcome.errors.is_empty() {
-                return Ok(ExitCode::FAILURE);
-            }
-            if !outcome.offline.is_empty() {
-                log::warn!(
-                    "the server is unreachable; {} reports wait in the spool",
-                    outcome.pending
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Upgrade => {
-            logging::init(
-                LogTarget::Auto,
-                cli.log_level.unwrap_or(log::LevelFilter::Info),
-                "penguindome-agent",
-            )
-            .map_err(anyhow::Error::msg)?;
-            let state = StateDir::open(&cli.state_dir)?;
-            let outcome = penguindome_agent::upgrade::upgrade(&Host::system(), state.root())?;
-            log::info!(
-                "upgraded with {}: {} -> {}",
-                outcome.package_manager.as_deref().unwrap_or("?"),
-                outcome.from_version.as_deref().unwrap_or("?"),
-                outcome.to_version.as_deref().unwrap_or("?")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => cmd_run(
+            &cli,
+            RunOptions {
+                force_collect: *force_collect,
+                force_submit: *force_submit,
+            },
+        ),
+        Command::Upgrade => cmd_upgrade(&cli),
         Command::Collect {
             plugin,
             json,
             stats,
-        } => {
-            let started = std::time::Instant::now();
-            init_quiet_logging(&cli)?;
-            // Collecting works without an agent.toml, so collectors can be
-            // tried on any machine; the plugins settings come from it if present.
-            let settings = match AgentConfig::load(&cli.config) {
-                Ok(c) => PluginSettings {
-                    dir: c.plugins_dir,
-                    timeout: c.plugin_timeout,
-                    collectors: c.collectors,
-                },
-                Err(e) => {
-                    if cli.config.exists() {
-                        log::warn!("{e}; using default plugin settings");
-                    }
-                    PluginSettings {
-                        dir: DEFAULT_PLUGINS_DIR.into(),
-                        timeout: std::time::Duration::from_secs(60),
-                        collectors: Default::default(),
-                    }
-                }
-            };
-            let host = Host::system();
-            let report = match StateDir::open(&cli.state_dir) {
-                Ok(state) => {
-                    let cache = state.cache();
-                    let r = run::collect_report(&host, &cache, &settings, plugin.as_deref());
-                    let _ = cache.save();
-                    r
-                }
-                Err(_) => run::collect_report(&host, &NoCache, &settings, plugin.as_deref()),
-            }
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!(
-                    "host {} collected at {}",
-                    report.hostname,
-                    report.collected_at.to_rfc3339()
-                );
-                for (name, value) in &report.plugins {
-                    println!("\n[{name}]\n{}", serde_json::to_string_pretty(value)?);
-                }
-            }
-            if *stats {
-                eprintln!("{}", run::collect_stats(started));
-            }
-            Ok(ExitCode::SUCCESS)
+        } => cmd_collect(&cli, plugin.as_deref(), *json, *stats),
+        Command::Status { json } => cmd_status(&cli, *json),
+    }
+}
+
+/// `run`: what the systemd timer calls.
+fn cmd_run(cli: &Cli, options: RunOptions) -> anyhow::Result<ExitCode> {
+    let agent = load_agent(cli);
+    let level = cli.log_level.unwrap_or_else(|| {
+        agent
+            .as_ref()
+            .ok()
+            .and_then(|a| a.config.log_level.parse().ok())
+            .unwrap_or(log::LevelFilter::Info)
+    });
+    logging::init(LogTarget::Auto, level, "penguindome-agent").map_err(anyhow::Error::msg)?;
+    let agent = agent?;
+    let outcome = run::run(&agent, options)?;
+    if outcome.skipped {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !outcome.errors.is_empty() {
+        return Ok(ExitCode::FAILURE);
+    }
+    if !outcome.offline.is_empty() {
+        log::warn!(
+            "the server is unreachable; {} reports wait in the spool",
+            outcome.pending
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `upgrade`: upgrades the penguindome packages.
+fn cmd_upgrade(cli: &Cli) -> anyhow::Result<ExitCode> {
+    logging::init(
+        LogTarget::Auto,
+        cli.log_level.unwrap_or(log::LevelFilter::Info),
+        "penguindome-agent",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let state = StateDir::open(&cli.state_dir)?;
+    let outcome = penguindome_agent::upgrade::upgrade(&Host::system(), state.root())?;
+    log::info!(
+        "upgraded with {}: {} -> {}",
+        outcome.package_manager.as_deref().unwrap_or("?"),
+        outcome.from_version.as_deref().unwrap_or("?"),
+        outcome.to_version.as_deref().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `collect`: prints what would be submitted.
+fn cmd_collect(
+    cli: &Cli,
+    plugin: Option<&str>,
+    json: bool,
+    stats: bool,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    init_quiet_logging(cli)?;
+    let settings = plugin_settings(cli);
+    let host = Host::system();
+    let report = match StateDir::open(&cli.state_dir) {
+        Ok(state) => {
+            let cache = state.cache();
+            let r = run::collect_report(&host, &cache, &settings, plugin);
+            let _ = cache.save();
+            r
         }
-        Command::Status { json } => {
-            init_quiet_logging(&cli)?;
-            let agent = load_agent(&cli)?;
-            let s = run::status(&agent)?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
-                return Ok(ExitCode::SUCCESS);
+        Err(_) => run::collect_report(&host, &NoCache, &settings, plugin),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    print_report(&report, json)?;
+    if stats {
+        eprintln!("{}", run::collect_stats(started));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The plugin settings from agent.toml, or the defaults without one.
+fn plugin_settings(cli: &Cli) -> PluginSettings {
+    // Collecting works without an agent.toml, so collectors can be
+    // tried on any machine; the plugins settings come from it if present.
+    match AgentConfig::load(&cli.config) {
+        Ok(c) => PluginSettings {
+            dir: c.plugins_dir,
+            timeout: c.plugin_timeout,
+            collectors: c.collectors,
+        },
+        Err(e) => {
+            if cli.config.exists() {
+                log::warn!("{e}; using default plugin settings");
             }
-            let when = |t: &Option<chrono::DateTime<chrono::Utc>>| match t {
-                Some(t) => {
-                    let ago = (chrono::Utc::now() - *t).num_seconds().max(0);
-                    format!(
-                        "{} ({} ago)",
-                        t.format("%Y-%m-%d %H:%M:%S UTC"),
-                        humantime::format_duration(std::time::Duration::from_secs(ago as u64))
-                    )
-                }
-                None => "never".into(),
-            };
-            println!("client id:    {}", s.client_id);
-            println!("server:       {}", s.server_url);
-            println!(
-                "key:          {}",
-                match (&s.key_fingerprint, s.enrolled) {
-                    (Some(fp), true) => format!("{fp} (enrolled)"),
-                    (Some(fp), false) => format!("{fp} (not enrolled yet)"),
-                    (None, _) => "none yet (made at the first run)".into(),
-                }
-            );
-            println!("last collect: {}", when(&s.state.last_collect_at));
-            println!("last submit:  {}", when(&s.state.last_submit_at));
-            println!("last update:  {}", when(&s.state.last_update_at));
-            if let Some(skew) = s.state.clock_skew_seconds {
-                println!("clock skew:   {skew} s (server minus this machine)");
+            PluginSettings {
+                dir: DEFAULT_PLUGINS_DIR.into(),
+                timeout: std::time::Duration::from_secs(60),
+                collectors: Default::default(),
             }
-            println!(
-                "spool:        {} reports, {} bytes",
-                s.spool_reports, s.spool_bytes
-            );
-            match &s.state.last_error {
-                Some(e) => println!(
-                    "last error:   {} at {}",
-                    e.message,
-                    e.at.format("%Y-%m-%d %H:%M:%S UTC")
-                ),
-                None => println!("last error:   none"),
-            }
-            Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    println!(
+        "host {} collected at {}",
+        report.hostname,
+        report.collected_at.to_rfc3339()
+    );
+    for (name, value) in &report.plugins {
+        println!("\n[{name}]\n{}", serde_json::to_string_pretty(value)?);
+    }
+    Ok(())
+}
+
+/// `status`: identity, server, last collect and submit, spool, last error.
+fn cmd_status(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    init_quiet_logging(cli)?;
+    let agent = load_agent(cli)?;
+    let s = run::status(&agent)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print_status(&s);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(s: &Status) {
+    println!("client id:    {}", s.client_id);
+    println!("server:       {}", s.server_url);
+    println!(
+        "key:          {}",
+        match (&s.key_fingerprint, s.enrolled) {
+            (Some(fp), true) => format!("{fp} (enrolled)"),
+            (Some(fp), false) => format!("{fp} (not enrolled yet)"),
+            (None, _) => "none yet (made at the first run)".into(),
+        }
+    );
+    println!("last collect: {}", when(&s.state.last_collect_at));
+    println!("last submit:  {}", when(&s.state.last_submit_at));
+    println!("last update:  {}", when(&s.state.last_update_at));
+    if let Some(skew) = s.state.clock_skew_seconds {
+        println!("clock skew:   {skew} s (server minus this machine)");
+    }
+    println!(
+        "spool:        {} reports, {} bytes",
+        s.spool_reports, s.spool_bytes
+    );
+    match &s.state.last_error {
+        Some(e) => println!(
+            "last error:   {} at {}",
+            e.message,
+            e.at.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        None => println!("last error:   none"),
+    }
+}
+
+/// A time and how long ago it was, or "never".
+fn when(t: &Option<chrono::DateTime<chrono::Utc>>) -> String {
+    match t {
+        Some(t) => {
+            let ago = (chrono::Utc::now() - *t).num_seconds().max(0);
+            format!(
+                "{} ({} ago)",
+                t.format("%Y-%m-%d %H:%M:%S UTC"),
+                humantime::format_duration(std::time::Duration::from_secs(ago as u64))
+            )
+        }
+        None => "never".into(),
     }
 }
 

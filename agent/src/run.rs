@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::envelope::new_nonce;
 use penguindome_protocol::facts::{self, Timestamp};
-use penguindome_protocol::wire::Report;
+use penguindome_protocol::wire::{Problem, Report};
 
 use crate::collectors::{self, Cache, Context, PluginSettings};
 use crate::host::Host;
@@ -402,10 +402,11 @@ impl Step<'_> {
             Err(e) => return Err(e.into()),
         };
         match self.session.submit(&report) {
-            Ok(Delivery::Delivered) => {
+            Ok(Delivery::Delivered(problems)) => {
                 spool.remove(entry)?;
                 state.last_submit_at = Some(Utc::now());
                 outcome.delivered += 1;
+                tell_problems(state, problems, &report);
                 Ok(true)
             }
             Ok(Delivery::Rejected(why)) => {
@@ -428,6 +429,22 @@ impl Step<'_> {
             }
         }
     }
+}
+
+/// Logs what the server's checks find wrong with the newest delivered
+/// report, and keeps it for `status`.
+fn tell_problems(state: &mut AgentState, problems: Vec<Problem>, report: &Report) {
+    if state
+        .problems_as_of
+        .is_some_and(|t| t > report.collected_at)
+    {
+        return;
+    }
+    for p in &problems {
+        log::warn!(check = p.check.as_str(); "the server finds a problem on this machine: {}: {}", p.check, p.detail);
+    }
+    state.problems_as_of = Some(report.collected_at);
+    state.problems = problems;
 }
 
 /// Keeps a certificate refusal this run met, for the reports to carry.

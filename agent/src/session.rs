@@ -7,8 +7,8 @@ use chrono::Utc;
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::envelope::new_nonce;
 use penguindome_protocol::wire::{
-    Ack, AcknowledgePatch, EnrollRequest, EnrollResponse, Report, UpdateRequest, UpdateResponse,
-    paths,
+    Ack, AcknowledgePatch, EnrollRequest, EnrollResponse, Problem, Report, UpdateRequest,
+    UpdateResponse, paths,
 };
 use penguindome_protocol::{Envelope, EnvelopeError, Freshness, PublicKey, SecretKey};
 use serde::Serialize;
@@ -59,10 +59,11 @@ impl SessionError {
 }
 
 /// Result of one submission.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Delivery {
-    /// Stored (or already stored) by the server.
-    Delivered,
+    /// Stored (or already stored) by the server, with what its checks find
+    /// wrong in the report (nothing for one it already had).
+    Delivered(Vec<Problem>),
     /// The server will never accept this report; set it aside.
     Rejected(String),
 }
@@ -172,7 +173,7 @@ impl<'a> Session<'a> {
                 if ack.status == "duplicate" {
                     log::info!("the server already had report {}", report.report_id);
                 }
-                Ok(Delivery::Delivered)
+                Ok(Delivery::Delivered(ack.problems))
             }
             _ => match classify(&reply) {
                 SessionError::Rejected(why) => Ok(Delivery::Rejected(why)),

@@ -66,6 +66,12 @@ pub struct AgentState {
     /// The newest release the server named at the last update check.
     #[serde(default)]
     pub latest_release: Option<u64>,
+    /// What the server's checks found wrong in the newest delivered report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<penguindome_protocol::wire::Problem>,
+    /// When that report was collected.
+    #[serde(default, with = "penguindome_protocol::envelope::utc::option")]
+    pub problems_as_of: Option<DateTime<Utc>>,
     /// The last refusal of the server's certificate, reported for a week.
     #[serde(default)]
     pub certificate_refused: Option<penguindome_protocol::facts::agent::CertificateRefusal>,

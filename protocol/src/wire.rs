@@ -143,6 +143,19 @@ pub struct AcknowledgePatch {
 pub struct Ack {
     /// `ok`, or `duplicate` when the report was already stored.
     pub status: String,
+    /// What the server's checks find wrong in the report just stored, so
+    /// the machine hears it at once rather than at the next audit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+/// A check that fails on the client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Problem {
+    /// The check's name, e.g. `firewall-disabled`.
+    pub check: String,
+    /// What it found.
+    pub detail: String,
 }
 
 /// The JSON body of every error response.

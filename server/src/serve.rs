@@ -13,7 +13,7 @@ use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 
-use crate::config::ServerConfig;
+use crate::config::{ListenerConfig, ServerConfig};
 use crate::http::{AppState, ListenerName, router};
 use crate::keycache::KeyCache;
 use crate::store::{self, RequestStore, StoreBase};
@@ -29,6 +29,19 @@ pub fn load_server_key(config: &ServerConfig) -> anyhow::Result<SecretKey> {
 fn notify(states: &[NotifyState]) {
     // Outside systemd there is no socket; that is not an error.
     let _ = sd_notify::notify(states);
+}
+
+/// The audit's settings for judging reports as they arrive. A bad
+/// `[audit]` does not stop the server: reports are then judged by the
+/// periodic audit, which says what is wrong with the settings.
+fn audit_settings(config: &ServerConfig) -> Option<Arc<crate::audit::Settings>> {
+    match crate::audit::Settings::from_config(&config.audit) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            log::error!("reports are not judged as they arrive: {e}");
+            None
+        }
+    }
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -55,115 +68,158 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         access: crate::access_rules::AccessControl::load(
             config.config_path(std::path::Path::new(crate::access_rules::ACCESS_FILE)),
         )?,
+        audit: audit_settings(&config),
     });
-    let app = router(state.clone());
-
-    let mut servers = JoinSet::new();
-    let mut handles = Vec::new();
-    let mut bound = Vec::new();
-    for l in &config.listeners {
-        let listener = std::net::TcpListener::bind(l.address).with_context(|| {
-            format!(
-                "listener {:?} cannot listen on {}; is another process using the port, \
-                 or does a port below 1024 need CAP_NET_BIND_SERVICE?",
-                l.name, l.address
-            )
-        })?;
-        let handle = axum_server::Handle::new();
-        let mut app = app
-            .clone()
-            .layer(Extension(ListenerName(l.name.as_str().into())));
-        if !l.trusted_proxies.is_empty() {
-            for net in &l.trusted_proxies {
-                let broad = match net {
-                    ipnet::IpNet::V4(n) => n.prefix_len() < 8,
-                    ipnet::IpNet::V6(n) => n.prefix_len() < 32,
-                };
-                if broad {
-                    log::warn!(
-                        "listener {:?} believes X-Forwarded-For from all of {net}: any client \
-                         there can claim any address; list only the reverse proxies",
-                        l.name
-                    );
-                }
-            }
-            app = app.layer(axum::middleware::from_fn_with_state(
-                crate::http::TrustedProxies::new(&l.trusted_proxies),
-                crate::http::forwarded_layer,
-            ));
-        }
-        let svc = app.into_make_service_with_connect_info::<SocketAddr>();
-        let scheme = if let Some(tls) = &l.tls {
-            let tls_config = crate::tls::server_config(
-                &config.config_path(&tls.certificate),
-                &config.config_path(&tls.key),
-            )
-            .with_context(|| format!("TLS for listener {:?}", l.name))?;
-            let server = axum_server::from_tcp_rustls(
-                listener,
-                RustlsConfig::from_config(Arc::new(tls_config)),
-            )?
-            .handle(handle.clone());
-            servers.spawn(server.serve(svc));
-            "https"
-        } else {
-            if !l.address.ip().is_loopback() {
-                log::warn!(
-                    "listener {:?} on {} is plain HTTP on a non-loopback address",
-                    l.name,
-                    l.address
-                );
-            }
-            let server = axum_server::from_tcp(listener)?.handle(handle.clone());
-            servers.spawn(server.serve(svc));
-            "http"
-        };
-        bound.push(format!("{scheme}://{} ({})", l.address, l.name));
-        handles.push(handle);
-    }
-    let listening = bound.join(", ");
+    let mut listeners = Listeners::start(&config, &router(state))?;
     log::info!(
-        "PenguinDome server {} listening on {listening}, store {}",
+        "PenguinDome server {} listening on {}, store {}",
         env!("CARGO_PKG_VERSION"),
+        listeners.listening,
         store.backend()
     );
     notify(&[
         NotifyState::Ready,
-        NotifyState::Status(&format!("listening on {listening}")),
+        NotifyState::Status(&format!("listening on {}", listeners.listening)),
     ]);
 
     let housekeeping = tokio::spawn(housekeeping(store.clone()));
     let monitor = tokio::spawn(monitor(
         store.clone(),
         sd_notify::watchdog_enabled(),
-        listening.clone(),
+        listeners.listening.clone(),
     ));
-
-    let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
-    let failure = tokio::select! {
-        _ = term.recv() => None,
-        _ = int.recv() => None,
-        done = servers.join_next() => Some(done),
-    };
+    let failure = listeners.wait_for_stop().await?;
     notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
     log::info!("shutting down: finishing requests in flight");
-    for h in &handles {
-        h.graceful_shutdown(Some(config.server.shutdown_grace));
-    }
-    while servers.join_next().await.is_some() {}
+    listeners.shut_down(config.server.shutdown_grace).await;
     housekeeping.abort();
     monitor.abort();
     store.close().await;
     log::info!("stopped");
-    if let Some(Some(result)) = failure {
-        match result {
-            Ok(Ok(())) => bail!("a listener stopped unexpectedly"),
-            Ok(Err(e)) => bail!("a listener failed: {e}"),
-            Err(e) => bail!("a listener task failed: {e}"),
+    match failure {
+        None => Ok(()),
+        Some(Ok(Ok(()))) => bail!("a listener stopped unexpectedly"),
+        Some(Ok(Err(e))) => bail!("a listener failed: {e}"),
+        Some(Err(e)) => bail!("a listener task failed: {e}"),
+    }
+}
+
+/// How a listener's task ended.
+type ListenerEnd = Result<std::io::Result<()>, tokio::task::JoinError>;
+
+/// The running listeners.
+struct Listeners {
+    servers: JoinSet<std::io::Result<()>>,
+    handles: Vec<axum_server::Handle<SocketAddr>>,
+    /// What they listen on, for logs and sd-notify.
+    listening: String,
+}
+
+impl Listeners {
+    /// Binds and starts every configured listener.
+    fn start(config: &ServerConfig, app: &axum::Router) -> anyhow::Result<Self> {
+        let mut servers = JoinSet::new();
+        let mut handles = Vec::new();
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let handle = axum_server::Handle::new();
+            let scheme = serve_listener(config, l, app, &handle, &mut servers)?;
+            bound.push(format!("{scheme}://{} ({})", l.address, l.name));
+            handles.push(handle);
+        }
+        Ok(Self {
+            servers,
+            handles,
+            listening: bound.join(", "),
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT (`None`) or for a listener to stop.
+    async fn wait_for_stop(&mut self) -> anyhow::Result<Option<ListenerEnd>> {
+        let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+        Ok(tokio::select! {
+            _ = term.recv() => None,
+            _ = int.recv() => None,
+            done = self.servers.join_next() => done,
+        })
+    }
+
+    /// Lets requests in flight finish, for at most `grace`.
+    async fn shut_down(&mut self, grace: Duration) {
+        for h in &self.handles {
+            h.graceful_shutdown(Some(grace));
+        }
+        while self.servers.join_next().await.is_some() {}
+    }
+}
+
+/// Binds one listener and starts serving `app` on it; returns its scheme.
+fn serve_listener(
+    config: &ServerConfig,
+    l: &ListenerConfig,
+    app: &axum::Router,
+    handle: &axum_server::Handle<SocketAddr>,
+    servers: &mut JoinSet<std::io::Result<()>>,
+) -> anyhow::Result<&'static str> {
+    let listener = std::net::TcpListener::bind(l.address).with_context(|| {
+        format!(
+            "listener {:?} cannot listen on {}; is another process using the port, \
+             or does a port below 1024 need CAP_NET_BIND_SERVICE?",
+            l.name, l.address
+        )
+    })?;
+    let svc = listener_app(l, app).into_make_service_with_connect_info::<SocketAddr>();
+    let Some(tls) = &l.tls else {
+        if !l.address.ip().is_loopback() {
+            log::warn!(
+                "listener {:?} on {} is plain HTTP on a non-loopback address",
+                l.name,
+                l.address
+            );
+        }
+        let server = axum_server::from_tcp(listener)?.handle(handle.clone());
+        servers.spawn(server.serve(svc));
+        return Ok("http");
+    };
+    let tls_config = crate::tls::server_config(
+        &config.config_path(&tls.certificate),
+        &config.config_path(&tls.key),
+    )
+    .with_context(|| format!("TLS for listener {:?}", l.name))?;
+    let server =
+        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls_config)))?
+            .handle(handle.clone());
+    servers.spawn(server.serve(svc));
+    Ok("https")
+}
+
+/// The app as one listener serves it: named, and believing X-Forwarded-For
+/// from its trusted proxies.
+fn listener_app(l: &ListenerConfig, app: &axum::Router) -> axum::Router {
+    let app = app
+        .clone()
+        .layer(Extension(ListenerName(l.name.as_str().into())));
+    if l.trusted_proxies.is_empty() {
+        return app;
+    }
+    for net in &l.trusted_proxies {
+        let broad = match net {
+            ipnet::IpNet::V4(n) => n.prefix_len() < 8,
+            ipnet::IpNet::V6(n) => n.prefix_len() < 32,
+        };
+        if broad {
+            log::warn!(
+                "listener {:?} believes X-Forwarded-For from all of {net}: any client \
+                 there can claim any address; list only the reverse proxies",
+                l.name
+            );
         }
     }
-    Ok(())
+    app.layer(axum::middleware::from_fn_with_state(
+        crate::http::TrustedProxies::new(&l.trusted_proxies),
+        crate::http::forwarded_layer,
+    ))
 }
 
 /// Forgets nonces whose window has passed, once a minute.

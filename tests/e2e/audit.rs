@@ -216,7 +216,7 @@ fn refused(site: &Site, args: &[&str]) -> String {
     text(&out)
 }
 
-fn submit(c: &SimClient, t: &Transport, host: &str, plugins: Value) {
+fn submit(c: &SimClient, t: &Transport, host: &str, plugins: Value) -> Vec<String> {
     let reply = c.submit(t, &SimClient::report(host, plugins));
     assert_eq!(
         reply.status,
@@ -224,6 +224,9 @@ fn submit(c: &SimClient, t: &Transport, host: &str, plugins: Value) {
         "{}",
         String::from_utf8_lossy(&reply.body)
     );
+    // The checks that fail on it, as the server answered at once.
+    let ack: penguindome_protocol::wire::Ack = serde_json::from_slice(&reply.body).unwrap();
+    ack.problems.into_iter().map(|p| p.check).collect()
 }
 
 /// Names of the due issues of one host.
@@ -248,16 +251,37 @@ fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
     let transport = Transport::new(&config).unwrap();
     let good = SimClient::enroll(&config, &transport, "good-host").unwrap();
     let bad = SimClient::enroll(&config, &transport, "bad-host").unwrap();
-    submit(&good, &transport, "good-host", compliant());
-    submit(&bad, &transport, "bad-host", noncompliant());
+    assert!(submit(&good, &transport, "good-host", compliant()).is_empty());
+    let mut told = submit(&bad, &transport, "bad-host", noncompliant());
+    told.sort();
+    assert_eq!(
+        told,
+        [
+            "firewall-disabled",
+            "os-security-updates",
+            "ssh-password-authentication"
+        ],
+        "the agent hears what fails without waiting for the audit"
+    );
     // This machine's real agent: its real report goes through the same checks.
     let agent = site.agent("real");
     let out = agent.cmd(&["run"]);
     assert!(out.status.success(), "{}", text(&out));
     let real_id = agent.machine_id.clone();
 
+    set_user_email(&site);
+    first_audit_opens_issues(&site, &good, &real_id);
+    admins_and_users_are_mailed(&smtp);
+    told_issues_wait_for_their_realert(&site, &smtp);
+    snooze_and_list(&site);
+    fixed_issues_are_closed_by_the_audit(&site, &bad, &transport);
+    untold_issues_are_told_at_the_next_run(&site, smtp);
+}
+
+/// bad-host's user gets a mail address; a wrong one is refused.
+fn set_user_email(site: &Site) {
     succeeds(
-        &site,
+        site,
         &[
             "clients",
             "param",
@@ -268,7 +292,7 @@ fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
         ],
     );
     let e = refused(
-        &site,
+        site,
         &[
             "clients",
             "param",
@@ -279,7 +303,11 @@ fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
         ],
     );
     assert!(e.contains("not a mail address"), "{e}");
+}
 
+/// The first audit opens bad-host's issues and the real agent's disk
+/// issue, none for good-host.
+fn first_audit_opens_issues(site: &Site, good: &SimClient, real_id: &str) {
     let outcome = site.admin_json(&["issues", "audit", "--notify", "--json"]);
     let mut bad_due = due_of(&outcome, "bad-host");
     bad_due.sort();
@@ -295,18 +323,20 @@ fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
         "{outcome:#}"
     );
     // The real agent's disk verdict and its issue agree.
-    let shown = site.admin_json(&["clients", "show", &real_id, "--json"]);
+    let shown = site.admin_json(&["clients", "show", real_id, "--json"]);
     let encrypted = shown["plugins"]["hd_encryption"]["encrypted"] == true;
     let disk_issue = opened
         .iter()
-        .any(|i| i["client_id"] == real_id.as_str() && i["name"] == "unencrypted-hard-drive");
+        .any(|i| i["client_id"] == real_id && i["name"] == "unencrypted-hard-drive");
     assert_eq!(
         disk_issue, !encrypted,
         "{:#}",
         shown["plugins"]["hd_encryption"]
     );
+}
 
-    // One digest for the administrators, one mail for bad-host's user.
+/// One digest for the administrators, one mail for bad-host's user.
+fn admins_and_users_are_mailed(smtp: &Smtp) {
     let mails = smtp.wait_for(2);
     assert_eq!(mails.len(), 2, "{mails:#?}");
     let admin = mails
@@ -331,22 +361,26 @@ fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
         "{user}"
     );
     assert!(!user.contains("good-host"), "{user}");
+}
 
-    // Told: the next run tells nothing and sends nothing.
+/// Told: the next run tells nothing and sends nothing; --full shows every
+/// open issue, grace or not.
+fn told_issues_wait_for_their_realert(site: &Site, smtp: &Smtp) {
     let again = site.admin_json(&["issues", "audit", "--notify", "--json"]);
     assert!(again["due"].as_array().unwrap().is_empty(), "{again:#}");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(smtp.mails().len(), 2);
-    // --full shows every open issue, grace or not.
     let full = site.admin_json(&["issues", "audit", "--full", "--json"]);
     assert!(
         due_of(&full, "bad-host").contains(&"os-security-updates".to_string()),
         "{full:#}"
     );
+}
 
-    // Snooze, list, and the guard against closing everything by accident.
+/// Snooze, list, and the guard against closing everything by accident.
+fn snooze_and_list(site: &Site) {
     let said = succeeds(
-        &site,
+        site,
         &[
             "issues",
             "snooze",
@@ -370,11 +404,13 @@ fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
         fw["unsnooze_at"].is_string() && fw["alerted_at"].is_string(),
         "{fw}"
     );
-    let e = refused(&site, &["issues", "close"]);
+    let e = refused(site, &["issues", "close"]);
     assert!(e.contains("--all"), "{e}");
+}
 
-    // Fixed on the machine: the audit closes the issue itself.
-    submit(&bad, &transport, "bad-host", compliant());
+/// Fixed on the machine: the audit closes the issue itself.
+fn fixed_issues_are_closed_by_the_audit(site: &Site, bad: &SimClient, transport: &Transport) {
+    submit(bad, transport, "bad-host", compliant());
     let outcome = site.admin_json(&["issues", "audit", "--json"]);
     let closed: Vec<&str> = outcome["closed"]
         .as_array()
@@ -393,11 +429,13 @@ fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
             .all(|i| i["closed_by"] == "audit"),
         "{history:#}"
     );
+}
 
-    // A relay that does not answer: the run fails and says so, and nothing
-    // is marked as told, so the next run tells it.
+/// A relay that does not answer: the run fails and says so, and nothing
+/// is marked as told, so the next run tells it.
+fn untold_issues_are_told_at_the_next_run(site: &Site, smtp: Smtp) {
     succeeds(
-        &site,
+        site,
         &[
             "issues",
             "open",
@@ -410,13 +448,13 @@ fn the_audit_opens_issues_mails_people_and_closes_what_is_fixed() {
         ],
     );
     drop(smtp);
-    let e = refused(&site, &["issues", "audit", "--notify"]);
+    let e = refused(site, &["issues", "audit", "--notify"]);
     assert!(e.contains("did not take the mail"), "{e}");
     let open = site.admin_json(&["issues", "list", "--host", "good-host", "--json"]);
     assert_eq!(open.as_array().unwrap().len(), 1, "{open:#}");
     assert!(open[0]["alerted_at"].is_null(), "{open:#}");
     let smtp = Smtp::start();
-    configure_audit(&site, &smtp.url());
+    configure_audit(site, &smtp.url());
     let outcome = site.admin_json(&["issues", "audit", "--notify", "--json"]);
     assert_eq!(due_of(&outcome, "good-host"), ["lost-laptop"]);
     let mails = smtp.wait_for(1);
@@ -443,10 +481,29 @@ fn admin_commands_for_issues_and_parameters() {
             c
         })
         .collect();
+    let ids: Vec<&str> = clients.iter().map(|c| c.id.as_str()).collect();
+    user_clients_are_kept_reciprocal(&site, &ids);
+    the_checks_table_says_which_checks_run(&site);
+    manual_issues(&site);
+    the_checks_table_ends_with_business_time(&site);
 
-    // user_clients is kept reciprocal; the client itself is refused.
+    // A bad [audit] setting is a clear error naming the key.
+    let path = site.config_dir.join("server.toml");
+    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    cfg.insert(
+        "audit".into(),
+        toml::Value::Table("timezone = \"Mars/Olympus\"".parse().unwrap()),
+    );
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let e = refused(&site, &["issues", "audit"]);
+    assert!(e.contains("IANA"), "{e}");
+}
+
+/// user_clients is kept reciprocal; the client itself is refused. `ids`
+/// are laptop's, desktop's and tablet's.
+fn user_clients_are_kept_reciprocal(site: &Site, ids: &[&str]) {
     succeeds(
-        &site,
+        site,
         &[
             "clients",
             "param",
@@ -458,33 +515,15 @@ fn admin_commands_for_issues_and_parameters() {
         ],
     );
     let params = site.admin_json(&["clients", "param", "list", "--json"]);
-    let peers_of = |id: &str| -> Vec<String> {
-        params
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["client_id"] == id && p["name"] == "user_clients")
-            .map(|p| {
-                let mut v: Vec<String> = p["value"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_str().unwrap().to_string())
-                    .collect();
-                v.sort();
-                v
-            })
-            .unwrap_or_default()
-    };
-    let mut expect = vec![clients[0].id.clone(), clients[1].id.clone()];
+    let mut expect = vec![ids[0].to_string(), ids[1].to_string()];
     expect.sort();
     assert_eq!(
-        peers_of(&clients[2].id),
+        user_clients_of(&params, ids[2]),
         expect,
         "tablet lists laptop and desktop"
     );
     let e = refused(
-        &site,
+        site,
         &[
             "clients",
             "param",
@@ -496,7 +535,7 @@ fn admin_commands_for_issues_and_parameters() {
     );
     assert!(e.contains("itself"), "{e}");
     succeeds(
-        &site,
+        site,
         &["clients", "param", "unset", "laptop", "user_clients"],
     );
     // The laptop leaves the group; the other two still belong together.
@@ -510,20 +549,34 @@ fn admin_commands_for_issues_and_parameters() {
             .map(|p| p["value"].clone())
             .collect()
     };
-    assert!(peers_of(&clients[0].id).is_empty(), "{params:#}");
-    assert_eq!(
-        peers_of(&clients[1].id),
-        [json!([clients[2].id])],
-        "{params:#}"
-    );
-    assert_eq!(
-        peers_of(&clients[2].id),
-        [json!([clients[1].id])],
-        "{params:#}"
-    );
+    assert!(peers_of(ids[0]).is_empty(), "{params:#}");
+    assert_eq!(peers_of(ids[1]), [json!([ids[2]])], "{params:#}");
+    assert_eq!(peers_of(ids[2]), [json!([ids[1]])], "{params:#}");
+}
 
-    // The checks table names every check and says which run.
-    let table = succeeds(&site, &["issues", "checks"]);
+/// The user_clients parameter of one client, sorted (empty without one).
+fn user_clients_of(params: &Value, id: &str) -> Vec<String> {
+    params
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["client_id"] == id && p["name"] == "user_clients")
+        .map(|p| {
+            let mut v: Vec<String> = p["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect();
+            v.sort();
+            v
+        })
+        .unwrap_or_default()
+}
+
+/// The checks table names every check and says which run.
+fn the_checks_table_says_which_checks_run(site: &Site) {
+    let table = succeeds(site, &["issues", "checks"]);
     for name in [
         "not-reporting",
         "firewall-disabled",
@@ -539,15 +592,17 @@ fn admin_commands_for_issues_and_parameters() {
             .any(|l| l.trim_start().starts_with("no-location") && l.contains(" no ")),
         "{table}"
     );
+}
 
-    // Manual issues: open, refuse bad names and duplicates, suspend hides.
+/// Manual issues: open, refuse bad names and duplicates, suspend hides.
+fn manual_issues(site: &Site) {
     refused(
-        &site,
+        site,
         &["issues", "open", "--host", "tablet", "--issue", "Bad Name"],
     );
     for _ in 0..2 {
         succeeds(
-            &site,
+            site,
             &[
                 "issues",
                 "open",
@@ -560,44 +615,35 @@ fn admin_commands_for_issues_and_parameters() {
     }
     let listed = site.admin_json(&["issues", "list", "--json"]);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
-    succeeds(&site, &["issues", "suspend", "tablet"]);
+    succeeds(site, &["issues", "suspend", "tablet"]);
     let outcome = site.admin_json(&["issues", "audit", "--json"]);
     assert!(
         due_of(&outcome, "tablet").is_empty(),
         "suspended: {outcome:#}"
     );
-    succeeds(&site, &["issues", "unsuspend", "tablet"]);
+    succeeds(site, &["issues", "unsuspend", "tablet"]);
     let outcome = site.admin_json(&["issues", "audit", "--json"]);
     assert_eq!(due_of(&outcome, "tablet"), ["cracked-screen"]);
-    let said = succeeds(&site, &["issues", "close", "--issue", "cracked-screen"]);
+    let said = succeeds(site, &["issues", "close", "--issue", "cracked-screen"]);
     assert!(said.contains("closed 1 issue(s)"), "{said}");
     let listed = site.admin_json(&["issues", "list", "--json"]);
     assert!(listed.as_array().unwrap().is_empty(), "{listed:#}");
+}
 
-    // The checks table ends with the business time the audit counts.
+/// The checks table ends with the business time the audit counts.
+fn the_checks_table_ends_with_business_time(site: &Site) {
     configure_audit_with(
-        &site,
+        site,
         "smtp://127.0.0.1:25",
         "holidays = [\"2026-12-24\", \"12-25\"]\n",
     );
-    let table = succeeds(&site, &["issues", "checks"]);
+    let table = succeeds(site, &["issues", "checks"]);
     assert!(
         table.contains(
             "Business hours: Mon Tue Wed Thu Fri Sat Sun 00:00-23:59 UTC, except 12-25 2026-12-24;"
         ),
         "{table}"
     );
-
-    // A bad [audit] setting is a clear error naming the key.
-    let path = site.config_dir.join("server.toml");
-    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
-    cfg.insert(
-        "audit".into(),
-        toml::Value::Table("timezone = \"Mars/Olympus\"".parse().unwrap()),
-    );
-    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
-    let e = refused(&site, &["issues", "audit"]);
-    assert!(e.contains("IANA"), "{e}");
 }
 
 #[test]

@@ -59,6 +59,18 @@ fn wait_for_journal(c: &BootedDebian, unit: &str, needles: &[&str]) {
     }
 }
 
+/// Runs `args` in the container, which must succeed; returns its stdout.
+fn ok(c: &BootedDebian, args: &[&str]) -> String {
+    let out = c.exec(args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    stdout(&out)
+}
+
+/// The version of penguindome-agent dpkg has installed.
+fn installed_agent(c: &BootedDebian) -> String {
+    stdout(&c.exec(&["dpkg-query", "-W", "-f=${Version}", "penguindome-agent"]))
+}
+
 #[test]
 fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     // Reports every minute, so that the agent's own facts arrive soon.
@@ -66,11 +78,47 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     let out = release(&site);
     assert!(out.contains("Published release 1"), "{out}");
     let _server = site.start();
+    let script = download_bootstrap_script(&site);
+    let c = BootedDebian::boot(|root: &Path| {
+        std::fs::write(root.join("root/bootstrap.sh"), &script).unwrap();
+    });
+    bootstrap_installs_the_agent(&c);
+    let client_id = the_first_run_enrolls_and_reports(&site, &c);
+
+    // An admin's local change to the configuration survives upgrades.
+    let out = c.exec(&[
+        "sh",
+        "-c",
+        "echo '# local change' >>/etc/penguindome/agent.toml",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    a_damaged_release_fails_to_upgrade(&site, &c, &client_id);
+    the_next_release_arrives_by_itself(&site, &c);
+
+    // Remove keeps the machine's key and spool; purge removes them.
+    ok(&c, &["apt-get", "remove", "-y", "penguindome-agent"]);
+    assert_eq!(
+        stdout(&c.exec(&["systemctl", "is-active", "penguindome.timer"])),
+        "inactive"
+    );
+    ok(
+        &c,
+        &["test", "-f", "/var/lib/penguindome-agent/client-key.asc"],
+    );
+    ok(&c, &["apt-get", "purge", "-y", "penguindome-agent"]);
+    assert!(
+        !c.exec(&["test", "-e", "/var/lib/penguindome-agent"])
+            .status
+            .success()
+    );
+}
+
+/// What an admin hands to a new machine: the bootstrap script.
+fn download_bootstrap_script(site: &Site) -> Vec<u8> {
     let password = std::fs::read_to_string(site.config_dir.join("repo-password")).unwrap();
     let ca = site.dir.path().join("ca.pem");
     std::fs::write(&ca, site.agent_config().ca_certificate.unwrap()).unwrap();
-
-    // What an admin hands to a new machine: the bootstrap script.
     let script = Command::new("curl")
         .args(["--silent", "--show-error", "--fail", "--cacert"])
         .arg(&ca)
@@ -84,10 +132,11 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
         .unwrap();
     assert!(script.status.success(), "{}", text(&script));
     assert!(script.stdout.starts_with(b"#!/bin/sh"));
-    let c = BootedDebian::boot(|root: &Path| {
-        std::fs::write(root.join("root/bootstrap.sh"), &script.stdout).unwrap();
-    });
+    script.stdout
+}
 
+/// The script installs the agent, its timer and its private configuration.
+fn bootstrap_installs_the_agent(c: &BootedDebian) {
     let out = c.exec(&["sh", "/root/bootstrap.sh"]);
     assert!(out.status.success(), "bootstrap: {}", text(&out));
     assert_eq!(
@@ -106,10 +155,11 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
         "600 root"
     );
     let v = env!("CARGO_PKG_VERSION");
-    let installed = || stdout(&c.exec(&["dpkg-query", "-W", "-f=${Version}", "penguindome-agent"]));
-    assert_eq!(installed(), format!("{v}-1"));
+    assert_eq!(installed_agent(c), format!("{v}-1"));
+}
 
-    // The timer's first run enrolls and reports.
+/// The timer's first run enrolls and reports; returns the client id.
+fn the_first_run_enrolls_and_reports(site: &Site, c: &BootedDebian) -> String {
     let client_id = wait_for(Duration::from_secs(150), "the first report", || {
         let list = site.admin_json(&["clients", "list", "--json"]);
         let clients = list.as_array()?;
@@ -122,23 +172,47 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     });
     assert_eq!(client_id.len(), 32, "a machine id");
     wait_for_journal(
-        &c,
+        c,
         "penguindome-agent.service",
         &["penguindome-agent[", "enrolled with"],
     );
+    client_id
+}
 
-    // An admin's local change to the configuration survives upgrades.
-    let out = c.exec(&[
-        "sh",
-        "-c",
-        "echo '# local change' >>/etc/penguindome/agent.toml",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+/// A release whose agent package is damaged: the upgrade fails, the
+/// agent keeps working on the old release, and the failure reaches the
+/// server in the agent's own report.
+fn a_damaged_release_fails_to_upgrade(site: &Site, c: &BootedDebian, client_id: &str) {
+    let v = env!("CARGO_PKG_VERSION");
+    publish_a_damaged_release(site, c);
+    let outcome = wait_for(Duration::from_secs(150), "the failed upgrade", || {
+        let o = stdout(&c.exec(&["cat", "/var/lib/penguindome-agent/upgrade.json"]));
+        o.contains("\"error\": \"").then_some(o)
+    });
+    assert!(outcome.contains("Hash Sum mismatch"), "{outcome}");
+    assert_eq!(installed_agent(c), format!("{v}-1"));
+    assert!(
+        stdout(&c.exec(&["dpkg", "--audit"])).is_empty(),
+        "dpkg is left consistent"
+    );
+    assert!(c.exec(&["penguindome-agent", "--version"]).status.success());
+    let reported = wait_for(Duration::from_secs(150), "the failure in a report", || {
+        let doc = site.admin_json(&["clients", "show", client_id, "--json"]);
+        let agent = &doc["plugins"]["agent"];
+        agent["upgrade"]["error"]
+            .is_string()
+            .then(|| agent.to_string())
+    });
+    assert!(
+        reported.contains(&format!("\"package_version\":\"{v}-1\"")),
+        "{reported}"
+    );
+}
 
-    // A release whose agent package is damaged: the upgrade fails, the
-    // agent keeps working on the old release, and the failure reaches the
-    // server in the agent's own report. The timer stays stopped until the
-    // package is damaged, so no run can fetch the intact one in between.
+/// Publishes release 2 with a damaged agent package. The timer stays
+/// stopped until the package is damaged, so no run can fetch the intact
+/// one in between.
+fn publish_a_damaged_release(site: &Site, c: &BootedDebian) {
     let out = c.exec(&["systemctl", "stop", "penguindome.timer"]);
     assert!(out.status.success(), "{}", text(&out));
     wait_for(Duration::from_secs(120), "the agent's run to end", || {
@@ -150,8 +224,9 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
         ]));
         (!state.contains("activating") && !state.lines().any(|l| l == "active")).then_some(state)
     });
-    let out = release(&site);
+    let out = release(site);
     assert!(out.contains("Published release 2"), "{out}");
+    let v = env!("CARGO_PKG_VERSION");
     let damaged = site.data_dir.join(format!(
         "repo/current/apt/pool/main/p/penguindome-agent/penguindome-agent_{v}-2_amd64.deb"
     ));
@@ -161,39 +236,20 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     std::fs::write(&damaged, &bytes).unwrap();
     let out = c.exec(&["systemctl", "start", "penguindome.timer"]);
     assert!(out.status.success(), "{}", text(&out));
-    let outcome = wait_for(Duration::from_secs(150), "the failed upgrade", || {
-        let o = stdout(&c.exec(&["cat", "/var/lib/penguindome-agent/upgrade.json"]));
-        o.contains("\"error\": \"").then_some(o)
-    });
-    assert!(outcome.contains("Hash Sum mismatch"), "{outcome}");
-    assert_eq!(installed(), format!("{v}-1"));
-    assert!(
-        stdout(&c.exec(&["dpkg", "--audit"])).is_empty(),
-        "dpkg is left consistent"
-    );
-    assert!(c.exec(&["penguindome-agent", "--version"]).status.success());
-    let reported = wait_for(Duration::from_secs(150), "the failure in a report", || {
-        let doc = site.admin_json(&["clients", "show", &client_id, "--json"]);
-        let agent = &doc["plugins"]["agent"];
-        agent["upgrade"]["error"]
-            .is_string()
-            .then(|| agent.to_string())
-    });
-    assert!(
-        reported.contains(&format!("\"package_version\":\"{v}-1\"")),
-        "{reported}"
-    );
+}
 
-    // The next release reaches the client through apt, by itself, at once.
-    let out = release(&site);
+/// The next release reaches the client through apt, by itself, at once.
+fn the_next_release_arrives_by_itself(site: &Site, c: &BootedDebian) {
+    let v = env!("CARGO_PKG_VERSION");
+    let out = release(site);
     assert!(out.contains("Published release 3"), "{out}");
     wait_for(Duration::from_secs(150), "the upgrade to release 3", || {
-        (installed() == format!("{v}-3")).then_some(String::new())
+        (installed_agent(c) == format!("{v}-3")).then_some(String::new())
     });
     // dpkg shows the new version before the upgrade service logs its
     // summary.
     wait_for_journal(
-        &c,
+        c,
         "penguindome-upgrade.service",
         &[&format!("{v}-1 -> {v}-3")],
     );
@@ -203,53 +259,67 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     );
     let config = stdout(&c.exec(&["cat", "/etc/penguindome/agent.toml"]));
     assert!(config.contains("# local change"), "{config}");
-
-    // Remove keeps the machine's key and spool; purge removes them.
-    let run = |args: &[&str]| {
-        let out = c.exec(args);
-        assert!(out.status.success(), "{args:?}: {}", text(&out));
-    };
-    run(&["apt-get", "remove", "-y", "penguindome-agent"]);
-    assert_eq!(
-        stdout(&c.exec(&["systemctl", "is-active", "penguindome.timer"])),
-        "inactive"
-    );
-    run(&["test", "-f", "/var/lib/penguindome-agent/client-key.asc"]);
-    run(&["apt-get", "purge", "-y", "penguindome-agent"]);
-    assert!(
-        !c.exec(&["test", "-e", "/var/lib/penguindome-agent"])
-            .status
-            .success()
-    );
 }
 
 #[test]
 fn the_server_package_installs_runs_as_its_user_and_purges_cleanly() {
     let out_dir = tempfile::tempdir().unwrap();
+    let deb_name = build_server_deb(out_dir.path());
+    let deb = out_dir.path().join(&deb_name);
+    let c = BootedDebian::boot(|root: &Path| {
+        std::fs::copy(&deb, root.join("root").join(&deb_name)).unwrap();
+    });
+    let deb_path = format!("/root/{deb_name}");
+    the_package_waits_for_init(&c, &deb_path);
+    let url = init_gives_the_service_user_its_files(&c);
+    the_server_runs_as_its_user(&c, &url);
+    releases_made_by_root_are_served(&c, &url);
+    the_audit_unit_reports_to_the_journal(&c);
+    upgrades_keep_the_audit_timer_choice(&c, &deb_path);
+
+    // Remove keeps configuration and data; purge removes them.
+    ok(&c, &["dpkg", "--remove", "penguindome-server"]);
+    assert_eq!(
+        stdout(&c.exec(&["systemctl", "is-active", "penguindome-server"])),
+        "inactive"
+    );
+    assert_eq!(
+        stdout(&c.exec(&["systemctl", "is-active", "penguindome-audit.timer"])),
+        "inactive"
+    );
+    ok(&c, &["test", "-f", "/etc/penguindome/server.toml"]);
+    ok(&c, &["test", "-d", "/var/lib/penguindome/repo"]);
+    ok(&c, &["dpkg", "--purge", "penguindome-server"]);
+    assert!(!c.exec(&["test", "-e", "/etc/penguindome"]).status.success());
+    assert!(
+        !c.exec(&["test", "-e", "/var/lib/penguindome"])
+            .status
+            .success()
+    );
+}
+
+/// Builds the server's .deb into `out_dir`; returns its file name.
+fn build_server_deb(out_dir: &Path) -> String {
     let bin_dir = bin("pdome-admin").parent().unwrap().to_path_buf();
     let out = Command::new(bin("pdome-admin"))
         .arg("build-packages")
         .arg("--bin-dir")
         .arg(&bin_dir)
         .arg("--out")
-        .arg(out_dir.path())
+        .arg(out_dir)
         .args(["--formats", "deb"])
         .output()
         .unwrap();
     assert!(out.status.success(), "build-packages: {}", text(&out));
     let v = env!("CARGO_PKG_VERSION");
-    let deb_name = format!("penguindome-server_{v}-1_amd64.deb");
-    let deb = out_dir.path().join(&deb_name);
-    let c = BootedDebian::boot(|root: &Path| {
-        std::fs::copy(&deb, root.join("root").join(&deb_name)).unwrap();
-    });
-    let ok = |args: &[&str]| {
-        let out = c.exec(args);
-        assert!(out.status.success(), "{args:?}: {}", text(&out));
-        stdout(&out)
-    };
-    ok(&["dpkg", "-i", &format!("/root/{deb_name}")]);
-    assert!(ok(&["id", "penguindome"]).contains("(penguindome)"));
+    format!("penguindome-server_{v}-1_amd64.deb")
+}
+
+/// Installed: the user exists, the server is enabled but waits for
+/// `pdome-admin init`, the audit's timer runs from the start.
+fn the_package_waits_for_init(c: &BootedDebian, deb_path: &str) {
+    ok(c, &["dpkg", "-i", deb_path]);
+    assert!(ok(c, &["id", "penguindome"]).contains("(penguindome)"));
     // Enabled, but waiting for `pdome-admin init`.
     assert_eq!(
         stdout(&c.exec(&["systemctl", "is-enabled", "penguindome-server"])),
@@ -257,95 +327,120 @@ fn the_server_package_installs_runs_as_its_user_and_purges_cleanly() {
     );
     // The audit's timer runs from the start; its service waits for init too.
     assert_eq!(
-        ok(&["systemctl", "is-enabled", "penguindome-audit.timer"]),
+        ok(c, &["systemctl", "is-enabled", "penguindome-audit.timer"]),
         "enabled"
     );
     assert_eq!(
-        ok(&["systemctl", "is-active", "penguindome-audit.timer"]),
+        ok(c, &["systemctl", "is-active", "penguindome-audit.timer"]),
         "active"
     );
+}
 
+/// `pdome-admin init` as root; the service user gets its data and can
+/// read its key. Returns the server's URL.
+fn init_gives_the_service_user_its_files(c: &BootedDebian) -> String {
     let port = penguindome_tests::free_port();
     let url = format!("https://127.0.0.1:{port}");
-    ok(&[
-        "pdome-admin",
-        "init",
-        "--non-interactive",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--url",
-        &url,
-    ]);
+    ok(
+        c,
+        &[
+            "pdome-admin",
+            "init",
+            "--non-interactive",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--url",
+            &url,
+        ],
+    );
     assert_eq!(
-        ok(&["stat", "-c", "%U:%G %a", "/var/lib/penguindome"]),
+        ok(c, &["stat", "-c", "%U:%G %a", "/var/lib/penguindome"]),
         "penguindome:penguindome 750"
     );
     assert_eq!(
-        ok(&["stat", "-c", "%U:%G %a", "/etc/penguindome/server-key.asc"]),
+        ok(
+            c,
+            &["stat", "-c", "%U:%G %a", "/etc/penguindome/server-key.asc"]
+        ),
         "root:penguindome 640"
     );
     assert_eq!(
-        ok(&["stat", "-c", "%U %a", "/etc/penguindome/agent.toml"]),
+        ok(c, &["stat", "-c", "%U %a", "/etc/penguindome/agent.toml"]),
         "root 600"
     );
+    url
+}
 
-    // Active, and its main process runs as the service user.
-    let main_pid = || {
-        assert_eq!(
-            ok(&["systemctl", "is-active", "penguindome-server"]),
-            "active"
-        );
-        let pid = ok(&[
+/// Active, and its main process runs as the service user; returns its pid.
+fn main_pid(c: &BootedDebian) -> String {
+    assert_eq!(
+        ok(c, &["systemctl", "is-active", "penguindome-server"]),
+        "active"
+    );
+    let pid = ok(
+        c,
+        &[
             "systemctl",
             "show",
             "-p",
             "MainPID",
             "--value",
             "penguindome-server",
-        ]);
-        assert_eq!(ok(&["ps", "-o", "user=", "-p", &pid]), "penguindome");
-        pid
-    };
+        ],
+    );
+    assert_eq!(ok(c, &["ps", "-o", "user=", "-p", &pid]), "penguindome");
+    pid
+}
+
+/// The HTTP status of the server's health endpoint.
+fn health(c: &BootedDebian, url: &str) -> String {
+    let cert = c.root().join("etc/penguindome/tls/server.crt");
+    let out = Command::new("curl")
+        .args([
+            "--silent",
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{http_code}",
+            "--cacert",
+        ])
+        .arg(cert)
+        .arg(format!("{url}/penguindome/v1/health"))
+        .output()
+        .unwrap();
+    stdout(&out)
+}
+
+/// The server starts, answers and survives a restart.
+fn the_server_runs_as_its_user(c: &BootedDebian, url: &str) {
     // Type=notify: start returns once the server said READY=1.
-    ok(&["systemctl", "start", "penguindome-server"]);
-    let pid = main_pid();
-    let health = |c: &BootedDebian| {
-        let cert = c.root().join("etc/penguindome/tls/server.crt");
-        let out = Command::new("curl")
-            .args([
-                "--silent",
-                "--output",
-                "/dev/null",
-                "--write-out",
-                "%{http_code}",
-                "--cacert",
-            ])
-            .arg(cert)
-            .arg(format!("{url}/penguindome/v1/health"))
-            .output()
-            .unwrap();
-        stdout(&out)
-    };
-    assert_eq!(health(&c), "200");
+    ok(c, &["systemctl", "start", "penguindome-server"]);
+    let pid = main_pid(c);
+    assert_eq!(health(c, url), "200");
 
     // It survives a restart.
-    ok(&["systemctl", "restart", "penguindome-server"]);
-    assert_ne!(pid, main_pid());
-    assert_eq!(health(&c), "200");
+    ok(c, &["systemctl", "restart", "penguindome-server"]);
+    assert_ne!(pid, main_pid(c));
+    assert_eq!(health(c, url), "200");
+}
 
-    // Releases made by root are readable by the server's user, which serves them.
-    let out = ok(&["pdome-admin", "release", "--formats", "deb"]);
+/// Releases made by root are readable by the server's user, which serves them.
+fn releases_made_by_root_are_served(c: &BootedDebian, url: &str) {
+    let out = ok(c, &["pdome-admin", "release", "--formats", "deb"]);
     assert!(out.contains("Published release 1"), "{out}");
     assert_eq!(
-        ok(&[
-            "stat",
-            "-c",
-            "%U",
-            "/var/lib/penguindome/repo/current/key.asc"
-        ]),
+        ok(
+            c,
+            &[
+                "stat",
+                "-c",
+                "%U",
+                "/var/lib/penguindome/repo/current/key.asc"
+            ]
+        ),
         "penguindome"
     );
-    let password = ok(&["cat", "/etc/penguindome/repo-password"]);
+    let password = ok(c, &["cat", "/etc/penguindome/repo-password"]);
     let out = Command::new("curl")
         .args(["--silent", "--fail", "--output", "/dev/null", "--cacert"])
         .arg(c.root().join("etc/penguindome/tls/server.crt"))
@@ -361,100 +456,99 @@ fn the_server_package_installs_runs_as_its_user_and_purges_cleanly() {
         "the repository is served: {}",
         text(&out)
     );
-    assert_eq!(ok(&["pdome-admin", "clients", "list", "--json"]), "[]");
-    let journal = ok(&["journalctl", "--no-pager", "-u", "penguindome-server"]);
+    assert_eq!(ok(c, &["pdome-admin", "clients", "list", "--json"]), "[]");
+    let journal = ok(c, &["journalctl", "--no-pager", "-u", "penguindome-server"]);
     assert!(journal.contains("penguindome-server["), "{journal}");
+}
 
-    // The audit unit runs as the service user and reports to the journal:
-    // an issue opened by hand (no check owns it) is due at once, and
-    // telling it (here, the journal only: no mail configured) is recorded.
-    ok(&[
-        "pdome-admin",
-        "issues",
-        "open",
-        "--host",
-        "server:main",
-        "--issue",
-        "container-test",
-        "--detail",
-        "opened by the install test",
-    ]);
-    ok(&["systemctl", "start", "penguindome-audit.service"]);
+/// The audit unit runs as the service user and reports to the journal:
+/// an issue opened by hand (no check owns it) is due at once, and
+/// telling it (here, the journal only: no mail configured) is recorded.
+fn the_audit_unit_reports_to_the_journal(c: &BootedDebian) {
+    ok(
+        c,
+        &[
+            "pdome-admin",
+            "issues",
+            "open",
+            "--host",
+            "server:main",
+            "--issue",
+            "container-test",
+            "--detail",
+            "opened by the install test",
+        ],
+    );
+    ok(c, &["systemctl", "start", "penguindome-audit.service"]);
     assert_eq!(
-        ok(&[
-            "systemctl",
-            "show",
-            "-p",
-            "Result",
-            "--value",
-            "penguindome-audit.service"
-        ]),
+        ok(
+            c,
+            &[
+                "systemctl",
+                "show",
+                "-p",
+                "Result",
+                "--value",
+                "penguindome-audit.service"
+            ]
+        ),
         "success"
     );
     wait_for_journal(
-        &c,
+        c,
         "penguindome-audit.service",
         &["container-test since", "opened by the install test"],
     );
     let issues: serde_json::Value =
-        serde_json::from_str(&ok(&["pdome-admin", "issues", "list", "--json"])).unwrap();
+        serde_json::from_str(&ok(c, &["pdome-admin", "issues", "list", "--json"])).unwrap();
     assert!(issues[0]["alerted_at"].is_string(), "{issues}");
     assert_eq!(
-        ok(&[
-            "systemctl",
-            "show",
-            "-p",
-            "User",
-            "--value",
-            "penguindome-audit.service"
-        ]),
+        ok(
+            c,
+            &[
+                "systemctl",
+                "show",
+                "-p",
+                "User",
+                "--value",
+                "penguindome-audit.service"
+            ]
+        ),
         "penguindome"
     );
-    // Upgrades keep an administrator's choice about the timer, and enable it
-    // on servers that come from a version without it (no marker yet).
-    let deb_path = format!("/root/{deb_name}");
-    ok(&["systemctl", "disable", "--now", "penguindome-audit.timer"]);
-    ok(&["dpkg", "-i", &deb_path]);
+}
+
+/// Upgrades keep an administrator's choice about the timer, and enable it
+/// on servers that come from a version without it (no marker yet).
+fn upgrades_keep_the_audit_timer_choice(c: &BootedDebian, deb_path: &str) {
+    ok(
+        c,
+        &["systemctl", "disable", "--now", "penguindome-audit.timer"],
+    );
+    ok(c, &["dpkg", "-i", deb_path]);
     assert_eq!(
         stdout(&c.exec(&["systemctl", "is-enabled", "penguindome-audit.timer"])),
         "disabled"
     );
-    ok(&["rm", "/var/lib/penguindome/.audit-timer-enabled"]);
-    ok(&["dpkg", "-i", &deb_path]);
+    ok(c, &["rm", "/var/lib/penguindome/.audit-timer-enabled"]);
+    ok(c, &["dpkg", "-i", deb_path]);
     assert_eq!(
-        ok(&["systemctl", "is-enabled", "penguindome-audit.timer"]),
+        ok(c, &["systemctl", "is-enabled", "penguindome-audit.timer"]),
         "enabled"
     );
     assert_eq!(
-        ok(&["systemctl", "is-active", "penguindome-audit.timer"]),
+        ok(c, &["systemctl", "is-active", "penguindome-audit.timer"]),
         "active"
     );
-    let timers = ok(&[
-        "systemctl",
-        "list-timers",
-        "--all",
-        "--no-pager",
-        "penguindome-audit.timer",
-    ]);
+    let timers = ok(
+        c,
+        &[
+            "systemctl",
+            "list-timers",
+            "--all",
+            "--no-pager",
+            "penguindome-audit.timer",
+        ],
+    );
     assert!(timers.contains("penguindome-audit.service"), "{timers}");
-
-    // Remove keeps configuration and data; purge removes them.
-    ok(&["dpkg", "--remove", "penguindome-server"]);
-    assert_eq!(
-        stdout(&c.exec(&["systemctl", "is-active", "penguindome-server"])),
-        "inactive"
-    );
-    assert_eq!(
-        stdout(&c.exec(&["systemctl", "is-active", "penguindome-audit.timer"])),
-        "inactive"
-    );
-    ok(&["test", "-f", "/etc/penguindome/server.toml"]);
-    ok(&["test", "-d", "/var/lib/penguindome/repo"]);
-    ok(&["dpkg", "--purge", "penguindome-server"]);
-    assert!(!c.exec(&["test", "-e", "/etc/penguindome"]).status.success());
-    assert!(
-        !c.exec(&["test", "-e", "/var/lib/penguindome"])
-            .status
-            .success()
-    );
 }

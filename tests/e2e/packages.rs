@@ -938,9 +938,15 @@ fn build_packages_makes_server_and_agent_packages() {
     ] {
         assert!(out_dir.path().join(&f).is_file(), "{f} missing: {out}");
     }
-    let server_deb = out_dir
-        .path()
-        .join(format!("penguindome-server_{v}-1_amd64.deb"));
+    the_server_deb_carries_everything(out_dir.path());
+    the_server_rpm_and_arch_package_set_up_the_system(out_dir.path());
+    the_pkgbuild_agrees_with_the_arch_packages(out_dir.path());
+}
+
+/// The server's .deb carries the binaries, units and the facts schema.
+fn the_server_deb_carries_everything(out_dir: &Path) {
+    let v = env!("CARGO_PKG_VERSION");
+    let server_deb = out_dir.join(format!("penguindome-server_{v}-1_amd64.deb"));
     let contents = ok(Command::new("dpkg-deb").arg("--contents").arg(&server_deb));
     for path in [
         "./usr/bin/penguindome-server",
@@ -967,26 +973,28 @@ fn build_packages_makes_server_and_agent_packages() {
         std::fs::read_to_string(workspace().join("protocol/schema/facts-v2/firewall.json"))
             .unwrap();
     assert_eq!(packaged, published);
-    let rpm = out_dir
-        .path()
-        .join(format!("penguindome-server-{v}-1.x86_64.rpm"));
+}
+
+/// The server's .rpm creates its user; its Arch package needs systemd.
+fn the_server_rpm_and_arch_package_set_up_the_system(out_dir: &Path) {
+    let v = env!("CARGO_PKG_VERSION");
+    let rpm = out_dir.join(format!("penguindome-server-{v}-1.x86_64.rpm"));
     let scripts = ok(Command::new("rpm").args(["-qp", "--scripts"]).arg(&rpm));
     assert!(scripts.contains("systemd-sysusers"), "{scripts}");
     let info = ok(Command::new("bsdtar")
         .arg("-xOf")
-        .arg(
-            out_dir
-                .path()
-                .join(format!("penguindome-server-{v}-1-x86_64.pkg.tar.zst")),
-        )
+        .arg(out_dir.join(format!("penguindome-server-{v}-1-x86_64.pkg.tar.zst")))
         .arg(".PKGINFO"));
     assert!(
         info.contains("depend = systemd") && info.contains(&format!("pkgver = {v}-1")),
         "{info}"
     );
+}
 
-    // arch/PKGBUILD (for building on Arch from source) agrees with what
-    // pdome-admin builds: version and dependencies.
+/// arch/PKGBUILD (for building on Arch from source) agrees with what
+/// pdome-admin builds: version and dependencies.
+fn the_pkgbuild_agrees_with_the_arch_packages(out_dir: &Path) {
+    let v = env!("CARGO_PKG_VERSION");
     let build_dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(build_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let srcinfo = ok(Command::new("runuser")
@@ -1009,11 +1017,7 @@ fn build_packages_makes_server_and_agent_packages() {
             .collect();
         let pkginfo = ok(Command::new("bsdtar")
             .arg("-xOf")
-            .arg(
-                out_dir
-                    .path()
-                    .join(format!("{name}-{v}-1-x86_64.pkg.tar.zst")),
-            )
+            .arg(out_dir.join(format!("{name}-{v}-1-x86_64.pkg.tar.zst")))
             .arg(".PKGINFO"));
         let mut got: Vec<&str> = pkginfo
             .lines()

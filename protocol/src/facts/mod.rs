@@ -213,6 +213,32 @@ pub fn read<F: Fact>(output: Option<&Value>, version: u32) -> Result<F, ReadErro
     })
 }
 
+/// Reads one collector's facts from its output's JSON text, as a
+/// submission carries it: the current version straight from the text,
+/// older ones through [`upgrade`].
+pub fn read_text<F: Fact>(text: Option<&str>, version: u32) -> Result<F, ReadError> {
+    let name = F::NAME;
+    let Some(text) = text.filter(|t| t.trim() != "null") else {
+        return Err(ReadError::Missing { name });
+    };
+    if version != FACTS_VERSION {
+        let value: Value = serde_json::from_str(text).map_err(|source| ReadError::Malformed {
+            name,
+            version,
+            source,
+        })?;
+        return read(Some(&value), version);
+    }
+    if let Ok(Failure { error }) = serde_json::from_str::<Failure>(text) {
+        return Err(ReadError::Failed { name, error });
+    }
+    serde_json::from_str(text).map_err(|source| ReadError::Malformed {
+        name,
+        version,
+        source,
+    })
+}
+
 /// A fact as the JSON the agent sends.
 pub fn to_value<F: Fact>(fact: &F) -> Value {
     // Facts are plain data: maps with string keys, no non-finite floats
@@ -311,6 +337,26 @@ mod tests {
             serde_json::to_string(&Known::<bool>::UNKNOWN).unwrap(),
             "\"unknown\""
         );
+    }
+
+    #[test]
+    fn text_reads_like_values() {
+        let on = fixtures::firewall(firewall::Status::On, "nft");
+        let text = serde_json::to_string(&on).unwrap();
+        let read: firewall::Firewall = read_text(Some(&text), FACTS_VERSION).unwrap();
+        assert_eq!(read, on);
+        assert!(matches!(
+            read_text::<firewall::Firewall>(Some(r#"{"error":"boom"}"#), FACTS_VERSION),
+            Err(ReadError::Failed { .. })
+        ));
+        assert!(matches!(
+            read_text::<firewall::Firewall>(None, FACTS_VERSION),
+            Err(ReadError::Missing { .. })
+        ));
+        let v1 = r#"{"status":"on","ipv4":{"filtered":true,"by":[]},
+            "ipv6":{"filtered":true,"by":[],"disabled":false},"managers":[],"evidence":"nft"}"#;
+        let read: firewall::Firewall = read_text(Some(v1), 1).unwrap();
+        assert_eq!(read.evidence, ["nft"]);
     }
 
     #[test]

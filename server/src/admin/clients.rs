@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets::NOTHING};
 
 use crate::audit::text::clean;
-use crate::store::{AdminStore, AuditRecord, ClientSummary};
+use crate::store::{AdminStore, AuditRecord, ClientDocument, ClientSummary};
 
 /// `pdome-admin clients …`.
 #[derive(Debug, clap::Subcommand)]
@@ -81,89 +81,8 @@ fn status(c: &ClientSummary) -> &'static str {
 /// Runs a clients subcommand against the store; prints to stdout.
 pub async fn run(store: &dyn AdminStore, cmd: ClientsCommand) -> anyhow::Result<()> {
     match cmd {
-        ClientsCommand::List { json } => {
-            let clients = store.list_clients().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&clients)?);
-                return Ok(());
-            }
-            if clients.is_empty() {
-                println!("No clients have enrolled yet.");
-                return Ok(());
-            }
-            let mut t = table();
-            t.set_header([
-                "CLIENT ID",
-                "HOSTNAME",
-                "LAST SEEN (UTC)",
-                "COLLECTED (UTC)",
-                "ADDRESS",
-                "STATUS",
-            ]);
-            for c in &clients {
-                t.add_row([
-                    c.client_id.clone(),
-                    clean(&c.hostname),
-                    when(&c.last_seen_at),
-                    opt_when(&c.collected_at),
-                    c.last_address.clone(),
-                    status(c).into(),
-                ]);
-            }
-            println!("{t}");
-        }
-        ClientsCommand::Show { client, json } => {
-            let id = store.resolve_client(&client).await?;
-            let doc = store
-                .get_client(&id)
-                .await?
-                .with_context(|| format!("client {id} disappeared while reading it"))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&doc)?);
-                return Ok(());
-            }
-            let s = &doc.summary;
-            let mut t = table();
-            t.add_row(["client id", s.client_id.as_str()]);
-            t.add_row(["hostname", clean(&s.hostname).as_str()]);
-            t.add_row(["status", status(s)]);
-            t.add_row(["enrolled", &when(&doc.enrolled_at)]);
-            t.add_row(["first seen", &when(&s.first_seen_at)]);
-            t.add_row([
-                "last seen",
-                &format!(
-                    "{} from {} ({})",
-                    when(&s.last_seen_at),
-                    s.last_address,
-                    s.last_listener
-                ),
-            ]);
-            // What the server saw, behind any NAT: the agent's own view of
-            // its addresses is in the ip_addresses facts.
-            t.add_row(["public address", s.last_address.as_str()]);
-            t.add_row(["collected", &opt_when(&s.collected_at)]);
-            t.add_row(["facts version", &doc.facts_version.to_string()]);
-            t.add_row(["submitted", &opt_when(&doc.submitted_at)]);
-            t.add_row([
-                "agent version",
-                &clean(doc.agent_version.as_deref().unwrap_or("-")),
-            ]);
-            for k in &doc.keys {
-                let state = match &k.revoked_at {
-                    Some(r) => format!("revoked {}", when(r)),
-                    None => "active".into(),
-                };
-                t.add_row(["key", &format!("{} ({state})", k.fingerprint)]);
-            }
-            println!("{t}");
-            for (name, value) in &doc.plugins {
-                println!("\n[{name}]");
-                // JSON escapes control characters, not bidirectional ones.
-                for line in serde_json::to_string_pretty(value)?.lines() {
-                    println!("{}", clean(line));
-                }
-            }
-        }
+        ClientsCommand::List { json } => list(store, json).await?,
+        ClientsCommand::Show { client, json } => show(store, &client, json).await?,
         ClientsCommand::History {
             client,
             limit,
@@ -177,37 +96,135 @@ pub async fn run(store: &dyn AdminStore, cmd: ClientsCommand) -> anyhow::Result<
             }
             print_history(&records);
         }
-        ClientsCommand::Revoke { client, json } => {
-            let id = store.resolve_client(&client).await?;
-            let changed = store.revoke_client(&id, Utc::now()).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"client_id": id, "revoked": true, "changed": changed})
-                );
-            } else if changed {
-                println!(
-                    "Revoked client {id}: the server refuses its key from the next request on."
-                );
-            } else {
-                println!("Client {id} was already revoked.");
-            }
-        }
-        ClientsCommand::Reenroll { client, json } => {
-            let id = store.resolve_client(&client).await?;
-            store.allow_reenroll(&id).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"client_id": id, "reenroll_allowed": true})
-                );
-            } else {
-                println!(
-                    "Client {id} may enroll a new key once; its current key is revoked when it does."
-                );
-            }
-        }
+        ClientsCommand::Revoke { client, json } => revoke(store, &client, json).await?,
+        ClientsCommand::Reenroll { client, json } => reenroll(store, &client, json).await?,
         ClientsCommand::Param(cmd) => super::parameters::run(store, cmd, Utc::now()).await?,
+    }
+    Ok(())
+}
+
+/// `clients list`.
+async fn list(store: &dyn AdminStore, json: bool) -> anyhow::Result<()> {
+    let clients = store.list_clients().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&clients)?);
+        return Ok(());
+    }
+    if clients.is_empty() {
+        println!("No clients have enrolled yet.");
+        return Ok(());
+    }
+    let mut t = table();
+    t.set_header([
+        "CLIENT ID",
+        "HOSTNAME",
+        "LAST SEEN (UTC)",
+        "COLLECTED (UTC)",
+        "ADDRESS",
+        "STATUS",
+    ]);
+    for c in &clients {
+        t.add_row([
+            c.client_id.clone(),
+            clean(&c.hostname),
+            when(&c.last_seen_at),
+            opt_when(&c.collected_at),
+            c.last_address.clone(),
+            status(c).into(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+/// `clients show`.
+async fn show(store: &dyn AdminStore, client: &str, json: bool) -> anyhow::Result<()> {
+    let id = store.resolve_client(client).await?;
+    let doc = store
+        .get_client(&id)
+        .await?
+        .with_context(|| format!("client {id} disappeared while reading it"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("{}", client_table(&doc));
+    for (name, value) in &doc.plugins {
+        println!("\n[{name}]");
+        // JSON escapes control characters, not bidirectional ones.
+        for line in serde_json::to_string_pretty(value)?.lines() {
+            println!("{}", clean(line));
+        }
+    }
+    Ok(())
+}
+
+/// What the server knows of a client apart from its facts.
+fn client_table(doc: &ClientDocument) -> Table {
+    let s = &doc.summary;
+    let mut t = table();
+    t.add_row(["client id", s.client_id.as_str()]);
+    t.add_row(["hostname", clean(&s.hostname).as_str()]);
+    t.add_row(["status", status(s)]);
+    t.add_row(["enrolled", &when(&doc.enrolled_at)]);
+    t.add_row(["first seen", &when(&s.first_seen_at)]);
+    t.add_row([
+        "last seen",
+        &format!(
+            "{} from {} ({})",
+            when(&s.last_seen_at),
+            s.last_address,
+            s.last_listener
+        ),
+    ]);
+    // What the server saw, behind any NAT: the agent's own view of
+    // its addresses is in the ip_addresses facts.
+    t.add_row(["public address", s.last_address.as_str()]);
+    t.add_row(["collected", &opt_when(&s.collected_at)]);
+    t.add_row(["facts version", &doc.facts_version.to_string()]);
+    t.add_row(["submitted", &opt_when(&doc.submitted_at)]);
+    t.add_row([
+        "agent version",
+        &clean(doc.agent_version.as_deref().unwrap_or("-")),
+    ]);
+    for k in &doc.keys {
+        let state = match &k.revoked_at {
+            Some(r) => format!("revoked {}", when(r)),
+            None => "active".into(),
+        };
+        t.add_row(["key", &format!("{} ({state})", k.fingerprint)]);
+    }
+    t
+}
+
+/// `clients revoke`.
+async fn revoke(store: &dyn AdminStore, client: &str, json: bool) -> anyhow::Result<()> {
+    let id = store.resolve_client(client).await?;
+    let changed = store.revoke_client(&id, Utc::now()).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"client_id": id, "revoked": true, "changed": changed})
+        );
+    } else if changed {
+        println!("Revoked client {id}: the server refuses its key from the next request on.");
+    } else {
+        println!("Client {id} was already revoked.");
+    }
+    Ok(())
+}
+
+/// `clients reenroll`.
+async fn reenroll(store: &dyn AdminStore, client: &str, json: bool) -> anyhow::Result<()> {
+    let id = store.resolve_client(client).await?;
+    store.allow_reenroll(&id).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"client_id": id, "reenroll_allowed": true})
+        );
+    } else {
+        println!("Client {id} may enroll a new key once; its current key is revoked when it does.");
     }
     Ok(())
 }

@@ -411,6 +411,9 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The server's signing key, relative to the configuration directory.
+const KEY_FILE: &str = "server-key.asc";
+
 /// Runs `pdome-admin init`.
 pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
     let config_dir = absolute(config_dir)?;
@@ -435,79 +438,121 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
     create_dir(&config_dir, 0o755)?;
     create_dir(&data_dir, 0o750)?;
 
-    // The server's OpenPGP key.
     let host = url::Url::parse(&answers.url)?
         .host_str()
         .unwrap_or("penguindome")
         .trim_matches(['[', ']'])
         .to_string();
     let key = SecretKey::generate(&format!("PenguinDome server {host} <penguindome@{host}>"))?;
-    let key_file = PathBuf::from("server-key.asc");
-    write_secret(&config_dir.join(&key_file), &key.to_armored()?)?;
+    write_secret(&config_dir.join(KEY_FILE), &key.to_armored()?)?;
+    let (credential, credential_sha256) = new_credential();
+    let tls = set_up_tls(&answers, &config_dir, &host)?;
+    let config = server_config(
+        &answers,
+        &config_dir,
+        &data_dir,
+        credential_sha256,
+        tls.files,
+    );
+    write_server_config(&config, &server_toml)?;
+    write_agent_config(&answers, &key, credential, tls.agent_ca, &config_dir)?;
+    let store_note = set_up_store(&answers.store, &config_dir, &data_dir).await?;
+    super::access::create_agent_user(&config_dir)?;
+    share_with_service_account(&config_dir, &data_dir)?;
+    print_summary(&config_dir, &answers, &key, &tls.note, &store_note);
+    Ok(())
+}
 
-    // The enrollment credential: agents keep it, the server keeps its hash.
+/// A new enrollment credential and the SHA-256 of it: agents keep the
+/// credential, the server only its hash.
+fn new_credential() -> (String, String) {
     let mut raw = [0u8; 32];
     random_bytes(&mut raw);
     let credential = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-    let credential_sha256 = hex::encode(Sha256::digest(credential.as_bytes()));
+    let sha256 = hex::encode(Sha256::digest(credential.as_bytes()));
+    (credential, sha256)
+}
 
-    // TLS.
-    let (tls_files, agent_ca, tls_note) = match &answers.tls {
-        Tls::Off => (None, None, "plain HTTP (no TLS)".to_string()),
-        Tls::Provided { cert, key, ca } => {
-            let cert = absolute(cert)?;
-            let key_path = absolute(key)?;
-            crate::tls::server_config(&cert, &key_path)?;
-            let ca_pem = ca
-                .as_ref()
-                .map(|c| {
-                    std::fs::read_to_string(c)
-                        .with_context(|| format!("cannot read {}", c.display()))
-                })
-                .transpose()?;
-            (
-                Some(TlsFiles {
-                    certificate: cert.clone(),
-                    key: key_path,
-                }),
-                ca_pem,
-                format!("certificate {}", cert.display()),
-            )
-        }
-        Tls::SelfSigned => {
-            let mut names = vec![host.clone()];
-            if !answers.listen.ip().is_unspecified() && answers.listen.ip().to_string() != host {
-                names.push(answers.listen.ip().to_string());
-            }
-            let generated = crate::tls::self_signed(&names)?;
-            write_file(
-                &config_dir.join("tls/server.crt"),
-                generated.cert_pem.as_bytes(),
-                0o644,
-            )?;
-            write_secret(
-                &config_dir.join("tls/server.key"),
-                generated.key_pem.as_bytes(),
-            )?;
-            (
-                Some(TlsFiles {
-                    certificate: "tls/server.crt".into(),
-                    key: "tls/server.key".into(),
-                }),
-                Some(generated.cert_pem),
-                format!(
-                    "self-signed certificate for {} (agents pin it), tls/server.crt",
-                    names.join(", ")
-                ),
-            )
-        }
-    };
+/// The listener's TLS set-up.
+struct TlsSetup {
+    files: Option<TlsFiles>,
+    /// The certificate agents trust, when not the system's CAs.
+    agent_ca: Option<String>,
+    /// A line for the summary.
+    note: String,
+}
 
-    let config = ServerConfig {
+/// Checks the given certificate, or makes and writes a self-signed one.
+fn set_up_tls(answers: &Answers, config_dir: &Path, host: &str) -> anyhow::Result<TlsSetup> {
+    match &answers.tls {
+        Tls::Off => Ok(TlsSetup {
+            files: None,
+            agent_ca: None,
+            note: "plain HTTP (no TLS)".to_string(),
+        }),
+        Tls::Provided { cert, key, ca } => provided_tls(cert, key, ca.as_deref()),
+        Tls::SelfSigned => self_signed_tls(&answers.listen, config_dir, host),
+    }
+}
+
+fn provided_tls(cert: &Path, key: &Path, ca: Option<&Path>) -> anyhow::Result<TlsSetup> {
+    let cert = absolute(cert)?;
+    let key_path = absolute(key)?;
+    crate::tls::server_config(&cert, &key_path)?;
+    let ca_pem = ca
+        .map(|c| std::fs::read_to_string(c).with_context(|| format!("cannot read {}", c.display())))
+        .transpose()?;
+    Ok(TlsSetup {
+        files: Some(TlsFiles {
+            certificate: cert.clone(),
+            key: key_path,
+        }),
+        agent_ca: ca_pem,
+        note: format!("certificate {}", cert.display()),
+    })
+}
+
+fn self_signed_tls(listen: &SocketAddr, config_dir: &Path, host: &str) -> anyhow::Result<TlsSetup> {
+    let mut names = vec![host.to_string()];
+    if !listen.ip().is_unspecified() && listen.ip().to_string() != host {
+        names.push(listen.ip().to_string());
+    }
+    let generated = crate::tls::self_signed(&names)?;
+    write_file(
+        &config_dir.join("tls/server.crt"),
+        generated.cert_pem.as_bytes(),
+        0o644,
+    )?;
+    write_secret(
+        &config_dir.join("tls/server.key"),
+        generated.key_pem.as_bytes(),
+    )?;
+    Ok(TlsSetup {
+        files: Some(TlsFiles {
+            certificate: "tls/server.crt".into(),
+            key: "tls/server.key".into(),
+        }),
+        agent_ca: Some(generated.cert_pem),
+        note: format!(
+            "self-signed certificate for {} (agents pin it), tls/server.crt",
+            names.join(", ")
+        ),
+    })
+}
+
+/// The server configuration the answers describe.
+fn server_config(
+    answers: &Answers,
+    config_dir: &Path,
+    data_dir: &Path,
+    credential_sha256: String,
+    tls: Option<TlsFiles>,
+) -> ServerConfig {
+    ServerConfig {
         server: ServerSection {
             url: answers.url.clone(),
-            data_dir: data_dir.clone(),
-            signing_key: key_file.clone(),
+            data_dir: data_dir.to_path_buf(),
+            signing_key: KEY_FILE.into(),
             enrollment_credential_sha256: credential_sha256,
             request_window: Duration::from_secs(900),
             max_body_bytes: 8 * 1024 * 1024,
@@ -516,7 +561,7 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
         listeners: vec![ListenerConfig {
             name: "main".into(),
             address: answers.listen,
-            tls: tls_files,
+            tls,
             trusted_proxies: Vec::new(),
         }],
         store: match &answers.store {
@@ -537,32 +582,59 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
             email: answers.audit_email.clone(),
             ..AuditConfig::default()
         },
-        config_dir: config_dir.clone(),
-    };
+        config_dir: config_dir.to_path_buf(),
+    }
+}
+
+fn write_server_config(config: &ServerConfig, server_toml: &Path) -> anyhow::Result<()> {
     let text = format!(
         "# PenguinDome server configuration, written by `pdome-admin init`.\n\n{}",
-        toml::to_string(&config).context("cannot write the configuration as TOML")?
+        toml::to_string(config).context("cannot write the configuration as TOML")?
     );
     // Validate what we wrote with the same parser the server uses.
-    ServerConfig::parse(&text, &server_toml)?;
-    write_file(&server_toml, text.as_bytes(), 0o640)?;
+    ServerConfig::parse(&text, server_toml)?;
+    write_file(server_toml, text.as_bytes(), 0o640)?;
+    Ok(())
+}
 
+/// Writes agent.toml, what every agent of the site needs.
+fn write_agent_config(
+    answers: &Answers,
+    key: &SecretKey,
+    credential: String,
+    ca: Option<String>,
+    config_dir: &Path,
+) -> anyhow::Result<()> {
     let mut agent = AgentConfig::new(answers.url.clone(), key.public().to_armored()?, credential);
-    agent.ca_certificate = agent_ca;
-    agent.allow_plain_http = answers.url.starts_with("http://");
+    agent.ca_certificate = ca;
+    agent.allow_plain_http = plain_http(answers);
     agent.collect_interval = answers.collect_interval;
     agent.submit_interval = answers.submit_interval;
-    let agent_toml = config_dir.join(AGENT_CONFIG_FILE);
-    write_secret(&agent_toml, agent.to_toml()?.as_bytes())?;
+    write_secret(
+        &config_dir.join(AGENT_CONFIG_FILE),
+        agent.to_toml()?.as_bytes(),
+    )?;
+    Ok(())
+}
 
+fn plain_http(answers: &Answers) -> bool {
+    answers.url.starts_with("http://")
+}
+
+/// Keeps the MongoDB password, creates the store and says how it answers.
+async fn set_up_store(
+    choice: &StoreChoice,
+    config_dir: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<String> {
     if let StoreChoice::Mongo {
         password: Some(pw), ..
-    } = &answers.store
+    } = choice
     {
         write_secret(&config_dir.join(MONGODB_PASSWORD_FILE), pw.as_bytes())?;
     }
-    let store = crate::store::open(&ServerConfig::load(&config_dir)?).await?;
-    let store_note = match (&answers.store, store.health().await) {
+    let store = crate::store::open(&ServerConfig::load(config_dir)?).await?;
+    let note = match (choice, store.health().await) {
         (StoreChoice::Sqlite, Ok(())) => format!("SQLite in {}", data_dir.display()),
         (StoreChoice::Sqlite, Err(e)) => return Err(e.into()),
         (StoreChoice::Mongo { .. }, Ok(())) => "MongoDB, answering".to_string(),
@@ -570,34 +642,46 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
         (StoreChoice::Mongo { .. }, Err(e)) => format!("MongoDB, NOT answering yet: {e}"),
     };
     store.close().await;
+    Ok(note)
+}
 
-    super::access::create_agent_user(&config_dir)?;
-
-    // Packaged installs run the server as its own user: let it read what it
-    // needs and own its data, and keep everything else root's.
-    if let Some((uid, gid)) = super::account::service_account()? {
-        super::account::share_with_group(&config_dir, gid, 0o750)?;
-        super::account::share_with_group(&server_toml, gid, 0o640)?;
-        super::account::share_with_group(&config_dir.join(&key_file), gid, 0o640)?;
-        if config_dir.join("tls").is_dir() {
-            super::account::share_with_group(&config_dir.join("tls"), gid, 0o750)?;
-            super::account::share_with_group(&config_dir.join("tls/server.key"), gid, 0o640)?;
-        }
-        if config_dir.join(MONGODB_PASSWORD_FILE).exists() {
-            super::account::share_with_group(&config_dir.join(MONGODB_PASSWORD_FILE), gid, 0o640)?;
-        }
-        super::account::share_with_group(
-            &config_dir.join(crate::access_rules::ACCESS_FILE),
-            gid,
-            0o640,
-        )?;
-        super::account::give_tree(&data_dir, uid, gid)?;
-        println!(
-            "The server's files belong to the {} user.",
-            super::account::SERVICE_USER
-        );
+/// Packaged installs run the server as its own user: let it read what it
+/// needs and own its data, and keep everything else root's.
+fn share_with_service_account(config_dir: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    use super::account::share_with_group;
+    let Some((uid, gid)) = super::account::service_account()? else {
+        return Ok(());
+    };
+    share_with_group(config_dir, gid, 0o750)?;
+    share_with_group(&config_dir.join(SERVER_CONFIG_FILE), gid, 0o640)?;
+    share_with_group(&config_dir.join(KEY_FILE), gid, 0o640)?;
+    if config_dir.join("tls").is_dir() {
+        share_with_group(&config_dir.join("tls"), gid, 0o750)?;
+        share_with_group(&config_dir.join("tls/server.key"), gid, 0o640)?;
     }
+    if config_dir.join(MONGODB_PASSWORD_FILE).exists() {
+        share_with_group(&config_dir.join(MONGODB_PASSWORD_FILE), gid, 0o640)?;
+    }
+    share_with_group(
+        &config_dir.join(crate::access_rules::ACCESS_FILE),
+        gid,
+        0o640,
+    )?;
+    super::account::give_tree(data_dir, uid, gid)?;
+    println!(
+        "The server's files belong to the {} user.",
+        super::account::SERVICE_USER
+    );
+    Ok(())
+}
 
+fn print_summary(
+    config_dir: &Path,
+    answers: &Answers,
+    key: &SecretKey,
+    tls_note: &str,
+    store_note: &str,
+) {
     println!(
         "Created a PenguinDome server configuration in {}:",
         config_dir.display()
@@ -607,8 +691,7 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
         answers.listen, answers.url
     );
     println!(
-        "  {:<15} the server's OpenPGP signing key (0600), {}",
-        key_file.display(),
+        "  {KEY_FILE:<15} the server's OpenPGP signing key (0600), {}",
         key.fingerprint()
     );
     println!("  {:<15} {tls_note}", "TLS");
@@ -616,7 +699,7 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
         "  {AGENT_CONFIG_FILE:<15} what the site's agents need (0600: it holds the enrollment credential)"
     );
     println!("Store: {store_note}");
-    if agent.allow_plain_http {
+    if plain_http(answers) {
         println!(
             "Warning: agents will talk plain HTTP; use this only behind a TLS-terminating proxy on the same host."
         );
@@ -627,9 +710,8 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
     );
     println!(
         "      and install {} on each client as /etc/penguindome/agent.toml.",
-        agent_toml.display()
+        config_dir.join(AGENT_CONFIG_FILE).display()
     );
-    Ok(())
 }
 
 fn create_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {

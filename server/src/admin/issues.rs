@@ -151,220 +151,305 @@ async fn execute(
 ) -> anyhow::Result<()> {
     match cmd {
         IssuesCommand::Audit { full, notify, json } => {
-            let findings = audit::certificates::findings(config, now);
-            let outcome = audit::run(store, settings, findings, now, Options { full }).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&outcome)?);
-            } else {
-                print!("{}", text::render(&outcome.due));
-            }
-            if notify && !outcome.due.is_empty() {
-                let (told, failures) = tell(config, &outcome.due);
-                let told: Vec<audit::Due> = outcome
-                    .due
-                    .into_iter()
-                    .filter(|d| told.contains(&d.client_id))
-                    .collect();
-                audit::mark_alerted(store, &told, now).await?;
-                if !failures.is_empty() {
-                    bail!(
-                        "{}; the issues of hosts nobody was told about are told again at the next run",
-                        failures.join("; ")
-                    );
-                }
-            }
-            Ok(())
+            audit_issues(
+                config,
+                settings,
+                store,
+                now,
+                AuditFlags { full, notify, json },
+            )
+            .await
         }
         IssuesCommand::List {
             hosts,
             closed,
             json,
-        } => {
-            let mut issues = Vec::new();
-            let ids = resolve(store, &hosts).await?;
-            if ids.is_empty() {
-                issues = store
-                    .issues(IssueFilter {
-                        client_id: None,
-                        open_only: !closed,
-                    })
-                    .await?;
-            } else {
-                for id in ids {
-                    issues.extend(
-                        store
-                            .issues(IssueFilter {
-                                client_id: Some(id),
-                                open_only: !closed,
-                            })
-                            .await?,
-                    );
-                }
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&issues)?);
-                return Ok(());
-            }
-            let names = hostnames(store).await?;
-            let mut t = Table::new();
-            t.load_preset(NOTHING);
-            t.set_header(["HOST", "ISSUE", "OPENED", "STATE", "DETAIL"]);
-            for i in &issues {
-                let state = match (&i.closed_at, i.snoozed(now)) {
-                    (Some(c), _) => format!(
-                        "closed {} by {}",
-                        when(c),
-                        i.closed_by.as_deref().unwrap_or("?")
-                    ),
-                    (None, true) => format!(
-                        "snoozed until {}",
-                        i.unsnooze_at.as_ref().map(when).unwrap_or_default()
-                    ),
-                    (None, false) => "open".into(),
-                };
-                let host = names
-                    .get(&i.client_id)
-                    .cloned()
-                    .unwrap_or_else(|| i.client_id.clone());
-                t.add_row([
-                    text::clean(&host),
-                    i.name.clone(),
-                    when(&i.opened_at),
-                    state,
-                    text::clean(i.detail.as_deref().unwrap_or_default()),
-                ]);
-            }
-            println!("{t}");
-            Ok(())
-        }
+        } => list(store, &hosts, closed, json, now).await,
         IssuesCommand::Checks => {
-            let mut t = Table::new();
-            t.load_preset(NOTHING);
-            t.set_header(["CHECK", "RUNS", "GRACE", "RE-ALERT", "RAISED WHEN"]);
-            for c in audit::checks::all() {
-                let on = settings.checks.iter().find(|s| s.check.name() == c.name());
-                let (runs, grace, realert) = match on {
-                    Some(s) => (
-                        "yes".to_string(),
-                        if s.grace.is_zero() {
-                            "none".to_string()
-                        } else {
-                            format!(
-                                "{} business",
-                                humantime::format_duration(s.grace)
-                                    .to_string()
-                                    .replace(' ', "")
-                            )
-                        },
-                        humantime::format_duration(s.realert).to_string(),
-                    ),
-                    None => ("no".to_string(), "-".into(), "-".into()),
-                };
-                t.add_row([
-                    c.name().into(),
-                    runs,
-                    grace,
-                    realert,
-                    c.describe().to_string(),
-                ]);
-            }
-            println!("{t}");
-            println!(
-                "Business hours: {}; {} per day; not reporting after {} business time.",
-                settings.hours.summary(),
-                humantime::format_duration(settings.hours.day_length()),
-                humantime::format_duration(settings.not_reporting_after)
-            );
+            print_checks(settings);
             Ok(())
         }
         IssuesCommand::Open {
             hosts,
             issue,
             detail,
-        } => {
-            if !valid_issue_name(&issue) {
-                bail!("issue name {issue:?}: use lower-case letters, digits and '-'");
-            }
-            let mut writes = Vec::new();
-            for id in resolve(store, &hosts).await? {
-                let open = store
-                    .issues(IssueFilter {
-                        client_id: Some(id.clone()),
-                        open_only: true,
-                    })
-                    .await?;
-                if open.iter().any(|i| i.name == issue) {
-                    println!("{id}: {issue} is already open");
-                    continue;
-                }
-                writes.push(Issue::open(&id, &issue, detail.clone(), now));
-                println!("{id}: opened {issue}");
-            }
-            store.put_issues(writes).await?;
-            Ok(())
-        }
-        IssuesCommand::Close(sel) => {
-            let who = admin_name();
-            let chosen = select(store, &sel).await?;
-            let n = chosen.len();
-            let writes = chosen
-                .into_iter()
-                .map(|mut i| {
-                    i.closed_at = Some(now);
-                    i.closed_by = Some(who.clone());
-                    i
-                })
-                .collect();
-            store.put_issues(writes).await?;
-            println!("closed {n} issue(s)");
-            Ok(())
-        }
+        } => open(store, &hosts, &issue, detail, now).await,
+        IssuesCommand::Close(sel) => close(store, &sel, now).await,
         IssuesCommand::Snooze {
             selection,
             days,
             hours,
-        } => {
-            let span = match (days, hours) {
-                (_, Some(h)) => Duration::hours(h.into()),
-                (Some(d), None) => Duration::days(d.into()),
-                (None, None) => Duration::days(1),
-            };
-            let chosen = select(store, &selection).await?;
-            let n = chosen.len();
-            let writes = chosen
-                .into_iter()
-                .map(|mut i| {
-                    i.snoozed_at = Some(now);
-                    i.unsnooze_at = Some(now + span);
-                    i
-                })
-                .collect();
-            store.put_issues(writes).await?;
-            println!("snoozed {n} issue(s) until {}", when(&(now + span)));
-            Ok(())
-        }
-        IssuesCommand::Unsnooze(sel) => {
-            let chosen: Vec<Issue> = select(store, &sel)
-                .await?
-                .into_iter()
-                .filter(|i| i.snoozed(now))
-                .collect();
-            let n = chosen.len();
-            let writes = chosen
-                .into_iter()
-                .map(|mut i| {
-                    i.unsnooze_at = Some(now);
-                    i.unsnoozed_at = Some(now);
-                    i
-                })
-                .collect();
-            store.put_issues(writes).await?;
-            println!("unsnoozed {n} issue(s)");
-            Ok(())
-        }
+        } => snooze(store, &selection, days, hours, now).await,
+        IssuesCommand::Unsnooze(sel) => unsnooze(store, &sel, now).await,
         IssuesCommand::Suspend { hosts } => suspend(store, &hosts, true, now).await,
         IssuesCommand::Unsuspend { hosts } => suspend(store, &hosts, false, now).await,
     }
+}
+
+/// The flags of `issues audit`.
+struct AuditFlags {
+    full: bool,
+    notify: bool,
+    json: bool,
+}
+
+/// `issues audit`: runs the audit, prints what is due and, with
+/// `--notify`, tells people and records the alerts.
+async fn audit_issues(
+    config: &ServerConfig,
+    settings: &Settings,
+    store: &dyn AuditStore,
+    now: DateTime<Utc>,
+    AuditFlags { full, notify, json }: AuditFlags,
+) -> anyhow::Result<()> {
+    let findings = audit::certificates::findings(config, now);
+    let outcome = audit::run(store, settings, findings, now, Options { full }).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        print!("{}", text::render(&outcome.due));
+    }
+    if notify && !outcome.due.is_empty() {
+        let (told, failures) = tell(config, &outcome.due);
+        let told: Vec<audit::Due> = outcome
+            .due
+            .into_iter()
+            .filter(|d| told.contains(&d.client_id))
+            .collect();
+        audit::mark_alerted(store, &told, now).await?;
+        if !failures.is_empty() {
+            bail!(
+                "{}; the issues of hosts nobody was told about are told again at the next run",
+                failures.join("; ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `issues list`.
+async fn list(
+    store: &dyn AuditStore,
+    hosts: &[String],
+    closed: bool,
+    json: bool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let issues = issues_of(store, hosts, !closed).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&issues)?);
+        return Ok(());
+    }
+    let names = hostnames(store).await?;
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(["HOST", "ISSUE", "OPENED", "STATE", "DETAIL"]);
+    for i in &issues {
+        let host = names
+            .get(&i.client_id)
+            .cloned()
+            .unwrap_or_else(|| i.client_id.clone());
+        t.add_row([
+            text::clean(&host),
+            i.name.clone(),
+            when(&i.opened_at),
+            issue_state(i, now),
+            text::clean(i.detail.as_deref().unwrap_or_default()),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+/// The issues of these hosts (of every host when none is named).
+async fn issues_of(
+    store: &dyn AuditStore,
+    hosts: &[String],
+    open_only: bool,
+) -> anyhow::Result<Vec<Issue>> {
+    let ids = resolve(store, hosts).await?;
+    if ids.is_empty() {
+        return Ok(store
+            .issues(IssueFilter {
+                client_id: None,
+                open_only,
+            })
+            .await?);
+    }
+    let mut issues = Vec::new();
+    for id in ids {
+        issues.extend(
+            store
+                .issues(IssueFilter {
+                    client_id: Some(id),
+                    open_only,
+                })
+                .await?,
+        );
+    }
+    Ok(issues)
+}
+
+/// Open, snoozed or closed, for the STATE column.
+fn issue_state(i: &Issue, now: DateTime<Utc>) -> String {
+    match (&i.closed_at, i.snoozed(now)) {
+        (Some(c), _) => format!(
+            "closed {} by {}",
+            when(c),
+            i.closed_by.as_deref().unwrap_or("?")
+        ),
+        (None, true) => format!(
+            "snoozed until {}",
+            i.unsnooze_at.as_ref().map(when).unwrap_or_default()
+        ),
+        (None, false) => "open".into(),
+    }
+}
+
+/// `issues checks`.
+fn print_checks(settings: &Settings) {
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(["CHECK", "RUNS", "GRACE", "RE-ALERT", "RAISED WHEN"]);
+    for c in audit::checks::all() {
+        let on = settings.checks.iter().find(|s| s.check.name() == c.name());
+        let (runs, grace, realert) = match on {
+            Some(s) => (
+                "yes".to_string(),
+                grace_text(s.grace),
+                humantime::format_duration(s.realert).to_string(),
+            ),
+            None => ("no".to_string(), "-".into(), "-".into()),
+        };
+        t.add_row([
+            c.name().into(),
+            runs,
+            grace,
+            realert,
+            c.describe().to_string(),
+        ]);
+    }
+    println!("{t}");
+    println!(
+        "Business hours: {}; {} per day; not reporting after {} business time.",
+        settings.hours.summary(),
+        humantime::format_duration(settings.hours.day_length()),
+        humantime::format_duration(settings.not_reporting_after)
+    );
+}
+
+fn grace_text(grace: std::time::Duration) -> String {
+    if grace.is_zero() {
+        "none".to_string()
+    } else {
+        format!(
+            "{} business",
+            humantime::format_duration(grace)
+                .to_string()
+                .replace(' ', "")
+        )
+    }
+}
+
+/// `issues open`.
+async fn open(
+    store: &dyn AuditStore,
+    hosts: &[String],
+    issue: &str,
+    detail: Option<String>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    if !valid_issue_name(issue) {
+        bail!("issue name {issue:?}: use lower-case letters, digits and '-'");
+    }
+    let mut writes = Vec::new();
+    for id in resolve(store, hosts).await? {
+        let open = store
+            .issues(IssueFilter {
+                client_id: Some(id.clone()),
+                open_only: true,
+            })
+            .await?;
+        if open.iter().any(|i| i.name == issue) {
+            println!("{id}: {issue} is already open");
+            continue;
+        }
+        writes.push(Issue::open(&id, issue, detail.clone(), now));
+        println!("{id}: opened {issue}");
+    }
+    store.put_issues(writes).await?;
+    Ok(())
+}
+
+/// `issues close`.
+async fn close(store: &dyn AuditStore, sel: &Selection, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let who = admin_name();
+    let chosen = select(store, sel).await?;
+    let n = chosen.len();
+    let writes = chosen
+        .into_iter()
+        .map(|mut i| {
+            i.closed_at = Some(now);
+            i.closed_by = Some(who.clone());
+            i
+        })
+        .collect();
+    store.put_issues(writes).await?;
+    println!("closed {n} issue(s)");
+    Ok(())
+}
+
+/// `issues snooze`.
+async fn snooze(
+    store: &dyn AuditStore,
+    selection: &Selection,
+    days: Option<u32>,
+    hours: Option<u32>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let span = match (days, hours) {
+        (_, Some(h)) => Duration::hours(h.into()),
+        (Some(d), None) => Duration::days(d.into()),
+        (None, None) => Duration::days(1),
+    };
+    let chosen = select(store, selection).await?;
+    let n = chosen.len();
+    let writes = chosen
+        .into_iter()
+        .map(|mut i| {
+            i.snoozed_at = Some(now);
+            i.unsnooze_at = Some(now + span);
+            i
+        })
+        .collect();
+    store.put_issues(writes).await?;
+    println!("snoozed {n} issue(s) until {}", when(&(now + span)));
+    Ok(())
+}
+
+/// `issues unsnooze`.
+async fn unsnooze(
+    store: &dyn AuditStore,
+    sel: &Selection,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let chosen: Vec<Issue> = select(store, sel)
+        .await?
+        .into_iter()
+        .filter(|i| i.snoozed(now))
+        .collect();
+    let n = chosen.len();
+    let writes = chosen
+        .into_iter()
+        .map(|mut i| {
+            i.unsnooze_at = Some(now);
+            i.unsnoozed_at = Some(now);
+            i
+        })
+        .collect();
+    store.put_issues(writes).await?;
+    println!("unsnoozed {n} issue(s)");
+    Ok(())
 }
 
 /// Suspends (or with `on` false, unsuspends) hosts.

@@ -13,16 +13,18 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::AuditConfig;
-use crate::store::{AuditStore, Issue, IssueFilter, StoreError};
+use crate::store::{AuditRow, AuditStore, Issue, IssueFilter, StoreError};
 
 pub mod business;
 pub mod certificates;
 pub mod checks;
 pub mod mail;
 pub mod text;
+pub mod verdicts;
 
 use business::BusinessHours;
 use checks::{Check, Context, Facts, Finding};
+use verdicts::Verdicts;
 
 /// Errors from the audit.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,10 @@ pub struct Settings {
     pub not_reporting_after: Duration,
     /// Longest screen-lock delay accepted.
     pub screenlock_max_delay: Duration,
+    /// Every check the report alone decides, enabled or not.
+    pub report_checks: Vec<Box<dyn Check>>,
+    /// What judges verdicts ([`verdicts::basis`]).
+    pub basis: String,
 }
 
 impl Settings {
@@ -127,13 +133,20 @@ impl Settings {
         }
         let not_reporting_after = hours.span(c.not_reporting_after.as_deref().unwrap_or("1d"))?;
         let screenlock_max_delay = wall(c.screenlock_max_delay.as_deref().unwrap_or("15m"))?;
-        Ok(Self {
+        let mut settings = Self {
             hours,
             checks: enabled,
             disabled,
             not_reporting_after,
             screenlock_max_delay,
-        })
+            report_checks: checks::all()
+                .into_iter()
+                .filter(|c| c.decided_by_report())
+                .collect(),
+            basis: String::new(),
+        };
+        settings.basis = verdicts::basis(&settings);
+        Ok(settings)
     }
 
     fn timing(&self, name: &str) -> (Duration, Duration) {
@@ -142,6 +155,11 @@ impl Settings {
             .find(|c| c.check.name() == name)
             .map(|c| (c.grace, c.realert))
             .unwrap_or((MANUAL_GRACE, MANUAL_REALERT))
+    }
+
+    /// Whether the check `name` runs at this site.
+    pub fn is_enabled(&self, name: &str) -> bool {
+        self.checks.iter().any(|c| c.check.name() == name)
     }
 
     /// Whether a check (enabled or not) owns the name, so the audit closes
@@ -335,6 +353,41 @@ impl Ledger {
     }
 }
 
+/// What the run knows of every client besides its verdicts.
+struct Fleet {
+    rows: Vec<AuditRow>,
+    params: HashMap<String, ClientParams>,
+    pending_patches: HashMap<String, usize>,
+    /// The server's clock (last contact), not the agents' (collected_at).
+    last_contact: HashMap<String, DateTime<Utc>>,
+}
+
+impl Fleet {
+    async fn read(store: &dyn AuditStore) -> Result<Self, AuditError> {
+        let rows = store.audit_rows().await?;
+        let last_contact = rows
+            .iter()
+            .map(|r| (r.client_id.clone(), r.last_seen_at))
+            .collect();
+        Ok(Self {
+            params: read_params(store).await?,
+            pending_patches: store.pending_patch_counts().await?,
+            last_contact,
+            rows,
+        })
+    }
+
+    /// The latest contact of the machines `client_id`'s user also uses.
+    fn peer_seen_at(&self, client_id: &str) -> Option<DateTime<Utc>> {
+        let params = self.params.get(client_id)?;
+        params
+            .user_clients
+            .iter()
+            .filter_map(|peer| self.last_contact.get(peer).copied())
+            .max()
+    }
+}
+
 /// Runs the audit at `now`.
 pub async fn run(
     store: &dyn AuditStore,
@@ -343,154 +396,16 @@ pub async fn run(
     now: DateTime<Utc>,
     opts: Options,
 ) -> Result<Outcome, AuditError> {
-    let clients = store.list_clients().await?;
-    let mut ledger = Ledger {
-        open: HashMap::new(),
-        writes: Vec::new(),
-        outcome: Outcome::default(),
-        now,
-    };
-    // Oldest first: should two issues of one name be open for a client
-    // (written before the lease existed, or by hand in the database), the
-    // oldest stays and the others close.
-    for issue in store
-        .issues(IssueFilter {
-            client_id: None,
-            open_only: true,
-        })
-        .await?
-    {
-        let key = (issue.client_id.clone(), issue.name.clone());
-        match ledger.open.entry(key) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                let mut duplicate = issue;
-                duplicate.closed_at = Some(now);
-                duplicate.closed_by = Some(CLOSED_BY_AUDIT.into());
-                ledger.outcome.closed.push(duplicate.clone());
-                ledger.writes.push(duplicate);
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(issue);
-            }
+    let mut ledger = Ledger::load(store, now).await?;
+    let fleet = Fleet::read(store).await?;
+    for row in &fleet.rows {
+        if row.revoked_at.is_some() {
+            ledger.retire(&row.client_id, settings);
+        } else {
+            judge_client(store, settings, &fleet, row, &mut ledger).await?;
         }
     }
-    let params = read_params(store).await?;
-    // The server's clock (last contact), not the agents' (collected_at).
-    let last_contact: HashMap<&str, DateTime<Utc>> = clients
-        .iter()
-        .map(|c| (c.client_id.as_str(), c.last_seen_at))
-        .collect();
-    let cx = Context {
-        now,
-        hours: &settings.hours,
-        not_reporting_after: settings.not_reporting_after,
-        screenlock_max_delay: settings.screenlock_max_delay,
-    };
-    let mut submitted: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
-    for summary in &clients {
-        let id = &summary.client_id;
-        if summary.revoked_at.is_some() {
-            // A revoked machine is gone: its checks' issues end with it
-            // (issues opened by hand stay until a person closes them).
-            let names: Vec<String> = ledger
-                .open
-                .keys()
-                .filter(|(c, n)| c == id && settings.owns(n))
-                .map(|(_, n)| n.clone())
-                .collect();
-            for name in names {
-                ledger.clear(id, &name);
-            }
-            continue;
-        }
-        let Some(doc) = store.get_client(id).await? else {
-            continue;
-        };
-        submitted.insert(id.clone(), doc.submitted_at);
-        let peer_seen_at = params.get(id.as_str()).and_then(|p| {
-            p.user_clients
-                .iter()
-                .filter_map(|peer| last_contact.get(peer.as_str()).copied())
-                .max()
-        });
-        let facts = Facts {
-            client: &doc,
-            pending_patches: store.pending_patches(id).await?.len(),
-            peer_seen_at,
-        };
-        let as_of = doc.submitted_at.or(Some(doc.enrolled_at));
-        // Read only when a closed issue could matter (a failing check with
-        // no open issue), and then once per client.
-        let mut history: Option<Vec<Issue>> = None;
-        for cs in &settings.checks {
-            let name = cs.check.name();
-            match cs.check.evaluate(&facts, &cx) {
-                Finding::Raise(detail) => {
-                    if !ledger.is_open(id, name) && history.is_none() {
-                        history = Some(
-                            store
-                                .issues(IssueFilter {
-                                    client_id: Some(id.clone()),
-                                    open_only: false,
-                                })
-                                .await?,
-                        );
-                    }
-                    let last_closed = latest_closed(history.as_deref().unwrap_or_default(), name);
-                    ledger.raise(id, name, detail, last_closed, as_of);
-                }
-                Finding::Clear => ledger.clear(id, name),
-            }
-        }
-        for name in &settings.disabled {
-            ledger.clear(id, name);
-        }
-    }
-    // The server's own issues: a person's close sticks until the data
-    // changes (a new certificate file); those of listeners that are gone
-    // close.
-    let mut current = std::collections::HashSet::new();
-    for f in &server_findings {
-        current.insert((f.client_id.clone(), f.name.to_string()));
-    }
-    let gone: Vec<(String, String)> = ledger
-        .open
-        .keys()
-        .filter(|(c, n)| {
-            server_findings.iter().any(|f| {
-                f.name == n.as_str()
-                    && f.client_id.rsplit_once('/').map(|(p, _)| p)
-                        == c.rsplit_once('/').map(|(p, _)| p)
-            }) && !current.contains(&(c.clone(), n.clone()))
-        })
-        .cloned()
-        .collect();
-    for (c, n) in gone {
-        ledger.clear(&c, &n);
-    }
-    for f in server_findings {
-        let history = match (&f.finding, ledger.is_open(&f.client_id, f.name)) {
-            (Finding::Raise(_), false) => {
-                store
-                    .issues(IssueFilter {
-                        client_id: Some(f.client_id.clone()),
-                        open_only: false,
-                    })
-                    .await?
-            }
-            _ => Vec::new(),
-        };
-        match f.finding {
-            Finding::Raise(detail) => ledger.raise(
-                &f.client_id,
-                f.name,
-                detail,
-                latest_closed(&history, f.name),
-                f.as_of,
-            ),
-            Finding::Clear => ledger.clear(&f.client_id, f.name),
-        }
-    }
+    apply_server_findings(store, &mut ledger, server_findings).await?;
     let Ledger {
         open,
         writes,
@@ -500,53 +415,258 @@ pub async fn run(
     if !writes.is_empty() {
         store.put_issues(writes).await?;
     }
+    outcome.due = due(open, &fleet, settings, now, opts);
+    Ok(outcome)
+}
 
-    // What people must hear about now.
-    let hostnames: HashMap<&str, &str> = clients
-        .iter()
-        .map(|c| (c.client_id.as_str(), c.hostname.as_str()))
-        .collect();
-    let mut by_host: BTreeMap<(String, String), Vec<Issue>> = BTreeMap::new();
-    for issue in open.into_values() {
-        let p = params.get(issue.client_id.as_str());
-        let last = submitted.get(&issue.client_id).copied().flatten();
-        if !opts.full {
-            let suspended = p
-                .and_then(|p| p.suspended_at)
-                .is_some_and(|s| last.is_none_or(|l| s >= l));
-            let (grace, realert) = settings.timing(&issue.name);
-            let in_grace = settings.hours.elapsed(issue.opened_at, now) < grace;
-            // Slack: an hourly timer must not skip every other hour
-            // because this run started a little earlier after the hour.
-            let recently = issue
-                .alerted_at
-                .is_some_and(|t| (now - t).to_std().unwrap_or_default() + REALERT_SLACK < realert);
-            if suspended || issue.snoozed(now) || in_grace || recently {
-                continue;
+impl Ledger {
+    /// The open issues. Oldest first: should two issues of one name be
+    /// open for a client (written before the lease existed, or by hand in
+    /// the database), the oldest stays and the others close.
+    async fn load(store: &dyn AuditStore, now: DateTime<Utc>) -> Result<Self, AuditError> {
+        let mut ledger = Ledger {
+            open: HashMap::new(),
+            writes: Vec::new(),
+            outcome: Outcome::default(),
+            now,
+        };
+        let filter = IssueFilter {
+            client_id: None,
+            open_only: true,
+        };
+        for issue in store.issues(filter).await? {
+            let key = (issue.client_id.clone(), issue.name.clone());
+            match ledger.open.entry(key) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    let mut duplicate = issue;
+                    duplicate.closed_at = Some(now);
+                    duplicate.closed_by = Some(CLOSED_BY_AUDIT.into());
+                    ledger.outcome.closed.push(duplicate.clone());
+                    ledger.writes.push(duplicate);
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(issue);
+                }
             }
         }
-        let host = hostnames
+        Ok(ledger)
+    }
+
+    /// A revoked machine is gone: its checks' issues end with it (issues
+    /// opened by hand stay until a person closes them).
+    fn retire(&mut self, client_id: &str, settings: &Settings) {
+        let names: Vec<String> = self
+            .open
+            .keys()
+            .filter(|(c, n)| c == client_id && settings.owns(n))
+            .map(|(_, n)| n.clone())
+            .collect();
+        for name in names {
+            self.clear(client_id, &name);
+        }
+    }
+}
+
+/// Judges one client: report checks from its stored verdicts (judged
+/// again from its document when missing, of another basis or expired),
+/// the others from its contact times and patches.
+async fn judge_client(
+    store: &dyn AuditStore,
+    settings: &Settings,
+    fleet: &Fleet,
+    row: &AuditRow,
+    ledger: &mut Ledger,
+) -> Result<(), AuditError> {
+    let now = ledger.now;
+    let no_plugins = BTreeMap::new();
+    let facts = Facts {
+        enrolled_at: row.enrolled_at,
+        submitted_at: row.submitted_at,
+        plugins: checks::Plugins::Parsed(&no_plugins),
+        facts_version: penguindome_protocol::facts::FACTS_VERSION,
+        pending_patches: fleet
+            .pending_patches
+            .get(&row.client_id)
+            .copied()
+            .unwrap_or(0),
+        peer_seen_at: fleet.peer_seen_at(&row.client_id),
+    };
+    let verdicts = match Verdicts::current(row.verdicts.as_deref(), settings, now) {
+        Some(v) => v,
+        None => match store.get_client(&row.client_id).await? {
+            Some(doc) => {
+                let stored = Facts::of_client(&doc, facts.pending_patches, facts.peer_seen_at);
+                verdicts::judge(settings, &stored, now)
+            }
+            None => return Ok(()),
+        },
+    };
+    let cx = Context {
+        now,
+        hours: &settings.hours,
+        not_reporting_after: settings.not_reporting_after,
+        screenlock_max_delay: settings.screenlock_max_delay,
+    };
+    let findings: Vec<(&'static str, Finding)> = settings
+        .checks
+        .iter()
+        .map(|cs| {
+            let name = cs.check.name();
+            let finding = match verdicts.checks.get(name) {
+                Some(v) if cs.check.decided_by_report() => v.finding(),
+                _ => cs.check.evaluate(&facts, &cx),
+            };
+            (name, finding)
+        })
+        .collect();
+    let as_of = row.submitted_at.or(Some(row.enrolled_at));
+    record_findings(store, ledger, &row.client_id, findings, as_of).await?;
+    for name in &settings.disabled {
+        ledger.clear(&row.client_id, name);
+    }
+    Ok(())
+}
+
+/// Opens, refreshes or closes one client's issues by its findings.
+async fn record_findings(
+    store: &dyn AuditStore,
+    ledger: &mut Ledger,
+    client_id: &str,
+    findings: Vec<(&'static str, Finding)>,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<(), AuditError> {
+    // Read only when a closed issue could matter (a failing check with no
+    // open issue), and then once per client.
+    let mut history: Option<Vec<Issue>> = None;
+    for (name, finding) in findings {
+        match finding {
+            Finding::Raise(detail) => {
+                if !ledger.is_open(client_id, name) && history.is_none() {
+                    let filter = IssueFilter {
+                        client_id: Some(client_id.to_string()),
+                        open_only: false,
+                    };
+                    history = Some(store.issues(filter).await?);
+                }
+                let last_closed = latest_closed(history.as_deref().unwrap_or_default(), name);
+                ledger.raise(client_id, name, detail, last_closed, as_of);
+            }
+            Finding::Clear => ledger.clear(client_id, name),
+        }
+    }
+    Ok(())
+}
+
+/// The server's own issues: a person's close sticks until the data
+/// changes (a new certificate file); those of listeners that are gone
+/// close.
+async fn apply_server_findings(
+    store: &dyn AuditStore,
+    ledger: &mut Ledger,
+    server_findings: Vec<ServerFinding>,
+) -> Result<(), AuditError> {
+    let current: std::collections::HashSet<(String, String)> = server_findings
+        .iter()
+        .map(|f| (f.client_id.clone(), f.name.to_string()))
+        .collect();
+    let same_server = |c: &str, f: &ServerFinding| {
+        f.client_id.rsplit_once('/').map(|(p, _)| p) == c.rsplit_once('/').map(|(p, _)| p)
+    };
+    let gone: Vec<(String, String)> = ledger
+        .open
+        .keys()
+        .filter(|(c, n)| {
+            server_findings
+                .iter()
+                .any(|f| f.name == n.as_str() && same_server(c, f))
+                && !current.contains(&(c.clone(), n.clone()))
+        })
+        .cloned()
+        .collect();
+    for (c, n) in gone {
+        ledger.clear(&c, &n);
+    }
+    for f in server_findings {
+        let as_of = f.as_of;
+        record_findings(
+            store,
+            ledger,
+            &f.client_id,
+            vec![(f.name, f.finding)],
+            as_of,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// What people must hear about now, by host.
+fn due(
+    open: HashMap<(String, String), Issue>,
+    fleet: &Fleet,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    opts: Options,
+) -> Vec<Due> {
+    let rows: HashMap<&str, &AuditRow> = fleet
+        .rows
+        .iter()
+        .map(|r| (r.client_id.as_str(), r))
+        .collect();
+    let last_report = |id: &str| rows.get(id).and_then(|r| r.submitted_at);
+    let mut by_host: BTreeMap<(String, String), Vec<Issue>> = BTreeMap::new();
+    for issue in open.into_values() {
+        let params = fleet.params.get(issue.client_id.as_str());
+        if !opts.full && quiet(&issue, params, last_report(&issue.client_id), settings, now) {
+            continue;
+        }
+        let host = rows
             .get(issue.client_id.as_str())
-            .map(|h| h.to_string())
+            .map(|r| r.hostname.clone())
             .unwrap_or_else(|| issue.client_id.clone());
         by_host
             .entry((host, issue.client_id.clone()))
             .or_default()
             .push(issue);
     }
-    for ((hostname, client_id), mut issues) in by_host {
-        issues.sort_by(|a, b| a.opened_at.cmp(&b.opened_at).then(a.name.cmp(&b.name)));
-        outcome.due.push(Due {
-            last_report_at: submitted.get(&client_id).copied().flatten(),
-            user_email: params
-                .get(client_id.as_str())
-                .and_then(|p| p.user_email.clone()),
-            client_id,
-            hostname,
-            issues,
-        });
-    }
-    Ok(outcome)
+    by_host
+        .into_iter()
+        .map(|((hostname, client_id), mut issues)| {
+            issues.sort_by(|a, b| a.opened_at.cmp(&b.opened_at).then(a.name.cmp(&b.name)));
+            Due {
+                last_report_at: last_report(&client_id),
+                user_email: fleet
+                    .params
+                    .get(client_id.as_str())
+                    .and_then(|p| p.user_email.clone()),
+                client_id,
+                hostname,
+                issues,
+            }
+        })
+        .collect()
+}
+
+/// Whether an open issue waits: its host suspended, the issue snoozed,
+/// in its grace, or told recently.
+fn quiet(
+    issue: &Issue,
+    params: Option<&ClientParams>,
+    last_report: Option<DateTime<Utc>>,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> bool {
+    let suspended = params
+        .and_then(|p| p.suspended_at)
+        .is_some_and(|s| last_report.is_none_or(|l| s >= l));
+    let (grace, realert) = settings.timing(&issue.name);
+    let in_grace = settings.hours.elapsed(issue.opened_at, now) < grace;
+    // Slack: an hourly timer must not skip every other hour because this
+    // run started a little earlier after the hour.
+    let recently = issue
+        .alerted_at
+        .is_some_and(|t| (now - t).to_std().unwrap_or_default() + REALERT_SLACK < realert);
+    suspended || issue.snoozed(now) || in_grace || recently
 }
 
 /// Records that the due issues were told at `now`, so they repeat only

@@ -14,6 +14,7 @@ use penguindome_protocol::facts::firewall::Status as FirewallStatus;
 use penguindome_protocol::facts::sshd::Status as SshdStatus;
 use penguindome_protocol::facts::{FACTS_VERSION, Known, to_value};
 
+use super::verdicts;
 use super::*;
 use crate::config::{AuditConfig, CheckConfig};
 use crate::store::mongodb::tests::{fresh_store, test_uri};
@@ -127,6 +128,31 @@ async fn enroll(store: &Arc<dyn Store>, host: &str, at: DateTime<Utc>) -> Client
 }
 
 async fn report(store: &Arc<dyn Store>, c: &Client, plugins: Value, at: DateTime<Utc>) {
+    submit_with(store, c, plugins, at, |_| None).await
+}
+
+/// Submits a report as the server does: judged on arrival, its verdicts
+/// stored with it.
+async fn report_judged(
+    store: &Arc<dyn Store>,
+    s: &Settings,
+    c: &Client,
+    plugins: Value,
+    at: DateTime<Utc>,
+) {
+    let judge = |r: &Report<Box<RawValue>>| {
+        Some(verdicts::judge(s, &checks::Facts::of_report(r, at), at).to_text())
+    };
+    submit_with(store, c, plugins, at, judge).await
+}
+
+async fn submit_with(
+    store: &Arc<dyn Store>,
+    c: &Client,
+    plugins: Value,
+    at: DateTime<Utc>,
+    verdicts: impl Fn(&Report<Box<RawValue>>) -> Option<String>,
+) {
     let report = Report::<Box<RawValue>> {
         report_id: new_nonce(),
         hostname: c.host.clone(),
@@ -140,10 +166,12 @@ async fn report(store: &Arc<dyn Store>, c: &Client, plugins: Value, at: DateTime
             .map(|(k, v)| (k.clone(), RawValue::from_string(v.to_string()).unwrap()))
             .collect(),
     };
-    store
-        .submit(Submission::new(meta(c, at), report))
-        .await
-        .unwrap();
+    let judged = verdicts(&report);
+    let mut submission = Submission::new(meta(c, at), report);
+    if let Some(v) = judged {
+        submission = submission.with_verdicts(v);
+    }
+    store.submit(submission).await.unwrap();
 }
 
 async fn audit(store: &Arc<dyn Store>, s: &Settings, now: DateTime<Utc>) -> Outcome {
@@ -655,5 +683,112 @@ async fn one_holder_of_the_issues_lease_at_a_time() {
             .await
             .unwrap();
         second.release(store.as_ref()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_reached_on_arrival_give_the_same_issues() {
+    let (_dir, stores) = stores().await;
+    let s = settings();
+    for store in &stores {
+        let t1 = t(MON_10);
+        let judged = enroll(store, "judged", t1).await;
+        let plain = enroll(store, "plain", t1).await;
+        let bad = {
+            let sshd = fx::sshd(SshdStatus::Running, "yes", "no");
+            with(firewall_off(), "sshd", to_value(&sshd))
+        };
+        report_judged(store, &s, &judged, bad.clone(), t1).await;
+        report(store, &plain, bad, t1).await;
+        let o = audit(store, &s, t1 + Duration::minutes(1)).await;
+        let by = |c: &Client| {
+            let mut v: Vec<(String, Option<String>)> = o
+                .opened
+                .iter()
+                .filter(|i| i.client_id == c.id)
+                .map(|i| (i.name.clone(), i.detail.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(by(&judged), by(&plain));
+        assert_eq!(by(&judged).len(), 2, "{:?}", by(&judged));
+        // Fixed: the new report's verdicts close both.
+        report_judged(store, &s, &judged, compliant(), t1 + Duration::hours(1)).await;
+        let o = audit(store, &s, t1 + Duration::hours(1)).await;
+        let closed: Vec<&str> = o
+            .closed
+            .iter()
+            .filter(|i| i.client_id == judged.id)
+            .map(|i| i.name.as_str())
+            .collect();
+        assert_eq!(closed.len(), 2, "{closed:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_verdicts_are_used_until_their_basis_changes_or_they_expire() {
+    let (_dir, stores) = stores().await;
+    let s = settings();
+    for store in &stores {
+        let t1 = t(MON_10);
+        let c = enroll(store, "c-host", t1).await;
+        // A compliant report whose stored verdicts say otherwise: the
+        // audit believes the verdicts, so it never read the report.
+        let honest = {
+            let plugins = compliant();
+            let raw: std::collections::BTreeMap<String, Box<RawValue>> = plugins
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), RawValue::from_string(v.to_string()).unwrap()))
+                .collect();
+            let facts = checks::Facts {
+                enrolled_at: t1,
+                submitted_at: Some(t1),
+                plugins: checks::Plugins::Raw(&raw),
+                facts_version: FACTS_VERSION,
+                pending_patches: 0,
+                peer_seen_at: None,
+            };
+            verdicts::judge(&s, &facts, t1)
+        };
+        // Only the checks this site does not run fail (no-location).
+        assert!(honest.raised().all(|(n, _)| !s.is_enabled(n)), "{honest:?}");
+        let forged = |basis: &str, until: Option<DateTime<Utc>>| {
+            let mut v = honest.clone();
+            v.basis = basis.into();
+            v.checks.insert(
+                "firewall-disabled".into(),
+                verdicts::Verdict {
+                    raise: Some("from the stored verdict".into()),
+                    until,
+                },
+            );
+            v.to_text()
+        };
+        let basis = s.basis.clone();
+        submit_with(store, &c, compliant(), t1, |_| Some(forged(&basis, None))).await;
+        let o = audit(store, &s, t1).await;
+        assert_eq!(names(&o.opened), ["firewall-disabled"]);
+        assert_eq!(
+            o.opened[0].detail.as_deref(),
+            Some("from the stored verdict")
+        );
+        // Another basis (a server upgrade, a new setting): judged again
+        // from the stored report, which is compliant.
+        let t2 = t1 + Duration::minutes(10);
+        submit_with(store, &c, compliant(), t2, |_| Some(forged("old", None))).await;
+        let o = audit(store, &s, t2).await;
+        assert_eq!(names(&o.closed), ["firewall-disabled"]);
+        // An expired verdict is judged again too.
+        let t3 = t2 + Duration::minutes(10);
+        let expired = Some(t3 - Duration::minutes(1));
+        submit_with(store, &c, compliant(), t3, |_| {
+            Some(forged(&basis, expired))
+        })
+        .await;
+        let o = audit(store, &s, t3).await;
+        assert!(o.opened.is_empty(), "{:?}", names(&o.opened));
     }
 }

@@ -4,6 +4,7 @@
 //! inside the script) and then the agent from the site's repository.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -15,6 +16,7 @@ use serde::Deserialize;
 
 use super::repo::authorize;
 use super::{ApiFailure, AppState};
+use crate::release::publish::Manifest;
 use crate::release::spec::{Family, PackageRecord};
 
 /// Query parameters.
@@ -25,10 +27,6 @@ pub struct DownloadQuery {
     package: Option<String>,
     #[serde(default)]
     bootstrap: Option<String>,
-}
-
-fn failure(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
-    ApiFailure::new(status, code, message).into_response()
 }
 
 /// The newest record of `name` in `family`.
@@ -53,112 +51,158 @@ pub async fn handle(
     if let Err(r) = authorize(&state, "download_release", peer, &headers).await {
         return r;
     }
-    let Ok(family) = q.format.parse::<Family>() else {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "format must be deb, rpm or arch",
-        );
-    };
-    let name = match q.package.as_deref() {
-        None | Some("agent") => "penguindome-agent",
-        Some("site") => "penguindome-site",
-        Some(_) => {
-            return failure(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "package must be agent or site",
-            );
-        }
-    };
-    let repo = state.repo.clone();
-    let manifest = match tokio::task::spawn_blocking(move || repo.current()).await {
-        Ok(Ok(Some(m))) => m,
-        Ok(Ok(None)) => {
-            return failure(
-                StatusCode::NOT_FOUND,
-                "no_release",
-                "nothing is published yet; run `pdome-admin release`",
-            );
-        }
-        Ok(Err(e)) => {
-            log::error!(endpoint = "download_release"; "{e}");
-            return failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "the release cannot be read",
-            );
-        }
-        Err(_) => {
-            return failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "the release cannot be read",
-            );
-        }
-    };
+    answer(&state, peer, &q)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The package (or bootstrap script) the query asks for.
+async fn answer(
+    state: &AppState,
+    peer: SocketAddr,
+    q: &DownloadQuery,
+) -> Result<Response, ApiFailure> {
+    let (family, name) = parse_query(q)?;
+    let manifest = current_manifest(state).await?;
     let bootstrap = q
         .bootstrap
         .as_deref()
         .is_some_and(|b| b != "0" && b != "false");
     let wanted = if bootstrap { "penguindome-site" } else { name };
     let Some(record) = newest(&manifest.packages, family, wanted) else {
-        return failure(
+        return Err(ApiFailure::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no {wanted} package for {}", family.as_str()),
-        );
+        ));
     };
+    let (path, bytes) = read_package(state, family, record).await?;
+    log::info!(endpoint = "download_release", peer:% = peer.ip(), file:% = record.file_name, bootstrap = bootstrap; "download");
+    if bootstrap {
+        return bootstrap_response(state, family, record, &path, &bytes).await;
+    }
+    Ok(package_response(record, bytes))
+}
+
+/// The family and package name the query names.
+fn parse_query(q: &DownloadQuery) -> Result<(Family, &'static str), ApiFailure> {
+    let Ok(family) = q.format.parse::<Family>() else {
+        return Err(ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "format must be deb, rpm or arch",
+        ));
+    };
+    let name = match q.package.as_deref() {
+        None | Some("agent") => "penguindome-agent",
+        Some("site") => "penguindome-site",
+        Some(_) => {
+            return Err(ApiFailure::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "package must be agent or site",
+            ));
+        }
+    };
+    Ok((family, name))
+}
+
+/// The published release's manifest.
+async fn current_manifest(state: &AppState) -> Result<Manifest, ApiFailure> {
+    let repo = state.repo.clone();
+    match tokio::task::spawn_blocking(move || repo.current()).await {
+        Ok(Ok(Some(m))) => Ok(m),
+        Ok(Ok(None)) => Err(ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "no_release",
+            "nothing is published yet; run `pdome-admin release`",
+        )),
+        Ok(Err(e)) => {
+            log::error!(endpoint = "download_release"; "{e}");
+            Err(ApiFailure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the release cannot be read",
+            ))
+        }
+        Err(_) => Err(ApiFailure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the release cannot be read",
+        )),
+    }
+}
+
+/// The package file's path in the repository and its bytes.
+async fn read_package(
+    state: &AppState,
+    family: Family,
+    record: &PackageRecord,
+) -> Result<(PathBuf, Vec<u8>), ApiFailure> {
     let Some(path) = state
         .repo
         .resolve(&format!("{}/{}", family.repo_dir(), record.location))
     else {
-        return failure(StatusCode::NOT_FOUND, "not_found", "package file missing");
+        return Err(ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "package file missing",
+        ));
     };
-    let bytes = match tokio::fs::read(&path).await {
-        Ok(b) => b,
+    match tokio::fs::read(&path).await {
+        Ok(b) => Ok((path, b)),
         Err(e) => {
             log::error!(endpoint = "download_release"; "{}: {e}", path.display());
-            return failure(StatusCode::NOT_FOUND, "not_found", "package file missing");
+            Err(ApiFailure::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "package file missing",
+            ))
         }
-    };
-    log::info!(endpoint = "download_release", peer:% = peer.ip(), file:% = record.file_name, bootstrap = bootstrap; "download");
-    if bootstrap {
-        let signature = match family {
-            Family::Arch => {
-                tokio::fs::read(path.with_file_name(format!("{}.sig", record.file_name)))
-                    .await
-                    .ok()
-            }
-            _ => None,
-        };
-        let key = match state.server_key.public().to_armored() {
-            Ok(k) => k,
-            Err(_) => {
-                return failure(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "no public key",
-                );
-            }
-        };
-        let script = bootstrap_script(
-            family,
-            record,
-            &bytes,
-            signature.as_deref(),
-            &key,
-            state.server_key.fingerprint(),
-        );
-        let mut r = (StatusCode::OK, script).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/x-shellscript; charset=utf-8"),
-        );
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return r;
     }
+}
+
+/// The bootstrap script carrying the site package `bytes`.
+async fn bootstrap_response(
+    state: &AppState,
+    family: Family,
+    record: &PackageRecord,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Response, ApiFailure> {
+    let signature = match family {
+        Family::Arch => tokio::fs::read(path.with_file_name(format!("{}.sig", record.file_name)))
+            .await
+            .ok(),
+        _ => None,
+    };
+    let Ok(key) = state.server_key.public().to_armored() else {
+        return Err(ApiFailure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "no public key",
+        ));
+    };
+    let script = bootstrap_script(
+        family,
+        record,
+        bytes,
+        signature.as_deref(),
+        &key,
+        state.server_key.fingerprint(),
+    );
+    let mut r = (StatusCode::OK, script).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/x-shellscript; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// The package file as an attachment.
+fn package_response(record: &PackageRecord, bytes: Vec<u8>) -> Response {
     let mut r = (StatusCode::OK, Body::from(bytes)).into_response();
     let h = r.headers_mut();
     h.insert(

@@ -44,6 +44,9 @@ pub struct AppState {
     pub repo: crate::release::publish::Repository,
     /// Who may fetch repositories and releases.
     pub access: crate::access_rules::AccessControl,
+    /// The issues audit's settings, to judge reports as they arrive; none
+    /// when `[audit]` is unusable (the periodic audit then judges them).
+    pub audit: Option<Arc<crate::audit::Settings>>,
 }
 
 /// Name of the listener a request arrived on.

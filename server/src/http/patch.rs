@@ -29,6 +29,7 @@ pub async fn acknowledge(
         StatusCode::OK,
         &Ack {
             status: "ok".into(),
+            problems: Vec::new(),
         },
     ))
 }

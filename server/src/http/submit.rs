@@ -1,15 +1,19 @@
 //! `POST /submit`: one collected report, answered only once it is durable.
+//! The audit's report checks judge it on arrival: their verdicts are
+//! stored with it, and the failing ones go back to the agent.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use penguindome_protocol::wire::{Ack, Report};
+use penguindome_protocol::wire::{Ack, Problem, Report};
 use serde_json::value::RawValue;
 
 use super::signed::Authenticated;
 use super::{ApiFailure, AppState, json_response};
+use crate::audit::checks::Facts;
+use crate::audit::verdicts::{self, Verdicts};
 use crate::store::{Submission, SubmitOutcome, validate_report};
 
 /// Handles a submission.
@@ -21,27 +25,63 @@ pub async fn handle(
     validate_report(&report)?;
     let client_id = auth.meta.client_id.clone();
     let hostname = report.hostname.clone();
+    let verdicts = judge(&state, &report, auth.meta.received_at);
+    let mut submission = Submission::new(auth.meta, report);
+    if let Some(v) = &verdicts {
+        submission = submission.with_verdicts(v.to_text());
+    }
     let outcome = state
         .store
-        .submit(Submission::new(auth.meta, report))
+        .submit(submission)
         .await
         .inspect_err(|e| {
             log::warn!(client_id:% = client_id, hostname:% = hostname, endpoint = "submit"; "submission refused: {e}");
         })?;
-    let status = match outcome {
+    let (status, problems) = match outcome {
         SubmitOutcome::Stored { changes } => {
             log::trace!(client_id:% = client_id, hostname:% = hostname, endpoint = "submit", changes = changes; "report stored");
-            "ok"
+            ("ok", problems(&state, verdicts.as_ref()))
         }
+        // Verdicts on an older report would mislead: the stored one stands.
         SubmitOutcome::Duplicate => {
             log::info!(client_id:% = client_id, hostname:% = hostname, endpoint = "submit"; "report already stored");
-            "duplicate"
+            ("duplicate", Vec::new())
         }
     };
     Ok(json_response(
         StatusCode::OK,
         &Ack {
             status: status.into(),
+            problems,
         },
     ))
+}
+
+/// The report checks' verdicts, when the server has audit settings.
+fn judge(
+    state: &AppState,
+    report: &Report<Box<RawValue>>,
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> Option<Verdicts> {
+    let settings = state.audit.as_deref()?;
+    let facts = Facts::of_report(report, received_at);
+    Some(verdicts::judge(settings, &facts, received_at))
+}
+
+/// The failing checks the site runs (disabled ones are not its rules).
+fn problems(state: &AppState, verdicts: Option<&Verdicts>) -> Vec<Problem> {
+    let Some(settings) = state.audit.as_deref() else {
+        return Vec::new();
+    };
+    verdicts
+        .map(|v| {
+            v.raised()
+                .filter(|(check, _)| settings.is_enabled(check))
+                .map(|(check, detail)| Problem {
+                    check: check.to_string(),
+                    detail: detail.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -329,121 +329,11 @@ pub fn site(
         site.agent_toml.clone(),
     )];
     let url = site.repo_url.trim_end_matches('/');
-    match family {
-        Family::Deb => {
-            files.push(PackageFile::new(
-                "/usr/share/keyrings/penguindome-archive-keyring.asc",
-                0o644,
-                site.public_key_armored.clone(),
-            ));
-            files.push(PackageFile::config(
-                "/etc/apt/sources.list.d/penguindome.sources",
-                0o644,
-                format!(
-                    "# PenguinDome agent packages for this site (from penguindome-site).\n\
-                     Types: deb\nURIs: {url}/apt\nSuites: {}\nComponents: {}\n\
-                     Signed-By: /usr/share/keyrings/penguindome-archive-keyring.asc\n",
-                    super::apt_repo::SUITE,
-                    super::apt_repo::COMPONENT
-                ),
-            ));
-            if let Some((user, password)) = &site.credentials {
-                files.push(PackageFile::config(
-                    "/etc/apt/auth.conf.d/penguindome.conf",
-                    0o600,
-                    format!("machine {url} login {user} password {password}\n"),
-                ));
-            }
-            if let Some(pem) = &site.ca_pem {
-                files.push(PackageFile::new(
-                    "/usr/share/penguindome/server-ca.pem",
-                    0o644,
-                    pem.clone(),
-                ));
-                files.push(PackageFile::config(
-                    "/etc/apt/apt.conf.d/60penguindome",
-                    0o644,
-                    format!(
-                        "// Trust the PenguinDome server's pinned certificate for its host only.\n\
-                         Acquire::https::{}::CaInfo \"/usr/share/penguindome/server-ca.pem\";\n",
-                        site.repo_host
-                    ),
-                ));
-            }
-        }
-        Family::Rpm => {
-            files.push(PackageFile::new(
-                "/etc/pki/rpm-gpg/RPM-GPG-KEY-penguindome",
-                0o644,
-                site.public_key_armored.clone(),
-            ));
-            let mut repo = format!(
-                "# PenguinDome agent packages for this site (from penguindome-site).\n\
-                 [penguindome]\nname=PenguinDome\nbaseurl={url}/rpm\nenabled=1\ngpgcheck=1\n\
-                 repo_gpgcheck=1\ngpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-penguindome\n\
-                 skip_if_unavailable=False\nmetadata_expire=1h\n"
-            );
-            if let Some(pem) = &site.ca_pem {
-                files.push(PackageFile::new(
-                    "/etc/pki/penguindome/server-ca.pem",
-                    0o644,
-                    pem.clone(),
-                ));
-                repo.push_str("sslcacert=/etc/pki/penguindome/server-ca.pem\nsslverify=1\n");
-            }
-            let mode = match &site.credentials {
-                Some((user, password)) => {
-                    repo.push_str(&format!("username={user}\npassword={password}\n"));
-                    0o600
-                }
-                None => 0o644,
-            };
-            files.push(PackageFile::config(
-                "/etc/yum.repos.d/penguindome.repo",
-                mode,
-                repo,
-            ));
-        }
-        Family::Arch => {
-            files.push(PackageFile::new(
-                "/usr/share/pacman/keyrings/penguindome.gpg",
-                0o644,
-                site.public_key_armored.clone(),
-            ));
-            files.push(PackageFile::new(
-                "/usr/share/pacman/keyrings/penguindome-trusted",
-                0o644,
-                format!("{}:4:\n", site.public_key_fingerprint),
-            ));
-            files.push(PackageFile::new(
-                "/usr/share/pacman/keyrings/penguindome-revoked",
-                0o644,
-                "",
-            ));
-            // libcurl takes the credentials from the URL.
-            let (server, mode) = match (&site.credentials, url.split_once("://")) {
-                (Some((user, password)), Some((scheme, rest))) => {
-                    (format!("{scheme}://{user}:{password}@{rest}"), 0o600)
-                }
-                _ => (url.to_string(), 0o644),
-            };
-            files.push(PackageFile::config(
-                "/etc/pacman.d/penguindome.conf",
-                mode,
-                format!(
-                    "# PenguinDome agent packages for this site (from penguindome-site).\n\
-                     SigLevel = Required DatabaseRequired TrustedOnly\nServer = {server}/arch/$arch\n"
-                ),
-            ));
-            if let Some(pem) = &site.ca_pem {
-                files.push(PackageFile::new(
-                    "/etc/ca-certificates/trust-source/anchors/penguindome-server.crt",
-                    0o644,
-                    pem.clone(),
-                ));
-            }
-        }
-    }
+    files.extend(match family {
+        Family::Deb => apt_site_files(site, url),
+        Family::Rpm => dnf_site_files(site, url),
+        Family::Arch => pacman_site_files(site, url),
+    });
     spec(
         "penguindome-site",
         version,
@@ -452,4 +342,126 @@ pub fn site(
         files,
         built_at,
     )
+}
+
+/// The apt source, its key, credentials and pinned certificate.
+fn apt_site_files(site: &Site, url: &str) -> Vec<PackageFile> {
+    let mut files = vec![
+        PackageFile::new(
+            "/usr/share/keyrings/penguindome-archive-keyring.asc",
+            0o644,
+            site.public_key_armored.clone(),
+        ),
+        PackageFile::config(
+            "/etc/apt/sources.list.d/penguindome.sources",
+            0o644,
+            format!(
+                "# PenguinDome agent packages for this site (from penguindome-site).\n\
+                 Types: deb\nURIs: {url}/apt\nSuites: {}\nComponents: {}\n\
+                 Signed-By: /usr/share/keyrings/penguindome-archive-keyring.asc\n",
+                super::apt_repo::SUITE,
+                super::apt_repo::COMPONENT
+            ),
+        ),
+    ];
+    if let Some((user, password)) = &site.credentials {
+        files.push(PackageFile::config(
+            "/etc/apt/auth.conf.d/penguindome.conf",
+            0o600,
+            format!("machine {url} login {user} password {password}\n"),
+        ));
+    }
+    if let Some(pem) = &site.ca_pem {
+        files.push(PackageFile::new(
+            "/usr/share/penguindome/server-ca.pem",
+            0o644,
+            pem.clone(),
+        ));
+        files.push(PackageFile::config(
+            "/etc/apt/apt.conf.d/60penguindome",
+            0o644,
+            format!(
+                "// Trust the PenguinDome server's pinned certificate for its host only.\n\
+                 Acquire::https::{}::CaInfo \"/usr/share/penguindome/server-ca.pem\";\n",
+                site.repo_host
+            ),
+        ));
+    }
+    files
+}
+
+/// The yum/dnf repository, its key and pinned certificate.
+fn dnf_site_files(site: &Site, url: &str) -> Vec<PackageFile> {
+    let mut files = vec![PackageFile::new(
+        "/etc/pki/rpm-gpg/RPM-GPG-KEY-penguindome",
+        0o644,
+        site.public_key_armored.clone(),
+    )];
+    let mut repo = format!(
+        "# PenguinDome agent packages for this site (from penguindome-site).\n\
+         [penguindome]\nname=PenguinDome\nbaseurl={url}/rpm\nenabled=1\ngpgcheck=1\n\
+         repo_gpgcheck=1\ngpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-penguindome\n\
+         skip_if_unavailable=False\nmetadata_expire=1h\n"
+    );
+    if let Some(pem) = &site.ca_pem {
+        files.push(PackageFile::new(
+            "/etc/pki/penguindome/server-ca.pem",
+            0o644,
+            pem.clone(),
+        ));
+        repo.push_str("sslcacert=/etc/pki/penguindome/server-ca.pem\nsslverify=1\n");
+    }
+    let mode = match &site.credentials {
+        Some((user, password)) => {
+            repo.push_str(&format!("username={user}\npassword={password}\n"));
+            0o600
+        }
+        None => 0o644,
+    };
+    files.push(PackageFile::config(
+        "/etc/yum.repos.d/penguindome.repo",
+        mode,
+        repo,
+    ));
+    files
+}
+
+/// The pacman keyring, repository and pinned certificate.
+fn pacman_site_files(site: &Site, url: &str) -> Vec<PackageFile> {
+    let mut files = vec![
+        PackageFile::new(
+            "/usr/share/pacman/keyrings/penguindome.gpg",
+            0o644,
+            site.public_key_armored.clone(),
+        ),
+        PackageFile::new(
+            "/usr/share/pacman/keyrings/penguindome-trusted",
+            0o644,
+            format!("{}:4:\n", site.public_key_fingerprint),
+        ),
+        PackageFile::new("/usr/share/pacman/keyrings/penguindome-revoked", 0o644, ""),
+    ];
+    // libcurl takes the credentials from the URL.
+    let (server, mode) = match (&site.credentials, url.split_once("://")) {
+        (Some((user, password)), Some((scheme, rest))) => {
+            (format!("{scheme}://{user}:{password}@{rest}"), 0o600)
+        }
+        _ => (url.to_string(), 0o644),
+    };
+    files.push(PackageFile::config(
+        "/etc/pacman.d/penguindome.conf",
+        mode,
+        format!(
+            "# PenguinDome agent packages for this site (from penguindome-site).\n\
+             SigLevel = Required DatabaseRequired TrustedOnly\nServer = {server}/arch/$arch\n"
+        ),
+    ));
+    if let Some(pem) = &site.ca_pem {
+        files.push(PackageFile::new(
+            "/etc/ca-certificates/trust-source/anchors/penguindome-server.crt",
+            0o644,
+            pem.clone(),
+        ));
+    }
+    files
 }

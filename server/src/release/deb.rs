@@ -22,7 +22,28 @@ pub fn build(spec: &PackageSpec) -> Result<BuiltPackage, BuildError> {
     let control = control_paragraph(spec, &version, arch, &depends);
     let mut control_text = Vec::new();
     control.write(&mut control_text)?;
+    let control_tar = control_tar(spec, &control_text, mtime)?;
+    let data_tar = data_tar(spec, mtime)?;
+    let bytes = ar_archive(&control_tar, &data_tar, mtime)?;
 
+    let file_name = format!("{}_{}_{}.deb", spec.name, version, arch);
+    let first = spec.name.chars().next().unwrap_or('p');
+    let location = format!("pool/main/{first}/{}/{file_name}", spec.name);
+    Ok(BuiltPackage::new(
+        spec,
+        Family::Deb,
+        file_name,
+        location,
+        bytes,
+        spec.files.iter().map(|f| f.path.clone()).collect(),
+        Some(String::from_utf8_lossy(&control_text).into_owned()),
+        None,
+        None,
+    ))
+}
+
+/// control.tar: the control file, md5sums, conffiles and maintainer scripts.
+fn control_tar(spec: &PackageSpec, control_text: &[u8], mtime: u64) -> std::io::Result<Vec<u8>> {
     let md5sums: String = spec
         .files
         .iter()
@@ -41,8 +62,7 @@ pub fn build(spec: &PackageSpec) -> Result<BuiltPackage, BuildError> {
         .filter(|f| f.config)
         .map(|f| format!("{}\n", f.path))
         .collect();
-
-    let mut control_members = vec![
+    let mut members = vec![
         TarMember {
             path: "./".into(),
             mode: 0o755,
@@ -51,7 +71,7 @@ pub fn build(spec: &PackageSpec) -> Result<BuiltPackage, BuildError> {
         TarMember {
             path: "./control".into(),
             mode: 0o644,
-            data: Some(&control_text),
+            data: Some(control_text),
         },
         TarMember {
             path: "./md5sums".into(),
@@ -60,47 +80,53 @@ pub fn build(spec: &PackageSpec) -> Result<BuiltPackage, BuildError> {
         },
     ];
     if !conffiles.is_empty() {
-        control_members.push(TarMember {
+        members.push(TarMember {
             path: "./conffiles".into(),
             mode: 0o644,
             data: Some(conffiles.as_bytes()),
         });
     }
     for (name, body) in &spec.scripts.deb {
-        control_members.push(TarMember {
+        members.push(TarMember {
             path: format!("./{name}"),
             mode: 0o755,
             data: Some(body.as_bytes()),
         });
     }
-    let control_tar = write_tar(&control_members, mtime)?;
+    write_tar(&members, mtime)
+}
 
-    let mut data_members = vec![TarMember {
+/// data.tar: the package's directories and files.
+fn data_tar(spec: &PackageSpec, mtime: u64) -> std::io::Result<Vec<u8>> {
+    let mut members = vec![TarMember {
         path: "./".into(),
         mode: 0o755,
         data: None,
     }];
     for dir in spec.directories() {
-        data_members.push(TarMember {
+        members.push(TarMember {
             path: format!("./{dir}/"),
             mode: 0o755,
             data: None,
         });
     }
     for f in &spec.files {
-        data_members.push(TarMember {
+        members.push(TarMember {
             path: format!("./{}", f.relative()),
             mode: f.mode,
             data: Some(&f.contents),
         });
     }
-    let data_tar = write_tar(&data_members, mtime)?;
+    write_tar(&members, mtime)
+}
 
+/// The .deb itself: debian-binary and the two compressed tars in an ar archive.
+fn ar_archive(control_tar: &[u8], data_tar: &[u8], mtime: u64) -> Result<Vec<u8>, BuildError> {
     // xz -1: a third of the time of -6 for a .deb 0.5 MB larger (4.3 MB for
     // the agent); `pdome-admin release` stays within its 3 s budget.
     let compression = DebCompression::Xz(1);
-    let control_xz = compression.compress(&mut control_tar.as_slice())?;
-    let data_xz = compression.compress(&mut data_tar.as_slice())?;
+    let control_xz = compression.compress(&mut &control_tar[..])?;
+    let data_xz = compression.compress(&mut &data_tar[..])?;
 
     let mut ar = ar::Builder::new(Vec::new());
     for (name, data) in [
@@ -113,22 +139,7 @@ pub fn build(spec: &PackageSpec) -> Result<BuiltPackage, BuildError> {
         header.set_mtime(mtime);
         ar.append(&header, data)?;
     }
-    let bytes = ar.into_inner()?;
-
-    let file_name = format!("{}_{}_{}.deb", spec.name, version, arch);
-    let first = spec.name.chars().next().unwrap_or('p');
-    let location = format!("pool/main/{first}/{}/{file_name}", spec.name);
-    Ok(BuiltPackage::new(
-        spec,
-        Family::Deb,
-        file_name,
-        location,
-        bytes,
-        spec.files.iter().map(|f| f.path.clone()).collect(),
-        Some(String::from_utf8_lossy(&control_text).into_owned()),
-        None,
-        None,
-    ))
+    Ok(ar.into_inner()?)
 }
 
 fn control_paragraph<'a>(

@@ -158,7 +158,54 @@ pub async fn run_all(store: Arc<dyn Store>) {
     nonces_are_pruned(&store).await;
     issues_and_parameters(&store).await;
     leases(&store).await;
+    audit_rows_and_patch_counts(&store).await;
     store.health().await.unwrap();
+}
+
+async fn audit_rows_and_patch_counts(store: &Arc<dyn Store>) {
+    let id = client_id();
+    let fp = new_nonce().to_uppercase();
+    store.enroll(enrollment(&id, &fp, "rows")).await.unwrap();
+    let row = |rows: Vec<AuditRow>| rows.into_iter().find(|r| r.client_id == id).unwrap();
+    let fresh = row(store.audit_rows().await.unwrap());
+    assert_eq!(
+        (fresh.hostname.as_str(), fresh.submitted_at, fresh.verdicts),
+        ("rows", None, None)
+    );
+    let submission = Submission::new(meta(&id, &fp), report("rows", json!({"a": 1}), 0))
+        .with_verdicts(r#"{"basis":"b","checks":{}}"#.into());
+    store.submit(submission).await.unwrap();
+    let judged = row(store.audit_rows().await.unwrap());
+    assert!(judged.submitted_at.is_some());
+    assert_eq!(
+        judged.verdicts.as_deref(),
+        Some(r#"{"basis":"b","checks":{}}"#)
+    );
+    // A duplicate keeps the stored report's verdicts.
+    let older = Submission::new(meta(&id, &fp), report("rows", json!({"a": 2}), 60))
+        .with_verdicts("{}".into());
+    assert_eq!(store.submit(older).await.unwrap(), SubmitOutcome::Duplicate);
+    assert_eq!(
+        row(store.audit_rows().await.unwrap()).verdicts,
+        judged.verdicts
+    );
+
+    for _ in 0..2 {
+        let patch = Patch {
+            id: new_nonce(),
+            files: vec![],
+        };
+        let new = NewPatch {
+            patch,
+            client_ids: vec![id.clone()],
+            created_at: Utc::now(),
+        };
+        store.add_patch(new).await.unwrap();
+    }
+    assert_eq!(
+        store.pending_patch_counts().await.unwrap().get(&id),
+        Some(&2)
+    );
 }
 
 async fn issues_and_parameters(store: &Arc<dyn Store>) {

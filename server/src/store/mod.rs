@@ -117,6 +117,9 @@ pub struct Submission {
     /// A 128-bit digest of each plugin's text, so that a backend can tell
     /// what changed without reading the stored texts back.
     pub digests: BTreeMap<String, [u8; 16]>,
+    /// The audit's verdicts on the report (JSON), kept with the client when
+    /// the report is stored, so the periodic audit need not read reports.
+    pub verdicts: Option<String>,
 }
 
 /// Digest of a plugin's text for change detection. Not cryptographic: a
@@ -139,8 +142,35 @@ impl Submission {
             meta,
             report,
             digests,
+            verdicts: None,
         }
     }
+
+    /// The same, with the audit's verdicts on the report.
+    pub fn with_verdicts(mut self, verdicts: String) -> Self {
+        self.verdicts = Some(verdicts);
+        self
+    }
+}
+
+/// What the periodic audit reads of every client: identity, contact
+/// times, and the verdicts its latest report got when it arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    /// Machine id.
+    pub client_id: String,
+    /// Latest host name.
+    pub hostname: String,
+    /// When it enrolled.
+    pub enrolled_at: DateTime<Utc>,
+    /// Latest authenticated contact.
+    pub last_seen_at: DateTime<Utc>,
+    /// When the latest report was stored.
+    pub submitted_at: Option<DateTime<Utc>>,
+    /// When an administrator revoked it.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The verdicts (JSON), if the latest report got them.
+    pub verdicts: Option<String>,
 }
 
 /// What happened to a submission.

@@ -14,9 +14,9 @@ use chrono::{DateTime, Utc};
 use penguindome_protocol::wire::Patch;
 
 use super::{
-    AuditRecord, ClientDocument, ClientSummary, EnrollOutcome, Enrollment, Issue, IssueFilter,
-    KeyRecord, Kind, NewPatch, Parameter, Record, RequestMeta, StoreResult, Submission,
-    SubmitOutcome,
+    AuditRecord, AuditRow, ClientDocument, ClientSummary, EnrollOutcome, Enrollment, Issue,
+    IssueFilter, KeyRecord, Kind, NewPatch, Parameter, Record, RequestMeta, StoreResult,
+    Submission, SubmitOutcome,
 };
 
 /// What every role needs: the backend's name, its health, and closing.
@@ -121,6 +121,12 @@ pub trait AuditStore: AdminStore + PatchReads {
 
     /// Gives back a lease `holder` has (nothing if it does not).
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+
+    /// Every client as the periodic audit needs it, in one read.
+    async fn audit_rows(&self) -> StoreResult<Vec<AuditRow>>;
+
+    /// How many patches each client has pending, for clients with any.
+    async fn pending_patch_counts(&self) -> StoreResult<std::collections::HashMap<String, usize>>;
 }
 
 /// Copying everything between stores.

@@ -45,32 +45,31 @@ struct Args {
     json: bool,
 }
 
-/// A report of about `kib` KiB that looks like a real one: package lists,
-/// sshd settings, disks; `seq` changes one field so each is a real change.
+/// A report of about `kib` KiB in the facts types, as an agent sends it: a
+/// long package list fills it; `seq` changes one field so each is a real
+/// change; every tenth client's firewall is off, so the audit has work.
 fn plugins(client: usize, seq: usize, kib: usize) -> Value {
-    let mut packages = Vec::new();
-    let mut sshd = serde_json::Map::new();
-    for i in 0..60 {
-        sshd.insert(
-            format!("option{i:02}"),
-            json!(if i % 3 == 0 { "yes" } else { "no" }),
-        );
+    use penguindome_protocol::facts::{Known, firewall, fixtures, to_value};
+    let mut out = fixtures::compliant();
+    let mut os = fixtures::os_info("2028-08-09", None);
+    os.hostname = format!("bench-{client}");
+    out["os_info"] = to_value(&os);
+    if client.is_multiple_of(10) {
+        let off = fixtures::firewall(firewall::Status::Off, "no input chain drops by default");
+        out["firewall"] = to_value(&off);
     }
-    let mut out = json!({
-        "os_info": {"id": "debian", "version_id": "12", "kernel": "6.1.0-28-amd64", "hostname": format!("bench-{client}")},
-        "sshd": {"status": "running", "config": sshd},
-        "hd_encryption": [{"mountpoint": "/", "device": "/dev/mapper/root", "type": "ext4", "encrypted": true}],
-        "bench": {"seq": seq},
-    });
+    out["bench"] = json!({"seq": seq});
+    let mut updates = fixtures::updates(0, Known::Value(0));
     let mut size = out.to_string().len();
-    let mut i = 0;
     while size < kib * 1024 {
-        let p = json!({"name": format!("package-{i:04}"), "installed": "1.2.3-1", "candidate": "1.2.4-1+deb12u1", "security": i % 7 == 0});
-        size += p.to_string().len() + 1;
-        packages.push(p);
-        i += 1;
+        let p = fixtures::pending(&format!("package-{:04}", updates.pending.len()), false);
+        size += serde_json::to_string(&p).map_or(0, |t| t.len() + 1);
+        updates.pending.push(p);
     }
-    out["os_updates"] = json!({"backend": "apt", "pending": packages});
+    if let Some(counts) = updates.counts.as_mut() {
+        counts.pending = updates.pending.len() as u64;
+    }
+    out["os_updates"] = to_value(&updates);
     out
 }
 
@@ -156,6 +155,36 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(2);
 
     eprintln!("enrolling {} clients", args.clients);
+    let clients = enroll(&args, &config, &transport, threads);
+    eprintln!(
+        "signing {} submissions of ~{} KiB",
+        args.requests, args.payload_kib
+    );
+    let started = Instant::now();
+    let envelopes = sign(&args, &clients, threads);
+    let bytes = envelopes[0].payload().len();
+    eprintln!(
+        "signed in {:.1} s; payload {} bytes",
+        started.elapsed().as_secs_f64(),
+        bytes
+    );
+    let (mut lat, failures, elapsed) = send(&args, &config, clients.len(), envelopes)?;
+    lat.sort();
+    print_result(&args, bytes, &lat, failures.len(), elapsed);
+    if let Some(f) = failures.first() {
+        eprintln!("first failure: {f}");
+    }
+    anyhow::ensure!(failures.is_empty(), "{} submissions failed", failures.len());
+    Ok(())
+}
+
+/// Enrolls `args.clients` clients on `threads` threads, in order of their number.
+fn enroll(
+    args: &Args,
+    config: &AgentConfig,
+    transport: &Transport,
+    threads: usize,
+) -> Vec<SimClient> {
     let next = AtomicUsize::new(0);
     let enrolled = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -166,7 +195,7 @@ fn main() -> anyhow::Result<()> {
                     if i >= args.clients {
                         break;
                     }
-                    let c = SimClient::enroll(&config, &transport, &format!("bench-{i}"))
+                    let c = SimClient::enroll(config, transport, &format!("bench-{i}"))
                         .expect("enroll");
                     enrolled.lock().unwrap().push((i, c));
                 }
@@ -175,13 +204,11 @@ fn main() -> anyhow::Result<()> {
     });
     let mut clients = enrolled.into_inner().unwrap();
     clients.sort_by_key(|(i, _)| *i);
-    let clients: Vec<SimClient> = clients.into_iter().map(|(_, c)| c).collect();
+    clients.into_iter().map(|(_, c)| c).collect()
+}
 
-    eprintln!(
-        "signing {} submissions of ~{} KiB",
-        args.requests, args.payload_kib
-    );
-    let started = Instant::now();
+/// Builds and signs every request on `threads` threads.
+fn sign(args: &Args, clients: &[SimClient], threads: usize) -> Vec<Envelope> {
     // Request r belongs to client r % clients and is that client's
     // (r / clients)-th report; each worker later sends its clients' reports
     // in order, so every report is newer than the one stored.
@@ -206,22 +233,26 @@ fn main() -> anyhow::Result<()> {
             });
         }
     });
-    let envelopes: Vec<Envelope> = slots
+    slots
         .into_iter()
         .map(|m| m.into_inner().unwrap().unwrap())
-        .collect();
-    let bytes = envelopes[0].payload().len();
-    eprintln!(
-        "signed in {:.1} s; payload {} bytes",
-        started.elapsed().as_secs_f64(),
-        bytes
-    );
+        .collect()
+}
 
+/// The timed phase: sends every request over `args.concurrency`
+/// connections; returns the latencies of accepted requests, the failures
+/// and how long it took.
+fn send(
+    args: &Args,
+    config: &AgentConfig,
+    clients: usize,
+    envelopes: Vec<Envelope>,
+) -> anyhow::Result<(Vec<Duration>, Vec<String>, Duration)> {
     // Connection w sends the requests of the clients with c % concurrency == w.
     let per_worker: Vec<Vec<usize>> = (0..args.concurrency)
         .map(|w| {
             (0..args.requests)
-                .filter(|r| (r % clients.len()) % args.concurrency == w)
+                .filter(|r| (r % clients) % args.concurrency == w)
                 .collect()
         })
         .collect();
@@ -238,7 +269,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let tls = tls_connector(&config)?;
+    let tls = tls_connector(config)?;
     let url = url::Url::parse(config.base_url())?;
     let t0 = Instant::now();
     let results = runtime.block_on(async {
@@ -266,8 +297,11 @@ fn main() -> anyhow::Result<()> {
             Err(e) => failures.push(format!("{e:#}")),
         }
     }
-    let elapsed = t0.elapsed();
-    lat.sort();
+    Ok((lat, failures, t0.elapsed()))
+}
+
+/// Prints throughput and latency (`lat` sorted), as text or JSON.
+fn print_result(args: &Args, bytes: usize, lat: &[Duration], failed: usize, elapsed: Duration) {
     let ok = lat.len();
     let rate = ok as f64 / elapsed.as_secs_f64();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -277,11 +311,11 @@ fn main() -> anyhow::Result<()> {
         "payload_bytes": bytes,
         "requests": args.requests,
         "ok": ok,
-        "failed": failures.len(),
+        "failed": failed,
         "seconds": elapsed.as_secs_f64(),
         "submissions_per_second": rate,
-        "latency_ms": {"p50": ms(percentile(&lat, 0.50)), "p90": ms(percentile(&lat, 0.90)),
-                       "p99": ms(percentile(&lat, 0.99)), "max": ms(lat.last().copied().unwrap_or_default())},
+        "latency_ms": {"p50": ms(percentile(lat, 0.50)), "p90": ms(percentile(lat, 0.90)),
+                       "p99": ms(percentile(lat, 0.99)), "max": ms(lat.last().copied().unwrap_or_default())},
     });
     if args.json {
         println!("{result}");
@@ -292,18 +326,13 @@ fn main() -> anyhow::Result<()> {
             args.clients,
             args.concurrency,
             elapsed.as_secs_f64(),
-            ms(percentile(&lat, 0.50)),
-            ms(percentile(&lat, 0.90)),
-            ms(percentile(&lat, 0.99)),
+            ms(percentile(lat, 0.50)),
+            ms(percentile(lat, 0.90)),
+            ms(percentile(lat, 0.99)),
             ms(lat.last().copied().unwrap_or_default()),
-            failures.len()
+            failed
         );
     }
-    if let Some(f) = failures.first() {
-        eprintln!("first failure: {f}");
-    }
-    anyhow::ensure!(failures.is_empty(), "{} submissions failed", failures.len());
-    Ok(())
 }
 
 #[cfg(test)]

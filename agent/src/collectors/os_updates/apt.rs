@@ -173,32 +173,48 @@ struct Offer {
     source: String,
 }
 
+/// Offers of installed packages by (name, arch).
+type Offers = HashMap<(String, String), Vec<Offer>>;
+
 fn compute(host: &Host, inputs: &Inputs) -> Result<Computed, CollectError> {
     let status = host
         .read_to_string(STATUS)
         .map_err(|e| CollectError(format!("cannot read {STATUS}: {e}")))?;
     let (installed, broken, kernels) = parse_status(&status)?;
-    let mut offers: HashMap<(String, String), Vec<Offer>> = HashMap::new();
+    let (offers, security_sources) = collect_offers(host, inputs, &installed)?;
+    let pending = installed
+        .iter()
+        .filter_map(|((name, arch), inst)| {
+            candidate(name, arch, inst, &offers_for(&offers, name, arch))
+        })
+        .collect();
+    Ok(Computed {
+        pending,
+        broken,
+        security_classified: !security_sources.is_empty(),
+        security_evidence: security_evidence(&security_sources),
+        kernels,
+    })
+}
+
+/// Every version the lists offer for installed packages, and the labels
+/// of the security sources among the lists.
+fn collect_offers(
+    host: &Host,
+    inputs: &Inputs,
+    installed: &BTreeMap<(String, String), Installed>,
+) -> Result<(Offers, Vec<String>), CollectError> {
+    let mut offers = Offers::new();
     let mut security_sources = Vec::new();
     let mut release_cache: HashMap<String, Release> = HashMap::new();
     for list in &inputs.lists {
-        let release = match &list.release {
-            Some(r) => release_cache
-                .entry(r.clone())
-                .or_insert_with(|| {
-                    host.read_to_string(&format!("{LISTS}/{r}"))
-                        .map(|t| Release::parse(&t))
-                        .unwrap_or_default()
-                })
-                .clone(),
-            None => Release::default(),
-        };
+        let release = list_release(host, list, &mut release_cache);
         if release.security && !security_sources.contains(&release.label()) {
             security_sources.push(release.label());
         }
         let path = format!("{LISTS}/{}", list.file);
         let input = open_list(host, &path)?;
-        scan_packages(input, &path, &installed, |name, arch, version| {
+        scan_packages(input, &path, installed, |name, arch, version| {
             let Ok(parsed) = PackageVersion::parse(version) else {
                 return;
             };
@@ -214,87 +230,103 @@ fn compute(host: &Host, inputs: &Inputs) -> Result<Computed, CollectError> {
                 });
         })?;
     }
-    let mut pending = Vec::new();
-    for ((name, arch), inst) in &installed {
-        let mut mine: Vec<&Offer> = Vec::new();
-        for key in [
-            (name.clone(), arch.clone()),
-            (name.clone(), "all".to_string()),
-        ] {
-            if let Some(o) = offers.get(&key) {
-                mine.extend(o.iter());
-            }
-        }
-        if arch == "all" {
-            // An arch:all package may become arch-specific in a new version.
-            for (_, o) in offers.iter().filter(|((n, a), _)| n == name && a != "all") {
-                mine.extend(o.iter());
-            }
-        }
-        if mine.is_empty() {
-            continue;
-        }
-        // apt's choice: versions newer than the installed one (below pin
-        // priority 1000 apt never downgrades), the highest pin priority
-        // first, then the highest version. The installed version keeps
-        // at least priority 100 and wins ties against newer versions of
-        // lower priority.
-        let priority_of = |v: &PackageVersion| {
-            let from_sources = mine
-                .iter()
-                .filter(|o| &o.version == v)
-                .map(|o| o.priority)
-                .max();
-            let installed = (v == &inst.parsed).then_some(100);
-            from_sources.max(installed).unwrap_or(0)
-        };
-        let Some(best) = mine
-            .iter()
-            .filter(|o| o.version > inst.parsed)
-            .max_by(|a, b| {
-                (priority_of(&a.version), &a.version).cmp(&(priority_of(&b.version), &b.version))
+    Ok((offers, security_sources))
+}
+
+/// The Release file describing a list's source; each is read once.
+fn list_release(host: &Host, list: &ListFile, cache: &mut HashMap<String, Release>) -> Release {
+    match &list.release {
+        Some(r) => cache
+            .entry(r.clone())
+            .or_insert_with(|| {
+                host.read_to_string(&format!("{LISTS}/{r}"))
+                    .map(|t| Release::parse(&t))
+                    .unwrap_or_default()
             })
-        else {
-            continue;
-        };
-        if priority_of(&best.version) < priority_of(&inst.parsed) {
-            continue;
-        }
-        let security = mine.iter().any(|o| o.version == best.version && o.security);
-        let source = mine
-            .iter()
-            .filter(|o| o.version == best.version)
-            .map(|o| o.source.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect::<Vec<_>>()
-            .join(", ");
-        pending.push(PendingUpdate {
-            name: name.clone(),
-            arch: Some(arch.clone()),
-            installed: inst.version.clone(),
-            candidate: best.text.clone(),
-            security,
-            held: inst.held,
-            source,
-            first_seen_at: None,
-        });
+            .clone(),
+        None => Release::default(),
     }
-    let security_evidence = if security_sources.is_empty() {
+}
+
+/// The offers that could replace the installed `name:arch`.
+fn offers_for<'a>(offers: &'a Offers, name: &str, arch: &str) -> Vec<&'a Offer> {
+    let mut mine: Vec<&Offer> = Vec::new();
+    for key in [
+        (name.to_string(), arch.to_string()),
+        (name.to_string(), "all".to_string()),
+    ] {
+        if let Some(o) = offers.get(&key) {
+            mine.extend(o.iter());
+        }
+    }
+    if arch == "all" {
+        // An arch:all package may become arch-specific in a new version.
+        for (_, o) in offers.iter().filter(|((n, a), _)| n == name && a != "all") {
+            mine.extend(o.iter());
+        }
+    }
+    mine
+}
+
+/// The update apt would pick for one installed package, if any.
+fn candidate(name: &str, arch: &str, inst: &Installed, mine: &[&Offer]) -> Option<PendingUpdate> {
+    if mine.is_empty() {
+        return None;
+    }
+    // apt's choice: versions newer than the installed one (below pin
+    // priority 1000 apt never downgrades), the highest pin priority
+    // first, then the highest version. The installed version keeps
+    // at least priority 100 and wins ties against newer versions of
+    // lower priority.
+    let priority_of = |v: &PackageVersion| {
+        let from_sources = mine
+            .iter()
+            .filter(|o| &o.version == v)
+            .map(|o| o.priority)
+            .max();
+        let installed = (v == &inst.parsed).then_some(100);
+        from_sources.max(installed).unwrap_or(0)
+    };
+    let best = mine
+        .iter()
+        .filter(|o| o.version > inst.parsed)
+        .max_by(|a, b| {
+            (priority_of(&a.version), &a.version).cmp(&(priority_of(&b.version), &b.version))
+        })?;
+    if priority_of(&best.version) < priority_of(&inst.parsed) {
+        return None;
+    }
+    let security = mine.iter().any(|o| o.version == best.version && o.security);
+    let source = mine
+        .iter()
+        .filter(|o| o.version == best.version)
+        .map(|o| o.source.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(PendingUpdate {
+        name: name.to_string(),
+        arch: Some(arch.to_string()),
+        installed: inst.version.clone(),
+        candidate: best.text.clone(),
+        security,
+        held: inst.held,
+        source,
+        first_seen_at: None,
+    })
+}
+
+/// What the evidence says about how security updates are recognised.
+fn security_evidence(security_sources: &[String]) -> String {
+    if security_sources.is_empty() {
         "no security source is configured (no list from a suite ending in -security or labelled Debian-Security); no update can be told to be a security fix".to_string()
     } else {
         format!(
             "an update is a security fix when its candidate version is offered by a security suite: {}",
             security_sources.join(", ")
         )
-    };
-    Ok(Computed {
-        pending,
-        broken,
-        security_classified: !security_sources.is_empty(),
-        security_evidence,
-        kernels,
-    })
+    }
 }
 
 type StatusParse = (

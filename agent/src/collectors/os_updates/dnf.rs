@@ -474,6 +474,27 @@ struct Memo {
 }
 
 fn compute(host: &Host, repos: &[RepoCache]) -> Result<Computed, CollectError> {
+    let installed = rpm_installed(host)?;
+    let wanted: BTreeSet<&str> = installed.iter().map(|i| i.name.as_str()).collect();
+    let meta = RepoMetadata::read(repos, &wanted)?;
+    let pending = newest_only(&installed)
+        .into_iter()
+        .filter_map(|inst| meta.update_for(inst))
+        .collect();
+    Ok(Computed {
+        pending,
+        reboot_relevant: installed
+            .into_iter()
+            .filter(|i| REBOOT_PACKAGES.contains(&i.name.as_str()))
+            .collect(),
+        security_classified: !meta.with_updateinfo.is_empty(),
+        security_evidence: meta.security_evidence(),
+        refreshed_at: meta.refreshed.into_iter().min(),
+    })
+}
+
+/// The installed packages, from `rpm -qa`.
+fn rpm_installed(host: &Host) -> Result<Vec<Installed>, CollectError> {
     let out = host
         .run("rpm", &["-qa", "--qf", RPM_QUERY])
         .map_err(|e| CollectError(format!("cannot run rpm -qa: {e}")))?;
@@ -483,34 +504,14 @@ fn compute(host: &Host, repos: &[RepoCache]) -> Result<Computed, CollectError> {
             out.stderr.lines().next().unwrap_or("no message")
         )));
     }
-    let installed = parse_rpm_qa(&out.stdout);
-    let wanted: BTreeSet<&str> = installed.iter().map(|i| i.name.as_str()).collect();
-    let mut offers: HashMap<String, Vec<Offer>> = HashMap::new();
-    let mut fixes: HashMap<String, Vec<Fix>> = HashMap::new();
-    let mut with_updateinfo = Vec::new();
-    let mut refreshed: Vec<DateTime<Utc>> = Vec::new();
-    for repo in repos {
-        let locations = repomd_locations(&repo.repodata)?;
-        if let Ok(t) =
-            std::fs::metadata(repo.repodata.join("repomd.xml")).and_then(|m| m.modified())
-        {
-            refreshed.push(t.into());
-        }
-        let primary = locations.get("primary").ok_or_else(|| {
-            CollectError(format!(
-                "{}/repomd.xml lists no primary metadata",
-                repo.repodata.display()
-            ))
-        })?;
-        read_primary(primary, &repo.id, &wanted, &mut offers)?;
-        if let Some(ui) = locations.get("updateinfo").filter(|p| p.exists()) {
-            read_updateinfo(ui, &wanted, &mut fixes)?;
-            with_updateinfo.push(repo.id.clone());
-        }
-    }
-    // Several installed versions (kernels): only the newest of each counts.
+    Ok(parse_rpm_qa(&out.stdout))
+}
+
+/// The installed packages that are the newest installed version of their
+/// name and arch: with several installed versions (kernels) only that counts.
+fn newest_only(installed: &[Installed]) -> Vec<&Installed> {
     let mut newest: HashMap<(&str, &str), &Evr> = HashMap::new();
-    for i in &installed {
+    for i in installed {
         let e = newest
             .entry((i.name.as_str(), i.arch.as_str()))
             .or_insert(&i.evr);
@@ -518,30 +519,74 @@ fn compute(host: &Host, repos: &[RepoCache]) -> Result<Computed, CollectError> {
             *e = &i.evr;
         }
     }
-    let mut pending = Vec::new();
-    for inst in &installed {
-        if newest.get(&(inst.name.as_str(), inst.arch.as_str())) != Some(&&inst.evr) {
-            continue;
+    installed
+        .iter()
+        .filter(|i| newest.get(&(i.name.as_str(), i.arch.as_str())) == Some(&&i.evr))
+        .collect()
+}
+
+/// What the enabled repositories' metadata says about installed packages.
+#[derive(Default)]
+struct RepoMetadata {
+    offers: HashMap<String, Vec<Offer>>,
+    fixes: HashMap<String, Vec<Fix>>,
+    /// Ids of the repositories that publish updateinfo.
+    with_updateinfo: Vec<String>,
+    /// When each repository's metadata was fetched.
+    refreshed: Vec<DateTime<Utc>>,
+}
+
+impl RepoMetadata {
+    /// Reads every repository's metadata about the `wanted` package names.
+    fn read(repos: &[RepoCache], wanted: &BTreeSet<&str>) -> Result<Self, CollectError> {
+        let mut meta = Self::default();
+        for repo in repos {
+            meta.add_repo(repo, wanted)?;
         }
+        Ok(meta)
+    }
+
+    fn add_repo(&mut self, repo: &RepoCache, wanted: &BTreeSet<&str>) -> Result<(), CollectError> {
+        let locations = repomd_locations(&repo.repodata)?;
+        if let Ok(t) =
+            std::fs::metadata(repo.repodata.join("repomd.xml")).and_then(|m| m.modified())
+        {
+            self.refreshed.push(t.into());
+        }
+        let primary = locations.get("primary").ok_or_else(|| {
+            CollectError(format!(
+                "{}/repomd.xml lists no primary metadata",
+                repo.repodata.display()
+            ))
+        })?;
+        read_primary(primary, &repo.id, wanted, &mut self.offers)?;
+        if let Some(ui) = locations.get("updateinfo").filter(|p| p.exists()) {
+            read_updateinfo(ui, wanted, &mut self.fixes)?;
+            self.with_updateinfo.push(repo.id.clone());
+        }
+        Ok(())
+    }
+
+    /// The newest offered version of `inst`, with the advisories it fixes.
+    fn update_for(&self, inst: &Installed) -> Option<PendingUpdate> {
         // Same architecture, or noarch on either side (packages move).
         let fits = |arch: &str| arch == inst.arch || arch == "noarch" || inst.arch == "noarch";
-        let Some(best) = offers
+        let best = self
+            .offers
             .get(&inst.name)
             .into_iter()
             .flatten()
             .filter(|o| fits(&o.arch) && o.evr > inst.evr)
-            .max_by(|a, b| a.evr.cmp(&b.evr))
-        else {
-            continue;
-        };
-        let advisories: BTreeSet<String> = fixes
+            .max_by(|a, b| a.evr.cmp(&b.evr))?;
+        let advisories: BTreeSet<String> = self
+            .fixes
             .get(&inst.name)
             .into_iter()
             .flatten()
             .filter(|f| fits(&f.arch) && f.evr > inst.evr && f.evr <= best.evr)
             .map(|f| f.id.clone())
             .collect();
-        pending.push(PendingUpdate {
+        Some(PendingUpdate {
             name: inst.name.clone(),
             arch: Some(inst.arch.clone()),
             installed: inst.evr.text(),
@@ -558,27 +603,21 @@ fn compute(host: &Host, repos: &[RepoCache]) -> Result<Computed, CollectError> {
                 )
             },
             first_seen_at: None,
-        });
+        })
     }
-    let security_evidence = if with_updateinfo.is_empty() {
-        "no enabled repository publishes updateinfo: no update can be told to be a security fix"
-            .into()
-    } else {
-        format!(
-            "an update is a security fix when a security advisory in updateinfo fixes it: {}",
-            with_updateinfo.join(", ")
-        )
-    };
-    Ok(Computed {
-        pending,
-        reboot_relevant: installed
-            .into_iter()
-            .filter(|i| REBOOT_PACKAGES.contains(&i.name.as_str()))
-            .collect(),
-        security_classified: !with_updateinfo.is_empty(),
-        security_evidence,
-        refreshed_at: refreshed.into_iter().min(),
-    })
+
+    /// What the evidence says about how security updates are recognised.
+    fn security_evidence(&self) -> String {
+        if self.with_updateinfo.is_empty() {
+            "no enabled repository publishes updateinfo: no update can be told to be a security fix"
+                .into()
+        } else {
+            format!(
+                "an update is a security fix when a security advisory in updateinfo fixes it: {}",
+                self.with_updateinfo.join(", ")
+            )
+        }
+    }
 }
 
 /// A newer kernel than the running one, or a core package updated since boot.

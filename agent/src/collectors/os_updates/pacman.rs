@@ -309,6 +309,38 @@ mod with_alpm {
         let conf = parse_conf(host, "/etc/pacman.conf", &arch)?;
         let private = host.path(private_dbpath);
         prepare(host, &conf, &private)?;
+        let mut handle = open_handle(host, &conf, &private)?;
+        let db_dir = std::path::Path::new(&conf.db_path);
+        let mut evidence = vec![
+            "/etc/pacman.conf".to_string(),
+            db_dir.join("local").display().to_string(),
+            format!("{private_dbpath}/sync (private copy of the sync databases)"),
+        ];
+        evidence.extend(refresh_if_due(&mut handle, &private));
+        let pending = pending_updates(&handle);
+        let refreshed = refreshed_at(&conf, &private);
+        let (reboot_required, reboot_evidence) = reboot(host);
+        let lock = db_dir.join("db.lck");
+        if host.exists(&lock.to_string_lossy()) {
+            evidence.push(format!(
+                "{} exists: pacman is running or was interrupted",
+                lock.display()
+            ));
+        }
+        Ok(UpdateCheck {
+            pending,
+            lists_refreshed_at: refreshed,
+            reboot_required,
+            reboot_evidence,
+            broken: vec![],
+            security_evidence: "Arch security advisories (security.archlinux.org) are not fetched by this agent yet: no update is marked as a security fix".into(),
+            security_classified: false,
+            evidence,
+        })
+    }
+
+    /// A libalpm handle on the private dbpath, set up as pacman.conf says.
+    fn open_handle(host: &Host, conf: &PacmanConf, private: &Path) -> Result<Alpm, CollectError> {
         let root = host.path("/");
         let mut handle = Alpm::new(
             root.to_string_lossy().as_bytes().to_vec(),
@@ -338,12 +370,12 @@ mod with_alpm {
                 let _ = db.add_server(s.as_bytes().to_vec());
             }
         }
-        let db_dir = std::path::Path::new(&conf.db_path);
-        let mut evidence = vec![
-            "/etc/pacman.conf".to_string(),
-            db_dir.join("local").display().to_string(),
-            format!("{private_dbpath}/sync (private copy of the sync databases)"),
-        ];
+        Ok(handle)
+    }
+
+    /// Refreshes the private sync databases from the mirrors when the last
+    /// attempt is older than `REFRESH_EVERY`; returns what happened.
+    fn refresh_if_due(handle: &mut Alpm, private: &Path) -> Option<String> {
         // libalpm stamps databases with the mirror's time, so when the
         // last attempt was is kept in a file of our own.
         let attempt = private.join(".last-refresh-attempt");
@@ -353,18 +385,23 @@ mod with_alpm {
                 .map(|age| age > REFRESH_EVERY)
                 .unwrap_or(false)
         });
-        if due {
-            let _ = std::fs::write(&attempt, b"");
-            match handle.syncdbs_mut().update(false) {
-                Ok(_) => {
-                    let _ = std::fs::write(private.join(".last-refresh"), b"");
-                    evidence.push("refreshed the private sync databases from the mirrors".into());
-                }
-                Err(e) => evidence.push(format!(
-                    "refreshing the private sync databases failed ({e}); using the copies as they are"
-                )),
-            }
+        if !due {
+            return None;
         }
+        let _ = std::fs::write(&attempt, b"");
+        Some(match handle.syncdbs_mut().update(false) {
+            Ok(_) => {
+                let _ = std::fs::write(private.join(".last-refresh"), b"");
+                "refreshed the private sync databases from the mirrors".into()
+            }
+            Err(e) => format!(
+                "refreshing the private sync databases failed ({e}); using the copies as they are"
+            ),
+        })
+    }
+
+    /// Installed packages that a sync database has a newer version of.
+    fn pending_updates(handle: &Alpm) -> Vec<PendingUpdate> {
         let mut pending = Vec::new();
         for pkg in handle.localdb().pkgs() {
             if let Some(new) = pkg.sync_new_version(handle.syncdbs()) {
@@ -380,9 +417,12 @@ mod with_alpm {
                 });
             }
         }
-        // The newest of: our last successful refresh, a seed from the system.
-        let refreshed = conf
-            .repos
+        pending
+    }
+
+    /// The newest of: our last successful refresh, a seed from the system.
+    fn refreshed_at(conf: &PacmanConf, private: &Path) -> Option<DateTime<Utc>> {
+        conf.repos
             .iter()
             .filter_map(|r| {
                 mtime(
@@ -393,25 +433,7 @@ mod with_alpm {
             })
             .chain(mtime(&private.join(".last-refresh")))
             .max()
-            .map(DateTime::<Utc>::from);
-        let (reboot_required, reboot_evidence) = reboot(host);
-        let lock = db_dir.join("db.lck");
-        if host.exists(&lock.to_string_lossy()) {
-            evidence.push(format!(
-                "{} exists: pacman is running or was interrupted",
-                lock.display()
-            ));
-        }
-        Ok(UpdateCheck {
-            pending,
-            lists_refreshed_at: refreshed,
-            reboot_required,
-            reboot_evidence,
-            broken: vec![],
-            security_evidence: "Arch security advisories (security.archlinux.org) are not fetched by this agent yet: no update is marked as a security fix".into(),
-            security_classified: false,
-            evidence,
-        })
+            .map(DateTime::<Utc>::from)
     }
 }
 

@@ -23,7 +23,7 @@ impl Check for AgentUpgrade {
 
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
         // Agents run by hand (not from a package) report no upgrade state.
-        if !facts.client.plugins.contains_key(Agent::NAME) {
+        if !facts.has(Agent::NAME) {
             return Finding::Clear;
         }
         let agent = match fact::<Agent>(facts) {

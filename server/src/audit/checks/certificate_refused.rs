@@ -3,10 +3,14 @@
 //! looks like, or a certificate rollout agent.toml did not follow; either
 //! way someone should look. The agent reports it for a week.
 
+use chrono::{DateTime, Utc};
 use penguindome_protocol::facts::Fact;
 use penguindome_protocol::facts::agent::Agent;
 
 use super::{Check, Context, Facts, Finding, fact};
+
+/// How long a refusal counts.
+const REPORTED_DAYS: i64 = 7;
 
 /// The agent refused the server's certificate lately.
 pub struct CertificateRefused;
@@ -21,9 +25,14 @@ impl Check for CertificateRefused {
          certificate change agent.toml did not follow)"
     }
 
+    fn expires(&self, facts: &Facts<'_>, cx: &Context<'_>) -> Option<DateTime<Utc>> {
+        let refusal = facts.read::<Agent>().ok()?.certificate_refused?;
+        Some(refusal.at.0 + chrono::Duration::days(REPORTED_DAYS)).filter(|t| *t > cx.now)
+    }
+
     fn evaluate(&self, facts: &Facts<'_>, cx: &Context<'_>) -> Finding {
         // Agents run by hand (not from a package) may report no facts.
-        if !facts.client.plugins.contains_key(Agent::NAME) {
+        if !facts.has(Agent::NAME) {
             return Finding::Clear;
         }
         let agent = match fact::<Agent>(facts) {
@@ -31,12 +40,14 @@ impl Check for CertificateRefused {
             Err(f) => return f,
         };
         match agent.certificate_refused {
-            Some(r) if cx.now - r.at.0 < chrono::Duration::days(7) => Finding::Raise(format!(
-                "at {} the agent refused the certificate of {}: {}",
-                r.at.0.format("%Y-%m-%d %H:%M UTC"),
-                r.url,
-                r.error
-            )),
+            Some(r) if cx.now - r.at.0 < chrono::Duration::days(REPORTED_DAYS) => {
+                Finding::Raise(format!(
+                    "at {} the agent refused the certificate of {}: {}",
+                    r.at.0.format("%Y-%m-%d %H:%M UTC"),
+                    r.url,
+                    r.error
+                ))
+            }
             _ => Finding::Clear,
         }
     }

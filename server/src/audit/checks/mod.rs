@@ -1,11 +1,15 @@
 //! The checks the issues audit runs on each client's latest report, one
-//! file per check. A check sees only stored facts, so the same code judges
-//! a live fleet and a test's fixtures.
+//! file per check. A check sees only facts, so the same code judges a
+//! report as it arrives, a stored client, and a test's fixtures.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use penguindome_protocol::facts::{Fact, ReadError, read};
+use penguindome_protocol::facts::{Fact, ReadError, read, read_text};
+use penguindome_protocol::wire::Report;
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::business::BusinessHours;
 use crate::store::ClientDocument;
@@ -27,15 +31,78 @@ mod screenlock;
 mod security_updates;
 mod ssh;
 
+/// A latest report's collector outputs: parsed, as a stored client has
+/// them, or as raw text, as a submission arrives (each check then parses
+/// only the collector it reads).
+pub enum Plugins<'a> {
+    /// A stored client's outputs.
+    Parsed(&'a BTreeMap<String, Value>),
+    /// A submission's outputs.
+    Raw(&'a BTreeMap<String, Box<RawValue>>),
+}
+
 /// What a check knows about one client.
 pub struct Facts<'a> {
-    /// The client's document: identity, last report, plugin outputs.
-    pub client: &'a ClientDocument,
+    /// When it enrolled.
+    pub enrolled_at: DateTime<Utc>,
+    /// When its latest report arrived (the server's clock).
+    pub submitted_at: Option<DateTime<Utc>>,
+    /// The latest report's collector outputs.
+    pub plugins: Plugins<'a>,
+    /// The facts version they are written in.
+    pub facts_version: u32,
     /// Patches queued for it and not acknowledged.
     pub pending_patches: usize,
     /// The latest contact of the machines its user also uses
     /// (`user_clients`), if any.
     pub peer_seen_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> Facts<'a> {
+    /// A stored client's facts.
+    pub fn of_client(
+        doc: &'a ClientDocument,
+        pending_patches: usize,
+        peer_seen_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            enrolled_at: doc.enrolled_at,
+            submitted_at: doc.submitted_at,
+            plugins: Plugins::Parsed(&doc.plugins),
+            facts_version: doc.facts_version,
+            pending_patches,
+            peer_seen_at,
+        }
+    }
+
+    /// The facts of a report arriving at `received_at`, for the checks
+    /// the report alone decides ([`Check::decided_by_report`]).
+    pub fn of_report(report: &'a Report<Box<RawValue>>, received_at: DateTime<Utc>) -> Self {
+        Self {
+            enrolled_at: received_at,
+            submitted_at: Some(received_at),
+            plugins: Plugins::Raw(&report.plugins),
+            facts_version: report.facts_version,
+            pending_patches: 0,
+            peer_seen_at: None,
+        }
+    }
+
+    /// Whether the report has output of the collector `name`.
+    pub fn has(&self, name: &str) -> bool {
+        match &self.plugins {
+            Plugins::Parsed(p) => p.contains_key(name),
+            Plugins::Raw(p) => p.contains_key(name),
+        }
+    }
+
+    /// One collector's facts.
+    pub fn read<F: Fact>(&self) -> Result<F, ReadError> {
+        match &self.plugins {
+            Plugins::Parsed(p) => read(p.get(F::NAME), self.facts_version),
+            Plugins::Raw(p) => read_text(p.get(F::NAME).map(|r| r.get()), self.facts_version),
+        }
+    }
 }
 
 /// What a check knows about the audit itself.
@@ -79,6 +146,17 @@ pub trait Check: Send + Sync {
     }
     /// Judges one client.
     fn evaluate(&self, facts: &Facts<'_>, cx: &Context<'_>) -> Finding;
+    /// Whether the latest report alone decides, so the verdict is reached
+    /// when the report arrives and kept with the client; false for checks
+    /// of contact times or queued patches, which the periodic run judges.
+    fn decided_by_report(&self) -> bool {
+        true
+    }
+    /// Until when a verdict on these facts holds without a new report, for
+    /// checks that time alone can change (a support end, a week's window).
+    fn expires(&self, _facts: &Facts<'_>, _cx: &Context<'_>) -> Option<DateTime<Utc>> {
+        None
+    }
 }
 
 /// Every check, in the order the audit runs them.
@@ -108,8 +186,7 @@ pub fn all() -> Vec<Box<dyn Check>> {
 /// A collector's facts from the latest report, or the issue their absence
 /// is: a client that does not say it is compliant is not known to be.
 fn fact<F: Fact>(facts: &Facts<'_>) -> Result<F, Finding> {
-    let output = facts.client.plugins.get(F::NAME);
-    read::<F>(output, facts.client.facts_version).map_err(|e| match e {
+    facts.read::<F>().map_err(|e| match e {
         ReadError::Missing { name } => Finding::Raise(format!(
             "no {name} output in the latest report (the collector did not run, failed, or the \
              agent is too old)"

@@ -25,9 +25,12 @@ impl Check for NotReporting {
         "4h"
     }
 
+    fn decided_by_report(&self) -> bool {
+        false
+    }
+
     fn evaluate(&self, facts: &Facts<'_>, cx: &Context<'_>) -> Finding {
-        let c = facts.client;
-        let last = c.submitted_at.unwrap_or(c.enrolled_at);
+        let last = facts.submitted_at.unwrap_or(facts.enrolled_at);
         let silent = cx.hours.elapsed(last, cx.now);
         if silent <= cx.not_reporting_after {
             return Finding::Clear;
@@ -39,7 +42,7 @@ impl Check for NotReporting {
         {
             return Finding::Clear;
         }
-        match c.submitted_at {
+        match facts.submitted_at {
             Some(t) if silent >= BusinessHours::FOREVER => Finding::Raise(format!(
                 "last report {} (over two years ago)",
                 t.format("%Y-%m-%d %H:%M UTC")
@@ -51,7 +54,7 @@ impl Check for NotReporting {
             )),
             None => Finding::Raise(format!(
                 "enrolled {} and has never sent a report",
-                c.enrolled_at.format("%Y-%m-%d %H:%M UTC")
+                facts.enrolled_at.format("%Y-%m-%d %H:%M UTC")
             )),
         }
     }

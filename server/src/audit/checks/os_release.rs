@@ -120,6 +120,22 @@ impl Check for EndOfLife {
         "os-end-of-life"
     }
 
+    fn expires(
+        &self,
+        facts: &Facts<'_>,
+        cx: &Context<'_>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let os = facts.read::<OsInfo>().ok()?;
+        match release_support(&os, cx.now.date_naive()).support_ends {
+            // A passed end stays passed: only a coming one expires the verdict.
+            Known::Value(Some(end)) => end
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc())
+                .filter(|t| *t > cx.now),
+            _ => None,
+        }
+    }
+
     fn describe(&self) -> &'static str {
         "the installed release no longer gets security updates from its distribution"
     }

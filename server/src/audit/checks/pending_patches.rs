@@ -18,6 +18,10 @@ impl Check for PendingPatches {
         "4h"
     }
 
+    fn decided_by_report(&self) -> bool {
+        false
+    }
+
     fn evaluate(&self, facts: &Facts<'_>, _cx: &Context<'_>) -> Finding {
         match facts.pending_patches {
             0 => Finding::Clear,

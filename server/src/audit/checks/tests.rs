@@ -64,11 +64,7 @@ fn judge_version(name: &str, plugins: Value, version: u32) -> Finding {
         screenlock_max_delay: Duration::from_secs(900),
     };
     let d = doc(plugins, version);
-    let facts = Facts {
-        client: &d,
-        pending_patches: 0,
-        peer_seen_at: None,
-    };
+    let facts = Facts::of_client(&d, 0, None);
     all()
         .into_iter()
         .find(|c| c.name() == name)

@@ -7,7 +7,9 @@ use mongodb::bson::{Bson, Document, doc};
 
 use super::fields::{date, from_bson_date, get_str, opt_date, opt_str, to_bson_date};
 use super::{MongoStore, is_duplicate_key};
-use crate::store::{AuditStore, Issue, IssueFilter, StoreResult};
+use std::collections::HashMap;
+
+use crate::store::{AuditRow, AuditStore, Issue, IssueFilter, StoreResult};
 
 /// An issue from its document.
 pub(super) fn issue_from_doc(d: &Document) -> Issue {
@@ -112,5 +114,50 @@ impl AuditStore for MongoStore {
             .await
             .map(|_| ())
             .map_err(|e| i.err(e))
+    }
+
+    async fn audit_rows(&self) -> StoreResult<Vec<AuditRow>> {
+        let i = &self.inner;
+        let projection = doc! {"hostname": 1, "enrolled_at": 1, "last_seen_at": 1,
+        "submitted_at": 1, "revoked_at": 1, "verdicts": 1};
+        let mut cursor = i
+            .clients
+            .find(doc! {})
+            .projection(projection)
+            .sort(doc! {"hostname": 1, "_id": 1})
+            .await
+            .map_err(|e| i.err(e))?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| i.err(e))? {
+            out.push(AuditRow {
+                client_id: get_str(&d, "_id"),
+                hostname: get_str(&d, "hostname"),
+                enrolled_at: date(&d, "enrolled_at"),
+                last_seen_at: date(&d, "last_seen_at"),
+                submitted_at: from_bson_date(d.get("submitted_at")),
+                revoked_at: from_bson_date(d.get("revoked_at")),
+                verdicts: opt_str(&d, "verdicts"),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn pending_patch_counts(&self) -> StoreResult<HashMap<String, usize>> {
+        let i = &self.inner;
+        let mut cursor = i
+            .patches
+            .find(doc! {})
+            .projection(doc! {"pending": 1})
+            .await
+            .map_err(|e| i.err(e))?;
+        let mut out: HashMap<String, usize> = HashMap::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| i.err(e))? {
+            for client in d.get_array("pending").into_iter().flatten() {
+                if let Some(id) = client.as_str() {
+                    *out.entry(id.to_string()).or_default() += 1;
+                }
+            }
+        }
+        Ok(out)
     }
 }

@@ -149,6 +149,10 @@ fn new_state(
     set.insert("last_report_id", &report.report_id);
     set.insert("agent_version", &report.agent_version);
     set.insert("facts_version", i64::from(report.facts_version));
+    match &s.verdicts {
+        Some(v) => set.insert("verdicts", v.as_str()),
+        None => set.insert("verdicts", Bson::Null),
+    };
     set.insert("plugin_digests", digests);
     let mut update = doc! {"$set": set};
     if !unset.is_empty() {

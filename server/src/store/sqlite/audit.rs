@@ -6,7 +6,9 @@ use rusqlite::{Connection, params};
 
 use super::writer::Job;
 use super::{SqliteStore, backend_err, parse_opt_ts, parse_ts, ts};
-use crate::store::{AuditStore, Issue, IssueFilter, StoreResult};
+use std::collections::HashMap;
+
+use crate::store::{AuditRow, AuditStore, Issue, IssueFilter, StoreResult};
 
 /// Writes issues, replacing those with the same id.
 pub(super) fn put_issues(conn: &Connection, issues: &[Issue]) -> StoreResult<()> {
@@ -133,5 +135,39 @@ impl AuditStore for SqliteStore {
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
         let (name, holder) = (name.to_string(), holder.to_string());
         self.call(|r| Job::ReleaseLease(name, holder, r)).await
+    }
+
+    async fn audit_rows(&self) -> StoreResult<Vec<AuditRow>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT client_id, hostname, enrolled_at, last_seen_at, submitted_at, revoked_at, \
+                 verdicts FROM clients ORDER BY hostname, client_id",
+            )?;
+            st.query_map([], |r| {
+                Ok(AuditRow {
+                    client_id: r.get(0)?,
+                    hostname: r.get(1)?,
+                    enrolled_at: parse_ts(&r.get::<_, String>(2)?)?,
+                    last_seen_at: parse_ts(&r.get::<_, String>(3)?)?,
+                    submitted_at: parse_opt_ts(r.get(4)?)?,
+                    revoked_at: parse_opt_ts(r.get(5)?)?,
+                    verdicts: r.get(6)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn pending_patch_counts(&self) -> StoreResult<HashMap<String, usize>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT client_id, count(*) FROM patch_targets WHERE completed_at IS NULL \
+                 GROUP BY client_id",
+            )?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?
+                .collect()
+        })
+        .await
     }
 }

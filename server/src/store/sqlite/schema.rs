@@ -8,6 +8,9 @@ use crate::store::{StoreError, StoreResult};
 /// Current schema version (PRAGMA user_version).
 pub(super) const SCHEMA_VERSION: i64 = 3;
 
+// Version 3 added clients.facts_version (the facts version of the latest
+// report) and clients.verdicts (the audit's verdicts on it, JSON). No
+// comments inside column lists: ALTER TABLE rewrites their text.
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS clients (
     client_id        TEXT PRIMARY KEY,
@@ -24,8 +27,8 @@ CREATE TABLE IF NOT EXISTS clients (
     plugin_digests   BLOB,
     revoked_at       TEXT,
     reenroll_allowed INTEGER NOT NULL DEFAULT 0,
-    -- Version 3: the facts version of the latest report.
-    facts_version    INTEGER NOT NULL DEFAULT 1
+    facts_version    INTEGER NOT NULL DEFAULT 1,
+    verdicts         TEXT
 );
 CREATE INDEX IF NOT EXISTS clients_hostname ON clients(hostname);
 CREATE TABLE IF NOT EXISTS client_keys (
@@ -127,7 +130,8 @@ pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
     // another writer got in between.
     // Tables that exist already gain the columns of later versions.
     let added_columns = if (1..3).contains(&version) {
-        "ALTER TABLE clients ADD COLUMN facts_version INTEGER NOT NULL DEFAULT 1;"
+        "ALTER TABLE clients ADD COLUMN facts_version INTEGER NOT NULL DEFAULT 1; \
+         ALTER TABLE clients ADD COLUMN verdicts TEXT;"
     } else {
         ""
     };

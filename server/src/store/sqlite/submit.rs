@@ -116,17 +116,6 @@ pub(super) fn submit(
         return Ok(SubmitOutcome::Duplicate);
     }
 
-    // Compare digests; read a stored text back only to diff a change.
-    let old_value = |name: &str| -> StoreResult<Option<Value>> {
-        let text: Option<String> = conn
-            .prepare_cached("SELECT data FROM plugins WHERE client_id = ?1 AND name = ?2")
-            .and_then(|mut st| {
-                st.query_row(params![meta.client_id, name], |r| r.get(0))
-                    .optional()
-            })
-            .map_err(backend_err)?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
-    };
     let mut changes = Vec::new();
     let renamed = state.hostname != report.hostname;
     if renamed {
@@ -139,50 +128,8 @@ pub(super) fn submit(
     }
     let now = ts(&meta.received_at);
     let mut old_digests = state.digests;
-    {
-        let mut upsert = conn
-            .prepare_cached(
-                "INSERT INTO plugins (client_id, name, data, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (client_id, name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
-            )
-            .map_err(backend_err)?;
-        for (name, raw) in &report.plugins {
-            let digest = s.digests.get(name).ok_or_else(|| {
-                StoreError::Invalid(format!(
-                    "plugin {name} has no digest; build submissions with Submission::new"
-                ))
-            })?;
-            let old = match old_digests.remove(name) {
-                Some(d) if d == *digest => continue,
-                Some(_) => old_value(name)?,
-                None => None,
-            };
-            let text = raw.get();
-            let new_value: Value = serde_json::from_str(text)
-                .map_err(|e| StoreError::Invalid(format!("plugin {name}: {e}")))?;
-            diff(
-                &format!("plugins.{name}"),
-                old.as_ref(),
-                Some(&new_value),
-                &mut changes,
-            );
-            upsert
-                .execute(params![meta.client_id, name, text, now])
-                .map_err(backend_err)?;
-        }
-    }
-    if !old_digests.is_empty() {
-        let mut delete = conn
-            .prepare_cached("DELETE FROM plugins WHERE client_id = ?1 AND name = ?2")
-            .map_err(backend_err)?;
-        for name in old_digests.keys() {
-            let old = old_value(name)?;
-            diff(&format!("plugins.{name}"), old.as_ref(), None, &mut changes);
-            delete
-                .execute(params![meta.client_id, name])
-                .map_err(backend_err)?;
-        }
-    }
+    upsert_plugins(conn, s, &now, &mut old_digests, &mut changes)?;
+    delete_plugins(conn, &meta.client_id, &old_digests, &mut changes)?;
     insert_changes(
         conn,
         &meta.client_id,
@@ -200,7 +147,7 @@ pub(super) fn submit(
     conn.prepare_cached(
         "UPDATE clients SET last_seen_at = ?2, last_address = ?3, last_listener = ?4, collected_at = ?5, \
          submitted_at = ?2, last_report_id = ?6, agent_version = ?7, plugin_digests = ?8, \
-         facts_version = ?9 WHERE client_id = ?1",
+         facts_version = ?9, verdicts = ?10 WHERE client_id = ?1",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -213,10 +160,90 @@ pub(super) fn submit(
             report.agent_version,
             pack_digests(&s.digests),
             report.facts_version,
+            s.verdicts,
         ])
     })
     .map_err(backend_err)?;
     Ok(SubmitOutcome::Stored {
         changes: changes.len(),
     })
+}
+
+/// Stores the plugins whose digest changed, diffing each against its stored
+/// text; removes from `old_digests` every plugin the report has.
+fn upsert_plugins(
+    conn: &Connection,
+    s: &Submission,
+    now: &str,
+    old_digests: &mut BTreeMap<String, [u8; 16]>,
+    changes: &mut Vec<Change>,
+) -> StoreResult<()> {
+    let client_id = &s.meta.client_id;
+    let mut upsert = conn
+        .prepare_cached(
+            "INSERT INTO plugins (client_id, name, data, updated_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (client_id, name) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+        )
+        .map_err(backend_err)?;
+    for (name, raw) in &s.report.plugins {
+        let digest = s.digests.get(name).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "plugin {name} has no digest; build submissions with Submission::new"
+            ))
+        })?;
+        // Compare digests; read a stored text back only to diff a change.
+        let old = match old_digests.remove(name) {
+            Some(d) if d == *digest => continue,
+            Some(_) => stored_plugin(conn, client_id, name)?,
+            None => None,
+        };
+        let text = raw.get();
+        let new_value: Value = serde_json::from_str(text)
+            .map_err(|e| StoreError::Invalid(format!("plugin {name}: {e}")))?;
+        diff(
+            &format!("plugins.{name}"),
+            old.as_ref(),
+            Some(&new_value),
+            changes,
+        );
+        upsert
+            .execute(params![client_id, name, text, now])
+            .map_err(backend_err)?;
+    }
+    Ok(())
+}
+
+/// Deletes the stored plugins a report no longer has.
+fn delete_plugins(
+    conn: &Connection,
+    client_id: &str,
+    gone: &BTreeMap<String, [u8; 16]>,
+    changes: &mut Vec<Change>,
+) -> StoreResult<()> {
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let mut delete = conn
+        .prepare_cached("DELETE FROM plugins WHERE client_id = ?1 AND name = ?2")
+        .map_err(backend_err)?;
+    for name in gone.keys() {
+        let old = stored_plugin(conn, client_id, name)?;
+        diff(&format!("plugins.{name}"), old.as_ref(), None, changes);
+        delete
+            .execute(params![client_id, name])
+            .map_err(backend_err)?;
+    }
+    Ok(())
+}
+
+/// A plugin's stored output.
+fn stored_plugin(conn: &Connection, client_id: &str, name: &str) -> StoreResult<Option<Value>> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT data FROM plugins WHERE client_id = ?1 AND name = ?2")
+        .and_then(|mut st| {
+            st.query_row(params![client_id, name], |r| r.get(0))
+                .optional()
+        })
+        .map_err(backend_err)?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
 }
