@@ -105,11 +105,7 @@ fn agent_facts(
 
 /// The host name the report carries.
 pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+    penguindome_protocol::files::host_name()
 }
 
 /// One line of resource figures for `collect --stats` (benchmarks).

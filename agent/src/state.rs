@@ -1,13 +1,13 @@
 //! The agent's state directory: its key, its stamps, its spool, its lock.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use penguindome_protocol::SecretKey;
+use penguindome_protocol::files::{Readers, read_private};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -83,32 +83,7 @@ pub struct StateDir {
     root: PathBuf,
 }
 
-/// Writes a file atomically: temp file, fsync, rename, fsync directory.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
+pub use penguindome_protocol::files::write_atomic;
 
 impl StateDir {
     /// Opens (creating, mode 0700) the state directory.
@@ -141,15 +116,8 @@ impl StateDir {
     pub fn load_or_create_key(&self, machine_id: &str) -> anyhow::Result<SecretKey> {
         let path = self.key_path();
         match fs::read(&path) {
-            Ok(bytes) => {
-                let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    bail!(
-                        "{} holds the client's secret key but has mode {mode:04o}; run `chmod 600 {}`",
-                        path.display(),
-                        path.display()
-                    );
-                }
+            Ok(_) => {
+                let bytes = read_private(&path, Readers::OwnerOnly)?;
                 SecretKey::from_bytes(&bytes).with_context(|| {
                     format!(
                         "{} is not a usable key; move it away to make a new one \

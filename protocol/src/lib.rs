@@ -5,6 +5,7 @@ pub mod agent_config;
 pub mod config_file;
 pub mod envelope;
 pub mod facts;
+pub mod files;
 pub mod keys;
 pub mod wire;
 

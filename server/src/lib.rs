@@ -13,11 +13,4 @@ pub mod serve;
 pub mod store;
 pub mod tls;
 
-/// This machine's host name (`localhost` when it has none).
-pub fn host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
+pub use penguindome_protocol::files::host_name;

@@ -1,38 +1,18 @@
 //! Files that hold secrets: written 0600 atomically, refused when others can
 //! read them.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use penguindome_protocol::files::{self, Readers};
 
-/// Writes `data` to `path` with the given mode: temp file, fsync, rename.
+/// Writes `data` to `path` with the given mode, atomically, making its
+/// directory if needed.
 pub fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .context("a file path needs a file name")?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The mode given to open() is filtered by the umask; set it exactly.
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    files::write_atomic(path, data, mode)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes a secret (mode 0600).
@@ -44,24 +24,13 @@ pub fn write_secret(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 /// owner may write it. Group read is allowed on root's files only: that is
 /// how `pdome-admin init` shares the server's key with its service user.
 pub fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::os::unix::fs::MetadataExt;
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    let group_read_ok = meta.uid() == 0 && mode & 0o070 == 0o040;
-    if mode & 0o007 != 0 || (mode & 0o070 != 0 && !group_read_ok) {
-        bail!(
-            "{} holds a secret but has mode {mode:04o}; run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    Ok(files::read_private(path, Readers::RootsGroup)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn secrets_are_private_and_checked() {
