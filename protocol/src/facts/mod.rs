@@ -282,10 +282,31 @@ pub fn schema_files() -> Vec<(String, String)> {
     schemas()
         .into_iter()
         .map(|(name, schema)| {
-            let text = serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n";
+            let sorted = sorted_keys(schema.to_value());
+            let text = serde_json::to_string_pretty(&sorted).unwrap_or_default() + "\n";
             (format!("{name}.json"), text)
         })
         .collect()
+}
+
+/// The same JSON with every object's keys in order, whether or not a
+/// dependency turned on serde_json's `preserve_order` in this build (the
+/// published text must not depend on which crates are built together).
+fn sorted_keys(v: Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sorted_keys(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted_keys).collect()),
+        other => other,
+    }
 }
 
 #[cfg(test)]
