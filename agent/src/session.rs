@@ -83,7 +83,10 @@ fn classify(reply: &Reply) -> SessionError {
         (401, "unknown_key") => SessionError::NotEnrolled(text),
         (403, _) => SessionError::Revoked(text),
         (502..=504, _) => SessionError::Unavailable(text),
-        (400 | 413, _) => SessionError::Rejected(text),
+        // Only what the server itself calls unusable is set aside: a 400
+        // from a proxy, or one a newer server version would not give, is
+        // retried.
+        (400, "invalid_data") | (413, "body_too_large") => SessionError::Rejected(text),
         _ => SessionError::Refused(text),
     }
 }
@@ -194,5 +197,43 @@ impl<'a> Session<'a> {
             return Err(classify(&reply));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            signature: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn only_the_servers_own_refusals_set_a_report_aside() {
+        let invalid = r#"{"code":"invalid_data","error":"plugin name \"../x\" is not allowed"}"#;
+        assert!(matches!(
+            classify(&reply(400, invalid)),
+            SessionError::Rejected(_)
+        ));
+        let large = r#"{"code":"body_too_large","error":"too large"}"#;
+        assert!(matches!(
+            classify(&reply(413, large)),
+            SessionError::Rejected(_)
+        ));
+        // A proxy's page, or a payload an older server cannot parse.
+        let proxy = "<html><body>400 Bad Request</body></html>";
+        assert!(matches!(
+            classify(&reply(400, proxy)),
+            SessionError::Refused(_)
+        ));
+        let newer = r#"{"code":"malformed_payload","error":"unknown variant"}"#;
+        assert!(matches!(
+            classify(&reply(400, newer)),
+            SessionError::Refused(_)
+        ));
     }
 }

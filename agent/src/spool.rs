@@ -160,10 +160,12 @@ impl Spool {
     }
 
     /// Drops the oldest reports (never `keep`) until the spool fits.
+    /// Reports set aside count too, and go first: they will never be sent.
     fn enforce_bound(&self, keep: &Path) -> Result<(), SpoolError> {
+        let rejected = self.listing(&self.dir.join(REJECTED_DIR))?;
         let entries = self.entries()?;
-        let mut total: u64 = entries.iter().map(|e| e.size).sum();
-        for e in &entries {
+        let mut total: u64 = rejected.iter().chain(&entries).map(|e| e.size).sum();
+        for e in rejected.iter().chain(&entries) {
             if total <= self.max_bytes {
                 break;
             }
@@ -183,11 +185,18 @@ impl Spool {
 
     /// Every complete report, oldest first.
     pub fn entries(&self) -> Result<Vec<Entry>, SpoolError> {
+        self.listing(&self.dir)
+    }
+
+    /// The complete reports in `dir`, oldest first (none if it is missing).
+    fn listing(&self, dir: &Path) -> Result<Vec<Entry>, SpoolError> {
         let mut out = Vec::new();
-        for entry in fs::read_dir(&self.dir)
-            .map_err(io_err(&self.dir))?
-            .flatten()
-        {
+        let read = match fs::read_dir(dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && dir != self.dir => return Ok(out),
+            Err(e) => return Err(io_err(dir)(e)),
+        };
+        for entry in read.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || !name.ends_with(".json") {
                 continue;
@@ -335,6 +344,21 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(TMP_PREFIX))
             .count();
         assert_eq!(temps, 1, "the report being written is still there");
+    }
+
+    #[test]
+    fn reports_set_aside_count_and_go_first() {
+        let d = tempfile::tempdir().unwrap();
+        let one = serde_json::to_vec(&report(1)).unwrap().len() as u64;
+        let s = Spool::open(d.path(), one * 3 + one / 2).unwrap();
+        s.push(&report(1)).unwrap();
+        let first = s.entries().unwrap().remove(0);
+        let aside = s.reject(&first).unwrap();
+        for n in 2..=4 {
+            s.push(&report(n)).unwrap();
+        }
+        assert!(!aside.exists(), "the rejected report went first");
+        assert_eq!(ids(&s), vec!["r2", "r3", "r4"]);
     }
 
     #[test]

@@ -42,7 +42,14 @@ pub enum TransportError {
 
 /// The certificate error behind a failed request, if that is what it was.
 fn refused_certificate(e: &ureq::Error) -> Option<String> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    // ureq hands handshake failures over as its Io variant (rustls says
+    // no through the stream) or as Rustls, without naming them as sources.
+    let start: &(dyn std::error::Error + 'static) = match e {
+        ureq::Error::Io(io) => io,
+        ureq::Error::Rustls(tls) => tls,
+        other => other,
+    };
+    let mut current = Some(start);
     while let Some(err) = current {
         let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
             err.downcast_ref::<std::io::Error>()
@@ -186,5 +193,21 @@ impl Transport {
             signature,
             body,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_certificate_is_told_apart_from_an_unreachable_server() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, refused.clone());
+        let found = refused_certificate(&ureq::Error::Io(io)).unwrap();
+        assert!(found.contains("UnknownIssuer"), "{found}");
+        assert!(refused_certificate(&ureq::Error::Rustls(refused)).is_some());
+        let down = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(refused_certificate(&ureq::Error::Io(down)), None);
     }
 }

@@ -111,6 +111,47 @@ pub fn new_nonce() -> String {
     hex::encode(buf)
 }
 
+/// A request's signature header, parsed before its body is read, so the
+/// server can refuse an unknown signer without reading what it sent.
+#[derive(Debug)]
+pub struct WireSignature {
+    signature: DetachedSignature,
+    signature_bytes: Vec<u8>,
+}
+
+impl WireSignature {
+    /// Parses the signature header's value.
+    pub fn from_header(header: Option<&[u8]>) -> Result<Self, EnvelopeError> {
+        let header = header.ok_or(EnvelopeError::MissingSignature)?;
+        if header.len() > MAX_SIGNATURE_B64 {
+            return Err(EnvelopeError::SignatureEncoding);
+        }
+        let signature_bytes = base64::engine::general_purpose::STANDARD
+            .decode(header.trim_ascii())
+            .map_err(|_| EnvelopeError::SignatureEncoding)?;
+        let signature = DetachedSignature::from_bytes(&signature_bytes)?;
+        Ok(Self {
+            signature,
+            signature_bytes,
+        })
+    }
+
+    /// Fingerprint of the key that made the signature, as the signature
+    /// claims it (verified only with the payload).
+    pub fn issuer(&self) -> Option<&str> {
+        self.signature.issuer()
+    }
+
+    /// The envelope the signature and `payload` make.
+    pub fn with_payload(self, payload: Vec<u8>) -> Envelope {
+        Envelope {
+            payload,
+            signature: self.signature,
+            signature_bytes: self.signature_bytes,
+        }
+    }
+}
+
 impl Envelope {
     /// Signs `body` as `sender`, with a fresh nonce and the current time.
     pub fn seal<T: Serialize>(
@@ -153,19 +194,7 @@ impl Envelope {
         payload: Vec<u8>,
         signature_header: Option<&[u8]>,
     ) -> Result<Self, EnvelopeError> {
-        let header = signature_header.ok_or(EnvelopeError::MissingSignature)?;
-        if header.len() > MAX_SIGNATURE_B64 {
-            return Err(EnvelopeError::SignatureEncoding);
-        }
-        let signature_bytes = base64::engine::general_purpose::STANDARD
-            .decode(header.trim_ascii())
-            .map_err(|_| EnvelopeError::SignatureEncoding)?;
-        let signature = DetachedSignature::from_bytes(&signature_bytes)?;
-        Ok(Self {
-            payload,
-            signature,
-            signature_bytes,
-        })
+        Ok(WireSignature::from_header(signature_header)?.with_payload(payload))
     }
 
     /// The exact bytes that were signed: the HTTP body.

@@ -9,7 +9,9 @@ pub mod files;
 pub mod keys;
 pub mod wire;
 
-pub use envelope::{Envelope, EnvelopeError, Freshness, SERVER_SENDER, SIGNATURE_HEADER, Signed};
+pub use envelope::{
+    Envelope, EnvelopeError, Freshness, SERVER_SENDER, SIGNATURE_HEADER, Signed, WireSignature,
+};
 pub use keys::{DetachedSignature, KeyError, PublicKey, SecretKey, SignatureError};
 pub use wire::{API_PREFIX, paths};
 

@@ -40,6 +40,10 @@ pub struct ServerConfig {
     /// Issues audit settings.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// What one peer or client may hold of the server (written only when
+    /// changed: examples/server.toml shows them).
+    #[serde(default, skip_serializing_if = "LimitsConfig::is_default")]
+    pub limits: LimitsConfig,
     /// Directory the file was read from; relative paths resolve against it.
     #[serde(skip)]
     pub config_dir: PathBuf,
@@ -76,6 +80,81 @@ fn default_max_body() -> usize {
 }
 fn default_grace() -> Duration {
     Duration::from_secs(10)
+}
+
+/// `[limits]`: bounds that keep slow or flooding peers from starving the
+/// fleet. Counts apply to each listener and each server process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Time a peer has to send a request's headers, and how long an idle
+    /// connection stays open.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Time a peer has to send a request's body once its headers arrived.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Open connections per listener; past it new ones are closed at once.
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+    /// Requests handled at once per listener; past it they get 503 and a
+    /// Retry-After instead of waiting.
+    #[serde(default = "default_requests")]
+    pub requests: usize,
+    /// Signed requests one client key may make per minute (a client
+    /// normally makes two or three); past it they get 429.
+    #[serde(default = "default_client_requests_per_minute")]
+    pub client_requests_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            connections: default_connections(),
+            requests: default_requests(),
+            client_requests_per_minute: default_client_requests_per_minute(),
+        }
+    }
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_connections() -> usize {
+    4096
+}
+fn default_requests() -> usize {
+    256
+}
+fn default_client_requests_per_minute() -> u32 {
+    60
+}
+
+impl LimitsConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.header_timeout < Duration::from_secs(1)
+            || self.body_timeout < Duration::from_secs(1)
+        {
+            return Err("limits.header_timeout and limits.body_timeout must be at least 1s".into());
+        }
+        if self.connections == 0 || self.requests == 0 || self.client_requests_per_minute == 0 {
+            return Err(
+                "limits.connections, limits.requests and limits.client_requests_per_minute \
+                 must be at least 1"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `[[listener]]`.
@@ -425,6 +504,7 @@ impl ServerConfig {
         if let StoreConfig::Mongodb(m) = &config.store {
             m.validate().map_err(invalid)?;
         }
+        config.limits.validate().map_err(invalid)?;
         config
             .logging
             .level

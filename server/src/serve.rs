@@ -7,16 +7,18 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Extension;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use penguindome_protocol::SecretKey;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 
 use crate::config::{ListenerConfig, ServerConfig};
+use crate::http::limits::{ConnectionLimit, RequestSlots, hold_slot};
 use crate::http::{AppState, ListenerName, router};
 use crate::keycache::KeyCache;
-use crate::store::{self, RequestStore, StoreBase};
+use crate::store::{self, StoreBase};
 
 /// Loads the server's signing key, refusing a key file others can read.
 pub fn load_server_key(config: &ServerConfig) -> anyhow::Result<SecretKey> {
@@ -63,6 +65,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         server_key,
         window: config.server.request_window,
         max_body: config.server.max_body_bytes,
+        body_timeout: config.limits.body_timeout,
+        client_rate: crate::http::limits::ClientRate::new(config.limits.client_requests_per_minute),
         credential_sha256: credential,
         repo: crate::release::publish::Repository::new(config.server.data_dir.join("repo")),
         access: crate::access_rules::AccessControl::load(
@@ -70,7 +74,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         )?,
         audit: audit_settings(&config),
     });
-    let mut listeners = Listeners::start(&config, &router(state))?;
+    let mut listeners = Listeners::start(&config, &router(state.clone()))?;
     log::info!(
         "PenguinDome server {} listening on {}, store {}",
         env!("CARGO_PKG_VERSION"),
@@ -82,7 +86,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         NotifyState::Status(&format!("listening on {}", listeners.listening)),
     ]);
 
-    let housekeeping = tokio::spawn(housekeeping(store.clone()));
+    let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let monitor = tokio::spawn(monitor(
         store.clone(),
         sd_notify::watchdog_enabled(),
@@ -169,7 +173,8 @@ fn serve_listener(
             l.name, l.address
         )
     })?;
-    let svc = listener_app(l, app).into_make_service_with_connect_info::<SocketAddr>();
+    let svc = listener_app(config, l, app).into_make_service_with_connect_info::<SocketAddr>();
+    let max = config.limits.connections;
     let Some(tls) = &l.tls else {
         if !l.address.ip().is_loopback() {
             log::warn!(
@@ -178,7 +183,11 @@ fn serve_listener(
                 l.address
             );
         }
-        let server = axum_server::from_tcp(listener)?.handle(handle.clone());
+        let acceptor = ConnectionLimit::new(NoDelayAcceptor::new(), handle.clone(), max, &l.name);
+        let server = axum_server::from_tcp(listener)?
+            .acceptor(acceptor)
+            .handle(handle.clone());
+        let server = bound_header_time(server, config);
         servers.spawn(server.serve(svc));
         return Ok("http");
     };
@@ -187,19 +196,44 @@ fn serve_listener(
         &config.config_path(&tls.key),
     )
     .with_context(|| format!("TLS for listener {:?}", l.name))?;
-    let server =
-        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(tls_config)))?
-            .handle(handle.clone());
+    // Without TCP_NODELAY a reply's last small segment waits for the
+    // agent's delayed ACK: about 40 ms per request on loopback.
+    let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(Arc::new(tls_config)))
+        .handshake_timeout(config.limits.header_timeout)
+        .acceptor(NoDelayAcceptor::new());
+    let acceptor = ConnectionLimit::new(acceptor, handle.clone(), max, &l.name);
+    let server = axum_server::from_tcp(listener)?
+        .acceptor(acceptor)
+        .handle(handle.clone());
+    let server = bound_header_time(server, config);
     servers.spawn(server.serve(svc));
     Ok("https")
 }
 
-/// The app as one listener serves it: named, and believing X-Forwarded-For
-/// from its trusted proxies.
-fn listener_app(l: &ListenerConfig, app: &axum::Router) -> axum::Router {
+/// Closes a connection whose peer takes longer than `[limits]
+/// header_timeout` to send its first request (hyper's header timeout
+/// starts only after protocol detection) or a later request's headers, or
+/// stays idle that long between requests.
+fn bound_header_time<A>(
+    mut server: axum_server::Server<SocketAddr, A>,
+    config: &ServerConfig,
+) -> axum_server::Server<SocketAddr, A> {
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(config.limits.header_timeout);
+    server.first_request_timeout(config.limits.header_timeout)
+}
+
+/// The app as one listener serves it: named, with its own bound on
+/// requests in flight, and believing X-Forwarded-For from its trusted
+/// proxies.
+fn listener_app(config: &ServerConfig, l: &ListenerConfig, app: &axum::Router) -> axum::Router {
+    let slots = RequestSlots::new(config.limits.requests, &l.name);
     let app = app
         .clone()
-        .layer(Extension(ListenerName(l.name.as_str().into())));
+        .layer(Extension(ListenerName(l.name.as_str().into())))
+        .layer(axum::middleware::from_fn_with_state(slots, hold_slot));
     if l.trusted_proxies.is_empty() {
         return app;
     }
@@ -222,12 +256,14 @@ fn listener_app(l: &ListenerConfig, app: &axum::Router) -> axum::Router {
     ))
 }
 
-/// Forgets nonces whose window has passed, once a minute.
-async fn housekeeping(store: Arc<dyn RequestStore>) {
+/// Once a minute, forgets nonces whose window has passed and clients whose
+/// request budget is whole.
+async fn housekeeping(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        match store.prune_nonces(chrono::Utc::now()).await {
+        state.client_rate.forget_idle();
+        match state.store.prune_nonces(chrono::Utc::now()).await {
             Ok(n) if n > 0 => log::debug!("forgot {n} expired nonces"),
             Ok(_) => {}
             Err(e) => log::warn!("cannot prune nonces: {e}"),

@@ -16,6 +16,8 @@ use penguindome_protocol::{Envelope, SecretKey};
 use penguindome_tests::{Backend, SimClient, Site, on_both_stores, text};
 use serde_json::{Value, json};
 
+mod front_door;
+
 on_both_stores!(
     agent_reports_reach_the_server,
     tampered_and_replayed_requests_change_nothing,
@@ -397,6 +399,7 @@ fn sigkill_during_a_burst_loses_no_acknowledged_submission(backend: Backend) {
     const CLIENTS: usize = 10;
     const PER_CLIENT: usize = 100;
     let site = Site::init_on(&backend);
+    site.allow_bursts();
     let server = site.start();
     let config = site.agent_config();
     let transport = Transport::new(&config).unwrap();

@@ -204,6 +204,7 @@ fn killing_the_database_during_a_burst_loses_no_acknowledged_submission() {
     let db_dir = tempfile::tempdir().unwrap();
     let mut db = Some(FerretDb::start_in(&binary, port, db_dir.path()));
     let site = Site::init_on(&Backend::Mongodb(format!("mongodb://127.0.0.1:{port}/")));
+    site.allow_bursts();
     let server = site.start();
     let config = site.agent_config();
     let transport = Transport::new(&config).unwrap();

@@ -240,6 +240,21 @@ impl Site {
         }
     }
 
+    /// Appends `text` (TOML tables) to server.toml.
+    pub fn append_server_config(&self, text: &str) {
+        let path = self.config_dir.join("server.toml");
+        let mut toml = std::fs::read_to_string(&path).unwrap();
+        toml.push('\n');
+        toml.push_str(text);
+        std::fs::write(&path, toml).unwrap();
+    }
+
+    /// Lifts the per-client request rate, for tests that make one client
+    /// send far more than an agent would.
+    pub fn allow_bursts(&self) {
+        self.append_server_config("[limits]\nclient_requests_per_minute = 1000000\n");
+    }
+
     /// The agent.toml init wrote.
     pub fn agent_toml(&self) -> PathBuf {
         self.config_dir.join("agent.toml")

@@ -578,6 +578,7 @@ fn server_config(
             collect_interval: answers.collect_interval,
             submit_interval: answers.submit_interval,
         },
+        limits: Default::default(),
         audit: AuditConfig {
             email: answers.audit_email.clone(),
             ..AuditConfig::default()

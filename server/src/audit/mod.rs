@@ -512,9 +512,10 @@ async fn judge_client(
         .iter()
         .map(|cs| {
             let name = cs.check.name();
-            let finding = match verdicts.checks.get(name) {
-                Some(v) if cs.check.decided_by_report() => v.finding(),
-                _ => cs.check.evaluate(&facts, &cx),
+            let finding = if cs.check.decided_by_report() {
+                verdicts.finding(name)
+            } else {
+                cs.check.evaluate(&facts, &cx)
             };
             (name, finding)
         })

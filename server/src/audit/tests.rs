@@ -758,13 +758,9 @@ async fn stored_verdicts_are_used_until_their_basis_changes_or_they_expire() {
         let forged = |basis: &str, until: Option<DateTime<Utc>>| {
             let mut v = honest.clone();
             v.basis = basis.into();
-            v.checks.insert(
-                "firewall-disabled".into(),
-                verdicts::Verdict {
-                    raise: Some("from the stored verdict".into()),
-                    until,
-                },
-            );
+            v.raised
+                .insert("firewall-disabled".into(), "from the stored verdict".into());
+            v.until = until;
             v.to_text()
         };
         let basis = s.basis.clone();

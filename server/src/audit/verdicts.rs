@@ -17,22 +17,17 @@ use super::checks::{Context, Facts, Finding};
 /// again (with the server's version, which changes with every release).
 const CHECKS_REVISION: u32 = 1;
 
-/// The report checks' verdicts on one report.
+/// The report checks' verdicts on one report, kept small because the
+/// periodic audit reads one per client: only failing checks are listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdicts {
     /// What judged them; verdicts of another basis are judged again.
     pub basis: String,
-    /// By check name.
-    pub checks: BTreeMap<String, Verdict>,
-}
-
-/// One check's verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Verdict {
-    /// The issue's detail when the check failed; absent when it passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raise: Option<String>,
-    /// Until when it holds without a new report.
+    /// The failing checks' issue details, by check name; every other
+    /// report check passed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub raised: BTreeMap<String, String>,
+    /// When the first of them stops holding without a new report.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -41,27 +36,13 @@ pub struct Verdict {
     pub until: Option<DateTime<Utc>>,
 }
 
-impl Verdict {
-    /// As a finding.
-    pub fn finding(&self) -> Finding {
-        match &self.raise {
-            Some(detail) => Finding::Raise(detail.clone()),
-            None => Finding::Clear,
-        }
-    }
-}
-
 impl Verdicts {
-    /// Reads stored verdicts, if they are of the settings' basis, have a
-    /// verdict for every report check, and none has expired at `now`.
+    /// Reads stored verdicts, if they are of the settings' basis (which
+    /// names every report check) and have not expired at `now`.
     pub fn current(text: Option<&str>, settings: &Settings, now: DateTime<Utc>) -> Option<Self> {
         let v: Self = serde_json::from_str(text?).ok()?;
-        let fresh = v.checks.values().all(|c| c.until.is_none_or(|u| u > now));
-        let complete = settings
-            .report_checks
-            .iter()
-            .all(|c| v.checks.contains_key(c.name()));
-        (v.basis == settings.basis && fresh && complete).then_some(v)
+        let fresh = v.until.is_none_or(|u| u > now);
+        (v.basis == settings.basis && fresh).then_some(v)
     }
 
     /// As JSON text for the store.
@@ -71,9 +52,15 @@ impl Verdicts {
 
     /// The failing checks, by name, with their details.
     pub fn raised(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.checks
-            .iter()
-            .filter_map(|(name, v)| Some((name.as_str(), v.raise.as_deref()?)))
+        self.raised.iter().map(|(n, d)| (n.as_str(), d.as_str()))
+    }
+
+    /// One report check's verdict as a finding.
+    pub fn finding(&self, check: &str) -> Finding {
+        match self.raised.get(check) {
+            Some(detail) => Finding::Raise(detail.clone()),
+            None => Finding::Clear,
+        }
     }
 }
 
@@ -99,23 +86,18 @@ pub fn judge(settings: &Settings, facts: &Facts<'_>, now: DateTime<Utc>) -> Verd
         not_reporting_after: settings.not_reporting_after,
         screenlock_max_delay: settings.screenlock_max_delay,
     };
-    let checks = settings
-        .report_checks
-        .iter()
-        .map(|check| {
-            let raise = match check.evaluate(facts, &cx) {
-                Finding::Raise(detail) => Some(detail),
-                Finding::Clear => None,
-            };
-            let verdict = Verdict {
-                raise,
-                until: check.expires(facts, &cx),
-            };
-            (check.name().to_string(), verdict)
-        })
-        .collect();
-    Verdicts {
+    let mut verdicts = Verdicts {
         basis: settings.basis.clone(),
-        checks,
+        raised: BTreeMap::new(),
+        until: None,
+    };
+    for check in &settings.report_checks {
+        if let Finding::Raise(detail) = check.evaluate(facts, &cx) {
+            verdicts.raised.insert(check.name().to_string(), detail);
+        }
+        if let Some(until) = check.expires(facts, &cx) {
+            verdicts.until = Some(verdicts.until.map_or(until, |u| u.min(until)));
+        }
     }
+    verdicts
 }

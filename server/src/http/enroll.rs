@@ -77,6 +77,7 @@ pub async fn handle(
         .inspect_err(|e| {
             log::warn!(client_id:% = req.machine_id, hostname:% = req.hostname, endpoint = "enroll"; "enrollment refused: {e}");
         })?;
+    state.keys.enrolled(&fingerprint);
     let status = match outcome {
         EnrollOutcome::Enrolled => "enrolled",
         EnrollOutcome::AlreadyEnrolled => "already-enrolled",

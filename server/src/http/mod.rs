@@ -18,6 +18,7 @@ mod download;
 mod enroll;
 mod forwarded;
 mod health;
+pub mod limits;
 mod patch;
 mod repo;
 mod signed;
@@ -38,6 +39,10 @@ pub struct AppState {
     pub window: Duration,
     /// Largest body accepted.
     pub max_body: usize,
+    /// Time a peer has to send a body.
+    pub body_timeout: Duration,
+    /// Signed requests per client key and minute.
+    pub client_rate: limits::ClientRate,
     /// SHA-256 of the enrollment credential.
     pub credential_sha256: [u8; 32],
     /// The published package repositories.
@@ -59,6 +64,8 @@ pub struct ApiFailure {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds the peer should wait before trying again.
+    retry_after: Option<u64>,
 }
 
 impl ApiFailure {
@@ -68,7 +75,14 @@ impl ApiFailure {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Asks the peer to wait `secs` seconds before trying again.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The HTTP status.
@@ -79,13 +93,19 @@ impl ApiFailure {
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
-        json_response(
+        let mut response = json_response(
             self.status,
             &ApiError {
                 code: self.code.into(),
                 error: self.message,
             },
-        )
+        );
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -156,12 +176,13 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Respo
     }
 }
 
-/// Reads the body up to the configured limit.
+/// Reads the body up to the configured size, within the configured time.
 pub(crate) async fn read_body(
     body: Body,
     headers: &HeaderMap,
-    max: usize,
+    state: &AppState,
 ) -> Result<Bytes, ApiFailure> {
+    let max = state.max_body;
     let too_large = || {
         ApiFailure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -177,19 +198,21 @@ pub(crate) async fn read_body(
     {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, max).await.map_err(|e| {
-        let limited = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if limited {
-            too_large()
-        } else {
-            ApiFailure::new(
-                StatusCode::BAD_REQUEST,
-                "unreadable_body",
-                format!("cannot read the request body: {e}"),
-            )
-        }
-    })
+    limits::read_within(body, max, state.body_timeout)
+        .await?
+        .map_err(|e| {
+            let limited = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if limited {
+                too_large()
+            } else {
+                ApiFailure::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    format!("cannot read the request body: {e}"),
+                )
+            }
+        })
 }
 
 async fn not_found() -> ApiFailure {

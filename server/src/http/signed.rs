@@ -1,18 +1,24 @@
-//! Extractors for signed requests. [`Incoming`] reads the body within the
-//! size limit and parses the signature header; [`Authenticated`] also finds
-//! the enrolled key the signature names and verifies sender, signature,
-//! clock window and nonce form. Handlers take them as arguments.
+//! Extractors for signed requests. [`Incoming`] parses the signature header
+//! and reads the body within the size and time limits; [`Authenticated`]
+//! first finds the enrolled key the signature names, so an unknown or
+//! revoked signer is refused before its body is read, then verifies sender,
+//! signature, clock window and nonce form, and spends one request of the
+//! client's rate. Handlers take them as arguments.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use chrono::Utc;
-use penguindome_protocol::{Envelope, Freshness, SIGNATURE_HEADER, Signed};
+use penguindome_protocol::{
+    Envelope, Freshness, PublicKey, SIGNATURE_HEADER, Signed, WireSignature,
+};
 use serde::de::DeserializeOwned;
 
-use super::{ApiFailure, AppState, ListenerName, read_body};
+use super::{ApiFailure, AppState, ListenerName, limits, read_body};
 use crate::store::RequestMeta;
 
 /// A received envelope, not yet verified, and where it came from.
@@ -30,27 +36,44 @@ impl FromRequest<Arc<AppState>> for Incoming {
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiFailure> {
         let (parts, body) = req.into_parts();
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0)
-            .ok_or_else(|| internal("the peer address is missing"))?;
-        let listener = parts
-            .extensions
-            .get::<ListenerName>()
-            .map(|l| l.0.clone())
-            .ok_or_else(|| internal("the listener name is missing"))?;
-        let body = read_body(body, &parts.headers, state.max_body).await?;
-        let envelope = Envelope::from_wire(
-            body.into(),
-            parts.headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()),
-        )?;
+        let (peer, listener) = origin(&parts)?;
+        let signature = match WireSignature::from_header(header(&parts)) {
+            Ok(s) => s,
+            Err(e) => return Err(refuse(body, e.into()).await),
+        };
+        let body = read_body(body, &parts.headers, state).await?;
         Ok(Self {
-            envelope,
+            envelope: signature.with_payload(body.into()),
             peer,
             listener,
         })
     }
+}
+
+/// The signature header's value.
+fn header(parts: &Parts) -> Option<&[u8]> {
+    parts.headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes())
+}
+
+/// The peer's address and the listener's name.
+fn origin(parts: &Parts) -> Result<(SocketAddr, Arc<str>), ApiFailure> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .ok_or_else(|| internal("the peer address is missing"))?;
+    let listener = parts
+        .extensions
+        .get::<ListenerName>()
+        .map(|l| l.0.clone())
+        .ok_or_else(|| internal("the listener name is missing"))?;
+    Ok((peer, listener))
+}
+
+/// Refuses a request without reading all it sends (see [`limits::drain`]).
+async fn refuse(body: Body, failure: ApiFailure) -> ApiFailure {
+    limits::drain(body).await;
+    failure
 }
 
 fn internal(what: &str) -> ApiFailure {
@@ -74,28 +97,50 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Authenticated<T> {
     type Rejection = ApiFailure;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiFailure> {
-        let incoming = Incoming::from_request(req, state).await?;
-        let envelope = &incoming.envelope;
-        let fingerprint = envelope.issuer().ok_or_else(|| {
+        let (parts, body) = req.into_parts();
+        let (peer, listener) = origin(&parts)?;
+        let (signature, fingerprint, client_id, key) = match signer(&parts, state).await {
+            Ok(found) => found,
+            Err(failure) => return Err(refuse(body, failure).await),
+        };
+        let body = read_body(body, &parts.headers, state).await?;
+        let envelope = signature.with_payload(body.into());
+        let now = Utc::now();
+        let fresh = Freshness::at(now, state.window);
+        let signed = envelope.open::<T>(&key, &client_id, &fresh)?;
+        // Only a verified request spends the client's budget: anyone can
+        // claim a fingerprint, and must not exhaust another client's.
+        state.client_rate.check(&fingerprint)?;
+        let meta = RequestMeta {
+            client_id,
+            fingerprint,
+            nonce_expires_at: fresh.nonce_expiry(signed.issued_at),
+            nonce: signed.nonce.clone(),
+            received_at: now,
+            address: peer.ip().to_canonical(),
+            listener: listener.to_string(),
+        };
+        Ok(Self { meta, signed })
+    }
+}
+
+/// The signature header and the enrolled key it names: fingerprint,
+/// client id and key.
+async fn signer(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<(WireSignature, String, String, PublicKey), ApiFailure> {
+    let signature = WireSignature::from_header(header(parts))?;
+    let fingerprint = signature
+        .issuer()
+        .ok_or_else(|| {
             ApiFailure::new(
                 StatusCode::UNAUTHORIZED,
                 "bad_signature",
                 "the signature does not name the key that made it",
             )
-        })?;
-        let (client_id, key) = state.keys.get(fingerprint, state.store.as_ref()).await?;
-        let now = Utc::now();
-        let fresh = Freshness::at(now, state.window);
-        let signed = envelope.open::<T>(&key, &client_id, &fresh)?;
-        let meta = RequestMeta {
-            client_id,
-            fingerprint: fingerprint.to_string(),
-            nonce_expires_at: fresh.nonce_expiry(signed.issued_at),
-            nonce: signed.nonce.clone(),
-            received_at: now,
-            address: incoming.peer.ip().to_canonical(),
-            listener: incoming.listener.to_string(),
-        };
-        Ok(Self { meta, signed })
-    }
+        })?
+        .to_string();
+    let (client_id, key) = state.keys.get(&fingerprint, state.store.as_ref()).await?;
+    Ok((signature, fingerprint, client_id, key))
 }

@@ -213,6 +213,9 @@ impl Repository {
             Ok(indexed) => {
                 let final_dir = releases.join(serial.to_string());
                 fs::rename(&staging, &final_dir).map_err(io("renaming", &staging))?;
+                // The rename must be on disk before `current` names it, or a
+                // crash could leave `current` pointing at nothing.
+                sync_dir(&releases)?;
                 self.switch_current(serial)?;
                 (indexed, self.prune(serial, keep)?)
             }

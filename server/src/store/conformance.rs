@@ -17,7 +17,7 @@ fn client_id() -> String {
 }
 
 /// A request's facts, now, with a fresh nonce.
-pub(super) fn meta(client: &str, fp: &str) -> RequestMeta {
+pub(crate) fn meta(client: &str, fp: &str) -> RequestMeta {
     let now = Utc::now();
     RequestMeta {
         client_id: client.into(),
@@ -31,7 +31,7 @@ pub(super) fn meta(client: &str, fp: &str) -> RequestMeta {
 }
 
 /// An enrollment of `fp` for `client`, now, with a fresh nonce.
-pub(super) fn enrollment(client: &str, fp: &str, host: &str) -> Enrollment {
+pub(crate) fn enrollment(client: &str, fp: &str, host: &str) -> Enrollment {
     let m = meta(client, fp);
     Enrollment {
         client_id: client.into(),
@@ -159,7 +159,38 @@ pub async fn run_all(store: Arc<dyn Store>) {
     issues_and_parameters(&store).await;
     leases(&store).await;
     audit_rows_and_patch_counts(&store).await;
+    collection_times_from_the_future_are_bounded(&store).await;
     store.health().await.unwrap();
+}
+
+async fn collection_times_from_the_future_are_bounded(store: &Arc<dyn Store>) {
+    let id = client_id();
+    let fp = new_nonce().to_uppercase();
+    store.enroll(enrollment(&id, &fp, "ahead")).await.unwrap();
+    // Collected while the clock ran a day ahead, sent after NTP fixed it.
+    let ahead = report("ahead", json!({"n": 1}), -24 * 60);
+    let claimed = ahead.collected_at;
+    let m = meta(&id, &fp);
+    let received = m.received_at;
+    store.submit(Submission::new(m, ahead)).await.unwrap();
+    let doc = store.get_client(&id).await.unwrap().unwrap();
+    let stored = doc.summary.collected_at.unwrap();
+    assert!(
+        stored < claimed && (stored - received).num_milliseconds().abs() <= 1,
+        "{stored}"
+    );
+    let trail = store.audit_trail(&id, 10).await.unwrap();
+    let note = trail
+        .iter()
+        .find(|r| r.field == "collected_at")
+        .expect("noted");
+    assert_eq!(note.old, Some(json!(utc::format(&claimed))));
+    // The next report, collected by the corrected clock, is not "older".
+    let next = report("ahead", json!({"n": 2}), 0);
+    assert!(matches!(
+        submit(store, &id, &fp, next).await.unwrap(),
+        SubmitOutcome::Stored { .. }
+    ));
 }
 
 async fn audit_rows_and_patch_counts(store: &Arc<dyn Store>) {

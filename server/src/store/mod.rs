@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
+use penguindome_protocol::envelope::utc;
 use penguindome_protocol::wire::{Patch, Report};
 use serde::{Deserialize, Serialize};
 
@@ -120,6 +121,29 @@ pub struct Submission {
     /// The audit's verdicts on the report (JSON), kept with the client when
     /// the report is stored, so the periodic audit need not read reports.
     pub verdicts: Option<String>,
+    /// The collection time the agent claimed, when it lay after the
+    /// request's arrival (a clock that ran ahead): the report is stored as
+    /// collected on arrival, or it would make every later report look older.
+    pub claimed_collected_at: Option<DateTime<Utc>>,
+}
+
+/// Claims this far ahead of the server's clock are noted in the audit
+/// trail; smaller ones are clock jitter, bounded without a word.
+const CLOCK_NOTE_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
+impl Submission {
+    /// The audit-trail record of a bounded collection time, if it is worth
+    /// one.
+    pub fn clock_change(&self) -> Option<Change> {
+        let claimed = self.claimed_collected_at?;
+        let stored = self.report.collected_at;
+        (claimed - stored > CLOCK_NOTE_AFTER).then(|| Change {
+            field: "collected_at".into(),
+            action: ChangeAction::Change,
+            old: Some(serde_json::Value::String(utc::format(&claimed))),
+            new: Some(serde_json::Value::String(utc::format(&stored))),
+        })
+    }
 }
 
 /// Digest of a plugin's text for change detection. Not cryptographic: a
@@ -132,7 +156,12 @@ pub fn plugin_digest(text: &str) -> [u8; 16] {
 impl Submission {
     /// Wraps a report, computing its plugin digests (on the caller's thread,
     /// which for the server is one of the request workers, not the writer).
-    pub fn new(meta: RequestMeta, report: Report<Box<RawValue>>) -> Self {
+    pub fn new(meta: RequestMeta, mut report: Report<Box<RawValue>>) -> Self {
+        let claimed_collected_at = (report.collected_at > meta.received_at).then(|| {
+            let claimed = report.collected_at;
+            report.collected_at = meta.received_at;
+            claimed
+        });
         let digests = report
             .plugins
             .iter()
@@ -143,6 +172,7 @@ impl Submission {
             report,
             digests,
             verdicts: None,
+            claimed_collected_at,
         }
     }
 

@@ -100,7 +100,7 @@ fn new_state(
             .ok()
             .and_then(|t| serde_json::from_str::<Value>(t).ok())
     };
-    let mut changes = Vec::new();
+    let mut changes: Vec<Change> = s.clock_change().into_iter().collect();
     let old_hostname = get_str(state, "hostname");
     if old_hostname != report.hostname {
         changes.push(Change {

@@ -139,22 +139,13 @@ impl AuditStore for SqliteStore {
 
     async fn audit_rows(&self) -> StoreResult<Vec<AuditRow>> {
         self.read(|c| {
-            let mut st = c.prepare(
-                "SELECT client_id, hostname, enrolled_at, last_seen_at, submitted_at, revoked_at, \
-                 verdicts FROM clients ORDER BY hostname, client_id",
-            )?;
-            st.query_map([], |r| {
-                Ok(AuditRow {
-                    client_id: r.get(0)?,
-                    hostname: r.get(1)?,
-                    enrolled_at: parse_ts(&r.get::<_, String>(2)?)?,
-                    last_seen_at: parse_ts(&r.get::<_, String>(3)?)?,
-                    submitted_at: parse_opt_ts(r.get(4)?)?,
-                    revoked_at: parse_opt_ts(r.get(5)?)?,
-                    verdicts: r.get(6)?,
-                })
-            })?
-            .collect()
+            without_mmap(c, |c| {
+                let mut st = c.prepare(
+                    "SELECT client_id, hostname, enrolled_at, last_seen_at, submitted_at, \
+                     revoked_at, verdicts FROM clients ORDER BY hostname, client_id",
+                )?;
+                st.query_map([], audit_row)?.collect()
+            })
         })
         .await
     }
@@ -170,4 +161,30 @@ impl AuditStore for SqliteStore {
         })
         .await
     }
+}
+
+/// One client's row for the audit.
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        client_id: r.get(0)?,
+        hostname: r.get(1)?,
+        enrolled_at: parse_ts(&r.get::<_, String>(2)?)?,
+        last_seen_at: parse_ts(&r.get::<_, String>(3)?)?,
+        submitted_at: parse_opt_ts(r.get(4)?)?,
+        revoked_at: parse_opt_ts(r.get(5)?)?,
+        verdicts: r.get(6)?,
+    })
+}
+
+/// Runs `f` with memory mapping off: a scan of every client would
+/// otherwise map the whole table into the process (pages that count as
+/// its memory), where the page cache bounds it.
+fn without_mmap<T>(
+    c: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.execute_batch("PRAGMA mmap_size=0;")?;
+    let result = f(c);
+    c.execute_batch(&format!("PRAGMA mmap_size={};", super::MMAP_SIZE))?;
+    result
 }

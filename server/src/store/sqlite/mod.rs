@@ -102,11 +102,11 @@ impl SqliteStore {
         // writes to it, and the PRAGMAs below must wait, not fail.
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(backend_err)?;
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; \
              PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864; \
-             PRAGMA mmap_size=268435456;",
-        )
+             PRAGMA mmap_size={MMAP_SIZE};",
+        ))
         .map_err(backend_err)?;
         schema::migrate(&conn)?;
         let wal_frames = Arc::new(std::sync::atomic::AtomicI64::new(0));
@@ -160,6 +160,10 @@ impl SqliteStore {
     }
 }
 
+/// How much of the database file each connection maps (256 MiB): reads of
+/// mapped pages skip a copy.
+pub(super) const MMAP_SIZE: u64 = 256 << 20;
+
 /// A read-only connection for the pool.
 fn open_reader(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(
@@ -169,7 +173,7 @@ fn open_reader(path: &Path) -> StoreResult<Connection> {
     .map_err(backend_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(backend_err)?;
-    conn.execute_batch("PRAGMA mmap_size=268435456;")
+    conn.execute_batch(&format!("PRAGMA mmap_size={MMAP_SIZE};"))
         .map_err(backend_err)?;
     Ok(conn)
 }

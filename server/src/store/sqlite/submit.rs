@@ -116,7 +116,7 @@ pub(super) fn submit(
         return Ok(SubmitOutcome::Duplicate);
     }
 
-    let mut changes = Vec::new();
+    let mut changes: Vec<Change> = s.clock_change().into_iter().collect();
     let renamed = state.hostname != report.hostname;
     if renamed {
         changes.push(Change {
