@@ -6,10 +6,11 @@
 //! client" holds without transactions, even for several servers sharing a
 //! MongoDB database.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use serde::Serialize;
 
 use crate::config::AuditConfig;
@@ -302,12 +303,20 @@ fn open_or_refresh(
 /// Open issues by (client, name), and what the audit changes in them.
 struct Ledger {
     open: HashMap<(String, String), Issue>,
+    /// Clients with an open issue at the start or opened since.
+    with_open: HashSet<String>,
     writes: Vec<Issue>,
     outcome: Outcome,
     now: DateTime<Utc>,
 }
 
 impl Ledger {
+    /// Whether `client_id` may have an open issue (it had one at the start
+    /// or got one since).
+    fn has_open(&self, client_id: &str) -> bool {
+        self.with_open.contains(client_id)
+    }
+
     fn is_open(&self, client_id: &str, name: &str) -> bool {
         self.open
             .contains_key(&(client_id.to_string(), name.to_string()))
@@ -336,6 +345,7 @@ impl Ledger {
         ) {
             if !was_open {
                 self.outcome.opened.push(issue.clone());
+                self.with_open.insert(client_id.to_string());
             }
             self.open.insert(key, issue.clone());
             self.writes.push(issue);
@@ -353,27 +363,48 @@ impl Ledger {
     }
 }
 
-/// What the run knows of every client besides its verdicts.
+/// What the run knows of the fleet besides each client's own row, which
+/// it reads as a stream.
 struct Fleet {
-    rows: Vec<AuditRow>,
     params: HashMap<String, ClientParams>,
     pending_patches: HashMap<String, usize>,
-    /// The server's clock (last contact), not the agents' (collected_at).
-    last_contact: HashMap<String, DateTime<Utc>>,
+    /// The last contact (the server's clock, not the agents'
+    /// collected_at) of every machine named in a `user_clients`.
+    peers_seen: HashMap<String, DateTime<Utc>>,
+    /// Host name and latest report of the clients with open issues, for
+    /// the alerts.
+    hosts: HashMap<String, HostInfo>,
+}
+
+/// What an alert says about a host.
+struct HostInfo {
+    hostname: String,
+    submitted_at: Option<DateTime<Utc>>,
 }
 
 impl Fleet {
     async fn read(store: &dyn AuditStore) -> Result<Self, AuditError> {
-        let rows = store.audit_rows().await?;
-        let last_contact = rows
-            .iter()
-            .map(|r| (r.client_id.clone(), r.last_seen_at))
+        let params = read_params(store).await?;
+        let peers: HashSet<&str> = params
+            .values()
+            .flat_map(|p| p.user_clients.iter().map(String::as_str))
             .collect();
+        let mut peers_seen = HashMap::new();
+        // A pass of its own, only when some user has several machines: a
+        // peer may come after its client in the stream.
+        if !peers.is_empty() {
+            let mut rows = store.audit_rows().await?;
+            while let Some(row) = rows.try_next().await? {
+                if peers.contains(row.client_id.as_str()) {
+                    peers_seen.insert(row.client_id, row.last_seen_at);
+                }
+            }
+        }
         Ok(Self {
-            params: read_params(store).await?,
             pending_patches: store.pending_patch_counts().await?,
-            last_contact,
-            rows,
+            params,
+            peers_seen,
+            hosts: HashMap::new(),
         })
     }
 
@@ -383,7 +414,7 @@ impl Fleet {
         params
             .user_clients
             .iter()
-            .filter_map(|peer| self.last_contact.get(peer).copied())
+            .filter_map(|peer| self.peers_seen.get(peer).copied())
             .max()
     }
 }
@@ -397,12 +428,20 @@ pub async fn run(
     opts: Options,
 ) -> Result<Outcome, AuditError> {
     let mut ledger = Ledger::load(store, now).await?;
-    let fleet = Fleet::read(store).await?;
-    for row in &fleet.rows {
+    let mut fleet = Fleet::read(store).await?;
+    let mut rows = store.audit_rows().await?;
+    while let Some(row) = rows.try_next().await? {
         if row.revoked_at.is_some() {
             ledger.retire(&row.client_id, settings);
         } else {
-            judge_client(store, settings, &fleet, row, &mut ledger).await?;
+            judge_client(store, settings, &fleet, &row, &mut ledger).await?;
+        }
+        if ledger.has_open(&row.client_id) {
+            let info = HostInfo {
+                hostname: row.hostname,
+                submitted_at: row.submitted_at,
+            };
+            fleet.hosts.insert(row.client_id, info);
         }
     }
     apply_server_findings(store, &mut ledger, server_findings).await?;
@@ -426,6 +465,7 @@ impl Ledger {
     async fn load(store: &dyn AuditStore, now: DateTime<Utc>) -> Result<Self, AuditError> {
         let mut ledger = Ledger {
             open: HashMap::new(),
+            with_open: HashSet::new(),
             writes: Vec::new(),
             outcome: Outcome::default(),
             now,
@@ -435,6 +475,7 @@ impl Ledger {
             open_only: true,
         };
         for issue in store.issues(filter).await? {
+            ledger.with_open.insert(issue.client_id.clone());
             let key = (issue.client_id.clone(), issue.name.clone());
             match ledger.open.entry(key) {
                 std::collections::hash_map::Entry::Occupied(_) => {
@@ -609,21 +650,17 @@ fn due(
     now: DateTime<Utc>,
     opts: Options,
 ) -> Vec<Due> {
-    let rows: HashMap<&str, &AuditRow> = fleet
-        .rows
-        .iter()
-        .map(|r| (r.client_id.as_str(), r))
-        .collect();
-    let last_report = |id: &str| rows.get(id).and_then(|r| r.submitted_at);
+    let last_report = |id: &str| fleet.hosts.get(id).and_then(|h| h.submitted_at);
     let mut by_host: BTreeMap<(String, String), Vec<Issue>> = BTreeMap::new();
     for issue in open.into_values() {
         let params = fleet.params.get(issue.client_id.as_str());
         if !opts.full && quiet(&issue, params, last_report(&issue.client_id), settings, now) {
             continue;
         }
-        let host = rows
+        let host = fleet
+            .hosts
             .get(issue.client_id.as_str())
-            .map(|r| r.hostname.clone())
+            .map(|h| h.hostname.clone())
             .unwrap_or_else(|| issue.client_id.clone());
         by_host
             .entry((host, issue.client_id.clone()))

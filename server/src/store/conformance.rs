@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
+use futures_util::TryStreamExt;
 use penguindome_protocol::envelope::new_nonce;
 use penguindome_protocol::wire::{Patch, PatchFile, Report};
 use serde_json::json;
@@ -197,8 +198,17 @@ async fn audit_rows_and_patch_counts(store: &Arc<dyn Store>) {
     let id = client_id();
     let fp = new_nonce().to_uppercase();
     store.enroll(enrollment(&id, &fp, "rows")).await.unwrap();
-    let row = |rows: Vec<AuditRow>| rows.into_iter().find(|r| r.client_id == id).unwrap();
-    let fresh = row(store.audit_rows().await.unwrap());
+    let rows = || async {
+        let all: Vec<AuditRow> = store
+            .audit_rows()
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        all.into_iter().find(|r| r.client_id == id).unwrap()
+    };
+    let fresh = rows().await;
     assert_eq!(
         (fresh.hostname.as_str(), fresh.submitted_at, fresh.verdicts),
         ("rows", None, None)
@@ -206,7 +216,7 @@ async fn audit_rows_and_patch_counts(store: &Arc<dyn Store>) {
     let submission = Submission::new(meta(&id, &fp), report("rows", json!({"a": 1}), 0))
         .with_verdicts(r#"{"basis":"b","checks":{}}"#.into());
     store.submit(submission).await.unwrap();
-    let judged = row(store.audit_rows().await.unwrap());
+    let judged = rows().await;
     assert!(judged.submitted_at.is_some());
     assert_eq!(
         judged.verdicts.as_deref(),
@@ -216,10 +226,7 @@ async fn audit_rows_and_patch_counts(store: &Arc<dyn Store>) {
     let older = Submission::new(meta(&id, &fp), report("rows", json!({"a": 2}), 60))
         .with_verdicts("{}".into());
     assert_eq!(store.submit(older).await.unwrap(), SubmitOutcome::Duplicate);
-    assert_eq!(
-        row(store.audit_rows().await.unwrap()).verdicts,
-        judged.verdicts
-    );
+    assert_eq!(rows().await.verdicts, judged.verdicts);
 
     for _ in 0..2 {
         let patch = Patch {

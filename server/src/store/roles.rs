@@ -122,12 +122,16 @@ pub trait AuditStore: AdminStore + PatchReads {
     /// Gives back a lease `holder` has (nothing if it does not).
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
 
-    /// Every client as the periodic audit needs it, in one read.
-    async fn audit_rows(&self) -> StoreResult<Vec<AuditRow>>;
+    /// Every client as the periodic audit needs it, by host name, as a
+    /// stream: the audit's memory does not grow with the fleet.
+    async fn audit_rows(&self) -> StoreResult<AuditRows>;
 
     /// How many patches each client has pending, for clients with any.
     async fn pending_patch_counts(&self) -> StoreResult<std::collections::HashMap<String, usize>>;
 }
+
+/// The clients' rows for the audit, read as they are used.
+pub type AuditRows = futures_util::stream::BoxStream<'static, StoreResult<AuditRow>>;
 
 /// Copying everything between stores.
 #[async_trait]

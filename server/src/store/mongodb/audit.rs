@@ -2,13 +2,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use mongodb::bson::{Bson, Document, doc};
 
 use super::fields::{date, from_bson_date, get_str, opt_date, opt_str, to_bson_date};
 use super::{MongoStore, is_duplicate_key};
 use std::collections::HashMap;
 
+use crate::store::roles::AuditRows;
 use crate::store::{AuditRow, AuditStore, Issue, IssueFilter, StoreResult};
 
 /// An issue from its document.
@@ -116,30 +117,21 @@ impl AuditStore for MongoStore {
             .map_err(|e| i.err(e))
     }
 
-    async fn audit_rows(&self) -> StoreResult<Vec<AuditRow>> {
-        let i = &self.inner;
+    async fn audit_rows(&self) -> StoreResult<AuditRows> {
+        let i = self.inner.clone();
         let projection = doc! {"hostname": 1, "enrolled_at": 1, "last_seen_at": 1,
         "submitted_at": 1, "revoked_at": 1, "verdicts": 1};
-        let mut cursor = i
+        let cursor = i
             .clients
             .find(doc! {})
             .projection(projection)
             .sort(doc! {"hostname": 1, "_id": 1})
             .await
             .map_err(|e| i.err(e))?;
-        let mut out = Vec::new();
-        while let Some(d) = cursor.try_next().await.map_err(|e| i.err(e))? {
-            out.push(AuditRow {
-                client_id: get_str(&d, "_id"),
-                hostname: get_str(&d, "hostname"),
-                enrolled_at: date(&d, "enrolled_at"),
-                last_seen_at: date(&d, "last_seen_at"),
-                submitted_at: from_bson_date(d.get("submitted_at")),
-                revoked_at: from_bson_date(d.get("revoked_at")),
-                verdicts: opt_str(&d, "verdicts"),
-            });
-        }
-        Ok(out)
+        Ok(cursor
+            .map_ok(|d| audit_row(&d))
+            .map_err(move |e| i.err(e))
+            .boxed())
     }
 
     async fn pending_patch_counts(&self) -> StoreResult<HashMap<String, usize>> {
@@ -159,5 +151,18 @@ impl AuditStore for MongoStore {
             }
         }
         Ok(out)
+    }
+}
+
+/// One client's document as the audit reads it.
+fn audit_row(d: &Document) -> AuditRow {
+    AuditRow {
+        client_id: get_str(d, "_id"),
+        hostname: get_str(d, "hostname"),
+        enrolled_at: date(d, "enrolled_at"),
+        last_seen_at: date(d, "last_seen_at"),
+        submitted_at: from_bson_date(d.get("submitted_at")),
+        revoked_at: from_bson_date(d.get("revoked_at")),
+        verdicts: opt_str(d, "verdicts"),
     }
 }

@@ -5,10 +5,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
 use super::writer::Job;
-use super::{SqliteStore, backend_err, parse_opt_ts, parse_ts, ts};
+use super::{SqliteStore, backend_err, parse_opt_ts, parse_ts, read_blocking, ts};
 use std::collections::HashMap;
 
+use crate::store::roles::AuditRows;
 use crate::store::{AuditRow, AuditStore, Issue, IssueFilter, StoreResult};
+use futures_util::StreamExt;
 
 /// Writes issues, replacing those with the same id.
 pub(super) fn put_issues(conn: &Connection, issues: &[Issue]) -> StoreResult<()> {
@@ -137,17 +139,22 @@ impl AuditStore for SqliteStore {
         self.call(|r| Job::ReleaseLease(name, holder, r)).await
     }
 
-    async fn audit_rows(&self) -> StoreResult<Vec<AuditRow>> {
-        self.read(|c| {
-            without_mmap(c, |c| {
-                let mut st = c.prepare(
-                    "SELECT client_id, hostname, enrolled_at, last_seen_at, submitted_at, \
-                     revoked_at, verdicts FROM clients ORDER BY hostname, client_id",
-                )?;
-                st.query_map([], audit_row)?.collect()
-            })
+    async fn audit_rows(&self) -> StoreResult<AuditRows> {
+        let (tx, rx) = tokio::sync::mpsc::channel(ROWS_AHEAD);
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let sent = read_blocking(&readers, &path, |c| {
+                without_mmap(c, |c| send_audit_rows(c, &tx))
+            });
+            if let Err(e) = sent {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|row| (row, rx))
         })
-        .await
+        .boxed())
     }
 
     async fn pending_patch_counts(&self) -> StoreResult<HashMap<String, usize>> {
@@ -161,6 +168,28 @@ impl AuditStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Rows read ahead of the audit: enough to keep it busy, few enough that
+/// memory does not grow with the fleet.
+const ROWS_AHEAD: usize = 1024;
+
+/// Sends every client's row, by host name, until the receiver goes away.
+fn send_audit_rows(
+    c: &Connection,
+    tx: &tokio::sync::mpsc::Sender<StoreResult<AuditRow>>,
+) -> rusqlite::Result<()> {
+    let mut st = c.prepare(
+        "SELECT client_id, hostname, enrolled_at, last_seen_at, submitted_at, revoked_at, \
+         verdicts FROM clients ORDER BY hostname, client_id",
+    )?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        if tx.blocking_send(audit_row(r).map_err(backend_err)).is_err() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// One client's row for the audit.

@@ -145,19 +145,26 @@ impl SqliteStore {
     ) -> StoreResult<T> {
         let readers = self.readers.clone();
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = readers.lock().expect("reader pool lock").pop();
-            let conn = match conn {
-                Some(c) => c,
-                None => open_reader(&path)?,
-            };
-            let result = f(&conn).map_err(backend_err);
-            readers.lock().expect("reader pool lock").push(conn);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
+        tokio::task::spawn_blocking(move || read_blocking(&readers, &path, f))
+            .await
+            .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
     }
+}
+
+/// Runs `f` on a pooled reader connection, on the calling thread.
+fn read_blocking<T>(
+    readers: &Mutex<Vec<Connection>>,
+    path: &Path,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> StoreResult<T> {
+    let conn = readers.lock().expect("reader pool lock").pop();
+    let conn = match conn {
+        Some(c) => c,
+        None => open_reader(path)?,
+    };
+    let result = f(&conn).map_err(backend_err);
+    readers.lock().expect("reader pool lock").push(conn);
+    result
 }
 
 /// How much of the database file each connection maps (256 MiB): reads of
