@@ -7,7 +7,7 @@ use chrono::Utc;
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::envelope::new_nonce;
 use penguindome_protocol::wire::{
-    Ack, AcknowledgePatch, EnrollRequest, EnrollResponse, Problem, Report, UpdateRequest,
+    Ack, AcknowledgePatch, EnrollRequest, EnrollResponse, Message, Problem, Report, UpdateRequest,
     UpdateResponse, paths,
 };
 use penguindome_protocol::{Envelope, EnvelopeError, Freshness, PublicKey, SecretKey};
@@ -109,7 +109,11 @@ impl<'a> Session<'a> {
     }
 
     /// Signs and posts `body`; returns the request's nonce and the reply.
-    fn post<T: Serialize>(&self, path: &str, body: &T) -> Result<(String, Reply), SessionError> {
+    fn post<T: Serialize + Message>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<(String, Reply), SessionError> {
         let nonce = new_nonce();
         let envelope = Envelope::seal_at(
             self.key,

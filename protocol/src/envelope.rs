@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{DetachedSignature, KeyError, PublicKey, SecretKey, SignatureError};
-use crate::wire::EnrollRequest;
+use crate::wire::{EnrollRequest, Message};
 
 /// HTTP header carrying the base64 of the binary detached signature.
 pub const SIGNATURE_HEADER: &str = "penguindome-signature";
@@ -61,6 +61,15 @@ pub enum EnvelopeError {
     /// The nonce is empty or not hex of at least 128 bits.
     #[error("the nonce must be at least 32 hex characters")]
     BadNonce,
+    /// The payload was signed as another kind of message than the one
+    /// expected here.
+    #[error("the payload was signed as a {got:?} message, not a {expected:?} one")]
+    WrongKind {
+        /// The kind this endpoint takes.
+        expected: &'static str,
+        /// The kind the payload names.
+        got: String,
+    },
     /// A response answers another request.
     #[error("the response answers request {got:?}, not {expected}")]
     NotOurReply {
@@ -87,6 +96,10 @@ pub struct Signed<T> {
     /// For responses: the nonce of the request answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to: Option<String>,
+    /// What kind of message the body is ([`Message::KIND`]); absent from
+    /// what agents and servers signed before kinds were named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// The message itself.
     pub body: T,
 }
@@ -154,7 +167,7 @@ impl WireSignature {
 
 impl Envelope {
     /// Signs `body` as `sender`, with a fresh nonce and the current time.
-    pub fn seal<T: Serialize>(
+    pub fn seal<T: Serialize + Message>(
         key: &SecretKey,
         sender: &str,
         in_reply_to: Option<&str>,
@@ -164,7 +177,7 @@ impl Envelope {
     }
 
     /// Signs `body` with an explicit time and nonce (tests, load generators).
-    pub fn seal_at<T: Serialize>(
+    pub fn seal_at<T: Serialize + Message>(
         key: &SecretKey,
         sender: &str,
         issued_at: DateTime<Utc>,
@@ -177,6 +190,7 @@ impl Envelope {
             issued_at,
             nonce,
             in_reply_to: in_reply_to.map(str::to_string),
+            kind: Some(T::KIND.to_string()),
             body,
         };
         let payload = serde_json::to_vec(&signed)?;
@@ -224,14 +238,14 @@ impl Envelope {
     }
 
     /// Verifies, parses and checks the header: sender, time window, nonce.
-    pub fn open<T: DeserializeOwned>(
+    pub fn open<T: DeserializeOwned + Message>(
         &self,
         key: &PublicKey,
         expected_sender: &str,
         check: &Freshness,
     ) -> Result<Signed<T>, EnvelopeError> {
         self.verify(key)?;
-        let signed: Signed<T> = serde_json::from_slice(&self.payload)?;
+        let signed: Signed<T> = parse_kind(&self.payload)?;
         check_header(
             &signed.sender,
             signed.issued_at,
@@ -243,7 +257,7 @@ impl Envelope {
     }
 
     /// Like [`Envelope::open`] for a response: it must answer `request_nonce`.
-    pub fn open_reply<T: DeserializeOwned>(
+    pub fn open_reply<T: DeserializeOwned + Message>(
         &self,
         key: &PublicKey,
         request_nonce: &str,
@@ -265,7 +279,7 @@ impl Envelope {
         &self,
         check: &Freshness,
     ) -> Result<(Signed<EnrollRequest>, PublicKey), EnvelopeError> {
-        let signed: Signed<EnrollRequest> = serde_json::from_slice(&self.payload)?;
+        let signed: Signed<EnrollRequest> = parse_kind(&self.payload)?;
         let key = PublicKey::from_bytes(signed.body.public_key.as_bytes())?;
         self.verify(&key)?;
         check_header(
@@ -280,6 +294,29 @@ impl Envelope {
 }
 
 /// Checks the sender, the clock window and the nonce's form.
+/// Parses a signed payload, refusing one signed as another kind of
+/// message. A payload without a kind (signed before kinds were) passes;
+/// callers that require one check [`Signed::kind`].
+fn parse_kind<T: DeserializeOwned + Message>(payload: &[u8]) -> Result<Signed<T>, EnvelopeError> {
+    // The kind is checked before the body is typed: a body of another kind
+    // may not even parse as this one, and that error would hide the cause.
+    #[derive(Deserialize)]
+    struct Kind {
+        #[serde(default)]
+        kind: Option<String>,
+    }
+    let Kind { kind } = serde_json::from_slice(payload)?;
+    if let Some(got) = kind
+        && got != T::KIND
+    {
+        return Err(EnvelopeError::WrongKind {
+            expected: T::KIND,
+            got,
+        });
+    }
+    Ok(serde_json::from_slice(payload)?)
+}
+
 fn check_header(
     sender: &str,
     issued_at: DateTime<Utc>,
@@ -410,12 +447,60 @@ mod tests {
         value: u32,
     }
 
+    impl Message for Body {
+        const KIND: &'static str = "body";
+    }
+
+    /// The same fields under another kind, as a report and an update
+    /// request share theirs.
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Lookalike {
+        value: u32,
+    }
+
+    impl Message for Lookalike {
+        const KIND: &'static str = "lookalike";
+    }
+
     fn key() -> SecretKey {
         SecretKey::generate("client").unwrap()
     }
 
     fn wire(e: &Envelope) -> Envelope {
         Envelope::from_wire(e.payload().to_vec(), Some(e.signature_header().as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn a_signature_made_for_one_kind_is_refused_as_another() {
+        let k = key();
+        let env = wire(&Envelope::seal(&k, "abc", None, &Body { value: 7 }).unwrap());
+        let err = env
+            .open::<Lookalike>(&k.public(), "abc", &Freshness::now(WINDOW))
+            .unwrap_err();
+        assert!(
+            matches!(&err, EnvelopeError::WrongKind { expected: "lookalike", got } if got == "body"),
+            "{err}"
+        );
+        let opened: Signed<Body> = env
+            .open(&k.public(), "abc", &Freshness::now(WINDOW))
+            .unwrap();
+        assert_eq!(opened.kind.as_deref(), Some("body"));
+    }
+
+    #[test]
+    fn a_payload_signed_before_kinds_opens_without_one() {
+        let k = key();
+        let legacy = serde_json::json!({
+            "sender": "abc", "issued_at": utc::format(&Utc::now()),
+            "nonce": new_nonce(), "body": {"value": 3}
+        });
+        let payload = serde_json::to_vec(&legacy).unwrap();
+        let sig = base64::engine::general_purpose::STANDARD.encode(k.sign(&payload).unwrap());
+        let env = Envelope::from_wire(payload, Some(sig.as_bytes())).unwrap();
+        let opened: Signed<Lookalike> = env
+            .open(&k.public(), "abc", &Freshness::now(WINDOW))
+            .unwrap();
+        assert_eq!((opened.kind, opened.body.value), (None, 3));
     }
 
     #[test]

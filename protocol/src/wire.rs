@@ -31,6 +31,14 @@ pub fn is_valid_client_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// A body that travels signed. Its kind is signed with it, so a signature
+/// made for one kind of message is never accepted as another (a report's
+/// fields would otherwise also read as an update request).
+pub trait Message {
+    /// The name signed with the body; never reused for another type.
+    const KIND: &'static str;
+}
+
 /// One collection: what every collector found, at one moment.
 ///
 /// `P` is the type of one collector's output: `serde_json::Value` on the
@@ -165,6 +173,26 @@ pub struct ApiError {
     pub code: String,
     /// What failed and what to do about it.
     pub error: String,
+}
+
+impl<P> Message for Report<P> {
+    const KIND: &'static str = "report";
+}
+
+impl Message for EnrollRequest {
+    const KIND: &'static str = "enroll-request";
+}
+
+impl Message for UpdateRequest {
+    const KIND: &'static str = "update-request";
+}
+
+impl Message for UpdateResponse {
+    const KIND: &'static str = "update-response";
+}
+
+impl Message for AcknowledgePatch {
+    const KIND: &'static str = "patch-acknowledgement";
 }
 
 #[cfg(test)]

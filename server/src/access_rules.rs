@@ -16,13 +16,15 @@
 //! agent = "$pbkdf2-sha256$..."
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
+use lru::LruCache;
 use password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use pbkdf2::Pbkdf2;
 use serde::{Deserialize, Serialize};
@@ -225,6 +227,8 @@ pub enum Decision {
     Allow,
     /// Ask for credentials (401 with a Basic challenge).
     Challenge,
+    /// Too many password checks wait already: try again later (503).
+    Busy,
 }
 
 /// The rules as the server uses them: re-read when the file changes, and
@@ -233,19 +237,53 @@ pub enum Decision {
 pub struct AccessControl {
     path: PathBuf,
     state: Mutex<State>,
+    /// Password checks running (as many as cores).
     verifying: tokio::sync::Semaphore,
+    /// Password checks running or waiting; past it, requests get Busy.
+    admitted: tokio::sync::Semaphore,
 }
 
 struct State {
     rules: std::sync::Arc<AccessRules>,
     stamp: Option<SystemTime>,
     checked_at: Instant,
-    verified: HashMap<[u8; 32], (bool, Instant)>,
+    /// Credentials that passed and that failed, apart: a flood of wrong
+    /// passwords evicts only other wrong ones.
+    passed: LruCache<[u8; 32], Instant>,
+    failed: LruCache<[u8; 32], Instant>,
+}
+
+impl State {
+    fn forget_all(&mut self) {
+        self.passed.clear();
+        self.failed.clear();
+    }
+
+    /// The remembered verdict on `key`, if recent.
+    fn remembered(&mut self, key: &[u8; 32]) -> Option<bool> {
+        let recent = |at: &Instant| at.elapsed() < REMEMBER;
+        if self.passed.get(key).is_some_and(recent) {
+            return Some(true);
+        }
+        self.failed.get(key).is_some_and(recent).then_some(false)
+    }
+
+    fn remember(&mut self, key: [u8; 32], ok: bool) {
+        let cache = if ok {
+            &mut self.passed
+        } else {
+            &mut self.failed
+        };
+        cache.put(key, Instant::now());
+    }
 }
 
 const RECHECK: Duration = Duration::from_secs(1);
 const REMEMBER: Duration = Duration::from_secs(300);
-const REMEMBER_MAX: usize = 4096;
+/// Verdicts remembered of each kind.
+const REMEMBER_MAX: NonZeroUsize = NonZeroUsize::new(4096).unwrap();
+/// Password checks that may wait for a core; each takes about 0.3 s.
+const WAITING_MAX: usize = 32;
 
 fn stamp(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
@@ -254,17 +292,24 @@ fn stamp(path: &Path) -> Option<SystemTime> {
 impl AccessControl {
     /// Loads the rules from `path`.
     pub fn load(path: PathBuf) -> Result<Self, AccessError> {
+        Self::load_with(path, cores(), WAITING_MAX)
+    }
+
+    /// Loads the rules with `running` password checks at a time and
+    /// `waiting` more allowed to wait.
+    fn load_with(path: PathBuf, running: usize, waiting: usize) -> Result<Self, AccessError> {
         let rules = AccessRules::load(&path)?;
         Ok(Self {
             state: Mutex::new(State {
                 rules: std::sync::Arc::new(rules),
                 stamp: stamp(&path),
                 checked_at: Instant::now(),
-                verified: HashMap::new(),
+                passed: LruCache::new(REMEMBER_MAX),
+                failed: LruCache::new(REMEMBER_MAX),
             }),
             path,
-            // Two cores: at most two password checks at a time.
-            verifying: tokio::sync::Semaphore::new(2),
+            verifying: tokio::sync::Semaphore::new(running),
+            admitted: tokio::sync::Semaphore::new(running + waiting),
         })
     }
 
@@ -277,7 +322,7 @@ impl AccessControl {
                 match AccessRules::load(&self.path) {
                     Ok(r) => {
                         st.rules = std::sync::Arc::new(r);
-                        st.verified.clear();
+                        st.forget_all();
                         log::info!("access rules reloaded from {}", self.path.display());
                     }
                     // Keep the last good rules rather than lock everyone out.
@@ -326,37 +371,46 @@ impl AccessControl {
             key_input.update(h.as_bytes());
         }
         let key: [u8; 32] = key_input.finalize().into();
-        {
-            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((ok, at)) = st.verified.get(&key)
-                && at.elapsed() < REMEMBER
-            {
-                return if *ok {
-                    Decision::Allow
-                } else {
-                    Decision::Challenge
-                };
-            }
-        }
-        let Ok(_permit) = self.verifying.acquire().await else {
-            return Decision::Challenge;
+        let remembered = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remembered(&key);
+        let ok = match remembered {
+            Some(ok) => ok,
+            None => match self.verify(hashes, password, known).await {
+                Some(ok) => {
+                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    st.remember(key, ok);
+                    ok
+                }
+                None => return Decision::Busy,
+            },
         };
-        let ok = tokio::task::spawn_blocking(move || {
-            hashes.iter().any(|h| verify_password(&password, h)) && known
-        })
-        .await
-        .unwrap_or(false);
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.verified.len() >= REMEMBER_MAX {
-            st.verified.clear();
-        }
-        st.verified.insert(key, (ok, Instant::now()));
         if ok {
             Decision::Allow
         } else {
             Decision::Challenge
         }
     }
+
+    /// Runs PBKDF2 on a core of its own, or says `None` when too many
+    /// checks wait already (a flood must not queue without bound).
+    async fn verify(&self, hashes: Vec<String>, password: String, known: bool) -> Option<bool> {
+        let _admitted = self.admitted.try_acquire().ok()?;
+        let _running = self.verifying.acquire().await.ok()?;
+        let ok = tokio::task::spawn_blocking(move || {
+            hashes.iter().any(|h| verify_password(&password, h)) && known
+        })
+        .await
+        .unwrap_or(false);
+        Some(ok)
+    }
+}
+
+/// The cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 /// A hash no password is checked against for real (made once).
@@ -403,6 +457,47 @@ mod tests {
             },
         );
         r
+    }
+
+    #[tokio::test]
+    async fn password_checks_past_the_queue_are_busy_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ACCESS_FILE);
+        rules().save(&path).unwrap();
+        let ac = AccessControl::load_with(path, 1, 1).unwrap();
+        let outside: IpAddr = "192.0.2.1".parse().unwrap();
+        let guesses = (0..6).map(|i| {
+            let cred = Some(("alice".to_string(), format!("guess {i}")));
+            ac.check("repo", outside, cred)
+        });
+        let decisions = futures_util::future::join_all(guesses).await;
+        let busy = decisions.iter().filter(|d| **d == Decision::Busy).count();
+        // One running, one waiting: the other four are told at once.
+        assert_eq!(busy, 4, "{decisions:?}");
+        assert!(decisions[..2].iter().all(|d| *d == Decision::Challenge));
+        // Once the queue drained, the right password gets through.
+        let right = Some(("alice".to_string(), "wonder".to_string()));
+        assert_eq!(ac.check("repo", outside, right).await, Decision::Allow);
+    }
+
+    #[test]
+    fn a_flood_of_wrong_passwords_keeps_the_good_ones_remembered() {
+        let mut st = State {
+            rules: std::sync::Arc::new(AccessRules::default()),
+            stamp: None,
+            checked_at: Instant::now(),
+            passed: LruCache::new(REMEMBER_MAX),
+            failed: LruCache::new(REMEMBER_MAX),
+        };
+        st.remember([1; 32], true);
+        for i in 0..3 * REMEMBER_MAX.get() as u32 {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            key[31] = 2;
+            st.remember(key, false);
+        }
+        assert_eq!(st.remembered(&[1; 32]), Some(true));
+        assert_eq!(st.failed.len(), REMEMBER_MAX.get());
     }
 
     #[tokio::test]

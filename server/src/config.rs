@@ -70,6 +70,11 @@ pub struct ServerSection {
     /// How long shutdown waits for requests in flight.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Refuse requests whose signature does not name their kind of message
+    /// (agents from before kinds were named); a request naming the wrong
+    /// kind is refused either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_message_kinds: bool,
 }
 
 fn default_window() -> Duration {

@@ -66,6 +66,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         window: config.server.request_window,
         max_body: config.server.max_body_bytes,
         body_timeout: config.limits.body_timeout,
+        require_message_kinds: config.server.require_message_kinds,
         client_rate: crate::http::limits::ClientRate::new(config.limits.client_requests_per_minute),
         credential_sha256: credential,
         repo: crate::release::publish::Repository::new(config.server.data_dir.join("repo")),

@@ -266,3 +266,60 @@ fn unknown_and_revoked_signers_are_refused_before_their_bodies_are_read() {
     assert!(answer.contains("revoked"), "{answer}");
     drop(server);
 }
+
+#[test]
+fn a_signature_for_one_kind_of_message_is_refused_by_every_other_endpoint() {
+    let (site, _plain) = limited_site("");
+    let server = site.start();
+    let config = site.agent_config();
+    let transport = Transport::new(&config).unwrap();
+    let sim = SimClient::enroll(&config, &transport, "bound").unwrap();
+
+    // A signed report's fields would also read as an update request.
+    let report = sim.seal(&SimClient::report("bound", json!({})));
+    for path in [paths::UPDATE, paths::ACKNOWLEDGE_PATCH] {
+        let r = transport.post(path, &report).unwrap();
+        assert_eq!(r.status, 400, "{path}: {}", r.describe());
+        assert_eq!(r.api_error().unwrap().code, "wrong_message_kind", "{path}");
+    }
+    assert_eq!(transport.post(paths::SUBMIT, &report).unwrap().status, 200);
+
+    // What agents signed before kinds were named is still served...
+    let unbound = |hostname: &str| {
+        let payload = serde_json::to_vec(&json!({
+            "sender": sim.id,
+            "issued_at": penguindome_protocol::envelope::utc::format(&chrono::Utc::now()),
+            "nonce": penguindome_protocol::envelope::new_nonce(),
+            "body": {"hostname": hostname, "agent_version": "old"},
+        }))
+        .unwrap();
+        let signature = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            sim.key.sign(&payload).unwrap(),
+        );
+        Envelope::from_wire(payload, Some(signature.as_bytes())).unwrap()
+    };
+    let r = transport.post(paths::UPDATE, &unbound("bound")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.describe());
+
+    // ...until the site requires kinds.
+    drop(server);
+    let path = site.config_dir.join("server.toml");
+    let toml = std::fs::read_to_string(&path).unwrap().replacen(
+        "[server]\n",
+        "[server]\nrequire_message_kinds = true\n",
+        1,
+    );
+    std::fs::write(&path, toml).unwrap();
+    let _server = site.start();
+    let r = transport.post(paths::UPDATE, &unbound("bound")).unwrap();
+    assert_eq!(r.status, 400, "{}", r.describe());
+    assert_eq!(r.api_error().unwrap().code, "unbound_signature");
+    let r = transport
+        .post(
+            paths::SUBMIT,
+            &sim.seal(&SimClient::report("bound", json!({}))),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.describe());
+}

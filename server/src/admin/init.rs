@@ -557,6 +557,7 @@ fn server_config(
             request_window: Duration::from_secs(900),
             max_body_bytes: 8 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            require_message_kinds: false,
         },
         listeners: vec![ListenerConfig {
             name: "main".into(),

@@ -41,6 +41,8 @@ pub struct AppState {
     pub max_body: usize,
     /// Time a peer has to send a body.
     pub body_timeout: Duration,
+    /// Whether requests must name their kind of message.
+    pub require_message_kinds: bool,
     /// Signed requests per client key and minute.
     pub client_rate: limits::ClientRate,
     /// SHA-256 of the enrollment credential.
@@ -124,6 +126,7 @@ impl From<EnvelopeError> for ApiFailure {
             E::Stale { .. } => (StatusCode::UNAUTHORIZED, "stale_request"),
             E::BadNonce => (StatusCode::BAD_REQUEST, "bad_nonce"),
             E::NotOurReply { .. } => (StatusCode::BAD_REQUEST, "bad_reply"),
+            E::WrongKind { .. } => (StatusCode::BAD_REQUEST, "wrong_message_kind"),
             E::Key(_) => (StatusCode::BAD_REQUEST, "bad_key"),
         };
         Self::new(status, code, e.to_string())

@@ -44,6 +44,13 @@ pub async fn authorize(
             );
             Err(r)
         }
+        Decision::Busy => Err(ApiFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_busy",
+            "too many password checks are waiting; retry later",
+        )
+        .retry_after(30)
+        .into_response()),
     }
 }
 

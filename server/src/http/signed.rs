@@ -13,6 +13,7 @@ use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use chrono::Utc;
+use penguindome_protocol::wire::Message;
 use penguindome_protocol::{
     Envelope, Freshness, PublicKey, SIGNATURE_HEADER, Signed, WireSignature,
 };
@@ -76,6 +77,17 @@ async fn refuse(body: Body, failure: ApiFailure) -> ApiFailure {
     failure
 }
 
+/// A request signed without naming its kind of message, where the site
+/// requires one.
+fn unbound() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::BAD_REQUEST,
+        "unbound_signature",
+        "the request's signature does not name its kind of message, and this server \
+         requires it ([server] require_message_kinds); upgrade the agent",
+    )
+}
+
 fn internal(what: &str) -> ApiFailure {
     log::error!("{what}: the router is misconfigured");
     ApiFailure::new(
@@ -93,7 +105,7 @@ pub struct Authenticated<T> {
     pub signed: Signed<T>,
 }
 
-impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Authenticated<T> {
+impl<T: DeserializeOwned + Message> FromRequest<Arc<AppState>> for Authenticated<T> {
     type Rejection = ApiFailure;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiFailure> {
@@ -108,6 +120,9 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Authenticated<T> {
         let now = Utc::now();
         let fresh = Freshness::at(now, state.window);
         let signed = envelope.open::<T>(&key, &client_id, &fresh)?;
+        if signed.kind.is_none() && state.require_message_kinds {
+            return Err(unbound());
+        }
         // Only a verified request spends the client's budget: anyone can
         // claim a fingerprint, and must not exhaust another client's.
         state.client_rate.check(&fingerprint)?;

@@ -40,6 +40,10 @@ struct Args {
     /// Size of each report, in KiB.
     #[arg(long, default_value_t = 20)]
     payload_kib: usize,
+    /// Pause on each connection between requests, in milliseconds: agents
+    /// at a cadence rather than a flood (0: as fast as the server answers).
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -101,6 +105,7 @@ async fn send_all(
     tls: tokio_rustls::TlsConnector,
     requests: &[(Bytes, String)],
     work: &[usize],
+    pause: Duration,
 ) -> anyhow::Result<Outcome> {
     use http_body_util::{BodyExt, Full};
     let host = url.host_str().unwrap_or("localhost").to_string();
@@ -133,6 +138,9 @@ async fn send_all(
                 "HTTP {status}: {}",
                 String::from_utf8_lossy(&bytes)
             ));
+        }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
     }
     Ok((lat, failures))
@@ -271,6 +279,7 @@ fn send(
         .build()?;
     let tls = tls_connector(config)?;
     let url = url::Url::parse(config.base_url())?;
+    let pause = Duration::from_millis(args.pause_ms);
     let t0 = Instant::now();
     let results = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
@@ -278,7 +287,7 @@ fn send(
             let requests = requests.clone();
             let tls = tls.clone();
             let url = url.clone();
-            tasks.spawn(async move { send_all(&url, tls, &requests, &work).await });
+            tasks.spawn(async move { send_all(&url, tls, &requests, &work, pause).await });
         }
         let mut all = Vec::new();
         while let Some(r) = tasks.join_next().await {
