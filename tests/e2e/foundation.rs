@@ -652,9 +652,15 @@ fn a_ca_signed_certificate_is_checked_against_the_system_roots() {
     // Without the CA among the trusted roots the server is not believed.
     let empty = site.dir.path().join("no-roots.pem");
     std::fs::write(&empty, "").unwrap();
+    // A refused certificate is not an offline laptop: the run fails.
     let out = agent.cmd_with_env(&["run"], &[("SSL_CERT_FILE", &empty)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot reach the server"), "{}", text(&out));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        stderr.contains("refused the certificate") && stderr.contains("UnknownIssuer"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(agent.status()["enrolled"], false);
     // With it, the agent enrolls and reports.
     let out = agent.cmd_with_env(
