@@ -106,7 +106,11 @@ async fn send_all(
     requests: &[(Bytes, String)],
     work: &[usize],
     pause: Duration,
+    start_after: Duration,
 ) -> anyhow::Result<Outcome> {
+    // Paced connections start spread over one pause, as agents' timers
+    // are, rather than all in the same millisecond.
+    tokio::time::sleep(start_after).await;
     use http_body_util::{BodyExt, Full};
     let host = url.host_str().unwrap_or("localhost").to_string();
     let port = url.port_or_known_default().unwrap_or(443);
@@ -283,11 +287,14 @@ fn send(
     let t0 = Instant::now();
     let results = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
-        for work in per_worker {
+        for (w, work) in per_worker.into_iter().enumerate() {
             let requests = requests.clone();
             let tls = tls.clone();
             let url = url.clone();
-            tasks.spawn(async move { send_all(&url, tls, &requests, &work, pause).await });
+            let start_after = pause * w as u32 / args.concurrency as u32;
+            tasks.spawn(
+                async move { send_all(&url, tls, &requests, &work, pause, start_after).await },
+            );
         }
         let mut all = Vec::new();
         while let Some(r) = tasks.join_next().await {
