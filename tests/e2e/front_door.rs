@@ -66,12 +66,16 @@ fn read_answer(s: &mut TcpStream) -> (u16, String) {
 
 /// A submission's head for `envelope`, announcing the whole body.
 fn submit_head(envelope: &Envelope) -> String {
+    submit_head_claiming(envelope, envelope.payload().len())
+}
+
+/// A submission's head for `envelope` announcing a body of `length` bytes.
+fn submit_head_claiming(envelope: &Envelope, length: usize) -> String {
     format!(
         "POST {} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
-         penguindome-signature: {}\r\ncontent-length: {}\r\n\r\n",
+         penguindome-signature: {}\r\ncontent-length: {length}\r\n\r\n",
         paths::SUBMIT,
         envelope.signature_header(),
-        envelope.payload().len()
     )
 }
 
@@ -245,10 +249,7 @@ fn unknown_and_revoked_signers_are_refused_before_their_bodies_are_read() {
     // Only the head and a few bytes of a large body: the answer comes at
     // once, without the server waiting for the rest.
     let envelope = stranger.seal(&SimClient::report("stranger", json!({})));
-    let head = submit_head(&envelope).replace(
-        &format!("content-length: {}", envelope.payload().len()),
-        "content-length: 4000000",
-    );
+    let head = submit_head_claiming(&envelope, 4_000_000);
     let (status, answer) = stalled_request(plain, &head, &envelope.payload()[..10]);
     assert_eq!(status, 401, "{answer}");
     assert!(answer.contains("unknown_key"), "{answer}");
@@ -257,10 +258,7 @@ fn unknown_and_revoked_signers_are_refused_before_their_bodies_are_read() {
     let out = site.admin(&["clients", "revoke", &victim.id]);
     assert!(out.status.success(), "{}", penguindome_tests::text(&out));
     let envelope = victim.seal(&SimClient::report("revoked", json!({})));
-    let head = submit_head(&envelope).replace(
-        &format!("content-length: {}", envelope.payload().len()),
-        "content-length: 4000000",
-    );
+    let head = submit_head_claiming(&envelope, 4_000_000);
     let (status, answer) = stalled_request(plain, &head, &envelope.payload()[..10]);
     assert_eq!(status, 403, "{answer}");
     assert!(answer.contains("revoked"), "{answer}");
