@@ -1,6 +1,7 @@
 //! The PenguinDome agent: collects facts about this machine and submits
 //! them, signed with its own key, to the site's server.
 
+pub mod actions;
 pub mod collectors;
 pub mod host;
 pub mod run;

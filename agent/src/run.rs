@@ -11,6 +11,7 @@ use penguindome_protocol::envelope::new_nonce;
 use penguindome_protocol::facts::{self, Timestamp};
 use penguindome_protocol::wire::{Problem, Report};
 
+use crate::actions;
 use crate::collectors::{self, Cache, Context, PluginSettings};
 use crate::host::Host;
 use crate::session::{Delivery, Session, SessionError};
@@ -207,7 +208,11 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
     };
     let enrolled = step.enroll(&mut state, &mut outcome, key.fingerprint());
     if enrolled {
+        // Outcomes a crash left unreported first, then today's actions,
+        // then their outcomes.
+        step.report_actions(&mut outcome);
         step.check_for_news(&mut state, &mut outcome);
+        step.report_actions(&mut outcome);
     }
     step.collect_when_due(&spool, &mut state, &mut outcome, opts)?;
     if enrolled {
@@ -265,11 +270,66 @@ impl Step<'_> {
         }
         state.latest_release = u.latest_release;
         self.consider_upgrade(state, outcome, u.latest_release);
-        if !u.patches.is_empty() {
-            log::info!(
-                "{} patches are queued; this agent version does not apply patches yet",
-                u.patches.len()
-            );
+        if !u.actions.is_empty() {
+            self.act(&u.actions, outcome);
+        }
+    }
+
+    /// The action runner of this client.
+    fn runner(&self) -> std::io::Result<actions::Runner<'_>> {
+        Ok(actions::Runner {
+            journal: actions::journal::Journal::open(&self.agent.state.actions_dir())?,
+            client_id: &self.agent.machine_id,
+            patch_roots: self.agent.config.all_patch_roots(),
+        })
+    }
+
+    /// Runs the actions of a verified answer.
+    fn act(&self, list: &[penguindome_protocol::actions::SealedAction], outcome: &mut RunOutcome) {
+        match self.runner() {
+            Ok(runner) => {
+                runner.handle_all(list, Utc::now());
+            }
+            Err(e) => {
+                let msg = format!("cannot open the action journal, so no action runs: {e}");
+                log::error!("{msg}");
+                outcome.errors.push(msg);
+            }
+        }
+    }
+
+    /// Tells the server how actions went, until it has stored each state;
+    /// first marks those a crashed run left started as interrupted.
+    fn report_actions(&self, outcome: &mut RunOutcome) {
+        let pending = self.runner().and_then(|r| {
+            r.journal.recover()?;
+            r.journal.prune(self.now)?;
+            Ok((r.journal.unreported()?, r))
+        });
+        let (pending, runner) = match pending {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("cannot read the action journal: {e}");
+                log::error!("{msg}");
+                outcome.errors.push(msg);
+                return;
+            }
+        };
+        for entry in pending {
+            match self.session.report_action(&entry.report()) {
+                Ok(known) => {
+                    if !known {
+                        log::warn!(action_id:% = entry.id; "the server does not know action {}; its outcome is kept here only", entry.id);
+                    }
+                    if let Err(e) = runner.journal.mark_reported(&entry.id, entry.state) {
+                        log::error!("cannot update the action journal: {e}");
+                    }
+                }
+                Err(e) => {
+                    outcome.fail(&e, "reporting an action failed");
+                    return;
+                }
+            }
         }
     }
 

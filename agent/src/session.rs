@@ -1,14 +1,15 @@
 //! The signed conversations with the server: enroll, update, submit,
-//! acknowledge a patch.
+//! report on an action.
 
 use std::time::Duration;
 
 use chrono::Utc;
+use penguindome_protocol::actions::ActionReport;
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::envelope::new_nonce;
 use penguindome_protocol::wire::{
-    Ack, AcknowledgePatch, EnrollRequest, EnrollResponse, Message, Problem, Report, UpdateRequest,
-    UpdateResponse, paths,
+    Ack, EnrollRequest, EnrollResponse, Message, Problem, Report, UpdateRequest, UpdateResponse,
+    paths,
 };
 use penguindome_protocol::{Envelope, EnvelopeError, Freshness, PublicKey, SecretKey};
 use serde::Serialize;
@@ -189,18 +190,16 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Confirms a patch.
-    pub fn acknowledge_patch(&self, patch_id: &str) -> Result<(), SessionError> {
-        let (_, reply) = self.post(
-            paths::ACKNOWLEDGE_PATCH,
-            &AcknowledgePatch {
-                patch_id: patch_id.to_string(),
-            },
-        )?;
-        if reply.status != 200 {
-            return Err(classify(&reply));
+    /// Reports where an action stands. `Ok(false)` when the server does
+    /// not know the action for this client (it will never take the report).
+    pub fn report_action(&self, report: &ActionReport) -> Result<bool, SessionError> {
+        let (_, reply) = self.post(paths::ACTION_REPORT, report)?;
+        let code = reply.api_error().map(|e| e.code).unwrap_or_default();
+        match (reply.status, code.as_str()) {
+            (200, _) => Ok(true),
+            (404, "no_such_action") => Ok(false),
+            _ => Err(classify(&reply)),
         }
-        Ok(())
     }
 }
 

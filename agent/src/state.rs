@@ -107,6 +107,11 @@ impl StateDir {
         self.root.join(SPOOL_DIR)
     }
 
+    /// The action journal's directory.
+    pub fn actions_dir(&self) -> PathBuf {
+        self.root.join("actions")
+    }
+
     /// Path of the client's key.
     pub fn key_path(&self) -> PathBuf {
         self.root.join(KEY_FILE)

@@ -16,6 +16,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/penguindome-agent";
 /// Default directory of external plugins.
 pub const DEFAULT_PLUGINS_DIR: &str = "/usr/lib/penguindome/plugins";
 
+/// The directory patches may always write below, besides the plugins.
+pub const DEFAULT_PATCH_DIR: &str = "/etc/penguindome/patches.d";
+
 /// Errors from reading agent.toml.
 pub type AgentConfigError = ConfigFileError;
 
@@ -46,6 +49,10 @@ pub struct AgentConfig {
     /// External plugins.
     #[serde(default = "default_plugins_dir")]
     pub plugins_dir: PathBuf,
+    /// More directories patches may write below, besides the plugin
+    /// directory and [`DEFAULT_PATCH_DIR`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patch_roots: Vec<PathBuf>,
     /// Longest a plugin may run.
     #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
     pub plugin_timeout: Duration,
@@ -139,6 +146,7 @@ impl AgentConfig {
             collect_interval: default_collect(),
             submit_interval: default_submit(),
             plugins_dir: default_plugins_dir(),
+            patch_roots: Vec::new(),
             plugin_timeout: default_plugin_timeout(),
             spool_max_bytes: default_spool_max(),
             request_timeout: default_request_timeout(),
@@ -214,6 +222,13 @@ impl AgentConfig {
             )
         })?;
         Ok(())
+    }
+
+    /// Every directory patches may write below.
+    pub fn all_patch_roots(&self) -> Vec<PathBuf> {
+        let mut roots = vec![self.plugins_dir.clone(), PathBuf::from(DEFAULT_PATCH_DIR)];
+        roots.extend(self.patch_roots.iter().cloned());
+        roots
     }
 
     /// The server URL without a trailing slash.

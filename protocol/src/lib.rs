@@ -1,6 +1,7 @@
 //! Wire protocol shared by the PenguinDome agent and server: the signed
 //! envelope, OpenPGP keys, and the request and response bodies.
 
+pub mod actions;
 pub mod agent_config;
 pub mod config_file;
 pub mod envelope;

@@ -16,8 +16,8 @@ pub mod paths {
     pub const SUBMIT: &str = "/penguindome/v1/submit";
     /// Ask for releases, patches and commands; the answer is server-signed.
     pub const UPDATE: &str = "/penguindome/v1/update";
-    /// Confirm that a patch was applied.
-    pub const ACKNOWLEDGE_PATCH: &str = "/penguindome/v1/acknowledge_patch";
+    /// Report where an action stands (started, done, failed, refused).
+    pub const ACTION_REPORT: &str = "/penguindome/v1/action_report";
     /// Unsigned liveness and store health.
     pub const HEALTH: &str = "/penguindome/v1/health";
     /// The signed package repositories (apt/, rpm/, arch/, key.asc).
@@ -109,41 +109,14 @@ pub struct UpdateResponse {
     /// Server time, so the agent can warn about clock skew.
     #[serde(with = "crate::envelope::utc")]
     pub server_time: DateTime<Utc>,
-    /// Patches queued for this client.
-    #[serde(default)]
-    pub patches: Vec<Patch>,
+    /// Actions for this client, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<crate::actions::SealedAction>,
     /// The newest release in the site's repositories; an agent whose
     /// installed package revision is lower upgrades through its package
     /// manager.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_release: Option<u64>,
-}
-
-/// A set of files to write on the client.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Patch {
-    /// Patch id, echoed in the acknowledgement.
-    pub id: String,
-    /// The files.
-    pub files: Vec<PatchFile>,
-}
-
-/// One file of a patch.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PatchFile {
-    /// Path relative to the agent's directory.
-    pub path: String,
-    /// Unix mode; 0 deletes the file.
-    pub mode: u32,
-    /// Content, base64.
-    pub content: String,
-}
-
-/// Body of a patch acknowledgement.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AcknowledgePatch {
-    /// The patch applied.
-    pub patch_id: String,
 }
 
 /// The plain JSON answer to a submission or acknowledgement.
@@ -189,10 +162,6 @@ impl Message for UpdateRequest {
 
 impl Message for UpdateResponse {
     const KIND: &'static str = "update-response";
-}
-
-impl Message for AcknowledgePatch {
-    const KIND: &'static str = "patch-acknowledgement";
 }
 
 #[cfg(test)]

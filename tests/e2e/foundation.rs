@@ -16,6 +16,7 @@ use penguindome_protocol::{Envelope, SecretKey};
 use penguindome_tests::{Backend, SimClient, Site, on_both_stores, text};
 use serde_json::{Value, json};
 
+mod actions;
 mod front_door;
 
 on_both_stores!(

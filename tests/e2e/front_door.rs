@@ -275,7 +275,7 @@ fn a_signature_for_one_kind_of_message_is_refused_by_every_other_endpoint() {
 
     // A signed report's fields would also read as an update request.
     let report = sim.seal(&SimClient::report("bound", json!({})));
-    for path in [paths::UPDATE, paths::ACKNOWLEDGE_PATCH] {
+    for path in [paths::UPDATE, paths::ACTION_REPORT] {
         let r = transport.post(path, &report).unwrap();
         assert_eq!(r.status, 400, "{path}: {}", r.describe());
         assert_eq!(r.api_error().unwrap().code, "wrong_message_kind", "{path}");

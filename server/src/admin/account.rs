@@ -55,6 +55,23 @@ pub fn give_tree(path: &Path, uid: Uid, gid: Gid) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Who is running pdome-admin, for the audit trail: the invoking user's
+/// name, and through sudo the user who ran sudo. Read before
+/// [`become_data_owner`] changes who we are.
+pub fn operator() -> String {
+    let me = User::from_uid(Uid::current())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid {}", Uid::current()));
+    match std::env::var("SUDO_USER") {
+        Ok(sudoer) if Uid::current().is_root() && !sudoer.is_empty() && sudoer != me => {
+            format!("{sudoer} (via sudo)")
+        }
+        _ => me,
+    }
+}
+
 /// When running as root, becomes the owner of the data directory if that
 /// is not root. Call after reading whatever only root may read.
 pub fn become_data_owner(data_dir: &Path) -> anyhow::Result<()> {

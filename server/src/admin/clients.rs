@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets::NOTHING};
 
 use crate::audit::text::clean;
-use crate::store::{AdminStore, AuditRecord, ClientDocument, ClientSummary};
+use crate::store::{ActionFilter, AdminStore, AuditRecord, ClientDocument, ClientSummary};
 
 /// `pdome-admin clients …`.
 #[derive(Debug, clap::Subcommand)]
@@ -144,11 +144,38 @@ async fn show(store: &dyn AdminStore, client: &str, json: bool) -> anyhow::Resul
         .get_client(&id)
         .await?
         .with_context(|| format!("client {id} disappeared while reading it"))?;
+    let actions = store
+        .actions(ActionFilter {
+            client_id: Some(id.clone()),
+            ..Default::default()
+        })
+        .await?;
+    let now = super::actions::now();
     if json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        let mut v = serde_json::to_value(&doc)?;
+        v["actions"] = actions
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "id": a.id, "kind": a.kind, "summary": a.summary, "queued_by": a.queued_by,
+                    "created_at": penguindome_protocol::envelope::utc::format(&a.created_at),
+                    "state": super::actions::client_state(a, &id, now).map(|s| s.as_str()),
+                    "detail": a.targets.iter().find(|t| t.client_id == id).and_then(|t| t.detail.clone()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!("{}", client_table(&doc));
+    if !actions.is_empty() {
+        // The newest twenty; `patch list` has them all.
+        let recent = &actions[actions.len().saturating_sub(20)..];
+        println!(
+            "\n[actions]\n{}",
+            super::actions::client_rows(recent, &id, now)
+        );
+    }
     for (name, value) in &doc.plugins {
         println!("\n[{name}]");
         // JSON escapes control characters, not bidirectional ones.

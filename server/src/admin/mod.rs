@@ -2,11 +2,13 @@
 
 pub mod access;
 pub mod account;
+pub mod actions;
 pub mod clients;
 pub mod init;
 pub mod issues;
 pub mod packages;
 pub mod parameters;
+pub mod patch;
 pub mod prompt;
 pub mod release;
 pub mod store;

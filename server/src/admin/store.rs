@@ -217,7 +217,7 @@ mod tests {
         let count = |k: Kind| counts.iter().find(|(x, _)| *x == k).unwrap().1;
         assert_eq!(count(Kind::Clients), 3);
         assert_eq!(count(Kind::Keys), 3);
-        assert_eq!(count(Kind::Patches), 1);
+        assert_eq!(count(Kind::Actions), 1);
         assert_eq!(count(Kind::Issues), 2);
         assert_eq!(count(Kind::Parameters), 2);
         assert!(count(Kind::Audit) >= 3 * 4, "every change is copied");
@@ -238,11 +238,20 @@ mod tests {
                 source.audit_trail(&c.client_id, 100).await.unwrap(),
                 target.audit_trail(&c.client_id, 100).await.unwrap()
             );
+            let of = |id: &str| crate::store::ActionFilter {
+                client_id: Some(id.to_string()),
+                ..Default::default()
+            };
             assert_eq!(
-                source.pending_patches(&c.client_id).await.unwrap(),
-                target.pending_patches(&c.client_id).await.unwrap()
+                source.actions(of(&c.client_id)).await.unwrap(),
+                target.actions(of(&c.client_id)).await.unwrap()
             );
         }
+        let now = chrono::Utc::now();
+        assert_eq!(
+            source.pending_patch_counts(now).await.unwrap(),
+            target.pending_patch_counts(now).await.unwrap()
+        );
 
         // A non-empty target is refused unless forced.
         let e = migrate_into(source.as_ref(), target.as_ref(), "mongodb://test", false)

@@ -383,7 +383,7 @@ struct HostInfo {
 }
 
 impl Fleet {
-    async fn read(store: &dyn AuditStore) -> Result<Self, AuditError> {
+    async fn read(store: &dyn AuditStore, now: DateTime<Utc>) -> Result<Self, AuditError> {
         let params = read_params(store).await?;
         let peers: HashSet<&str> = params
             .values()
@@ -401,7 +401,7 @@ impl Fleet {
             }
         }
         Ok(Self {
-            pending_patches: store.pending_patch_counts().await?,
+            pending_patches: store.pending_patch_counts(now).await?,
             params,
             peers_seen,
             hosts: HashMap::new(),
@@ -428,7 +428,7 @@ pub async fn run(
     opts: Options,
 ) -> Result<Outcome, AuditError> {
     let mut ledger = Ledger::load(store, now).await?;
-    let mut fleet = Fleet::read(store).await?;
+    let mut fleet = Fleet::read(store, now).await?;
     let mut rows = store.audit_rows().await?;
     while let Some(row) = rows.try_next().await? {
         if row.revoked_at.is_some() {

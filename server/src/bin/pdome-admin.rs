@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use penguindome_server::admin::{access, account, clients, init, issues, packages, release, store};
+use penguindome_server::admin::{
+    access, account, clients, init, issues, packages, patch, release, store,
+};
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
 #[derive(Parser)]
@@ -33,6 +35,9 @@ enum Command {
     /// Clients: list, show, history, revoke, reenroll, param.
     #[command(subcommand)]
     Clients(clients::ClientsCommand),
+    /// Files written or deleted on clients: add, rm, list, cancel.
+    #[command(subcommand)]
+    Patch(patch::PatchCommand),
     /// The database: migrate to another store.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -90,6 +95,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("pdome-admin reads the server's store; run it on the server host")?;
             let result = clients::run(store.as_ref(), cmd).await;
+            store.close().await;
+            result
+        }
+        Command::Patch(cmd) => {
+            let operator = account::operator();
+            let config = ServerConfig::load(&cli.config_dir)?;
+            account::become_data_owner(&config.server.data_dir)?;
+            let store = penguindome_server::store::open(&config)
+                .await
+                .context("pdome-admin reads the server's store; run it on the server host")?;
+            let result = patch::run(store.as_ref(), cmd, &operator).await;
             store.close().await;
             result
         }

@@ -14,12 +14,12 @@ use penguindome_protocol::{EnvelopeError, SecretKey, SignatureError};
 use crate::keycache::KeyCache;
 use crate::store::{RequestStore, StoreError};
 
+mod action;
 mod download;
 mod enroll;
 mod forwarded;
 mod health;
 pub mod limits;
-mod patch;
 mod repo;
 mod signed;
 mod submit;
@@ -141,7 +141,7 @@ impl From<StoreError> for ApiFailure {
             E::UnknownKey => (StatusCode::UNAUTHORIZED, "unknown_key"),
             E::Revoked { .. } => (StatusCode::FORBIDDEN, "revoked"),
             E::AlreadyEnrolled { .. } => (StatusCode::CONFLICT, "already_enrolled"),
-            E::NoSuchPatch { .. } => (StatusCode::NOT_FOUND, "no_such_patch"),
+            E::NoSuchAction { .. } => (StatusCode::NOT_FOUND, "no_such_action"),
             E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_data"),
             E::NoSuchClient(_) | E::Ambiguous { .. } => (StatusCode::NOT_FOUND, "no_such_client"),
             E::Backend(_) | E::Closed | E::Broken(_) => {
@@ -240,7 +240,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(paths::ENROLL, post(enroll::handle))
         .route(paths::SUBMIT, post(submit::handle))
         .route(paths::UPDATE, post(update::handle))
-        .route(paths::ACKNOWLEDGE_PATCH, post(patch::acknowledge))
+        .route(paths::ACTION_REPORT, post(action::report))
         .route(paths::HEALTH, get(health::handle))
         .route(&format!("{}/{{*path}}", paths::REPO), get(repo::handle))
         .route(paths::DOWNLOAD_RELEASE, get(download::handle))

@@ -20,19 +20,29 @@ pub async fn handle(
 ) -> Result<Response, ApiFailure> {
     let client_id = auth.meta.client_id.clone();
     let nonce = auth.signed.nonce.clone();
-    state.store.touch(auth.meta).await.inspect_err(|e| {
-        log::warn!(client_id:% = client_id, hostname:% = auth.signed.body.hostname, endpoint = "update"; "update refused: {e}");
-    })?;
-    let patches = state.store.pending_patches(&client_id).await?;
+    let deliveries = state
+        .store
+        .deliver_actions(auth.meta, Utc::now())
+        .await
+        .inspect_err(|e| {
+            log::warn!(client_id:% = client_id, hostname:% = auth.signed.body.hostname, endpoint = "update"; "update refused: {e}");
+        })?;
+    let actions = deliveries
+        .iter()
+        .map(|d| d.seal_for(&client_id))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !actions.is_empty() {
+        log::info!(client_id:% = client_id, endpoint = "update"; "handing out {} actions", actions.len());
+    }
     let answer = UpdateResponse {
-        status: if patches.is_empty() {
+        status: if actions.is_empty() {
             "current"
         } else {
-            "patches"
+            "actions"
         }
         .into(),
         server_time: Utc::now(),
-        patches,
+        actions,
         latest_release: state.repo.current_serial(),
     };
     let sealed =

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use futures_util::TryStreamExt;
+use penguindome_protocol::actions::{ActionReport, ActionState, PatchTask, Task};
 use penguindome_protocol::envelope::new_nonce;
-use penguindome_protocol::wire::{Patch, PatchFile, Report};
+use penguindome_protocol::wire::Report;
 use serde_json::json;
 use serde_json::value::RawValue;
 
@@ -74,7 +75,8 @@ async fn submit(
 }
 
 /// Fills a store with some of everything: clients with several reports,
-/// a revoked one, keys, audit records, nonces, a patch half acknowledged.
+/// a revoked one, keys, audit records, nonces, a patch done on one client
+/// and queued on another.
 pub(crate) async fn populate(store: &Arc<dyn Store>) {
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -96,24 +98,17 @@ pub(crate) async fn populate(store: &Arc<dyn Store>) {
         ids.push((id, fp));
     }
     store.revoke_client(&ids[2].0, Utc::now()).await.unwrap();
-    let patch = Patch {
-        id: new_nonce(),
-        files: vec![PatchFile {
-            path: "a".into(),
-            mode: 0o644,
-            content: "eA==".into(),
-        }],
-    };
+    let action = new_patch(&[&ids[0].0, &ids[1].0], Duration::days(1));
+    store.add_action(action.clone()).await.unwrap();
     store
-        .add_patch(NewPatch {
-            patch: patch.clone(),
-            client_ids: vec![ids[0].0.clone(), ids[1].0.clone()],
-            created_at: Utc::now(),
-        })
+        .deliver_actions(meta(&ids[0].0, &ids[0].1), Utc::now())
         .await
         .unwrap();
     store
-        .acknowledge_patch(meta(&ids[0].0, &ids[0].1), &patch.id)
+        .report_action(
+            meta(&ids[0].0, &ids[0].1),
+            report_of(&action.id, ActionState::Succeeded),
+        )
         .await
         .unwrap();
     let now = Utc::now();
@@ -154,7 +149,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     enrollment_rules(&store).await;
     submissions_and_audit(&store).await;
     replay_unknown_and_revoked(&store).await;
-    patches(&store).await;
+    actions(&store).await;
     selectors(&store).await;
     nonces_are_pruned(&store).await;
     issues_and_parameters(&store).await;
@@ -229,20 +224,23 @@ async fn audit_rows_and_patch_counts(store: &Arc<dyn Store>) {
     assert_eq!(rows().await.verdicts, judged.verdicts);
 
     for _ in 0..2 {
-        let patch = Patch {
-            id: new_nonce(),
-            files: vec![],
-        };
-        let new = NewPatch {
-            patch,
-            client_ids: vec![id.clone()],
-            created_at: Utc::now(),
-        };
-        store.add_patch(new).await.unwrap();
+        store
+            .add_action(new_patch(&[&id], Duration::days(1)))
+            .await
+            .unwrap();
     }
+    store
+        .add_action(new_patch(&[&id], Duration::seconds(-1)))
+        .await
+        .unwrap();
     assert_eq!(
-        store.pending_patch_counts().await.unwrap().get(&id),
-        Some(&2)
+        store
+            .pending_patch_counts(Utc::now())
+            .await
+            .unwrap()
+            .get(&id),
+        Some(&2),
+        "the expired one does not count"
     );
 }
 
@@ -605,40 +603,187 @@ async fn replay_unknown_and_revoked(store: &Arc<dyn Store>) {
     ));
 }
 
-async fn patches(store: &Arc<dyn Store>) {
-    let id = client_id();
-    let fp = new_nonce().to_uppercase();
-    store.enroll(enrollment(&id, &fp, "p")).await.unwrap();
-    assert!(store.pending_patches(&id).await.unwrap().is_empty());
-    let patch = Patch {
+/// A patch action for `clients`, expiring `expires_in` from now.
+pub(crate) fn new_patch(clients: &[&str], expires_in: Duration) -> NewAction {
+    let task = Task::Patch(PatchTask {
+        path: "/etc/penguindome/patches.d/x".into(),
+        mode: 0o644,
+        owner: None,
+        group: None,
+        content: "eA==".into(),
+        sha256: String::new(),
+    });
+    let now = utc::truncate(Utc::now());
+    NewAction {
         id: new_nonce(),
-        files: vec![PatchFile {
-            path: "plugins/x".into(),
-            mode: 0o755,
-            content: "IyEvYmluL3NoCg==".into(),
-        }],
-    };
+        kind: "patch".into(),
+        summary: "/etc/penguindome/patches.d/x".into(),
+        task: serde_json::to_string(&task).unwrap(),
+        queued_by: "alice".into(),
+        created_at: now,
+        expires_at: now + expires_in,
+        targets: clients
+            .iter()
+            .map(|c| (c.to_string(), format!("host-{}", &c[..4])))
+            .collect(),
+    }
+}
+
+fn report_of(id: &str, state: ActionState) -> ActionReport {
+    ActionReport {
+        action_id: id.into(),
+        state,
+        at: utc::truncate(Utc::now()),
+        detail: Some(format!("{} here", state.as_str())),
+    }
+}
+
+async fn actions(store: &Arc<dyn Store>) {
+    let (a, b) = (client_id(), client_id());
+    let (fa, fb) = (new_nonce().to_uppercase(), new_nonce().to_uppercase());
+    store.enroll(enrollment(&a, &fa, "act-a")).await.unwrap();
+    store.enroll(enrollment(&b, &fb, "act-b")).await.unwrap();
+    let deliver = |c: &str, f: &str| store.deliver_actions(meta(c, f), Utc::now());
+    assert!(deliver(&a, &fa).await.unwrap().is_empty());
+    let action = new_patch(&[&a, &b], Duration::days(1));
+    store.add_action(action.clone()).await.unwrap();
     store
-        .add_patch(NewPatch {
-            patch: patch.clone(),
-            client_ids: vec![id.clone()],
-            created_at: Utc::now(),
+        .add_action(new_patch(&[&a], Duration::seconds(-1)))
+        .await
+        .unwrap();
+
+    // Handed out, bound to the client; again until it reports.
+    let got = deliver(&a, &fa).await.unwrap();
+    assert_eq!(got.len(), 1, "the expired one is not handed out");
+    assert_eq!(got[0].id, action.id);
+    let sealed = got[0].seal_for(&a).unwrap();
+    assert!(sealed.action.contains(&a) && sealed.action.contains("\"queued_by\":\"alice\""));
+    assert_eq!(deliver(&a, &fa).await.unwrap().len(), 1);
+    store
+        .report_action(meta(&a, &fa), report_of(&action.id, ActionState::Started))
+        .await
+        .unwrap();
+    assert!(
+        deliver(&a, &fa).await.unwrap().is_empty(),
+        "started: not again"
+    );
+    store
+        .report_action(meta(&a, &fa), report_of(&action.id, ActionState::Succeeded))
+        .await
+        .unwrap();
+    // A repeat, or a late contradiction, changes nothing.
+    for state in [ActionState::Succeeded, ActionState::Failed] {
+        store
+            .report_action(meta(&a, &fa), report_of(&action.id, state))
+            .await
+            .unwrap();
+    }
+    // Another client's action, or none at all.
+    let foreign = new_patch(&[&b], Duration::days(1));
+    store.add_action(foreign.clone()).await.unwrap();
+    for id in [foreign.id.as_str(), "0123456789abcdef0123456789abcdef"] {
+        assert!(matches!(
+            store
+                .report_action(meta(&a, &fa), report_of(id, ActionState::Succeeded))
+                .await,
+            Err(StoreError::NoSuchAction { .. })
+        ));
+    }
+
+    cancelled_listed_and_recorded(store, [(&a, &fa), (&b, &fb)], &action, &foreign).await;
+}
+
+/// Continues [`actions`]: `action` went to a and succeeded there, is still
+/// queued for b; `foreign` is queued for b only.
+async fn cancelled_listed_and_recorded(
+    store: &Arc<dyn Store>,
+    [(a, _), (b, fb)]: [(&String, &String); 2],
+    action: &NewAction,
+    foreign: &NewAction,
+) {
+    let (a, b) = (a.clone(), b.clone());
+    // Cancelled where still queued (b), not where delivered (a).
+    assert_eq!(
+        store
+            .cancel_action(&action.id, "bob", Utc::now())
+            .await
+            .unwrap(),
+        vec![b.clone()]
+    );
+    let for_b: Vec<String> = store
+        .deliver_actions(meta(&b, fb), Utc::now())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(
+        for_b,
+        vec![foreign.id.clone()],
+        "the cancelled one never goes out"
+    );
+    assert!(matches!(
+        store
+            .cancel_action("0123456789abcdef0123456789abcdef", "bob", Utc::now())
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    let listed = store
+        .actions(ActionFilter {
+            id: Some(action.id.clone()),
+            ..Default::default()
         })
         .await
         .unwrap();
-    assert_eq!(
-        store.pending_patches(&id).await.unwrap(),
-        vec![patch.clone()]
-    );
-    store
-        .acknowledge_patch(meta(&id, &fp), &patch.id)
+    let states: Vec<(String, ActionState, Option<String>)> = listed[0]
+        .targets
+        .iter()
+        .map(|t| (t.client_id.clone(), t.state, t.detail.clone()))
+        .collect();
+    let mut want = vec![
+        (
+            a.clone(),
+            ActionState::Succeeded,
+            Some("succeeded here".to_string()),
+        ),
+        (
+            b.clone(),
+            ActionState::Cancelled,
+            Some("cancelled by bob".to_string()),
+        ),
+    ];
+    want.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(states, want);
+    assert_eq!(listed[0].queued_by, "alice");
+    let of_a = store
+        .actions(ActionFilter {
+            client_id: Some(a.clone()),
+            kind: Some("patch".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert!(store.pending_patches(&id).await.unwrap().is_empty());
-    assert!(matches!(
-        store.acknowledge_patch(meta(&id, &fp), &patch.id).await,
-        Err(StoreError::NoSuchPatch { .. })
-    ));
+    assert_eq!(of_a.len(), 2, "the expired one is listed too");
+
+    let trail = store.audit_trail(&a, 100).await.unwrap();
+    let field = crate::store::actions::audit_field(&action.id);
+    let kinds: Vec<_> = trail
+        .iter()
+        .filter(|r| r.field == field)
+        .map(|r| r.new.as_ref().unwrap()["state"].clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![json!("queued"), json!("started"), json!("succeeded")]
+    );
+    let trail_b = store.audit_trail(&b, 100).await.unwrap();
+    assert!(
+        trail_b
+            .iter()
+            .any(|r| r.field == field && r.new.as_ref().unwrap()["state"] == json!("cancelled")),
+        "{trail_b:?}"
+    );
 }
 
 async fn selectors(store: &Arc<dyn Store>) {

@@ -10,11 +10,12 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use penguindome_protocol::envelope::utc;
-use penguindome_protocol::wire::{Patch, Report};
+use penguindome_protocol::wire::Report;
 use serde::{Deserialize, Serialize};
 
 use serde_json::value::RawValue;
 
+pub mod actions;
 pub mod diff;
 pub mod mongodb;
 pub mod roles;
@@ -23,10 +24,9 @@ pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod conformance;
 
+pub use actions::{ActionFilter, ActionRecord, Delivery, NewAction, TargetRecord};
 pub use diff::{Change, ChangeAction};
-pub use roles::{
-    AdminStore, AuditStore, MigrationStore, PatchReads, RequestStore, Store, StoreBase,
-};
+pub use roles::{AdminStore, AuditStore, MigrationStore, RequestStore, Store, StoreBase};
 
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]
@@ -52,11 +52,11 @@ pub enum StoreError {
         /// The client.
         client_id: String,
     },
-    /// A patch that is not pending for this client.
-    #[error("patch {patch_id} is not pending for this client")]
-    NoSuchPatch {
-        /// The patch.
-        patch_id: String,
+    /// An action that is not addressed to this client.
+    #[error("action {action_id} is not addressed to this client")]
+    NoSuchAction {
+        /// The action.
+        action_id: String,
     },
     /// A client selected by id or host name does not exist.
     #[error("no client matches {0:?}; `pdome-admin clients list` shows them")]
@@ -342,17 +342,6 @@ pub struct AuditRecord {
     pub collected_at: Option<DateTime<Utc>>,
 }
 
-/// A patch to queue for clients.
-#[derive(Debug, Clone)]
-pub struct NewPatch {
-    /// The patch (id and files).
-    pub patch: Patch,
-    /// The clients it is for.
-    pub client_ids: Vec<String>,
-    /// When it was queued.
-    pub created_at: DateTime<Utc>,
-}
-
 /// A problem on a client that the issues audit (or an administrator) opened.
 ///
 /// At most one issue of a name is open per client; the audit keeps that rule
@@ -457,8 +446,8 @@ pub enum Kind {
     Audit,
     /// Seen nonces still within their window.
     Nonces,
-    /// Patches and their targets.
-    Patches,
+    /// Actions and their targets.
+    Actions,
     /// Issues, open and closed.
     Issues,
     /// Client parameters.
@@ -472,7 +461,7 @@ impl Kind {
         Kind::Keys,
         Kind::Audit,
         Kind::Nonces,
-        Kind::Patches,
+        Kind::Actions,
         Kind::Issues,
         Kind::Parameters,
     ];
@@ -484,7 +473,7 @@ impl Kind {
             Kind::Keys => "client keys",
             Kind::Audit => "audit records",
             Kind::Nonces => "nonces",
-            Kind::Patches => "patches",
+            Kind::Actions => "actions",
             Kind::Issues => "issues",
             Kind::Parameters => "client parameters",
         }
@@ -582,18 +571,8 @@ pub enum Record {
         /// Unix seconds after which it may be forgotten.
         expires_at: i64,
     },
-    /// A patch.
-    Patch {
-        /// Id.
-        id: String,
-        /// Queued.
-        #[serde(with = "penguindome_protocol::envelope::utc")]
-        created_at: DateTime<Utc>,
-        /// Files, JSON text.
-        files: String,
-        /// Target clients and when each acknowledged, sorted by client.
-        targets: Vec<(String, Option<String>)>,
-    },
+    /// An action and its targets (sorted by client).
+    Action(ActionRecord),
     /// An issue.
     Issue(Issue),
     /// A client parameter.

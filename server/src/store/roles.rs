@@ -11,12 +11,12 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use penguindome_protocol::wire::Patch;
+use penguindome_protocol::actions::ActionReport;
 
 use super::{
-    AuditRecord, AuditRow, ClientDocument, ClientSummary, EnrollOutcome, Enrollment, Issue,
-    IssueFilter, KeyRecord, Kind, NewPatch, Parameter, Record, RequestMeta, StoreResult,
-    Submission, SubmitOutcome,
+    ActionFilter, ActionRecord, AuditRecord, AuditRow, ClientDocument, ClientSummary, Delivery,
+    EnrollOutcome, Enrollment, Issue, IssueFilter, KeyRecord, Kind, NewAction, Parameter, Record,
+    RequestMeta, StoreResult, Submission, SubmitOutcome,
 };
 
 /// What every role needs: the backend's name, its health, and closing.
@@ -32,18 +32,10 @@ pub trait StoreBase: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// A client's queued patches: the request path hands them out, the audit
-/// counts them.
-#[async_trait]
-pub trait PatchReads: StoreBase {
-    /// Patches queued for a client and not yet acknowledged.
-    async fn pending_patches(&self, client_id: &str) -> StoreResult<Vec<Patch>>;
-}
-
 /// What client requests do: every write here checks the key and consumes
 /// the request's nonce in the same atomic unit.
 #[async_trait]
-pub trait RequestStore: PatchReads {
+pub trait RequestStore: StoreBase {
     /// Looks up an enrolled key by fingerprint.
     async fn find_key(&self, fingerprint: &str) -> StoreResult<Option<KeyRecord>>;
 
@@ -57,8 +49,21 @@ pub trait RequestStore: PatchReads {
     /// Stores a report durably, with its audit records.
     async fn submit(&self, s: Submission) -> StoreResult<SubmitOutcome>;
 
-    /// Marks a patch done for the requesting client (consumes the nonce).
-    async fn acknowledge_patch(&self, meta: RequestMeta, patch_id: &str) -> StoreResult<()>;
+    /// An update request: records it as [`RequestStore::touch`] does and
+    /// hands out the client's actions in the same write. Those queued and
+    /// unexpired become delivered (no longer cancellable); every delivered,
+    /// unexpired one not yet reported on is returned, oldest first.
+    async fn deliver_actions(
+        &self,
+        meta: RequestMeta,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Delivery>>;
+
+    /// Stores where an action stands on the requesting client, with an
+    /// audit record, consuming the nonce. A state already final stays (a
+    /// repeated report is answered as stored); an action not addressed to
+    /// the client is `NoSuchAction`.
+    async fn report_action(&self, meta: RequestMeta, report: ActionReport) -> StoreResult<()>;
 
     /// Forgets nonces whose window has passed. Returns how many.
     async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64>;
@@ -85,8 +90,20 @@ pub trait AdminStore: StoreBase {
     /// Lets a client enroll a new key once (after a reinstall or revocation).
     async fn allow_reenroll(&self, client_id: &str) -> StoreResult<()>;
 
-    /// Queues a patch.
-    async fn add_patch(&self, p: NewPatch) -> StoreResult<()>;
+    /// Queues an action for its clients, with an audit record on each.
+    async fn add_action(&self, a: NewAction) -> StoreResult<()>;
+
+    /// Actions matching `filter`, oldest first, with their targets.
+    async fn actions(&self, filter: ActionFilter) -> StoreResult<Vec<ActionRecord>>;
+
+    /// Cancels an action on the clients it was not handed to yet, with an
+    /// audit record on each. Returns the clients where it was cancelled.
+    async fn cancel_action(
+        &self,
+        id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>>;
 
     /// Sets a client parameter, or removes it when `value` is null.
     async fn put_parameter(&self, p: Parameter) -> StoreResult<()>;
@@ -100,7 +117,7 @@ pub trait AdminStore: StoreBase {
 /// `pdome-admin issues` commands also resolve hosts and set parameters,
 /// hence administration as a supertrait.
 #[async_trait]
-pub trait AuditStore: AdminStore + PatchReads {
+pub trait AuditStore: AdminStore {
     /// Writes issues, replacing those with the same id (all or none).
     async fn put_issues(&self, issues: Vec<Issue>) -> StoreResult<()>;
 
@@ -126,8 +143,12 @@ pub trait AuditStore: AdminStore + PatchReads {
     /// stream: the audit's memory does not grow with the fleet.
     async fn audit_rows(&self) -> StoreResult<AuditRows>;
 
-    /// How many patches each client has pending, for clients with any.
-    async fn pending_patch_counts(&self) -> StoreResult<std::collections::HashMap<String, usize>>;
+    /// How many patches each client has not finished (queued, delivered or
+    /// started, and not expired at `now`), for clients with any.
+    async fn pending_patch_counts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> StoreResult<std::collections::HashMap<String, usize>>;
 }
 
 /// The clients' rows for the audit, read as they are used.

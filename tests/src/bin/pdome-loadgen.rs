@@ -3,7 +3,9 @@
 //!
 //! It shares the machine with the server, so everything expensive happens
 //! before the clock starts: clients enroll, and every request is built and
-//! signed (each with its own nonce). The timed phase only sends.
+//! signed (each with its own nonce). The timed phase only sends. With
+//! `--chunk`, requests are signed and sent in rounds, so a slow store never
+//! receives a signature older than the server's freshness window.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -44,6 +46,10 @@ struct Args {
     /// at a cadence rather than a flood (0: as fast as the server answers).
     #[arg(long, default_value_t = 0)]
     pause_ms: u64,
+    /// Sign and send in rounds of this many requests (0: one round); only
+    /// the sending is timed.
+    #[arg(long, default_value_t = 0)]
+    chunk: usize,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -168,19 +174,32 @@ fn main() -> anyhow::Result<()> {
 
     eprintln!("enrolling {} clients", args.clients);
     let clients = enroll(&args, &config, &transport, threads);
-    eprintln!(
-        "signing {} submissions of ~{} KiB",
-        args.requests, args.payload_kib
-    );
-    let started = Instant::now();
-    let envelopes = sign(&args, &clients, threads);
-    let bytes = envelopes[0].payload().len();
-    eprintln!(
-        "signed in {:.1} s; payload {} bytes",
-        started.elapsed().as_secs_f64(),
-        bytes
-    );
-    let (mut lat, failures, elapsed) = send(&args, &config, clients.len(), envelopes)?;
+    let chunk = if args.chunk == 0 {
+        args.requests
+    } else {
+        args.chunk
+    };
+    let (mut lat, mut failures, mut elapsed, mut bytes) =
+        (Vec::new(), Vec::new(), Duration::ZERO, 0);
+    for first in (0..args.requests).step_by(chunk.max(1)) {
+        let round = first..(first + chunk).min(args.requests);
+        eprintln!(
+            "signing submissions {}..{} of ~{} KiB",
+            round.start, round.end, args.payload_kib
+        );
+        let started = Instant::now();
+        let envelopes = sign(&args, &clients, threads, round.clone());
+        bytes = envelopes[0].payload().len();
+        eprintln!(
+            "signed in {:.1} s; payload {} bytes",
+            started.elapsed().as_secs_f64(),
+            bytes
+        );
+        let (l, f, e) = send(&args, &config, clients.len(), round, envelopes)?;
+        lat.extend(l);
+        failures.extend(f);
+        elapsed += e;
+    }
     lat.sort();
     print_result(&args, bytes, &lat, failures.len(), elapsed);
     if let Some(f) = failures.first() {
@@ -219,20 +238,24 @@ fn enroll(
     clients.into_iter().map(|(_, c)| c).collect()
 }
 
-/// Builds and signs every request on `threads` threads.
-fn sign(args: &Args, clients: &[SimClient], threads: usize) -> Vec<Envelope> {
+/// Builds and signs the requests in `round` on `threads` threads.
+fn sign(
+    args: &Args,
+    clients: &[SimClient],
+    threads: usize,
+    round: std::ops::Range<usize>,
+) -> Vec<Envelope> {
     // Request r belongs to client r % clients and is that client's
     // (r / clients)-th report; each worker later sends its clients' reports
     // in order, so every report is newer than the one stored.
-    let slots: Vec<Mutex<Option<Envelope>>> =
-        (0..args.requests).map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<Envelope>>> = round.clone().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(round.start);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 loop {
                     let r = next.fetch_add(1, Ordering::SeqCst);
-                    if r >= args.requests {
+                    if r >= round.end {
                         break;
                     }
                     let c = r % clients.len();
@@ -240,7 +263,7 @@ fn sign(args: &Args, clients: &[SimClient], threads: usize) -> Vec<Envelope> {
                         &format!("bench-{c}"),
                         plugins(c, r / clients.len(), args.payload_kib),
                     );
-                    *slots[r].lock().unwrap() = Some(clients[c].seal(&report));
+                    *slots[r - round.start].lock().unwrap() = Some(clients[c].seal(&report));
                 }
             });
         }
@@ -251,20 +274,23 @@ fn sign(args: &Args, clients: &[SimClient], threads: usize) -> Vec<Envelope> {
         .collect()
 }
 
-/// The timed phase: sends every request over `args.concurrency`
-/// connections; returns the latencies of accepted requests, the failures
-/// and how long it took.
+/// The timed phase: sends the requests of `round` (signed as `envelopes`)
+/// over `args.concurrency` connections; returns the latencies of accepted
+/// requests, the failures and how long it took.
 fn send(
     args: &Args,
     config: &AgentConfig,
     clients: usize,
+    round: std::ops::Range<usize>,
     envelopes: Vec<Envelope>,
 ) -> anyhow::Result<(Vec<Duration>, Vec<String>, Duration)> {
     // Connection w sends the requests of the clients with c % concurrency == w.
     let per_worker: Vec<Vec<usize>> = (0..args.concurrency)
         .map(|w| {
-            (0..args.requests)
+            round
+                .clone()
                 .filter(|r| (r % clients) % args.concurrency == w)
+                .map(|r| r - round.start)
                 .collect()
         })
         .collect();

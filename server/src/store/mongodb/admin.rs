@@ -1,4 +1,4 @@
-//! Administration: clients, their history, revocation, patches and
+//! Administration: clients, their history, revocation, actions and
 //! parameters.
 
 use std::collections::BTreeMap;
@@ -13,8 +13,8 @@ use super::fields::{date, facts_version, from_bson_date, get_str, opt_str, to_bs
 use super::{MongoStore, audit_doc};
 use crate::store::diff::{Change, ChangeAction};
 use crate::store::{
-    AdminStore, AuditRecord, ClientDocument, ClientSummary, KeyInfo, NewPatch, Parameter,
-    StoreError, StoreResult,
+    ActionFilter, ActionRecord, AdminStore, AuditRecord, ClientDocument, ClientSummary, KeyInfo,
+    NewAction, Parameter, StoreError, StoreResult,
 };
 
 /// The summary fields of a client document.
@@ -255,19 +255,21 @@ impl AdminStore for MongoStore {
         Ok(())
     }
 
-    async fn add_patch(&self, p: NewPatch) -> StoreResult<()> {
-        let i = &self.inner;
-        let files = serde_json::to_string(&p.patch.files)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        i.patches
-            .insert_one(doc! {
-                "_id": &p.patch.id, "created_at": to_bson_date(&p.created_at), "files": files,
-                "pending": &p.client_ids, "completed": [],
-            })
-            .write_concern(i.write_concern.clone())
-            .await
-            .map_err(|e| i.err(e))?;
-        Ok(())
+    async fn add_action(&self, a: NewAction) -> StoreResult<()> {
+        self.inner.add_action(a).await
+    }
+
+    async fn actions(&self, filter: ActionFilter) -> StoreResult<Vec<ActionRecord>> {
+        self.inner.list_actions(&filter).await
+    }
+
+    async fn cancel_action(
+        &self,
+        id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>> {
+        self.inner.cancel_action(id, by, &at).await
     }
 
     async fn put_parameter(&self, p: Parameter) -> StoreResult<()> {

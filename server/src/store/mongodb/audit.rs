@@ -134,23 +134,11 @@ impl AuditStore for MongoStore {
             .boxed())
     }
 
-    async fn pending_patch_counts(&self) -> StoreResult<HashMap<String, usize>> {
-        let i = &self.inner;
-        let mut cursor = i
-            .patches
-            .find(doc! {})
-            .projection(doc! {"pending": 1})
-            .await
-            .map_err(|e| i.err(e))?;
-        let mut out: HashMap<String, usize> = HashMap::new();
-        while let Some(d) = cursor.try_next().await.map_err(|e| i.err(e))? {
-            for client in d.get_array("pending").into_iter().flatten() {
-                if let Some(id) = client.as_str() {
-                    *out.entry(id.to_string()).or_default() += 1;
-                }
-            }
-        }
-        Ok(out)
+    async fn pending_patch_counts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HashMap<String, usize>> {
+        self.inner.pending_patch_counts(&now).await
     }
 }
 

@@ -59,7 +59,14 @@ async fn create_indexes(inner: &Inner) -> StoreResult<()> {
             vec![index(doc! {"client_id": 1, "recorded_at": 1, "n": 1})],
         ),
         ("nonces", vec![index(doc! {"expires_at": 1})]),
-        ("patches", vec![index(doc! {"pending": 1})]),
+        ("actions", vec![index(doc! {"kind": 1, "expires_at": 1})]),
+        (
+            "action_targets",
+            vec![
+                index(doc! {"client_id": 1, "state": 1}),
+                index(doc! {"action_id": 1}),
+            ],
+        ),
         ("issues", vec![index(doc! {"client_id": 1, "name": 1})]),
         (
             "client_parameters",

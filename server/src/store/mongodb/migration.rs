@@ -20,7 +20,7 @@ impl Inner {
             Kind::Keys => &self.keys,
             Kind::Audit => &self.audit,
             Kind::Nonces => &self.nonces,
-            Kind::Patches => &self.patches,
+            Kind::Actions => &self.actions,
             Kind::Issues => &self.issues,
             Kind::Parameters => &self.parameters,
         }
@@ -44,6 +44,15 @@ impl MigrationStore for MongoStore {
         limit: usize,
     ) -> StoreResult<Vec<(String, Record)>> {
         let i = &self.inner;
+        if kind == Kind::Actions {
+            let page = i
+                .export_actions(after, i64::try_from(limit).unwrap_or(i64::MAX))
+                .await?;
+            return Ok(page
+                .into_iter()
+                .map(|(c, a)| (c, Record::Action(a)))
+                .collect());
+        }
         let (filter, sort) = export_query(kind, after);
         let mut cursor = i
             .collection(kind)
@@ -62,9 +71,17 @@ impl MigrationStore for MongoStore {
     async fn import(&self, records: Vec<Record>) -> StoreResult<()> {
         let i = &self.inner;
         let mut by_kind: HashMap<Kind, Vec<Document>> = HashMap::new();
-        for r in &records {
-            by_kind.entry(kind_of(r)).or_default().push(from_record(r)?);
+        let mut actions = Vec::new();
+        for r in records {
+            match r {
+                Record::Action(a) => actions.push(a),
+                r => by_kind
+                    .entry(kind_of(&r))
+                    .or_default()
+                    .push(from_record(&r)?),
+            }
         }
+        i.import_actions(&actions).await?;
         for kind in Kind::ALL {
             if let Some(docs) = by_kind.remove(&kind) {
                 i.collection(kind)
@@ -79,6 +96,11 @@ impl MigrationStore for MongoStore {
 
     async fn clear(&self) -> StoreResult<()> {
         let i = &self.inner;
+        i.action_targets
+            .delete_many(doc! {})
+            .write_concern(i.write_concern.clone())
+            .await
+            .map_err(|e| i.err(e))?;
         for kind in Kind::ALL {
             i.collection(kind)
                 .delete_many(doc! {})

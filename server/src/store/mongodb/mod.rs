@@ -41,6 +41,7 @@ use crate::config::MongoConfig;
 use batch::Pending;
 use fields::{opt_date, to_bson_date};
 
+mod actions;
 mod admin;
 mod audit;
 mod base;
@@ -77,7 +78,8 @@ struct Inner {
     keys: Collection<Document>,
     audit: Collection<Document>,
     nonces: Collection<Document>,
-    patches: Collection<Document>,
+    actions: Collection<Document>,
+    action_targets: Collection<Document>,
     issues: Collection<Document>,
     parameters: Collection<Document>,
     leases: Collection<Document>,
@@ -165,7 +167,8 @@ impl MongoStore {
             keys: db.collection("client_keys"),
             audit: db.collection("audit_trail"),
             nonces: db.collection("nonces"),
-            patches: db.collection("patches"),
+            actions: db.collection("actions"),
+            action_targets: db.collection("action_targets"),
             issues: db.collection("issues"),
             parameters: db.collection("client_parameters"),
             leases: db.collection("leases"),

@@ -2,7 +2,6 @@
 //! stores.
 
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
 use mongodb::bson::{Bson, Document, doc};
 
 use super::admin::{parameter_doc, parameter_from_doc};
@@ -22,7 +21,11 @@ pub(super) fn to_record(kind: Kind, d: &Document) -> StoreResult<(String, Record
         Kind::Keys => key_record(&id, d),
         Kind::Audit => audit_record(d),
         Kind::Nonces => nonce_record(&id, d),
-        Kind::Patches => patch_record(&id, d),
+        Kind::Actions => {
+            return Err(StoreError::Backend(
+                "actions are exported with their targets, not as single documents".into(),
+            ));
+        }
         Kind::Issues => Record::Issue(issue_from_doc(d)),
         Kind::Parameters => Record::Parameter(parameter_from_doc(d)?),
     };
@@ -103,31 +106,6 @@ fn nonce_record(id: &str, d: &Document) -> Record {
     }
 }
 
-fn patch_record(id: &str, d: &Document) -> Record {
-    let mut targets: Vec<(String, Option<String>)> = d
-        .get_array("pending")
-        .map(|a| {
-            a.iter()
-                .filter_map(|b| b.as_str().map(|s| (s.to_string(), None)))
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Ok(done) = d.get_array("completed") {
-        for c in done.iter().filter_map(Bson::as_document) {
-            let at = from_bson_date(c.get("completed_at"))
-                .map(|t| penguindome_protocol::envelope::utc::format(&t));
-            targets.push((get_str(c, "client_id"), at));
-        }
-    }
-    targets.sort();
-    Record::Patch {
-        id: id.to_string(),
-        created_at: date(d, "created_at"),
-        files: get_str(d, "files"),
-        targets,
-    }
-}
-
 /// A backend-neutral record as a document of its collection.
 pub(super) fn from_record(r: &Record) -> StoreResult<Document> {
     Ok(match r {
@@ -142,7 +120,11 @@ pub(super) fn from_record(r: &Record) -> StoreResult<Document> {
             "_id": nonce_id(client_id, nonce),
             "expires_at": Bson::DateTime(mongodb::bson::DateTime::from_millis(expires_at.saturating_mul(1000))),
         },
-        Record::Patch { .. } => patch_doc(r),
+        Record::Action(_) => {
+            return Err(StoreError::Backend(
+                "actions are imported with their targets, not as single documents".into(),
+            ));
+        }
         Record::Issue(issue) => issue_doc(issue),
         Record::Parameter(p) => parameter_doc(p),
     })
@@ -232,33 +214,6 @@ fn audit_doc(r: &Record) -> Document {
     }
 }
 
-fn patch_doc(r: &Record) -> Document {
-    let Record::Patch {
-        id,
-        created_at,
-        files,
-        targets,
-    } = r
-    else {
-        unreachable!("from_record hands patches only");
-    };
-    let pending: Vec<&String> = targets
-        .iter()
-        .filter(|(_, d)| d.is_none())
-        .map(|(c, _)| c)
-        .collect();
-    let completed: Vec<Document> = targets
-        .iter()
-        .filter_map(|(c, d)| {
-            let at = d
-                .as_deref()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())?;
-            Some(doc! {"client_id": c, "completed_at": to_bson_date(&at.with_timezone(&Utc))})
-        })
-        .collect();
-    doc! {"_id": id, "created_at": to_bson_date(created_at), "files": files, "pending": pending, "completed": completed}
-}
-
 /// The collection a record belongs in.
 pub(super) fn kind_of(r: &Record) -> Kind {
     match r {
@@ -266,7 +221,7 @@ pub(super) fn kind_of(r: &Record) -> Kind {
         Record::Key { .. } => Kind::Keys,
         Record::Audit { .. } => Kind::Audit,
         Record::Nonce { .. } => Kind::Nonces,
-        Record::Patch { .. } => Kind::Patches,
+        Record::Action(_) => Kind::Actions,
         Record::Issue(_) => Kind::Issues,
         Record::Parameter(_) => Kind::Parameters,
     }

@@ -1,18 +1,17 @@
 //! The request path: key lookups, enrollment, contacts, submissions (handed
-//! to the batcher), patches and nonce housekeeping.
+//! to the batcher), actions (in `actions`) and nonce housekeeping.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
 use mongodb::bson::doc;
-use penguindome_protocol::wire::{Patch, PatchFile};
+use penguindome_protocol::actions::ActionReport;
 use tokio::sync::oneshot;
 
 use super::batch::Pending;
 use super::fields::{from_bson_date, get_str, to_bson_date};
 use super::{DUPLICATE_KEY, Inner, MongoStore, nonce_id};
 use crate::store::{
-    EnrollOutcome, Enrollment, KeyRecord, PatchReads, RequestMeta, RequestStore, StoreError,
+    Delivery, EnrollOutcome, Enrollment, KeyRecord, RequestMeta, RequestStore, StoreError,
     StoreResult, Submission, SubmitOutcome,
 };
 
@@ -94,31 +93,6 @@ impl Inner {
 }
 
 #[async_trait]
-impl PatchReads for MongoStore {
-    async fn pending_patches(&self, client_id: &str) -> StoreResult<Vec<Patch>> {
-        let i = &self.inner;
-        let mut cursor = i
-            .patches
-            .find(doc! {"pending": client_id})
-            .sort(doc! {"created_at": 1, "_id": 1})
-            .await
-            .map_err(|e| i.err(e))?;
-        let mut out = Vec::new();
-        while let Some(d) = cursor.try_next().await.map_err(|e| i.err(e))? {
-            let files: Vec<PatchFile> = serde_json::from_str(d.get_str("files").unwrap_or("[]"))
-                .map_err(|e| {
-                    StoreError::Backend(format!("patch {} is damaged: {e}", get_str(&d, "_id")))
-                })?;
-            out.push(Patch {
-                id: get_str(&d, "_id"),
-                files,
-            });
-        }
-        Ok(out)
-    }
-}
-
-#[async_trait]
 impl RequestStore for MongoStore {
     async fn find_key(&self, fingerprint: &str) -> StoreResult<Option<KeyRecord>> {
         let i = &self.inner;
@@ -178,29 +152,22 @@ impl RequestStore for MongoStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn acknowledge_patch(&self, meta: RequestMeta, patch_id: &str) -> StoreResult<()> {
+    async fn deliver_actions(
+        &self,
+        meta: RequestMeta,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.touch(meta.clone()).await?;
+        self.inner.deliver(&meta.client_id, &now).await
+    }
+
+    async fn report_action(&self, meta: RequestMeta, report: ActionReport) -> StoreResult<()> {
         let i = &self.inner;
         i.check_key(&meta).await?;
         i.consume_nonce(&meta.client_id, &meta.nonce, &meta.nonce_expires_at)
             .await?;
-        let r = i
-            .patches
-            .update_one(
-                doc! {"_id": patch_id, "pending": &meta.client_id},
-                doc! {
-                    "$pull": {"pending": &meta.client_id},
-                    "$push": {"completed": {"client_id": &meta.client_id, "completed_at": to_bson_date(&meta.received_at)}},
-                },
-            )
-            .write_concern(i.write_concern.clone())
-            .await
-            .map_err(|e| i.err(e))?;
-        if r.matched_count == 0 {
-            return Err(StoreError::NoSuchPatch {
-                patch_id: patch_id.to_string(),
-            });
-        }
-        i.mark_seen(&meta).await
+        i.mark_seen(&meta).await?;
+        i.report_action(&meta, &report).await
     }
 
     async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64> {

@@ -1,4 +1,4 @@
-//! Administration: clients, their history, revocation, patches and
+//! Administration: clients, their history, revocation, actions and
 //! parameters.
 
 use std::collections::BTreeMap;
@@ -12,28 +12,9 @@ use super::writer::Job;
 use super::{SqliteStore, backend_err, insert_changes, parse_opt_ts, parse_ts, ts};
 use crate::store::diff::{Change, ChangeAction};
 use crate::store::{
-    AdminStore, AuditRecord, ClientDocument, ClientSummary, KeyInfo, NewPatch, Parameter,
-    StoreError, StoreResult,
+    ActionFilter, ActionRecord, AdminStore, AuditRecord, ClientDocument, ClientSummary, KeyInfo,
+    NewAction, Parameter, StoreError, StoreResult,
 };
-
-/// Queues a patch for its clients.
-pub(super) fn add_patch(conn: &Connection, p: &NewPatch) -> StoreResult<()> {
-    let files =
-        serde_json::to_string(&p.patch.files).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    conn.execute(
-        "INSERT INTO patches (id, created_at, files) VALUES (?1, ?2, ?3)",
-        params![p.patch.id, ts(&p.created_at), files],
-    )
-    .map_err(backend_err)?;
-    for client in &p.client_ids {
-        conn.execute(
-            "INSERT INTO patch_targets (patch_id, client_id) VALUES (?1, ?2)",
-            params![p.patch.id, client],
-        )
-        .map_err(backend_err)?;
-    }
-    Ok(())
-}
 
 /// Revokes a client and its keys, with an audit record.
 pub(super) fn revoke(conn: &Connection, client_id: &str, at: &DateTime<Utc>) -> StoreResult<bool> {
@@ -271,8 +252,22 @@ impl AdminStore for SqliteStore {
         self.call(|r| Job::AllowReenroll(id, r)).await
     }
 
-    async fn add_patch(&self, p: NewPatch) -> StoreResult<()> {
-        self.call(|r| Job::AddPatch(p, r)).await
+    async fn add_action(&self, a: NewAction) -> StoreResult<()> {
+        self.call(|r| Job::AddAction(Box::new(a), r)).await
+    }
+
+    async fn actions(&self, filter: ActionFilter) -> StoreResult<Vec<ActionRecord>> {
+        self.read(move |c| super::actions::list(c, &filter)).await
+    }
+
+    async fn cancel_action(
+        &self,
+        id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>> {
+        let (id, by) = (id.to_string(), by.to_string());
+        self.call(|r| Job::CancelAction(id, by, at, r)).await
     }
 
     async fn put_parameter(&self, p: Parameter) -> StoreResult<()> {

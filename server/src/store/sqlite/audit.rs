@@ -157,16 +157,12 @@ impl AuditStore for SqliteStore {
         .boxed())
     }
 
-    async fn pending_patch_counts(&self) -> StoreResult<HashMap<String, usize>> {
-        self.read(|c| {
-            let mut st = c.prepare(
-                "SELECT client_id, count(*) FROM patch_targets WHERE completed_at IS NULL \
-                 GROUP BY client_id",
-            )?;
-            st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?
-                .collect()
-        })
-        .await
+    async fn pending_patch_counts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HashMap<String, usize>> {
+        self.read(move |c| super::actions::pending_patch_counts(c, &now))
+            .await
     }
 }
 

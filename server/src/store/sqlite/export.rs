@@ -30,7 +30,10 @@ pub(super) fn export(
         Kind::Keys => keys(c, &after_text, limit),
         Kind::Audit => audit(c, after_num, limit),
         Kind::Nonces => nonces(c, after_num, limit),
-        Kind::Patches => patches(c, &after_text, limit),
+        Kind::Actions => Ok(super::actions::export(c, &after_text, limit)?
+            .into_iter()
+            .map(|(cursor, a)| (cursor, Record::Action(a)))
+            .collect()),
         Kind::Issues => issues(c, &after_text, limit),
         Kind::Parameters => parameters(c, &after_text, limit),
     }
@@ -142,35 +145,6 @@ fn nonces(c: &Connection, after: i64, limit: i64) -> rusqlite::Result<Page> {
         ))
     })?
     .collect()
-}
-
-fn patches(c: &Connection, after: &str, limit: i64) -> rusqlite::Result<Page> {
-    let mut st =
-        c.prepare("SELECT id, created_at, files FROM patches WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-    let mut targets_st = c.prepare(
-        "SELECT client_id, completed_at FROM patch_targets WHERE patch_id = ?1 ORDER BY client_id",
-    )?;
-    let rows: Vec<(String, String, String)> = st
-        .query_map(params![after, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut out = Vec::new();
-    for (id, created, files) in rows {
-        let targets = targets_st
-            .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        out.push((
-            id.clone(),
-            Record::Patch {
-                id,
-                created_at: parse_ts(&created)?,
-                files,
-                targets,
-            },
-        ));
-    }
-    Ok(out)
 }
 
 fn issues(c: &Connection, after: &str, limit: i64) -> rusqlite::Result<Page> {

@@ -39,7 +39,7 @@ pub(super) fn import(
             }
             Record::Issue(issue) => put_issues(conn, std::slice::from_ref(issue))?,
             Record::Parameter(p) => put_parameter(conn, p)?,
-            Record::Patch { .. } => import_patch(conn, r)?,
+            Record::Action(a) => super::actions::import(conn, a)?,
         }
     }
     Ok(())
@@ -154,36 +154,11 @@ fn import_audit(conn: &Connection, r: &Record) -> StoreResult<()> {
     Ok(())
 }
 
-fn import_patch(conn: &Connection, r: &Record) -> StoreResult<()> {
-    let Record::Patch {
-        id,
-        created_at,
-        files,
-        targets,
-    } = r
-    else {
-        unreachable!("import hands patches only");
-    };
-    conn.execute(
-        "INSERT INTO patches (id, created_at, files) VALUES (?1, ?2, ?3)",
-        params![id, ts(created_at), files],
-    )
-    .map_err(backend_err)?;
-    for (client, done) in targets {
-        conn.execute(
-            "INSERT INTO patch_targets (patch_id, client_id, completed_at) VALUES (?1, ?2, ?3)",
-            params![id, client, done],
-        )
-        .map_err(backend_err)?;
-    }
-    Ok(())
-}
-
 /// Empties every table (a migration target with --force).
 pub(super) fn clear(conn: &Connection, nonces: &mut Nonces) -> StoreResult<()> {
     conn.execute_batch(
         "DELETE FROM issues; DELETE FROM client_parameters; \
-         DELETE FROM patch_targets; DELETE FROM patches; DELETE FROM nonces; DELETE FROM audit_trail; \
+         DELETE FROM action_targets; DELETE FROM actions; DELETE FROM nonces; DELETE FROM audit_trail; \
          DELETE FROM plugins; DELETE FROM client_keys; DELETE FROM clients;",
     )
     .map_err(backend_err)?;
@@ -198,7 +173,7 @@ fn table(kind: Kind) -> &'static str {
         Kind::Keys => "client_keys",
         Kind::Audit => "audit_trail",
         Kind::Nonces => "nonces",
-        Kind::Patches => "patches",
+        Kind::Actions => "actions",
         Kind::Issues => "issues",
         Kind::Parameters => "client_parameters",
     }

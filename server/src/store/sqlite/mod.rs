@@ -33,6 +33,7 @@ use super::{StoreError, StoreResult, audit_order};
 use checkpoint::Checkpointer;
 use writer::{Job, Reply, WriterHealth};
 
+mod actions;
 mod admin;
 mod audit;
 mod base;

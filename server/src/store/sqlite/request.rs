@@ -1,22 +1,22 @@
-//! The request path: key lookups, contacts, patch acknowledgements and
-//! nonce housekeeping. Enrollment and submission have their own files.
+//! The request path: key lookups, contacts and nonce housekeeping.
+//! Enrollment, submission and actions have their own files.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use penguindome_protocol::wire::Patch;
+use penguindome_protocol::actions::ActionReport;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::nonces::{NonceLog, Nonces, consume_nonce};
 use super::writer::Job;
 use super::{SqliteStore, backend_err, parse_opt_ts, ts};
 use crate::store::{
-    EnrollOutcome, Enrollment, KeyRecord, PatchReads, RequestMeta, RequestStore, StoreError,
+    Delivery, EnrollOutcome, Enrollment, KeyRecord, RequestMeta, RequestStore, StoreError,
     StoreResult, Submission, SubmitOutcome,
 };
 
 /// Refuses unknown and revoked keys; the check runs inside the write, so a
 /// revocation committed by pdome-admin applies to the very next request.
-fn check_key(conn: &Connection, meta: &RequestMeta) -> StoreResult<()> {
+pub(super) fn check_key(conn: &Connection, meta: &RequestMeta) -> StoreResult<()> {
     let row: Option<(String, Option<String>)> = conn
         .prepare_cached("SELECT client_id, revoked_at FROM client_keys WHERE fingerprint = ?1")
         .and_then(|mut s| {
@@ -67,36 +67,6 @@ pub(super) fn touch(
     mark_seen(conn, meta)
 }
 
-/// Marks a patch done for the requesting client.
-pub(super) fn acknowledge(
-    conn: &Connection,
-    nonces: &mut NonceLog<'_>,
-    meta: &RequestMeta,
-    patch_id: &str,
-) -> StoreResult<()> {
-    check_key(conn, meta)?;
-    consume_nonce(
-        conn,
-        nonces,
-        &meta.client_id,
-        &meta.nonce,
-        &meta.nonce_expires_at,
-    )?;
-    let n = conn
-        .execute(
-            "UPDATE patch_targets SET completed_at = ?3 \
-             WHERE patch_id = ?1 AND client_id = ?2 AND completed_at IS NULL",
-            params![patch_id, meta.client_id, ts(&meta.received_at)],
-        )
-        .map_err(backend_err)?;
-    if n == 0 {
-        return Err(StoreError::NoSuchPatch {
-            patch_id: patch_id.to_string(),
-        });
-    }
-    mark_seen(conn, meta)
-}
-
 /// Forgets expired nonces, in memory and on disk.
 pub(super) fn prune(
     conn: &Connection,
@@ -108,34 +78,6 @@ pub(super) fn prune(
     conn.execute("DELETE FROM nonces WHERE expires_at < ?1", [now])
         .map(|n| n as u64)
         .map_err(backend_err)
-}
-
-#[async_trait]
-impl PatchReads for SqliteStore {
-    async fn pending_patches(&self, client_id: &str) -> StoreResult<Vec<Patch>> {
-        let id = client_id.to_string();
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT p.id, p.files FROM patches p JOIN patch_targets t ON t.patch_id = p.id \
-                 WHERE t.client_id = ?1 AND t.completed_at IS NULL ORDER BY p.created_at, p.id",
-            )?;
-            let rows = st.query_map([id], |r| {
-                let files: String = r.get(1)?;
-                Ok(Patch {
-                    id: r.get(0)?,
-                    files: serde_json::from_str(&files).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            1,
-                            rusqlite::types::Type::Text,
-                            Box::new(e),
-                        )
-                    })?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
-    }
 }
 
 #[async_trait]
@@ -170,9 +112,16 @@ impl RequestStore for SqliteStore {
         self.call(|r| Job::Submit(Box::new(s), r)).await
     }
 
-    async fn acknowledge_patch(&self, meta: RequestMeta, patch_id: &str) -> StoreResult<()> {
-        let id = patch_id.to_string();
-        self.call(|r| Job::Ack(meta, id, r)).await
+    async fn deliver_actions(
+        &self,
+        meta: RequestMeta,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.call(|r| Job::Deliver(meta, now, r)).await
+    }
+
+    async fn report_action(&self, meta: RequestMeta, report: ActionReport) -> StoreResult<()> {
+        self.call(|r| Job::ReportAction(meta, report, r)).await
     }
 
     async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64> {

@@ -6,8 +6,10 @@ use super::backend_err;
 use crate::store::{StoreError, StoreResult};
 
 /// Current schema version (PRAGMA user_version).
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
+// Version 4 replaced patches and patch_targets (never filled: nothing
+// queued patches) with actions and action_targets.
 // Version 3 added clients.facts_version (the facts version of the latest
 // report) and clients.verdicts (the audit's verdicts on it, JSON). No
 // comments inside column lists: ALTER TABLE rewrites their text.
@@ -69,17 +71,6 @@ CREATE TABLE IF NOT EXISTS nonces (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces(expires_at);
-CREATE TABLE IF NOT EXISTS patches (
-    id         TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL,
-    files      TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS patch_targets (
-    patch_id     TEXT NOT NULL REFERENCES patches(id),
-    client_id    TEXT NOT NULL,
-    completed_at TEXT,
-    PRIMARY KEY (patch_id, client_id)
-) WITHOUT ROWID;
 -- Version 2: the issues audit.
 CREATE TABLE IF NOT EXISTS issues (
     id           TEXT PRIMARY KEY,
@@ -103,6 +94,28 @@ CREATE TABLE IF NOT EXISTS client_parameters (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (client_id, name)
 ) WITHOUT ROWID;
+-- Version 4: actions, one row per action and one per target client.
+CREATE TABLE IF NOT EXISTS actions (
+    id         TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    summary    TEXT NOT NULL,
+    task       TEXT NOT NULL,
+    queued_by  TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS action_targets (
+    action_id    TEXT NOT NULL REFERENCES actions(id),
+    client_id    TEXT NOT NULL,
+    hostname     TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    delivered_at TEXT,
+    started_at   TEXT,
+    finished_at  TEXT,
+    detail       TEXT,
+    PRIMARY KEY (action_id, client_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS action_targets_client ON action_targets(client_id, state);
 CREATE TABLE IF NOT EXISTS leases (
     name   TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
@@ -135,8 +148,13 @@ pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
     } else {
         ""
     };
+    let dropped = if (1..4).contains(&version) {
+        "DROP TABLE IF EXISTS patch_targets; DROP TABLE IF EXISTS patches;"
+    } else {
+        ""
+    };
     conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} {added_columns} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        "BEGIN IMMEDIATE; {SCHEMA} {added_columns} {dropped} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
     ))
     .map_err(backend_err)
 }

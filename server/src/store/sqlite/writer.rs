@@ -6,15 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use penguindome_protocol::actions::ActionReport;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::Lease;
 use super::nonces::{NonceLog, Nonces};
-use super::{admin, audit, backend_err, enroll, migration, request, submit, ts};
+use super::{actions, admin, audit, backend_err, enroll, migration, request, submit, ts};
 use crate::store::{
-    EnrollOutcome, Enrollment, Issue, NewPatch, Parameter, Record, RequestMeta, StoreError,
-    StoreResult, Submission, SubmitOutcome,
+    Delivery, EnrollOutcome, Enrollment, Issue, NewAction, Parameter, Record, RequestMeta,
+    StoreError, StoreResult, Submission, SubmitOutcome,
 };
 
 /// Most jobs committed in one transaction.
@@ -32,8 +33,10 @@ pub(super) enum Job {
     Enroll(Enrollment, Reply<EnrollOutcome>),
     Touch(RequestMeta, Reply<()>),
     Submit(Box<Submission>, Reply<SubmitOutcome>),
-    AddPatch(NewPatch, Reply<()>),
-    Ack(RequestMeta, String, Reply<()>),
+    AddAction(Box<NewAction>, Reply<()>),
+    Deliver(RequestMeta, DateTime<Utc>, Reply<Vec<Delivery>>),
+    ReportAction(RequestMeta, ActionReport, Reply<()>),
+    CancelAction(String, String, DateTime<Utc>, Reply<Vec<String>>),
     Revoke(String, DateTime<Utc>, Reply<bool>),
     AllowReenroll(String, Reply<()>),
     PruneNonces(DateTime<Utc>, Reply<u64>),
@@ -255,8 +258,10 @@ fn fail_job(job: Job, msg: &str) -> Finisher {
         Job::Enroll(_, r) => fail(r, msg),
         Job::Touch(_, r) => fail(r, msg),
         Job::Submit(_, r) => fail(r, msg),
-        Job::AddPatch(_, r) => fail(r, msg),
-        Job::Ack(_, _, r) => fail(r, msg),
+        Job::AddAction(_, r) => fail(r, msg),
+        Job::Deliver(_, _, r) => fail(r, msg),
+        Job::ReportAction(_, _, r) => fail(r, msg),
+        Job::CancelAction(_, _, _, r) => fail(r, msg),
         Job::Revoke(_, _, r) => fail(r, msg),
         Job::AllowReenroll(_, r) => fail(r, msg),
         Job::PruneNonces(_, r) => fail(r, msg),
@@ -295,8 +300,14 @@ fn run_in_savepoint(
         Job::Enroll(e, r) => finisher(r, enroll::enroll(conn, &mut n, &e)),
         Job::Touch(m, r) => finisher(r, request::touch(conn, &mut n, &m)),
         Job::Submit(s, r) => finisher(r, submit::submit(conn, &mut n, &s)),
-        Job::AddPatch(p, r) => finisher(r, admin::add_patch(conn, &p)),
-        Job::Ack(m, id, r) => finisher(r, request::acknowledge(conn, &mut n, &m, &id)),
+        Job::AddAction(a, r) => finisher(r, actions::add(conn, &a)),
+        Job::Deliver(m, now, r) => finisher(
+            r,
+            request::touch(conn, &mut n, &m)
+                .and_then(|()| actions::deliver(conn, &m.client_id, &now)),
+        ),
+        Job::ReportAction(m, rep, r) => finisher(r, actions::report(conn, &mut n, &m, &rep)),
+        Job::CancelAction(id, by, at, r) => finisher(r, actions::cancel(conn, &id, &by, &at)),
         Job::Revoke(id, at, r) => finisher(r, admin::revoke(conn, &id, &at)),
         Job::AllowReenroll(id, r) => finisher(r, admin::allow_reenroll(conn, &id)),
         Job::PruneNonces(now, r) => finisher(r, request::prune(conn, n.nonces, &now)),
