@@ -68,6 +68,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Perform one action read from stdin and print its outcome (what the
+    /// transient unit `run` starts for each action runs).
+    #[command(hide = true)]
+    Act,
 }
 
 fn main() -> ExitCode {
@@ -117,6 +121,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             stats,
         } => cmd_collect(&cli, plugin.as_deref(), *json, *stats),
         Command::Status { json } => cmd_status(&cli, *json),
+        Command::Act => {
+            penguindome_agent::actions::exec::act_from_stdin()?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::spool::{Spool, SpoolError};
 use crate::state::{AgentState, LastError, StateDir};
 use crate::transport::{Transport, TransportError};
 use crate::upgrade;
+use penguindome_protocol::actions::ActionReport;
 
 /// Runs are started every minute give or take the timer's random delay, so
 /// a stamp counts as due slightly before its interval has fully passed.
@@ -275,18 +276,32 @@ impl Step<'_> {
         }
     }
 
-    /// The action runner of this client.
-    fn runner(&self) -> std::io::Result<actions::Runner<'_>> {
+    /// The action runner of this client; `started` hears each action start.
+    fn runner<'r>(
+        &'r self,
+        started: &'r dyn Fn(&ActionReport),
+    ) -> std::io::Result<actions::Runner<'r>> {
         Ok(actions::Runner {
             journal: actions::journal::Journal::open(&self.agent.state.actions_dir())?,
             client_id: &self.agent.machine_id,
             patch_roots: self.agent.config.all_patch_roots(),
+            executor: actions::exec::Executor::detect(),
+            started,
         })
     }
 
     /// Runs the actions of a verified answer.
     fn act(&self, list: &[penguindome_protocol::actions::SealedAction], outcome: &mut RunOutcome) {
-        match self.runner() {
+        // Best effort: the final report follows from the journal anyway.
+        let started = |report: &ActionReport| {
+            if let Err(e) = self.session.report_action(report) {
+                log::warn!(
+                    "cannot tell the server action {} started: {e}",
+                    report.action_id
+                );
+            }
+        };
+        match self.runner(&started) {
             Ok(runner) => {
                 runner.handle_all(list, Utc::now());
             }
@@ -301,8 +316,10 @@ impl Step<'_> {
     /// Tells the server how actions went, until it has stored each state;
     /// first marks those a crashed run left started as interrupted.
     fn report_actions(&self, outcome: &mut RunOutcome) {
-        let pending = self.runner().and_then(|r| {
-            r.journal.recover()?;
+        let pending = self.runner(&|_| {}).and_then(|r| {
+            for id in r.journal.recover(&actions::exec::stop_leftover)? {
+                log::warn!(action_id:% = id; "action {id} was cut short by a crash; reporting it as interrupted");
+            }
             r.journal.prune(self.now)?;
             Ok((r.journal.unreported()?, r))
         });

@@ -22,6 +22,10 @@ use crate::wire::Message;
 /// must stay well below the agent's response cap).
 pub const MAX_PATCH_BYTES: usize = 4 * 1024 * 1024;
 
+/// The most of each of a command's stdout and stderr kept; the rest is
+/// counted and dropped.
+pub const MAX_COMMAND_OUTPUT: usize = 1024 * 1024;
+
 /// One action as the server hands it out.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SealedAction {
@@ -88,6 +92,8 @@ pub struct Action {
 pub enum Task {
     /// Write or delete one file below the agent's patch roots.
     Patch(PatchTask),
+    /// Run a shell script once, as root or a given user.
+    Command(CommandTask),
 }
 
 impl Task {
@@ -95,6 +101,7 @@ impl Task {
     pub fn kind(&self) -> &'static str {
         match self {
             Task::Patch(_) => "patch",
+            Task::Command(_) => "command",
         }
     }
 }
@@ -118,6 +125,50 @@ pub struct PatchTask {
     /// SHA-256 of the decoded content, hex, checked before writing.
     #[serde(default)]
     pub sha256: String,
+}
+
+/// Run a script with `/bin/sh -c`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CommandTask {
+    /// What lists call it.
+    pub name: String,
+    /// The script.
+    pub script: String,
+    /// Run as this user; absent: root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Longest it may run; then it is killed with everything it started.
+    pub timeout_secs: u64,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CommandOutput {
+    /// Its exit status, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    /// The signal that ended it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// True when it ran past its timeout and was killed.
+    #[serde(default)]
+    pub timed_out: bool,
+    /// Standard output, base64, at most [`MAX_COMMAND_OUTPUT`] bytes.
+    pub stdout: String,
+    /// Standard error, base64, at most [`MAX_COMMAND_OUTPUT`] bytes.
+    pub stderr: String,
+    /// Bytes of standard output dropped past the cap.
+    #[serde(default)]
+    pub stdout_dropped: u64,
+    /// Bytes of standard error dropped past the cap.
+    #[serde(default)]
+    pub stderr_dropped: u64,
+    /// When it started.
+    #[serde(with = "crate::envelope::utc")]
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    #[serde(with = "crate::envelope::utc")]
+    pub finished_at: DateTime<Utc>,
 }
 
 impl PatchTask {
@@ -219,6 +270,9 @@ pub struct ActionReport {
     /// Why it failed or was refused, or what was done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// A command's output and exit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<CommandOutput>,
 }
 
 impl Message for ActionReport {

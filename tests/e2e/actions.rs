@@ -15,7 +15,10 @@ use penguindome_tests::proxy::{Answer, Proxy};
 use penguindome_tests::{AgentHost, Backend, Site, on_both_stores, text};
 use serde_json::Value;
 
-on_both_stores!(a_patch_delivers_a_plugin_the_next_collection_runs);
+on_both_stores!(
+    a_patch_delivers_a_plugin_the_next_collection_runs,
+    commands_run_once_capped_and_timed_out,
+);
 
 fn run(agent: &AgentHost, args: &[&str]) -> String {
     let out = agent.cmd(args);
@@ -123,7 +126,7 @@ fn a_patch_delivers_a_plugin_the_next_collection_runs(backend: Backend) {
         .filter(|r| r["field"] == format!("actions.{id}"))
         .map(|r| &r["new"]["state"])
         .collect();
-    assert_eq!(steps, ["queued", "succeeded"], "{history}");
+    assert_eq!(steps, ["queued", "started", "succeeded"]);
     // The other host never saw it.
     run(&bystander, &["run", "--force-collect"]);
     assert!(!bystander.root.join("plugins/greeting").exists());
@@ -398,4 +401,122 @@ fn tampered_forged_or_replayed_answers_run_nothing() {
     assert!(!plugin.exists());
     let list = site.admin_json(&["patch", "list", "--json"]);
     assert_eq!(target_states(&list, &id)[0].0, "succeeded");
+}
+
+fn decoded(v: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap_or_default())
+        .unwrap()
+}
+
+/// `command show --json`'s one target of command `id`.
+fn command_target(site: &Site, id: &str) -> Value {
+    let shown = site.admin_json(&["command", "show", id, "--json"]);
+    let targets = shown["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1, "{shown}");
+    targets[0].clone()
+}
+
+fn commands_run_once_capped_and_timed_out(backend: Backend) {
+    let site = Site::init_on(&backend);
+    let _server = site.start();
+    let (a, b) = (site.agent("cmd-a"), site.agent("cmd-b"));
+    run(&a, &["run"]);
+    run(&b, &["run"]);
+    let queue = |args: &[&str]| -> String {
+        let mut full = vec!["command", "run", "--host", &a.machine_id, "--json"];
+        full.extend_from_slice(args);
+        site.admin_json(&full)["id"].as_str().unwrap().to_string()
+    };
+    let loud = queue(&[
+        "--command",
+        "head -c 5242880 /dev/zero | tr '\\0' x; echo done >&2",
+    ]);
+    let survivor = site.dir.path().join("survived");
+    let slow = queue(&[
+        "--timeout",
+        "2s",
+        "--command",
+        &format!("(sleep 4; touch {}) & sleep 60", survivor.display()),
+    ]);
+    let never = site.dir.path().join("never");
+    let cancelled = queue(&["--command", &format!("touch {}", never.display())]);
+    let out = site.admin_json(&["command", "cancel", &cancelled, "--json"]);
+    assert_eq!(out["cancelled_on"][0], a.machine_id.as_str());
+
+    run(&a, &["run"]);
+    run(&b, &["run"]);
+    let t = command_target(&site, &loud);
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert_eq!(decoded(&t["output"]["stdout"]).len(), 1024 * 1024);
+    assert_eq!(t["output"]["stdout_dropped"], 4 * 1024 * 1024);
+    assert_eq!(decoded(&t["output"]["stderr"]), b"done\n");
+    assert_eq!(t["output"]["exit_status"], 0);
+    assert_eq!(t["client_id"], a.machine_id.as_str(), "queued for A only");
+    let t = command_target(&site, &slow);
+    assert_eq!(t["state"], "failed", "{t}");
+    assert_eq!(t["output"]["timed_out"], true);
+    assert!(t["detail"].as_str().unwrap().contains("timed out"), "{t}");
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert!(!survivor.exists(), "a child outlived the timeout");
+    assert_eq!(command_target(&site, &cancelled)["state"], "cancelled");
+    assert!(!never.exists());
+    let of_b = site.admin_json(&["clients", "show", &b.machine_id, "--json"]);
+    assert!(of_b["actions"].as_array().unwrap().is_empty(), "{of_b}");
+    let text_show = site.admin(&["command", "show", &slow]);
+    assert!(
+        text(&text_show).contains("timed out"),
+        "{}",
+        text(&text_show)
+    );
+}
+
+#[test]
+fn a_command_cut_short_by_sigkill_is_reported_interrupted_and_never_rerun() {
+    let site = Site::init();
+    let _server = site.start();
+    let agent = site.agent("crashy");
+    run(&agent, &["run"]);
+    let started = site.dir.path().join("started");
+    let finished = site.dir.path().join("finished");
+    let script = format!(
+        "touch {}; sleep 20; touch {}",
+        started.display(),
+        finished.display()
+    );
+    let q = site.admin_json(&[
+        "command",
+        "run",
+        "--host",
+        &agent.machine_id,
+        "--json",
+        "--command",
+        &script,
+    ]);
+    let id = q["id"].as_str().unwrap();
+    let mut child = agent.spawn(&["run"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(&started).unwrap();
+    assert_eq!(
+        command_target(&site, id)["state"],
+        "started",
+        "told at once"
+    );
+
+    let log = run(&agent, &["run"]);
+    assert!(log.contains("interrupted"), "{log}");
+    let t = command_target(&site, id);
+    assert_eq!(t["state"], "interrupted", "{t}");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(!started.exists(), "not run again");
+    assert!(!finished.exists(), "what was left of it was stopped");
 }

@@ -84,6 +84,7 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     });
     bootstrap_installs_the_agent(&c);
     let client_id = the_first_run_enrolls_and_reports(&site, &c);
+    actions_run_in_units_of_their_own(&site, &c, &client_id);
 
     // An admin's local change to the configuration survives upgrades.
     let out = c.exec(&[
@@ -177,6 +178,70 @@ fn the_first_run_enrolls_and_reports(site: &Site, c: &BootedDebian) -> String {
         &["penguindome-agent[", "enrolled with"],
     );
     client_id
+}
+
+/// The sandboxed timer's agent runs a patch into /usr (read-only in its
+/// sandbox) and a command, each in a transient unit of its own.
+fn actions_run_in_units_of_their_own(site: &Site, c: &BootedDebian, client_id: &str) {
+    let src = site.dir.path().join("pd-patched");
+    std::fs::write(&src, "#!/bin/sh\necho '{\"patched\": true}'\n").unwrap();
+    let target = "/usr/lib/penguindome/plugins/pd-patched";
+    let patch = site.admin_json(&[
+        "patch",
+        "add",
+        "--host",
+        client_id,
+        "--mode",
+        "755",
+        "--json",
+        target,
+        src.to_str().unwrap(),
+    ]);
+    let command = site.admin_json(&[
+        "command",
+        "run",
+        "--host",
+        client_id,
+        "--json",
+        "--command",
+        "id -un; cat /proc/self/cgroup",
+    ]);
+    let state_of = |kind: &str, id: &str| -> Option<String> {
+        let (list, key) = if kind == "patch" {
+            (site.admin_json(&["patch", "list", "--json"]), "targets")
+        } else {
+            (
+                site.admin_json(&["command", "show", id, "--json"]),
+                "targets",
+            )
+        };
+        let target = if kind == "patch" {
+            list.as_array()?.iter().find(|p| p["id"] == id)?[key][0].clone()
+        } else {
+            list[key][0].clone()
+        };
+        let state = target["state"].as_str()?.to_string();
+        matches!(state.as_str(), "succeeded" | "failed" | "refused").then(|| target.to_string())
+    };
+    let patched = wait_for(Duration::from_secs(150), "the patch", || {
+        state_of("patch", patch["id"].as_str()?)
+    });
+    assert!(patched.contains("\"succeeded\""), "{patched}");
+    assert_eq!(ok(c, &["stat", "-c", "%a %U", target]), "755 root");
+    let ran = wait_for(Duration::from_secs(150), "the command", || {
+        state_of("command", command["id"].as_str()?)
+    });
+    let ran: serde_json::Value = serde_json::from_str(&ran).unwrap();
+    assert_eq!(ran["state"], "succeeded", "{ran}");
+    let stdout_b64 = ran["output"]["stdout"].as_str().unwrap();
+    let printed =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, stdout_b64).unwrap();
+    let printed = String::from_utf8_lossy(&printed);
+    assert!(printed.starts_with("root\n"), "{printed}");
+    assert!(
+        printed.contains("penguindome-action-"),
+        "in a unit of its own: {printed}"
+    );
 }
 
 /// A release whose agent package is damaged: the upgrade fails, the

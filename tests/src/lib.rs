@@ -531,17 +531,31 @@ impl AgentHost {
 
     /// Runs `penguindome-agent ARGS` with extra environment variables.
     pub fn cmd_with_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Output {
-        Command::new(bin("penguindome-agent"))
+        self.command(args)
             .envs(env.iter().copied())
-            .arg("--config")
+            .output()
+            .unwrap()
+    }
+
+    /// Starts `penguindome-agent ARGS` without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("penguindome-agent"));
+        c.arg("--config")
             .arg(&self.config)
             .arg("--state-dir")
             .arg(self.state_dir())
             .arg("--machine-id-file")
             .arg(self.root.join("machine-id"))
-            .args(args)
-            .output()
-            .unwrap()
+            .args(args);
+        c
     }
 
     /// `status --json`.
@@ -603,6 +617,15 @@ impl SimClient {
     /// Signs a submission.
     pub fn seal(&self, report: &Report) -> Envelope {
         Envelope::seal(&self.key, &self.id, None, report).unwrap()
+    }
+
+    /// Signs an update request.
+    pub fn seal_update(&self, hostname: &str) -> Envelope {
+        let body = penguindome_protocol::wire::UpdateRequest {
+            hostname: hostname.into(),
+            agent_version: "sim".into(),
+        };
+        Envelope::seal(&self.key, &self.id, None, &body).unwrap()
     }
 
     /// Signs and sends a submission.

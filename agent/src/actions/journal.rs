@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use penguindome_protocol::actions::{ActionReport, ActionState};
+use penguindome_protocol::actions::{ActionReport, ActionState, CommandOutput};
 use penguindome_protocol::files::write_atomic;
 use serde::{Deserialize, Serialize};
 
@@ -32,9 +32,25 @@ pub struct Entry {
     /// Why, or what was done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// A command's output and exit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<CommandOutput>,
+    /// What to kill should the agent die while the action runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leftover: Option<Leftover>,
     /// The latest state the server acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported: Option<ActionState>,
+}
+
+/// Where a running action lives, to stop it after a crash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Leftover {
+    /// A process group started here.
+    ProcessGroup(i32),
+    /// A transient systemd unit.
+    Unit(String),
 }
 
 impl Entry {
@@ -45,6 +61,7 @@ impl Entry {
             state: self.state,
             at: self.at,
             detail: self.detail.clone(),
+            output: self.output.clone(),
         }
     }
 }
@@ -115,20 +132,46 @@ impl Journal {
             state,
             at: Utc::now(),
             detail,
+            output: None,
+            leftover: None,
             reported: None,
         })?;
         Ok(Claim::New)
     }
 
-    /// Moves an action to a new state.
-    pub fn finish(&self, id: &str, state: ActionState, detail: Option<String>) -> io::Result<()> {
+    fn update(&self, id: &str, change: impl FnOnce(&mut Entry)) -> io::Result<()> {
         let mut entry = self
             .get(id)?
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("action {id}")))?;
-        entry.state = state;
-        entry.at = Utc::now();
-        entry.detail = detail;
+        change(&mut entry);
         self.put(&entry)
+    }
+
+    /// Moves an action to a new state.
+    pub fn finish(&self, id: &str, state: ActionState, detail: Option<String>) -> io::Result<()> {
+        self.finish_with(id, state, detail, None)
+    }
+
+    /// Moves an action to its final state, with a command's output.
+    pub fn finish_with(
+        &self,
+        id: &str,
+        state: ActionState,
+        detail: Option<String>,
+        output: Option<CommandOutput>,
+    ) -> io::Result<()> {
+        self.update(id, |e| {
+            e.state = state;
+            e.at = Utc::now();
+            e.detail = detail;
+            e.output = output;
+            e.leftover = None;
+        })
+    }
+
+    /// Notes where a running action lives.
+    pub fn running_in(&self, id: &str, leftover: Leftover) -> io::Result<()> {
+        self.update(id, |e| e.leftover = Some(leftover))
     }
 
     /// Every entry, in id order. Damaged files are skipped with a warning
@@ -154,12 +197,16 @@ impl Journal {
         Ok(out)
     }
 
-    /// Marks actions a crashed run left `started` as interrupted. Runs hold
-    /// the run lock and finish their actions, so none is running now.
-    pub fn recover(&self) -> io::Result<Vec<String>> {
+    /// Marks actions a crashed run left `started` as interrupted, after
+    /// stopping what is left of them (`stop`). Runs hold the run lock and
+    /// finish their actions, so none is running now.
+    pub fn recover(&self, stop: &dyn Fn(&Leftover)) -> io::Result<Vec<String>> {
         let mut interrupted = Vec::new();
         for e in self.entries()? {
             if e.state == ActionState::Started {
+                if let Some(l) = &e.leftover {
+                    stop(l);
+                }
                 self.finish(
                     &e.id,
                     ActionState::Interrupted,
@@ -237,13 +284,17 @@ mod tests {
         let j = Journal::open(dir.path()).unwrap();
         let expires = Utc::now() + chrono::Duration::days(1);
         j.claim(ID, expires, ActionState::Started, None).unwrap();
-        assert_eq!(j.recover().unwrap(), vec![ID.to_string()]);
+        j.running_in(ID, Leftover::ProcessGroup(4242)).unwrap();
+        let stopped = std::cell::RefCell::new(Vec::new());
+        let stop = |l: &Leftover| stopped.borrow_mut().push(l.clone());
+        assert_eq!(j.recover(&stop).unwrap(), vec![ID.to_string()]);
+        assert_eq!(*stopped.borrow(), vec![Leftover::ProcessGroup(4242)]);
         let e = j.get(ID).unwrap().unwrap();
         assert_eq!(e.state, ActionState::Interrupted);
         assert_eq!(j.unreported().unwrap().len(), 1);
         j.mark_reported(ID, ActionState::Interrupted).unwrap();
         assert!(j.unreported().unwrap().is_empty());
-        assert!(j.recover().unwrap().is_empty(), "nothing left started");
+        assert!(j.recover(&stop).unwrap().is_empty(), "nothing left started");
     }
 
     #[test]

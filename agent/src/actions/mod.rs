@@ -3,13 +3,17 @@
 //! journaled durably, run at most once, and its outcome kept until the
 //! server has stored it.
 
+pub mod command;
+pub mod exec;
 pub mod journal;
 pub mod patch;
 
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use penguindome_protocol::actions::{Action, ActionHeader, ActionState, SealedAction, Task};
+use penguindome_protocol::actions::{
+    Action, ActionHeader, ActionReport, ActionState, SealedAction,
+};
 use penguindome_protocol::wire::is_valid_client_id;
 
 use journal::{Claim, Journal};
@@ -22,6 +26,10 @@ pub struct Runner<'a> {
     pub client_id: &'a str,
     /// Directories patches may write below.
     pub patch_roots: Vec<PathBuf>,
+    /// Where the work runs.
+    pub executor: exec::Executor,
+    /// Hears that an action started (to tell the server at once).
+    pub started: &'a dyn Fn(&ActionReport),
 }
 
 /// What one action came to in this run.
@@ -81,10 +89,25 @@ impl Runner<'_> {
             Claim::Seen(e) => return Ok(Handled::AlreadySeen(e.state)),
             Claim::New => {}
         }
-        let (state, detail) = self.run(&action);
-        self.journal
-            .finish(&header.id, state, Some(detail.clone()))?;
-        Ok(Handled::Ran(state, detail))
+        if let Some(started) = self.journal.get(&header.id)? {
+            (self.started)(&started.report());
+        }
+        let request = exec::Request {
+            action,
+            patch_roots: self.patch_roots.clone(),
+        };
+        let outcome = self.executor.run(&request, &|leftover| {
+            if let Err(e) = self.journal.running_in(&header.id, leftover) {
+                log::error!("cannot note where action {} runs: {e}", header.id);
+            }
+        });
+        self.journal.finish_with(
+            &header.id,
+            outcome.state,
+            Some(outcome.detail.clone()),
+            outcome.output,
+        )?;
+        Ok(Handled::Ran(outcome.state, outcome.detail))
     }
 
     fn refuse(&self, header: &ActionHeader, why: String) -> std::io::Result<Handled> {
@@ -96,17 +119,6 @@ impl Runner<'_> {
         )? {
             Claim::Seen(e) => Ok(Handled::AlreadySeen(e.state)),
             Claim::New => Ok(Handled::Refused(why)),
-        }
-    }
-
-    /// Runs a journaled action; its final state and what happened.
-    fn run(&self, action: &Action) -> (ActionState, String) {
-        match &action.task {
-            Task::Patch(task) => match patch::apply(task, &self.patch_roots) {
-                Ok(done) => (ActionState::Succeeded, done),
-                Err(e) if e.is_refusal() => (ActionState::Refused, e.to_string()),
-                Err(e) => (ActionState::Failed, e.to_string()),
-            },
         }
     }
 }
@@ -131,7 +143,7 @@ fn refusal(header: &ActionHeader, text: &str, now: DateTime<Utc>) -> Option<Stri
 }
 
 /// The kinds this release runs.
-const KNOWN_KINDS: &[&str] = &["patch"];
+const KNOWN_KINDS: &[&str] = &["patch", "command"];
 
 fn log_handled(handled: &Handled, text: &str) {
     let id = serde_json::from_str::<ActionHeader>(text)
@@ -156,7 +168,7 @@ fn log_handled(handled: &Handled, text: &str) {
 mod tests {
     use super::*;
     use base64::Engine as _;
-    use penguindome_protocol::actions::PatchTask;
+    use penguindome_protocol::actions::{PatchTask, Task};
 
     const ME: &str = "fedcba9876543210fedcba9876543210";
 
@@ -187,6 +199,8 @@ mod tests {
             journal: Journal::open(&dir.join("journal")).unwrap(),
             client_id: ME,
             patch_roots: vec![dir.join("root")],
+            executor: exec::Executor::Here,
+            started: &|_| {},
         }
     }
 

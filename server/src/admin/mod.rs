@@ -4,6 +4,7 @@ pub mod access;
 pub mod account;
 pub mod actions;
 pub mod clients;
+pub mod command;
 pub mod init;
 pub mod issues;
 pub mod packages;

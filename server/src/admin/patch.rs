@@ -262,7 +262,7 @@ async fn list(store: &dyn AdminStore, pending: bool, json: bool) -> anyhow::Resu
         let what = match serde_json::from_str::<Task>(&a.task) {
             Ok(Task::Patch(p)) if p.deletes() => "delete".to_string(),
             Ok(Task::Patch(p)) => format!("write, mode {:04o}", p.mode),
-            Err(_) => "unreadable".to_string(),
+            Ok(_) | Err(_) => "unreadable".to_string(),
         };
         println!(
             "patch {}  {} ({what})\n  queued {} by {}, expires {}; {}",
@@ -286,7 +286,7 @@ fn patch_json(a: &ActionRecord, now: chrono::DateTime<chrono::Utc>) -> serde_jso
     let task = serde_json::from_str::<Task>(&a.task).ok();
     let (mode, delete) = match &task {
         Some(Task::Patch(p)) => (p.mode, p.deletes()),
-        None => (0, false),
+        _ => (0, false),
     };
     let targets: Vec<_> = a
         .targets

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use penguindome_server::admin::{
-    access, account, clients, init, issues, packages, patch, release, store,
+    access, account, clients, command, init, issues, packages, patch, release, store,
 };
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
@@ -21,11 +21,11 @@ struct Cli {
     #[arg(long, global = true, env = "PENGUINDOME_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
     config_dir: PathBuf,
     #[command(subcommand)]
-    command: Command,
+    command: Sub,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Sub {
     /// Create a new server: configuration, keys, certificate, agent.toml.
     Init(Box<init::InitArgs>),
     /// The issues audit, and the issues it opens: audit, list, checks, open,
@@ -38,6 +38,9 @@ enum Command {
     /// Files written or deleted on clients: add, rm, list, cancel.
     #[command(subcommand)]
     Patch(patch::PatchCommand),
+    /// Scripts run once on clients: run, list, show, cancel.
+    #[command(subcommand)]
+    Command(command::CommandCommand),
     /// The database: migrate to another store.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -67,14 +70,25 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The server's store, opened as the data directory's owner.
+async fn open_store(
+    config_dir: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<dyn penguindome_server::store::Store>> {
+    let config = ServerConfig::load(config_dir)?;
+    account::become_data_owner(&config.server.data_dir)?;
+    penguindome_server::store::open(&config)
+        .await
+        .context("pdome-admin reads the server's store; run it on the server host")
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init(args) => init::run(&cli.config_dir, *args).await,
-        Command::Release(args) => release::run(&cli.config_dir, args),
-        Command::BuildPackages(args) => packages::run(args),
-        Command::Password(cmd) => access::password(&cli.config_dir, cmd),
-        Command::Access(cmd) => access::access(&cli.config_dir, cmd),
-        Command::Issues(cmd) => {
+        Sub::Init(args) => init::run(&cli.config_dir, *args).await,
+        Sub::Release(args) => release::run(&cli.config_dir, args),
+        Sub::BuildPackages(args) => packages::run(args),
+        Sub::Password(cmd) => access::password(&cli.config_dir, cmd),
+        Sub::Access(cmd) => access::access(&cli.config_dir, cmd),
+        Sub::Issues(cmd) => {
             let config = ServerConfig::load(&cli.config_dir)?;
             account::become_data_owner(&config.server.data_dir)?;
             let store = penguindome_server::store::open(&config)
@@ -88,7 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             result
         }
-        Command::Clients(cmd) => {
+        Sub::Clients(cmd) => {
             let config = ServerConfig::load(&cli.config_dir)?;
             account::become_data_owner(&config.server.data_dir)?;
             let store = penguindome_server::store::open(&config)
@@ -98,18 +112,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             result
         }
-        Command::Patch(cmd) => {
+        Sub::Patch(cmd) => {
             let operator = account::operator();
-            let config = ServerConfig::load(&cli.config_dir)?;
-            account::become_data_owner(&config.server.data_dir)?;
-            let store = penguindome_server::store::open(&config)
-                .await
-                .context("pdome-admin reads the server's store; run it on the server host")?;
+            let store = open_store(&cli.config_dir).await?;
             let result = patch::run(store.as_ref(), cmd, &operator).await;
             store.close().await;
             result
         }
-        Command::Store(store::StoreCommand::Migrate { to, force }) => {
+        Sub::Command(cmd) => {
+            let operator = account::operator();
+            let store = open_store(&cli.config_dir).await?;
+            let result = command::run(store.as_ref(), cmd, &operator).await;
+            store.close().await;
+            result
+        }
+        Sub::Store(store::StoreCommand::Migrate { to, force }) => {
             let config = ServerConfig::load(&cli.config_dir)?;
             account::become_data_owner(&config.server.data_dir)?;
             let source = penguindome_server::store::open(&config).await?;

@@ -3,7 +3,7 @@
 //! there). The stores never read a task: they keep its JSON text.
 
 use chrono::{DateTime, Utc};
-use penguindome_protocol::actions::{Action, ActionState, SealedAction, Task};
+use penguindome_protocol::actions::{Action, ActionState, CommandOutput, SealedAction, Task};
 use serde::{Deserialize, Serialize};
 
 use super::{StoreError, StoreResult};
@@ -74,6 +74,9 @@ pub struct TargetRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// What the agent said (or why it was cancelled).
     pub detail: Option<String>,
+    /// A command's output and exit, as the agent reported them.
+    #[serde(default)]
+    pub output: Option<CommandOutput>,
 }
 
 impl TargetRecord {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use futures_util::TryStreamExt;
-use penguindome_protocol::actions::{ActionReport, ActionState, PatchTask, Task};
+use penguindome_protocol::actions::{ActionReport, ActionState, CommandOutput, PatchTask, Task};
 use penguindome_protocol::envelope::new_nonce;
 use penguindome_protocol::wire::Report;
 use serde_json::json;
@@ -635,7 +635,23 @@ fn report_of(id: &str, state: ActionState) -> ActionReport {
         state,
         at: utc::truncate(Utc::now()),
         detail: Some(format!("{} here", state.as_str())),
+        output: None,
     }
+}
+
+/// The report with a command's output (fixed times, so copies compare).
+fn with_output(mut r: ActionReport) -> ActionReport {
+    let at = chrono::DateTime::from_timestamp_millis(1_790_000_000_000).unwrap();
+    r.output = Some(CommandOutput {
+        exit_status: Some(0),
+        stdout: "aGkK".into(),
+        stderr: String::new(),
+        stdout_dropped: 7,
+        started_at: at,
+        finished_at: at + Duration::seconds(2),
+        ..Default::default()
+    });
+    r
 }
 
 async fn actions(store: &Arc<dyn Store>) {
@@ -668,7 +684,10 @@ async fn actions(store: &Arc<dyn Store>) {
         "started: not again"
     );
     store
-        .report_action(meta(&a, &fa), report_of(&action.id, ActionState::Succeeded))
+        .report_action(
+            meta(&a, &fa),
+            with_output(report_of(&action.id, ActionState::Succeeded)),
+        )
         .await
         .unwrap();
     // A repeat, or a late contradiction, changes nothing.
@@ -756,6 +775,12 @@ async fn cancelled_listed_and_recorded(
     want.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(states, want);
     assert_eq!(listed[0].queued_by, "alice");
+    let on_a = listed[0].targets.iter().find(|t| t.client_id == a).unwrap();
+    assert_eq!(
+        on_a.output,
+        with_output(report_of("", ActionState::Succeeded)).output
+    );
+    assert!(on_a.started_at.is_some() && on_a.finished_at.is_some());
     let of_a = store
         .actions(ActionFilter {
             client_id: Some(a.clone()),

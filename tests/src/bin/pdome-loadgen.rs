@@ -50,9 +50,58 @@ struct Args {
     /// the sending is timed.
     #[arg(long, default_value_t = 0)]
     chunk: usize,
+    /// What to send: signed reports, or update requests (the timer's
+    /// question "anything for me?").
+    #[arg(long, value_enum, default_value = "submit")]
+    kind: Kind,
+    /// Keep the enrolled clients' ids and keys here, and reuse them when
+    /// the file exists (several phases against the same clients).
+    #[arg(long)]
+    clients_file: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// Writes the clients' ids and armored keys, one JSON pair per line.
+fn save_clients(path: &std::path::Path, clients: &[SimClient]) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for c in clients {
+        let key = String::from_utf8(c.key.to_armored()?)?;
+        text.push_str(&serde_json::to_string(&(&c.id, key))?);
+        text.push('\n');
+    }
+    Ok(std::fs::write(path, text)?)
+}
+
+/// Reads what [`save_clients`] wrote.
+fn load_clients(path: &std::path::Path) -> anyhow::Result<Vec<SimClient>> {
+    std::fs::read_to_string(path)?
+        .lines()
+        .map(|line| {
+            let (id, key): (String, String) = serde_json::from_str(line)?;
+            let key = penguindome_protocol::SecretKey::from_bytes(key.as_bytes())?;
+            Ok(SimClient { id, key })
+        })
+        .collect()
+}
+
+/// What the load is made of.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Kind {
+    /// `/submit` with ~payload_kib reports.
+    Submit,
+    /// `/update` requests.
+    Update,
+}
+
+impl Kind {
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Submit => paths::SUBMIT,
+            Kind::Update => paths::UPDATE,
+        }
+    }
 }
 
 /// A report of about `kib` KiB in the facts types, as an agent sends it: a
@@ -107,6 +156,7 @@ type Outcome = (Vec<Duration>, Vec<String>);
 
 /// One keep-alive connection sending its share of the requests in order.
 async fn send_all(
+    path: &'static str,
     url: &url::Url,
     tls: tokio_rustls::TlsConnector,
     requests: &[(Bytes, String)],
@@ -131,7 +181,7 @@ async fn send_all(
     let mut failures = Vec::new();
     for &r in work {
         let (body, sig) = &requests[r];
-        let req = hyper::Request::post(paths::SUBMIT)
+        let req = hyper::Request::post(path)
             .header("host", &host)
             .header("content-type", "application/json")
             .header(penguindome_protocol::SIGNATURE_HEADER, sig.as_str())
@@ -172,8 +222,17 @@ fn main() -> anyhow::Result<()> {
         .map(|n| n.get())
         .unwrap_or(2);
 
-    eprintln!("enrolling {} clients", args.clients);
-    let clients = enroll(&args, &config, &transport, threads);
+    let clients = match &args.clients_file {
+        Some(f) if f.exists() => load_clients(f)?,
+        other => {
+            eprintln!("enrolling {} clients", args.clients);
+            let clients = enroll(&args, &config, &transport, threads);
+            if let Some(f) = other {
+                save_clients(f, &clients)?;
+            }
+            clients
+        }
+    };
     let chunk = if args.chunk == 0 {
         args.requests
     } else {
@@ -259,11 +318,14 @@ fn sign(
                         break;
                     }
                     let c = r % clients.len();
-                    let report = SimClient::report(
-                        &format!("bench-{c}"),
-                        plugins(c, r / clients.len(), args.payload_kib),
-                    );
-                    *slots[r - round.start].lock().unwrap() = Some(clients[c].seal(&report));
+                    let sealed = match args.kind {
+                        Kind::Submit => clients[c].seal(&SimClient::report(
+                            &format!("bench-{c}"),
+                            plugins(c, r / clients.len(), args.payload_kib),
+                        )),
+                        Kind::Update => clients[c].seal_update(&format!("bench-{c}")),
+                    };
+                    *slots[r - round.start].lock().unwrap() = Some(sealed);
                 }
             });
         }
@@ -318,9 +380,10 @@ fn send(
             let tls = tls.clone();
             let url = url.clone();
             let start_after = pause * w as u32 / args.concurrency as u32;
-            tasks.spawn(
-                async move { send_all(&url, tls, &requests, &work, pause, start_after).await },
-            );
+            let path = args.kind.path();
+            tasks.spawn(async move {
+                send_all(path, &url, tls, &requests, &work, pause, start_after).await
+            });
         }
         let mut all = Vec::new();
         while let Some(r) = tasks.join_next().await {
@@ -363,8 +426,12 @@ fn print_result(args: &Args, bytes: usize, lat: &[Duration], failed: usize, elap
         println!("{result}");
     } else {
         println!(
-            "{ok} signed submissions of {bytes} bytes from {} clients over {} connections in {:.2} s: \
+            "{ok} signed {} of {bytes} bytes from {} clients over {} connections in {:.2} s: \
              {rate:.0}/s, latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} failed",
+            match args.kind {
+                Kind::Submit => "submissions",
+                Kind::Update => "update requests",
+            },
             args.clients,
             args.concurrency,
             elapsed.as_secs_f64(),

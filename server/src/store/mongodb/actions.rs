@@ -41,6 +41,7 @@ fn target_doc(a: &ActionRecord, t: &TargetRecord) -> Document {
         "created_at": to_bson_date(&a.created_at), "expires_at": to_bson_date(&a.expires_at),
         "delivered_at": opt_date(t.delivered_at.as_ref()), "started_at": opt_date(t.started_at.as_ref()),
         "finished_at": opt_date(t.finished_at.as_ref()), "detail": t.detail.as_deref(),
+        "output": t.output.as_ref().map(|o| serde_json::to_string(o).expect("outputs serialize")),
     }
 }
 
@@ -53,6 +54,7 @@ fn target_from_doc(d: &Document) -> TargetRecord {
         started_at: from_bson_date(d.get("started_at")),
         finished_at: from_bson_date(d.get("finished_at")),
         detail: opt_str(d, "detail"),
+        output: opt_str(d, "output").and_then(|o| serde_json::from_str(&o).ok()),
     }
 }
 
@@ -106,6 +108,7 @@ impl Inner {
                 started_at: None,
                 finished_at: None,
                 detail: None,
+                output: None,
             };
             targets.push(target_doc(&record, &t));
             let change = Change {
@@ -238,12 +241,22 @@ impl Inner {
         }
         let at = to_bson_date(&report.at);
         let mut set = doc! {"state": report.state.as_str(), "detail": report.detail.as_deref()};
+        let has = |k: &str| current.get(k).is_some_and(|b| b != &Bson::Null);
         if report.state == ActionState::Started {
             set.insert("started_at", at);
         } else {
             set.insert("finished_at", at);
+            if let Some(o) = &report.output {
+                if !has("started_at") {
+                    set.insert("started_at", to_bson_date(&o.started_at));
+                }
+                set.insert(
+                    "output",
+                    serde_json::to_string(o).expect("outputs serialize"),
+                );
+            }
         }
-        if current.get("delivered_at").is_none_or(|b| b == &Bson::Null) {
+        if !has("delivered_at") {
             set.insert("delivered_at", to_bson_date(&meta.received_at));
         }
         // Only from the state read: of two racing reports, one wins.

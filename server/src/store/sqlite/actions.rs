@@ -153,14 +153,19 @@ pub(super) fn report(
     }
     let at = ts(&report.at);
     let (started, finished) = if report.state == ActionState::Started {
-        (Some(&at), None)
+        (Some(at), None)
     } else {
-        (None, Some(&at))
+        let ran_from = report.output.as_ref().map(|o| ts(&o.started_at));
+        (ran_from, Some(at))
     };
+    let output = report
+        .output
+        .as_ref()
+        .map(|o| serde_json::to_string(o).expect("outputs serialize"));
     conn.execute(
         "UPDATE action_targets SET state = ?3, detail = ?4, \
-           started_at = coalesce(?5, started_at), finished_at = coalesce(?6, finished_at), \
-           delivered_at = coalesce(delivered_at, ?7) \
+           started_at = coalesce(started_at, ?5), finished_at = coalesce(?6, finished_at), \
+           delivered_at = coalesce(delivered_at, ?7), output = coalesce(?8, output) \
          WHERE action_id = ?1 AND client_id = ?2",
         params![
             report.action_id,
@@ -170,6 +175,7 @@ pub(super) fn report(
             started,
             finished,
             ts(&meta.received_at),
+            output,
         ],
     )
     .map_err(backend_err)?;
@@ -269,7 +275,7 @@ pub(super) fn list(c: &Connection, filter: &ActionFilter) -> rusqlite::Result<Ve
 
 fn targets(c: &Connection, id: &str) -> rusqlite::Result<Vec<TargetRecord>> {
     let mut st = c.prepare_cached(
-        "SELECT client_id, hostname, state, delivered_at, started_at, finished_at, detail \
+        "SELECT client_id, hostname, state, delivered_at, started_at, finished_at, detail, output \
          FROM action_targets WHERE action_id = ?1 ORDER BY client_id",
     )?;
     st.query_map([id], |r| {
@@ -282,6 +288,9 @@ fn targets(c: &Connection, id: &str) -> rusqlite::Result<Vec<TargetRecord>> {
             started_at: parse_opt_ts(r.get(4)?)?,
             finished_at: parse_opt_ts(r.get(5)?)?,
             detail: r.get(6)?,
+            output: r
+                .get::<_, Option<String>>(7)?
+                .and_then(|o| serde_json::from_str(&o).ok()),
         })
     })?
     .collect()
@@ -316,7 +325,7 @@ pub(super) fn import(conn: &Connection, a: &ActionRecord) -> StoreResult<()> {
     for t in &a.targets {
         conn.execute(
             "INSERT INTO action_targets (action_id, client_id, hostname, state, delivered_at, \
-               started_at, finished_at, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+               started_at, finished_at, detail, output) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 a.id,
                 t.client_id,
@@ -326,6 +335,7 @@ pub(super) fn import(conn: &Connection, a: &ActionRecord) -> StoreResult<()> {
                 t.started_at.as_ref().map(ts),
                 t.finished_at.as_ref().map(ts),
                 t.detail,
+                t.output.as_ref().map(|o| serde_json::to_string(o).expect("outputs serialize")),
             ],
         )
         .map_err(backend_err)?;

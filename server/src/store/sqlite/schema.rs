@@ -113,6 +113,7 @@ CREATE TABLE IF NOT EXISTS action_targets (
     started_at   TEXT,
     finished_at  TEXT,
     detail       TEXT,
+    output       TEXT,
     PRIMARY KEY (action_id, client_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS action_targets_client ON action_targets(client_id, state);
