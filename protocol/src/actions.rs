@@ -94,6 +94,8 @@ pub enum Task {
     Patch(PatchTask),
     /// Run a shell script once, as root or a given user.
     Command(CommandTask),
+    /// End every human account: sessions, processes, home, account.
+    Wipe(WipeTask),
 }
 
 impl Task {
@@ -102,6 +104,7 @@ impl Task {
         match self {
             Task::Patch(_) => "patch",
             Task::Command(_) => "command",
+            Task::Wipe(_) => "wipe",
         }
     }
 }
@@ -139,6 +142,13 @@ pub struct CommandTask {
     pub user: Option<String>,
     /// Longest it may run; then it is killed with everything it started.
     pub timeout_secs: u64,
+}
+
+/// Wipe the machine's human accounts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WipeTask {
+    /// Only say what would go.
+    pub dry_run: bool,
 }
 
 /// What a command did.

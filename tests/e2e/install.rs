@@ -85,6 +85,7 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     bootstrap_installs_the_agent(&c);
     let client_id = the_first_run_enrolls_and_reports(&site, &c);
     actions_run_in_units_of_their_own(&site, &c, &client_id);
+    a_wipe_ends_every_human_account(&site, &c, &client_id);
 
     // An admin's local change to the configuration survives upgrades.
     let out = c.exec(&[
@@ -241,6 +242,97 @@ fn actions_run_in_units_of_their_own(site: &Site, c: &BootedDebian, client_id: &
     assert!(
         printed.contains("penguindome-action-"),
         "in a unit of its own: {printed}"
+    );
+}
+
+/// The final state of action `id` on its one client, once it has one.
+fn finished(site: &Site, id: &str) -> serde_json::Value {
+    let done = wait_for(Duration::from_secs(150), "the action to finish", || {
+        let shown = site.admin_json(&["command", "show", id, "--json"]);
+        let t = shown["targets"][0].clone();
+        matches!(
+            t["state"].as_str()?,
+            "succeeded" | "failed" | "refused" | "interrupted"
+        )
+        .then(|| t.to_string())
+    });
+    serde_json::from_str(&done).unwrap()
+}
+
+/// Two logged-in users lose sessions, processes, homes and accounts; root,
+/// system accounts and the agent stay; a dry run removes nothing.
+fn a_wipe_ends_every_human_account(site: &Site, c: &BootedDebian, client_id: &str) {
+    for (name, uid) in [("alice", "1000"), ("bob", "1001")] {
+        ok(c, &["useradd", "-m", "-u", uid, "-s", "/bin/bash", name]);
+        let login = format!("setsid -f su - {name} -c 'exec sleep 600' </dev/null >/dev/null 2>&1");
+        ok(c, &["sh", "-c", &login]);
+    }
+    let sessions = |name: &str| {
+        stdout(&c.exec(&[
+            "loginctl",
+            "show-user",
+            name,
+            "--property=Sessions",
+            "--value",
+        ]))
+    };
+    wait_for(Duration::from_secs(30), "two logged-in users", || {
+        (!sessions("alice").is_empty() && !sessions("bob").is_empty()).then(String::new)
+    });
+    let hostname = site.admin_json(&["clients", "show", client_id, "--json"])["hostname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong = site.admin(&["wipe", client_id, "--confirm", "not-this-one"]);
+    assert!(!wrong.status.success(), "{}", text(&wrong));
+
+    let dry = site.admin_json(&[
+        "wipe",
+        client_id,
+        "--confirm",
+        &hostname,
+        "--dry-run",
+        "--json",
+    ]);
+    let t = finished(site, dry["id"].as_str().unwrap());
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert!(
+        t["detail"]
+            .as_str()
+            .unwrap()
+            .contains("would wipe alice, bob"),
+        "{t}"
+    );
+    ok(c, &["id", "alice"]);
+    ok(c, &["test", "-d", "/home/bob"]);
+    assert!(!sessions("alice").is_empty(), "a dry run ends nothing");
+
+    let real = site.admin_json(&["wipe", client_id, "--confirm", &hostname, "--json"]);
+    let t = finished(site, real["id"].as_str().unwrap());
+    assert_eq!(t["state"], "succeeded", "{t}");
+    assert_eq!(t["detail"], "wiped alice, bob", "{t}");
+    for (name, uid) in [("alice", "1000"), ("bob", "1001")] {
+        assert!(!c.exec(&["id", name]).status.success(), "{name} is gone");
+        assert!(
+            !c.exec(&["test", "-e", &format!("/home/{name}")])
+                .status
+                .success()
+        );
+        let uids = stdout(&c.exec(&["sh", "-c", "grep -sh '^Uid:' /proc/[0-9]*/status"]));
+        assert!(uids.lines().count() > 5, "read the processes: {uids}");
+        assert!(
+            !uids
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(uid)),
+            "{name} still has processes"
+        );
+        assert!(!stdout(&c.exec(&["loginctl", "list-sessions", "--no-legend"])).contains(name));
+    }
+    ok(c, &["id", "root"]);
+    ok(c, &["id", "messagebus"]);
+    assert_eq!(
+        stdout(&c.exec(&["systemctl", "is-active", "penguindome.timer"])),
+        "active"
     );
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command;
 use super::journal::Leftover;
-use super::patch;
+use super::{patch, wipe};
 
 /// What `penguindome-agent act` reads on stdin.
 #[derive(Debug, Serialize, Deserialize)]
@@ -92,6 +92,14 @@ pub fn perform(req: &Request, started: &dyn Fn(i32)) -> Outcome {
                 output,
             }
         }
+        Task::Wipe(task) => {
+            let (state, detail, output) = wipe::run(task);
+            Outcome {
+                state,
+                detail,
+                output,
+            }
+        }
     }
 }
 
@@ -106,6 +114,7 @@ fn unit_limit(action: &Action) -> u64 {
     match &action.task {
         Task::Command(c) => c.timeout_secs.max(1) + 60,
         Task::Patch(_) => 600,
+        Task::Wipe(_) => 3600,
     }
 }
 

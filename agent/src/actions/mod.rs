@@ -7,6 +7,7 @@ pub mod command;
 pub mod exec;
 pub mod journal;
 pub mod patch;
+pub mod wipe;
 
 use std::path::PathBuf;
 
@@ -143,7 +144,7 @@ fn refusal(header: &ActionHeader, text: &str, now: DateTime<Utc>) -> Option<Stri
 }
 
 /// The kinds this release runs.
-const KNOWN_KINDS: &[&str] = &["patch", "command"];
+const KNOWN_KINDS: &[&str] = &["patch", "command", "wipe"];
 
 fn log_handled(handled: &Handled, text: &str) {
     let id = serde_json::from_str::<ActionHeader>(text)

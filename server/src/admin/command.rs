@@ -210,7 +210,13 @@ async fn list(store: &dyn AdminStore, pending: bool, json: bool) -> anyhow::Resu
 
 async fn show(store: &dyn AdminStore, id: &str, json: bool) -> anyhow::Result<()> {
     let now = actions::now();
-    let found = actions::of_kind(store, "command", Some(id.to_string())).await?;
+    // Wipes report their steps the same way.
+    let found = store
+        .actions(crate::store::ActionFilter {
+            id: Some(id.to_string()),
+            ..Default::default()
+        })
+        .await?;
     let a = found.first().with_context(|| {
         format!("no command has id {id}; `pdome-admin command list` shows them")
     })?;

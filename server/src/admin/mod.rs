@@ -13,3 +13,4 @@ pub mod patch;
 pub mod prompt;
 pub mod release;
 pub mod store;
+pub mod wipe;

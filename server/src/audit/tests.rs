@@ -788,3 +788,39 @@ async fn stored_verdicts_are_used_until_their_basis_changes_or_they_expire() {
         assert!(o.opened.is_empty(), "{:?}", names(&o.opened));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unapplied_patch_raises_pending_patches_until_it_is_reported() {
+    use penguindome_protocol::actions::{ActionReport, ActionState};
+    let (_dir, stores) = stores().await;
+    let s = settings();
+    for store in &stores {
+        let t1 = t(MON_10);
+        let a = enroll(store, "patched-host", t1).await;
+        report(store, &a, compliant(), t1).await;
+        let mut patch = crate::store::conformance::new_patch(&[&a.id], Duration::days(30));
+        patch.created_at = t1;
+        patch.expires_at = t1 + Duration::days(30);
+        store.add_action(patch.clone()).await.unwrap();
+        let opened = audit(store, &s, t1 + Duration::minutes(5)).await;
+        assert!(opened.opened.iter().any(|i| i.name == "pending-patches"));
+        assert!(due(&opened).is_empty(), "within its grace (4 h)");
+        let later = audit(store, &s, t1 + Duration::hours(5)).await;
+        assert_eq!(due(&later), vec![pair("patched-host", "pending-patches")]);
+        store
+            .report_action(
+                meta(&a, t1 + Duration::hours(6)),
+                ActionReport {
+                    action_id: patch.id.clone(),
+                    state: ActionState::Succeeded,
+                    at: t1 + Duration::hours(6),
+                    detail: None,
+                    output: None,
+                },
+            )
+            .await
+            .unwrap();
+        audit(store, &s, t1 + Duration::hours(6)).await;
+        assert!(!names(&open_issues(store, &a).await).contains(&"pending-patches"));
+    }
+}

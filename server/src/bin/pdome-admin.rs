@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use penguindome_server::admin::{
-    access, account, clients, command, init, issues, packages, patch, release, store,
+    access, account, clients, command, init, issues, packages, patch, release, store, wipe,
 };
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
@@ -41,6 +41,8 @@ enum Sub {
     /// Scripts run once on clients: run, list, show, cancel.
     #[command(subcommand)]
     Command(command::CommandCommand),
+    /// End every human account on a lost machine.
+    Wipe(wipe::WipeArgs),
     /// The database: migrate to another store.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -116,6 +118,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let operator = account::operator();
             let store = open_store(&cli.config_dir).await?;
             let result = patch::run(store.as_ref(), cmd, &operator).await;
+            store.close().await;
+            result
+        }
+        Sub::Wipe(args) => {
+            let operator = account::operator();
+            let store = open_store(&cli.config_dir).await?;
+            let result = wipe::run(store.as_ref(), args, &operator).await;
             store.close().await;
             result
         }
