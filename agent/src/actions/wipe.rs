@@ -176,6 +176,7 @@ fn wipe(a: &Account) -> Vec<(bool, String)> {
     } else {
         steps.push((true, "no sessions".to_string()));
     }
+    stop_user_units(a.uid);
     steps.push(kill_all(a.uid));
     steps.push(match removable_home(a) {
         Ok(home) => match std::fs::remove_dir_all(&home) {
@@ -199,6 +200,18 @@ fn wipe(a: &Account) -> Vec<(bool, String)> {
     steps
 }
 
+/// Stops the user's systemd manager and slice, so nothing restarts what
+/// the kill below ends (best effort: absent without systemd).
+fn stop_user_units(uid: u32) {
+    let _ = Command::new("systemctl")
+        .args([
+            "stop",
+            &format!("user@{uid}.service"),
+            &format!("user-{uid}.slice"),
+        ])
+        .output();
+}
+
 /// The logind session ids of a user (none without logind).
 fn sessions(name: &str) -> Vec<String> {
     Command::new("loginctl")
@@ -215,7 +228,8 @@ fn sessions(name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Processes whose real or effective uid is `uid`.
+/// Live processes whose real or effective uid is `uid` (zombies are dead
+/// already: only their parent can make them go).
 fn processes(uid: u32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -224,6 +238,12 @@ fn processes(uid: u32) -> Vec<i32> {
         let e = e.ok()?;
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
         let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+        let zombie = status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'));
+        if zombie {
+            return None;
+        }
         let uids: Vec<u32> = status
             .lines()
             .find_map(|l| l.strip_prefix("Uid:"))?
