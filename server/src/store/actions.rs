@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use penguindome_protocol::actions::{Action, ActionState, CommandOutput, SealedAction, Task};
 use serde::{Deserialize, Serialize};
 
+use super::diff::{Change, ChangeAction};
 use super::{StoreError, StoreResult};
 
 /// An action to queue for several clients (each gets its own copy, bound
@@ -136,6 +137,16 @@ pub struct ActionFilter {
     pub kind: Option<String>,
     /// Targeting one client.
     pub client_id: Option<String>,
+}
+
+/// The audit record of an action's state change on one client.
+pub fn state_change(id: &str, old: ActionState, new: ActionState, detail: Option<&str>) -> Change {
+    Change {
+        field: audit_field(id),
+        action: ChangeAction::Change,
+        old: Some(serde_json::json!({"state": old.as_str()})),
+        new: Some(serde_json::json!({"state": new.as_str(), "detail": detail})),
+    }
 }
 
 /// The audit-trail field of an action.

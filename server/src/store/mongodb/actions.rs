@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::fields::{date, from_bson_date, get_str, opt_date, opt_str, to_bson_date};
 use super::{Inner, audit_doc};
-use crate::store::actions::audit_field;
+use crate::store::actions::{audit_field, state_change};
 use crate::store::diff::{Change, ChangeAction};
 use crate::store::{
     ActionFilter, ActionRecord, Delivery, NewAction, RequestMeta, StoreError, StoreResult,
@@ -68,16 +68,6 @@ fn action_from_doc(d: &Document) -> ActionRecord {
         created_at: date(d, "created_at"),
         expires_at: date(d, "expires_at"),
         targets: Vec::new(),
-    }
-}
-
-/// The audit record of a state change.
-fn state_change(id: &str, old: ActionState, new: ActionState, detail: Option<&str>) -> Change {
-    Change {
-        field: audit_field(id),
-        action: ChangeAction::Change,
-        old: Some(json!({"state": old.as_str()})),
-        new: Some(json!({"state": new.as_str(), "detail": detail})),
     }
 }
 

@@ -8,10 +8,10 @@ use penguindome_protocol::actions::{ActionReport, ActionState};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
-use super::nonces::{NonceLog, consume_nonce};
-use super::request::{check_key, mark_seen};
+use super::nonces::NonceLog;
+use super::request::touch;
 use super::{backend_err, insert_changes, parse_opt_ts, parse_ts, ts};
-use crate::store::actions::audit_field;
+use crate::store::actions::{audit_field, state_change};
 use crate::store::diff::{Change, ChangeAction};
 use crate::store::{
     ActionFilter, ActionRecord, Delivery, NewAction, RequestMeta, StoreError, StoreResult,
@@ -124,15 +124,8 @@ pub(super) fn report(
     meta: &RequestMeta,
     report: &ActionReport,
 ) -> StoreResult<()> {
-    check_key(conn, meta)?;
-    consume_nonce(
-        conn,
-        nonces,
-        &meta.client_id,
-        &meta.nonce,
-        &meta.nonce_expires_at,
-    )?;
-    mark_seen(conn, meta)?;
+    // Key, nonce and contact, as every request without data.
+    touch(conn, nonces, meta)?;
     let row: Option<(String, String)> = conn
         .query_row(
             "SELECT state, hostname FROM action_targets WHERE action_id = ?1 AND client_id = ?2",
@@ -193,16 +186,6 @@ pub(super) fn report(
         &meta.received_at,
         None,
     )
-}
-
-/// The audit record of a state change.
-fn state_change(id: &str, old: ActionState, new: ActionState, detail: Option<&str>) -> Change {
-    Change {
-        field: audit_field(id),
-        action: ChangeAction::Change,
-        old: Some(json!({"state": old.as_str()})),
-        new: Some(json!({"state": new.as_str(), "detail": detail})),
-    }
 }
 
 /// Cancels an action where it is still queued.
