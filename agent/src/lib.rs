@@ -3,7 +3,9 @@
 
 pub mod actions;
 pub mod collectors;
+pub mod enroll;
 pub mod host;
+pub mod repo_access;
 pub mod run;
 pub mod session;
 pub mod spool;

@@ -11,6 +11,7 @@ use penguindome_agent::run::{self, Agent, RunOptions, Status};
 use penguindome_agent::state::{StateDir, read_machine_id};
 use penguindome_protocol::agent_config::{self, AgentConfig, DEFAULT_PLUGINS_DIR};
 use penguindome_protocol::logging::{self, LogTarget};
+use penguindome_protocol::token::EnrollmentToken;
 use penguindome_protocol::wire::Report;
 
 #[derive(Parser)]
@@ -29,6 +30,16 @@ struct Cli {
     /// Read the machine id from this file instead of the configured one.
     #[arg(long, global = true)]
     machine_id_file: Option<PathBuf>,
+    /// Where the package managers' configuration is (the repository
+    /// credential goes below it); another root is for tests and chroots.
+    #[arg(
+        long,
+        global = true,
+        hide = true,
+        env = "PENGUINDOME_PACKAGE_ROOT",
+        default_value = "/"
+    )]
+    package_root: PathBuf,
     /// Log level (default: the configured one for run, warn otherwise).
     #[arg(long, global = true)]
     log_level: Option<log::LevelFilter>,
@@ -62,6 +73,18 @@ enum Command {
     /// Upgrade the penguindome packages from the site's repository (what
     /// penguindome-upgrade.service runs when a newer release is published).
     Upgrade,
+    /// Enroll this machine with a token from `pdome-admin tokens create`
+    /// (agent.toml comes from the site package the bootstrap installs).
+    Enroll {
+        /// The server URL, as agent.toml names it.
+        url: String,
+        /// The token, or `-` to read it from standard input (keeps it out
+        /// of `ps` and shell history).
+        token: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show identity, server, last collect and submit, spool and last error.
     Status {
         /// Print JSON.
@@ -99,6 +122,7 @@ fn load_agent(cli: &Cli) -> anyhow::Result<Agent> {
         state,
         machine_id,
         host: Host::system(),
+        package_root: cli.package_root.clone(),
     })
 }
 
@@ -121,6 +145,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             stats,
         } => cmd_collect(&cli, plugin.as_deref(), *json, *stats),
         Command::Status { json } => cmd_status(&cli, *json),
+        Command::Enroll { url, token, json } => cmd_enroll(&cli, url, token, *json),
         Command::Act => {
             penguindome_agent::actions::exec::act_from_stdin()?;
             Ok(ExitCode::SUCCESS)
@@ -240,6 +265,48 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
         println!("\n[{name}]\n{}", serde_json::to_string_pretty(value)?);
     }
     Ok(())
+}
+
+/// `enroll URL TOKEN`.
+fn cmd_enroll(cli: &Cli, url: &str, token: &str, json: bool) -> anyhow::Result<ExitCode> {
+    logging::init(
+        LogTarget::Stderr,
+        cli.log_level.unwrap_or(log::LevelFilter::Warn),
+        "penguindome-agent",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let token = read_token(token)?;
+    let agent = load_agent(cli).context(
+        "enrolling needs the site's agent.toml: install penguindome-site (the bootstrap does)",
+    )?;
+    let done = penguindome_agent::enroll::enroll(&agent, url, &token)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        println!(
+            "Enrolled with {url} as {} (key {}, {}).",
+            done.client_id, done.fingerprint, done.status
+        );
+        for f in &done.credential_files {
+            println!("Repository credential: {}", f.display());
+        }
+        println!("The timer reports within a minute: systemctl status penguindome.timer");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The token from the command line, or from standard input for `-`.
+fn read_token(arg: &str) -> anyhow::Result<EnrollmentToken> {
+    let text = if arg == "-" {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the token from standard input")?;
+        line
+    } else {
+        arg.to_string()
+    };
+    Ok(text.trim().parse()?)
 }
 
 /// `status`: identity, server, last collect and submit, spool, last error.

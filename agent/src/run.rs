@@ -14,7 +14,8 @@ use penguindome_protocol::wire::{Problem, Report};
 use crate::actions;
 use crate::collectors::{self, Cache, Context, PluginSettings};
 use crate::host::Host;
-use crate::session::{Delivery, Session, SessionError};
+use crate::repo_access;
+use crate::session::{Authority, Delivery, Session, SessionError};
 use crate::spool::{Spool, SpoolError};
 use crate::state::{AgentState, LastError, StateDir};
 use crate::transport::{Transport, TransportError};
@@ -37,6 +38,9 @@ pub struct Agent {
     pub machine_id: String,
     /// The machine collectors look at.
     pub host: Host,
+    /// Where the package managers' configuration lives (`/`; tests give
+    /// another root).
+    pub package_root: std::path::PathBuf,
 }
 
 /// Options of `run`.
@@ -174,6 +178,37 @@ impl RunOutcome {
     }
 }
 
+/// Asks the server for a new repository credential and writes it for each
+/// package manager present; returns the files written.
+pub fn fetch_repo_credential(
+    session: &Session<'_>,
+    host_name: &str,
+    agent: &Agent,
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let credential = session.repo_credential(host_name)?;
+    let repo_url = format!(
+        "{}{}",
+        agent.config.base_url(),
+        penguindome_protocol::paths::REPO
+    );
+    Ok(repo_access::write(
+        &agent.package_root,
+        &repo_url,
+        &credential,
+    )?)
+}
+
+fn list_paths(files: &[std::path::PathBuf]) -> String {
+    if files.is_empty() {
+        return "no file (no apt, dnf or pacman here)".into();
+    }
+    files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// How long the agent reports a refused server certificate.
 const REFUSAL_REPORTED_FOR: Duration = Duration::from_secs(7 * 86_400);
 
@@ -235,7 +270,19 @@ impl Step<'_> {
             return true;
         }
         let credential = &self.agent.config.enrollment_credential;
-        match self.session.enroll(self.host_name, credential) {
+        if credential.is_empty() {
+            let msg = format!(
+                "this machine is not enrolled with {server}: run `penguindome-agent enroll {server} -` \
+                 with a token from `pdome-admin tokens create` (the bootstrap does)"
+            );
+            log::error!("{msg}");
+            outcome.errors.push(msg);
+            return false;
+        }
+        match self
+            .session
+            .enroll(self.host_name, Authority::SiteCredential(credential))
+        {
             Ok(r) => {
                 log::info!(client_id:% = self.agent.machine_id; "enrolled with {server} as {} ({})", r.client_id, r.status);
                 state.enrolled_fingerprint = Some(fingerprint.to_string());
@@ -270,9 +317,32 @@ impl Step<'_> {
             );
         }
         state.latest_release = u.latest_release;
+        self.refresh_repo_credential(u.needs_repo_credential, outcome);
         self.consider_upgrade(state, outcome, u.latest_release);
         if !u.actions.is_empty() {
             self.act(&u.actions, outcome);
+        }
+    }
+
+    /// Fetches a new repository credential when the server holds none for
+    /// this client (new, rotated) or a package manager's file is missing.
+    fn refresh_repo_credential(&self, server_has_none: bool, outcome: &mut RunOutcome) {
+        let root = &self.agent.package_root;
+        if !server_has_none && !repo_access::missing(root) {
+            return;
+        }
+        match fetch_repo_credential(self.session, self.host_name, self.agent) {
+            Ok(files) => {
+                log::info!(
+                    "new repository credential written to {}",
+                    list_paths(&files)
+                );
+            }
+            Err(e) => {
+                let msg = format!("cannot renew the repository credential: {e:#}");
+                log::error!("{msg}");
+                outcome.errors.push(msg);
+            }
         }
     }
 

@@ -7,9 +7,10 @@ use chrono::Utc;
 use penguindome_protocol::actions::ActionReport;
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::envelope::new_nonce;
+use penguindome_protocol::token::{self, EnrollmentToken};
 use penguindome_protocol::wire::{
-    Ack, EnrollRequest, EnrollResponse, Message, Problem, Report, UpdateRequest, UpdateResponse,
-    paths,
+    Ack, EnrollRequest, EnrollResponse, Message, Problem, RepoCredential, RepoCredentialRequest,
+    Report, UpdateRequest, UpdateResponse, paths,
 };
 use penguindome_protocol::{Envelope, EnvelopeError, Freshness, PublicKey, SecretKey};
 use serde::Serialize;
@@ -37,6 +38,10 @@ pub enum SessionError {
     /// The server refused this particular request's content.
     #[error("the server rejected the data: {0}")]
     Rejected(String),
+    /// The enrollment token was refused (unknown, used up, expired,
+    /// revoked), or the server wants one.
+    #[error("enrollment refused: {0}")]
+    TokenRefused(String),
     /// Any other refusal.
     #[error("the server refused the request: {0}")]
     Refused(String),
@@ -57,6 +62,15 @@ impl SessionError {
             Self::Transport(TransportError::Unreachable { .. }) | Self::Unavailable(_)
         )
     }
+}
+
+/// What lets a key enroll.
+#[derive(Debug, Clone, Copy)]
+pub enum Authority<'a> {
+    /// An enrollment token (`penguindome-agent enroll`).
+    Token(&'a EnrollmentToken),
+    /// The deprecated site-wide credential of older site packages.
+    SiteCredential(&'a str),
 }
 
 /// Result of one submission.
@@ -82,6 +96,9 @@ fn classify(reply: &Reply) -> SessionError {
     let text = reply.describe();
     match (reply.status, code.as_str()) {
         (401, "unknown_key") => SessionError::NotEnrolled(text),
+        (400 | 403, "bad_token" | "bad_credential") => {
+            SessionError::TokenRefused(reply.api_error().map(|e| e.error).unwrap_or(text))
+        }
         (403, _) => SessionError::Revoked(text),
         (502..=504, _) => SessionError::Unavailable(text),
         // Only what the server itself calls unusable is set aside: a 400
@@ -128,8 +145,19 @@ impl<'a> Session<'a> {
         Ok((nonce, reply))
     }
 
-    /// Enrolls this client's key with the site's credential.
-    pub fn enroll(&self, hostname: &str, credential: &str) -> Result<EnrollResponse, SessionError> {
+    /// Enrolls this client's key with a token or the site's credential.
+    pub fn enroll(
+        &self,
+        hostname: &str,
+        authority: Authority<'_>,
+    ) -> Result<EnrollResponse, SessionError> {
+        let (credential, token) = match authority {
+            Authority::Token(t) => (
+                String::new(),
+                Some(format!("{}.{}.{}", token::PREFIX, t.id, t.secret)),
+            ),
+            Authority::SiteCredential(c) => (c.to_string(), None),
+        };
         let body = EnrollRequest {
             machine_id: self.client_id.clone(),
             hostname: hostname.to_string(),
@@ -138,10 +166,24 @@ impl<'a> Session<'a> {
                 .public()
                 .to_armored()
                 .map_err(|e| SessionError::Sign(e.into()))?,
-            credential: credential.to_string(),
+            credential,
+            token,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let (_, reply) = self.post(paths::ENROLL, &body)?;
+        if reply.status != 200 {
+            return Err(classify(&reply));
+        }
+        serde_json::from_slice(&reply.body).map_err(|e| SessionError::BadAnswer(e.to_string()))
+    }
+
+    /// Asks for a new repository credential (the previous one stops
+    /// working when the server answers).
+    pub fn repo_credential(&self, hostname: &str) -> Result<RepoCredential, SessionError> {
+        let body = RepoCredentialRequest {
+            hostname: hostname.to_string(),
+        };
+        let (_, reply) = self.post(paths::REPO_CREDENTIAL, &body)?;
         if reply.status != 200 {
             return Err(classify(&reply));
         }

@@ -35,7 +35,10 @@ pub struct AgentConfig {
     pub ca_certificate: Option<String>,
     /// The server's OpenPGP public key, armored.
     pub server_public_key: String,
-    /// Credential presented once, at enrollment.
+    /// The site-wide credential older site packages enroll with
+    /// (deprecated; empty for clients enrolled with a token, see
+    /// `penguindome-agent enroll`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub enrollment_credential: String,
     /// Allow an `http://` server URL. Off unless the site asks for it.
     #[serde(default)]
@@ -192,9 +195,6 @@ impl AgentConfig {
         }
         PublicKey::from_bytes(self.server_public_key.as_bytes())
             .map_err(|e| format!("server_public_key: {e}"))?;
-        if self.enrollment_credential.trim().is_empty() {
-            return Err("enrollment_credential is empty".into());
-        }
         if self.collect_interval < Duration::from_secs(60) {
             return Err("collect_interval must be at least 1m".into());
         }
@@ -239,9 +239,13 @@ impl AgentConfig {
     /// The configuration as TOML text with a header comment.
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         let body = toml::to_string(self)?;
+        let secret = if self.enrollment_credential.is_empty() {
+            ""
+        } else {
+            "# It holds the site's enrollment credential: keep it mode 0600.\n"
+        };
         Ok(format!(
-            "# PenguinDome agent configuration for {}.\n\
-             # It holds the site's enrollment credential: keep it mode 0600.\n\n{body}",
+            "# PenguinDome agent configuration for {}.\n{secret}\n{body}",
             self.base_url()
         ))
     }

@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod facts;
 pub mod files;
 pub mod keys;
+pub mod token;
 pub mod wire;
 
 pub use envelope::{

@@ -24,6 +24,10 @@ pub mod paths {
     pub const REPO: &str = "/penguindome/v1/repo";
     /// The newest package of a family, or a bootstrap script.
     pub const DOWNLOAD_RELEASE: &str = "/penguindome/v1/download_release";
+    /// The token bootstrap script of a family (`?format=deb|rpm|arch`).
+    pub const BOOTSTRAP: &str = "/penguindome/v1/bootstrap";
+    /// A new repository credential for the signing client.
+    pub const REPO_CREDENTIAL: &str = "/penguindome/v1/repo_credential";
 }
 
 /// Checks that a client id is a machine id: 32 lower-case hex characters.
@@ -75,8 +79,13 @@ pub struct EnrollRequest {
     pub hostname: String,
     /// Its new public certificate, armored.
     pub public_key: String,
-    /// The site's enrollment credential from agent.toml.
+    /// The site-wide enrollment credential of agent.toml (deprecated:
+    /// empty when the client enrolls with a token).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub credential: String,
+    /// An enrollment token's `pdt1.<id>.<secret>`, without its pins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// Agent version.
     pub agent_version: String,
 }
@@ -117,6 +126,38 @@ pub struct UpdateResponse {
     /// manager.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_release: Option<u64>,
+    /// The server holds no repository credential of this client (never
+    /// made, or rotated by an administrator): ask for one at
+    /// [`paths::REPO_CREDENTIAL`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_repo_credential: bool,
+}
+
+/// Body of a request for a new repository credential; the signature says
+/// who asks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RepoCredentialRequest {
+    /// Host name, for the server's records.
+    pub hostname: String,
+}
+
+/// A new repository credential: HTTP Basic user and password for the
+/// site's repositories. The server keeps only a SHA-256 of the password,
+/// and the previous one stops working.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct RepoCredential {
+    /// The user: the client id.
+    pub user: String,
+    /// The password: 256 random bits, base64url.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RepoCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoCredential")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The plain JSON answer to a submission or acknowledgement.
@@ -158,6 +199,10 @@ impl Message for EnrollRequest {
 
 impl Message for UpdateRequest {
     const KIND: &'static str = "update-request";
+}
+
+impl Message for RepoCredentialRequest {
+    const KIND: &'static str = "repo-credential-request";
 }
 
 impl Message for UpdateResponse {

@@ -59,8 +59,11 @@ pub struct ServerSection {
     pub data_dir: PathBuf,
     /// The server's OpenPGP secret key (0600), relative to the config dir.
     pub signing_key: PathBuf,
-    /// SHA-256 (hex) of the enrollment credential clients present.
-    pub enrollment_credential_sha256: String,
+    /// SHA-256 (hex) of the site-wide enrollment credential older site
+    /// packages carry. Deprecated: clients enroll with tokens; remove it
+    /// to refuse the shared credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_credential_sha256: Option<String>,
     /// Accepted distance between a request's timestamp and the server clock.
     #[serde(default = "default_window", with = "humantime_serde")]
     pub request_window: Duration,
@@ -453,6 +456,13 @@ pub struct CheckConfig {
 }
 
 impl ServerConfig {
+    /// The deprecated site-wide credential's SHA-256, if the site still
+    /// accepts it.
+    pub fn shared_credential_sha256(&self) -> Option<[u8; 32]> {
+        let hash = self.server.enrollment_credential_sha256.as_deref()?;
+        hex::decode(hash).ok()?.try_into().ok()
+    }
+
     /// Reads `<dir>/server.toml`.
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
         let path = dir.join(SERVER_CONFIG_FILE);
@@ -492,8 +502,9 @@ impl ServerConfig {
                 config.server.url
             )));
         }
-        let hash = &config.server.enrollment_credential_sha256;
-        if hash.len() != 64 || hex::decode(hash).is_err() {
+        if let Some(hash) = &config.server.enrollment_credential_sha256
+            && (hash.len() != 64 || hex::decode(hash).is_err())
+        {
             return Err(invalid(
                 "server.enrollment_credential_sha256 must be 64 hex characters".into(),
             ));

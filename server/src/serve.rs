@@ -49,10 +49,7 @@ fn audit_settings(config: &ServerConfig) -> Option<Arc<crate::audit::Settings>> 
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let server_key = load_server_key(&config)?;
-    let credential = hex::decode(&config.server.enrollment_credential_sha256)
-        .ok()
-        .and_then(|v| <[u8; 32]>::try_from(v).ok())
-        .context("server.enrollment_credential_sha256 is not 64 hex characters")?;
+    let credential = config.shared_credential_sha256();
     let store = store::open(&config).await?;
     if let Err(e) = store.health().await {
         // A database server may come up after this one; requests get a 503

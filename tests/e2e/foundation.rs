@@ -17,6 +17,7 @@ use penguindome_tests::{Backend, SimClient, Site, on_both_stores, text};
 use serde_json::{Value, json};
 
 mod actions;
+mod enrollment;
 mod front_door;
 
 on_both_stores!(

@@ -5,6 +5,7 @@
 //! is in the journal, and the next release reaches it through apt by
 //! itself.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -78,12 +79,16 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     let out = release(&site);
     assert!(out.contains("Published release 1"), "{out}");
     let _server = site.start();
-    let script = download_bootstrap_script(&site);
+    let token = site.admin_json(&["tokens", "create", "--json", "--label", "booted"]);
     let c = BootedDebian::boot(|root: &Path| {
-        std::fs::write(root.join("root/bootstrap.sh"), &script).unwrap();
+        let path = root.join("root/token");
+        std::fs::write(&path, format!("{}\n", token["token"].as_str().unwrap())).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     });
-    bootstrap_installs_the_agent(&c);
+    let bootstrap = bootstrap_installs_and_enrolls(&c, &token);
     let client_id = the_first_run_enrolls_and_reports(&site, &c);
+    no_site_wide_secret_on_the_machine(&site, &c, &token);
+    a_spent_token_is_refused(&c, &token, &bootstrap);
     actions_run_in_units_of_their_own(&site, &c, &client_id);
     a_wipe_ends_every_human_account(&site, &c, &client_id);
 
@@ -97,6 +102,7 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
 
     a_damaged_release_fails_to_upgrade(&site, &c, &client_id);
     the_next_release_arrives_by_itself(&site, &c);
+    revoking_the_client_closes_the_repository(&site, &c, &client_id);
 
     // Remove keeps the machine's key and spool; purge removes them.
     ok(&c, &["apt-get", "remove", "-y", "penguindome-agent"]);
@@ -116,36 +122,25 @@ fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
     );
 }
 
-/// What an admin hands to a new machine: the bootstrap script.
-fn download_bootstrap_script(site: &Site) -> Vec<u8> {
-    let password = std::fs::read_to_string(site.config_dir.join("repo-password")).unwrap();
-    let ca = site.dir.path().join("ca.pem");
-    std::fs::write(&ca, site.agent_config().ca_certificate.unwrap()).unwrap();
-    let script = Command::new("curl")
-        .args(["--silent", "--show-error", "--fail", "--cacert"])
-        .arg(&ca)
-        .arg("--user")
-        .arg(format!("agent:{}", password.trim()))
-        .arg(format!(
-            "{}/penguindome/v1/download_release?format=deb&bootstrap=1",
-            site.url
-        ))
-        .output()
-        .unwrap();
-    assert!(script.status.success(), "{}", text(&script));
-    assert!(script.stdout.starts_with(b"#!/bin/sh"));
-    script.stdout
-}
-
-/// The script installs the agent, its timer and its private configuration.
-fn bootstrap_installs_the_agent(c: &BootedDebian) {
-    let out = c.exec(&["sh", "/root/bootstrap.sh"]);
+/// What an admin pastes on a new machine: `tokens create` prints the
+/// one-liner; the token comes from a file, as an automated install would
+/// hand it over. Returns the one-liner.
+fn bootstrap_installs_and_enrolls(c: &BootedDebian, token: &serde_json::Value) -> String {
+    let line = token["bootstrap"]["deb"].as_str().unwrap().to_string();
+    assert!(line.contains("sha256sum -c"), "{line}");
+    let out = c.exec(&[
+        "env",
+        "PENGUINDOME_TOKEN_FILE=/root/token",
+        "sh",
+        "-c",
+        &line,
+    ]);
     assert!(out.status.success(), "bootstrap: {}", text(&out));
+    assert!(stdout(&out).contains("Enrolled with"), "{}", text(&out));
     assert_eq!(
         stdout(&c.exec(&["systemctl", "is-enabled", "penguindome.timer"])),
         "enabled"
     );
-    // "active (running)" while a run it started is under way.
     let status = c.exec(&["systemctl", "status", "--no-pager", "penguindome.timer"]);
     assert!(
         stdout(&status).contains("Active: active ("),
@@ -156,8 +151,100 @@ fn bootstrap_installs_the_agent(c: &BootedDebian) {
         stdout(&c.exec(&["stat", "-c", "%a %U", "/etc/penguindome/agent.toml"])),
         "600 root"
     );
+    assert_eq!(
+        stdout(&c.exec(&[
+            "stat",
+            "-c",
+            "%a %U",
+            "/etc/apt/auth.conf.d/penguindome-client.conf"
+        ])),
+        "600 root"
+    );
     let v = env!("CARGO_PKG_VERSION");
     assert_eq!(installed_agent(c), format!("{v}-1"));
+    // A tampered script runs nothing: the one-liner checks its hash.
+    let tampered = line.replacen("sha256sum", "sed s/0/1/ | sha256sum", 1);
+    let out = c.exec(&["sh", "-c", &tampered]);
+    assert!(
+        !out.status.success(),
+        "a wrong hash must stop it: {}",
+        text(&out)
+    );
+    line
+}
+
+/// Neither the shared enrollment credential nor the shared repository
+/// password is anywhere a user could read them: not in /etc, not in apt's
+/// package cache, not in the agent's state; the spent token is not kept.
+fn no_site_wide_secret_on_the_machine(site: &Site, c: &BootedDebian, token: &serde_json::Value) {
+    let repo_password = std::fs::read_to_string(site.config_dir.join("repo-password")).unwrap();
+    let credential = site.agent_config().enrollment_credential;
+    let secret = token["token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    ok(c, &["rm", "/root/token"]);
+    for needle in [repo_password.trim(), credential.as_str(), secret.as_str()] {
+        assert!(!needle.is_empty());
+        let out = c.exec(&[
+            "grep",
+            "-rlF",
+            "--",
+            needle,
+            "/etc",
+            "/var/cache",
+            "/var/lib/penguindome-agent",
+            "/var/lib/apt",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "a site-wide secret is on the client: {}",
+            text(&out)
+        );
+    }
+    // The site package apt fetched carries none either.
+    let out = c.exec(&[
+        "sh",
+        "-c",
+        "for d in /var/cache/apt/archives/penguindome-site_*.deb; do dpkg-deb -x \"$d\" /tmp/site; done; \
+         grep -rc enrollment_credential /tmp/site/etc/penguindome/agent.toml",
+    ]);
+    assert_eq!(stdout(&out), "0", "{}", text(&out));
+}
+
+/// The token was for one machine: run again, the same one-liner stops at
+/// the repository, which the spent token no longer opens, and says why.
+fn a_spent_token_is_refused(c: &BootedDebian, token: &serde_json::Value, line: &str) {
+    let path = "/root/spent-token";
+    ok(
+        c,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "umask 077; echo '{}' >{path}",
+                token["token"].as_str().unwrap()
+            ),
+        ],
+    );
+    let out = c.exec(&[
+        "env",
+        &format!("PENGUINDOME_TOKEN_FILE={path}"),
+        "sh",
+        "-c",
+        line,
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("ask an administrator for a new one"),
+        "{}",
+        text(&out)
+    );
+    ok(c, &["rm", path]);
 }
 
 /// The timer's first run enrolls and reports; returns the client id.
@@ -173,11 +260,7 @@ fn the_first_run_enrolls_and_reports(site: &Site, c: &BootedDebian) -> String {
         })
     });
     assert_eq!(client_id.len(), 32, "a machine id");
-    wait_for_journal(
-        c,
-        "penguindome-agent.service",
-        &["penguindome-agent[", "enrolled with"],
-    );
+    wait_for_journal(c, "penguindome-agent.service", &["penguindome-agent["]);
     client_id
 }
 
@@ -708,4 +791,18 @@ fn upgrades_keep_the_audit_timer_choice(c: &BootedDebian, deb_path: &str) {
         ],
     );
     assert!(timers.contains("penguindome-audit.service"), "{timers}");
+}
+
+/// Revoking the client closes the repository to it at once: apt-get update
+/// fails with 401.
+fn revoking_the_client_closes_the_repository(site: &Site, c: &BootedDebian, client_id: &str) {
+    ok(c, &["apt-get", "update"]);
+    let out = site.admin(&["clients", "revoke", client_id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = c.exec(&["apt-get", "update"]);
+    let all = text(&out);
+    assert!(
+        all.contains("401"),
+        "apt-get update after revocation: {all}"
+    );
 }

@@ -6,8 +6,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use penguindome_agent::repo_access;
+use penguindome_agent::session::Session;
+use penguindome_agent::transport::Transport;
 use penguindome_protocol::SecretKey;
-use penguindome_tests::{Server, Site, bin, text};
+use penguindome_protocol::wire::RepoCredential;
+use penguindome_tests::{Server, SimClient, Site, bin, text};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -44,6 +48,19 @@ struct Published {
     plain_repo_url: Option<String>,
     /// The password of the agents' repository user, which init made.
     password: String,
+    /// A client's own repository credential, as the server issued it.
+    client: RepoCredential,
+}
+
+/// Enrolls a simulated client and asks for its own repository credential.
+fn client_credential(site: &Site) -> RepoCredential {
+    let config = site.agent_config();
+    let transport = Transport::new(&config).unwrap();
+    let sim = SimClient::enroll(&config, &transport, "repo-client").unwrap();
+    Session::new(&config, &transport, &sim.key, sim.id.clone())
+        .unwrap()
+        .repo_credential("repo-client")
+        .unwrap()
 }
 
 impl Published {
@@ -85,7 +102,9 @@ impl Published {
         write(&key, &config.server_public_key);
         let repo_url = format!("{}/penguindome/v1/repo", site.url);
         let password = std::fs::read_to_string(site.config_dir.join("repo-password")).unwrap();
+        let client = client_credential(&site);
         Self {
+            client,
             password: password.trim().to_string(),
             site,
             _server: server,
@@ -324,7 +343,7 @@ fn debs_are_well_formed_and_secrets_private() {
         .unwrap_or_else(|| panic!("no agent.toml: {contents}"));
     assert!(
         toml_line.starts_with("-rw-------"),
-        "agent.toml holds the enrollment credential: {toml_line}"
+        "agent.toml stays root-only: {toml_line}"
     );
     let conffiles = ok(Command::new("dpkg-deb")
         .args(["--field"])
@@ -539,7 +558,11 @@ impl DnfClient {
     fn new(p: &Published, auth: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::create_dir_all(d.join("root")).unwrap();
+        std::fs::create_dir_all(d.join("root/etc/dnf")).unwrap();
+        if auth {
+            // What the agent writes on an rpm client.
+            repo_access::write(&d.join("root"), &p.repo_url, &p.client).unwrap();
+        }
         write(&d.join("home/.rpmmacros"), "%_dbpath /var/lib/rpm\n");
         write(
             &d.join("dnf.conf"),
@@ -574,9 +597,10 @@ impl DnfClient {
                 p.key.display(),
                 p.ca.display(),
                 if auth {
-                    format!("username=agent\npassword={}\n", p.password)
+                    // As the site package names the client's own credential.
+                    "username=$penguindome_repo_user\npassword=$penguindome_repo_password\n"
                 } else {
-                    String::new()
+                    ""
                 },
                 stub_repo.display()
             ),
@@ -771,15 +795,20 @@ impl PacmanClient {
                 "[options]\nRootDir = {root}\nDBPath = {root}/var/lib/pacman/\nCacheDir = {root}/var/cache/pacman/pkg/\n\
                  LogFile = {root}/var/log/pacman.log\nHookDir = {root}/etc/pacman.d/hooks/\nGPGDir = {gpg}\n\
                  Architecture = x86_64\nSigLevel = Required DatabaseRequired TrustedOnly\nLocalFileSigLevel = Required\n\n\
-                 [penguindome]\nServer = {url}/arch/$arch\n",
+                 [penguindome]\n{server}\n",
                 root = root.display(),
                 gpg = d.join("gnupg").display(),
-                url = {
+                server = {
                     let url = p.plain_repo_url.as_deref().expect("a plain listener");
                     if auth {
-                        url.replacen("http://", &format!("http://agent:{}@", p.password), 1)
+                        // As the site package includes the file the agent writes.
+                        repo_access::write(&root, url, &p.client).unwrap();
+                        format!(
+                            "Include = {}/etc/pacman.d/penguindome-server.conf",
+                            root.display()
+                        )
                     } else {
-                        url.to_string()
+                        format!("Server = {url}/arch/$arch")
                     }
                 },
             ),
@@ -1152,7 +1181,7 @@ fn repository_access_follows_the_rules() {
 }
 
 #[test]
-fn site_packages_carry_the_repository_credentials_privately() {
+fn site_packages_carry_no_secret() {
     let p = Published::new();
     let v = env!("CARGO_PKG_VERSION");
     let tmp = tempfile::tempdir().unwrap();
@@ -1162,19 +1191,15 @@ fn site_packages_carry_the_repository_credentials_privately() {
             "apt/pool/main/p/penguindome-site/penguindome-site_{v}-1_all.deb"
         )))
         .arg(tmp.path()));
-    let auth = tmp.path().join("etc/apt/auth.conf.d/penguindome.conf");
-    let text_ = std::fs::read_to_string(&auth).unwrap();
-    assert_eq!(
-        text_,
-        format!(
-            "machine {} login agent password {}\n",
-            p.repo_url, p.password
-        )
+    // Each client fetches with its own credential, written by its agent.
+    assert!(!tmp.path().join("etc/apt/auth.conf.d").exists());
+    let agent_toml =
+        std::fs::read_to_string(tmp.path().join("etc/penguindome/agent.toml")).unwrap();
+    assert!(
+        !agent_toml.contains("enrollment_credential"),
+        "{agent_toml}"
     );
-    assert_eq!(
-        std::fs::metadata(&auth).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert!(!agent_toml.contains(&p.password));
     let sources = std::fs::read_to_string(
         tmp.path()
             .join("etc/apt/sources.list.d/penguindome.sources"),

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use penguindome_agent::session::{Session, SessionError};
+use penguindome_agent::session::{Authority, Session, SessionError};
 use penguindome_agent::transport::Transport;
 use penguindome_protocol::SecretKey;
 use penguindome_protocol::agent_config::AgentConfig;
@@ -181,7 +181,10 @@ fn enroll_until_enrolled(config: &AgentConfig, transport: &Transport, n: usize) 
     let session = Session::new(config, transport, &key, id.clone()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        match session.enroll(&format!("joiner-{n}"), &config.enrollment_credential) {
+        match session.enroll(
+            &format!("joiner-{n}"),
+            Authority::SiteCredential(&config.enrollment_credential),
+        ) {
             Ok(_) => break,
             Err(e) if e.is_offline() || matches!(e, SessionError::Transport(_)) => {}
             Err(e) => panic!("machine {id} cannot enroll after an outage: {e}"),

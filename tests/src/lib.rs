@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use penguindome_agent::session::Session;
+use penguindome_agent::session::{Authority, Session};
 use penguindome_agent::transport::{Reply, Transport};
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::envelope::new_nonce;
@@ -554,8 +554,16 @@ impl AgentHost {
             .arg(self.state_dir())
             .arg("--machine-id-file")
             .arg(self.root.join("machine-id"))
+            .arg("--package-root")
+            .arg(self.package_root())
             .args(args);
         c
+    }
+
+    /// Where this machine's package managers keep their configuration
+    /// (the repository credential goes there, never on the test host).
+    pub fn package_root(&self) -> PathBuf {
+        self.root.join("package-root")
     }
 
     /// `status --json`.
@@ -597,8 +605,10 @@ impl SimClient {
     ) -> anyhow::Result<Self> {
         let id = new_nonce();
         let key = SecretKey::generate(&format!("sim {id}"))?;
-        Session::new(config, transport, &key, id.clone())?
-            .enroll(hostname, &config.enrollment_credential)?;
+        Session::new(config, transport, &key, id.clone())?.enroll(
+            hostname,
+            Authority::SiteCredential(&config.enrollment_credential),
+        )?;
         Ok(Self { id, key })
     }
 

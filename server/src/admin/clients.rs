@@ -51,6 +51,19 @@ pub enum ClientsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Forget clients' repository credentials: they are refused at once
+    /// and each agent fetches a new one on its next run.
+    RotateCredentials {
+        /// Client ids or host names.
+        #[arg(required_unless_present = "all")]
+        clients: Vec<String>,
+        /// Every client.
+        #[arg(long, conflicts_with = "clients")]
+        all: bool,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-client settings the issues audit reads (user_email, user_clients).
     #[command(subcommand)]
     Param(super::parameters::ParamCommand),
@@ -98,6 +111,9 @@ pub async fn run(store: &dyn AdminStore, cmd: ClientsCommand) -> anyhow::Result<
         }
         ClientsCommand::Revoke { client, json } => revoke(store, &client, json).await?,
         ClientsCommand::Reenroll { client, json } => reenroll(store, &client, json).await?,
+        ClientsCommand::RotateCredentials { clients, all, json } => {
+            rotate_credentials(store, &clients, all, json).await?
+        }
         ClientsCommand::Param(cmd) => super::parameters::run(store, cmd, Utc::now()).await?,
     }
     Ok(())
@@ -293,4 +309,41 @@ fn print_history(records: &[AuditRecord]) {
         ]);
     }
     println!("{t}");
+}
+
+/// `clients rotate-credentials`.
+async fn rotate_credentials(
+    store: &dyn AdminStore,
+    selectors: &[String],
+    all: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let ids = if all {
+        store
+            .list_clients()
+            .await?
+            .into_iter()
+            .map(|c| c.client_id)
+            .collect()
+    } else {
+        let mut ids = Vec::new();
+        for s in selectors {
+            ids.push(store.resolve_client(s).await?);
+        }
+        ids
+    };
+    let cleared = store.clear_repo_credentials(ids.clone()).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"clients": ids, "credentials_revoked": cleared})
+        );
+    } else {
+        println!(
+            "{cleared} of {} clients had a repository credential; it no longer opens the \
+             repositories, and each agent fetches a new one on its next run.",
+            ids.len()
+        );
+    }
+    Ok(())
 }

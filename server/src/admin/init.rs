@@ -231,7 +231,7 @@ fn ask_mongo<R: BufRead, W: Write>(p: &mut Prompter<R, W>) -> anyhow::Result<Sto
         } else {
             Some("")
         };
-        let h = p.text(question, default)?;
+        let h = p.parsed(question, default, check_host)?;
         if h.is_empty() {
             break;
         }
@@ -239,7 +239,7 @@ fn ask_mongo<R: BufRead, W: Write>(p: &mut Prompter<R, W>) -> anyhow::Result<Sto
     }
     let replica_set =
         Some(p.text("Replica set name (empty: none)", Some(""))?).filter(|s| !s.is_empty());
-    let database = p.text("Database name", Some("penguindome"))?;
+    let database = p.parsed("Database name", Some("penguindome"), check_database)?;
     let username = Some(p.text("Database username (empty: no authentication)", Some(""))?)
         .filter(|s| !s.is_empty());
     let password = match &username {
@@ -248,12 +248,11 @@ fn ask_mongo<R: BufRead, W: Write>(p: &mut Prompter<R, W>) -> anyhow::Result<Sto
     };
     let tls = p.yes_no("Connect to the database with TLS?", false)?;
     let tls_ca_file = if tls {
-        Some(p.text(
+        p.parsed(
             "CA file for the database's certificate (empty: system roots)",
             Some(""),
-        )?)
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
+            optional_pem_file,
+        )?
     } else {
         None
     };
@@ -298,7 +297,12 @@ fn from_flags(args: &InitArgs) -> anyhow::Result<Answers> {
             .map_err(anyhow::Error::msg)?,
         collect_interval: args.collect_interval.unwrap_or(Duration::from_secs(300)),
         submit_interval: args.submit_interval.unwrap_or(Duration::from_secs(60)),
-        audit_email: args.audit_email.clone(),
+        audit_email: args
+            .audit_email
+            .as_deref()
+            .map(check_email)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
     })
 }
 
@@ -314,30 +318,7 @@ fn ask<R: BufRead, W: Write>(args: &InitArgs, p: &mut Prompter<R, W>) -> anyhow:
             },
         )?,
     };
-    let tls = if let Some(tls) = tls_from_flags(args) {
-        tls
-    } else if p.yes_no("Should the server use TLS (HTTPS)?", true)? {
-        let cert = p.text(
-            "PEM certificate to use (leave empty for a self-signed certificate that agents pin)",
-            Some(""),
-        )?;
-        if cert.is_empty() {
-            Tls::SelfSigned
-        } else {
-            let key = p.text("Its PEM private key", None)?;
-            let ca = p.text(
-                "CA certificate agents should trust (empty: system roots)",
-                Some(""),
-            )?;
-            Tls::Provided {
-                cert: cert.into(),
-                key: key.into(),
-                ca: (!ca.is_empty()).then(|| ca.into()),
-            }
-        }
-    } else {
-        Tls::Off
-    };
+    let tls = ask_tls(args, p)?;
     let store =
         if args.store.is_some() || args.mongodb_uri.is_some() || !args.mongodb_host.is_empty() {
             mongo_from_flags(args)?
@@ -383,11 +364,7 @@ fn ask<R: BufRead, W: Write>(args: &InitArgs, p: &mut Prompter<R, W>) -> anyhow:
         Some(d) => d,
         None => p.parsed("How often agents retry submitting", Some("1m"), duration)?,
     };
-    let audit_email = match &args.audit_email {
-        Some(e) => Some(e.clone()),
-        None => Some(p.text("Email address for the issues audit (empty: none)", Some(""))?)
-            .filter(|e| !e.is_empty()),
-    };
+    let audit_email = ask_email(args, p)?;
     Ok(Answers {
         listen,
         tls,
@@ -399,6 +376,107 @@ fn ask<R: BufRead, W: Write>(args: &InitArgs, p: &mut Prompter<R, W>) -> anyhow:
         submit_interval,
         audit_email,
     })
+}
+
+/// TLS: from the flags, or asked.
+fn ask_tls<R: BufRead, W: Write>(args: &InitArgs, p: &mut Prompter<R, W>) -> anyhow::Result<Tls> {
+    Ok(if let Some(tls) = tls_from_flags(args) {
+        tls
+    } else if p.yes_no("Should the server use TLS (HTTPS)?", true)? {
+        let cert = p.parsed(
+            "PEM certificate to use (leave empty for a self-signed certificate that agents pin)",
+            Some(""),
+            optional_pem_file,
+        )?;
+        match cert {
+            None => Tls::SelfSigned,
+            Some(cert) => {
+                let key = p.parsed("Its PEM private key", None, |a| pem_file(a, "PRIVATE KEY"))?;
+                let ca = p.parsed(
+                    "CA certificate agents should trust (empty: system roots)",
+                    Some(""),
+                    optional_pem_file,
+                )?;
+                Tls::Provided { cert, key, ca }
+            }
+        }
+    } else {
+        Tls::Off
+    })
+}
+
+/// The audit's address: from the flag, or asked; checked either way.
+fn ask_email<R: BufRead, W: Write>(
+    args: &InitArgs,
+    p: &mut Prompter<R, W>,
+) -> anyhow::Result<Option<String>> {
+    Ok(match &args.audit_email {
+        Some(e) => Some(check_email(e).map_err(anyhow::Error::msg)?),
+        None => p.parsed(
+            "Email address for the issues audit (empty: none)",
+            Some(""),
+            |a| match a {
+                "" => Ok(None),
+                a => check_email(a).map(Some),
+            },
+        )?,
+    })
+}
+
+/// An address the audit can mail: `user@domain`.
+fn check_email(a: &str) -> Result<String, String> {
+    a.parse::<lettre::Address>()
+        .map(|_| a.to_string())
+        .map_err(|e| format!("{a:?} is not an email address ({e}); e.g. it-team@example.com"))
+}
+
+/// `host`, `host:port` or `[v6]:port`, as a MongoDB seed list names them;
+/// empty ends the list.
+fn check_host(a: &str) -> Result<String, String> {
+    let invalid = || format!("{a:?} is not host[:port], e.g. db1.example.com:27017");
+    let port = match a.strip_prefix('[') {
+        Some(rest) => {
+            let (_, after) = rest.split_once(']').ok_or_else(invalid)?;
+            (!after.is_empty())
+                .then(|| after.strip_prefix(':').ok_or_else(invalid))
+                .transpose()?
+        }
+        // A bare IPv6 address has several colons and no port.
+        None if a.matches(':').count() == 1 => a.rsplit_once(':').map(|(_, p)| p),
+        None => None,
+    };
+    let bad_port = port.is_some_and(|p| p.parse::<u16>().map_or(true, |n| n == 0));
+    if bad_port || a.chars().any(|c| c.is_whitespace() || c == '/' || c == ',') {
+        return Err(invalid());
+    }
+    Ok(a.to_string())
+}
+
+/// A MongoDB database name: no spaces, slashes, dots or quotes.
+fn check_database(a: &str) -> Result<String, String> {
+    if a.is_empty() || a.len() > 63 || a.chars().any(|c| " /\\.\"$*<>:|?".contains(c)) {
+        return Err(format!(
+            "{a:?} cannot be a database name (at most 63 characters, none of /\\. \"$*<>:|?)"
+        ));
+    }
+    Ok(a.to_string())
+}
+
+/// A readable PEM file holding `what` (e.g. `CERTIFICATE`).
+fn pem_file(a: &str, what: &str) -> Result<PathBuf, String> {
+    let text = std::fs::read_to_string(a).map_err(|e| format!("cannot read {a}: {e}"))?;
+    if !text.contains("-----BEGIN ") || !text.contains(what) {
+        return Err(format!("{a} holds no PEM {what}"));
+    }
+    Ok(PathBuf::from(a))
+}
+
+/// Empty, or a PEM certificate file.
+fn optional_pem_file(a: &str) -> Result<Option<PathBuf>, String> {
+    match a {
+        "" => Ok(None),
+        a => pem_file(a, "CERTIFICATE").map(Some),
+    }
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
@@ -553,7 +631,7 @@ fn server_config(
             url: answers.url.clone(),
             data_dir: data_dir.to_path_buf(),
             signing_key: KEY_FILE.into(),
-            enrollment_credential_sha256: credential_sha256,
+            enrollment_credential_sha256: Some(credential_sha256),
             request_window: Duration::from_secs(900),
             max_body_bytes: 8 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
@@ -698,7 +776,7 @@ fn print_summary(
     );
     println!("  {:<15} {tls_note}", "TLS");
     println!(
-        "  {AGENT_CONFIG_FILE:<15} what the site's agents need (0600: it holds the enrollment credential)"
+        "  {AGENT_CONFIG_FILE:<15} what the site's agents need; releases put it, without secrets, in the site package"
     );
     println!("Store: {store_note}");
     if plain_http(answers) {
@@ -707,12 +785,12 @@ fn print_summary(
         );
     }
     println!(
-        "Next: start the server (systemctl enable --now penguindome-server, or penguindome-server --config-dir {}),",
+        "Next: 1. start the server: systemctl enable --now penguindome-server (or penguindome-server --config-dir {})",
         config_dir.display()
     );
+    println!("      2. publish the agent packages: pdome-admin release");
     println!(
-        "      and install {} on each client as /etc/penguindome/agent.toml.",
-        config_dir.join(AGENT_CONFIG_FILE).display()
+        "      3. for each new machine: pdome-admin tokens create (it prints the one-line bootstrap to run there)"
     );
 }
 
@@ -732,6 +810,23 @@ fn create_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompts_refuse_answers_that_would_fail_later() {
+        assert!(check_email("not-an-email").is_err());
+        assert_eq!(check_email("it@example.com").unwrap(), "it@example.com");
+        assert!(check_host("db1:27017").is_ok() && check_host("[::1]:27017").is_ok());
+        assert!(check_host("db1:http").is_err() && check_host("db 1").is_err());
+        assert!(check_database("pd").is_ok() && check_database("a/b").is_err());
+        assert!(optional_pem_file("").unwrap().is_none());
+        assert!(optional_pem_file("/nonexistent.pem").is_err());
+        let input = b"\n\n\n\n\n\n\n\n\nnot-an-email\nit@example.com\n" as &[u8];
+        let mut out = Vec::new();
+        let a = ask(&InitArgs::default(), &mut Prompter::new(input, &mut out)).unwrap();
+        assert_eq!(a.audit_email.as_deref(), Some("it@example.com"));
+        let shown = String::from_utf8(out).unwrap();
+        assert!(shown.contains("is not an email address"), "{shown}");
+    }
 
     #[test]
     fn interactive_answers_fill_everything() {

@@ -13,4 +13,5 @@ pub mod patch;
 pub mod prompt;
 pub mod release;
 pub mod store;
+pub mod tokens;
 pub mod wipe;

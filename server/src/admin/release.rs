@@ -10,6 +10,7 @@ use penguindome_protocol::SecretKey;
 use penguindome_protocol::agent_config::AgentConfig;
 
 use crate::config::{AGENT_CONFIG_FILE, ServerConfig};
+use crate::release::bootstrap::{self, BootstrapSite};
 use crate::release::contents::{self, Site};
 use crate::release::publish::Repository;
 use crate::release::{DEFAULT_AGENT_BINARY, Family, PackageSpec, build_all};
@@ -51,22 +52,12 @@ pub fn site(config: &ServerConfig, key: &SecretKey) -> anyhow::Result<Site> {
     let host = url.host_str().context("server.url has no host")?;
     // apt's per-host options name the host without its port.
     let repo_host = host.trim_matches(['[', ']']).to_string();
-    let password_file = config
-        .config_dir
-        .join(super::access::AGENT_REPO_PASSWORD_FILE);
-    let credentials = match crate::secrets::read_secret(&password_file) {
-        Ok(p) => Some((
-            super::access::AGENT_REPO_USER.to_string(),
-            String::from_utf8(p)
-                .with_context(|| format!("{} is not text", password_file.display()))?
-                .trim()
-                .to_string(),
-        )),
-        Err(_) if !password_file.exists() => None,
-        Err(e) => return Err(e),
-    };
+    // The site package carries no secret: agents enroll with tokens and
+    // fetch with credentials of their own.
+    let mut public = agent.clone();
+    public.enrollment_credential.clear();
     Ok(Site {
-        agent_toml,
+        agent_toml: public.to_toml()?,
         repo_url: format!(
             "{}/penguindome/v1/repo",
             config.server.url.trim_end_matches('/')
@@ -75,8 +66,51 @@ pub fn site(config: &ServerConfig, key: &SecretKey) -> anyhow::Result<Site> {
         public_key_armored: key.public().to_armored()?,
         public_key_fingerprint: key.fingerprint().to_string(),
         ca_pem: agent.ca_certificate,
-        credentials,
     })
+}
+
+/// What the bootstrap scripts are made from (the same as the site package).
+pub fn bootstrap_site(config: &ServerConfig, site: &Site) -> BootstrapSite {
+    BootstrapSite {
+        url: config.server.url.trim_end_matches('/').to_string(),
+        host: site.repo_host.clone(),
+        ca_pem: site.ca_pem.clone(),
+        key_armored: site.public_key_armored.clone(),
+        key_fingerprint: site.public_key_fingerprint.clone(),
+    }
+}
+
+/// The bootstrap scripts, as published beside the repositories.
+pub fn bootstrap_files(b: &BootstrapSite, formats: &[Family]) -> Vec<(String, String)> {
+    formats
+        .iter()
+        .map(|f| (bootstrap::published_path(*f), bootstrap::script(b, *f)))
+        .collect()
+}
+
+/// Warns while the site still accepts a site-wide secret.
+fn deprecation_warnings(config: &ServerConfig) {
+    if config.shared_credential_sha256().is_some() {
+        eprintln!(
+            "warning: server.toml still accepts the site-wide enrollment credential \
+             (enrollment_credential_sha256). It is deprecated: enroll new machines with \
+             `pdome-admin tokens create` and the bootstrap it prints, then remove that line \
+             and restart the server."
+        );
+    }
+    let password_file = config
+        .config_dir
+        .join(super::access::AGENT_REPO_PASSWORD_FILE);
+    if password_file.exists() {
+        eprintln!(
+            "warning: the shared repository user `{}` ({}) is deprecated: each client now \
+             fetches with its own credential. Once every agent runs this release, remove it \
+             with `pdome-admin password remove {} --endpoint repo` and delete the file.",
+            super::access::AGENT_REPO_USER,
+            password_file.display(),
+            super::access::AGENT_REPO_USER,
+        );
+    }
 }
 
 fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -132,7 +166,8 @@ pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
         jobs.push((s, *f));
     }
     let built = build_all(&jobs, &key)?;
-    let published = repo.publish(serial, &built, &key, args.keep, chrono::Utc::now())?;
+    let extras = bootstrap_files(&bootstrap_site(&config, &site), &args.formats);
+    let published = repo.publish(serial, &built, &key, args.keep, chrono::Utc::now(), &extras)?;
 
     println!(
         "Published release {} ({} packages indexed) in {:.2} s:",
@@ -150,5 +185,9 @@ pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
         );
     }
     println!("Clients install from {}/{{apt,rpm,arch}}", site.repo_url);
+    println!(
+        "New machines: `pdome-admin tokens create` prints the bootstrap command for each family."
+    );
+    deprecation_warnings(&config);
     Ok(())
 }

@@ -121,6 +121,7 @@ async fn enroll(store: &Arc<dyn Store>, host: &str, at: DateTime<Utc>) -> Client
             received_at: at,
             address: m.address,
             listener: m.listener,
+            token: None,
         })
         .await
         .unwrap();

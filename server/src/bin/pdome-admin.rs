@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use penguindome_server::admin::{
-    access, account, clients, command, init, issues, packages, patch, release, store, wipe,
+    access, account, clients, command, init, issues, packages, patch, release, store, tokens, wipe,
 };
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
@@ -43,6 +43,9 @@ enum Sub {
     Command(command::CommandCommand),
     /// End every human account on a lost machine.
     Wipe(wipe::WipeArgs),
+    /// Enrollment tokens for new machines: create, list, revoke.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// The database: migrate to another store.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -111,6 +114,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("pdome-admin reads the server's store; run it on the server host")?;
             let result = clients::run(store.as_ref(), cmd).await;
+            store.close().await;
+            result
+        }
+        Sub::Tokens(cmd) => {
+            let config = ServerConfig::load(&cli.config_dir)?;
+            // The pins come from files only root reads, before the switch
+            // to the data directory's owner.
+            let pins = tokens::pins_for(&cli.config_dir, &cmd)?;
+            let operator = account::operator();
+            let store = open_store(&cli.config_dir).await?;
+            let result = tokens::run(&config, pins, store.as_ref(), cmd, &operator).await;
             store.close().await;
             result
         }

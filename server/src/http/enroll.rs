@@ -1,5 +1,5 @@
-//! `POST /enroll`: a new client key, signed by itself, with the site's
-//! enrollment credential.
+//! `POST /enroll`: a new client key, signed by itself, with an enrollment
+//! token (or the deprecated site-wide credential).
 
 use std::sync::Arc;
 
@@ -8,13 +8,16 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
 use penguindome_protocol::Freshness;
-use penguindome_protocol::wire::{EnrollResponse, is_valid_client_id};
+use std::net::IpAddr;
+
+use penguindome_protocol::token;
+use penguindome_protocol::wire::{EnrollRequest, EnrollResponse, is_valid_client_id};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::signed::Incoming;
 use super::{ApiFailure, AppState, json_response};
-use crate::store::{EnrollOutcome, Enrollment};
+use crate::store::{EnrollOutcome, Enrollment, TokenClaim};
 
 /// Handles an enrollment.
 pub async fn handle(
@@ -43,15 +46,7 @@ pub async fn handle(
             "hostname must be 1 to 253 characters",
         ));
     }
-    let presented: [u8; 32] = Sha256::digest(req.credential.as_bytes()).into();
-    if !bool::from(presented.ct_eq(&state.credential_sha256)) {
-        log::warn!(client_id:% = req.machine_id, hostname:% = req.hostname, endpoint = "enroll", address:% = peer.ip(); "enrollment refused: wrong credential");
-        return Err(ApiFailure::new(
-            StatusCode::FORBIDDEN,
-            "bad_credential",
-            "the enrollment credential is wrong; install the site's current agent.toml",
-        ));
-    }
+    let token = authority(&state, req, peer.ip())?;
     let fingerprint = key.signing_fingerprint().to_string();
     let certificate = key.to_binary().map_err(|e| {
         ApiFailure::new(
@@ -72,6 +67,7 @@ pub async fn handle(
             received_at: now,
             address: peer.ip().to_canonical(),
             listener: listener.to_string(),
+            token: token.clone(),
         })
         .await
         .inspect_err(|e| {
@@ -82,7 +78,8 @@ pub async fn handle(
         EnrollOutcome::Enrolled => "enrolled",
         EnrollOutcome::AlreadyEnrolled => "already-enrolled",
     };
-    log::info!(client_id:% = req.machine_id, hostname:% = req.hostname, endpoint = "enroll", fingerprint:% = fingerprint; "client {status}");
+    let token_id = token.as_ref().map_or("-", |t| t.id.as_str());
+    log::info!(client_id:% = req.machine_id, hostname:% = req.hostname, endpoint = "enroll", fingerprint:% = fingerprint, token:% = token_id; "client {status}");
     Ok(json_response(
         StatusCode::OK,
         &EnrollResponse {
@@ -91,4 +88,56 @@ pub async fn handle(
             status: status.into(),
         },
     ))
+}
+
+/// What lets this enrollment in: a token (checked and spent by the store,
+/// with the enrollment) or the deprecated site-wide credential (checked
+/// here).
+fn authority(
+    state: &AppState,
+    req: &EnrollRequest,
+    peer: IpAddr,
+) -> Result<Option<TokenClaim>, ApiFailure> {
+    if let Some(text) = &req.token {
+        return token_claim(text).map(Some);
+    }
+    let presented: [u8; 32] = Sha256::digest(req.credential.as_bytes()).into();
+    let accepted = state
+        .credential_sha256
+        .is_some_and(|want| bool::from(presented.ct_eq(&want)));
+    if !accepted {
+        log::warn!(client_id:% = req.machine_id, hostname:% = req.hostname, endpoint = "enroll", address:% = peer; "enrollment refused: no token and no valid site credential");
+        return Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "bad_credential",
+            "enrollment needs a token: run `penguindome-agent enroll URL TOKEN` with a token from `pdome-admin tokens create`",
+        ));
+    }
+    log::warn!(client_id:% = req.machine_id, hostname:% = req.hostname, endpoint = "enroll"; "enrollment with the deprecated site-wide credential");
+    Ok(None)
+}
+
+/// Reads `pdt1.<id>.<secret>` (pins, if sent, are the agent's business).
+fn token_claim(text: &str) -> Result<TokenClaim, ApiFailure> {
+    let mut fields = text.split('.');
+    let (Some(token::PREFIX), Some(id), Some(secret)) =
+        (fields.next(), fields.next(), fields.next())
+    else {
+        return Err(bad_token());
+    };
+    if !token::is_valid_id(id) || secret.is_empty() || secret.len() > 64 {
+        return Err(bad_token());
+    }
+    Ok(TokenClaim {
+        id: id.to_string(),
+        secret_sha256: hex::encode(token::secret_sha256(secret)),
+    })
+}
+
+fn bad_token() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::BAD_REQUEST,
+        "bad_token",
+        "the enrollment token is damaged; copy the whole token `pdome-admin tokens create` printed",
+    )
 }

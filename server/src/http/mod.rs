@@ -15,12 +15,14 @@ use crate::keycache::KeyCache;
 use crate::store::{RequestStore, StoreError};
 
 mod action;
+mod bootstrap;
 mod download;
 mod enroll;
 mod forwarded;
 mod health;
 pub mod limits;
 mod repo;
+mod repo_credential;
 mod signed;
 mod submit;
 mod update;
@@ -46,7 +48,7 @@ pub struct AppState {
     /// Signed requests per client key and minute.
     pub client_rate: limits::ClientRate,
     /// SHA-256 of the enrollment credential.
-    pub credential_sha256: [u8; 32],
+    pub credential_sha256: Option<[u8; 32]>,
     /// The published package repositories.
     pub repo: crate::release::publish::Repository,
     /// Who may fetch repositories and releases.
@@ -141,6 +143,7 @@ impl From<StoreError> for ApiFailure {
             E::UnknownKey => (StatusCode::UNAUTHORIZED, "unknown_key"),
             E::Revoked { .. } => (StatusCode::FORBIDDEN, "revoked"),
             E::AlreadyEnrolled { .. } => (StatusCode::CONFLICT, "already_enrolled"),
+            E::TokenRefused(_) => (StatusCode::FORBIDDEN, "bad_token"),
             E::NoSuchAction { .. } => (StatusCode::NOT_FOUND, "no_such_action"),
             E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_data"),
             E::NoSuchClient(_) | E::Ambiguous { .. } => (StatusCode::NOT_FOUND, "no_such_client"),
@@ -241,6 +244,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(paths::SUBMIT, post(submit::handle))
         .route(paths::UPDATE, post(update::handle))
         .route(paths::ACTION_REPORT, post(action::report))
+        .route(paths::REPO_CREDENTIAL, post(repo_credential::handle))
+        .route(paths::BOOTSTRAP, get(bootstrap::handle))
         .route(paths::HEALTH, get(health::handle))
         .route(&format!("{}/{{*path}}", paths::REPO), get(repo::handle))
         .route(paths::DOWNLOAD_RELEASE, get(download::handle))

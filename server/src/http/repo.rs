@@ -14,7 +14,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiFailure, AppState};
+use penguindome_protocol::token;
+use penguindome_protocol::wire::is_valid_client_id;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
 use crate::access_rules::{Decision, parse_basic};
+use crate::store::StoreError;
 
 /// Checks the access rules of `endpoint`; `Err` is the answer to send.
 pub async fn authorize(
@@ -28,7 +34,13 @@ pub async fn authorize(
         .and_then(|v| v.to_str().ok())
         .and_then(parse_basic);
     let user = basic.as_ref().map(|(u, _)| u.clone());
-    match state.access.check(endpoint, peer.ip(), basic).await {
+    let decision = match own_credential(state, basic.as_ref()).await {
+        Ok(Some(true)) => Decision::Allow,
+        Ok(Some(false)) => Decision::Challenge,
+        Ok(None) => state.access.check(endpoint, peer.ip(), basic).await,
+        Err(e) => return Err(ApiFailure::from(e).into_response()),
+    };
+    match decision {
         Decision::Allow => Ok(()),
         Decision::Challenge => {
             log::info!(endpoint = endpoint, peer:% = peer.ip(), user:? = user; "access refused");
@@ -52,6 +64,32 @@ pub async fn authorize(
         .retry_after(30)
         .into_response()),
     }
+}
+
+/// Checks a client's own credential (user = its id) or an enrollment
+/// token's (user = `pdt1.<id>`, for the bootstrap). `None` when the user is
+/// neither: the access rules decide.
+async fn own_credential(
+    state: &AppState,
+    basic: Option<&(String, String)>,
+) -> Result<Option<bool>, StoreError> {
+    let Some((user, password)) = basic else {
+        return Ok(None);
+    };
+    let presented = hex::encode(Sha256::digest(password.as_bytes()));
+    if is_valid_client_id(user) {
+        let stored = state.store.repo_credential(user).await?;
+        return Ok(Some(stored.is_some_and(|s| {
+            bool::from(s.as_bytes().ct_eq(presented.as_bytes()))
+        })));
+    }
+    if let Some(id) = token::id_from_repo_user(user) {
+        let stored = state.store.find_token(id).await?;
+        return Ok(Some(stored.is_some_and(|t| {
+            t.opens_repositories(&presented, chrono::Utc::now())
+        })));
+    }
+    Ok(None)
 }
 
 fn content_type(path: &str) -> &'static str {

@@ -34,6 +34,12 @@ pub async fn handle(
     if !actions.is_empty() {
         log::info!(client_id:% = client_id, endpoint = "update"; "handing out {} actions", actions.len());
     }
+    let needs_repo_credential = state
+        .store
+        .repo_credential(&client_id)
+        .await
+        .map(|c| c.is_none())
+        .unwrap_or(false);
     let answer = UpdateResponse {
         status: if actions.is_empty() {
             "current"
@@ -44,6 +50,7 @@ pub async fn handle(
         server_time: Utc::now(),
         actions,
         latest_release: state.repo.current_serial(),
+        needs_repo_credential,
     };
     let sealed =
         Envelope::seal(&state.server_key, SERVER_SENDER, Some(&nonce), &answer).map_err(|e| {

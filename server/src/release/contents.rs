@@ -310,9 +310,18 @@ pub struct Site {
     /// The pinned TLS certificate (PEM) when the site does not use a
     /// publicly trusted one.
     pub ca_pem: Option<String>,
-    /// User and password agents fetch the repository with.
-    pub credentials: Option<(String, String)>,
 }
+
+/// The dnf variables (in /etc/dnf/vars, 0600) that hold the client's own
+/// repository credential, which the agent writes.
+pub const DNF_USER_VAR: &str = "penguindome_repo_user";
+/// See [`DNF_USER_VAR`].
+pub const DNF_PASSWORD_VAR: &str = "penguindome_repo_password";
+/// The pacman include with the client's credential in its `Server` URL,
+/// which the agent writes; the site package installs a copy without one.
+pub const PACMAN_SERVER_FILE: &str = "/etc/pacman.d/penguindome-server.conf";
+/// What the site package installs there when nothing is.
+pub const PACMAN_SERVER_TEMPLATE: &str = "/usr/share/penguindome/pacman-server.conf";
 
 /// The site package for one family: configuration and the repository
 /// definition that keeps the client upgrading from this server.
@@ -364,13 +373,6 @@ fn apt_site_files(site: &Site, url: &str) -> Vec<PackageFile> {
             ),
         ),
     ];
-    if let Some((user, password)) = &site.credentials {
-        files.push(PackageFile::config(
-            "/etc/apt/auth.conf.d/penguindome.conf",
-            0o600,
-            format!("machine {url} login {user} password {password}\n"),
-        ));
-    }
     if let Some(pem) = &site.ca_pem {
         files.push(PackageFile::new(
             "/usr/share/penguindome/server-ca.pem",
@@ -411,16 +413,13 @@ fn dnf_site_files(site: &Site, url: &str) -> Vec<PackageFile> {
         ));
         repo.push_str("sslcacert=/etc/pki/penguindome/server-ca.pem\nsslverify=1\n");
     }
-    let mode = match &site.credentials {
-        Some((user, password)) => {
-            repo.push_str(&format!("username={user}\npassword={password}\n"));
-            0o600
-        }
-        None => 0o644,
-    };
+    // dnf substitutes its variables in every option, credentials too.
+    repo.push_str(&format!(
+        "username=${DNF_USER_VAR}\npassword=${DNF_PASSWORD_VAR}\n"
+    ));
     files.push(PackageFile::config(
         "/etc/yum.repos.d/penguindome.repo",
-        mode,
+        0o644,
         repo,
     ));
     files
@@ -441,20 +440,20 @@ fn pacman_site_files(site: &Site, url: &str) -> Vec<PackageFile> {
         ),
         PackageFile::new("/usr/share/pacman/keyrings/penguindome-revoked", 0o644, ""),
     ];
-    // libcurl takes the credentials from the URL.
-    let (server, mode) = match (&site.credentials, url.split_once("://")) {
-        (Some((user, password)), Some((scheme, rest))) => {
-            (format!("{scheme}://{user}:{password}@{rest}"), 0o600)
-        }
-        _ => (url.to_string(), 0o644),
-    };
+    // The Server line lives in a file of its own, which the agent rewrites
+    // with the client's credential in the URL (libcurl sends it).
     files.push(PackageFile::config(
         "/etc/pacman.d/penguindome.conf",
-        mode,
+        0o644,
         format!(
             "# PenguinDome agent packages for this site (from penguindome-site).\n\
-             SigLevel = Required DatabaseRequired TrustedOnly\nServer = {server}/arch/$arch\n"
+             SigLevel = Required DatabaseRequired TrustedOnly\nInclude = {PACMAN_SERVER_FILE}\n"
         ),
+    ));
+    files.push(PackageFile::new(
+        PACMAN_SERVER_TEMPLATE,
+        0o644,
+        format!("Server = {url}/arch/$arch\n"),
     ));
     if let Some(pem) = &site.ca_pem {
         files.push(PackageFile::new(
@@ -464,4 +463,49 @@ fn pacman_site_files(site: &Site, url: &str) -> Vec<PackageFile> {
         ));
     }
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(family: Family) -> Vec<PackageFile> {
+        let s = Site {
+            agent_toml: "server_url = \"https://h:1\"\n".into(),
+            repo_url: "https://h:1/penguindome/v1/repo".into(),
+            repo_host: "h".into(),
+            public_key_armored: "KEY".into(),
+            public_key_fingerprint: "FP".into(),
+            ca_pem: Some("PEM".into()),
+        };
+        site(family, &s, "1.0.0", 1, SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .files
+    }
+
+    fn text<'a>(files: &'a [PackageFile], path: &str) -> &'a str {
+        let f = files.iter().find(|f| f.path == path).unwrap();
+        std::str::from_utf8(&f.contents).unwrap()
+    }
+
+    #[test]
+    fn repository_definitions_name_the_clients_own_credential() {
+        let rpm = files(Family::Rpm);
+        let repo = text(&rpm, "/etc/yum.repos.d/penguindome.repo");
+        assert!(
+            repo.contains("username=$penguindome_repo_user\npassword=$penguindome_repo_password\n"),
+            "{repo}"
+        );
+        let arch = files(Family::Arch);
+        assert!(
+            text(&arch, "/etc/pacman.d/penguindome.conf")
+                .contains(&format!("Include = {PACMAN_SERVER_FILE}"))
+        );
+        assert_eq!(
+            text(&arch, PACMAN_SERVER_TEMPLATE),
+            "Server = https://h:1/penguindome/v1/repo/arch/$arch\n"
+        );
+        let deb = files(Family::Deb);
+        assert!(deb.iter().all(|f| !f.path.contains("auth.conf")));
+    }
 }

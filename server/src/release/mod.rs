@@ -5,6 +5,7 @@
 pub mod apt_repo;
 pub mod arch;
 pub mod archive;
+pub mod bootstrap;
 pub mod contents;
 pub mod deb;
 pub mod dnf_repo;

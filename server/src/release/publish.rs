@@ -199,6 +199,7 @@ impl Repository {
         key: &SecretKey,
         keep: u64,
         now: DateTime<Utc>,
+        extras: &[(String, String)],
     ) -> Result<Published, PublishError> {
         let keep = keep.max(1);
         let releases = self.releases();
@@ -208,7 +209,8 @@ impl Repository {
             fs::remove_dir_all(&staging).map_err(io("removing", &staging))?;
         }
         fs::create_dir(&staging).map_err(io("creating", &staging))?;
-        let result = self.fill(&staging, serial, built, key, keep, now);
+        let result = write_extras(&staging, extras)
+            .and_then(|()| self.fill(&staging, serial, built, key, keep, now));
         let (indexed, pruned) = match result {
             Ok(indexed) => {
                 let final_dir = releases.join(serial.to_string());
@@ -337,6 +339,19 @@ impl Repository {
 }
 
 /// Writes a file durably, creating its folder.
+/// Files published beside the repositories (the bootstrap scripts), by
+/// path relative to the release.
+fn write_extras(dir: &Path, extras: &[(String, String)]) -> Result<(), PublishError> {
+    for (rel, text) in extras {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io("creating", parent))?;
+        }
+        write_file(&path, text.as_bytes())?;
+    }
+    Ok(())
+}
+
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(io("creating", parent))?;

@@ -45,6 +45,7 @@ pub(crate) fn enrollment(client: &str, fp: &str, host: &str) -> Enrollment {
         received_at: m.received_at,
         address: m.address,
         listener: m.listener,
+        token: None,
     }
 }
 
@@ -147,6 +148,8 @@ pub(crate) async fn populate(store: &Arc<dyn Store>) {
 /// Runs every scenario against `store`.
 pub async fn run_all(store: Arc<dyn Store>) {
     enrollment_rules(&store).await;
+    tokens_enroll_once_per_use(&store).await;
+    repo_credentials(&store).await;
     submissions_and_audit(&store).await;
     replay_unknown_and_revoked(&store).await;
     actions(&store).await;
@@ -437,6 +440,148 @@ async fn enrollment_rules(store: &Arc<dyn Store>) {
     assert_eq!(doc.keys.len(), 2);
     assert_eq!(doc.keys[0].fingerprint, fp2, "active key first");
     assert!(store.find_key("0000").await.unwrap().is_none());
+}
+
+/// A token with `uses` uses, valid for an hour; returns its claim.
+async fn new_token(store: &Arc<dyn Store>, uses: u32) -> TokenClaim {
+    let id = new_nonce()[..16].to_string();
+    let secret = new_nonce();
+    let sha = hex::encode(penguindome_protocol::token::secret_sha256(&secret));
+    let now = Utc::now();
+    store
+        .add_token(NewToken {
+            id: id.clone(),
+            secret_sha256: sha.clone(),
+            label: "conformance".into(),
+            max_uses: uses,
+            expires_at: now + Duration::hours(1),
+            created_at: now,
+            created_by: "root".into(),
+        })
+        .await
+        .unwrap();
+    TokenClaim {
+        id,
+        secret_sha256: sha,
+    }
+}
+
+fn with_token(client: &str, fp: &str, claim: &TokenClaim) -> Enrollment {
+    Enrollment {
+        token: Some(claim.clone()),
+        ..enrollment(client, fp, "tok")
+    }
+}
+
+fn refused_for(r: StoreResult<EnrollOutcome>, why: &str) {
+    match r {
+        Err(StoreError::TokenRefused(m)) => assert!(m.contains(why), "{m} should say {why}"),
+        other => panic!("expected a token refusal ({why}), got {other:?}"),
+    }
+}
+
+async fn tokens_enroll_once_per_use(store: &Arc<dyn Store>) {
+    let claim = new_token(store, 2).await;
+    let (a, fa) = (client_id(), new_nonce().to_uppercase());
+    assert_eq!(
+        store.enroll(with_token(&a, &fa, &claim)).await.unwrap(),
+        EnrollOutcome::Enrolled
+    );
+    // The same key's retry spends nothing.
+    assert_eq!(
+        store.enroll(with_token(&a, &fa, &claim)).await.unwrap(),
+        EnrollOutcome::AlreadyEnrolled
+    );
+    let trail = store.audit_trail(&a, 10).await.unwrap();
+    assert!(
+        trail
+            .iter()
+            .any(|r| r.field == "enrollment_token" && r.new == Some(json!(claim.id))),
+        "the audit trail names the token: {trail:?}"
+    );
+    // A wrong secret is refused and claims nothing.
+    let (b, fb) = (client_id(), new_nonce().to_uppercase());
+    let wrong = TokenClaim {
+        secret_sha256: "00".repeat(32),
+        ..claim.clone()
+    };
+    refused_for(store.enroll(with_token(&b, &fb, &wrong)).await, "not valid");
+    assert!(store.get_client(&b).await.unwrap().is_none());
+    // A machine enrolled already does not spend a use on a new key.
+    let fa2 = new_nonce().to_uppercase();
+    assert!(matches!(
+        store.enroll(with_token(&a, &fa2, &claim)).await,
+        Err(StoreError::AlreadyEnrolled { .. })
+    ));
+    assert_eq!(
+        store.enroll(with_token(&b, &fb, &claim)).await.unwrap(),
+        EnrollOutcome::Enrolled
+    );
+    let listed = store.tokens().await.unwrap();
+    let t = listed.iter().find(|t| t.id == claim.id).unwrap();
+    assert_eq!((t.uses, t.max_uses), (2, 2));
+    assert!(t.last_used_at.is_some());
+    let (c, fc) = (client_id(), new_nonce().to_uppercase());
+    refused_for(store.enroll(with_token(&c, &fc, &claim)).await, "used-up");
+    // Revoked and unknown tokens.
+    let other = new_token(store, 5).await;
+    assert!(store.revoke_token(&other.id, Utc::now()).await.unwrap());
+    assert!(!store.revoke_token(&other.id, Utc::now()).await.unwrap());
+    refused_for(store.enroll(with_token(&c, &fc, &other)).await, "revoked");
+    let unknown = TokenClaim {
+        id: "ffffffffffffffff".into(),
+        ..other.clone()
+    };
+    refused_for(
+        store.enroll(with_token(&c, &fc, &unknown)).await,
+        "not valid",
+    );
+    assert!(store.get_client(&c).await.unwrap().is_none());
+    let found = store.find_token(&other.id).await.unwrap().unwrap();
+    assert_eq!(found.state(Utc::now()), "revoked");
+    // Expiry.
+    let late = new_token(store, 1).await;
+    let e = Enrollment {
+        received_at: Utc::now() + Duration::hours(2),
+        ..with_token(&c, &fc, &late)
+    };
+    refused_for(store.enroll(e).await, "expired");
+}
+
+async fn repo_credentials(store: &Arc<dyn Store>) {
+    let (id, fp) = (client_id(), new_nonce().to_uppercase());
+    store.enroll(enrollment(&id, &fp, "repo")).await.unwrap();
+    assert_eq!(store.repo_credential(&id).await.unwrap(), None);
+    let sha = "ab".repeat(32);
+    store
+        .set_repo_credential(meta(&id, &fp), sha.clone())
+        .await
+        .unwrap();
+    assert_eq!(store.repo_credential(&id).await.unwrap(), Some(sha.clone()));
+    // Only a signed request of the client's own key sets it.
+    let stranger = new_nonce().to_uppercase();
+    assert!(matches!(
+        store
+            .set_repo_credential(meta(&id, &stranger), "cd".repeat(32))
+            .await,
+        Err(StoreError::UnknownKey)
+    ));
+    assert_eq!(store.repo_credential(&id).await.unwrap(), Some(sha));
+    assert_eq!(
+        store
+            .clear_repo_credentials(vec![id.clone(), client_id()])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.repo_credential(&id).await.unwrap(), None);
+    // A revoked client's credential opens nothing.
+    store
+        .set_repo_credential(meta(&id, &fp), "ef".repeat(32))
+        .await
+        .unwrap();
+    store.revoke_client(&id, Utc::now()).await.unwrap();
+    assert_eq!(store.repo_credential(&id).await.unwrap(), None);
 }
 
 async fn submissions_and_audit(store: &Arc<dyn Store>) {

@@ -20,6 +20,7 @@ pub mod diff;
 pub mod mongodb;
 pub mod roles;
 pub mod sqlite;
+pub mod tokens;
 
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -27,6 +28,7 @@ pub(crate) mod conformance;
 pub use actions::{ActionFilter, ActionRecord, Delivery, NewAction, TargetRecord};
 pub use diff::{Change, ChangeAction};
 pub use roles::{AdminStore, AuditStore, MigrationStore, RequestStore, Store, StoreBase};
+pub use tokens::{NewToken, TokenClaim, TokenRecord};
 
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,10 @@ pub enum StoreError {
         /// Their ids.
         ids: String,
     },
+    /// An enrollment token that is unknown, wrong, used up, expired or
+    /// revoked.
+    #[error("{0}; ask an administrator for a new one (`pdome-admin tokens create`)")]
+    TokenRefused(String),
     /// The data given cannot be stored (e.g. a bad plugin name).
     #[error("{0}")]
     Invalid(String),
@@ -236,6 +242,9 @@ pub struct Enrollment {
     pub address: IpAddr,
     /// Listener name.
     pub listener: String,
+    /// The token it presents; `None` for the site-wide credential, which
+    /// the HTTP layer checked.
+    pub token: Option<TokenClaim>,
 }
 
 /// What happened to an enrollment.

@@ -15,8 +15,8 @@ use penguindome_protocol::actions::ActionReport;
 
 use super::{
     ActionFilter, ActionRecord, AuditRecord, AuditRow, ClientDocument, ClientSummary, Delivery,
-    EnrollOutcome, Enrollment, Issue, IssueFilter, KeyRecord, Kind, NewAction, Parameter, Record,
-    RequestMeta, StoreResult, Submission, SubmitOutcome,
+    EnrollOutcome, Enrollment, Issue, IssueFilter, KeyRecord, Kind, NewAction, NewToken, Parameter,
+    Record, RequestMeta, StoreResult, Submission, SubmitOutcome, TokenRecord,
 };
 
 /// What every role needs: the backend's name, its health, and closing.
@@ -67,6 +67,18 @@ pub trait RequestStore: StoreBase {
 
     /// Forgets nonces whose window has passed. Returns how many.
     async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// An enrollment token, for the repositories the bootstrap fetches.
+    async fn find_token(&self, id: &str) -> StoreResult<Option<TokenRecord>>;
+
+    /// The SHA-256 (hex) of a client's repository password; `None` when it
+    /// has none or is revoked, so revocation closes the repositories too.
+    async fn repo_credential(&self, client_id: &str) -> StoreResult<Option<String>>;
+
+    /// A signed request for a new repository password: records it as
+    /// [`RequestStore::touch`] does and replaces the stored hash in the
+    /// same write.
+    async fn set_repo_credential(&self, meta: RequestMeta, sha256: String) -> StoreResult<()>;
 }
 
 /// What administrators read and change about clients.
@@ -110,6 +122,20 @@ pub trait AdminStore: StoreBase {
 
     /// Parameters of one client or of all, ordered by client and name.
     async fn parameters(&self, client_id: Option<&str>) -> StoreResult<Vec<Parameter>>;
+
+    /// Stores a new enrollment token.
+    async fn add_token(&self, t: NewToken) -> StoreResult<()>;
+
+    /// Every enrollment token, newest first.
+    async fn tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+
+    /// Revokes a token; false when unknown or revoked already.
+    async fn revoke_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Forgets these clients' repository passwords: they are refused at
+    /// once and ask for new ones at their next update. Returns how many
+    /// had one.
+    async fn clear_repo_credentials(&self, client_ids: Vec<String>) -> StoreResult<u64>;
 }
 
 /// The issues audit: it reads what administration reads (clients and their

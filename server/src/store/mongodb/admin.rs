@@ -14,7 +14,7 @@ use super::{MongoStore, audit_doc};
 use crate::store::diff::{Change, ChangeAction};
 use crate::store::{
     ActionFilter, ActionRecord, AdminStore, AuditRecord, ClientDocument, ClientSummary, KeyInfo,
-    NewAction, Parameter, StoreError, StoreResult,
+    NewAction, NewToken, Parameter, StoreError, StoreResult, TokenRecord,
 };
 
 /// The summary fields of a client document.
@@ -59,6 +59,22 @@ pub(super) fn parameter_doc(p: &Parameter) -> Document {
 
 #[async_trait]
 impl AdminStore for MongoStore {
+    async fn add_token(&self, t: NewToken) -> StoreResult<()> {
+        self.inner.add_token(&t).await
+    }
+
+    async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        self.inner.tokens().await
+    }
+
+    async fn revoke_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        self.inner.revoke_token(id, &at).await
+    }
+
+    async fn clear_repo_credentials(&self, client_ids: Vec<String>) -> StoreResult<u64> {
+        self.inner.clear_repo_credentials(&client_ids).await
+    }
+
     async fn list_clients(&self) -> StoreResult<Vec<ClientSummary>> {
         let i = &self.inner;
         let mut cursor = i

@@ -8,6 +8,25 @@ use super::{Inner, audit_doc, is_duplicate_key};
 use crate::store::diff::{Change, ChangeAction};
 use crate::store::{EnrollOutcome, Enrollment, StoreError, StoreResult};
 
+/// Refuses to claim a known machine for another key unless an
+/// administrator allowed it (checked before a token is spent on it).
+pub(super) fn may_claim(e: &Enrollment, d: &Document) -> StoreResult<()> {
+    if d.get_str("enrolling_key") == Ok(e.fingerprint.as_str())
+        || d.get_bool("reenroll_allowed").unwrap_or(false)
+    {
+        return Ok(());
+    }
+    Err(if from_bson_date(d.get("revoked_at")).is_some() {
+        StoreError::Revoked {
+            client_id: e.client_id.clone(),
+        }
+    } else {
+        StoreError::AlreadyEnrolled {
+            client_id: e.client_id.clone(),
+        }
+    })
+}
+
 /// Enrollment without transactions, in steps that a retry can resume: the
 /// client document first names the key being enrolled (`enrolling_key`),
 /// then the audit record and the key follow. A fault between the steps
@@ -68,17 +87,7 @@ impl Inner {
         if d.get_str("enrolling_key") == Ok(e.fingerprint.as_str()) {
             return self.resume_claim(e).await;
         }
-        if !d.get_bool("reenroll_allowed").unwrap_or(false) {
-            return Err(if from_bson_date(d.get("revoked_at")).is_some() {
-                StoreError::Revoked {
-                    client_id: e.client_id.clone(),
-                }
-            } else {
-                StoreError::AlreadyEnrolled {
-                    client_id: e.client_id.clone(),
-                }
-            });
-        }
+        may_claim(e, d)?;
         let now = to_bson_date(&e.received_at);
         // Only one re-enrollment may use the permission.
         let r = self
@@ -146,16 +155,27 @@ impl Inner {
             )
             .to_le_bytes(),
         );
-        self.insert_audit(vec![audit_doc(
-            Bson::String(id),
+        let mut records = vec![audit_doc(
+            Bson::String(id.clone()),
             &e.client_id,
             &e.hostname,
             &c,
             0,
             &e.received_at,
             None,
-        )])
-        .await?;
+        )];
+        if let Some(claim) = &e.token {
+            records.push(audit_doc(
+                Bson::String(format!("{id}:token")),
+                &e.client_id,
+                &e.hostname,
+                &crate::store::tokens::enrolled_with(claim),
+                1,
+                &e.received_at,
+                None,
+            ));
+        }
+        self.insert_audit(records).await?;
         self.fault("enroll-key")?;
         self.keys
             .update_many(

@@ -56,6 +56,7 @@ mod records;
 mod request;
 #[cfg(test)]
 pub(crate) mod tests;
+mod tokens;
 
 pub use options::client_options;
 
@@ -83,6 +84,7 @@ struct Inner {
     issues: Collection<Document>,
     parameters: Collection<Document>,
     leases: Collection<Document>,
+    tokens: Collection<Document>,
     write_concern: WriteConcern,
     /// Where the database is, for messages.
     target: String,
@@ -172,6 +174,7 @@ impl MongoStore {
             issues: db.collection("issues"),
             parameters: db.collection("client_parameters"),
             leases: db.collection("leases"),
+            tokens: db.collection("enrollment_tokens"),
             db,
             client,
             write_concern: WriteConcern::builder()

@@ -12,7 +12,7 @@ use super::fields::{from_bson_date, get_str, to_bson_date};
 use super::{DUPLICATE_KEY, Inner, MongoStore, nonce_id};
 use crate::store::{
     Delivery, EnrollOutcome, Enrollment, KeyRecord, RequestMeta, RequestStore, StoreError,
-    StoreResult, Submission, SubmitOutcome,
+    StoreResult, Submission, SubmitOutcome, TokenRecord,
 };
 
 /// The checks and writes every request makes.
@@ -122,6 +122,12 @@ impl RequestStore for MongoStore {
             .projection(doc! {"revoked_at": 1, "reenroll_allowed": 1, "enrolling_key": 1, "enrolling_action": 1})
             .await
             .map_err(|x| i.err(x))?;
+        if let Some(d) = &existing {
+            super::enroll::may_claim(&e, d)?;
+        }
+        if let Some(claim) = &e.token {
+            i.spend_token(&e, claim).await?;
+        }
         i.consume_nonce(&e.client_id, &e.nonce, &e.nonce_expires_at)
             .await?;
         let action = match existing {
@@ -168,6 +174,21 @@ impl RequestStore for MongoStore {
             .await?;
         i.mark_seen(&meta).await?;
         i.report_action(&meta, &report).await
+    }
+
+    async fn find_token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
+        self.inner.find_token(id).await
+    }
+
+    async fn repo_credential(&self, client_id: &str) -> StoreResult<Option<String>> {
+        self.inner.repo_credential(client_id).await
+    }
+
+    async fn set_repo_credential(&self, meta: RequestMeta, sha256: String) -> StoreResult<()> {
+        self.touch(meta.clone()).await?;
+        self.inner
+            .set_repo_credential(&meta.client_id, &sha256)
+            .await
     }
 
     async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64> {

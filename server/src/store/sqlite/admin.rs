@@ -8,12 +8,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
-use super::writer::Job;
+use super::writer::{Job, write_job};
 use super::{SqliteStore, backend_err, insert_changes, parse_opt_ts, parse_ts, ts};
 use crate::store::diff::{Change, ChangeAction};
 use crate::store::{
     ActionFilter, ActionRecord, AdminStore, AuditRecord, ClientDocument, ClientSummary, KeyInfo,
-    NewAction, Parameter, StoreError, StoreResult,
+    NewAction, NewToken, Parameter, StoreError, StoreResult, TokenRecord,
 };
 
 /// Revokes a client and its keys, with an audit record.
@@ -245,6 +245,30 @@ impl AdminStore for SqliteStore {
     async fn revoke_client(&self, client_id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
         let id = client_id.to_string();
         self.call(|r| Job::Revoke(id, at, r)).await
+    }
+
+    async fn add_token(&self, t: NewToken) -> StoreResult<()> {
+        self.call(|r| write_job(r, move |c, _| super::tokens::add(c, &t)))
+            .await
+    }
+
+    async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        self.read(super::tokens::list).await
+    }
+
+    async fn revoke_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.call(|r| write_job(r, move |c, _| super::tokens::revoke(c, &id, &at)))
+            .await
+    }
+
+    async fn clear_repo_credentials(&self, client_ids: Vec<String>) -> StoreResult<u64> {
+        self.call(|r| {
+            write_job(r, move |c, _| {
+                super::tokens::clear_repo_credentials(c, &client_ids)
+            })
+        })
+        .await
     }
 
     async fn allow_reenroll(&self, client_id: &str) -> StoreResult<()> {

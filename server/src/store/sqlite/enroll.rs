@@ -15,28 +15,8 @@ pub(super) fn enroll(
     nonces: &mut NonceLog<'_>,
     e: &Enrollment,
 ) -> StoreResult<EnrollOutcome> {
-    let existing_key: Option<(String, Option<String>)> = conn
-        .query_row(
-            "SELECT client_id, revoked_at FROM client_keys WHERE fingerprint = ?1",
-            [&e.fingerprint],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(backend_err)?;
-    match existing_key {
-        Some((client, None)) if client == e.client_id => {
-            consume_nonce(conn, nonces, &e.client_id, &e.nonce, &e.nonce_expires_at)?;
-            return Ok(EnrollOutcome::AlreadyEnrolled);
-        }
-        Some((client, Some(_))) if client == e.client_id => {
-            return Err(StoreError::Revoked { client_id: client });
-        }
-        Some(_) => {
-            return Err(StoreError::Invalid(
-                "this key is already enrolled for another client; generate a new key".into(),
-            ));
-        }
-        None => {}
+    if let Some(outcome) = enrolled_key(conn, nonces, e)? {
+        return Ok(outcome);
     }
     let client: Option<(Option<String>, bool, String)> = conn
         .query_row(
@@ -60,6 +40,7 @@ pub(super) fn enroll(
                     client_id: e.client_id.clone(),
                 });
             }
+            spend_token(conn, e, &mut changes)?;
             consume_nonce(conn, nonces, &e.client_id, &e.nonce, &e.nonce_expires_at)?;
             conn.execute(
                 "UPDATE client_keys SET revoked_at = ?2 WHERE client_id = ?1 AND revoked_at IS NULL",
@@ -78,14 +59,18 @@ pub(super) fn enroll(
                 ],
             )
             .map_err(backend_err)?;
-            changes.push(Change {
-                field: "key".into(),
-                action: ChangeAction::Change,
-                old: None,
-                new: Some(Value::String(e.fingerprint.clone())),
-            });
+            changes.insert(
+                0,
+                Change {
+                    field: "key".into(),
+                    action: ChangeAction::Change,
+                    old: None,
+                    new: Some(Value::String(e.fingerprint.clone())),
+                },
+            );
         }
         None => {
+            spend_token(conn, e, &mut changes)?;
             consume_nonce(conn, nonces, &e.client_id, &e.nonce, &e.nonce_expires_at)?;
             conn.execute(
                 "INSERT INTO clients (client_id, hostname, enrolled_at, first_seen_at, last_seen_at, \
@@ -93,12 +78,15 @@ pub(super) fn enroll(
                 params![e.client_id, e.hostname, now, e.address.to_string(), e.listener],
             )
             .map_err(backend_err)?;
-            changes.push(Change {
-                field: "key".into(),
-                action: ChangeAction::Add,
-                old: None,
-                new: Some(Value::String(e.fingerprint.clone())),
-            });
+            changes.insert(
+                0,
+                Change {
+                    field: "key".into(),
+                    action: ChangeAction::Add,
+                    old: None,
+                    new: Some(Value::String(e.fingerprint.clone())),
+                },
+            );
         }
     }
     conn.execute(
@@ -115,4 +103,44 @@ pub(super) fn enroll(
         None,
     )?;
     Ok(EnrollOutcome::Enrolled)
+}
+
+/// Spends the enrollment's token, if it presents one, and notes it for the
+/// audit trail.
+fn spend_token(conn: &Connection, e: &Enrollment, changes: &mut Vec<Change>) -> StoreResult<()> {
+    if let Some(claim) = &e.token {
+        super::tokens::spend(conn, claim, &e.received_at)?;
+        changes.push(crate::store::tokens::enrolled_with(claim));
+    }
+    Ok(())
+}
+
+/// The answer for a key that is enrolled already (for this client: the
+/// same enrollment again), if it is.
+fn enrolled_key(
+    conn: &Connection,
+    nonces: &mut NonceLog<'_>,
+    e: &Enrollment,
+) -> StoreResult<Option<EnrollOutcome>> {
+    let existing_key: Option<(String, Option<String>)> = conn
+        .query_row(
+            "SELECT client_id, revoked_at FROM client_keys WHERE fingerprint = ?1",
+            [&e.fingerprint],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(backend_err)?;
+    match existing_key {
+        Some((client, None)) if client == e.client_id => {
+            consume_nonce(conn, nonces, &e.client_id, &e.nonce, &e.nonce_expires_at)?;
+            Ok(Some(EnrollOutcome::AlreadyEnrolled))
+        }
+        Some((client, Some(_))) if client == e.client_id => {
+            Err(StoreError::Revoked { client_id: client })
+        }
+        Some(_) => Err(StoreError::Invalid(
+            "this key is already enrolled for another client; generate a new key".into(),
+        )),
+        None => Ok(None),
+    }
 }

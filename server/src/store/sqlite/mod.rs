@@ -47,6 +47,7 @@ mod schema;
 mod submit;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod writer;
 
 /// Jobs waiting for the writer before senders wait.

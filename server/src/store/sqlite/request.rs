@@ -7,11 +7,11 @@ use penguindome_protocol::actions::ActionReport;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::nonces::{NonceLog, Nonces, consume_nonce};
-use super::writer::Job;
+use super::writer::{Job, write_job};
 use super::{SqliteStore, backend_err, parse_opt_ts, ts};
 use crate::store::{
     Delivery, EnrollOutcome, Enrollment, KeyRecord, RequestMeta, RequestStore, StoreError,
-    StoreResult, Submission, SubmitOutcome,
+    StoreResult, Submission, SubmitOutcome, TokenRecord,
 };
 
 /// Refuses unknown and revoked keys; the check runs inside the write, so a
@@ -126,5 +126,26 @@ impl RequestStore for SqliteStore {
 
     async fn prune_nonces(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         self.call(|r| Job::PruneNonces(now, r)).await
+    }
+
+    async fn find_token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
+        let id = id.to_string();
+        self.read(move |c| super::tokens::find(c, &id)).await
+    }
+
+    async fn repo_credential(&self, client_id: &str) -> StoreResult<Option<String>> {
+        let id = client_id.to_string();
+        self.read(move |c| super::tokens::repo_credential(c, &id))
+            .await
+    }
+
+    async fn set_repo_credential(&self, meta: RequestMeta, sha256: String) -> StoreResult<()> {
+        self.call(|r| {
+            write_job(r, move |c, n| {
+                touch(c, n, &meta)?;
+                super::tokens::set_repo_credential(c, &meta.client_id, &sha256)
+            })
+        })
+        .await
     }
 }

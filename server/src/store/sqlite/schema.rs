@@ -6,8 +6,10 @@ use super::backend_err;
 use crate::store::{StoreError, StoreResult};
 
 /// Current schema version (PRAGMA user_version).
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
+// Version 5 added enrollment_tokens and clients.repo_credential_sha256
+// (each client's own repository password, hashed).
 // Version 4 replaced patches and patch_targets (never filled: nothing
 // queued patches) with actions and action_targets.
 // Version 3 added clients.facts_version (the facts version of the latest
@@ -30,7 +32,8 @@ CREATE TABLE IF NOT EXISTS clients (
     revoked_at       TEXT,
     reenroll_allowed INTEGER NOT NULL DEFAULT 0,
     facts_version    INTEGER NOT NULL DEFAULT 1,
-    verdicts         TEXT
+    verdicts         TEXT,
+    repo_credential_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS clients_hostname ON clients(hostname);
 CREATE TABLE IF NOT EXISTS client_keys (
@@ -117,6 +120,18 @@ CREATE TABLE IF NOT EXISTS action_targets (
     PRIMARY KEY (action_id, client_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS action_targets_client ON action_targets(client_id, state);
+CREATE TABLE IF NOT EXISTS enrollment_tokens (
+    token_id      TEXT PRIMARY KEY,
+    secret_sha256 TEXT NOT NULL,
+    label         TEXT NOT NULL,
+    max_uses      INTEGER NOT NULL,
+    uses          INTEGER NOT NULL DEFAULT 0,
+    expires_at    TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    created_by    TEXT NOT NULL,
+    revoked_at    TEXT,
+    last_used_at  TEXT
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (
     name   TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
@@ -143,12 +158,16 @@ pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
     // upgrading a read snapshot, which fails at once when a checkpoint or
     // another writer got in between.
     // Tables that exist already gain the columns of later versions.
-    let added_columns = if (1..3).contains(&version) {
-        "ALTER TABLE clients ADD COLUMN facts_version INTEGER NOT NULL DEFAULT 1; \
-         ALTER TABLE clients ADD COLUMN verdicts TEXT;"
-    } else {
-        ""
-    };
+    let mut added_columns = String::new();
+    if (1..3).contains(&version) {
+        added_columns.push_str(
+            "ALTER TABLE clients ADD COLUMN facts_version INTEGER NOT NULL DEFAULT 1; \
+             ALTER TABLE clients ADD COLUMN verdicts TEXT;",
+        );
+    }
+    if (1..5).contains(&version) {
+        added_columns.push_str("ALTER TABLE clients ADD COLUMN repo_credential_sha256 TEXT;");
+    }
     let dropped = if (1..4).contains(&version) {
         "DROP TABLE IF EXISTS patch_targets; DROP TABLE IF EXISTS patches;"
     } else {

@@ -198,7 +198,9 @@ async fn a_version_1_database_gains_the_audit_tables() {
         .execute_batch(
             "DROP TABLE issues; DROP TABLE client_parameters; \
              ALTER TABLE clients DROP COLUMN facts_version; \
-             ALTER TABLE clients DROP COLUMN verdicts; PRAGMA user_version = 1;",
+             ALTER TABLE clients DROP COLUMN verdicts; \
+             ALTER TABLE clients DROP COLUMN repo_credential_sha256; \
+             DROP TABLE enrollment_tokens; PRAGMA user_version = 1;",
         )
         .unwrap();
     let store = SqliteStore::open(&path).unwrap();

@@ -28,6 +28,31 @@ const WAL_FRAMES_LIMIT: i64 = 16_384;
 /// Where a job's answer goes.
 pub(super) type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
+/// A write that answers its caller itself: given the connection it runs,
+/// given the database's refusal it answers with that.
+pub(super) type WriteFn = Box<
+    dyn for<'a, 'b> FnOnce(
+            Result<(&'a Connection, &'a mut NonceLog<'b>), &'a str>,
+        ) -> (Finisher, bool)
+        + Send,
+>;
+
+/// Wraps a write on the connection as a [`Job::Write`] answering `reply`.
+pub(super) fn write_job<T: Send + 'static>(
+    reply: Reply<T>,
+    f: impl FnOnce(&Connection, &mut NonceLog<'_>) -> StoreResult<T> + Send + 'static,
+) -> Job {
+    Job::Write(Box::new(move |conn| match conn {
+        Ok((c, n)) => finisher(reply, f(c, n)),
+        Err(msg) => finisher(
+            reply,
+            Err(StoreError::Backend(format!(
+                "the database refused the write: {msg}"
+            ))),
+        ),
+    }))
+}
+
 /// A write for the writer thread, with where its answer goes.
 pub(super) enum Job {
     Enroll(Enrollment, Reply<EnrollOutcome>),
@@ -48,6 +73,8 @@ pub(super) enum Job {
     Clear(Reply<()>),
     /// A small real write, to learn whether the writer still commits.
     Probe(Reply<()>),
+    /// A write without a variant of its own; see [`WriteFn`].
+    Write(WriteFn),
     /// Ends the writer thread as a crash would (tests).
     #[cfg(test)]
     Crash,
@@ -76,7 +103,7 @@ impl WriterHealth {
 }
 
 /// Answers one job after the batch's commit (or its failure).
-type Finisher = Box<dyn FnOnce(Option<&str>) + Send>;
+pub(super) type Finisher = Box<dyn FnOnce(Option<&str>) + Send>;
 
 fn finisher<T: Send + 'static>(reply: Reply<T>, result: StoreResult<T>) -> (Finisher, bool) {
     let ok = result.is_ok();
@@ -272,6 +299,7 @@ fn fail_job(job: Job, msg: &str) -> Finisher {
         Job::ReleaseLease(_, _, r) => fail(r, msg),
         Job::Clear(r) => fail(r, msg),
         Job::Probe(r) => fail(r, msg),
+        Job::Write(f) => f(Err(msg)).0,
         #[cfg(test)]
         Job::Crash => Box::new(|_| {}),
         Job::Shutdown(_) => Box::new(|_| {}),
@@ -320,6 +348,7 @@ fn run_in_savepoint(
         }
         Job::Clear(r) => finisher(r, migration::clear(conn, n.nonces)),
         Job::Probe(r) => finisher(r, probe(conn)),
+        Job::Write(f) => f(Ok((conn, &mut n))),
         #[cfg(test)]
         Job::Crash => unreachable!("handled by the writer loop"),
         Job::Shutdown(_) => unreachable!("handled by the writer loop"),
