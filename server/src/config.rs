@@ -184,6 +184,10 @@ pub struct ListenerConfig {
         deserialize_with = "proxy_nets"
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Being retired: it still serves, but a client whose signed requests
+    /// arrive here gets a `deprecated-port` issue.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deprecated: bool,
 }
 
 /// Reads `trusted_proxies` with [`parse_proxy_net`].

@@ -738,3 +738,50 @@ fn a_relay_with_a_private_ca_is_trusted_only_through_smtp_ca_file() {
     assert_eq!(mails.len(), 1, "{mails:#?}");
     assert!(mails[0].contains("To: admins@example.com") && mails[0].contains("tls-host"));
 }
+
+/// Names of the open issues of one host.
+fn open_issues(site: &Site, host: &str) -> Vec<String> {
+    site.admin_json(&["issues", "list", "--host", host, "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_deprecated_listener_raises_deprecated_port_until_the_client_moves() {
+    let site = Site::init();
+    let port = free_port();
+    let path = site.config_dir.join("server.toml");
+    let mut toml = std::fs::read_to_string(&path).unwrap();
+    toml.push_str(&format!(
+        "\n[[listener]]\nname = \"old\"\naddress = \"127.0.0.1:{port}\"\ndeprecated = true\n\n\
+         [listener.tls]\ncertificate = \"tls/server.crt\"\nkey = \"tls/server.key\"\n"
+    ));
+    std::fs::write(&path, toml).unwrap();
+    let _server = site.start();
+    let main = site.agent_config();
+    let mut old = main.clone();
+    old.server_url = format!("https://127.0.0.1:{port}");
+    let (via_old, via_main) = (
+        Transport::new(&old).unwrap(),
+        Transport::new(&main).unwrap(),
+    );
+    let client = SimClient::enroll(&old, &via_old, "mover").unwrap();
+    submit(&client, &via_old, "mover", compliant());
+    succeeds(&site, &["issues", "audit"]);
+    assert!(open_issues(&site, "mover").contains(&"deprecated-port".to_string()));
+    // It still serves: the next request through the main listener moves it.
+    submit(&client, &via_main, "mover", compliant());
+    let outcome = site.admin_json(&["issues", "audit", "--json"]);
+    let closed: Vec<&str> = outcome["closed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["client_id"] == client.id.as_str())
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(closed, ["deprecated-port"], "{outcome:#}");
+    assert!(!open_issues(&site, "mover").contains(&"deprecated-port".to_string()));
+}

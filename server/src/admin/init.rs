@@ -642,6 +642,7 @@ fn server_config(
             address: answers.listen,
             tls,
             trusted_proxies: Vec::new(),
+            deprecated: false,
         }],
         store: match &answers.store {
             StoreChoice::Sqlite => StoreConfig::Sqlite {

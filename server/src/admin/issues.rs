@@ -132,7 +132,7 @@ pub async fn run(
     cmd: IssuesCommand,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let settings = Settings::from_config(&config.audit)?;
+    let settings = Settings::from_config(&config.audit)?.with_listeners(&config.listeners);
     if matches!(cmd, IssuesCommand::List { .. } | IssuesCommand::Checks) {
         return execute(config, &settings, store, cmd, now).await;
     }

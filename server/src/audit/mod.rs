@@ -88,6 +88,8 @@ pub struct Settings {
     pub report_checks: Vec<Box<dyn Check>>,
     /// What judges verdicts ([`verdicts::basis`]).
     pub basis: String,
+    /// Listeners marked deprecated in server.toml (`deprecated-port`).
+    pub deprecated_listeners: Vec<String>,
 }
 
 impl Settings {
@@ -145,9 +147,20 @@ impl Settings {
                 .filter(|c| c.decided_by_report())
                 .collect(),
             basis: String::new(),
+            deprecated_listeners: Vec::new(),
         };
         settings.basis = verdicts::basis(&settings);
         Ok(settings)
+    }
+
+    /// Notes which of the server's listeners are deprecated.
+    pub fn with_listeners(mut self, listeners: &[crate::config::ListenerConfig]) -> Self {
+        self.deprecated_listeners = listeners
+            .iter()
+            .filter(|l| l.deprecated)
+            .map(|l| l.name.clone())
+            .collect();
+        self
     }
 
     fn timing(&self, name: &str) -> (Duration, Duration) {
@@ -531,6 +544,7 @@ async fn judge_client(
             .copied()
             .unwrap_or(0),
         peer_seen_at: fleet.peer_seen_at(&row.client_id),
+        last_listener: Some(&row.last_listener),
     };
     let verdicts = match Verdicts::current(row.verdicts.as_deref(), settings, now) {
         Some(v) => v,
@@ -547,6 +561,7 @@ async fn judge_client(
         hours: &settings.hours,
         not_reporting_after: settings.not_reporting_after,
         screenlock_max_delay: settings.screenlock_max_delay,
+        deprecated_listeners: &settings.deprecated_listeners,
     };
     let findings: Vec<(&'static str, Finding)> = settings
         .checks

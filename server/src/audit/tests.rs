@@ -751,6 +751,7 @@ async fn stored_verdicts_are_used_until_their_basis_changes_or_they_expire() {
                 facts_version: FACTS_VERSION,
                 pending_patches: 0,
                 peer_seen_at: None,
+                last_listener: None,
             };
             verdicts::judge(&s, &facts, t1)
         };

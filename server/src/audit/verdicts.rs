@@ -85,6 +85,7 @@ pub fn judge(settings: &Settings, facts: &Facts<'_>, now: DateTime<Utc>) -> Verd
         hours: &settings.hours,
         not_reporting_after: settings.not_reporting_after,
         screenlock_max_delay: settings.screenlock_max_delay,
+        deprecated_listeners: &settings.deprecated_listeners,
     };
     let mut verdicts = Verdicts {
         basis: settings.basis.clone(),

@@ -207,6 +207,8 @@ pub struct AuditRow {
     pub revoked_at: Option<DateTime<Utc>>,
     /// The verdicts (JSON), if the latest report got them.
     pub verdicts: Option<String>,
+    /// The listener of its latest signed request.
+    pub last_listener: String,
 }
 
 /// What happened to a submission.

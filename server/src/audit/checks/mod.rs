@@ -17,6 +17,7 @@ use crate::store::ClientDocument;
 mod agent_upgrade;
 mod auto_updates;
 mod certificate_refused;
+mod deprecated_port;
 mod disk_encryption;
 mod firewall;
 mod guest_session;
@@ -56,6 +57,9 @@ pub struct Facts<'a> {
     /// The latest contact of the machines its user also uses
     /// (`user_clients`), if any.
     pub peer_seen_at: Option<DateTime<Utc>>,
+    /// The listener of its latest signed request (none for a report
+    /// being judged as it arrives).
+    pub last_listener: Option<&'a str>,
 }
 
 impl<'a> Facts<'a> {
@@ -72,6 +76,7 @@ impl<'a> Facts<'a> {
             facts_version: doc.facts_version,
             pending_patches,
             peer_seen_at,
+            last_listener: Some(&doc.summary.last_listener),
         }
     }
 
@@ -85,6 +90,7 @@ impl<'a> Facts<'a> {
             facts_version: report.facts_version,
             pending_patches: 0,
             peer_seen_at: None,
+            last_listener: None,
         }
     }
 
@@ -115,6 +121,8 @@ pub struct Context<'a> {
     pub not_reporting_after: Duration,
     /// Longest screen-lock delay accepted.
     pub screenlock_max_delay: Duration,
+    /// Names of the listeners marked deprecated.
+    pub deprecated_listeners: &'a [String],
 }
 
 /// A check's verdict.
@@ -179,6 +187,7 @@ pub fn all() -> Vec<Box<dyn Check>> {
         Box::new(pending_patches::PendingPatches),
         Box::new(agent_upgrade::AgentUpgrade),
         Box::new(certificate_refused::CertificateRefused),
+        Box::new(deprecated_port::DeprecatedPort),
         Box::new(location::Location),
     ]
 }

@@ -62,6 +62,7 @@ fn judge_version(name: &str, plugins: Value, version: u32) -> Finding {
         hours: &hours,
         not_reporting_after: Duration::from_secs(8 * 3600),
         screenlock_max_delay: Duration::from_secs(900),
+        deprecated_listeners: &["old".to_string()],
     };
     let d = doc(plugins, version);
     let facts = Facts::of_client(&d, 0, None);
@@ -483,4 +484,34 @@ fn a_refused_server_certificate_is_an_issue_for_a_week() {
         judge("server-certificate-refused", with(&agent)),
         Finding::Clear
     );
+}
+
+#[test]
+fn a_client_on_a_deprecated_listener_is_told_to_move() {
+    let hours = BusinessHours::new(Some("UTC"), None, None).unwrap();
+    let deprecated = ["old".to_string()];
+    let cx = Context {
+        now: now(),
+        hours: &hours,
+        not_reporting_after: Duration::from_secs(8 * 3600),
+        screenlock_max_delay: Duration::from_secs(900),
+        deprecated_listeners: &deprecated,
+    };
+    let check = all()
+        .into_iter()
+        .find(|c| c.name() == "deprecated-port")
+        .unwrap();
+    let mut d = doc(json!({}), FACTS_VERSION);
+    // The fixture's listener is "l".
+    assert_eq!(
+        check.evaluate(&Facts::of_client(&d, 0, None), &cx),
+        Finding::Clear
+    );
+    d.summary.last_listener = "old".into();
+    let why = raised(check.evaluate(&Facts::of_client(&d, 0, None), &cx));
+    assert!(
+        why.contains("\"old\"") && why.contains("deprecated"),
+        "{why}"
+    );
+    assert!(!check.decided_by_report(), "the periodic audit judges it");
 }

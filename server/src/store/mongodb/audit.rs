@@ -120,7 +120,7 @@ impl AuditStore for MongoStore {
     async fn audit_rows(&self) -> StoreResult<AuditRows> {
         let i = self.inner.clone();
         let projection = doc! {"hostname": 1, "enrolled_at": 1, "last_seen_at": 1,
-        "submitted_at": 1, "revoked_at": 1, "verdicts": 1};
+        "submitted_at": 1, "revoked_at": 1, "verdicts": 1, "last_listener": 1};
         let cursor = i
             .clients
             .find(doc! {})
@@ -152,5 +152,6 @@ fn audit_row(d: &Document) -> AuditRow {
         submitted_at: from_bson_date(d.get("submitted_at")),
         revoked_at: from_bson_date(d.get("revoked_at")),
         verdicts: opt_str(d, "verdicts"),
+        last_listener: get_str(d, "last_listener"),
     }
 }

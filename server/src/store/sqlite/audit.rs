@@ -177,7 +177,7 @@ fn send_audit_rows(
 ) -> rusqlite::Result<()> {
     let mut st = c.prepare(
         "SELECT client_id, hostname, enrolled_at, last_seen_at, submitted_at, revoked_at, \
-         verdicts FROM clients ORDER BY hostname, client_id",
+         verdicts, last_listener FROM clients ORDER BY hostname, client_id",
     )?;
     let mut rows = st.query([])?;
     while let Some(r) = rows.next()? {
@@ -198,6 +198,7 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
         submitted_at: parse_opt_ts(r.get(4)?)?,
         revoked_at: parse_opt_ts(r.get(5)?)?,
         verdicts: r.get(6)?,
+        last_listener: r.get(7)?,
     })
 }
 
