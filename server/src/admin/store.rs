@@ -215,8 +215,9 @@ mod tests {
         .await
         .unwrap();
         let count = |k: Kind| counts.iter().find(|(x, _)| *x == k).unwrap().1;
-        assert_eq!(count(Kind::Clients), 3);
-        assert_eq!(count(Kind::Keys), 3);
+        assert_eq!(count(Kind::Clients), 4);
+        assert_eq!(count(Kind::Keys), 4);
+        assert_eq!(count(Kind::Tokens), 2);
         assert_eq!(count(Kind::Actions), 1);
         assert_eq!(count(Kind::Issues), 2);
         assert_eq!(count(Kind::Parameters), 2);
@@ -273,7 +274,16 @@ mod tests {
                 source.audit_trail(&c.client_id, 100).await.unwrap(),
                 back.audit_trail(&c.client_id, 100).await.unwrap()
             );
+            // Agents keep their repository credentials across a move.
+            assert_eq!(
+                source.repo_credential(&c.client_id).await.unwrap(),
+                back.repo_credential(&c.client_id).await.unwrap()
+            );
         }
+        let tokens = source.tokens().await.unwrap();
+        assert_eq!(tokens, target.tokens().await.unwrap());
+        assert_eq!(tokens, back.tokens().await.unwrap());
+        assert!(tokens.iter().any(|t| t.uses == 1 && t.max_uses == 2));
 
         // A damaged copy is noticed.
         back.clear().await.unwrap();

@@ -232,19 +232,10 @@ async fn list(store: &dyn AdminStore, json: bool) -> anyhow::Result<()> {
     let tokens = store.tokens().await?;
     let now = Utc::now();
     if json {
-        #[derive(Serialize)]
-        struct Listed<'a> {
-            #[serde(flatten)]
-            token: &'a TokenRecord,
-            state: &'static str,
-        }
-        let listed: Vec<_> = tokens
+        let listed: Vec<serde_json::Value> = tokens
             .iter()
-            .map(|t| Listed {
-                token: t,
-                state: t.state(now),
-            })
-            .collect();
+            .map(|t| listed(t, now))
+            .collect::<Result<_, _>>()?;
         println!("{}", serde_json::to_string_pretty(&listed)?);
         return Ok(());
     }
@@ -277,6 +268,17 @@ async fn list(store: &dyn AdminStore, json: bool) -> anyhow::Result<()> {
     }
     println!("{t}");
     Ok(())
+}
+
+/// A token as `tokens list --json` shows it: with its state, without the
+/// hash of its secret.
+fn listed(t: &TokenRecord, now: DateTime<Utc>) -> serde_json::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(t)?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("secret_sha256");
+        o.insert("state".into(), t.state(now).into());
+    }
+    Ok(v)
 }
 
 async fn revoke(store: &dyn AdminStore, id: &str, json: bool) -> anyhow::Result<()> {

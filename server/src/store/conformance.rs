@@ -98,6 +98,19 @@ pub(crate) async fn populate(store: &Arc<dyn Store>) {
         store.touch(meta(&id, &fp)).await.unwrap();
         ids.push((id, fp));
     }
+    store
+        .set_repo_credential(meta(&ids[0].0, &ids[0].1), "ab".repeat(32))
+        .await
+        .unwrap();
+    // A token used once of two, and a revoked one.
+    let used = new_token(store, 2).await;
+    let (joiner, jfp) = (client_id(), new_nonce().to_uppercase());
+    store
+        .enroll(with_token(&joiner, &jfp, &used))
+        .await
+        .unwrap();
+    let revoked = new_token(store, 1).await;
+    store.revoke_token(&revoked.id, Utc::now()).await.unwrap();
     store.revoke_client(&ids[2].0, Utc::now()).await.unwrap();
     let action = new_patch(&[&ids[0].0, &ids[1].0], Duration::days(1));
     store.add_action(action.clone()).await.unwrap();

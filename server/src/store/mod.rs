@@ -463,11 +463,13 @@ pub enum Kind {
     Issues,
     /// Client parameters.
     Parameters,
+    /// Enrollment tokens.
+    Tokens,
 }
 
 impl Kind {
     /// Every kind, in copy order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Clients,
         Kind::Keys,
         Kind::Audit,
@@ -475,6 +477,7 @@ impl Kind {
         Kind::Actions,
         Kind::Issues,
         Kind::Parameters,
+        Kind::Tokens,
     ];
 
     /// Name for messages.
@@ -487,6 +490,7 @@ impl Kind {
             Kind::Actions => "actions",
             Kind::Issues => "issues",
             Kind::Parameters => "client parameters",
+            Kind::Tokens => "enrollment tokens",
         }
     }
 }
@@ -534,6 +538,9 @@ pub enum Record {
         reenroll_allowed: bool,
         /// Plugin outputs, JSON text by plugin name.
         plugins: BTreeMap<String, String>,
+        /// SHA-256 (hex) of its repository password, if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repo_credential_sha256: Option<String>,
     },
     /// An enrolled key.
     Key {
@@ -588,6 +595,8 @@ pub enum Record {
     Issue(Issue),
     /// A client parameter.
     Parameter(Parameter),
+    /// An enrollment token (its secret's hash, uses and expiry).
+    Token(TokenRecord),
 }
 
 impl Record {

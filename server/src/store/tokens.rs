@@ -33,8 +33,7 @@ pub struct NewToken {
 pub struct TokenRecord {
     /// Public id.
     pub id: String,
-    /// SHA-256 of the secret, hex (not shown by `tokens list`).
-    #[serde(skip_serializing)]
+    /// SHA-256 of the secret, hex (`tokens list` leaves it out).
     pub secret_sha256: String,
     /// Label.
     pub label: String,

@@ -23,6 +23,7 @@ impl Inner {
             Kind::Actions => &self.actions,
             Kind::Issues => &self.issues,
             Kind::Parameters => &self.parameters,
+            Kind::Tokens => &self.tokens,
         }
     }
 }

@@ -28,6 +28,7 @@ pub(super) fn to_record(kind: Kind, d: &Document) -> StoreResult<(String, Record
         }
         Kind::Issues => Record::Issue(issue_from_doc(d)),
         Kind::Parameters => Record::Parameter(parameter_from_doc(d)?),
+        Kind::Tokens => Record::Token(super::tokens::record(d)),
     };
     // Audit records page by time, then position, then id.
     let cursor = match kind {
@@ -65,6 +66,7 @@ fn client_record(id: &str, d: &Document) -> Record {
                     .collect()
             })
             .unwrap_or_default(),
+        repo_credential_sha256: opt_str(d, "repo_credential_sha256"),
     }
 }
 
@@ -127,6 +129,7 @@ pub(super) fn from_record(r: &Record) -> StoreResult<Document> {
         }
         Record::Issue(issue) => issue_doc(issue),
         Record::Parameter(p) => parameter_doc(p),
+        Record::Token(t) => super::tokens::token_doc(t),
     })
 }
 
@@ -147,6 +150,7 @@ fn client_doc(r: &Record) -> Document {
         revoked_at,
         reenroll_allowed,
         plugins,
+        repo_credential_sha256,
     } = r
     else {
         unreachable!("from_record hands clients only");
@@ -157,7 +161,7 @@ fn client_doc(r: &Record) -> Document {
         texts.insert(name.clone(), text.as_str());
         digests.insert(name.clone(), hex::encode(plugin_digest(text)));
     }
-    doc! {
+    let mut d = doc! {
         "_id": client_id, "hostname": hostname, "enrolled_at": to_bson_date(enrolled_at),
         "first_seen_at": to_bson_date(first_seen_at), "last_seen_at": to_bson_date(last_seen_at),
         "last_address": last_address, "last_listener": last_listener,
@@ -166,7 +170,11 @@ fn client_doc(r: &Record) -> Document {
         "facts_version": i64::from(*facts_version),
         "revoked_at": opt_date(revoked_at.as_ref()), "reenroll_allowed": reenroll_allowed,
         "plugins": texts, "plugin_digests": digests,
+    };
+    if let Some(sha) = repo_credential_sha256 {
+        d.insert("repo_credential_sha256", sha);
     }
+    d
 }
 
 fn key_doc(r: &Record) -> StoreResult<Document> {
@@ -224,5 +232,6 @@ pub(super) fn kind_of(r: &Record) -> Kind {
         Record::Action(_) => Kind::Actions,
         Record::Issue(_) => Kind::Issues,
         Record::Parameter(_) => Kind::Parameters,
+        Record::Token(_) => Kind::Tokens,
     }
 }

@@ -14,7 +14,8 @@ use super::fields::{date, from_bson_date, get_str, to_bson_date};
 use crate::store::tokens::unknown_token;
 use crate::store::{Enrollment, NewToken, StoreResult, TokenClaim, TokenRecord};
 
-fn record(d: &Document) -> TokenRecord {
+/// A token document as the stores share it.
+pub(super) fn record(d: &Document) -> TokenRecord {
     let count = |k: &str| {
         d.get_i64(k)
             .or_else(|_| d.get_i32(k).map(i64::from))
@@ -33,6 +34,20 @@ fn record(d: &Document) -> TokenRecord {
         created_by: get_str(d, "created_by"),
         revoked_at: from_bson_date(d.get("revoked_at")),
         last_used_at: from_bson_date(d.get("last_used_at")),
+    }
+}
+
+/// A token as a document: `remaining` from its uses; which keys spent them
+/// is not known across stores.
+pub(super) fn token_doc(t: &TokenRecord) -> Document {
+    let opt = |d: &Option<DateTime<Utc>>| d.as_ref().map_or(Bson::Null, to_bson_date);
+    doc! {
+        "_id": &t.id, "secret_sha256": &t.secret_sha256, "label": &t.label,
+        "max_uses": i64::from(t.max_uses),
+        "remaining": i64::from(t.max_uses.saturating_sub(t.uses)),
+        "used_by": [], "expires_at": to_bson_date(&t.expires_at),
+        "created_at": to_bson_date(&t.created_at), "created_by": &t.created_by,
+        "revoked_at": opt(&t.revoked_at), "last_used_at": opt(&t.last_used_at),
     }
 }
 

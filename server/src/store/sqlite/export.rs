@@ -36,6 +36,10 @@ pub(super) fn export(
             .collect()),
         Kind::Issues => issues(c, &after_text, limit),
         Kind::Parameters => parameters(c, &after_text, limit),
+        Kind::Tokens => Ok(super::tokens::page(c, &after_text, limit)?
+            .into_iter()
+            .map(|t| (t.id.clone(), Record::Token(t)))
+            .collect()),
     }
 }
 
@@ -43,7 +47,8 @@ fn clients(c: &Connection, after: &str, limit: i64) -> rusqlite::Result<Page> {
     let mut st = c.prepare(
         "SELECT client_id, hostname, enrolled_at, first_seen_at, last_seen_at, last_address, last_listener, \
          collected_at, submitted_at, last_report_id, agent_version, revoked_at, reenroll_allowed, \
-         facts_version FROM clients WHERE client_id > ?1 ORDER BY client_id LIMIT ?2",
+         facts_version, repo_credential_sha256 FROM clients WHERE client_id > ?1 \
+         ORDER BY client_id LIMIT ?2",
     )?;
     let mut plugins_st =
         c.prepare("SELECT name, data FROM plugins WHERE client_id = ?1 ORDER BY name")?;
@@ -64,6 +69,7 @@ fn clients(c: &Connection, after: &str, limit: i64) -> rusqlite::Result<Page> {
             reenroll_allowed: r.get(12)?,
             facts_version: r.get(13)?,
             plugins: BTreeMap::new(),
+            repo_credential_sha256: r.get(14)?,
         })
     })?;
     let mut out = Vec::new();

@@ -40,6 +40,7 @@ pub(super) fn import(
             Record::Issue(issue) => put_issues(conn, std::slice::from_ref(issue))?,
             Record::Parameter(p) => put_parameter(conn, p)?,
             Record::Action(a) => super::actions::import(conn, a)?,
+            Record::Token(t) => super::tokens::import(conn, t)?,
         }
     }
     Ok(())
@@ -62,6 +63,7 @@ fn import_client(conn: &Connection, r: &Record) -> StoreResult<()> {
         revoked_at,
         reenroll_allowed,
         plugins,
+        repo_credential_sha256,
     } = r
     else {
         unreachable!("import hands clients only");
@@ -73,13 +75,13 @@ fn import_client(conn: &Connection, r: &Record) -> StoreResult<()> {
     conn.execute(
         "INSERT INTO clients (client_id, hostname, enrolled_at, first_seen_at, last_seen_at, last_address, \
          last_listener, collected_at, submitted_at, last_report_id, agent_version, plugin_digests, \
-         revoked_at, reenroll_allowed, facts_version) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         revoked_at, reenroll_allowed, facts_version, repo_credential_sha256) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             client_id, hostname, ts(enrolled_at), ts(first_seen_at), ts(last_seen_at), last_address,
             last_listener, collected_at.as_ref().map(ts), submitted_at.as_ref().map(ts), last_report_id,
             agent_version, pack_digests(&digests), revoked_at.as_ref().map(ts), reenroll_allowed,
-            facts_version,
+            facts_version, repo_credential_sha256,
         ],
     )
     .map_err(backend_err)?;
@@ -157,7 +159,7 @@ fn import_audit(conn: &Connection, r: &Record) -> StoreResult<()> {
 /// Empties every table (a migration target with --force).
 pub(super) fn clear(conn: &Connection, nonces: &mut Nonces) -> StoreResult<()> {
     conn.execute_batch(
-        "DELETE FROM issues; DELETE FROM client_parameters; \
+        "DELETE FROM enrollment_tokens; DELETE FROM issues; DELETE FROM client_parameters; \
          DELETE FROM action_targets; DELETE FROM actions; DELETE FROM nonces; DELETE FROM audit_trail; \
          DELETE FROM plugins; DELETE FROM client_keys; DELETE FROM clients;",
     )
@@ -176,6 +178,7 @@ fn table(kind: Kind) -> &'static str {
         Kind::Actions => "actions",
         Kind::Issues => "issues",
         Kind::Parameters => "client_parameters",
+        Kind::Tokens => "enrollment_tokens",
     }
 }
 

@@ -43,6 +43,42 @@ pub(super) fn list(conn: &Connection) -> rusqlite::Result<Vec<TokenRecord>> {
     .collect()
 }
 
+/// One page of tokens by id, after `after`, for a copy.
+pub(super) fn page(
+    conn: &Connection,
+    after: &str,
+    limit: i64,
+) -> rusqlite::Result<Vec<TokenRecord>> {
+    conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM enrollment_tokens WHERE token_id > ?1 ORDER BY token_id LIMIT ?2"
+    ))?
+    .query_map(params![after, limit], record)?
+    .collect()
+}
+
+/// Writes a token copied from another store, as it stands there.
+pub(super) fn import(conn: &Connection, t: &TokenRecord) -> StoreResult<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO enrollment_tokens (token_id, secret_sha256, label, max_uses, uses, \
+         expires_at, created_at, created_by, revoked_at, last_used_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            t.id,
+            t.secret_sha256,
+            t.label,
+            t.max_uses,
+            t.uses,
+            ts(&t.expires_at),
+            ts(&t.created_at),
+            t.created_by,
+            t.revoked_at.as_ref().map(ts),
+            t.last_used_at.as_ref().map(ts)
+        ],
+    )
+    .map_err(backend_err)?;
+    Ok(())
+}
+
 /// Stores a new token.
 pub(super) fn add(conn: &Connection, t: &NewToken) -> StoreResult<()> {
     conn.execute(
