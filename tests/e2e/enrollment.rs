@@ -11,7 +11,7 @@ use penguindome_agent::session::{Authority, Session, SessionError};
 use penguindome_agent::transport::Transport;
 use penguindome_protocol::SecretKey;
 use penguindome_protocol::envelope::new_nonce;
-use penguindome_tests::{AgentHost, Backend, Site, on_both_stores, text};
+use penguindome_tests::{AgentHost, Backend, Site, http, on_both_stores, text};
 use serde_json::Value;
 
 on_both_stores!(tokens_enroll_machines_and_each_gets_its_own_repository_credential,);
@@ -21,25 +21,8 @@ on_both_stores!(tokens_enroll_machines_and_each_gets_its_own_repository_credenti
 const PROBE: &str = "/penguindome/v1/repo/apt/dists/stable/InRelease";
 
 fn fetch(site: &Site, user: &str, password: &str) -> u16 {
-    let out = Command::new("curl")
-        .args([
-            "--silent",
-            "--output",
-            "/dev/null",
-            "--write-out",
-            "%{http_code}",
-        ])
-        .arg("--cacert")
-        .arg(site.config_dir.join("tls/server.crt"))
-        .arg("--user")
-        .arg(format!("{user}:{password}"))
-        .arg(format!("{}{PROBE}", site.url))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    let ca = site.config_dir.join("tls/server.crt");
+    http::get(&format!("{}{PROBE}", site.url), &ca, Some((user, password))).status
 }
 
 /// A machine whose agent.toml is the site package's: no shared secret.

@@ -13,6 +13,7 @@ use penguindome_agent::transport::Transport;
 use penguindome_protocol::envelope::new_nonce;
 use penguindome_protocol::wire::paths;
 use penguindome_protocol::{Envelope, SecretKey};
+use penguindome_tests::http::Get;
 use penguindome_tests::{Backend, SimClient, Site, on_both_stores, text};
 use serde_json::{Value, json};
 
@@ -690,41 +691,26 @@ fn a_trusted_proxy_names_the_client_and_nobody_else_can() {
 
     // The HTTP status of a repository request, as curl saw it.
     let status = |base: &str, forwarded: Option<&str>| {
-        let mut c = std::process::Command::new("curl");
-        c.args([
-            "--silent",
-            "--output",
-            "/dev/null",
-            "--write-out",
-            "%{http_code}",
-        ])
-        .args([
-            "--cacert",
-            site.config_dir.join("tls/server.crt").to_str().unwrap(),
-        ]);
-        if let Some(f) = forwarded {
-            c.args(["--header", &format!("X-Forwarded-For: {f}")]);
+        let url = format!("{base}/penguindome/v1/repo/apt/dists/stable/InRelease");
+        let get = Get::new(&url, &site.config_dir.join("tls/server.crt"));
+        match forwarded {
+            Some(f) => get.header(&format!("X-Forwarded-For: {f}")).send(),
+            None => get.send(),
         }
-        let out = c
-            .arg(format!(
-                "{base}/penguindome/v1/repo/apt/dists/stable/InRelease"
-            ))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
+        .status
     };
     let proxy = format!("http://127.0.0.1:{proxy_port}");
     // Through the proxy, a client in 10.0.0.0/8 passes the access rules
     // (and finds nothing published yet); one outside does not, and the
     // refusal is logged with its address.
-    assert_eq!(status(&proxy, Some("10.1.2.3")), "404");
-    assert_eq!(status(&proxy, Some("10.1.2.3, 192.0.2.9")), "401");
-    assert_eq!(status(&proxy, None), "401");
+    assert_eq!(status(&proxy, Some("10.1.2.3")), 404);
+    assert_eq!(status(&proxy, Some("10.1.2.3, 192.0.2.9")), 401);
+    assert_eq!(status(&proxy, None), 401);
     // A proxy's garbage is refused, not guessed at.
-    assert_eq!(status(&proxy, Some("10.1.2.3, unknown")), "400");
+    assert_eq!(status(&proxy, Some("10.1.2.3, unknown")), 400);
     // The same header sent straight to a listener without trusted proxies
     // proves nothing.
-    assert_eq!(status(&site.url, Some("10.1.2.3")), "401");
+    assert_eq!(status(&site.url, Some("10.1.2.3")), 401);
 
     // A signed submission through the proxy records the client's address.
     let config = site.agent_config();

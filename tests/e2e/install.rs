@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use penguindome_tests::container::BootedDebian;
-use penguindome_tests::{Site, bin, text};
+use penguindome_tests::{Site, bin, http, text};
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
@@ -633,22 +633,9 @@ fn main_pid(c: &BootedDebian) -> String {
 }
 
 /// The HTTP status of the server's health endpoint.
-fn health(c: &BootedDebian, url: &str) -> String {
+fn health(c: &BootedDebian, url: &str) -> u16 {
     let cert = c.root().join("etc/penguindome/tls/server.crt");
-    let out = Command::new("curl")
-        .args([
-            "--silent",
-            "--output",
-            "/dev/null",
-            "--write-out",
-            "%{http_code}",
-            "--cacert",
-        ])
-        .arg(cert)
-        .arg(format!("{url}/penguindome/v1/health"))
-        .output()
-        .unwrap();
-    stdout(&out)
+    http::get(&format!("{url}/penguindome/v1/health"), &cert, None).status
 }
 
 /// The server starts, answers and survives a restart.
@@ -656,12 +643,12 @@ fn the_server_runs_as_its_user(c: &BootedDebian, url: &str) {
     // Type=notify: start returns once the server said READY=1.
     ok(c, &["systemctl", "start", "penguindome-server"]);
     let pid = main_pid(c);
-    assert_eq!(health(c, url), "200");
+    assert_eq!(health(c, url), 200);
 
     // It survives a restart.
     ok(c, &["systemctl", "restart", "penguindome-server"]);
     assert_ne!(pid, main_pid(c));
-    assert_eq!(health(c, url), "200");
+    assert_eq!(health(c, url), 200);
 }
 
 /// Releases made by root are readable by the server's user, which serves them.

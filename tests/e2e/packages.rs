@@ -11,7 +11,7 @@ use penguindome_agent::session::Session;
 use penguindome_agent::transport::Transport;
 use penguindome_protocol::SecretKey;
 use penguindome_protocol::wire::RepoCredential;
-use penguindome_tests::{Server, SimClient, Site, bin, text};
+use penguindome_tests::{Server, SimClient, Site, bin, http, text};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -1060,32 +1060,8 @@ fn the_pkgbuild_agrees_with_the_arch_packages(out_dir: &Path) {
 
 /// Status of a GET with optional Basic credentials, trusting the site's cert.
 fn fetch(p: &Published, url: &str, auth: Option<(&str, &str)>) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "--silent",
-        // Send "../" as it is, to try the server rather than curl.
-        "--path-as-is",
-        "--output",
-        "/dev/null",
-        "--dump-header",
-        "-",
-        "--write-out",
-        "%{http_code}",
-    ])
-    .arg("--cacert")
-    .arg(&p.ca);
-    if let Some((u, pw)) = auth {
-        cmd.arg("--user").arg(format!("{u}:{pw}"));
-    }
-    let out = ok(cmd.arg(url));
-    let code = out
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    (code, out)
+    let a = http::get(url, &p.ca, auth);
+    (a.status, a.headers)
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! simulated clients that sign requests with their own keys.
 
 pub mod container;
+pub mod http;
 pub mod proxy;
 
 use std::net::TcpListener;

@@ -20,26 +20,21 @@ pub async fn handle(
 ) -> Result<Response, ApiFailure> {
     let client_id = auth.meta.client_id.clone();
     let nonce = auth.signed.nonce.clone();
-    let deliveries = state
+    let delivered = state
         .store
         .deliver_actions(auth.meta, Utc::now())
         .await
         .inspect_err(|e| {
             log::warn!(client_id:% = client_id, hostname:% = auth.signed.body.hostname, endpoint = "update"; "update refused: {e}");
         })?;
-    let actions = deliveries
+    let actions = delivered
+        .actions
         .iter()
         .map(|d| d.seal_for(&client_id))
         .collect::<Result<Vec<_>, _>>()?;
     if !actions.is_empty() {
         log::info!(client_id:% = client_id, endpoint = "update"; "handing out {} actions", actions.len());
     }
-    let needs_repo_credential = state
-        .store
-        .repo_credential(&client_id)
-        .await
-        .map(|c| c.is_none())
-        .unwrap_or(false);
     let answer = UpdateResponse {
         status: if actions.is_empty() {
             "current"
@@ -50,7 +45,7 @@ pub async fn handle(
         server_time: Utc::now(),
         actions,
         latest_release: state.repo.current_serial(),
-        needs_repo_credential,
+        needs_repo_credential: delivered.needs_repo_credential,
     };
     let sealed =
         Envelope::seal(&state.server_key, SERVER_SENDER, Some(&nonce), &answer).map_err(|e| {

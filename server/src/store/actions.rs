@@ -92,6 +92,16 @@ impl TargetRecord {
     }
 }
 
+/// What an update request learns: its actions and whether it should ask
+/// for a repository password, read in the write that records the request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Delivered {
+    /// Actions to run, oldest first.
+    pub actions: Vec<Delivery>,
+    /// The client holds no repository password yet (or it was rotated).
+    pub needs_repo_credential: bool,
+}
+
 /// An action handed to its client.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {

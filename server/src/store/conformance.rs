@@ -565,12 +565,21 @@ async fn repo_credentials(store: &Arc<dyn Store>) {
     let (id, fp) = (client_id(), new_nonce().to_uppercase());
     store.enroll(enrollment(&id, &fp, "repo")).await.unwrap();
     assert_eq!(store.repo_credential(&id).await.unwrap(), None);
+    let needs = || async {
+        let d = store.deliver_actions(meta(&id, &fp), Utc::now()).await;
+        d.unwrap().needs_repo_credential
+    };
+    assert!(
+        needs().await,
+        "/update asks for a password until one is set"
+    );
     let sha = "ab".repeat(32);
     store
         .set_repo_credential(meta(&id, &fp), sha.clone())
         .await
         .unwrap();
     assert_eq!(store.repo_credential(&id).await.unwrap(), Some(sha.clone()));
+    assert!(!needs().await);
     // Only a signed request of the client's own key sets it.
     let stranger = new_nonce().to_uppercase();
     assert!(matches!(
@@ -588,6 +597,7 @@ async fn repo_credentials(store: &Arc<dyn Store>) {
         1
     );
     assert_eq!(store.repo_credential(&id).await.unwrap(), None);
+    assert!(needs().await, "a rotation asks for a new one");
     // A revoked client's credential opens nothing.
     store
         .set_repo_credential(meta(&id, &fp), "ef".repeat(32))
@@ -817,7 +827,15 @@ async fn actions(store: &Arc<dyn Store>) {
     let (fa, fb) = (new_nonce().to_uppercase(), new_nonce().to_uppercase());
     store.enroll(enrollment(&a, &fa, "act-a")).await.unwrap();
     store.enroll(enrollment(&b, &fb, "act-b")).await.unwrap();
-    let deliver = |c: &str, f: &str| store.deliver_actions(meta(c, f), Utc::now());
+    let deliver = |c: &str, f: &str| {
+        let m = meta(c, f);
+        async move {
+            store
+                .deliver_actions(m, Utc::now())
+                .await
+                .map(|d| d.actions)
+        }
+    };
     assert!(deliver(&a, &fa).await.unwrap().is_empty());
     let action = new_patch(&[&a, &b], Duration::days(1));
     store.add_action(action.clone()).await.unwrap();
@@ -891,6 +909,7 @@ async fn cancelled_listed_and_recorded(
         .deliver_actions(meta(&b, fb), Utc::now())
         .await
         .unwrap()
+        .actions
         .into_iter()
         .map(|d| d.id)
         .collect();

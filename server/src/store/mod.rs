@@ -25,7 +25,7 @@ pub mod tokens;
 #[cfg(test)]
 pub(crate) mod conformance;
 
-pub use actions::{ActionFilter, ActionRecord, Delivery, NewAction, TargetRecord};
+pub use actions::{ActionFilter, ActionRecord, Delivered, Delivery, NewAction, TargetRecord};
 pub use diff::{Change, ChangeAction};
 pub use roles::{AdminStore, AuditStore, MigrationStore, RequestStore, Store, StoreBase};
 pub use tokens::{NewToken, TokenClaim, TokenRecord};

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use penguindome_protocol::actions::ActionReport;
 
 use super::{
-    ActionFilter, ActionRecord, AuditRecord, AuditRow, ClientDocument, ClientSummary, Delivery,
+    ActionFilter, ActionRecord, AuditRecord, AuditRow, ClientDocument, ClientSummary, Delivered,
     EnrollOutcome, Enrollment, Issue, IssueFilter, KeyRecord, Kind, NewAction, NewToken, Parameter,
     Record, RequestMeta, StoreResult, Submission, SubmitOutcome, TokenRecord,
 };
@@ -52,12 +52,13 @@ pub trait RequestStore: StoreBase {
     /// An update request: records it as [`RequestStore::touch`] does and
     /// hands out the client's actions in the same write. Those queued and
     /// unexpired become delivered (no longer cancellable); every delivered,
-    /// unexpired one not yet reported on is returned, oldest first.
+    /// unexpired one not yet reported on is returned, oldest first, with
+    /// whether the client lacks a repository password.
     async fn deliver_actions(
         &self,
         meta: RequestMeta,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<Delivery>>;
+    ) -> StoreResult<Delivered>;
 
     /// Stores where an action stands on the requesting client, with an
     /// audit record, consuming the nonce. A state already final stays (a

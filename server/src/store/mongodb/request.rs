@@ -11,7 +11,7 @@ use super::batch::Pending;
 use super::fields::{from_bson_date, get_str, to_bson_date};
 use super::{DUPLICATE_KEY, Inner, MongoStore, nonce_id};
 use crate::store::{
-    Delivery, EnrollOutcome, Enrollment, KeyRecord, RequestMeta, RequestStore, StoreError,
+    Delivered, EnrollOutcome, Enrollment, KeyRecord, RequestMeta, RequestStore, StoreError,
     StoreResult, Submission, SubmitOutcome, TokenRecord,
 };
 
@@ -162,9 +162,15 @@ impl RequestStore for MongoStore {
         &self,
         meta: RequestMeta,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<Delivery>> {
+    ) -> StoreResult<Delivered> {
         self.touch(meta.clone()).await?;
-        self.inner.deliver(&meta.client_id, &now).await
+        let i = &self.inner;
+        Ok(Delivered {
+            actions: i.deliver(&meta.client_id, &now).await?,
+            // FerretDB has no projection in findAndModify, so this is its
+            // own small read rather than part of mark_seen.
+            needs_repo_credential: i.repo_credential(&meta.client_id).await?.is_none(),
+        })
     }
 
     async fn report_action(&self, meta: RequestMeta, report: ActionReport) -> StoreResult<()> {

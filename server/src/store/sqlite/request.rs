@@ -10,7 +10,7 @@ use super::nonces::{NonceLog, Nonces, consume_nonce};
 use super::writer::{Job, write_job};
 use super::{SqliteStore, backend_err, parse_opt_ts, ts};
 use crate::store::{
-    Delivery, EnrollOutcome, Enrollment, KeyRecord, RequestMeta, RequestStore, StoreError,
+    Delivered, EnrollOutcome, Enrollment, KeyRecord, RequestMeta, RequestStore, StoreError,
     StoreResult, Submission, SubmitOutcome, TokenRecord,
 };
 
@@ -116,7 +116,7 @@ impl RequestStore for SqliteStore {
         &self,
         meta: RequestMeta,
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<Delivery>> {
+    ) -> StoreResult<Delivered> {
         self.call(|r| Job::Deliver(meta, now, r)).await
     }
 

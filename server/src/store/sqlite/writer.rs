@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::audit::Lease;
 use super::nonces::{NonceLog, Nonces};
-use super::{actions, admin, audit, backend_err, enroll, migration, request, submit, ts};
+use super::{actions, admin, audit, backend_err, enroll, migration, request, submit, tokens, ts};
 use crate::store::{
-    Delivery, EnrollOutcome, Enrollment, Issue, NewAction, Parameter, Record, RequestMeta,
+    Delivered, EnrollOutcome, Enrollment, Issue, NewAction, Parameter, Record, RequestMeta,
     StoreError, StoreResult, Submission, SubmitOutcome,
 };
 
@@ -59,7 +59,7 @@ pub(super) enum Job {
     Touch(RequestMeta, Reply<()>),
     Submit(Box<Submission>, Reply<SubmitOutcome>),
     AddAction(Box<NewAction>, Reply<()>),
-    Deliver(RequestMeta, DateTime<Utc>, Reply<Vec<Delivery>>),
+    Deliver(RequestMeta, DateTime<Utc>, Reply<Delivered>),
     ReportAction(RequestMeta, ActionReport, Reply<()>),
     CancelAction(String, String, DateTime<Utc>, Reply<Vec<String>>),
     Revoke(String, DateTime<Utc>, Reply<bool>),
@@ -331,8 +331,7 @@ fn run_in_savepoint(
         Job::AddAction(a, r) => finisher(r, actions::add(conn, &a)),
         Job::Deliver(m, now, r) => finisher(
             r,
-            request::touch(conn, &mut n, &m)
-                .and_then(|()| actions::deliver(conn, &m.client_id, &now)),
+            request::touch(conn, &mut n, &m).and_then(|()| deliver(conn, &m.client_id, &now)),
         ),
         Job::ReportAction(m, rep, r) => finisher(r, actions::report(conn, &mut n, &m, &rep)),
         Job::CancelAction(id, by, at, r) => finisher(r, actions::cancel(conn, &id, &by, &at)),
@@ -375,4 +374,14 @@ fn probe(conn: &Connection) -> StoreResult<()> {
     .and_then(|mut st| st.execute([ts(&Utc::now())]))
     .map(|_| ())
     .map_err(backend_err)
+}
+
+/// An update request's answer, read inside its write.
+fn deliver(conn: &Connection, client_id: &str, now: &DateTime<Utc>) -> StoreResult<Delivered> {
+    Ok(Delivered {
+        actions: actions::deliver(conn, client_id, now)?,
+        needs_repo_credential: tokens::repo_credential(conn, client_id)
+            .map_err(backend_err)?
+            .is_none(),
+    })
 }
