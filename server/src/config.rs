@@ -166,7 +166,7 @@ impl LimitsConfig {
 }
 
 /// `[[listener]]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Name recorded with each client's last contact.
@@ -223,7 +223,7 @@ pub fn parse_proxy_net(text: &str) -> Result<ipnet::IpNet, String> {
 }
 
 /// PEM files for one TLS listener.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// Certificate chain, PEM.
@@ -489,9 +489,16 @@ impl ServerConfig {
             ));
         }
         let mut names = std::collections::HashSet::new();
+        let mut addresses = std::collections::HashSet::new();
         for l in &config.listeners {
             if !names.insert(&l.name) {
                 return Err(invalid(format!("two listeners are named {:?}", l.name)));
+            }
+            if !addresses.insert(l.address) {
+                return Err(invalid(format!(
+                    "two listeners bind {}; give each its own address or port",
+                    l.address
+                )));
             }
         }
         let url = url::Url::parse(&config.server.url).map_err(|e| {

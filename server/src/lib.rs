@@ -7,6 +7,7 @@ pub mod audit;
 pub mod config;
 pub mod http;
 pub mod keycache;
+pub mod listeners;
 pub mod release;
 pub mod secrets;
 pub mod serve;

@@ -1,23 +1,18 @@
 //! Running the server: listeners, TLS, systemd notification, watchdog,
 //! housekeeping and graceful shutdown.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::Extension;
-use axum_server::accept::NoDelayAcceptor;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use penguindome_protocol::SecretKey;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::task::JoinSet;
 
-use crate::config::{ListenerConfig, ServerConfig};
-use crate::http::limits::{ConnectionLimit, RequestSlots, hold_slot};
-use crate::http::{AppState, ListenerName, router};
+use crate::config::ServerConfig;
+use crate::http::{AppState, router};
 use crate::keycache::KeyCache;
+use crate::listeners::{Ended, Listeners};
 use crate::store::{self, StoreBase};
 
 /// Loads the server's signing key, refusing a key file others can read.
@@ -38,7 +33,7 @@ fn notify(states: &[NotifyState]) {
 /// periodic audit, which says what is wrong with the settings.
 fn audit_settings(config: &ServerConfig) -> Option<Arc<crate::audit::Settings>> {
     match crate::audit::Settings::from_config(&config.audit) {
-        Ok(s) => Some(Arc::new(s)),
+        Ok(s) => Some(Arc::new(s.with_listeners(&config.listeners))),
         Err(e) => {
             log::error!("reports are not judged as they arrive: {e}");
             None
@@ -70,27 +65,28 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         access: crate::access_rules::AccessControl::load(
             config.config_path(std::path::Path::new(crate::access_rules::ACCESS_FILE)),
         )?,
-        audit: audit_settings(&config),
+        audit: arc_swap::ArcSwapOption::new(audit_settings(&config)),
     });
     let mut listeners = Listeners::start(&config, &router(state.clone()))?;
     log::info!(
         "PenguinDome server {} listening on {}, store {}",
         env!("CARGO_PKG_VERSION"),
-        listeners.listening,
+        listeners.listening(),
         store.backend()
     );
     notify(&[
         NotifyState::Ready,
-        NotifyState::Status(&format!("listening on {}", listeners.listening)),
+        NotifyState::Status(&format!("listening on {}", listeners.listening())),
     ]);
 
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let listening = Listening::new(listeners.listening().into());
     let monitor = tokio::spawn(monitor(
         store.clone(),
         sd_notify::watchdog_enabled(),
-        listeners.listening.clone(),
+        listening.clone(),
     ));
-    let failure = listeners.wait_for_stop().await?;
+    let failure = wait_for_stop(&mut listeners, &state, &config, &listening).await?;
     notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
     log::info!("shutting down: finishing requests in flight");
     listeners.shut_down(config.server.shutdown_grace).await;
@@ -99,159 +95,107 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     store.close().await;
     log::info!("stopped");
     match failure {
-        None => Ok(()),
-        Some(Ok(Ok(()))) => bail!("a listener stopped unexpectedly"),
-        Some(Ok(Err(e))) => bail!("a listener failed: {e}"),
-        Some(Err(e)) => bail!("a listener task failed: {e}"),
+        Stop::Signal => Ok(()),
+        Stop::NoListener => bail!("no listener is left"),
+        Stop::Listener(Ok(Ended {
+            name,
+            result: Ok(()),
+            ..
+        })) => bail!("listener {name:?} stopped unexpectedly"),
+        Stop::Listener(Ok(Ended {
+            name,
+            result: Err(e),
+            ..
+        })) => bail!("listener {name:?} failed: {e}"),
+        Stop::Listener(Err(e)) => bail!("a listener task failed: {e}"),
     }
 }
 
-/// How a listener's task ended.
-type ListenerEnd = Result<std::io::Result<()>, tokio::task::JoinError>;
-
-/// The running listeners.
-struct Listeners {
-    servers: JoinSet<std::io::Result<()>>,
-    handles: Vec<axum_server::Handle<SocketAddr>>,
-    /// What they listen on, for logs and sd-notify.
-    listening: String,
+/// Why the server stops.
+enum Stop {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// A listener ended on its own.
+    Listener(Result<Ended, tokio::task::JoinError>),
+    /// Reloads left no listener running.
+    NoListener,
 }
 
-impl Listeners {
-    /// Binds and starts every configured listener.
-    fn start(config: &ServerConfig, app: &axum::Router) -> anyhow::Result<Self> {
-        let mut servers = JoinSet::new();
-        let mut handles = Vec::new();
-        let mut bound = Vec::new();
-        for l in &config.listeners {
-            let handle = axum_server::Handle::new();
-            let scheme = serve_listener(config, l, app, &handle, &mut servers)?;
-            bound.push(format!("{scheme}://{} ({})", l.address, l.name));
-            handles.push(handle);
-        }
-        Ok(Self {
-            servers,
-            handles,
-            listening: bound.join(", "),
-        })
-    }
+/// What the listeners listen on, for the monitor's status line.
+type Listening = Arc<std::sync::RwLock<String>>;
 
-    /// Waits for SIGTERM or SIGINT (`None`) or for a listener to stop.
-    async fn wait_for_stop(&mut self) -> anyhow::Result<Option<ListenerEnd>> {
-        let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
-        Ok(tokio::select! {
-            _ = term.recv() => None,
-            _ = int.recv() => None,
-            done = self.servers.join_next() => done,
-        })
-    }
-
-    /// Lets requests in flight finish, for at most `grace`.
-    async fn shut_down(&mut self, grace: Duration) {
-        for h in &self.handles {
-            h.graceful_shutdown(Some(grace));
-        }
-        while self.servers.join_next().await.is_some() {}
-    }
-}
-
-/// Binds one listener and starts serving `app` on it; returns its scheme.
-fn serve_listener(
+/// Serves until SIGTERM or SIGINT or a listener fails; SIGHUP reloads.
+async fn wait_for_stop(
+    listeners: &mut Listeners,
+    state: &AppState,
     config: &ServerConfig,
-    l: &ListenerConfig,
-    app: &axum::Router,
-    handle: &axum_server::Handle<SocketAddr>,
-    servers: &mut JoinSet<std::io::Result<()>>,
-) -> anyhow::Result<&'static str> {
-    let listener = std::net::TcpListener::bind(l.address).with_context(|| {
-        format!(
-            "listener {:?} cannot listen on {}; is another process using the port, \
-             or does a port below 1024 need CAP_NET_BIND_SERVICE?",
-            l.name, l.address
-        )
-    })?;
-    let svc = listener_app(config, l, app).into_make_service_with_connect_info::<SocketAddr>();
-    let max = config.limits.connections;
-    let Some(tls) = &l.tls else {
-        if !l.address.ip().is_loopback() {
-            log::warn!(
-                "listener {:?} on {} is plain HTTP on a non-loopback address",
-                l.name,
-                l.address
-            );
+    listening: &Listening,
+) -> anyhow::Result<Stop> {
+    let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot catch SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(Stop::Signal),
+            _ = int.recv() => return Ok(Stop::Signal),
+            _ = hup.recv() => {
+                reload(listeners, state, config).await;
+                if let Ok(mut l) = listening.write() {
+                    *l = listeners.listening();
+                }
+            }
+            done = listeners.next_failure() => {
+                return Ok(done.map_or(Stop::NoListener, Stop::Listener));
+            }
         }
-        let acceptor = ConnectionLimit::new(NoDelayAcceptor::new(), handle.clone(), max, &l.name);
-        let server = axum_server::from_tcp(listener)?
-            .acceptor(acceptor)
-            .handle(handle.clone());
-        let server = bound_header_time(server, config);
-        servers.spawn(server.serve(svc));
-        return Ok("http");
+    }
+}
+
+/// Re-reads server.toml: listeners, their certificates and the audit's
+/// settings take effect; a file that does not load changes nothing.
+async fn reload(listeners: &mut Listeners, state: &AppState, running: &ServerConfig) {
+    notify(&[NotifyState::Reloading]);
+    log::info!(
+        "reloading {}",
+        running
+            .config_dir
+            .join(crate::config::SERVER_CONFIG_FILE)
+            .display()
+    );
+    let outcome = match ServerConfig::load(&running.config_dir) {
+        Ok(new) => {
+            warn_about_restart_only(running, &new);
+            let applied = listeners.reload(&new).await;
+            if applied.is_ok() {
+                state.audit.store(audit_settings(&new));
+            }
+            applied
+        }
+        Err(e) => Err(e.into()),
     };
-    let tls_config = crate::tls::server_config(
-        &config.config_path(&tls.certificate),
-        &config.config_path(&tls.key),
-    )
-    .with_context(|| format!("TLS for listener {:?}", l.name))?;
-    // Without TCP_NODELAY a reply's last small segment waits for the
-    // agent's delayed ACK: about 40 ms per request on loopback.
-    let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(Arc::new(tls_config)))
-        .handshake_timeout(config.limits.header_timeout)
-        .acceptor(NoDelayAcceptor::new());
-    let acceptor = ConnectionLimit::new(acceptor, handle.clone(), max, &l.name);
-    let server = axum_server::from_tcp(listener)?
-        .acceptor(acceptor)
-        .handle(handle.clone());
-    let server = bound_header_time(server, config);
-    servers.spawn(server.serve(svc));
-    Ok("https")
+    match outcome {
+        Ok(()) => log::info!("reloaded: listening on {}", listeners.listening()),
+        Err(e) => log::error!("reload refused, nothing changed: {e:#}"),
+    }
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!("listening on {}", listeners.listening())),
+    ]);
 }
 
-/// Closes a connection whose peer takes longer than `[limits]
-/// header_timeout` to send its first request (hyper's header timeout
-/// starts only after protocol detection) or a later request's headers, or
-/// stays idle that long between requests.
-fn bound_header_time<A>(
-    mut server: axum_server::Server<SocketAddr, A>,
-    config: &ServerConfig,
-) -> axum_server::Server<SocketAddr, A> {
-    server
-        .http_builder()
-        .http1()
-        .header_read_timeout(config.limits.header_timeout);
-    server.first_request_timeout(config.limits.header_timeout)
-}
-
-/// The app as one listener serves it: named, with its own bound on
-/// requests in flight, and believing X-Forwarded-For from its trusted
-/// proxies.
-fn listener_app(config: &ServerConfig, l: &ListenerConfig, app: &axum::Router) -> axum::Router {
-    let slots = RequestSlots::new(config.limits.requests, &l.name);
-    let app = app
-        .clone()
-        .layer(Extension(ListenerName(l.name.as_str().into())))
-        .layer(axum::middleware::from_fn_with_state(slots, hold_slot));
-    if l.trusted_proxies.is_empty() {
-        return app;
+/// Says which changed settings a reload does not apply.
+fn warn_about_restart_only(running: &ServerConfig, new: &ServerConfig) {
+    let text = |c: &ServerConfig| {
+        let mut c = c.clone();
+        c.listeners.clear();
+        c.audit = Default::default();
+        toml::to_string(&c).unwrap_or_default()
+    };
+    if text(running) != text(new) {
+        log::warn!(
+            "server.toml changed outside [[listener]] and [audit]; those changes take effect              at the next `systemctl restart penguindome-server`"
+        );
     }
-    for net in &l.trusted_proxies {
-        let broad = match net {
-            ipnet::IpNet::V4(n) => n.prefix_len() < 8,
-            ipnet::IpNet::V6(n) => n.prefix_len() < 32,
-        };
-        if broad {
-            log::warn!(
-                "listener {:?} believes X-Forwarded-For from all of {net}: any client \
-                 there can claim any address; list only the reverse proxies",
-                l.name
-            );
-        }
-    }
-    app.layer(axum::middleware::from_fn_with_state(
-        crate::http::TrustedProxies::new(&l.trusted_proxies),
-        crate::http::forwarded_layer,
-    ))
 }
 
 /// Once a minute, forgets nonces whose window has passed and clients whose
@@ -275,7 +219,7 @@ async fn housekeeping(state: Arc<AppState>) {
 /// works: an unreachable database is not a reason to restart (a restart
 /// would not bring it back, and requests meanwhile get a clear 503 while
 /// the driver reconnects), but a broken embedded writer is.
-async fn monitor(store: Arc<dyn StoreBase>, watchdog: Option<Duration>, listening: String) {
+async fn monitor(store: Arc<dyn StoreBase>, watchdog: Option<Duration>, listening: Listening) {
     let every = watchdog
         .map(|w| w / 2)
         .unwrap_or(MONITOR_EVERY)
@@ -301,7 +245,8 @@ async fn monitor(store: Arc<dyn StoreBase>, watchdog: Option<Duration>, listenin
             (Ok(()), false) => {
                 log::info!("the {} store answers again", store.backend());
                 notify(&[NotifyState::Status(&format!(
-                    "listening on {listening}; store healthy"
+                    "listening on {}; store healthy",
+                    listening.read().map(|l| l.clone()).unwrap_or_default()
                 ))]);
                 healthy = true;
             }

@@ -90,7 +90,15 @@ fn refused(out: &std::process::Output, why: &str) {
 }
 
 fn tokens_enroll_machines_and_each_gets_its_own_repository_credential(backend: Backend) {
-    let site = Site::init_on(&backend);
+    let site = Site::init_tokens_only(&backend);
+    // A new site holds no site-wide secret to hand out.
+    let server_toml = std::fs::read_to_string(site.config_dir.join("server.toml")).unwrap();
+    assert!(
+        !server_toml.contains("enrollment_credential"),
+        "{server_toml}"
+    );
+    assert!(!site.config_dir.join("repo-password").exists());
+    assert_eq!(site.agent_config().enrollment_credential, "");
     let _server = site.start();
     let token = new_token(&site, &["--uses", "2", "--expires", "1h", "--label", "lab"]);
     let (id, text_token) = (

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 mod actions;
 mod enrollment;
 mod front_door;
+mod listeners;
 
 on_both_stores!(
     agent_reports_reach_the_server,

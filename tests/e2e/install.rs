@@ -642,19 +642,68 @@ fn health(c: &BootedDebian, url: &str) -> u16 {
 fn the_server_runs_as_its_user(c: &BootedDebian, url: &str) {
     // Type=notify: start returns once the server said READY=1.
     ok(c, &["systemctl", "start", "penguindome-server"]);
-    let pid = main_pid(c);
+    let main_pid_before = main_pid(c);
     assert_eq!(health(c, url), 200);
 
     // It survives a restart.
     ok(c, &["systemctl", "restart", "penguindome-server"]);
-    assert_ne!(pid, main_pid(c));
+    let pid = main_pid(c);
+    assert_ne!(pid, main_pid_before);
     assert_eq!(health(c, url), 200);
+    a_listener_added_on_reload(c, &pid);
+}
+
+/// `systemctl reload` brings up a listener `pdome-admin listeners add` made,
+/// in the same process, reading the new key as the service user.
+fn a_listener_added_on_reload(c: &BootedDebian, pid: &str) {
+    let port = penguindome_tests::free_port();
+    let address = format!("127.0.0.1:{port}");
+    ok(
+        c,
+        &[
+            "pdome-admin",
+            "listeners",
+            "add",
+            "lan",
+            "--address",
+            &address,
+            "--tls",
+            "self-signed",
+            "127.0.0.1",
+        ],
+    );
+    assert_eq!(
+        ok(
+            c,
+            &["stat", "-c", "%U:%G %a", "/etc/penguindome/tls/lan.key"]
+        ),
+        "root:penguindome 640"
+    );
+    ok(c, &["systemctl", "reload", "penguindome-server"]);
+    let cert = c.root().join("etc/penguindome/tls/lan.crt");
+    let lan = format!("https://{address}/penguindome/v1/health");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while http::get(&lan, &cert, None).status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new listener does not answer: {}",
+            ok(c, &["journalctl", "--no-pager", "-u", "penguindome-server"])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(main_pid(c), pid, "reloaded, not restarted");
 }
 
 /// Releases made by root are readable by the server's user, which serves them.
 fn releases_made_by_root_are_served(c: &BootedDebian, url: &str) {
-    let out = ok(c, &["pdome-admin", "release", "--formats", "deb"]);
-    assert!(out.contains("Published release 1"), "{out}");
+    let out = c.exec(&["pdome-admin", "release", "--formats", "deb"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Published release 1"), "{}", text(&out));
+    assert!(
+        !text(&out).contains("deprecated"),
+        "a new site has no shared secret to warn about: {}",
+        text(&out)
+    );
     assert_eq!(
         ok(
             c,
@@ -667,21 +716,26 @@ fn releases_made_by_root_are_served(c: &BootedDebian, url: &str) {
         ),
         "penguindome"
     );
-    let password = ok(c, &["cat", "/etc/penguindome/repo-password"]);
-    let out = Command::new("curl")
-        .args(["--silent", "--fail", "--output", "/dev/null", "--cacert"])
-        .arg(c.root().join("etc/penguindome/tls/server.crt"))
-        .arg("--user")
-        .arg(format!("agent:{password}"))
-        .arg(format!(
-            "{url}/penguindome/v1/repo/apt/dists/stable/InRelease"
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the repository is served: {}",
-        text(&out)
+    // A live token opens the repositories the bootstrap installs from.
+    let token: serde_json::Value =
+        serde_json::from_str(&ok(c, &["pdome-admin", "tokens", "create", "--json"])).unwrap();
+    let secret = token["token"].as_str().unwrap().split('.').nth(2).unwrap();
+    let user = format!("pdt1.{}", token["id"].as_str().unwrap());
+    let cert = c.root().join("etc/penguindome/tls/server.crt");
+    let in_release = format!("{url}/penguindome/v1/repo/apt/dists/stable/InRelease");
+    assert_eq!(
+        http::get(&in_release, &cert, Some((&user, secret))).status,
+        200
+    );
+    assert_eq!(http::get(&in_release, &cert, None).status, 401);
+    ok(
+        c,
+        &[
+            "pdome-admin",
+            "tokens",
+            "revoke",
+            token["id"].as_str().unwrap(),
+        ],
     );
     assert_eq!(ok(c, &["pdome-admin", "clients", "list", "--json"]), "[]");
     let journal = ok(c, &["journalctl", "--no-pager", "-u", "penguindome-server"]);

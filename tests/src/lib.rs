@@ -201,11 +201,27 @@ impl Site {
         Self::init_with(|_| backend.init_args())
     }
 
+    /// A site as `pdome-admin init` sets one up today: machines enroll only
+    /// with tokens, repositories open only to clients' own credentials.
+    pub fn init_tokens_only(backend: &Backend) -> Self {
+        Self::init_in(tempfile::tempdir().unwrap(), backend.init_args())
+    }
+
     /// Like [`Site::init`], with extra `init` arguments made from the site's
     /// directory (to place certificates there first).
+    ///
+    /// Sites made here also accept the deprecated site-wide enrollment
+    /// credential and shared repository user, so most tests can enroll
+    /// simulated clients without a token each; [`Site::init_tokens_only`]
+    /// makes a site without them.
     pub fn init_with(extra: impl FnOnce(&Path) -> Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let extra = extra(dir.path());
+        let mut extra = extra(dir.path());
+        extra.push("--shared-credential".into());
+        Self::init_in(dir, extra)
+    }
+
+    fn init_in(dir: tempfile::TempDir, extra: Vec<String>) -> Self {
         let config_dir = dir.path().join("etc");
         let data_dir = dir.path().join("data");
         let port = free_port();
@@ -479,6 +495,34 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Sends SIGHUP (what `systemctl reload` does) and waits until the
+    /// server has logged the outcome; returns that log line.
+    pub fn reload(&self) -> String {
+        let done = |t: &str| t.matches("reloaded: ").count() + t.matches("reload refused").count();
+        let before = done(&self.log_text());
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while done(&self.log_text()) == before {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not finish reloading:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("reloaded: ") || l.contains("reload refused"));
+        line.unwrap_or_default().to_string()
     }
 
     /// Stops with SIGTERM and waits.

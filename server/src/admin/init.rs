@@ -98,6 +98,11 @@ pub struct InitArgs {
     /// given the new agent.toml).
     #[arg(long)]
     pub force: bool,
+    /// Also accept a site-wide enrollment credential and the shared
+    /// repository user `agent`, as sites set up before enrollment tokens
+    /// did. Deprecated; kept so that route stays tested.
+    #[arg(long, hide = true)]
+    pub shared_credential: bool,
 }
 
 enum Tls {
@@ -523,19 +528,24 @@ pub async fn run(config_dir: &Path, args: InitArgs) -> anyhow::Result<()> {
         .to_string();
     let key = SecretKey::generate(&format!("PenguinDome server {host} <penguindome@{host}>"))?;
     write_secret(&config_dir.join(KEY_FILE), &key.to_armored()?)?;
-    let (credential, credential_sha256) = new_credential();
+    let (credential, credential_sha256) = match args.shared_credential {
+        true => new_credential(),
+        false => Default::default(),
+    };
     let tls = set_up_tls(&answers, &config_dir, &host)?;
     let config = server_config(
         &answers,
         &config_dir,
         &data_dir,
-        credential_sha256,
+        Some(credential_sha256).filter(|s| !s.is_empty()),
         tls.files,
     );
     write_server_config(&config, &server_toml)?;
     write_agent_config(&answers, &key, credential, tls.agent_ca, &config_dir)?;
     let store_note = set_up_store(&answers.store, &config_dir, &data_dir).await?;
-    super::access::create_agent_user(&config_dir)?;
+    if args.shared_credential {
+        super::access::create_agent_user(&config_dir)?;
+    }
     share_with_service_account(&config_dir, &data_dir)?;
     print_summary(&config_dir, &answers, &key, &tls.note, &store_note);
     Ok(())
@@ -623,7 +633,7 @@ fn server_config(
     answers: &Answers,
     config_dir: &Path,
     data_dir: &Path,
-    credential_sha256: String,
+    credential_sha256: Option<String>,
     tls: Option<TlsFiles>,
 ) -> ServerConfig {
     ServerConfig {
@@ -631,7 +641,7 @@ fn server_config(
             url: answers.url.clone(),
             data_dir: data_dir.to_path_buf(),
             signing_key: KEY_FILE.into(),
-            enrollment_credential_sha256: Some(credential_sha256),
+            enrollment_credential_sha256: credential_sha256,
             request_window: Duration::from_secs(900),
             max_body_bytes: 8 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
@@ -740,14 +750,12 @@ fn share_with_service_account(config_dir: &Path, data_dir: &Path) -> anyhow::Res
         share_with_group(&config_dir.join("tls"), gid, 0o750)?;
         share_with_group(&config_dir.join("tls/server.key"), gid, 0o640)?;
     }
-    if config_dir.join(MONGODB_PASSWORD_FILE).exists() {
-        share_with_group(&config_dir.join(MONGODB_PASSWORD_FILE), gid, 0o640)?;
+    // access.toml exists only once rules or the deprecated shared user do.
+    for optional in [MONGODB_PASSWORD_FILE, crate::access_rules::ACCESS_FILE] {
+        if config_dir.join(optional).exists() {
+            share_with_group(&config_dir.join(optional), gid, 0o640)?;
+        }
     }
-    share_with_group(
-        &config_dir.join(crate::access_rules::ACCESS_FILE),
-        gid,
-        0o640,
-    )?;
     super::account::give_tree(data_dir, uid, gid)?;
     println!(
         "The server's files belong to the {} user.",

@@ -7,6 +7,7 @@ pub mod clients;
 pub mod command;
 pub mod init;
 pub mod issues;
+pub mod listeners;
 pub mod packages;
 pub mod parameters;
 pub mod patch;

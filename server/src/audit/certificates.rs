@@ -40,18 +40,20 @@ pub fn findings(config: &ServerConfig, now: DateTime<Utc>) -> Vec<ServerFinding>
         .collect()
 }
 
+/// When the first certificate of a PEM chain expires.
+pub fn not_after(pem: &[u8]) -> Result<DateTime<Utc>, String> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem).map_err(|e| e.to_string())?;
+    let t = block
+        .parse_x509()
+        .map(|cert| cert.validity().not_after.timestamp())
+        .map_err(|e| e.to_string())?;
+    Ok(DateTime::from_timestamp(t, 0).unwrap_or(DateTime::UNIX_EPOCH))
+}
+
 /// Judges the first certificate of a PEM chain.
 pub fn judge(pem: &[u8], now: DateTime<Utc>, what: &str) -> Finding {
-    let parsed = x509_parser::pem::parse_x509_pem(pem)
-        .map_err(|e| e.to_string())
-        .and_then(|(_, block)| {
-            block
-                .parse_x509()
-                .map(|cert| cert.validity().not_after.timestamp())
-                .map_err(|e| e.to_string())
-        });
-    let not_after = match parsed {
-        Ok(t) => DateTime::from_timestamp(t, 0).unwrap_or(DateTime::UNIX_EPOCH),
+    let not_after = match not_after(pem) {
+        Ok(t) => t,
         Err(e) => return Finding::Raise(format!("{what} is not a PEM certificate: {e}")),
     };
     let day = not_after.format("%Y-%m-%d %H:%M UTC");

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use penguindome_server::admin::{
-    access, account, clients, command, init, issues, packages, patch, release, store, tokens, wipe,
+    access, account, clients, command, init, issues, listeners, packages, patch, release, store,
+    tokens, wipe,
 };
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
@@ -46,6 +47,10 @@ enum Sub {
     /// Enrollment tokens for new machines: create, list, revoke.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// The server's sockets in server.toml: list, add, remove, set; applied
+    /// by `systemctl reload penguindome-server`.
+    #[command(subcommand)]
+    Listeners(listeners::ListenersCommand),
     /// The database: migrate to another store.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -93,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Sub::BuildPackages(args) => packages::run(args),
         Sub::Password(cmd) => access::password(&cli.config_dir, cmd),
         Sub::Access(cmd) => access::access(&cli.config_dir, cmd),
+        Sub::Listeners(cmd) => listeners::run(&cli.config_dir, cmd),
         Sub::Issues(cmd) => {
             let config = ServerConfig::load(&cli.config_dir)?;
             account::become_data_owner(&config.server.data_dir)?;

@@ -55,7 +55,8 @@ pub struct AppState {
     pub access: crate::access_rules::AccessControl,
     /// The issues audit's settings, to judge reports as they arrive; none
     /// when `[audit]` is unusable (the periodic audit then judges them).
-    pub audit: Option<Arc<crate::audit::Settings>>,
+    /// Swapped whole on reload.
+    pub audit: arc_swap::ArcSwapOption<crate::audit::Settings>,
 }
 
 /// Name of the listener a request arrived on.

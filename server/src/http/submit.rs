@@ -63,14 +63,14 @@ fn judge(
     report: &Report<Box<RawValue>>,
     received_at: chrono::DateTime<chrono::Utc>,
 ) -> Option<Verdicts> {
-    let settings = state.audit.as_deref()?;
+    let settings = state.audit.load_full()?;
     let facts = Facts::of_report(report, received_at);
-    Some(verdicts::judge(settings, &facts, received_at))
+    Some(verdicts::judge(&settings, &facts, received_at))
 }
 
 /// The failing checks the site runs (disabled ones are not its rules).
 fn problems(state: &AppState, verdicts: Option<&Verdicts>) -> Vec<Problem> {
-    let Some(settings) = state.audit.as_deref() else {
+    let Some(settings) = state.audit.load_full() else {
         return Vec::new();
     };
     verdicts
