@@ -7,6 +7,7 @@ pub mod enroll;
 pub mod host;
 pub mod repo_access;
 pub mod run;
+pub mod server_trust;
 pub mod session;
 pub mod spool;
 pub mod state;

@@ -15,6 +15,7 @@ use crate::actions;
 use crate::collectors::{self, Cache, Context, PluginSettings};
 use crate::host::Host;
 use crate::repo_access;
+use crate::server_trust;
 use crate::session::{Authority, Delivery, Session, SessionError};
 use crate::spool::{Spool, SpoolError};
 use crate::state::{AgentState, LastError, StateDir};
@@ -233,7 +234,8 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
     let mut state = agent.state.load();
     let spool = Spool::open(&agent.state.spool_dir(), config.spool_max_bytes)?;
     let key = agent.state.load_or_create_key(&agent.machine_id)?;
-    let transport = Transport::new(config)?;
+    let trusting = server_trust::with_announced(config, agent.state.root());
+    let transport = Transport::new(&trusting)?;
     let session = Session::new(config, &transport, &key, agent.machine_id.clone())?;
     let host_name = hostname();
     let step = Step {
@@ -317,10 +319,26 @@ impl Step<'_> {
             );
         }
         state.latest_release = u.latest_release;
+        self.remember_certificates(&u.server_certificates, outcome);
         self.refresh_repo_credential(u.needs_repo_credential, outcome);
         self.consider_upgrade(state, outcome, u.latest_release);
         if !u.actions.is_empty() {
             self.act(&u.actions, outcome);
+        }
+    }
+
+    /// Keeps the certificates the server announced, for the next runs.
+    fn remember_certificates(&self, pems: &[String], outcome: &mut RunOutcome) {
+        match server_trust::remember(self.agent.state.root(), pems) {
+            Ok(true) => log::info!(
+                "the server announced {} certificate(s); trusting them from the next run on",
+                pems.len()
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                log::error!("{e}");
+                outcome.errors.push(e);
+            }
         }
     }
 

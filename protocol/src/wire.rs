@@ -131,6 +131,12 @@ pub struct UpdateResponse {
     /// [`paths::REPO_CREDENTIAL`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub needs_repo_credential: bool,
+    /// Self-signed certificates (PEM) the server's listeners present or
+    /// will present after a renewal: an agent that pins agent.toml's
+    /// certificate trusts these too, so a renewal strands no client. Empty
+    /// when the server publishes none (CA-signed certificates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_certificates: Vec<String>,
 }
 
 /// Body of a request for a new repository credential; the signature says

@@ -9,6 +9,7 @@ pub mod http;
 pub mod keycache;
 pub mod listeners;
 pub mod release;
+pub mod renewal;
 pub mod secrets;
 pub mod serve;
 pub mod store;

@@ -65,6 +65,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         access: crate::access_rules::AccessControl::load(
             config.config_path(std::path::Path::new(crate::access_rules::ACCESS_FILE)),
         )?,
+        announced: crate::renewal::Announced::new(&config),
         audit: arc_swap::ArcSwapOption::new(audit_settings(&config)),
     });
     let mut listeners = Listeners::start(&config, &router(state.clone()))?;
@@ -168,6 +169,7 @@ async fn reload(listeners: &mut Listeners, state: &AppState, running: &ServerCon
             let applied = listeners.reload(&new).await;
             if applied.is_ok() {
                 state.audit.store(audit_settings(&new));
+                state.announced.set_listeners(&new);
             }
             applied
         }

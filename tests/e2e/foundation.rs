@@ -21,6 +21,7 @@ mod actions;
 mod enrollment;
 mod front_door;
 mod listeners;
+mod tls_renewal;
 
 on_both_stores!(
     agent_reports_reach_the_server,

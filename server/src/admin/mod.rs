@@ -14,5 +14,6 @@ pub mod patch;
 pub mod prompt;
 pub mod release;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 pub mod wipe;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use penguindome_server::admin::{
     access, account, clients, command, init, issues, listeners, packages, patch, release, store,
-    tokens, wipe,
+    tls, tokens, wipe,
 };
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
@@ -51,6 +51,10 @@ enum Sub {
     /// by `systemctl reload penguindome-server`.
     #[command(subcommand)]
     Listeners(listeners::ListenersCommand),
+    /// Renew a listener's self-signed certificate without stranding agents:
+    /// renew, status, renew --finish.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// The database: migrate to another store.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -99,6 +103,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Sub::Password(cmd) => access::password(&cli.config_dir, cmd),
         Sub::Access(cmd) => access::access(&cli.config_dir, cmd),
         Sub::Listeners(cmd) => listeners::run(&cli.config_dir, cmd),
+        Sub::Tls(tls::TlsCommand::Renew {
+            listener,
+            finish,
+            force,
+        }) => {
+            let config = ServerConfig::load(&cli.config_dir)?;
+            tls::renew(&config, listener.as_deref(), finish, force)
+        }
+        Sub::Tls(tls::TlsCommand::Status { listener, json }) => {
+            let config = ServerConfig::load(&cli.config_dir)?;
+            let store = open_store(&cli.config_dir).await?;
+            let result = tls::status(&config, store.as_ref(), listener.as_deref(), json).await;
+            store.close().await;
+            result
+        }
         Sub::Issues(cmd) => {
             let config = ServerConfig::load(&cli.config_dir)?;
             account::become_data_owner(&config.server.data_dir)?;

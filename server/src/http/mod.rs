@@ -55,6 +55,8 @@ pub struct AppState {
     pub access: crate::access_rules::AccessControl,
     /// The issues audit's settings, to judge reports as they arrive; none
     /// when `[audit]` is unusable (the periodic audit then judges them).
+    /// Self-signed certificates announced to agents in `/update`.
+    pub announced: crate::renewal::Announced,
     /// Swapped whole on reload.
     pub audit: arc_swap::ArcSwapOption<crate::audit::Settings>,
 }

@@ -46,6 +46,7 @@ pub async fn handle(
         actions,
         latest_release: state.repo.current_serial(),
         needs_repo_credential: delivered.needs_repo_credential,
+        server_certificates: state.announced.certificates().to_vec(),
     };
     let sealed =
         Envelope::seal(&state.server_key, SERVER_SENDER, Some(&nonce), &answer).map_err(|e| {
