@@ -5,6 +5,7 @@ pub mod actions;
 pub mod collectors;
 pub mod enroll;
 pub mod host;
+pub mod moved;
 pub mod repo_access;
 pub mod run;
 pub mod server_trust;

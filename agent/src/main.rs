@@ -110,19 +110,21 @@ fn main() -> ExitCode {
 }
 
 fn load_agent(cli: &Cli) -> anyhow::Result<Agent> {
-    let config = AgentConfig::load(&cli.config)?;
+    let mut config = AgentConfig::load(&cli.config)?;
     let id_file = cli
         .machine_id_file
         .clone()
         .unwrap_or_else(|| config.machine_id_file.clone());
     let machine_id = read_machine_id(&id_file)?;
     let state = StateDir::open(&cli.state_dir)?;
+    let moved = penguindome_agent::moved::apply(&mut config, state.root());
     Ok(Agent {
         config,
         state,
         machine_id,
         host: Host::system(),
         package_root: cli.package_root.clone(),
+        moved,
     })
 }
 
@@ -325,6 +327,14 @@ fn cmd_status(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
 fn print_status(s: &Status) {
     println!("client id:    {}", s.client_id);
     println!("server:       {}", s.server_url);
+    if let Some(m) = &s.moved {
+        println!(
+            "moved:        from {} by action {} at {}",
+            m.from,
+            m.action_id,
+            m.moved_at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
     println!(
         "key:          {}",
         match (&s.key_fingerprint, s.enrolled) {

@@ -25,17 +25,24 @@ const DNF_VARS: &str = "etc/dnf/vars";
 const PACMAN_FILE: &str = "etc/pacman.d/penguindome-server.conf";
 
 /// The credential files of the package managers present under `root`.
-fn files(root: &Path, repo_url: &str, c: &RepoCredential) -> Vec<(PathBuf, String)> {
+/// `repo_urls` starts with the repositories' address now; after a move,
+/// the old one follows (apt's sources name it until a release carries the
+/// new one).
+fn files(root: &Path, repo_urls: &[String], c: &RepoCredential) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
+    let Some(repo_url) = repo_urls.first() else {
+        return out;
+    };
     if root.join("etc/apt").is_dir() {
-        out.push((
-            root.join(APT_FILE),
-            format!(
-                "# This client's own credential (penguindome-agent writes it).\n\
-                 machine {repo_url} login {} password {}\n",
+        let mut text =
+            "# This client's own credential (penguindome-agent writes it).\n".to_string();
+        for url in repo_urls {
+            text.push_str(&format!(
+                "machine {url} login {} password {}\n",
                 c.user, c.password
-            ),
-        ));
+            ));
+        }
+        out.push((root.join(APT_FILE), text));
     }
     if root.join("etc/dnf").is_dir() {
         let vars = root.join(DNF_VARS);
@@ -63,9 +70,9 @@ fn files(root: &Path, repo_url: &str, c: &RepoCredential) -> Vec<(PathBuf, Strin
 
 /// Writes the credential for every package manager present; returns the
 /// files written.
-pub fn write(root: &Path, repo_url: &str, c: &RepoCredential) -> io::Result<Vec<PathBuf>> {
+pub fn write(root: &Path, repo_urls: &[String], c: &RepoCredential) -> io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    for (path, text) in files(root, repo_url, c) {
+    for (path, text) in files(root, repo_urls, c) {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -79,14 +86,20 @@ pub fn write(root: &Path, repo_url: &str, c: &RepoCredential) -> io::Result<Vec<
 /// Whether this machine lacks the credential file of a package manager it
 /// has (a restored backup, a removed file): then the agent asks for a new
 /// one even when the server holds one.
-pub fn missing(root: &Path) -> bool {
+pub fn missing(root: &Path, repo_url: &str) -> bool {
     let probe = RepoCredential {
         user: String::new(),
         password: String::new(),
     };
-    files(root, "https://x", &probe)
+    let stale = |path: &Path| {
+        // apt's file names the address; after a move it must name the new one.
+        path.ends_with(APT_FILE)
+            && std::fs::read_to_string(path)
+                .is_ok_and(|t| !t.contains(&format!("machine {repo_url} ")))
+    };
+    files(root, &["https://x".to_string()], &probe)
         .iter()
-        .any(|(path, _)| !path.exists())
+        .any(|(path, _)| !path.exists() || stale(path))
 }
 
 #[cfg(test)]
@@ -107,9 +120,10 @@ mod tests {
         for d in ["etc/apt", "etc/dnf", "etc/pacman.d"] {
             std::fs::create_dir_all(root.path().join(d)).unwrap();
         }
-        assert!(missing(root.path()));
         let url = "https://pd.example.com:8443/penguindome/v1/repo";
-        let written = write(root.path(), url, &credential()).unwrap();
+        assert!(missing(root.path(), url));
+        let old = "https://old.example.com/penguindome/v1/repo".to_string();
+        let written = write(root.path(), &[url.to_string(), old.clone()], &credential()).unwrap();
         assert_eq!(written.len(), 4);
         for p in &written {
             let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -119,6 +133,10 @@ mod tests {
         assert!(apt.contains(&format!(
             "machine {url} login 0123456789abcdef0123456789abcdef password s3cr3t-_"
         )));
+        assert!(
+            apt.contains(&format!("machine {old} login")),
+            "the old address too"
+        );
         let pacman = std::fs::read_to_string(root.path().join(PACMAN_FILE)).unwrap();
         assert!(pacman.contains(
             "Server = https://0123456789abcdef0123456789abcdef:s3cr3t-_@pd.example.com:8443/penguindome/v1/repo/arch/$arch"
@@ -127,17 +145,21 @@ mod tests {
             std::fs::read_to_string(root.path().join(DNF_VARS).join("penguindome_repo_password"))
                 .unwrap();
         assert_eq!(pass, "s3cr3t-_\n");
-        assert!(!missing(root.path()));
+        assert!(!missing(root.path(), url));
+        assert!(
+            missing(root.path(), "https://moved.example/penguindome/v1/repo"),
+            "stale after a move"
+        );
     }
 
     #[test]
     fn a_machine_without_package_managers_gets_nothing() {
         let root = tempfile::tempdir().unwrap();
         assert!(
-            write(root.path(), "https://x/r", &credential())
+            write(root.path(), &["https://x/r".to_string()], &credential())
                 .unwrap()
                 .is_empty()
         );
-        assert!(!missing(root.path()));
+        assert!(!missing(root.path(), "https://x/r"));
     }
 }

@@ -14,6 +14,7 @@ use penguindome_protocol::wire::{Problem, Report};
 use crate::actions;
 use crate::collectors::{self, Cache, Context, PluginSettings};
 use crate::host::Host;
+use crate::moved;
 use crate::repo_access;
 use crate::server_trust;
 use crate::session::{Authority, Delivery, Session, SessionError};
@@ -21,7 +22,8 @@ use crate::spool::{Spool, SpoolError};
 use crate::state::{AgentState, LastError, StateDir};
 use crate::transport::{Transport, TransportError};
 use crate::upgrade;
-use penguindome_protocol::actions::ActionReport;
+use penguindome_protocol::SecretKey;
+use penguindome_protocol::actions::{ActionReport, ActionState, ConfigureTask};
 
 /// Runs are started every minute give or take the timer's random delay, so
 /// a stamp counts as due slightly before its interval has fully passed.
@@ -42,6 +44,8 @@ pub struct Agent {
     /// Where the package managers' configuration lives (`/`; tests give
     /// another root).
     pub package_root: std::path::PathBuf,
+    /// The move `config` reflects, if an administrator moved this agent.
+    pub moved: Option<moved::Moved>,
 }
 
 /// Options of `run`.
@@ -187,16 +191,21 @@ pub fn fetch_repo_credential(
     agent: &Agent,
 ) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let credential = session.repo_credential(host_name)?;
-    let repo_url = format!(
-        "{}{}",
-        agent.config.base_url(),
-        penguindome_protocol::paths::REPO
-    );
     Ok(repo_access::write(
         &agent.package_root,
-        &repo_url,
+        &repo_urls(agent),
         &credential,
     )?)
+}
+
+/// The repositories' address, and after a move the old one too.
+fn repo_urls(agent: &Agent) -> Vec<String> {
+    let repo = |base: &str| format!("{base}{}", penguindome_protocol::paths::REPO);
+    let mut urls = vec![repo(agent.config.base_url())];
+    if let Some(m) = &agent.moved {
+        urls.push(repo(m.from.trim_end_matches('/')));
+    }
+    urls
 }
 
 fn list_paths(files: &[std::path::PathBuf]) -> String {
@@ -216,6 +225,7 @@ const REFUSAL_REPORTED_FOR: Duration = Duration::from_secs(7 * 86_400);
 /// What every step of a run shares.
 struct Step<'a> {
     agent: &'a Agent,
+    key: &'a SecretKey,
     session: &'a Session<'a>,
     host_name: &'a str,
     now: DateTime<Utc>,
@@ -240,6 +250,7 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
     let host_name = hostname();
     let step = Step {
         agent,
+        key: &key,
         session: &session,
         host_name: &host_name,
         now: Utc::now(),
@@ -266,9 +277,14 @@ impl Step<'_> {
     /// Enrolls this key with this server, once. Returns whether it is.
     fn enroll(&self, state: &mut AgentState, outcome: &mut RunOutcome, fingerprint: &str) -> bool {
         let server = self.agent.config.base_url();
+        // A move by the administrator reaches the same server elsewhere.
+        let moved_from = self.agent.moved.as_ref().map(|m| m.from.as_str());
         if state.enrolled_fingerprint.as_deref() == Some(fingerprint)
-            && state.enrolled_server.as_deref() == Some(server)
+            && (state.enrolled_server.as_deref() == Some(server)
+                || state.enrolled_server.is_some()
+                    && state.enrolled_server.as_deref() == moved_from)
         {
+            state.enrolled_server = Some(server.to_string());
             return true;
         }
         let credential = &self.agent.config.enrollment_credential;
@@ -346,7 +362,8 @@ impl Step<'_> {
     /// this client (new, rotated) or a package manager's file is missing.
     fn refresh_repo_credential(&self, server_has_none: bool, outcome: &mut RunOutcome) {
         let root = &self.agent.package_root;
-        if !server_has_none && !repo_access::missing(root) {
+        let now = &repo_urls(self.agent)[0];
+        if !server_has_none && !repo_access::missing(root, now) {
             return;
         }
         match fetch_repo_credential(self.session, self.host_name, self.agent) {
@@ -368,6 +385,7 @@ impl Step<'_> {
     fn runner<'r>(
         &'r self,
         started: &'r dyn Fn(&ActionReport),
+        mover: &'r dyn Fn(&str, &ConfigureTask) -> actions::exec::Outcome,
     ) -> std::io::Result<actions::Runner<'r>> {
         Ok(actions::Runner {
             journal: actions::journal::Journal::open(&self.agent.state.actions_dir())?,
@@ -375,7 +393,60 @@ impl Step<'_> {
             patch_roots: self.agent.config.all_patch_roots(),
             executor: actions::exec::Executor::detect(),
             started,
+            mover,
         })
+    }
+
+    /// A `configure` action: one signed update at the new address with the
+    /// new pin; only if it answers is the move recorded (next runs use it).
+    fn try_move(&self, action_id: &str, task: &ConfigureTask) -> actions::exec::Outcome {
+        use actions::exec::Outcome;
+        let outcome = |state, detail: String| Outcome {
+            state,
+            detail,
+            output: None,
+        };
+        let config = &self.agent.config;
+        let candidate = match moved::candidate(config, task) {
+            Ok(c) => c,
+            Err(e) => return outcome(ActionState::Refused, e),
+        };
+        let tried = Transport::new(&candidate)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| {
+                let s = Session::new(&candidate, &t, self.key, self.agent.machine_id.clone())?;
+                s.update(self.host_name)?;
+                Ok(())
+            });
+        if let Err(e) = tried {
+            return outcome(
+                ActionState::Failed,
+                format!(
+                    "kept {}: {} did not answer as this server: {e:#}",
+                    config.server_url, candidate.server_url
+                ),
+            );
+        }
+        let record = moved::Moved {
+            server_url: candidate.server_url.clone(),
+            ca_certificate: candidate.ca_certificate.clone(),
+            from: config.base_url().to_string(),
+            action_id: action_id.to_string(),
+            moved_at: Utc::now(),
+        };
+        match moved::save(self.agent.state.root(), &record) {
+            Ok(()) => outcome(
+                ActionState::Succeeded,
+                format!(
+                    "now using {} (was {}); the repositories follow once a release carries the new address",
+                    candidate.server_url, config.server_url
+                ),
+            ),
+            Err(e) => outcome(
+                ActionState::Failed,
+                format!("kept {}: cannot record the move: {e}", config.server_url),
+            ),
+        }
     }
 
     /// Runs the actions of a verified answer.
@@ -389,7 +460,8 @@ impl Step<'_> {
                 );
             }
         };
-        match self.runner(&started) {
+        let mover = |id: &str, task: &ConfigureTask| self.try_move(id, task);
+        match self.runner(&started, &mover) {
             Ok(runner) => {
                 runner.handle_all(list, Utc::now());
             }
@@ -404,7 +476,7 @@ impl Step<'_> {
     /// Tells the server how actions went, until it has stored each state;
     /// first marks those a crashed run left started as interrupted.
     fn report_actions(&self, outcome: &mut RunOutcome) {
-        let pending = self.runner(&|_| {}).and_then(|r| {
+        let pending = self.runner(&|_| {}, &actions::no_mover).and_then(|r| {
             for id in r.journal.recover(&actions::exec::stop_leftover)? {
                 log::warn!(action_id:% = id; "action {id} was cut short by a crash; reporting it as interrupted");
             }
@@ -640,6 +712,9 @@ pub struct Status {
     pub client_id: String,
     /// Server URL.
     pub server_url: String,
+    /// The administrator's move that set it, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved: Option<moved::Moved>,
     /// Key fingerprint, if a key exists.
     pub key_fingerprint: Option<String>,
     /// True when enrolled with this key and server.
@@ -662,12 +737,16 @@ pub fn status(agent: &Agent) -> anyhow::Result<Status> {
         .map(|k| k.fingerprint().to_string());
     let enrolled = key_fingerprint.is_some()
         && state.enrolled_fingerprint == key_fingerprint
-        && state.enrolled_server.as_deref() == Some(agent.config.base_url());
+        && (state.enrolled_server.as_deref() == Some(agent.config.base_url())
+            || state.enrolled_server.is_some()
+                && state.enrolled_server.as_deref()
+                    == agent.moved.as_ref().map(|m| m.from.as_str()));
     let spool = Spool::inspect(&agent.state.spool_dir(), agent.config.spool_max_bytes);
     let (spool_reports, spool_bytes) = spool.usage().unwrap_or((0, 0));
     Ok(Status {
         client_id: agent.machine_id.clone(),
         server_url: agent.config.base_url().to_string(),
+        moved: agent.moved.clone(),
         key_fingerprint,
         enrolled,
         spool_reports,

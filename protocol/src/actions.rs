@@ -96,6 +96,9 @@ pub enum Task {
     Command(CommandTask),
     /// End every human account: sessions, processes, home, account.
     Wipe(WipeTask),
+    /// Move to another server address or certificate, keeping the old
+    /// configuration unless the new one answers.
+    Configure(ConfigureTask),
 }
 
 impl Task {
@@ -105,6 +108,7 @@ impl Task {
             Task::Patch(_) => "patch",
             Task::Command(_) => "command",
             Task::Wipe(_) => "wipe",
+            Task::Configure(_) => "configure",
         }
     }
 }
@@ -149,6 +153,28 @@ pub struct CommandTask {
 pub struct WipeTask {
     /// Only say what would go.
     pub dry_run: bool,
+}
+
+/// Where the agent should reach its server from now on. The agent makes
+/// one signed request there first and keeps its configuration if it fails.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConfigureTask {
+    /// The server's new URL; absent: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
+    /// The certificate to pin (PEM), or the platform's CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<PinnedCertificate>,
+}
+
+/// What a moved agent trusts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PinnedCertificate {
+    /// This certificate (or bundle), PEM.
+    Pem(String),
+    /// The certificate authorities the system trusts.
+    SystemCas,
 }
 
 /// What a command did.

@@ -21,6 +21,7 @@ mod actions;
 mod enrollment;
 mod front_door;
 mod listeners;
+mod moving;
 mod tls_renewal;
 
 on_both_stores!(

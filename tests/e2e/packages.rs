@@ -561,7 +561,12 @@ impl DnfClient {
         std::fs::create_dir_all(d.join("root/etc/dnf")).unwrap();
         if auth {
             // What the agent writes on an rpm client.
-            repo_access::write(&d.join("root"), &p.repo_url, &p.client).unwrap();
+            repo_access::write(
+                &d.join("root"),
+                std::slice::from_ref(&p.repo_url),
+                &p.client,
+            )
+            .unwrap();
         }
         write(&d.join("home/.rpmmacros"), "%_dbpath /var/lib/rpm\n");
         write(
@@ -802,7 +807,7 @@ impl PacmanClient {
                     let url = p.plain_repo_url.as_deref().expect("a plain listener");
                     if auth {
                         // As the site package includes the file the agent writes.
-                        repo_access::write(&root, url, &p.client).unwrap();
+                        repo_access::write(&root, &[url.to_string()], &p.client).unwrap();
                         format!(
                             "Include = {}/etc/pacman.d/penguindome-server.conf",
                             root.display()

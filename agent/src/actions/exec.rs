@@ -100,6 +100,8 @@ pub fn perform(req: &Request, started: &dyn Fn(i32)) -> Outcome {
                 output,
             }
         }
+        // The runner hands these to the agent itself.
+        Task::Configure(_) => super::no_mover("", &Default::default()),
     }
 }
 
@@ -115,6 +117,7 @@ fn unit_limit(action: &Action) -> u64 {
         Task::Command(c) => c.timeout_secs.max(1) + 60,
         Task::Patch(_) => 600,
         Task::Wipe(_) => 3600,
+        Task::Configure(_) => 60,
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use penguindome_protocol::actions::{
-    Action, ActionHeader, ActionReport, ActionState, SealedAction,
+    Action, ActionHeader, ActionReport, ActionState, ConfigureTask, SealedAction, Task,
 };
 use penguindome_protocol::wire::is_valid_client_id;
 
@@ -31,6 +31,18 @@ pub struct Runner<'a> {
     pub executor: exec::Executor,
     /// Hears that an action started (to tell the server at once).
     pub started: &'a dyn Fn(&ActionReport),
+    /// Moves the agent to another server address (a `configure` action),
+    /// which only the agent's own process can try: it needs its key.
+    pub mover: &'a dyn Fn(&str, &ConfigureTask) -> exec::Outcome,
+}
+
+/// A mover for runners that only report: it runs nothing.
+pub fn no_mover(_: &str, _: &ConfigureTask) -> exec::Outcome {
+    exec::Outcome {
+        state: ActionState::Refused,
+        detail: "this runner does not move the agent".into(),
+        output: None,
+    }
 }
 
 /// What one action came to in this run.
@@ -93,15 +105,10 @@ impl Runner<'_> {
         if let Some(started) = self.journal.get(&header.id)? {
             (self.started)(&started.report());
         }
-        let request = exec::Request {
-            action,
-            patch_roots: self.patch_roots.clone(),
+        let outcome = match &action.task {
+            Task::Configure(task) => (self.mover)(&header.id, task),
+            _ => self.execute(action, &header.id),
         };
-        let outcome = self.executor.run(&request, &|leftover| {
-            if let Err(e) = self.journal.running_in(&header.id, leftover) {
-                log::error!("cannot note where action {} runs: {e}", header.id);
-            }
-        });
         self.journal.finish_with(
             &header.id,
             outcome.state,
@@ -109,6 +116,19 @@ impl Runner<'_> {
             outcome.output,
         )?;
         Ok(Handled::Ran(outcome.state, outcome.detail))
+    }
+
+    /// Runs a task's work where the executor puts it.
+    fn execute(&self, action: Action, id: &str) -> exec::Outcome {
+        let request = exec::Request {
+            action,
+            patch_roots: self.patch_roots.clone(),
+        };
+        self.executor.run(&request, &|leftover| {
+            if let Err(e) = self.journal.running_in(id, leftover) {
+                log::error!("cannot note where action {id} runs: {e}");
+            }
+        })
     }
 
     fn refuse(&self, header: &ActionHeader, why: String) -> std::io::Result<Handled> {
@@ -144,7 +164,7 @@ fn refusal(header: &ActionHeader, text: &str, now: DateTime<Utc>) -> Option<Stri
 }
 
 /// The kinds this release runs.
-const KNOWN_KINDS: &[&str] = &["patch", "command", "wipe"];
+const KNOWN_KINDS: &[&str] = &["patch", "command", "wipe", "configure"];
 
 fn log_handled(handled: &Handled, text: &str) {
     let id = serde_json::from_str::<ActionHeader>(text)
@@ -202,6 +222,7 @@ mod tests {
             patch_roots: vec![dir.join("root")],
             executor: exec::Executor::Here,
             started: &|_| {},
+            mover: &no_mover,
         }
     }
 

@@ -64,6 +64,9 @@ pub enum ClientsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move clients to another server address or certificate: each agent
+    /// tries it once and keeps its configuration if that fails.
+    Configure(super::configure::ConfigureArgs),
     /// Per-client settings the issues audit reads (user_email, user_clients).
     #[command(subcommand)]
     Param(super::parameters::ParamCommand),
@@ -115,6 +118,10 @@ pub async fn run(store: &dyn AdminStore, cmd: ClientsCommand) -> anyhow::Result<
             rotate_credentials(store, &clients, all, json).await?
         }
         ClientsCommand::Param(cmd) => super::parameters::run(store, cmd, Utc::now()).await?,
+        // It reads the certificate as root first: see pdome-admin's main.
+        ClientsCommand::Configure(_) => {
+            anyhow::bail!("clients configure runs through pdome-admin's command line")
+        }
     }
     Ok(())
 }

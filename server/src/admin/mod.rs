@@ -5,6 +5,7 @@ pub mod account;
 pub mod actions;
 pub mod clients;
 pub mod command;
+pub mod configure;
 pub mod init;
 pub mod issues;
 pub mod listeners;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use penguindome_server::admin::{
-    access, account, clients, command, init, issues, listeners, packages, patch, release, store,
-    tls, tokens, wipe,
+    access, account, clients, command, configure, init, issues, listeners, packages, patch,
+    release, store, tls, tokens, wipe,
 };
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
@@ -129,6 +129,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let now =
                 chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
             let result = issues::run(&config, store.as_ref(), cmd, now).await;
+            store.close().await;
+            result
+        }
+        Sub::Clients(clients::ClientsCommand::Configure(args)) => {
+            let config = ServerConfig::load(&cli.config_dir)?;
+            let task = configure::task(&config, &args)?;
+            let operator = account::operator();
+            let store = open_store(&cli.config_dir).await?;
+            let result = configure::queue(store.as_ref(), &args, task, &operator).await;
             store.close().await;
             result
         }
