@@ -1,4 +1,4 @@
-//! The agent's collectors on real systems: this machine, and a Debian 12
+//! The agent's collectors on real systems: this machine, and Debian 12 and 13
 //! booted with systemd under systemd-nspawn (real systemd, D-Bus, sshd,
 //! apt lists with a security suite). Every collector must answer, and the
 //! central ones with real readings, not "unknown".
@@ -6,7 +6,7 @@
 use penguindome_protocol::SecretKey;
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_tests::bin;
-use penguindome_tests::container::BootedDebian;
+use penguindome_tests::container::{BootedDebian, Suite, on_each_suite};
 use serde_json::Value;
 
 /// No collector may fail outright.
@@ -54,7 +54,11 @@ fn collect_on_this_machine() {
 }
 
 #[test]
-fn collect_inside_a_booted_debian() {
+fn collect_inside_booted_debian_12_and_13() {
+    on_each_suite(collect_inside);
+}
+
+fn collect_inside(suite: Suite) {
     let key = SecretKey::generate("Test Server <s@example.test>").unwrap();
     let mut config = AgentConfig::new(
         "https://pd.example.test".into(),
@@ -64,7 +68,7 @@ fn collect_inside_a_booted_debian() {
     config.collectors.required_packages = vec!["openssh-server".into(), "not-a-package".into()];
     config.collectors.required_services = vec!["ssh".into()];
     let agent = bin("penguindome-agent");
-    let ct = BootedDebian::boot(|root| {
+    let ct = BootedDebian::boot_on(suite, |root| {
         std::fs::copy(&agent, root.join("usr/local/bin/penguindome-agent")).unwrap();
         std::fs::create_dir_all(root.join("etc/penguindome")).unwrap();
         std::fs::write(
@@ -95,11 +99,7 @@ fn collect_inside_a_booted_debian() {
         u["security_evidence"]
             .as_str()
             .unwrap()
-            .contains("bookworm-security")
-            || u["security_evidence"]
-                .as_str()
-                .unwrap()
-                .contains("-security"),
+            .contains(&format!("{}-security", suite.name())),
         "{u}"
     );
     // sshd runs under the container's systemd; its settings come from sshd -T.

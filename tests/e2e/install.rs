@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use penguindome_tests::container::BootedDebian;
+use penguindome_tests::container::{BootedDebian, Suite, on_each_suite};
 use penguindome_tests::{Site, bin, http, text};
 
 fn stdout(o: &std::process::Output) -> String {
@@ -73,14 +73,19 @@ fn installed_agent(c: &BootedDebian) -> String {
 }
 
 #[test]
-fn apt_installs_and_upgrades_the_agent_in_a_booted_debian() {
+fn apt_installs_and_upgrades_the_agent_on_booted_debian_12_and_13() {
+    on_each_suite(agent_lifecycle);
+}
+
+/// Bootstrap, enrollment, reports, actions, self-upgrade, removal.
+fn agent_lifecycle(suite: Suite) {
     // Reports every minute, so that the agent's own facts arrive soon.
     let site = Site::init_with(|_| vec!["--collect-interval".into(), "1m".into()]);
     let out = release(&site);
     assert!(out.contains("Published release 1"), "{out}");
     let _server = site.start();
     let token = site.admin_json(&["tokens", "create", "--json", "--label", "booted"]);
-    let c = BootedDebian::boot(|root: &Path| {
+    let c = BootedDebian::boot_on(suite, |root: &Path| {
         let path = root.join("root/token");
         std::fs::write(&path, format!("{}\n", token["token"].as_str().unwrap())).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -502,11 +507,16 @@ fn the_next_release_arrives_by_itself(site: &Site, c: &BootedDebian) {
 }
 
 #[test]
-fn the_server_package_installs_runs_as_its_user_and_purges_cleanly() {
+fn the_server_package_installs_runs_as_its_user_and_purges_cleanly_on_debian_12_and_13() {
+    on_each_suite(server_lifecycle);
+}
+
+/// Install, init, serve, reload, release, audit unit, upgrade, purge.
+fn server_lifecycle(suite: Suite) {
     let out_dir = tempfile::tempdir().unwrap();
     let deb_name = build_server_deb(out_dir.path());
     let deb = out_dir.path().join(&deb_name);
-    let c = BootedDebian::boot(|root: &Path| {
+    let c = BootedDebian::boot_on(suite, |root: &Path| {
         std::fs::copy(&deb, root.join("root").join(&deb_name)).unwrap();
     });
     let deb_path = format!("/root/{deb_name}");

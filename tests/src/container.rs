@@ -1,6 +1,6 @@
-//! A debootstrapped Debian 12 booted with systemd under systemd-nspawn,
-//! for tests that need a real systemd, D-Bus and package manager. The root
-//! comes from `scripts/debian-root` (built once, cached).
+//! A debootstrapped Debian (12 or 13) booted with systemd under
+//! systemd-nspawn, for tests that need a real systemd, D-Bus and package
+//! manager. The root comes from `scripts/debian-root` (built once, cached).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -9,6 +9,53 @@ use std::time::{Duration, Instant};
 /// How long a boot may take: generous, since both install tests boot at
 /// once while the other builds packages on the same two cores.
 const BOOT_LIMIT: Duration = Duration::from_secs(180);
+
+/// A Debian release the booted tests run on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Suite {
+    /// Debian 12: apt 2.6 verifying with gpgv, systemd 252.
+    Bookworm,
+    /// Debian 13: apt 3 verifying with sqv, systemd 257.
+    Trixie,
+}
+
+impl Suite {
+    /// The suite's code name, as the mirror spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Bookworm => "bookworm",
+            Suite::Trixie => "trixie",
+        }
+    }
+}
+
+/// Runs `test` on Debian 12 and 13 at once (booted tests mostly wait on
+/// timers, so two containers cost little more time than one); fails with
+/// the first suite's panic after both have finished.
+pub fn on_each_suite(test: impl Fn(Suite) + Sync) {
+    let results: Vec<(Suite, std::thread::Result<()>)> = std::thread::scope(|s| {
+        let runs: Vec<_> = [Suite::Bookworm, Suite::Trixie]
+            .into_iter()
+            .map(|suite| {
+                let test = &test;
+                let run = std::thread::Builder::new()
+                    .name(suite.name().into())
+                    .spawn_scoped(s, move || test(suite))
+                    .expect("a test thread");
+                (suite, run)
+            })
+            .collect();
+        runs.into_iter()
+            .map(|(suite, run)| (suite, run.join()))
+            .collect()
+    });
+    for (suite, result) in results {
+        if let Err(panic) = result {
+            eprintln!("the test failed on Debian {}", suite.name());
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
 
 /// A booted container; powered off (or killed) when dropped.
 pub struct BootedDebian {
@@ -30,11 +77,17 @@ fn pids_of_children(pid: u32, name: &str) -> Vec<u32> {
 }
 
 impl BootedDebian {
-    /// Unpacks the cached root, lets `prepare` add files, and boots it.
+    /// Debian 12, as [`BootedDebian::boot_on`] boots it.
     pub fn boot(prepare: impl FnOnce(&Path)) -> Self {
+        Self::boot_on(Suite::Bookworm, prepare)
+    }
+
+    /// Unpacks the cached root of `suite`, lets `prepare` add files, and
+    /// boots it.
+    pub fn boot_on(suite: Suite, prepare: impl FnOnce(&Path)) -> Self {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/debian-root");
         let out = Command::new(&script)
-            .arg("build")
+            .args(["build", suite.name()])
             .output()
             .expect("scripts/debian-root cannot run");
         assert!(
