@@ -145,7 +145,8 @@ impl Listeners {
         fresh: Option<rustls::ServerConfig>,
     ) -> anyhow::Result<()> {
         let Some(r) = self.running.get_mut(&l.name) else {
-            let std_listener = bind(l)?;
+            // Its address may belong to a listener this reload just retired.
+            let std_listener = bind_when_free(l).await?;
             log::info!("listener {:?} added on {}", l.name, l.address);
             return self.serve_with(l.clone(), std_listener, fresh);
         };
@@ -266,7 +267,7 @@ fn bind(l: &ListenerConfig) -> anyhow::Result<std::net::TcpListener> {
     })
 }
 
-/// Binds `l` while a listener it replaces on the same address is still
+/// Binds `l` while a retired listener on the same address may still be
 /// closing its socket: retries for a few seconds.
 async fn bind_when_free(l: &ListenerConfig) -> anyhow::Result<std::net::TcpListener> {
     let mut tries = 0;
