@@ -407,7 +407,9 @@ fn a_wipe_ends_every_human_account(site: &Site, c: &BootedDebian, client_id: &st
                 .success()
         );
         let uids = stdout(&c.exec(&["sh", "-c", "grep -sh '^Uid:' /proc/[0-9]*/status"]));
-        assert!(uids.lines().count() > 5, "read the processes: {uids}");
+        // Init, journald, logind, D-Bus at least: /proc was read. (sshd
+        // may be missing: containers booted side by side share port 22.)
+        assert!(uids.lines().count() > 3, "read the processes: {uids}");
         assert!(
             !uids
                 .lines()
