@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use penguindome_protocol::actions::{ConfigureTask, PinnedCertificate};
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::files;
-use penguindome_protocol::token::certificate_pin;
+use penguindome_protocol::token::certificates_only;
 use serde::{Deserialize, Serialize};
 
 const FILE: &str = "moved.json";
@@ -22,6 +22,9 @@ pub struct Moved {
     pub ca_certificate: Option<String>,
     /// The URL it was reached at before.
     pub from: String,
+    /// agent.toml's own URL when the first move was made; once agent.toml
+    /// says something else (a later release), agent.toml wins.
+    pub package_url: String,
     /// The action that moved it.
     pub action_id: String,
     /// When.
@@ -47,6 +50,14 @@ pub fn apply(config: &mut AgentConfig, state_dir: &Path) -> Option<Moved> {
             return None;
         }
     };
+    if moved.package_url != config.server_url {
+        log::info!(
+            "agent.toml now names {}; the earlier move to {} no longer applies",
+            config.server_url,
+            moved.server_url
+        );
+        return None;
+    }
     config.server_url = moved.server_url.clone();
     config.ca_certificate = moved.ca_certificate.clone();
     Some(moved)
@@ -69,10 +80,8 @@ pub fn candidate(config: &AgentConfig, task: &ConfigureTask) -> Result<AgentConf
         None => {}
         Some(PinnedCertificate::SystemCas) => c.ca_certificate = None,
         Some(PinnedCertificate::Pem(pem)) => {
-            if certificate_pin(pem).is_none() {
-                return Err("the certificate to pin is not PEM".into());
-            }
-            c.ca_certificate = Some(pem.clone());
+            let certs = certificates_only(pem).ok_or("the certificate to pin is not PEM")?;
+            c.ca_certificate = Some(certs);
         }
     }
     if c.server_url == config.server_url && c.ca_certificate == config.ca_certificate {
@@ -134,6 +143,7 @@ mod tests {
             server_url: c.server_url.clone(),
             ca_certificate: None,
             from: "https://old.example:8443".into(),
+            package_url: "https://old.example:8443".into(),
             action_id: "a".repeat(32),
             moved_at: Utc::now(),
         };
@@ -143,6 +153,11 @@ mod tests {
         assert_eq!(apply(&mut loaded, dir.path()).unwrap().from, moved.from);
         assert_eq!(loaded.server_url, "https://new.example");
         assert_eq!(loaded.ca_certificate, None);
+        // A release whose agent.toml names another server wins.
+        let mut released = config();
+        released.server_url = "https://released.example".into();
+        assert_eq!(apply(&mut released, dir.path()), None);
+        assert_eq!(released.server_url, "https://released.example");
         std::fs::write(path(dir.path()), "{").unwrap();
         assert_eq!(apply(&mut config(), dir.path()), None, "damaged: ignored");
     }

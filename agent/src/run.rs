@@ -203,7 +203,13 @@ fn repo_urls(agent: &Agent) -> Vec<String> {
     let repo = |base: &str| format!("{base}{}", penguindome_protocol::paths::REPO);
     let mut urls = vec![repo(agent.config.base_url())];
     if let Some(m) = &agent.moved {
-        urls.push(repo(m.from.trim_end_matches('/')));
+        // The package's apt sources still name agent.toml's address.
+        for old in [&m.from, &m.package_url] {
+            let u = repo(old.trim_end_matches('/'));
+            if !urls.contains(&u) {
+                urls.push(u);
+            }
+        }
     }
     urls
 }
@@ -411,7 +417,10 @@ impl Step<'_> {
             Ok(c) => c,
             Err(e) => return outcome(ActionState::Refused, e),
         };
-        let tried = Transport::new(&candidate)
+        // The server's announced certificates count there too (a move right
+        // after a renewal).
+        let trusting = server_trust::with_announced(&candidate, self.agent.state.root());
+        let tried = Transport::new(&trusting)
             .map_err(anyhow::Error::from)
             .and_then(|t| {
                 let s = Session::new(&candidate, &t, self.key, self.agent.machine_id.clone())?;
@@ -431,6 +440,11 @@ impl Step<'_> {
             server_url: candidate.server_url.clone(),
             ca_certificate: candidate.ca_certificate.clone(),
             from: config.base_url().to_string(),
+            package_url: self
+                .agent
+                .moved
+                .as_ref()
+                .map_or_else(|| config.server_url.clone(), |m| m.package_url.clone()),
             action_id: action_id.to_string(),
             moved_at: Utc::now(),
         };

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::files;
-use penguindome_protocol::token::certificate_pin;
+use penguindome_protocol::token::certificates_only;
 
 /// The file, in the state directory: public certificates, PEM.
 const FILE: &str = "server-certificates.pem";
@@ -40,12 +40,19 @@ pub fn remember(state_dir: &Path, pems: &[String]) -> Result<bool, String> {
     if pems.is_empty() {
         return Ok(false);
     }
-    if let Some(bad) = pems.iter().position(|p| certificate_pin(p).is_none()) {
-        return Err(format!(
-            "the server announced certificate {bad} that is not PEM; keeping the ones known"
-        ));
+    // Only certificates, re-encoded: an entry that is not one is left out,
+    // so one bad entry cannot make the transport refuse them all.
+    let good: Vec<String> = pems.iter().filter_map(|p| certificates_only(p)).collect();
+    if good.len() != pems.len() {
+        log::warn!(
+            "the server announced {} entries that are not PEM certificates; left out",
+            pems.len() - good.len()
+        );
     }
-    let text: String = pems.iter().map(|p| format!("{}\n", p.trim_end())).collect();
+    if good.is_empty() {
+        return Err("the server announced no readable certificate; keeping the ones known".into());
+    }
+    let text: String = good.concat();
     let file = path(state_dir);
     if std::fs::read_to_string(&file).is_ok_and(|old| old == text) {
         return Ok(false);
@@ -89,9 +96,16 @@ mod tests {
             Some("A")
         );
         let e = remember(dir.path(), &["junk".into()]).unwrap_err();
-        assert!(e.contains("not PEM"), "{e}");
-        assert!(remember(dir.path(), &[PEM.into()]).unwrap());
+        assert!(e.contains("no readable certificate"), "{e}");
+        // A bad entry is left out; a key next to a certificate never lands.
+        let with_key =
+            format!("-----BEGIN PRIVATE KEY-----\nMAMCAQA=\n-----END PRIVATE KEY-----\n{PEM}");
+        assert!(remember(dir.path(), &["junk".into(), with_key]).unwrap());
+        let kept = std::fs::read_to_string(path(dir.path())).unwrap();
+        assert_eq!(kept, PEM);
         assert!(!remember(dir.path(), &[PEM.into()]).unwrap(), "unchanged");
+        std::fs::remove_file(path(dir.path())).unwrap();
+        assert!(remember(dir.path(), &[PEM.into()]).unwrap());
         assert!(!remember(dir.path(), &[]).unwrap());
         let c = with_announced(&config(Some("A")), dir.path());
         assert_eq!(c.ca_certificate.unwrap(), format!("A\n{PEM}"));

@@ -113,6 +113,30 @@ pub fn certificate_pin(pem: &str) -> Option<[u8; 32]> {
     Some(Sha256::digest(der.as_ref()).into())
 }
 
+/// Only the certificates of a PEM text, re-encoded: whatever else the file
+/// held (a private key, above all) never travels or lands in agent.toml.
+/// `None` when it holds no readable certificate.
+pub fn certificates_only(pem: &str) -> Option<String> {
+    use base64::engine::general_purpose::STANDARD;
+    let ders: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .ok()?;
+    if ders.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    for der in ders {
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        let b64 = STANDARD.encode(der.as_ref());
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    Some(out)
+}
+
 /// A pin as the token writes it.
 pub fn pin_text(pin: &[u8; 32]) -> String {
     URL_SAFE_NO_PAD.encode(pin)
@@ -173,6 +197,18 @@ impl FromStr for EnrollmentToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_certificates_survive() {
+        let cert = "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nMAMCAQA=\n-----END PRIVATE KEY-----\n";
+        let both = format!("{key}{cert}");
+        let kept = certificates_only(&both).unwrap();
+        assert_eq!(kept, cert);
+        assert!(!kept.contains("PRIVATE"));
+        assert_eq!(certificates_only(key), None);
+        assert_eq!(certificates_only("junk"), None);
+    }
 
     #[test]
     fn tokens_survive_their_text_form() {

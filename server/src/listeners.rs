@@ -113,8 +113,10 @@ impl Listeners {
     }
 
     /// Brings the listeners in line with `new`'s `[[listener]]` tables.
-    /// Every certificate is checked first: a bad one changes nothing.
-    pub async fn reload(&mut self, new: &ServerConfig) -> anyhow::Result<()> {
+    /// Every certificate is checked first: a bad one changes nothing (an
+    /// error). Otherwise returns what failed, listener by listener; a
+    /// listener that cannot move to a new address keeps serving the old.
+    pub async fn reload(&mut self, new: &ServerConfig) -> anyhow::Result<Vec<String>> {
         let mut tls = BTreeMap::new();
         for l in new.listeners.iter().filter(|l| l.tls.is_some()) {
             tls.insert(l.name.clone(), tls_config(&self.base, l)?);
@@ -129,13 +131,14 @@ impl Listeners {
             self.retire(&name);
             log::info!("listener {name:?} removed: it finishes its requests and closes");
         }
+        let mut problems = Vec::new();
         for l in &new.listeners {
             let fresh = tls.remove(&l.name);
             if let Err(e) = self.apply(l, fresh).await {
-                log::error!("listener {:?}: {e:#}", l.name);
+                problems.push(format!("listener {:?}: {e:#}", l.name));
             }
         }
-        Ok(())
+        Ok(problems)
     }
 
     /// Applies one listener's configuration.
@@ -151,8 +154,17 @@ impl Listeners {
             return self.serve_with(l.clone(), std_listener, fresh);
         };
         if needs_new_socket(&r.config, l) {
-            self.retire(&l.name);
-            let std_listener = bind_when_free(l).await?;
+            let moves = r.config.address != l.address;
+            let std_listener = if moves {
+                // Bound before the old one closes: if it fails, the old
+                // listener keeps serving.
+                let s = bind(l)?;
+                self.retire(&l.name);
+                s
+            } else {
+                self.retire(&l.name);
+                bind_when_free(l).await?
+            };
             log::info!("listener {:?} replaced: now {}", l.name, l.address);
             return self.serve_with(l.clone(), std_listener, fresh);
         }

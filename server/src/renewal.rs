@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use penguindome_protocol::token::certificates_only;
+
 use crate::config::ServerConfig;
 
 /// How long the server keeps the announced certificates before reading the
@@ -101,8 +103,11 @@ impl Announced {
         for f in files {
             // A missing staged file is the usual case; a listener's own
             // file was checked when it started.
-            if let Ok(pem) = std::fs::read_to_string(&f)
-                && is_self_signed(pem.as_bytes())
+            // Certificates only: a combined certificate-and-key file must
+            // not hand its key to every agent.
+            if let Ok(text) = std::fs::read_to_string(&f)
+                && is_self_signed(text.as_bytes())
+                && let Some(pem) = certificates_only(&text)
                 && !certs.contains(&pem)
             {
                 certs.push(pem);

@@ -68,6 +68,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         announced: crate::renewal::Announced::new(&config),
         audit: arc_swap::ArcSwapOption::new(audit_settings(&config)),
     });
+    // Caught before READY=1: a reload right after start must not kill us.
+    let mut signals = Signals::catch()?;
     let mut listeners = Listeners::start(&config, &router(state.clone()))?;
     log::info!(
         "PenguinDome server {} listening on {}, store {}",
@@ -87,7 +89,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         sd_notify::watchdog_enabled(),
         listening.clone(),
     ));
-    let failure = wait_for_stop(&mut listeners, &state, &config, &listening).await?;
+    let failure = wait_for_stop(&mut signals, &mut listeners, &state, &config, &listening).await?;
     notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
     log::info!("shutting down: finishing requests in flight");
     listeners.shut_down(config.server.shutdown_grace).await;
@@ -125,21 +127,36 @@ enum Stop {
 /// What the listeners listen on, for the monitor's status line.
 type Listening = Arc<std::sync::RwLock<String>>;
 
+/// The signals the server acts on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot catch SIGHUP")?,
+        })
+    }
+}
+
 /// Serves until SIGTERM or SIGINT or a listener fails; SIGHUP reloads.
 async fn wait_for_stop(
+    signals: &mut Signals,
     listeners: &mut Listeners,
     state: &AppState,
     config: &ServerConfig,
     listening: &Listening,
 ) -> anyhow::Result<Stop> {
-    let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot catch SIGHUP")?;
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(Stop::Signal),
-            _ = int.recv() => return Ok(Stop::Signal),
-            _ = hup.recv() => {
+            _ = signals.term.recv() => return Ok(Stop::Signal),
+            _ = signals.int.recv() => return Ok(Stop::Signal),
+            _ = signals.hup.recv() => {
                 reload(listeners, state, config).await;
                 if let Ok(mut l) = listening.write() {
                     *l = listeners.listening();
@@ -176,7 +193,14 @@ async fn reload(listeners: &mut Listeners, state: &AppState, running: &ServerCon
         Err(e) => Err(e.into()),
     };
     match outcome {
-        Ok(()) => log::info!("reloaded: listening on {}", listeners.listening()),
+        Ok(problems) if problems.is_empty() => {
+            log::info!("reloaded: listening on {}", listeners.listening())
+        }
+        Ok(problems) => log::error!(
+            "reloaded: listening on {}; not applied: {}",
+            listeners.listening(),
+            problems.join("; ")
+        ),
         Err(e) => log::error!("reload refused, nothing changed: {e:#}"),
     }
     notify(&[

@@ -788,7 +788,9 @@ fn a_refused_server_certificate_fails_the_run_and_reaches_the_audit() {
     let agent = site.agent("pinned");
     assert!(agent.cmd(&["run"]).status.success());
     // The certificate the agent now sees is not the one it pins, as under
-    // an interception: its pin is another CA's.
+    // an interception: its pin is another CA's. (An interceptor's
+    // certificate is none of those the server announced either.)
+    std::fs::remove_file(agent.state_dir().join("server-certificates.pem")).unwrap();
     let mut config = site.agent_config();
     config.ca_certificate = Some(penguindome_tests::PrivateCa::issue("Interceptor", &["x"]).ca_pem);
     let wrong = agent.root.join("agent.toml");

@@ -159,6 +159,7 @@ fn refusals(site: &Site) {
             missing.to_str().unwrap(),
             "--key",
             missing.to_str().unwrap(),
+            "--force",
         ],
         "missing.crt",
     );
@@ -204,6 +205,19 @@ fn moved_and_broken(site: &Site, server: &Server, extra: u16, extra_ca: &Path) {
     assert_eq!(health(moved, extra_ca), 200);
     std::fs::write(&toml_path, good).unwrap();
 
+    // Its new port is taken: it keeps serving where it was, and the log
+    // says what was not applied.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    admin_ok(site, &["listeners", "set", "extra", "--address", &busy]);
+    let line = server.reload();
+    assert!(
+        line.contains("not applied") && line.contains("extra"),
+        "{line}"
+    );
+    assert_eq!(health(moved, extra_ca), 200, "still on its old port");
+    drop(taken);
+
     admin_ok(site, &["listeners", "remove", "extra"]);
     server.reload();
     assert_eq!(health(moved, extra_ca), 0, "a removed listener closes");
@@ -218,17 +232,16 @@ fn moved_and_broken(site: &Site, server: &Server, extra: u16, extra_ca: &Path) {
 fn certificate_swapped_in_place(site: &Site, server: &Server, old_ca: &Path) {
     let kept = KeptAlive::start(site.port, old_ca);
     std::thread::sleep(std::time::Duration::from_millis(600));
-    admin_ok(
-        site,
-        &[
-            "listeners",
-            "set",
-            "main",
-            "--tls",
-            "self-signed",
-            "127.0.0.1",
-        ],
-    );
+    let swap = [
+        "listeners",
+        "set",
+        "main",
+        "--tls",
+        "self-signed",
+        "127.0.0.1",
+    ];
+    admin_fails(site, &swap, "tls renew");
+    admin_ok(site, &[&swap[..], &["--force"]].concat());
     server.reload();
     let new_ca = site.config_dir.join("tls/main.crt");
     assert_eq!(health(site.port, &new_ca), 200);

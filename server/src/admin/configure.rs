@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use penguindome_protocol::actions::{ConfigureTask, PinnedCertificate, Task};
-use penguindome_protocol::token::certificate_pin;
+use penguindome_protocol::token::certificates_only;
 use serde_json::json;
 
 use super::actions;
@@ -54,11 +54,16 @@ pub fn task(config: &ServerConfig, args: &ConfigureArgs) -> anyhow::Result<Task>
     };
     let certificate = match (&args.certificate, args.system_cas) {
         (Some(path), _) => {
-            let pem = std::fs::read_to_string(path)
+            let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            if certificate_pin(&pem).is_none() {
-                bail!("{} holds no PEM certificate", path.display());
+            if text.contains("PRIVATE KEY") {
+                bail!(
+                    "{} holds a private key: give the certificate alone (it goes to every client)",
+                    path.display()
+                );
             }
+            let pem = certificates_only(&text)
+                .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
             Some(PinnedCertificate::Pem(pem))
         }
         (None, true) => Some(PinnedCertificate::SystemCas),

@@ -71,6 +71,10 @@ pub enum ListenersCommand {
         /// No longer being retired.
         #[arg(long)]
         no_deprecated: bool,
+        /// Replace the certificate agents pin without a renewal (they lose
+        /// the server until their agent.toml changes).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -171,17 +175,39 @@ pub fn run(config_dir: &Path, cmd: ListenersCommand) -> anyhow::Result<()> {
             no_trusted_proxies,
             deprecated,
             no_deprecated,
+            force,
         } => {
+            let tls = tls.choice()?;
+            if !force && changes_certificate(&tls) && pinned_by_agents(&config, &name) {
+                bail!(
+                    "agents pin listener {name:?}'s certificate: renew it with `pdome-admin tls \
+                     renew --listener {name}` so they learn the new one first, or pass --force \
+                     (they then cannot report until their agent.toml changes)"
+                );
+            }
             let mut l = find(&config, &name)?.clone();
             l.address = address.unwrap_or(l.address);
             if no_trusted_proxies || !trusted_proxies.is_empty() {
                 l.trusted_proxies = trusted_proxies;
             }
             l.deprecated = (l.deprecated || deprecated) && !no_deprecated;
-            set(&config, &text, l, tls.choice()?)?
+            set(&config, &text, l, tls)?
         }
     };
     save(&config, &path, edit)
+}
+
+fn changes_certificate(tls: &TlsChoice) -> bool {
+    matches!(tls, TlsChoice::SelfSigned(_) | TlsChoice::Files { .. })
+}
+
+/// Whether agents pin the certificate listener `name` presents now.
+fn pinned_by_agents(config: &ServerConfig, name: &str) -> bool {
+    let Some(l) = config.listeners.iter().find(|l| l.name == name) else {
+        return false;
+    };
+    let pin = certificate_info(config, l).sha256;
+    pin.is_some() && pin == agents_pin(config)
 }
 
 fn find<'a>(config: &'a ServerConfig, name: &str) -> anyhow::Result<&'a ListenerConfig> {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use penguindome_protocol::agent_config::AgentConfig;
-use penguindome_protocol::token::{certificate_pin, pin_text};
+use penguindome_protocol::token::{certificate_pin, certificates_only, pin_text};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AGENT_CONFIG_FILE, ListenerConfig, ServerConfig};
@@ -132,8 +132,7 @@ pub fn renew(
 
 fn stage(config: &ServerConfig, l: &ListenerConfig) -> anyhow::Result<()> {
     let cert = cert_path(config, l);
-    let pem = std::fs::read_to_string(&cert)
-        .with_context(|| format!("cannot read {}", cert.display()))?;
+    let pem = read_certificates(&cert)?;
     if !is_self_signed(pem.as_bytes()) {
         bail!(
             "listener {:?} presents a CA-signed certificate: renew it with your CA, install \
@@ -182,6 +181,13 @@ fn stage(config: &ServerConfig, l: &ListenerConfig) -> anyhow::Result<()> {
          `pdome-admin tls renew --finish` and `systemctl reload penguindome-server`."
     );
     Ok(())
+}
+
+/// The certificates of a file, without anything else it holds (a key).
+fn read_certificates(path: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    certificates_only(&text).with_context(|| format!("{} holds no PEM certificate", path.display()))
 }
 
 fn ensure_nl(pem: &str) -> String {
@@ -254,6 +260,11 @@ fn finish_renewal(config: &ServerConfig, l: &ListenerConfig, force: bool) -> any
     let cert = cert_path(config, l);
     let key = key_path(config, l);
     let (next, next_key) = (staged(&cert), staged(&key));
+    if next.exists() && !next_key.exists() && crate::tls::server_config(&next, &key).is_ok() {
+        // An earlier --finish stopped between its two renames: the new key
+        // is in place, the certificate still staged. Complete it.
+        return complete(config, l, &cert, &next);
+    }
     if !next.exists() || !next_key.exists() {
         bail!(
             "nothing is staged for listener {:?}: start with `pdome-admin tls renew`",
@@ -262,6 +273,13 @@ fn finish_renewal(config: &ServerConfig, l: &ListenerConfig, force: bool) -> any
     }
     crate::tls::server_config(&next, &next_key).context("the staged certificate is unusable")?;
     let status = status_as_data_owner(config, l)?;
+    if status.staged_at.is_none() {
+        bail!(
+            "the store's owner cannot read {}: give the server's group read access to tls/ \
+             (as `pdome-admin init` sets it up) and try again",
+            next.display()
+        );
+    }
     if !status.waiting.is_empty() && !force {
         bail!(
             "{} client(s) have not asked for news since the renewal was staged, and would \
@@ -272,19 +290,31 @@ fn finish_renewal(config: &ServerConfig, l: &ListenerConfig, force: bool) -> any
             hosts(&status.waiting)
         );
     }
-    let old_pem = std::fs::read_to_string(&cert)?;
-    let new_pem = std::fs::read_to_string(&next)?;
     keep_previous(&cert)?;
     keep_previous(&key)?;
+    // Key first: a stop after it is completed by the next --finish (above).
     std::fs::rename(&next_key, &key)
         .with_context(|| format!("cannot move {} into place", next_key.display()))?;
-    std::fs::rename(&next, &cert)
+    complete(config, l, &cert, &next)
+}
+
+/// Puts the staged certificate in place (its key already is) and repins
+/// agent.toml.
+fn complete(
+    config: &ServerConfig,
+    l: &ListenerConfig,
+    cert: &Path,
+    next: &Path,
+) -> anyhow::Result<()> {
+    let old_pem = read_certificates(&previous(cert))?;
+    let new_pem = read_certificates(next)?;
+    std::fs::rename(next, cert)
         .with_context(|| format!("cannot move {} into place", next.display()))?;
     let repinned = pin_agents_to(config, &old_pem, &new_pem)?;
     println!(
         "Listener {:?} now has the new certificate on disk (the old one is kept as {}).",
         l.name,
-        previous(&cert).display()
+        previous(cert).display()
     );
     println!("Run `systemctl reload penguindome-server` to present it.");
     if repinned {
