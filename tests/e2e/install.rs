@@ -333,18 +333,24 @@ fn actions_run_in_units_of_their_own(site: &Site, c: &BootedDebian, client_id: &
     );
 }
 
-/// The final state of action `id` on its one client, once it has one.
-fn finished(site: &Site, id: &str) -> serde_json::Value {
-    let done = wait_for(Duration::from_secs(150), "the action to finish", || {
+/// The final state of action `id` on its one client, once it has one; on
+/// timeout, what the machine's journal says about it.
+fn finished(site: &Site, c: &BootedDebian, id: &str) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
         let shown = site.admin_json(&["command", "show", id, "--json"]);
         let t = shown["targets"][0].clone();
-        matches!(
-            t["state"].as_str()?,
-            "succeeded" | "failed" | "refused" | "interrupted"
-        )
-        .then(|| t.to_string())
-    });
-    serde_json::from_str(&done).unwrap()
+        let state = t["state"].as_str().unwrap_or_default();
+        if matches!(state, "succeeded" | "failed" | "refused" | "interrupted") {
+            return t;
+        }
+        if start.elapsed() > Duration::from_secs(240) {
+            let units = stdout(&c.exec(&["systemctl", "list-units", "--all", "penguindome*"]));
+            let journal = stdout(&c.exec(&["journalctl", "--no-pager", "-n", "120"]));
+            panic!("action {id} still {state:?} after 240 s: {shown}\n{units}\n{journal}");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
 }
 
 /// Two logged-in users lose sessions, processes, homes and accounts; root,
@@ -382,7 +388,7 @@ fn a_wipe_ends_every_human_account(site: &Site, c: &BootedDebian, client_id: &st
         "--dry-run",
         "--json",
     ]);
-    let t = finished(site, dry["id"].as_str().unwrap());
+    let t = finished(site, c, dry["id"].as_str().unwrap());
     assert_eq!(t["state"], "succeeded", "{t}");
     assert!(
         t["detail"]
@@ -396,7 +402,7 @@ fn a_wipe_ends_every_human_account(site: &Site, c: &BootedDebian, client_id: &st
     assert!(!sessions("alice").is_empty(), "a dry run ends nothing");
 
     let real = site.admin_json(&["wipe", client_id, "--confirm", &hostname, "--json"]);
-    let t = finished(site, real["id"].as_str().unwrap());
+    let t = finished(site, c, real["id"].as_str().unwrap());
     assert_eq!(t["state"], "succeeded", "{t}");
     assert_eq!(t["detail"], "wiped alice, bob", "{t}");
     for (name, uid) in [("alice", "1000"), ("bob", "1001")] {
