@@ -283,12 +283,8 @@ impl Step<'_> {
     /// Enrolls this key with this server, once. Returns whether it is.
     fn enroll(&self, state: &mut AgentState, outcome: &mut RunOutcome, fingerprint: &str) -> bool {
         let server = self.agent.config.base_url();
-        // A move by the administrator reaches the same server elsewhere.
-        let moved_from = self.agent.moved.as_ref().map(|m| m.from.as_str());
         if state.enrolled_fingerprint.as_deref() == Some(fingerprint)
-            && (state.enrolled_server.as_deref() == Some(server)
-                || state.enrolled_server.is_some()
-                    && state.enrolled_server.as_deref() == moved_from)
+            && enrolled_here(self.agent, state)
         {
             state.enrolled_server = Some(server.to_string());
             return true;
@@ -742,6 +738,16 @@ pub struct Status {
     pub state: AgentState,
 }
 
+/// Whether the state's enrollment is with the server this agent uses: at
+/// its address, or at the one an administrator's move left (the same
+/// server, elsewhere).
+fn enrolled_here(agent: &Agent, state: &AgentState) -> bool {
+    let Some(enrolled) = state.enrolled_server.as_deref() else {
+        return false;
+    };
+    enrolled == agent.config.base_url() || agent.moved.as_ref().is_some_and(|m| m.from == enrolled)
+}
+
 /// Reads the status without changing anything.
 pub fn status(agent: &Agent) -> anyhow::Result<Status> {
     let state = agent.state.load();
@@ -751,10 +757,7 @@ pub fn status(agent: &Agent) -> anyhow::Result<Status> {
         .map(|k| k.fingerprint().to_string());
     let enrolled = key_fingerprint.is_some()
         && state.enrolled_fingerprint == key_fingerprint
-        && (state.enrolled_server.as_deref() == Some(agent.config.base_url())
-            || state.enrolled_server.is_some()
-                && state.enrolled_server.as_deref()
-                    == agent.moved.as_ref().map(|m| m.from.as_str()));
+        && enrolled_here(agent, &state);
     let spool = Spool::inspect(&agent.state.spool_dir(), agent.config.spool_max_bytes);
     let (spool_reports, spool_bytes) = spool.usage().unwrap_or((0, 0));
     Ok(Status {

@@ -437,12 +437,18 @@ fn write_certificate(config: &ServerConfig, c: &NewCertificate) -> anyhow::Resul
     let cert = config.config_path(&c.files.certificate);
     let key = config.config_path(&c.files.key);
     crate::secrets::write_file(&cert, c.cert_pem.as_bytes(), 0o644)?;
-    crate::secrets::write_secret(&key, c.key_pem.as_bytes())?;
-    // The server's user reads the key, as init arranges for tls/server.key.
-    if let Some((_, gid)) = super::account::service_account()? {
-        super::account::share_with_group(&key, gid, 0o640)?;
-    }
+    write_tls_key(&key, &c.key_pem)?;
     println!("Wrote a self-signed certificate to {}.", cert.display());
+    Ok(())
+}
+
+/// Writes a listener's private key: root's, and readable by the server's
+/// user, as init arranges for tls/server.key.
+pub(super) fn write_tls_key(path: &Path, pem: &str) -> anyhow::Result<()> {
+    crate::secrets::write_secret(path, pem.as_bytes())?;
+    if let Some((_, gid)) = super::account::service_account()? {
+        super::account::share_with_group(path, gid, 0o640)?;
+    }
     Ok(())
 }
 
@@ -484,7 +490,7 @@ fn warn_about(config: &ServerConfig) {
 }
 
 /// The certificate pin agents hold, if agent.toml pins one (root reads it).
-fn agents_pin(config: &ServerConfig) -> Option<String> {
+pub(super) fn agents_pin(config: &ServerConfig) -> Option<String> {
     let agent = AgentConfig::load(&config.config_dir.join(AGENT_CONFIG_FILE)).ok()?;
     certificate_pin(agent.ca_certificate.as_deref()?).map(|p| pin_text(&p))
 }

@@ -16,6 +16,7 @@ use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::token::{certificate_pin, certificates_only, pin_text};
 use serde::{Deserialize, Serialize};
 
+use super::listeners::{agents_pin, write_tls_key};
 use crate::config::{AGENT_CONFIG_FILE, ListenerConfig, ServerConfig};
 use crate::renewal::{ANNOUNCE_REFRESH, is_self_signed, previous, staged};
 use crate::store::AdminStore;
@@ -111,11 +112,6 @@ fn pin_of(config: &ServerConfig, l: &ListenerConfig) -> Option<String> {
     certificate_pin(&pem).map(|p| pin_text(&p))
 }
 
-fn agents_pin(config: &ServerConfig) -> Option<String> {
-    let agent = AgentConfig::load(&config.config_dir.join(AGENT_CONFIG_FILE)).ok()?;
-    certificate_pin(agent.ca_certificate.as_deref()?).map(|p| pin_text(&p))
-}
-
 /// Runs `tls renew` (staging or finishing); `tls status` is [`status`].
 pub fn renew(
     config: &ServerConfig,
@@ -154,7 +150,7 @@ fn stage(config: &ServerConfig, l: &ListenerConfig) -> anyhow::Result<()> {
     let names = subject_names(&pem)?;
     let made = crate::tls::self_signed(&names)?;
     let next_key = staged(&key_path(config, l));
-    write_key(&next_key, &made.key_pem)?;
+    write_tls_key(&next_key, &made.key_pem)?;
     crate::secrets::write_file(&next, made.cert_pem.as_bytes(), 0o644)?;
     let bundled = pin_agents_to(
         config,
@@ -196,14 +192,6 @@ fn ensure_nl(pem: &str) -> String {
     } else {
         format!("{pem}\n")
     }
-}
-
-fn write_key(path: &Path, pem: &str) -> anyhow::Result<()> {
-    crate::secrets::write_secret(path, pem.as_bytes())?;
-    if let Some((_, gid)) = super::account::service_account()? {
-        super::account::share_with_group(path, gid, 0o640)?;
-    }
-    Ok(())
 }
 
 /// The DNS names and addresses the certificate is for, to keep them.
