@@ -346,8 +346,17 @@ fn finished(site: &Site, c: &BootedDebian, id: &str) -> serde_json::Value {
         }
         if start.elapsed() > Duration::from_secs(240) {
             let units = stdout(&c.exec(&["systemctl", "list-units", "--all", "penguindome*"]));
-            let journal = stdout(&c.exec(&["journalctl", "--no-pager", "-n", "120"]));
-            panic!("action {id} still {state:?} after 240 s: {shown}\n{units}\n{journal}");
+            let jobs = stdout(&c.exec(&["systemctl", "list-jobs"]));
+            // minbase has no ps: each process's pid, wait channel and command.
+            let procs = stdout(&c.exec(&[
+                "sh",
+                "-c",
+                r#"for p in /proc/[0-9]*; do echo "${p#/proc/} $(cat $p/wchan) $(tr '\0' ' ' <$p/cmdline)"; done 2>/dev/null"#,
+            ]));
+            let journal = stdout(&c.exec(&["journalctl", "--no-pager", "-n", "60"]));
+            panic!(
+                "action {id} still {state:?} after 240 s: {shown}\n{units}\n{jobs}\n{procs}\n{journal}"
+            );
         }
         std::thread::sleep(Duration::from_secs(2));
     }

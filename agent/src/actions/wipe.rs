@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -13,6 +13,11 @@ use chrono::Utc;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use penguindome_protocol::actions::{ActionState, CommandOutput, WipeTask};
+use wait_timeout::ChildExt;
+
+/// Longest one outside program (loginctl, systemctl, userdel) may take:
+/// a wipe must end and report even when logind or systemd is stuck.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// login.defs' defaults when it says nothing.
 const UID_MIN: u32 = 1000;
@@ -156,76 +161,99 @@ fn plan(a: &Account) -> Vec<(bool, String)> {
 
 /// Wipes one account, step by step.
 fn wipe(a: &Account) -> Vec<(bool, String)> {
-    let mut steps = Vec::new();
     let ended = sessions(&a.name);
-    if !ended.is_empty() {
-        let out = Command::new("loginctl")
-            .args(["terminate-user", &a.name])
-            .output();
-        steps.push(match out {
-            Ok(o) if o.status.success() => (true, format!("ended session(s) {}", ended.join(" "))),
-            Ok(o) => (
-                false,
-                format!(
-                    "loginctl terminate-user failed: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ),
-            ),
-            Err(e) => (false, format!("cannot run loginctl: {e}")),
-        });
+    let end_sessions = if ended.is_empty() {
+        (true, "no sessions".to_string())
     } else {
-        steps.push((true, "no sessions".to_string()));
-    }
+        match run_step("loginctl", &["terminate-user", &a.name]) {
+            Ok(o) if o.status.success() => (true, format!("ended session(s) {}", ended.join(" "))),
+            Ok(o) => (false, failed_step("loginctl terminate-user", &o)),
+            Err(why) => (false, why),
+        }
+    };
     stop_user_units(a.uid);
-    steps.push(kill_all(a.uid));
-    steps.push(match removable_home(a) {
+    let kill = kill_all(a.uid);
+    let remove_home = match removable_home(a) {
         Ok(home) => match std::fs::remove_dir_all(&home) {
             Ok(()) => (true, format!("removed {}", home.display())),
             Err(e) => (false, format!("cannot remove {}: {e}", home.display())),
         },
         Err(why) => (true, why),
-    });
-    let out = Command::new("userdel").arg(&a.name).output();
-    steps.push(match out {
+    };
+    let delete = match run_step("userdel", &[&a.name]) {
         Ok(o) if o.status.success() => (true, "deleted the account".to_string()),
-        Ok(o) => (
-            false,
-            format!(
-                "userdel failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-        ),
-        Err(e) => (false, format!("cannot run userdel: {e}")),
-    });
-    steps
+        Ok(o) => (false, failed_step("userdel", &o)),
+        Err(why) => (false, why),
+    };
+    vec![end_sessions, kill, remove_home, delete]
 }
 
-/// Stops the user's systemd manager and slice, so nothing restarts what
-/// the kill below ends (best effort: absent without systemd).
+/// Runs one outside program of a wipe, killed after [`STEP_TIMEOUT`].
+fn run_step(program: &str, args: &[&str]) -> Result<Output, String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    match child.wait_timeout(STEP_TIMEOUT) {
+        Ok(Some(_)) => child
+            .wait_with_output()
+            .map_err(|e| format!("cannot read what {program} printed: {e}")),
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!(
+                "{program} {} did not finish within {} s and was killed",
+                args.join(" "),
+                STEP_TIMEOUT.as_secs()
+            ))
+        }
+        Err(e) => Err(format!("cannot wait for {program}: {e}")),
+    }
+}
+
+/// The line for a program that ran and failed.
+fn failed_step(what: &str, o: &Output) -> String {
+    format!(
+        "{what} failed ({}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr).trim()
+    )
+}
+
+/// Asks systemd to stop the user's manager and slice, so nothing restarts
+/// what the kill below ends. It does not wait for the stop jobs: a user
+/// manager slow to exit (seen in containers) must not hold the wipe up,
+/// and the kill ends it anyway (best effort: absent without systemd).
 fn stop_user_units(uid: u32) {
-    let _ = Command::new("systemctl")
-        .args([
+    let _ = run_step(
+        "systemctl",
+        &[
             "stop",
+            "--no-block",
             &format!("user@{uid}.service"),
             &format!("user-{uid}.slice"),
-        ])
-        .output();
+        ],
+    );
 }
 
 /// The logind session ids of a user (none without logind).
 fn sessions(name: &str) -> Vec<String> {
-    Command::new("loginctl")
-        .args(["show-user", name, "--property=Sessions", "--value"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    run_step(
+        "loginctl",
+        &["show-user", name, "--property=Sessions", "--value"],
+    )
+    .ok()
+    .filter(|o| o.status.success())
+    .map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Live processes whose real or effective uid is `uid` (zombies are dead
