@@ -1,13 +1,15 @@
 //! penguindome-agent: the command line. The systemd timer calls `run`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use penguindome_agent::collectors::{NoCache, PluginSettings};
 use penguindome_agent::host::Host;
+use penguindome_agent::repo_keys;
 use penguindome_agent::run::{self, Agent, RunOptions, Status};
+use penguindome_agent::server_keys::ServerKeys;
 use penguindome_agent::state::{StateDir, read_machine_id};
 use penguindome_protocol::agent_config::{self, AgentConfig, DEFAULT_PLUGINS_DIR};
 use penguindome_protocol::logging::{self, LogTarget};
@@ -192,6 +194,7 @@ fn cmd_upgrade(cli: &Cli) -> anyhow::Result<ExitCode> {
     )
     .map_err(anyhow::Error::msg)?;
     let state = StateDir::open(&cli.state_dir)?;
+    trust_server_keys(cli, state.root());
     let outcome = penguindome_agent::upgrade::upgrade(&Host::system(), state.root())?;
     log::info!(
         "upgraded with {}: {} -> {}",
@@ -200,6 +203,30 @@ fn cmd_upgrade(cli: &Cli) -> anyhow::Result<ExitCode> {
         outcome.to_version.as_deref().unwrap_or("?")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Puts the server keys this agent accepts into the package managers'
+/// keyrings (they differ after a key rotation the agent followed on its
+/// own). A failure is logged: the upgrade then says what the package
+/// manager thinks.
+fn trust_server_keys(cli: &Cli, state_dir: &Path) {
+    let written = || -> anyhow::Result<Vec<PathBuf>> {
+        let config = AgentConfig::load(&cli.config)?;
+        let keys = ServerKeys::for_agent(&config, state_dir)?;
+        Ok(repo_keys::refresh(&cli.package_root, &keys.accepted(&[]))?)
+    };
+    match written() {
+        Ok(files) if files.is_empty() => {}
+        Ok(files) => log::info!(
+            "the package managers now trust the server keys this agent accepts: {}",
+            files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => log::warn!("cannot update the package managers' server keys: {e:#}"),
+    }
 }
 
 /// `collect`: prints what would be submitted.

@@ -16,14 +16,16 @@ use crate::collectors::{self, Cache, Context, PluginSettings};
 use crate::host::Host;
 use crate::moved;
 use crate::repo_access;
+use crate::server_keys::ServerKeys;
 use crate::server_trust;
 use crate::session::{Authority, Delivery, Session, SessionError};
 use crate::spool::{Spool, SpoolError};
 use crate::state::{AgentState, LastError, StateDir};
 use crate::transport::{Transport, TransportError};
 use crate::upgrade;
-use penguindome_protocol::SecretKey;
 use penguindome_protocol::actions::{ActionReport, ActionState, ConfigureTask};
+use penguindome_protocol::key_rotation::SignedKeyCertification;
+use penguindome_protocol::{PublicKey, SecretKey};
 
 /// Runs are started every minute give or take the timer's random delay, so
 /// a stamp counts as due slightly before its interval has fully passed.
@@ -252,7 +254,8 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
     let key = agent.state.load_or_create_key(&agent.machine_id)?;
     let trusting = server_trust::with_announced(config, agent.state.root());
     let transport = Transport::new(&trusting)?;
-    let session = Session::new(config, &transport, &key, agent.machine_id.clone())?;
+    let session = Session::new(config, &transport, &key, agent.machine_id.clone())?
+        .trusting(ServerKeys::for_agent(config, agent.state.root())?);
     let host_name = hostname();
     let step = Step {
         agent,
@@ -318,8 +321,8 @@ impl Step<'_> {
 
     /// Asks the server what to do; the answer is server-signed.
     fn check_for_news(&self, state: &mut AgentState, outcome: &mut RunOutcome) {
-        let u = match self.session.update(self.host_name) {
-            Ok(u) => u,
+        let (u, signer) = match self.session.update(self.host_name) {
+            Ok(a) => (a.update, a.signer),
             Err(e) => {
                 if matches!(e, SessionError::NotEnrolled(_)) {
                     state.enrolled_fingerprint = None;
@@ -337,11 +340,42 @@ impl Step<'_> {
             );
         }
         state.latest_release = u.latest_release;
+        self.remember_server_keys(&u.server_keys, &signer, outcome);
         self.remember_certificates(&u.server_certificates, outcome);
         self.refresh_repo_credential(u.needs_repo_credential, outcome);
         self.consider_upgrade(state, outcome, u.latest_release);
         if !u.actions.is_empty() {
             self.act(&u.actions, outcome);
+        }
+    }
+
+    /// Keeps the server key certifications and the key that signed, so a
+    /// rotation is followed and then the old key refused.
+    fn remember_server_keys(
+        &self,
+        offered: &[SignedKeyCertification],
+        signer: &PublicKey,
+        outcome: &mut RunOutcome,
+    ) {
+        let keys = self.session.server_keys();
+        match keys.remember(self.agent.state.root(), offered, signer) {
+            Ok(true) => {
+                let accepted: Vec<String> = keys
+                    .accepted(offered)
+                    .iter()
+                    .map(|k| k.fingerprint().to_string())
+                    .collect();
+                log::info!(
+                    "the server signs with key {}; accepting {}",
+                    signer.fingerprint(),
+                    accepted.join(" and ")
+                );
+            }
+            Ok(false) => {}
+            Err(e) => {
+                log::error!("{e}");
+                outcome.errors.push(e);
+            }
         }
     }
 
@@ -419,7 +453,8 @@ impl Step<'_> {
         let tried = Transport::new(&trusting)
             .map_err(anyhow::Error::from)
             .and_then(|t| {
-                let s = Session::new(&candidate, &t, self.key, self.agent.machine_id.clone())?;
+                let s = Session::new(&candidate, &t, self.key, self.agent.machine_id.clone())?
+                    .trusting(self.session.server_keys().clone());
                 s.update(self.host_name)?;
                 Ok(())
             });

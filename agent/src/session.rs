@@ -7,6 +7,7 @@ use chrono::Utc;
 use penguindome_protocol::actions::ActionReport;
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::envelope::new_nonce;
+use penguindome_protocol::key_rotation::SignedKeyCertification;
 use penguindome_protocol::token::{self, EnrollmentToken};
 use penguindome_protocol::wire::{
     Ack, EnrollRequest, EnrollResponse, Message, Problem, RepoCredential, RepoCredentialRequest,
@@ -15,6 +16,7 @@ use penguindome_protocol::wire::{
 use penguindome_protocol::{Envelope, EnvelopeError, Freshness, PublicKey, SecretKey};
 use serde::Serialize;
 
+use crate::server_keys::ServerKeys;
 use crate::transport::{Reply, Transport, TransportError};
 
 /// How a server response may differ from our clock before we refuse it.
@@ -87,8 +89,17 @@ pub enum Delivery {
 pub struct Session<'a> {
     transport: &'a Transport,
     key: &'a SecretKey,
-    server_key: PublicKey,
+    server_keys: ServerKeys,
     client_id: String,
+}
+
+/// A verified `/update` answer and the server key that signed it.
+#[derive(Debug)]
+pub struct Answer {
+    /// What the server says.
+    pub update: UpdateResponse,
+    /// The key whose signature verified.
+    pub signer: PublicKey,
 }
 
 fn classify(reply: &Reply) -> SessionError {
@@ -121,9 +132,20 @@ impl<'a> Session<'a> {
         Ok(Self {
             transport,
             key,
-            server_key,
+            server_keys: ServerKeys::pinned(server_key),
             client_id,
         })
+    }
+
+    /// The server keys this session accepts.
+    pub fn server_keys(&self) -> &ServerKeys {
+        &self.server_keys
+    }
+
+    /// Accepts the server keys `keys` names instead of the pinned one only.
+    pub fn trusting(mut self, keys: ServerKeys) -> Self {
+        self.server_keys = keys;
+        self
     }
 
     /// Signs and posts `body`; returns the request's nonce and the reply.
@@ -190,9 +212,9 @@ impl<'a> Session<'a> {
         serde_json::from_slice(&reply.body).map_err(|e| SessionError::BadAnswer(e.to_string()))
     }
 
-    /// Asks for updates; the answer is verified against the server key and
-    /// must answer this very request.
-    pub fn update(&self, hostname: &str) -> Result<UpdateResponse, SessionError> {
+    /// Asks for updates; the answer is verified against a server key this
+    /// agent accepts (see [`ServerKeys`]) and must answer this very request.
+    pub fn update(&self, hostname: &str) -> Result<Answer, SessionError> {
         let body = UpdateRequest {
             hostname: hostname.to_string(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -201,16 +223,41 @@ impl<'a> Session<'a> {
         if reply.status != 200 {
             return Err(classify(&reply));
         }
-        let answer = Envelope::from_wire(reply.body, reply.signature.as_deref())
-            .and_then(|e| {
-                e.open_reply::<UpdateResponse>(
-                    &self.server_key,
-                    &request_nonce,
-                    &Freshness::now(REPLY_WINDOW),
-                )
-            })
-            .map_err(|e| SessionError::BadAnswer(e.to_string()))?;
-        Ok(answer.body)
+        let bad = |e: String| SessionError::BadAnswer(e);
+        let envelope = Envelope::from_wire(reply.body, reply.signature.as_deref())
+            .map_err(|e| bad(e.to_string()))?;
+        let signer = self.signer_of(&envelope)?;
+        let answer = envelope
+            .open_reply::<UpdateResponse>(&signer, &request_nonce, &Freshness::now(REPLY_WINDOW))
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Answer {
+            update: answer.body,
+            signer,
+        })
+    }
+
+    /// The accepted key that made the answer's signature, walking the
+    /// certifications the answer offers (each one signed on its own, so
+    /// reading them before the answer verifies trusts nothing unchecked).
+    fn signer_of(&self, envelope: &Envelope) -> Result<PublicKey, SessionError> {
+        #[derive(serde::Deserialize)]
+        struct Offered {
+            #[serde(default)]
+            server_keys: Vec<SignedKeyCertification>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Peek {
+            body: Offered,
+        }
+        let issuer = envelope
+            .issuer()
+            .ok_or_else(|| SessionError::BadAnswer("the answer's signature names no key".into()))?;
+        let offered = serde_json::from_slice::<Peek>(envelope.payload())
+            .map(|p| p.body.server_keys)
+            .unwrap_or_default();
+        self.server_keys
+            .key_for(issuer, &offered)
+            .map_err(SessionError::BadAnswer)
     }
 
     /// Submits one report.

@@ -300,6 +300,15 @@ impl PublicKey {
         String::from_utf8(bytes).map_err(|e| KeyError::Crypto(e.to_string()))
     }
 
+    /// The certificate's first user ID, if it has one.
+    pub fn user_id(&self) -> Option<String> {
+        self.inner
+            .cert
+            .userids()
+            .next()
+            .map(|u| String::from_utf8_lossy(u.userid().value()).into_owned())
+    }
+
     /// The certificate, binary.
     pub fn to_binary(&self) -> Result<Vec<u8>, KeyError> {
         self.inner.cert.to_vec().map_err(crypto_err)
@@ -322,6 +331,17 @@ impl PublicKey {
             .verify_message(&self.inner.signing, data)
             .map_err(|_| SignatureError::Mismatch)
     }
+}
+
+/// Several certificates as one armored keyring (one armor block, which
+/// apt, sqv, rpm and pacman-key all read whole).
+pub fn armored_keyring(keys: &[PublicKey]) -> Result<String, KeyError> {
+    let mut binary = Vec::new();
+    for k in keys {
+        binary.extend(k.to_binary()?);
+    }
+    let armored = armor(&binary, openpgp::armor::Kind::PublicKey)?;
+    String::from_utf8(armored).map_err(|e| KeyError::Crypto(e.to_string()))
 }
 
 /// One parsed binary (or armored) detached signature.

@@ -7,6 +7,7 @@ pub mod config_file;
 pub mod envelope;
 pub mod facts;
 pub mod files;
+pub mod key_rotation;
 pub mod keys;
 pub mod token;
 pub mod wire;
@@ -14,7 +15,9 @@ pub mod wire;
 pub use envelope::{
     Envelope, EnvelopeError, Freshness, SERVER_SENDER, SIGNATURE_HEADER, Signed, WireSignature,
 };
-pub use keys::{DetachedSignature, KeyError, PublicKey, SecretKey, SignatureError};
+pub use keys::{
+    DetachedSignature, KeyError, PublicKey, SecretKey, SignatureError, armored_keyring,
+};
 pub use wire::{API_PREFIX, paths};
 
 #[cfg(feature = "logging")]

@@ -137,6 +137,11 @@ pub struct UpdateResponse {
     /// when the server publishes none (CA-signed certificates).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_certificates: Vec<String>,
+    /// Every certification of a server key by the key before it: an agent
+    /// walks it from the key it pins to the key that signs this answer.
+    /// Empty until the site first rotates its key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_keys: Vec<crate::key_rotation::SignedKeyCertification>,
 }
 
 /// Body of a request for a new repository credential; the signature says

@@ -12,6 +12,7 @@ pub mod release;
 pub mod renewal;
 pub mod secrets;
 pub mod serve;
+pub mod signing;
 pub mod store;
 pub mod tls;
 

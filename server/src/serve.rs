@@ -17,10 +17,7 @@ use crate::store::{self, StoreBase};
 
 /// Loads the server's signing key, refusing a key file others can read.
 pub fn load_server_key(config: &ServerConfig) -> anyhow::Result<SecretKey> {
-    let path = config.config_path(&config.server.signing_key);
-    let bytes = crate::secrets::read_secret(&path)?;
-    SecretKey::from_bytes(&bytes)
-        .with_context(|| format!("{} is not the server's OpenPGP key", path.display()))
+    crate::signing::load_key(&crate::signing::current_path(config))
 }
 
 fn notify(states: &[NotifyState]) {
@@ -43,7 +40,7 @@ fn audit_settings(config: &ServerConfig) -> Option<Arc<crate::audit::Settings>> 
 
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
-    let server_key = load_server_key(&config)?;
+    let signing = crate::signing::SigningKeys::load(&config)?;
     let credential = config.shared_credential_sha256();
     let store = store::open(&config).await?;
     if let Err(e) = store.health().await {
@@ -54,7 +51,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         store: store.clone(),
         keys: KeyCache::default(),
-        server_key,
+        signing,
         window: config.server.request_window,
         max_body: config.server.max_body_bytes,
         body_timeout: config.limits.body_timeout,

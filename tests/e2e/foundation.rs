@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 mod actions;
 mod enrollment;
 mod front_door;
+mod key_rotation;
 mod listeners;
 mod moving;
 mod tls_renewal;

@@ -9,8 +9,8 @@ use std::process::{Command, Output};
 use penguindome_agent::repo_access;
 use penguindome_agent::session::Session;
 use penguindome_agent::transport::Transport;
-use penguindome_protocol::SecretKey;
 use penguindome_protocol::wire::RepoCredential;
+use penguindome_protocol::{PublicKey, SecretKey};
 use penguindome_tests::{Server, SimClient, Site, bin, http, text};
 
 fn workspace() -> PathBuf {
@@ -386,6 +386,11 @@ struct AptClient {
 impl AptClient {
     /// With `auth`, the credentials the site package would install.
     fn new(p: &Published, auth: bool) -> Self {
+        Self::trusting(p, auth, &p.key)
+    }
+
+    /// Like [`AptClient::new`], with `keyring` as the source's Signed-By.
+    fn trusting(p: &Published, auth: bool, keyring: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for sub in [
@@ -412,7 +417,7 @@ impl AptClient {
             format!(
                 "Types: deb\nURIs: {}/apt\nSuites: stable\nComponents: main\nSigned-By: {}\n",
                 p.repo_url,
-                p.key.display()
+                keyring.display()
             ),
         );
         write(&d.join("etc/sources.list"), "");
@@ -637,6 +642,67 @@ impl DnfClient {
                 .args(args),
         )
     }
+}
+
+/// The apt keyring a site package of the current release installs.
+fn site_keyring(p: &Published, release: u32, into: &Path) -> PathBuf {
+    let v = env!("CARGO_PKG_VERSION");
+    let deb = p.current(&format!(
+        "apt/pool/main/p/penguindome-site/penguindome-site_{v}-{release}_all.deb"
+    ));
+    let root = into.join(format!("site-{release}"));
+    ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+    root.join("usr/share/keyrings/penguindome-archive-keyring.asc")
+}
+
+#[test]
+fn apt_follows_a_key_rotation_through_the_site_package() {
+    let p = Published::new();
+    let work = tempfile::tempdir().unwrap();
+    let out = p.site.admin(&["keys", "rotate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    release(&p.site, &[]);
+    // During the window the site package trusts both keys.
+    let both = site_keyring(&p, 2, work.path());
+    let text_of = |f: &Path| std::fs::read_to_string(f).unwrap();
+    assert_eq!(
+        text_of(&both).matches("BEGIN PGP PUBLIC KEY BLOCK").count(),
+        1
+    );
+    let out = p.site.admin(&["keys", "rotate", "--finish"]);
+    assert!(out.status.success(), "{}", text(&out));
+    release(&p.site, &[]);
+    let new_only = site_keyring(&p, 3, work.path());
+    assert_ne!(text_of(&new_only), text_of(&both));
+    // Re-signed with the new key: a machine that took the window's site
+    // package updates; one that kept the old key alone is refused.
+    let upgraded = AptClient::trusting(&p, true, &both);
+    let out = upgraded.apt_get(&p, &["update"]);
+    assert!(out.status.success(), "apt-get update: {}", text(&out));
+    assert!(upgraded.has_package_index());
+    let stale = AptClient::new(&p, true);
+    let out = stale.apt_get(&p, &["update"]);
+    assert!(
+        !stale.has_package_index(),
+        "the old key alone must not verify the re-signed repository: {}",
+        text(&out)
+    );
+    // What the agent writes into such a machine's keyring before its
+    // upgrade (the keys it accepts after following the rotation) fixes it.
+    let accepted: Vec<PublicKey> = [&p.key, &new_only]
+        .iter()
+        .map(|f| PublicKey::from_bytes(text_of(f).as_bytes()).unwrap())
+        .collect();
+    let root = work.path().join("stale-root");
+    let keyring = root.join("usr/share/keyrings/penguindome-archive-keyring.asc");
+    std::fs::create_dir_all(keyring.parent().unwrap()).unwrap();
+    std::fs::copy(&p.key, &keyring).unwrap();
+    let written = penguindome_agent::repo_keys::refresh(&root, &accepted).unwrap();
+    assert_eq!(written, std::slice::from_ref(&keyring));
+    let fixed = AptClient::trusting(&p, true, &keyring);
+    let out = fixed.apt_get(&p, &["update"]);
+    assert!(out.status.success(), "apt-get update: {}", text(&out));
+    assert!(fixed.has_package_index());
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -437,14 +437,14 @@ fn write_certificate(config: &ServerConfig, c: &NewCertificate) -> anyhow::Resul
     let cert = config.config_path(&c.files.certificate);
     let key = config.config_path(&c.files.key);
     crate::secrets::write_file(&cert, c.cert_pem.as_bytes(), 0o644)?;
-    write_tls_key(&key, &c.key_pem)?;
+    write_server_secret(&key, &c.key_pem)?;
     println!("Wrote a self-signed certificate to {}.", cert.display());
     Ok(())
 }
 
-/// Writes a listener's private key: root's, and readable by the server's
-/// user, as init arranges for tls/server.key.
-pub(super) fn write_tls_key(path: &Path, pem: &str) -> anyhow::Result<()> {
+/// Writes a secret the server reads (a listener's key, the signing key):
+/// root's, and readable by the server's user, as init arranges.
+pub(super) fn write_server_secret(path: &Path, pem: &str) -> anyhow::Result<()> {
     crate::secrets::write_secret(path, pem.as_bytes())?;
     if let Some((_, gid)) = super::account::service_account()? {
         super::account::share_with_group(path, gid, 0o640)?;
@@ -452,7 +452,7 @@ pub(super) fn write_tls_key(path: &Path, pem: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_keeping_owner(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+pub(super) fn write_keeping_owner(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;

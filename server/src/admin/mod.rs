@@ -8,6 +8,7 @@ pub mod command;
 pub mod configure;
 pub mod init;
 pub mod issues;
+pub mod keys;
 pub mod listeners;
 pub mod packages;
 pub mod parameters;

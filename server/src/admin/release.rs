@@ -6,8 +6,8 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
-use penguindome_protocol::SecretKey;
 use penguindome_protocol::agent_config::AgentConfig;
+use penguindome_protocol::{SecretKey, armored_keyring};
 
 use crate::config::{AGENT_CONFIG_FILE, ServerConfig};
 use crate::release::bootstrap::{self, BootstrapSite};
@@ -54,6 +54,7 @@ pub fn site(config: &ServerConfig, key: &SecretKey) -> anyhow::Result<Site> {
     let repo_host = host.trim_matches(['[', ']']).to_string();
     // The site package carries no secret: agents enroll with tokens and
     // fetch with credentials of their own.
+    let trusted = crate::signing::trusted_keys(config, key)?;
     let mut public = agent.clone();
     public.enrollment_credential.clear();
     Ok(Site {
@@ -65,6 +66,11 @@ pub fn site(config: &ServerConfig, key: &SecretKey) -> anyhow::Result<Site> {
         repo_host,
         public_key_armored: key.public().to_armored()?,
         public_key_fingerprint: key.fingerprint().to_string(),
+        keyring_armored: armored_keyring(&trusted)?,
+        keyring_fingerprints: trusted
+            .iter()
+            .map(|k| k.fingerprint().to_string())
+            .collect(),
         ca_pem: agent.ca_certificate,
     })
 }

@@ -16,7 +16,7 @@ use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::token::{certificate_pin, certificates_only, pin_text};
 use serde::{Deserialize, Serialize};
 
-use super::listeners::{agents_pin, write_tls_key};
+use super::listeners::{agents_pin, write_server_secret};
 use crate::config::{AGENT_CONFIG_FILE, ListenerConfig, ServerConfig};
 use crate::renewal::{ANNOUNCE_REFRESH, is_self_signed, previous, staged};
 use crate::store::AdminStore;
@@ -62,9 +62,9 @@ pub struct Status {
     waiting: Vec<Waiting>,
 }
 
-/// A client that has not asked for news since the renewal was staged.
+/// A client that has not asked for news since a change was staged.
 #[derive(Debug, Serialize, Deserialize)]
-struct Waiting {
+pub(super) struct Waiting {
     client_id: String,
     hostname: String,
     last_seen_at: DateTime<Utc>,
@@ -150,7 +150,7 @@ fn stage(config: &ServerConfig, l: &ListenerConfig) -> anyhow::Result<()> {
     let names = subject_names(&pem)?;
     let made = crate::tls::self_signed(&names)?;
     let next_key = staged(&key_path(config, l));
-    write_tls_key(&next_key, &made.key_pem)?;
+    write_server_secret(&next_key, &made.key_pem)?;
     crate::secrets::write_file(&next, made.cert_pem.as_bytes(), 0o644)?;
     let bundled = pin_agents_to(
         config,
@@ -314,7 +314,8 @@ fn complete(
     Ok(())
 }
 
-fn hosts(waiting: &[Waiting]) -> String {
+/// The first waiting clients, for a message.
+pub(super) fn hosts(waiting: &[Waiting]) -> String {
     let mut names: Vec<String> = waiting
         .iter()
         .take(20)
@@ -364,25 +365,7 @@ pub async fn status(
         .and_then(|m| m.modified())
         .ok()
         .map(DateTime::<Utc>::from);
-    let mut learned = 0;
-    let mut waiting = Vec::new();
-    if let Some(at) = staged_at {
-        let since = at + chrono::Duration::from_std(ANNOUNCE_REFRESH)?;
-        for c in store.list_clients().await? {
-            if c.revoked_at.is_some() {
-                continue;
-            }
-            if c.last_seen_at > since {
-                learned += 1;
-            } else {
-                waiting.push(Waiting {
-                    client_id: c.client_id,
-                    hostname: c.hostname,
-                    last_seen_at: c.last_seen_at,
-                });
-            }
-        }
-    }
+    let (learned, waiting) = asked_since(store, staged_at).await?;
     let s = Status {
         listener: l.name.clone(),
         certificate: cert,
@@ -396,6 +379,35 @@ pub async fn status(
         print_status(&s);
     }
     Ok(())
+}
+
+/// How many clients (not revoked) have asked for news since what was
+/// staged at `staged_at` reached the server's answers, and which have not.
+pub(super) async fn asked_since(
+    store: &dyn AdminStore,
+    staged_at: Option<DateTime<Utc>>,
+) -> anyhow::Result<(usize, Vec<Waiting>)> {
+    let mut learned = 0;
+    let mut waiting = Vec::new();
+    let Some(at) = staged_at else {
+        return Ok((learned, waiting));
+    };
+    let since = at + chrono::Duration::from_std(ANNOUNCE_REFRESH)?;
+    for c in store.list_clients().await? {
+        if c.revoked_at.is_some() {
+            continue;
+        }
+        if c.last_seen_at > since {
+            learned += 1;
+        } else {
+            waiting.push(Waiting {
+                client_id: c.client_id,
+                hostname: c.hostname,
+                last_seen_at: c.last_seen_at,
+            });
+        }
+    }
+    Ok((learned, waiting))
 }
 
 fn print_status(s: &Status) {

@@ -1,12 +1,12 @@
 //! pdome-admin: set up and administer a PenguinDome server.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use penguindome_server::admin::{
-    access, account, clients, command, configure, init, issues, listeners, packages, patch,
+    access, account, clients, command, configure, init, issues, keys, listeners, packages, patch,
     release, store, tls, tokens, wipe,
 };
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
@@ -55,6 +55,10 @@ enum Sub {
     /// renew, status, renew --finish.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
+    /// Rotate the server's signing key without stranding agents: rotate,
+    /// status, rotate --finish.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// The database: migrate to another store.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -95,6 +99,40 @@ async fn open_store(
         .context("pdome-admin reads the server's store; run it on the server host")
 }
 
+/// `pdome-admin tls …`.
+async fn tls_command(config_dir: &Path, cmd: tls::TlsCommand) -> anyhow::Result<()> {
+    let config = ServerConfig::load(config_dir)?;
+    match cmd {
+        tls::TlsCommand::Renew {
+            listener,
+            finish,
+            force,
+        } => tls::renew(&config, listener.as_deref(), finish, force),
+        tls::TlsCommand::Status { listener, json } => {
+            let store = open_store(config_dir).await?;
+            let result = tls::status(&config, store.as_ref(), listener.as_deref(), json).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+/// `pdome-admin keys …`.
+async fn keys_command(config_dir: &Path, cmd: keys::KeysCommand) -> anyhow::Result<()> {
+    let config = ServerConfig::load(config_dir)?;
+    match cmd {
+        keys::KeysCommand::Rotate { finish } => keys::rotate(&config, finish),
+        keys::KeysCommand::Status { json } => {
+            // The key files are root's; the store is read as its owner.
+            let files = keys::read_for_status(&config)?;
+            let store = open_store(config_dir).await?;
+            let result = keys::status(&config, store.as_ref(), files, json).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Sub::Init(args) => init::run(&cli.config_dir, *args).await,
@@ -103,21 +141,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Sub::Password(cmd) => access::password(&cli.config_dir, cmd),
         Sub::Access(cmd) => access::access(&cli.config_dir, cmd),
         Sub::Listeners(cmd) => listeners::run(&cli.config_dir, cmd),
-        Sub::Tls(tls::TlsCommand::Renew {
-            listener,
-            finish,
-            force,
-        }) => {
-            let config = ServerConfig::load(&cli.config_dir)?;
-            tls::renew(&config, listener.as_deref(), finish, force)
-        }
-        Sub::Tls(tls::TlsCommand::Status { listener, json }) => {
-            let config = ServerConfig::load(&cli.config_dir)?;
-            let store = open_store(&cli.config_dir).await?;
-            let result = tls::status(&config, store.as_ref(), listener.as_deref(), json).await;
-            store.close().await;
-            result
-        }
+        Sub::Tls(cmd) => tls_command(&cli.config_dir, cmd).await,
+        Sub::Keys(cmd) => keys_command(&cli.config_dir, cmd).await,
         Sub::Issues(cmd) => {
             let config = ServerConfig::load(&cli.config_dir)?;
             account::become_data_owner(&config.server.data_dir)?;

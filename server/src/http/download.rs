@@ -176,7 +176,8 @@ async fn bootstrap_response(
             .ok(),
         _ => None,
     };
-    let Ok(key) = state.server_key.public().to_armored() else {
+    let signing = state.signing.get();
+    let Ok(key) = signing.key.public().to_armored() else {
         return Err(ApiFailure::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
@@ -189,7 +190,7 @@ async fn bootstrap_response(
         bytes,
         signature.as_deref(),
         &key,
-        state.server_key.fingerprint(),
+        signing.key.fingerprint(),
     );
     let mut r = (StatusCode::OK, script).into_response();
     r.headers_mut().insert(

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use penguindome_protocol::wire::{ApiError, paths};
-use penguindome_protocol::{EnvelopeError, SecretKey, SignatureError};
+use penguindome_protocol::{EnvelopeError, SignatureError};
 
 use crate::keycache::KeyCache;
 use crate::store::{RequestStore, StoreError};
@@ -35,8 +35,8 @@ pub struct AppState {
     pub store: Arc<dyn RequestStore>,
     /// Parsed client certificates.
     pub keys: KeyCache,
-    /// The server's signing key.
-    pub server_key: SecretKey,
+    /// The server's signing key and the certifications leading to it.
+    pub signing: crate::signing::SigningKeys,
     /// Accepted clock distance of requests.
     pub window: Duration,
     /// Largest body accepted.

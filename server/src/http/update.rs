@@ -35,6 +35,7 @@ pub async fn handle(
     if !actions.is_empty() {
         log::info!(client_id:% = client_id, endpoint = "update"; "handing out {} actions", actions.len());
     }
+    let signing = state.signing.get();
     let answer = UpdateResponse {
         status: if actions.is_empty() {
             "current"
@@ -47,9 +48,10 @@ pub async fn handle(
         latest_release: state.repo.current_serial(),
         needs_repo_credential: delivered.needs_repo_credential,
         server_certificates: state.announced.certificates().to_vec(),
+        server_keys: signing.chain.clone(),
     };
     let sealed =
-        Envelope::seal(&state.server_key, SERVER_SENDER, Some(&nonce), &answer).map_err(|e| {
+        Envelope::seal(&signing.key, SERVER_SENDER, Some(&nonce), &answer).map_err(|e| {
             log::error!("cannot sign an update response: {e}");
             ApiFailure::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

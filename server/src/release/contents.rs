@@ -305,8 +305,13 @@ pub struct Site {
     pub repo_host: String,
     /// The server's public key, armored.
     pub public_key_armored: String,
-    /// The key's fingerprint (pacman's trusted-keys list names it).
+    /// The key's fingerprint.
     pub public_key_fingerprint: String,
+    /// Every key package managers should trust, as one armored keyring:
+    /// the signing key, and during a key rotation its successor too.
+    pub keyring_armored: String,
+    /// Their fingerprints (pacman's trusted-keys list names them).
+    pub keyring_fingerprints: Vec<String>,
     /// The pinned TLS certificate (PEM) when the site does not use a
     /// publicly trusted one.
     pub ca_pem: Option<String>,
@@ -359,7 +364,7 @@ fn apt_site_files(site: &Site, url: &str) -> Vec<PackageFile> {
         PackageFile::new(
             "/usr/share/keyrings/penguindome-archive-keyring.asc",
             0o644,
-            site.public_key_armored.clone(),
+            site.keyring_armored.clone(),
         ),
         PackageFile::config(
             "/etc/apt/sources.list.d/penguindome.sources",
@@ -397,7 +402,7 @@ fn dnf_site_files(site: &Site, url: &str) -> Vec<PackageFile> {
     let mut files = vec![PackageFile::new(
         "/etc/pki/rpm-gpg/RPM-GPG-KEY-penguindome",
         0o644,
-        site.public_key_armored.clone(),
+        site.keyring_armored.clone(),
     )];
     let mut repo = format!(
         "# PenguinDome agent packages for this site (from penguindome-site).\n\
@@ -431,12 +436,15 @@ fn pacman_site_files(site: &Site, url: &str) -> Vec<PackageFile> {
         PackageFile::new(
             "/usr/share/pacman/keyrings/penguindome.gpg",
             0o644,
-            site.public_key_armored.clone(),
+            site.keyring_armored.clone(),
         ),
         PackageFile::new(
             "/usr/share/pacman/keyrings/penguindome-trusted",
             0o644,
-            format!("{}:4:\n", site.public_key_fingerprint),
+            site.keyring_fingerprints
+                .iter()
+                .map(|fp| format!("{fp}:4:\n"))
+                .collect::<String>(),
         ),
         PackageFile::new("/usr/share/pacman/keyrings/penguindome-revoked", 0o644, ""),
     ];
@@ -476,6 +484,8 @@ mod tests {
             repo_host: "h".into(),
             public_key_armored: "KEY".into(),
             public_key_fingerprint: "FP".into(),
+            keyring_armored: "KEYS".into(),
+            keyring_fingerprints: vec!["FP".into(), "NEXT".into()],
             ca_pem: Some("PEM".into()),
         };
         site(family, &s, "1.0.0", 1, SystemTime::UNIX_EPOCH)
@@ -486,6 +496,29 @@ mod tests {
     fn text<'a>(files: &'a [PackageFile], path: &str) -> &'a str {
         let f = files.iter().find(|f| f.path == path).unwrap();
         std::str::from_utf8(&f.contents).unwrap()
+    }
+
+    #[test]
+    fn every_family_trusts_each_key_of_the_keyring() {
+        let pacman = files(Family::Arch);
+        assert_eq!(
+            text(&pacman, "/usr/share/pacman/keyrings/penguindome-trusted"),
+            "FP:4:\nNEXT:4:\n"
+        );
+        assert_eq!(
+            text(&pacman, "/usr/share/pacman/keyrings/penguindome.gpg"),
+            "KEYS"
+        );
+        let apt = files(Family::Deb);
+        assert_eq!(
+            text(&apt, "/usr/share/keyrings/penguindome-archive-keyring.asc"),
+            "KEYS"
+        );
+        let rpm = files(Family::Rpm);
+        assert_eq!(
+            text(&rpm, "/etc/pki/rpm-gpg/RPM-GPG-KEY-penguindome"),
+            "KEYS"
+        );
     }
 
     #[test]
