@@ -223,16 +223,17 @@ fn failed_step(what: &str, o: &Output) -> String {
     )
 }
 
-/// Asks systemd to stop the user's manager and slice, so nothing restarts
-/// what the kill below ends. It does not wait for the stop jobs: a user
-/// manager slow to exit (seen in containers) must not hold the wipe up,
-/// and the kill ends it anyway (best effort: absent without systemd).
+/// Stops the user's systemd manager and slice, so nothing restarts what
+/// the kill below ends. It waits for the stop (a queued stop races the
+/// kill and can start the manager's exit units after it), but only for
+/// [`STEP_TIMEOUT`]: a user manager slow to exit (seen in containers) must
+/// not hold the wipe up, and the kill ends it then (best effort: absent
+/// without systemd).
 fn stop_user_units(uid: u32) {
     let _ = run_step(
         "systemctl",
         &[
             "stop",
-            "--no-block",
             &format!("user@{uid}.service"),
             &format!("user-{uid}.slice"),
         ],
