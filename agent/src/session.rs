@@ -223,13 +223,12 @@ impl<'a> Session<'a> {
         if reply.status != 200 {
             return Err(classify(&reply));
         }
-        let bad = |e: String| SessionError::BadAnswer(e);
-        let envelope = Envelope::from_wire(reply.body, reply.signature.as_deref())
-            .map_err(|e| bad(e.to_string()))?;
+        let bad = |e: EnvelopeError| SessionError::BadAnswer(e.to_string());
+        let envelope = Envelope::from_wire(reply.body, reply.signature.as_deref()).map_err(bad)?;
         let signer = self.signer_of(&envelope)?;
         let answer = envelope
             .open_reply::<UpdateResponse>(&signer, &request_nonce, &Freshness::now(REPLY_WINDOW))
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(bad)?;
         Ok(Answer {
             update: answer.body,
             signer,
