@@ -9,6 +9,7 @@ pub mod moved;
 pub mod repo_access;
 pub mod repo_keys;
 pub mod run;
+pub mod sealing;
 pub mod server_keys;
 pub mod server_trust;
 pub mod session;

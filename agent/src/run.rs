@@ -25,6 +25,7 @@ use crate::transport::{Transport, TransportError};
 use crate::upgrade;
 use penguindome_protocol::actions::{ActionReport, ActionState, ConfigureTask};
 use penguindome_protocol::key_rotation::SignedKeyCertification;
+use penguindome_protocol::sealing::SealingPolicy;
 use penguindome_protocol::{PublicKey, SecretKey};
 
 /// Runs are started every minute give or take the timer's random delay, so
@@ -342,6 +343,7 @@ impl Step<'_> {
         state.latest_release = u.latest_release;
         self.remember_server_keys(&u.server_keys, &signer, outcome);
         self.remember_certificates(&u.server_certificates, outcome);
+        self.remember_sealing(u.sealing.as_ref(), outcome);
         self.refresh_repo_credential(u.needs_repo_credential, outcome);
         self.consider_upgrade(state, outcome, u.latest_release);
         if !u.actions.is_empty() {
@@ -386,6 +388,26 @@ impl Step<'_> {
                 "the server announced {} certificate(s); trusting them from the next run on",
                 pems.len()
             ),
+            Ok(false) => {}
+            Err(e) => {
+                log::error!("{e}");
+                outcome.errors.push(e);
+            }
+        }
+    }
+
+    /// Keeps what the server asks to seal, for this run's collection and
+    /// the next ones.
+    fn remember_sealing(&self, policy: Option<&SealingPolicy>, outcome: &mut RunOutcome) {
+        match crate::sealing::remember(self.agent.state.root(), policy) {
+            Ok(true) => match policy {
+                Some(p) => log::info!(
+                    "sealing {} with key {} from now on",
+                    p.selectors.join(", "),
+                    p.fingerprint
+                ),
+                None => log::info!("the server asks to seal nothing any more"),
+            },
             Ok(false) => {}
             Err(e) => {
                 log::error!("{e}");
@@ -603,7 +625,9 @@ impl Step<'_> {
         }
         // A refusal this run saw is reported with this very collection.
         note_refusal(state, outcome, self.now);
-        let cache = self.agent.state.cache();
+        let policy = crate::sealing::load(self.agent.state.root())?;
+        let file_cache = self.agent.state.cache();
+        let cache = crate::sealing::SealedCache::new(&file_cache, policy.as_ref());
         let settings = PluginSettings {
             dir: config.plugins_dir.clone(),
             timeout: config.plugin_timeout,
@@ -613,8 +637,11 @@ impl Step<'_> {
             .context("collection failed")?;
         let own = agent_facts(self.agent.state.root(), &self.agent.host, state, self.now);
         report.plugins.insert("agent".into(), own);
+        if let Some(policy) = &policy {
+            self.seal(&mut report, policy)?;
+        }
         spool.push(&report).context("cannot spool the report")?;
-        if let Err(e) = cache.save() {
+        if let Err(e) = file_cache.save() {
             log::warn!("cannot save the collector cache: {e}");
         }
         state.last_collect_at = Some(self.now);
@@ -624,6 +651,18 @@ impl Step<'_> {
             report.plugins.len(),
             report.report_id
         );
+        Ok(())
+    }
+
+    /// Seals what the site's policy selects. A policy that cannot be
+    /// applied stops the collection: nothing selected is spooled in the
+    /// clear.
+    fn seal(&self, report: &mut Report, policy: &SealingPolicy) -> anyhow::Result<()> {
+        let n = crate::sealing::seal(report, policy, self.key)
+            .context("cannot seal the report's selected fields; it was not spooled")?;
+        if n > 0 {
+            log::debug!("sealed {n} values of report {}", report.report_id);
+        }
         Ok(())
     }
 

@@ -166,6 +166,23 @@ impl SecretKey {
         &self.fingerprint
     }
 
+    /// A 32-byte key for `purpose`, derived from the secret key material
+    /// (HMAC-SHA256 keyed by it): stable for this key, unguessable
+    /// without it, and different for every purpose.
+    pub fn derive_key(&self, purpose: &str) -> Result<[u8; 32], KeyError> {
+        use hmac::{Hmac, Mac};
+        let secret = zeroize::Zeroizing::new(
+            self.keypair
+                .secret()
+                .map(openpgp::serialize::MarshalInto::to_vec)
+                .map_err(crypto_err)?,
+        );
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&secret).expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        Ok(mac.finalize().into_bytes().into())
+    }
+
     /// Makes a binary detached signature over `data`.
     ///
     /// SHA-256 rather than sequoia's default SHA-512: CPUs with SHA

@@ -9,6 +9,7 @@ pub mod facts;
 pub mod files;
 pub mod key_rotation;
 pub mod keys;
+pub mod sealing;
 pub mod token;
 pub mod wire;
 

@@ -142,6 +142,10 @@ pub struct UpdateResponse {
     /// Empty until the site first rotates its key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_keys: Vec<crate::key_rotation::SignedKeyCertification>,
+    /// The fields to seal before a report is spooled, and the key to seal
+    /// them to; absent when the site seals nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealing: Option<crate::sealing::SealingPolicy>,
 }
 
 /// Body of a request for a new repository credential; the signature says

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use penguindome_protocol::key_rotation::{SignedKeyCertification, walk};
+use penguindome_protocol::sealing::SealingPolicy;
 use penguindome_protocol::{PublicKey, SecretKey};
 
 use crate::config::ServerConfig;
@@ -76,18 +77,21 @@ pub fn trusted_keys(config: &ServerConfig, current: &SecretKey) -> anyhow::Resul
     Ok(keys)
 }
 
-/// What signs `/update` answers now.
+/// What signs `/update` answers now, and what they announce beside actions.
 pub struct Signing {
     /// The current key.
     pub key: SecretKey,
     /// Every certification, for agents to walk.
     pub chain: Vec<SignedKeyCertification>,
+    /// The fields agents seal and the key they seal to (`secrets.json`).
+    pub sealing: Option<SealingPolicy>,
 }
 
 /// The signing key and chain, re-read at most every [`ANNOUNCE_REFRESH`].
 pub struct SigningKeys {
     key_path: PathBuf,
     chain_path: PathBuf,
+    sealing_path: PathBuf,
     cache: Mutex<(Instant, Arc<Signing>)>,
 }
 
@@ -96,13 +100,12 @@ impl SigningKeys {
     pub fn load(config: &ServerConfig) -> anyhow::Result<Self> {
         let key_path = current_path(config);
         let chain_path = chain_path(config);
-        let signing = Signing {
-            key: load_key(&key_path)?,
-            chain: read_chain(&chain_path)?,
-        };
+        let sealing_path = crate::sealing::path(config);
+        let signing = read_signing(&key_path, &chain_path, &sealing_path)?;
         Ok(Self {
             key_path,
             chain_path,
+            sealing_path,
             cache: Mutex::new((Instant::now(), Arc::new(signing))),
         })
     }
@@ -117,13 +120,7 @@ impl SigningKeys {
         if cache.0.elapsed() < ANNOUNCE_REFRESH {
             return cache.1.clone();
         }
-        let fresh = load_key(&self.key_path).and_then(|key| {
-            Ok(Signing {
-                key,
-                chain: read_chain(&self.chain_path)?,
-            })
-        });
-        match fresh {
+        match read_signing(&self.key_path, &self.chain_path, &self.sealing_path) {
             Ok(s) => {
                 if s.key.fingerprint() != cache.1.key.fingerprint() {
                     log::info!("now signing with server key {}", s.key.fingerprint());
@@ -135,4 +132,12 @@ impl SigningKeys {
         cache.0 = Instant::now();
         cache.1.clone()
     }
+}
+
+fn read_signing(key: &Path, chain: &Path, sealing: &Path) -> anyhow::Result<Signing> {
+    Ok(Signing {
+        key: load_key(key)?,
+        chain: read_chain(chain)?,
+        sealing: crate::sealing::read(sealing)?.and_then(|f| f.policy()),
+    })
 }

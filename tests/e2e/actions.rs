@@ -179,11 +179,7 @@ fn removed_then_cancelled(site: &Site, agent: &AgentHost, plugin: &Path, src: &P
 
 /// An agent whose server URL is the proxy's.
 fn behind(site: &Site, name: &str, proxy: &Proxy) -> AgentHost {
-    let agent = site.agent_with_plugins(name);
-    let mut config = penguindome_protocol::agent_config::AgentConfig::load(&agent.config).unwrap();
-    config.server_url = proxy.url.clone();
-    std::fs::write(&agent.config, config.to_toml().unwrap()).unwrap();
-    agent
+    site.agent_behind(name, &proxy.url)
 }
 
 fn server_key(site: &Site) -> SecretKey {

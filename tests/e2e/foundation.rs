@@ -23,6 +23,7 @@ mod front_door;
 mod key_rotation;
 mod listeners;
 mod moving;
+mod secrets;
 mod tls_renewal;
 
 on_both_stores!(

@@ -376,6 +376,16 @@ impl Site {
         }
     }
 
+    /// A client machine with its own plugins directory that reaches the
+    /// server through `url` (a proxy).
+    pub fn agent_behind(&self, name: &str, url: &str) -> AgentHost {
+        let agent = self.agent_with_plugins(name);
+        let mut config = AgentConfig::load(&agent.config).unwrap();
+        config.server_url = url.to_string();
+        std::fs::write(&agent.config, config.to_toml().unwrap()).unwrap();
+        agent
+    }
+
     /// A client machine whose agent.toml has its own plugins directory.
     pub fn agent_with_plugins(&self, name: &str) -> AgentHost {
         let mut a = self.agent(name);

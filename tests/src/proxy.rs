@@ -24,6 +24,9 @@ pub struct Answer {
     pub signature: String,
 }
 
+/// A request as the agent sent it: its path and body.
+pub type SentRequest = (String, Vec<u8>);
+
 /// What the proxy hands the agent instead of the server's answer.
 pub type Rewrite = Box<dyn Fn(&Answer) -> Answer + Send + Sync>;
 
@@ -32,6 +35,7 @@ pub struct Proxy {
     /// The URL agents use instead of the server's.
     pub url: String,
     answers: Arc<Mutex<Vec<Answer>>>,
+    requests: Arc<Mutex<Vec<SentRequest>>>,
     rewrite: Arc<Mutex<Option<Rewrite>>>,
     _runtime: tokio::runtime::Runtime,
 }
@@ -39,6 +43,7 @@ pub struct Proxy {
 struct Shared {
     transport: Transport,
     answers: Arc<Mutex<Vec<Answer>>>,
+    requests: Arc<Mutex<Vec<SentRequest>>>,
     rewrite: Arc<Mutex<Option<Rewrite>>>,
 }
 
@@ -56,6 +61,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             transport: Transport::new(config).unwrap(),
             answers: Arc::default(),
+            requests: Arc::default(),
             rewrite: Arc::default(),
         });
         let acceptor = acceptor(tls_dir);
@@ -63,6 +69,7 @@ impl Proxy {
             .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
             .unwrap();
         let (answers, rewrite) = (shared.answers.clone(), shared.rewrite.clone());
+        let requests = shared.requests.clone();
         runtime.spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, shared) = (acceptor.clone(), shared.clone());
@@ -81,6 +88,7 @@ impl Proxy {
         Self {
             url: format!("https://127.0.0.1:{port}"),
             answers,
+            requests,
             rewrite,
             _runtime: runtime,
         }
@@ -94,6 +102,11 @@ impl Proxy {
     /// Passes answers through unchanged again.
     pub fn pass(&self) {
         *self.rewrite.lock().unwrap() = None;
+    }
+
+    /// Every request's path and body as the agent sent them, oldest first.
+    pub fn requests(&self) -> Vec<SentRequest> {
+        self.requests.lock().unwrap().clone()
     }
 
     /// Every `/update` answer the server gave, oldest first.
@@ -136,6 +149,11 @@ async fn forward(
         .await
         .map(|b| b.to_bytes().to_vec())
         .unwrap_or_default();
+    shared
+        .requests
+        .lock()
+        .unwrap()
+        .push((path.clone(), body.clone()));
     let upstream = shared.clone();
     let reply = tokio::task::spawn_blocking(move || {
         let envelope = Envelope::from_wire(body, signature.as_deref()).ok()?;

@@ -568,7 +568,7 @@ impl Collector for GuestSession {
             (Err(()), None) => Known::UNKNOWN,
         };
         Ok(to_value(&facts::GuestSession {
-            enabled: enabled(guest, &autologin),
+            enabled: enabled(guest.clone(), &autologin),
             display_manager: canonical(&dm).to_string(),
             guest,
             autologin,

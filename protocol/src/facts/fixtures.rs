@@ -53,8 +53,8 @@ pub fn disks(
 ) -> hd_encryption::HdEncryption {
     let encrypted = filesystems
         .iter()
-        .map(|f| f.encrypted)
-        .chain(swap.iter().map(|s| s.encrypted))
+        .map(|f| f.encrypted.clone())
+        .chain(swap.iter().map(|s| s.encrypted.clone()))
         .all(|e| e == Known::Value(true));
     hd_encryption::HdEncryption {
         encrypted,
@@ -106,7 +106,7 @@ pub fn sshd(status: sshd::Status, password: &str, root: &str) -> sshd::Sshd {
 /// A display manager whose guest session is `enabled` or not.
 pub fn guest(enabled: Known<bool>, dm: &str, evidence: &str) -> guest_session::GuestSession {
     guest_session::GuestSession {
-        enabled,
+        enabled: enabled.clone(),
         display_manager: dm.into(),
         guest: enabled,
         autologin: Known::Value(None),

@@ -66,13 +66,17 @@ pub enum Unknown {
     Unknown,
 }
 
-/// A value the agent determined, or the admission that it could not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// A value the agent determined, the admission that it could not, or the
+/// value sealed for a quorum of administrators ([`crate::sealing`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Known<T> {
     /// Could not be determined (the evidence says why). Listed first:
     /// `"unknown"` is never read as a value.
     Unknown(Unknown),
+    /// Known to the agent, sealed before it left the machine: the server
+    /// knows there is a value, not what it is.
+    Sealed(crate::sealing::Sealed),
     /// The answer.
     Value(T),
 }
@@ -81,12 +85,17 @@ impl<T> Known<T> {
     /// The unknown answer.
     pub const UNKNOWN: Self = Known::Unknown(Unknown::Unknown);
 
-    /// The value, if known.
+    /// The value, if known and readable here.
     pub fn known(&self) -> Option<&T> {
         match self {
             Known::Value(v) => Some(v),
-            Known::Unknown(_) => None,
+            Known::Unknown(_) | Known::Sealed(_) => None,
         }
+    }
+
+    /// Whether the value is sealed.
+    pub fn is_sealed(&self) -> bool {
+        matches!(self, Known::Sealed(_))
     }
 
     /// Whether the answer is unknown.
@@ -272,6 +281,87 @@ pub fn schemas() -> Vec<(&'static str, Schema)> {
     ]
 }
 
+/// Checks that a selector names a field that may be sealed: for a built-in
+/// collector, a field its type declares [`Known`] (the only kind that can
+/// hold a sealed marker and stay typed); any field of a site plugin, whose
+/// output is free-form.
+pub fn check_sealable(sel: &crate::sealing::Selector) -> Result<(), String> {
+    let Some((_, schema)) = schemas().into_iter().find(|(n, _)| *n == sel.plugin) else {
+        return Ok(());
+    };
+    let root = schema.to_value();
+    let mut here = &root;
+    for (i, key) in sel.path.iter().enumerate() {
+        let field = object_of(&root, here)
+            .and_then(|o| o.get("properties"))
+            .and_then(|p| p.get(key));
+        let Some(field) = field else {
+            return Err(format!(
+                "{} has no field {key:?}; sealable fields: {}",
+                sel.plugin,
+                sealable_fields(&root).join(", ")
+            ));
+        };
+        if i + 1 == sel.path.len() {
+            return if admits_sealed(&root, field) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{sel} cannot be sealed (its type has no sealed form); sealable fields of {}: {}",
+                    sel.plugin,
+                    sealable_fields(&root).join(", ")
+                ))
+            };
+        }
+        here = field;
+    }
+    Ok(())
+}
+
+/// The object schema a schema stands for: through a `$ref`, or the one
+/// object among a [`Known`]'s alternatives.
+fn object_of<'a>(root: &'a Value, schema: &'a Value) -> Option<&'a serde_json::Map<String, Value>> {
+    let resolved = match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => root.pointer(r.strip_prefix('#')?)?,
+        None => schema,
+    };
+    if resolved.get("properties").is_some() {
+        return resolved.as_object();
+    }
+    let alternatives = resolved.get("anyOf")?.as_array()?;
+    alternatives
+        .iter()
+        .filter(|a| !is_sealed_ref(a))
+        .find_map(|a| object_of(root, a))
+}
+
+fn is_sealed_ref(schema: &Value) -> bool {
+    schema.get("$ref").and_then(Value::as_str) == Some("#/$defs/Sealed")
+}
+
+fn admits_sealed(root: &Value, schema: &Value) -> bool {
+    let resolved = match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => r.strip_prefix('#').and_then(|p| root.pointer(p)),
+        None => Some(schema),
+    };
+    resolved
+        .and_then(|s| s.get("anyOf"))
+        .and_then(Value::as_array)
+        .is_some_and(|alts| alts.iter().any(is_sealed_ref))
+}
+
+/// The top-level fields of a collector's schema that may be sealed.
+fn sealable_fields(root: &Value) -> Vec<String> {
+    let Some(props) = root.get("properties").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    props
+        .iter()
+        .filter(|(_, s)| admits_sealed(root, s))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 /// The folder, relative to a schema root, of this version's schemas.
 pub fn schema_dir() -> String {
     format!("facts-v{FACTS_VERSION}")
@@ -292,7 +382,7 @@ pub fn schema_files() -> Vec<(String, String)> {
 /// The same JSON with every object's keys in order, whether or not a
 /// dependency turned on serde_json's `preserve_order` in this build (the
 /// published text must not depend on which crates are built together).
-fn sorted_keys(v: Value) -> Value {
+pub(crate) fn sorted_keys(v: Value) -> Value {
     match v {
         Value::Object(map) => {
             let mut entries: Vec<(String, Value)> = map.into_iter().collect();
@@ -378,6 +468,27 @@ mod tests {
             "ipv6":{"filtered":true,"by":[],"disabled":false},"managers":[],"evidence":"nft"}"#;
         let read: firewall::Firewall = read_text(Some(v1), 1).unwrap();
         assert_eq!(read.evidence, ["nft"]);
+    }
+
+    #[test]
+    fn only_known_fields_and_site_plugin_fields_are_sealable() {
+        use crate::sealing::Selector;
+        let ok = |s: &str| check_sealable(&Selector::parse(s).unwrap());
+        ok("geolocation.location").unwrap();
+        ok("users.logged_in").unwrap();
+        ok("os_updates.counts.security").unwrap();
+        ok("asset_tag.owner").unwrap();
+        let e = ok("users.accounts").unwrap_err();
+        assert!(e.contains("logged_in"), "{e}");
+        let e = ok("geolocation.nowhere").unwrap_err();
+        assert!(e.contains("no field"), "{e}");
+    }
+
+    #[test]
+    fn a_sealed_known_reads_as_sealed() {
+        let sealed = serde_json::json!({"sealed": {"key": "K", "digest": "d", "ciphertext": "c"}});
+        let v: Known<geolocation::Location> = serde_json::from_value(sealed).unwrap();
+        assert!(v.is_sealed() && v.known().is_none() && !v.is_unknown());
     }
 
     #[test]

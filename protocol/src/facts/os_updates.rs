@@ -41,7 +41,7 @@ impl Fact for OsUpdates {
 }
 
 /// Counts of pending updates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Counts {
     /// Every pending update.
     pub pending: u64,

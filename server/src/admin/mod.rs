@@ -15,6 +15,7 @@ pub mod parameters;
 pub mod patch;
 pub mod prompt;
 pub mod release;
+pub mod secrets;
 pub mod store;
 pub mod tls;
 pub mod tokens;

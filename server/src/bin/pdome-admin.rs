@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use penguindome_server::admin::{
     access, account, clients, command, configure, init, issues, keys, listeners, packages, patch,
-    release, store, tls, tokens, wipe,
+    release, secrets, store, tls, tokens, wipe,
 };
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
@@ -59,6 +59,10 @@ enum Sub {
     /// status, rotate --finish.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Report fields only a quorum of administrators can read: enable,
+    /// select, deselect, show, disable, access.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
     /// The database: migrate to another store.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -133,6 +137,25 @@ async fn keys_command(config_dir: &Path, cmd: keys::KeysCommand) -> anyhow::Resu
     }
 }
 
+/// `pdome-admin secrets …`.
+async fn secrets_command(config_dir: &Path, cmd: secrets::SecretsCommand) -> anyhow::Result<()> {
+    let config = ServerConfig::load(config_dir)?;
+    let secrets::SecretsCommand::Access {
+        shares, identity, ..
+    } = &cmd
+    else {
+        return secrets::run(&config, cmd);
+    };
+    // Shares and keys are read as root, before the switch to the data
+    // directory's owner.
+    let unlocked = secrets::unlock(&config, shares, identity.as_deref())?;
+    let operator = account::operator();
+    let store = open_store(config_dir).await?;
+    let result = secrets::access(&config, store.as_ref(), &unlocked, &cmd, &operator).await;
+    store.close().await;
+    result
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Sub::Init(args) => init::run(&cli.config_dir, *args).await,
@@ -143,6 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Sub::Listeners(cmd) => listeners::run(&cli.config_dir, cmd),
         Sub::Tls(cmd) => tls_command(&cli.config_dir, cmd).await,
         Sub::Keys(cmd) => keys_command(&cli.config_dir, cmd).await,
+        Sub::Secrets(cmd) => secrets_command(&cli.config_dir, cmd).await,
         Sub::Issues(cmd) => {
             let config = ServerConfig::load(&cli.config_dir)?;
             account::become_data_owner(&config.server.data_dir)?;

@@ -49,6 +49,7 @@ pub async fn handle(
         needs_repo_credential: delivered.needs_repo_credential,
         server_certificates: state.announced.certificates().to_vec(),
         server_keys: signing.chain.clone(),
+        sealing: signing.sealing.clone(),
     };
     let sealed =
         Envelope::seal(&signing.key, SERVER_SENDER, Some(&nonce), &answer).map_err(|e| {

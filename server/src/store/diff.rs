@@ -4,6 +4,7 @@
 //! value. A subtree that appears or disappears is one record, not one per
 //! leaf, so a new plugin costs one row.
 
+use penguindome_protocol::sealing::sealed_digest;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -69,6 +70,18 @@ pub fn diff(path: &str, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<
             old: Some(o.clone()),
             new: None,
         }),
+        (Some(o), Some(n)) if sealed_digest(o).is_some() || sealed_digest(n).is_some() => {
+            // A sealed value is one value, compared by its digest: each
+            // report seals anew, so the ciphertexts always differ.
+            if sealed_digest(o) != sealed_digest(n) || sealed_digest(o).is_none() {
+                out.push(Change {
+                    field: path.to_string(),
+                    action: ChangeAction::Change,
+                    old: Some(o.clone()),
+                    new: Some(n.clone()),
+                });
+            }
+        }
         (Some(Value::Object(o)), Some(Value::Object(n))) => {
             for (k, ov) in o {
                 diff(&join(path, k), Some(ov), n.get(k), out);
@@ -109,6 +122,34 @@ mod tests {
         let mut out = Vec::new();
         diff("plugins.x", Some(&old), Some(&new), &mut out);
         out
+    }
+
+    #[test]
+    fn sealed_values_change_when_their_digest_does() {
+        let sealed =
+            |d: &str, c: &str| json!({"sealed": {"key": "K", "digest": d, "ciphertext": c}});
+        let c = changes(
+            json!({"loc": sealed("d1", "c1")}),
+            json!({"loc": sealed("d1", "c2")}),
+        );
+        assert!(
+            c.is_empty(),
+            "a new ciphertext of the same value is no change"
+        );
+        let c = changes(
+            json!({"loc": sealed("d1", "c1")}),
+            json!({"loc": sealed("d2", "c3")}),
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].field, "plugins.x.loc");
+        assert_eq!(c[0].new, Some(sealed("d2", "c3")));
+        // From plain to sealed: one record for the field, not one per leaf.
+        let c = changes(
+            json!({"loc": {"lat": 1}}),
+            json!({"loc": sealed("d1", "c1")}),
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].field, "plugins.x.loc");
     }
 
     #[test]

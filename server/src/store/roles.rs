@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use penguindome_protocol::actions::ActionReport;
 
+use super::diff::Change;
 use super::{
     ActionFilter, ActionRecord, AuditRecord, AuditRow, ClientDocument, ClientSummary, Delivered,
     EnrollOutcome, Enrollment, Issue, IssueFilter, KeyRecord, Kind, NewAction, NewToken, Parameter,
@@ -137,6 +138,16 @@ pub trait AdminStore: StoreBase {
     /// once and ask for new ones at their next update. Returns how many
     /// had one.
     async fn clear_repo_credentials(&self, client_ids: Vec<String>) -> StoreResult<u64>;
+
+    /// Appends a record of something an administrator did on a client
+    /// (read its sealed fields) to its audit trail.
+    async fn note_on_audit_trail(
+        &self,
+        client_id: &str,
+        hostname: &str,
+        change: Change,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
 }
 
 /// The issues audit: it reads what administration reads (clients and their

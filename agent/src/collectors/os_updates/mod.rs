@@ -265,7 +265,7 @@ mod tests {
             &ctx,
         );
         assert_eq!(v.pending[0].name, "a", "sorted by name");
-        assert_eq!(v.counts.unwrap().security, Known::Value(1));
+        assert_eq!(v.counts.as_ref().unwrap().security, Known::Value(1));
         assert_eq!(on_the_wire(&v), v);
 
         ctx.now = t0.0 + chrono::Duration::days(3);

@@ -44,6 +44,8 @@ impl Check for AutoUpdates {
                 Finding::Raise(format!("{how} is not enabled{why}"))
             }
             Known::Unknown(_) => cannot_tell("whether automatic updates are enabled", &a.evidence),
+            // Sealed: the administrators chose not to let the server judge it.
+            Known::Sealed(_) => Finding::Clear,
         }
     }
 }

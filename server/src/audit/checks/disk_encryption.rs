@@ -26,8 +26,11 @@ impl Check for DiskEncryption {
             return Finding::Clear;
         }
         let judged = || {
-            let fs = d.filesystems.iter().map(|f| (&f.mountpoint, f.encrypted));
-            fs.chain(d.swap.iter().map(|s| (&s.device, s.encrypted)))
+            let fs = d
+                .filesystems
+                .iter()
+                .map(|f| (&f.mountpoint, f.encrypted.clone()));
+            fs.chain(d.swap.iter().map(|s| (&s.device, s.encrypted.clone())))
         };
         let named = |want: Known<bool>| {
             judged()

@@ -110,7 +110,7 @@ impl Check for UpdateAvailable {
             }
             // Not knowing whether a newer release exists is no risk of its
             // own; the end of support is what matters, and has its check.
-            Known::Value(None) | Known::Unknown(_) => Finding::Clear,
+            Known::Value(None) | Known::Unknown(_) | Known::Sealed(_) => Finding::Clear,
         }
     }
 }

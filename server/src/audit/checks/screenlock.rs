@@ -33,13 +33,15 @@ impl Check for ScreenLock {
         let mut problems = Vec::new();
         for session in &s.sessions {
             let user = &session.user;
-            match (session.enabled, session.delay_seconds) {
+            match (&session.enabled, session.delay_seconds) {
                 (Known::Value(true), Some(d)) if d > max => problems.push(format!(
                     "{user} locks only after {} min (at most {} min allowed)",
                     d / 60,
                     max / 60
                 )),
-                (Known::Value(true), _) => {}
+                // Sealed: the administrators chose not to let the server
+                // judge it.
+                (Known::Value(true), _) | (Known::Sealed(_), _) => {}
                 (Known::Value(false), _) => problems.push(format!("{user} never locks")),
                 (Known::Unknown(_), _) => {
                     problems.push(format!("{user}: cannot tell whether the screen locks"))

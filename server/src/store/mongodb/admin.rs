@@ -75,6 +75,18 @@ impl AdminStore for MongoStore {
         self.inner.clear_repo_credentials(&client_ids).await
     }
 
+    async fn note_on_audit_trail(
+        &self,
+        client_id: &str,
+        hostname: &str,
+        change: Change,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let id = Bson::ObjectId(mongodb::bson::oid::ObjectId::new());
+        let record = audit_doc(id, client_id, hostname, &change, 0, &at, None);
+        self.inner.insert_audit(vec![record]).await
+    }
+
     async fn list_clients(&self) -> StoreResult<Vec<ClientSummary>> {
         let i = &self.inner;
         let mut cursor = i

@@ -271,6 +271,22 @@ impl AdminStore for SqliteStore {
         .await
     }
 
+    async fn note_on_audit_trail(
+        &self,
+        client_id: &str,
+        hostname: &str,
+        change: crate::store::diff::Change,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (id, host) = (client_id.to_string(), hostname.to_string());
+        self.call(|r| {
+            write_job(r, move |c, _| {
+                super::insert_changes(c, &id, &host, &[change], &at, None)
+            })
+        })
+        .await
+    }
+
     async fn allow_reenroll(&self, client_id: &str) -> StoreResult<()> {
         let id = client_id.to_string();
         self.call(|r| Job::AllowReenroll(id, r)).await
