@@ -625,7 +625,7 @@ impl Step<'_> {
         }
         // A refusal this run saw is reported with this very collection.
         note_refusal(state, outcome, self.now);
-        let policy = crate::sealing::load(self.agent.state.root())?;
+        let policy = crate::sealing::load(self.agent.state.root(), &self.agent.package_root)?;
         let file_cache = self.agent.state.cache();
         let cache = crate::sealing::SealedCache::new(&file_cache, policy.as_ref());
         let settings = PluginSettings {

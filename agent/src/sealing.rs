@@ -2,9 +2,11 @@
 //! with it before the report is spooled, so selected values never reach
 //! the disk, the wire or the server in the clear.
 //!
-//! The policy comes only from the server's signed `/update` answers and is
-//! kept in the state directory between runs; an answer without one turns
-//! sealing off.
+//! The policy comes from the server's signed `/update` answers and is kept
+//! in the state directory between runs (an answer without one turns
+//! sealing off). Before the first answer, the site package's copy
+//! ([`SITE_FILE`]) applies, so a machine that collects before it ever
+//! reached the server spools nothing selected in the clear.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,9 @@ const FILE: &str = "sealing.json";
 
 /// What the digests of this client's sealed values are keyed with.
 const DIGEST_PURPOSE: &str = "penguindome sealed-field digest v1";
+
+/// The site package's copy, below the package root.
+pub const SITE_FILE: &str = "usr/share/penguindome/sealing.json";
 
 fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE)
@@ -58,33 +63,46 @@ pub enum SealingError {
     Key(#[from] penguindome_protocol::keys::KeyError),
 }
 
-/// The policy kept from the last answer, if any.
-pub fn load(state_dir: &Path) -> Result<Option<SealingPolicy>, SealingError> {
-    let p = path(state_dir);
-    match std::fs::read(&p) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| SealingError::Damaged { path: p, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SealingError::Read { path: p, source }),
+/// The policy in force: the last answer's (which may be none), else the
+/// site package's.
+pub fn load(state_dir: &Path, package_root: &Path) -> Result<Option<SealingPolicy>, SealingError> {
+    match read(&path(state_dir))? {
+        Some(kept) => Ok(kept),
+        None => Ok(read(&package_root.join(SITE_FILE))?.flatten()),
     }
 }
 
-/// Keeps the policy of a verified answer (none: sealing off). Returns
-/// whether it changed.
+/// A policy file: `None` when absent; `Some(None)` says "seal nothing".
+fn read(p: &Path) -> Result<Option<Option<SealingPolicy>>, SealingError> {
+    match std::fs::read(p) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| SealingError::Damaged {
+                    path: p.to_path_buf(),
+                    source,
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SealingError::Read {
+            path: p.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Keeps the policy of a verified answer (none: sealing off, which also
+/// overrides the site package's copy). Returns whether it changed.
 pub fn remember(state_dir: &Path, policy: Option<&SealingPolicy>) -> Result<bool, String> {
     let p = path(state_dir);
-    let kept = load(state_dir).ok().flatten();
-    if kept.as_ref() == policy && (policy.is_some() || !p.exists()) {
+    if let Ok(Some(kept)) = read(&p)
+        && kept.as_ref() == policy
+    {
         return Ok(false);
     }
-    let result = match policy {
-        Some(policy) => serde_json::to_vec_pretty(policy)
-            .map_err(std::io::Error::other)
-            .and_then(|text| files::write_atomic(&p, &text, 0o600)),
-        None => std::fs::remove_file(&p),
-    };
-    result
+    serde_json::to_vec_pretty(&policy)
+        .map_err(std::io::Error::other)
+        .and_then(|text| files::write_atomic(&p, &text, 0o600))
         .map(|()| true)
         .map_err(|e| format!("cannot keep the sealing policy in {}: {e}", p.display()))
 }
@@ -180,18 +198,24 @@ mod tests {
     }
 
     #[test]
-    fn the_policy_is_kept_replaced_and_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = policy();
-        assert!(remember(dir.path(), Some(&p)).unwrap());
-        assert!(!remember(dir.path(), Some(&p)).unwrap());
-        assert_eq!(load(dir.path()).unwrap(), Some(p));
-        assert!(remember(dir.path(), None).unwrap());
-        assert_eq!(load(dir.path()).unwrap(), None);
-        assert!(!remember(dir.path(), None).unwrap());
-        std::fs::write(dir.path().join(FILE), "{").unwrap();
+    fn the_servers_word_wins_over_the_site_package() {
+        let (state, root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (site, p) = (policy(), policy());
+        assert_eq!(load(state.path(), root.path()).unwrap(), None);
+        let file = root.path().join(SITE_FILE);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, serde_json::to_vec(&site).unwrap()).unwrap();
+        assert_eq!(load(state.path(), root.path()).unwrap(), Some(site.clone()));
+        assert!(remember(state.path(), Some(&p)).unwrap());
+        assert!(!remember(state.path(), Some(&p)).unwrap());
+        assert_eq!(load(state.path(), root.path()).unwrap(), Some(p));
+        // Disabled on the server: nothing is sealed, whatever the package says.
+        assert!(remember(state.path(), None).unwrap());
+        assert_eq!(load(state.path(), root.path()).unwrap(), None);
+        assert!(!remember(state.path(), None).unwrap());
+        std::fs::write(state.path().join(FILE), "{").unwrap();
         assert!(matches!(
-            load(dir.path()),
+            load(state.path(), root.path()),
             Err(SealingError::Damaged { .. })
         ));
     }

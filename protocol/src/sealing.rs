@@ -317,6 +317,32 @@ impl Opener {
         Ok(out)
     }
 
+    /// The key's fingerprint.
+    pub fn fingerprint(&self) -> String {
+        self.cert.fingerprint().to_hex()
+    }
+
+    /// Re-encrypts a sealed value to another key, keeping its digest (the
+    /// value did not change).
+    pub fn reseal_to(
+        &self,
+        sealed: &SealedValue,
+        to: &Recipient,
+    ) -> Result<SealedValue, SealError> {
+        let bytes = B64
+            .decode(&sealed.ciphertext)
+            .map_err(|e| SealError::Open {
+                key: sealed.key.clone(),
+                source: e.into(),
+            })?;
+        let plain = self.decrypt(&bytes)?;
+        Ok(SealedValue {
+            key: to.fingerprint.clone(),
+            digest: sealed.digest.clone(),
+            ciphertext: B64.encode(to.encrypt(&plain)?),
+        })
+    }
+
     /// The value a marker holds.
     pub fn open(&self, sealed: &SealedValue) -> Result<Value, SealError> {
         let fail = |source: openpgp::anyhow::Error| SealError::Open {
@@ -437,6 +463,15 @@ mod tests {
             other.open(&marker.sealed),
             Err(SealError::Open { .. })
         ));
+        // Moved to another key, it opens there with the same digest.
+        let (recipient2, opener2) = key();
+        let moved = opener.reseal_to(&marker.sealed, &recipient2).unwrap();
+        assert_eq!(moved.digest, marker.sealed.digest);
+        assert_eq!(moved.key, recipient2.fingerprint());
+        assert_eq!(
+            opener2.open(&moved).unwrap(),
+            json!({"lat": 48.85, "lng": 2.35})
+        );
         // Sealing again leaves the marker alone.
         assert_eq!(
             seal_plugins(&mut plugins, &sel, &recipient, &digests).unwrap(),

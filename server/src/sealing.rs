@@ -15,8 +15,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use chrono::{DateTime, Utc};
-use penguindome_protocol::sealing::SealingPolicy;
+use penguindome_protocol::sealing::{
+    DigestKey, Opener, Recipient, SealError, Sealed, SealingPolicy, Selector, field_mut,
+    sealed_digest,
+};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::config::ServerConfig;
@@ -93,6 +97,81 @@ impl SecretsFile {
     }
 }
 
+/// Seals stored plaintext of the selected fields (`secrets encrypt`).
+///
+/// The agents' digests are keyed by their own keys, which the server does
+/// not have; values sealed here get digests under a random key that is
+/// forgotten when the run ends, so they compare equal within the run's
+/// records and nobody can test guesses against them later. The first
+/// report after the run shows one change of each such field.
+pub struct Resealer {
+    recipient: Recipient,
+    digests: DigestKey,
+    /// The selected fields as audit-trail paths (`plugins.<collector>...`).
+    fields: Vec<String>,
+}
+
+impl Resealer {
+    /// For the site's key and selectors.
+    pub fn new(file: &SecretsFile) -> anyhow::Result<Self> {
+        let recipient = Recipient::from_bytes(file.public_key.as_bytes())?;
+        let fields = file
+            .selectors
+            .iter()
+            .map(|s| Selector::parse(s).map(|s| s.audit_field()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut key = [0u8; 32];
+        penguindome_protocol::envelope::random_bytes(&mut key);
+        Ok(Self {
+            recipient,
+            digests: DigestKey(key),
+            fields,
+        })
+    }
+
+    /// Whether a selected field lies in the output of collector `plugin`.
+    pub fn covers(&self, plugin: &str) -> bool {
+        self.fields.iter().any(|f| {
+            f.strip_prefix("plugins.")
+                .and_then(|r| r.strip_prefix(plugin))
+                .is_some_and(|r| r.starts_with('.'))
+        })
+    }
+
+    /// Seals what lies at or below a selected field in `value`, which
+    /// stands at `path`. Returns whether anything changed.
+    pub fn apply(&self, path: &str, value: &mut Value) -> Result<bool, SealError> {
+        let mut changed = false;
+        for field in &self.fields {
+            if path == field || below(path, field) {
+                // The whole value is the secret, or a part of it.
+                changed |= self.seal_here(field, value)?;
+            } else if let Some(rest) = field.strip_prefix(path).and_then(|r| r.strip_prefix('.')) {
+                let keys: Vec<String> = rest.split('.').map(str::to_string).collect();
+                if let Some(slot) = field_mut(value, &keys) {
+                    changed |= self.seal_here(field, slot)?;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    fn seal_here(&self, field: &str, slot: &mut Value) -> Result<bool, SealError> {
+        if slot.is_null() || slot == "unknown" || sealed_digest(slot).is_some() {
+            return Ok(false);
+        }
+        let selector = field.strip_prefix("plugins.").unwrap_or(field);
+        let sealed = self.recipient.seal(selector, slot, &self.digests)?;
+        *slot = serde_json::to_value(sealed).map_err(|e| SealError::Encrypt(e.into()))?;
+        Ok(true)
+    }
+}
+
+fn below(path: &str, field: &str) -> bool {
+    path.strip_prefix(field)
+        .is_some_and(|rest| rest.starts_with('.'))
+}
+
 /// Locks a transferable secret key under `share_key` (see
 /// [`SecretsFile::locked_key`]).
 pub fn lock(tsk: &[u8], share_key: &[u8; 32], fingerprint: &str) -> anyhow::Result<String> {
@@ -116,6 +195,70 @@ pub fn lock(tsk: &[u8], share_key: &[u8; 32], fingerprint: &str) -> anyhow::Resu
 /// Where `secrets.json` lives.
 pub fn path(config: &ServerConfig) -> PathBuf {
     config.config_path(Path::new(FILE))
+}
+
+/// Where a key `secrets enable --replace` retired is kept: values in
+/// backups, or not re-encrypted yet, still open with its shares.
+pub fn previous_path(config: &ServerConfig, fingerprint: &str) -> PathBuf {
+    config.config_path(Path::new(&format!("secrets.previous.{fingerprint}.json")))
+}
+
+/// The current key's file and every retired one.
+pub fn all_files(config: &ServerConfig) -> anyhow::Result<Vec<SecretsFile>> {
+    let mut out: Vec<SecretsFile> = read(&path(config))?.into_iter().collect();
+    let dir = config.config_path(Path::new(""));
+    let entries =
+        std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("secrets.previous.") && name.ends_with(".json") {
+            out.extend(read(&e.path())?);
+        }
+    }
+    Ok(out)
+}
+
+/// Moves sealed values from a retired key to the current one, keeping
+/// their digests (`secrets enable --replace`, `secrets reencrypt`).
+pub struct Rekeyer {
+    from: Opener,
+    from_fingerprint: String,
+    to: Recipient,
+}
+
+impl Rekeyer {
+    /// From the opened old key to the current key's certificate.
+    pub fn new(from: Opener, to: &SecretsFile) -> anyhow::Result<Self> {
+        Ok(Self {
+            from_fingerprint: from.fingerprint(),
+            from,
+            to: Recipient::from_bytes(to.public_key.as_bytes())?,
+        })
+    }
+
+    /// Re-encrypts every marker of the old key in `value`.
+    pub fn apply(&self, value: &mut Value) -> Result<bool, SealError> {
+        if sealed_digest(value).is_some() {
+            let Ok(marker) = serde_json::from_value::<Sealed>(value.clone()) else {
+                return Ok(false);
+            };
+            if marker.sealed.key != self.from_fingerprint {
+                return Ok(false);
+            }
+            let moved = Sealed {
+                sealed: self.from.reseal_to(&marker.sealed, &self.to)?,
+            };
+            *value = serde_json::to_value(moved).map_err(|e| SealError::Encrypt(e.into()))?;
+            return Ok(true);
+        }
+        let mut changed = false;
+        if let Value::Object(map) = value {
+            for v in map.values_mut() {
+                changed |= self.apply(v)?;
+            }
+        }
+        Ok(changed)
+    }
 }
 
 /// Reads `secrets.json`; none when the site never enabled secrets.
@@ -158,6 +301,49 @@ mod tests {
         let mut other = f.clone();
         other.fingerprint = "G".into();
         assert!(other.unlock(&k).is_err());
+    }
+
+    #[test]
+    fn stored_values_are_sealed_at_above_and_below_the_selected_field() {
+        use serde_json::json;
+        let tsk = penguindome_protocol::sealing::generate_key("t").unwrap();
+        let (public_key, _) = penguindome_protocol::sealing::public_armored(&tsk).unwrap();
+        let mut f = file(String::new());
+        f.public_key = public_key;
+        f.selectors = vec!["geolocation.location".into()];
+        let r = Resealer::new(&f).unwrap();
+        let is_sealed = |v: &Value| sealed_digest(v).is_some();
+        // A client document's plugin output, or an audit record that added it.
+        let mut whole = json!({"location": {"lat": 1.5, "lng": 2.5}, "evidence": ["x"]});
+        assert!(r.apply("plugins.geolocation", &mut whole).unwrap());
+        assert!(is_sealed(&whole["location"]) && whole["evidence"][0] == "x");
+        assert!(
+            !r.apply("plugins.geolocation", &mut whole).unwrap(),
+            "sealed once"
+        );
+        // A record of the field, and one of a leaf below it.
+        let mut at = json!({"lat": 1.5, "lng": 2.5});
+        assert!(r.apply("plugins.geolocation.location", &mut at).unwrap());
+        assert!(is_sealed(&at));
+        let mut leaf = json!(1.5);
+        assert!(
+            r.apply("plugins.geolocation.location.lat", &mut leaf)
+                .unwrap()
+        );
+        assert!(is_sealed(&leaf));
+        // Elsewhere, and unknown values, stay.
+        let mut other = json!({"location": {"lat": 1}});
+        assert!(!r.apply("plugins.geolocationx", &mut other).unwrap());
+        let mut unknown = json!("unknown");
+        assert!(
+            !r.apply("plugins.geolocation.location", &mut unknown)
+                .unwrap()
+        );
+        // Equal values digest alike within the run.
+        let (mut a, mut b) = (json!({"lat": 1}), json!({"lat": 1}));
+        r.apply("plugins.geolocation.location", &mut a).unwrap();
+        r.apply("plugins.geolocation.location", &mut b).unwrap();
+        assert_eq!(sealed_digest(&a), sealed_digest(&b));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use penguindome_protocol::{PublicKey, SecretKey};
 
 use crate::config::ServerConfig;
 use crate::renewal::{ANNOUNCE_REFRESH, previous, staged};
+use crate::sealing::Resealer;
 
 /// Where server.toml's signing key lives.
 pub fn current_path(config: &ServerConfig) -> PathBuf {
@@ -85,6 +86,8 @@ pub struct Signing {
     pub chain: Vec<SignedKeyCertification>,
     /// The fields agents seal and the key they seal to (`secrets.json`).
     pub sealing: Option<SealingPolicy>,
+    /// Seals those fields when a client sends them in the clear.
+    pub resealer: Option<Arc<Resealer>>,
 }
 
 /// The signing key and chain, re-read at most every [`ANNOUNCE_REFRESH`].
@@ -135,9 +138,15 @@ impl SigningKeys {
 }
 
 fn read_signing(key: &Path, chain: &Path, sealing: &Path) -> anyhow::Result<Signing> {
+    let secrets = crate::sealing::read(sealing)?.filter(|f| f.enabled);
     Ok(Signing {
         key: load_key(key)?,
         chain: read_chain(chain)?,
-        sealing: crate::sealing::read(sealing)?.and_then(|f| f.policy()),
+        sealing: secrets.as_ref().and_then(|f| f.policy()),
+        resealer: secrets
+            .as_ref()
+            .map(Resealer::new)
+            .transpose()?
+            .map(Arc::new),
     })
 }

@@ -5,16 +5,24 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use penguindome_agent::transport::Transport;
 use penguindome_protocol::sealing::{generate_key, public_armored};
 use penguindome_protocol::wire::paths;
 use penguindome_tests::proxy::Proxy;
-use penguindome_tests::{AgentHost, Backend, Site, on_both_stores, text};
+use penguindome_tests::{AgentHost, Backend, SimClient, Site, on_both_stores, text};
 use serde_json::Value;
 
-on_both_stores!(sealed_fields_are_ciphertext_everywhere_and_open_with_a_quorum);
+on_both_stores!(
+    sealed_fields_are_ciphertext_everywhere_and_open_with_a_quorum,
+    stored_plaintext_is_sealed_and_no_copy_is_left,
+);
 
 const FIRST: &str = "Ada Lovelace 1815";
 const SECOND: &str = "Grace Hopper 1906";
+const THIRD: &str = "Hedy Lamarr 1914";
+
+/// Past the server's re-reading of `secrets.json`.
+const REFRESH: std::time::Duration = std::time::Duration::from_secs(6);
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -323,4 +331,249 @@ fn opened_with_a_quorum(site: &Site, id: &str, shares: &Path, admin_key: &Path) 
         values.contains(&FIRST) && values.contains(&SECOND),
         "{trail}"
     );
+}
+
+/// Everything the site's store holds, as bytes to scan: the SQLite files
+/// (database, WAL, shared memory), or every document of every MongoDB
+/// collection.
+fn stored_bytes(site: &Site, backend: &Backend) -> Vec<(String, Vec<u8>)> {
+    match backend {
+        Backend::Sqlite => all_bytes(&site.data_dir)
+            .into_iter()
+            .map(|(p, b)| (p.display().to_string(), b))
+            .collect(),
+        Backend::Mongodb(uri) => {
+            let toml = std::fs::read_to_string(site.config_dir.join("server.toml")).unwrap();
+            let db = toml
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("database = \""))
+                .map(|l| l.trim_end_matches('"').to_string())
+                .expect("server.toml names the MongoDB database");
+            mongo_documents(uri, &db)
+        }
+    }
+}
+
+fn mongo_documents(uri: &str, db: &str) -> Vec<(String, Vec<u8>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = ::mongodb::Client::with_uri_str(uri).await.unwrap();
+        let db = client.database(db);
+        let mut out = Vec::new();
+        for name in db.list_collection_names().await.unwrap() {
+            let coll = db.collection::<::mongodb::bson::Document>(&name);
+            let mut cursor = coll.find(::mongodb::bson::doc! {}).await.unwrap();
+            let mut text = String::new();
+            while cursor.advance().await.unwrap() {
+                text.push_str(&cursor.deserialize_current().unwrap().to_string());
+            }
+            out.push((name, text.into_bytes()));
+        }
+        out
+    })
+}
+
+fn holding<'a>(stored: &'a [(String, Vec<u8>)], value: &str) -> Vec<&'a str> {
+    stored
+        .iter()
+        .filter(|(_, b)| contains(b, value))
+        .map(|(n, _)| n.as_str())
+        .collect()
+}
+
+fn stored_plaintext_is_sealed_and_no_copy_is_left(backend: Backend) {
+    let site = Site::init_on(&backend);
+    let _server = site.start();
+    let config = site.agent_config();
+    let transport = Transport::new(&config).unwrap();
+    let client = SimClient::enroll(&config, &transport, "desk").unwrap();
+    let submit = |owner: &str| {
+        let report = SimClient::report(
+            "desk",
+            serde_json::json!({"asset": {"owner": owner, "room": "B12"}}),
+        );
+        let reply = client.submit(&transport, &report);
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    // Reported in the clear before anything was selected: in the client's
+    // document and in the audit trail (the scan finds them, so it works).
+    submit(FIRST);
+    submit(SECOND);
+    let before = stored_bytes(&site, &backend);
+    assert!(
+        !holding(&before, FIRST).is_empty(),
+        "the scan must see plaintext"
+    );
+
+    let shares = site.dir.path().join("shares");
+    let out = site.admin(&[
+        "secrets",
+        "enable",
+        "--shares",
+        "2",
+        "--threshold",
+        "2",
+        "--out",
+        shares.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        site.admin(&["secrets", "select", "asset.owner"])
+            .status
+            .success()
+    );
+    // A client that has not learned the policy yet still sends the field in
+    // the clear: the server seals it before anything is stored.
+    std::thread::sleep(REFRESH);
+    submit(THIRD);
+    let doc = site.admin_json(&["clients", "show", &client.id, "--json"]);
+    assert!(
+        doc["plugins"]["asset"]["owner"]["sealed"].is_object(),
+        "{doc}"
+    );
+
+    let done = site.admin_json(&["secrets", "encrypt", "--json"]);
+    assert!(done["audit_records"].as_u64().unwrap() >= 2, "{done}");
+    let again = site.admin_json(&["secrets", "encrypt", "--json"]);
+    assert_eq!(again["audit_records"], 0, "nothing left to seal: {again}");
+    let after = stored_bytes(&site, &backend);
+    for value in [FIRST, SECOND, THIRD] {
+        assert!(
+            holding(&after, value).is_empty(),
+            "{value} in {:?}",
+            holding(&after, value)
+        );
+    }
+    assert!(
+        !holding(&after, "B12").is_empty(),
+        "fields not selected stay readable"
+    );
+
+    a_migration_copies_the_ciphertext(&site, &client.id);
+    let opened = site.admin_json(&[
+        "secrets",
+        "access",
+        &client.id,
+        "--share",
+        shares.join("share-1.txt").to_str().unwrap(),
+        "--share",
+        shares.join("share-2.txt").to_str().unwrap(),
+        "--audit-trail",
+        "--json",
+    ]);
+    let values = opened.to_string();
+    for value in [FIRST, SECOND, THIRD] {
+        assert!(values.contains(value), "{value} does not open: {opened}");
+    }
+    replaced_keys_hand_their_values_over(&site, &client.id, &shares);
+}
+
+/// `--replace`: shares of the old key move every value to a new key; the
+/// old shares then open nothing, the new ones everything.
+fn replaced_keys_hand_their_values_over(site: &Site, id: &str, old: &Path) {
+    let old_key = site.admin_json(&["secrets", "show", "--json"])["key"].clone();
+    let new = site.dir.path().join("new-shares");
+    let share = |dir: &Path, n: u8| {
+        dir.join(format!("share-{n}.txt"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let out = site.admin(&[
+        "secrets",
+        "enable",
+        "--replace",
+        "--shares",
+        "3",
+        "--threshold",
+        "2",
+        "--out",
+        new.to_str().unwrap(),
+        "--old-share",
+        &share(old, 1),
+        "--old-share",
+        &share(old, 2),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Re-encrypted"), "{}", text(&out));
+    let shown = site.admin_json(&["secrets", "show", "--json"]);
+    assert_ne!(shown["key"], old_key);
+    assert_eq!(shown["selectors"], serde_json::json!(["asset.owner"]));
+    let doc = site.admin_json(&["clients", "show", id, "--json"]);
+    assert_eq!(
+        doc["plugins"]["asset"]["owner"]["sealed"]["key"],
+        shown["key"]
+    );
+
+    let open = |a: &str, b: &str| {
+        site.admin(&[
+            "secrets",
+            "access",
+            id,
+            "--share",
+            a,
+            "--share",
+            b,
+            "--audit-trail",
+            "--json",
+        ])
+    };
+    let with_new = open(&share(&new, 3), &share(&new, 1));
+    assert!(with_new.status.success(), "{}", text(&with_new));
+    let opened = String::from_utf8_lossy(&with_new.stdout);
+    for value in [FIRST, SECOND, THIRD] {
+        assert!(
+            opened.contains(value),
+            "{value} not under the new key: {opened}"
+        );
+    }
+    let with_old = open(&share(old, 1), &share(old, 2));
+    assert!(with_old.status.success(), "{}", text(&with_old));
+    assert_eq!(String::from_utf8_lossy(&with_old.stdout).trim(), "[]");
+    assert!(
+        text(&with_old).contains("sealed to another key"),
+        "{}",
+        text(&with_old)
+    );
+}
+
+/// `store migrate` copies sealed values as they are.
+fn a_migration_copies_the_ciphertext(site: &Site, id: &str) {
+    let doc = site.admin_json(&["clients", "show", id, "--json"]);
+    let ciphertext = doc["plugins"]["asset"]["owner"]["sealed"]["ciphertext"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let copy = site.dir.path().join("copy.db");
+    let out = site.admin(&[
+        "store",
+        "migrate",
+        "--to",
+        &format!("sqlite:{}", copy.display()),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let copied: Vec<u8> = all_bytes(site.dir.path())
+        .into_iter()
+        .filter(|(p, _)| p.to_string_lossy().contains("copy.db"))
+        .flat_map(|(_, b)| b)
+        .collect();
+    assert!(
+        contains(&copied, &ciphertext),
+        "the ciphertext is copied as it is"
+    );
+    for value in [FIRST, SECOND, THIRD] {
+        assert!(
+            !contains(&copied, value),
+            "{value} in the migrated database"
+        );
+    }
 }

@@ -72,6 +72,10 @@ pub fn site(config: &ServerConfig, key: &SecretKey) -> anyhow::Result<Site> {
             .map(|k| k.fingerprint().to_string())
             .collect(),
         ca_pem: agent.ca_certificate,
+        sealing_json: crate::sealing::read(&crate::sealing::path(config))?
+            .and_then(|f| f.policy())
+            .map(|p| serde_json::to_string_pretty(&p))
+            .transpose()?,
     })
 }
 

@@ -47,6 +47,29 @@ pub enum SecretsCommand {
         /// instead of standard output.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Replace the site's key with a new one and re-encrypt every
+        /// stored sealed value to it; needs shares of the current key.
+        #[arg(long)]
+        replace: bool,
+        /// With --replace: a file of shares of the current key (`-`:
+        /// standard input); missing ones are asked for without echo.
+        #[arg(long = "old-share", value_name = "FILE", requires = "replace")]
+        old_shares: Vec<PathBuf>,
+        /// With --replace: the administrator's OpenPGP secret key, for an
+        /// encrypted old share.
+        #[arg(long, value_name = "KEY.asc", requires = "replace")]
+        identity: Option<PathBuf>,
+    },
+    /// Finish moving sealed values from a replaced key to the current one
+    /// (after an interrupted `enable --replace`, or for values an agent
+    /// sealed to the old key before it learned the new one).
+    Reencrypt {
+        /// A file of shares of the replaced key (`-`: standard input).
+        #[arg(long = "share", value_name = "FILE")]
+        shares: Vec<PathBuf>,
+        /// The administrator's OpenPGP secret key, for encrypted shares.
+        #[arg(long, value_name = "KEY.asc")]
+        identity: Option<PathBuf>,
     },
     /// Seal these fields from the agents' next reports on
     /// (`<collector>.<field>[.<field>...]`, e.g. `geolocation.location`).
@@ -63,6 +86,14 @@ pub enum SecretsCommand {
     },
     /// The secrets key, its shares and the sealed fields.
     Show {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Seal the selected fields' values stored before they were selected,
+    /// in client documents and the audit trail, then compact the database
+    /// so that no copy of them is left in its files.
+    Encrypt {
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -103,12 +134,19 @@ pub fn run(config: &ServerConfig, cmd: SecretsCommand) -> anyhow::Result<()> {
             threshold,
             share_to,
             out,
+            replace: false,
+            ..
         } => enable(config, shares, threshold, &share_to, out.as_deref()),
         SecretsCommand::Select { selectors } => change_selectors(config, &selectors, true),
         SecretsCommand::Deselect { selectors } => change_selectors(config, &selectors, false),
         SecretsCommand::Show { json } => show(config, json),
         SecretsCommand::Disable => disable(config),
-        SecretsCommand::Access { .. } => bail!("secrets access needs the store"),
+        SecretsCommand::Access { .. }
+        | SecretsCommand::Encrypt { .. }
+        | SecretsCommand::Reencrypt { .. }
+        | SecretsCommand::Enable { replace: true, .. } => {
+            bail!("this secrets command needs the store")
+        }
     }
 }
 
@@ -375,6 +413,112 @@ fn disable(config: &ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `secrets encrypt`: seals stored plaintext of the selected fields.
+pub async fn encrypt(
+    config: &ServerConfig,
+    store: &dyn AdminStore,
+    json: bool,
+) -> anyhow::Result<()> {
+    let file = load(config)?;
+    if file.selectors.is_empty() {
+        bail!("no field is selected: `pdome-admin secrets select FIELD...` first");
+    }
+    let resealer = std::sync::Arc::new(crate::sealing::Resealer::new(&file)?);
+    let rewrite: crate::store::ValueRewrite =
+        std::sync::Arc::new(move |path, v| resealer.apply(path, v).map_err(|e| e.to_string()));
+    let done = store
+        .rewrite_values(rewrite)
+        .await
+        .context("sealing the stored values failed; run `pdome-admin secrets encrypt` again")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        println!(
+            "Sealed {} in {} client plugin outputs and {} audit records; the database was              compacted, so no copy of the old values is left in its files.",
+            file.selectors.join(", "),
+            done.plugin_outputs,
+            done.audit_records
+        );
+    }
+    Ok(())
+}
+
+/// `secrets enable --replace`, the part done as root: a new key and its
+/// shares; the current key's file is kept as a replaced key's.
+pub fn stage_replacement(
+    config: &ServerConfig,
+    old: &Unlocked,
+    cmd: &SecretsCommand,
+) -> anyhow::Result<()> {
+    let SecretsCommand::Enable {
+        shares: count,
+        threshold,
+        share_to,
+        out,
+        ..
+    } = cmd
+    else {
+        bail!("not an enable");
+    };
+    let current = load(config)?;
+    if current.fingerprint != old.fingerprint {
+        bail!(
+            "--old-share opens key {}, not the current key {}",
+            old.fingerprint,
+            current.fingerprint
+        );
+    }
+    check_counts(*count, *threshold, share_to.len())?;
+    let admins = share_to
+        .iter()
+        .map(|p| read_certificate(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut made = make_key(*count, *threshold)?;
+    made.file.selectors = current.selectors.clone();
+    made.file.enabled = current.enabled;
+    write_shares(&made.shares, &admins, out.as_deref())?;
+    write_server_secret(
+        &crate::sealing::previous_path(config, &current.fingerprint),
+        &(serde_json::to_string_pretty(&current)? + "\n"),
+    )?;
+    write_server_secret(
+        &path(config),
+        &(serde_json::to_string_pretty(&made.file)? + "\n"),
+    )?;
+    eprintln!(
+        "Made secrets key {} to replace {}; agents seal to it from their next update.",
+        made.file.fingerprint, current.fingerprint
+    );
+    Ok(())
+}
+
+/// Moves every stored value sealed to `old` to the current key
+/// (`enable --replace`, `reencrypt`).
+pub async fn reencrypt(
+    config: &ServerConfig,
+    store: &dyn AdminStore,
+    old: Unlocked,
+) -> anyhow::Result<()> {
+    let current = load(config)?;
+    if current.fingerprint == old.fingerprint {
+        bail!("these are shares of the current key: give shares of the key it replaced");
+    }
+    let from = old.fingerprint.clone();
+    let rekeyer = std::sync::Arc::new(crate::sealing::Rekeyer::new(old.opener, &current)?);
+    let rewrite: crate::store::ValueRewrite =
+        std::sync::Arc::new(move |_, v| rekeyer.apply(v).map_err(|e| e.to_string()));
+    let done = store.rewrite_values(rewrite).await.with_context(|| {
+        "re-encrypting stopped part way; finish with `pdome-admin secrets reencrypt` and \
+         shares of the replaced key (every value still opens with its own key's shares)"
+            .to_string()
+    })?;
+    println!(
+        "Re-encrypted {} client plugin outputs and {} audit records from key {from} to key {}.",
+        done.plugin_outputs, done.audit_records, current.fingerprint
+    );
+    Ok(())
+}
+
 /// What `secrets access` needs before it reads the store: the key, opened.
 pub struct Unlocked {
     opener: Opener,
@@ -388,12 +532,15 @@ pub fn unlock(
     files: &[PathBuf],
     identity: Option<&Path>,
 ) -> anyhow::Result<Unlocked> {
-    let file = load(config)?;
     let identity = identity.map(read_identity).transpose()?;
     let mut shares = Vec::new();
     for f in files {
         shares.extend(shares_from_file(f, identity.as_ref())?);
     }
+    if shares.is_empty() {
+        ask_for_missing(&mut shares, 1)?;
+    }
+    let file = file_of_share_set(config, &shares[0].1.set)?;
     ask_for_missing(&mut shares, file.threshold)?;
     let key = combine(&shares, &file.share_set, file.threshold)?;
     let tsk = file.unlock(&key)?;
@@ -401,6 +548,18 @@ pub fn unlock(
         opener: Opener::from_bytes(&tsk)?,
         fingerprint: file.fingerprint,
     })
+}
+
+/// The current or a replaced key's file whose shares are of `set`.
+fn file_of_share_set(config: &ServerConfig, set: &str) -> anyhow::Result<SecretsFile> {
+    let files = crate::sealing::all_files(config)?;
+    if files.is_empty() {
+        bail!("this site keeps no secrets yet: run `pdome-admin secrets enable` first");
+    }
+    files
+        .into_iter()
+        .find(|f| f.share_set == set)
+        .with_context(|| format!("the shares are of set {set}, which opens no key of this site"))
 }
 
 fn read_identity(p: &Path) -> anyhow::Result<Opener> {
@@ -514,11 +673,20 @@ pub async fn access(
         }
     }
     found.retain(|(f, _, _)| wanted.is_empty() || wanted.iter().any(|w| under(f, w)));
+    let others = found
+        .iter()
+        .filter(|(_, _, v)| v.key != unlocked.fingerprint)
+        .count();
+    if others > 0 {
+        eprintln!(
+            "{others} value(s) are sealed to another key of this site: give its shares to read them"
+        );
+        found.retain(|(_, _, v)| v.key == unlocked.fingerprint);
+    }
     record_access(
         config,
         store,
-        &id,
-        &doc.summary.hostname,
+        (&id, &doc.summary.hostname),
         operator,
         unlocked,
         &found,
@@ -568,12 +736,10 @@ fn find_sealed(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn record_access(
     config: &ServerConfig,
     store: &dyn AdminStore,
-    client_id: &str,
-    hostname: &str,
+    (client_id, hostname): (&str, &str),
     operator: &str,
     unlocked: &Unlocked,
     found: &[(String, Option<String>, SealedValue)],

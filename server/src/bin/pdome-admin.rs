@@ -140,6 +140,36 @@ async fn keys_command(config_dir: &Path, cmd: keys::KeysCommand) -> anyhow::Resu
 /// `pdome-admin secrets …`.
 async fn secrets_command(config_dir: &Path, cmd: secrets::SecretsCommand) -> anyhow::Result<()> {
     let config = ServerConfig::load(config_dir)?;
+    // Shares and keys are read, and key files written, as root, before the
+    // switch to the data directory's owner that opening the store makes.
+    let old = match &cmd {
+        secrets::SecretsCommand::Enable {
+            replace: true,
+            old_shares,
+            identity,
+            ..
+        } => {
+            let old = secrets::unlock(&config, old_shares, identity.as_deref())?;
+            secrets::stage_replacement(&config, &old, &cmd)?;
+            Some(old)
+        }
+        secrets::SecretsCommand::Reencrypt { shares, identity } => {
+            Some(secrets::unlock(&config, shares, identity.as_deref())?)
+        }
+        _ => None,
+    };
+    if let Some(old) = old {
+        let store = open_store(config_dir).await?;
+        let result = secrets::reencrypt(&config, store.as_ref(), old).await;
+        store.close().await;
+        return result;
+    }
+    if let secrets::SecretsCommand::Encrypt { json } = cmd {
+        let store = open_store(config_dir).await?;
+        let result = secrets::encrypt(&config, store.as_ref(), json).await;
+        store.close().await;
+        return result;
+    }
     let secrets::SecretsCommand::Access {
         shares, identity, ..
     } = &cmd

@@ -21,9 +21,10 @@ pub async fn handle(
     State(state): State<Arc<AppState>>,
     auth: Authenticated<Report<Box<RawValue>>>,
 ) -> Result<Response, ApiFailure> {
-    let report = auth.signed.body;
+    let mut report = auth.signed.body;
     validate_report(&report)?;
     let client_id = auth.meta.client_id.clone();
+    seal_what_came_in_the_clear(&state, &mut report, &client_id)?;
     let hostname = report.hostname.clone();
     let verdicts = judge(&state, &report, auth.meta.received_at);
     let mut submission = Submission::new(auth.meta, report);
@@ -55,6 +56,48 @@ pub async fn handle(
             problems,
         },
     ))
+}
+
+/// Seals selected fields a client sent in the clear (it had not learned the
+/// site's policy when it collected, or is older than sealing), before
+/// anything is judged or stored.
+fn seal_what_came_in_the_clear(
+    state: &AppState,
+    report: &mut Report<Box<RawValue>>,
+    client_id: &str,
+) -> Result<(), ApiFailure> {
+    let signing = state.signing.get();
+    let Some(resealer) = &signing.resealer else {
+        return Ok(());
+    };
+    let failed = |e: String| {
+        log::error!(client_id:% = client_id, endpoint = "submit"; "cannot seal a report: {e}");
+        ApiFailure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "sealing_failed",
+            "the server cannot seal the report's selected fields; it keeps the report",
+        )
+    };
+    let mut sealed = 0;
+    for (name, raw) in &mut report.plugins {
+        if !resealer.covers(name) {
+            continue;
+        }
+        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
+            continue;
+        };
+        if resealer
+            .apply(&format!("plugins.{name}"), &mut v)
+            .map_err(|e| failed(e.to_string()))?
+        {
+            *raw = RawValue::from_string(v.to_string()).map_err(|e| failed(e.to_string()))?;
+            sealed += 1;
+        }
+    }
+    if sealed > 0 {
+        log::info!(client_id:% = client_id, endpoint = "submit"; "sealed {sealed} plugin outputs the client sent in the clear");
+    }
+    Ok(())
 }
 
 /// The report checks' verdicts, when the server has audit settings.

@@ -315,6 +315,9 @@ pub struct Site {
     /// The pinned TLS certificate (PEM) when the site does not use a
     /// publicly trusted one.
     pub ca_pem: Option<String>,
+    /// The sealing policy (JSON) when the site keeps secrets: it applies
+    /// until the agent's first update answer.
+    pub sealing_json: Option<String>,
 }
 
 /// The dnf variables (in /etc/dnf/vars, 0600) that hold the client's own
@@ -342,6 +345,13 @@ pub fn site(
         0o600,
         site.agent_toml.clone(),
     )];
+    if let Some(policy) = &site.sealing_json {
+        files.push(PackageFile::new(
+            "/usr/share/penguindome/sealing.json",
+            0o644,
+            policy.clone(),
+        ));
+    }
     let url = site.repo_url.trim_end_matches('/');
     files.extend(match family {
         Family::Deb => apt_site_files(site, url),
@@ -487,6 +497,7 @@ mod tests {
             keyring_armored: "KEYS".into(),
             keyring_fingerprints: vec!["FP".into(), "NEXT".into()],
             ca_pem: Some("PEM".into()),
+            sealing_json: Some("{\"selectors\":[]}".into()),
         };
         site(family, &s, "1.0.0", 1, SystemTime::UNIX_EPOCH)
             .unwrap()
@@ -514,6 +525,12 @@ mod tests {
             text(&apt, "/usr/share/keyrings/penguindome-archive-keyring.asc"),
             "KEYS"
         );
+        for family in [Family::Deb, Family::Rpm, Family::Arch] {
+            assert!(
+                text(&files(family), "/usr/share/penguindome/sealing.json").contains("selectors"),
+                "the sealing policy travels in every family's site package"
+            );
+        }
         let rpm = files(Family::Rpm);
         assert_eq!(
             text(&rpm, "/etc/pki/rpm-gpg/RPM-GPG-KEY-penguindome"),

@@ -294,6 +294,22 @@ pub struct ClientSummary {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A rewrite of stored values (`pdome-admin secrets encrypt`): called with
+/// a value and where it stands (`plugins.<name>` for a client's plugin
+/// output, the record's field for an audit record's old and new values);
+/// returns whether it changed the value.
+pub type ValueRewrite =
+    std::sync::Arc<dyn Fn(&str, &mut serde_json::Value) -> Result<bool, String> + Send + Sync>;
+
+/// What a [`ValueRewrite`] changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rewritten {
+    /// Client plugin outputs rewritten.
+    pub plugin_outputs: u64,
+    /// Audit records rewritten.
+    pub audit_records: u64,
+}
+
 /// Everything stored about one client.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClientDocument {

@@ -17,7 +17,8 @@ use super::diff::Change;
 use super::{
     ActionFilter, ActionRecord, AuditRecord, AuditRow, ClientDocument, ClientSummary, Delivered,
     EnrollOutcome, Enrollment, Issue, IssueFilter, KeyRecord, Kind, NewAction, NewToken, Parameter,
-    Record, RequestMeta, StoreResult, Submission, SubmitOutcome, TokenRecord,
+    Record, RequestMeta, Rewritten, StoreResult, Submission, SubmitOutcome, TokenRecord,
+    ValueRewrite,
 };
 
 /// What every role needs: the backend's name, its health, and closing.
@@ -138,6 +139,14 @@ pub trait AdminStore: StoreBase {
     /// once and ask for new ones at their next update. Returns how many
     /// had one.
     async fn clear_repo_credentials(&self, client_ids: Vec<String>) -> StoreResult<u64>;
+
+    /// Passes every client's plugin outputs and every audit record's values
+    /// through `rewrite` and stores what it changed; then makes sure the
+    /// replaced values are gone from the database's files too (SQLite:
+    /// VACUUM and a truncated WAL). Digests of rewritten outputs are
+    /// recomputed and stored verdicts dropped, as both were made from the
+    /// old text.
+    async fn rewrite_values(&self, rewrite: ValueRewrite) -> StoreResult<Rewritten>;
 
     /// Appends a record of something an administrator did on a client
     /// (read its sealed fields) to its audit trail.

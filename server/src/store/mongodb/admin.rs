@@ -75,6 +75,13 @@ impl AdminStore for MongoStore {
         self.inner.clear_repo_credentials(&client_ids).await
     }
 
+    async fn rewrite_values(
+        &self,
+        rewrite: crate::store::ValueRewrite,
+    ) -> StoreResult<crate::store::Rewritten> {
+        self.inner.rewrite_values(&rewrite).await
+    }
+
     async fn note_on_audit_trail(
         &self,
         client_id: &str,

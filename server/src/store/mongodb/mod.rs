@@ -54,6 +54,7 @@ mod options;
 mod plan;
 mod records;
 mod request;
+mod rewrite;
 #[cfg(test)]
 pub(crate) mod tests;
 mod tokens;

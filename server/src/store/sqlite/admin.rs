@@ -271,6 +271,20 @@ impl AdminStore for SqliteStore {
         .await
     }
 
+    async fn rewrite_values(
+        &self,
+        rewrite: crate::store::ValueRewrite,
+    ) -> StoreResult<crate::store::Rewritten> {
+        let counts = self
+            .call(|r| write_job(r, move |c, _| super::rewrite::rewrite(c, &rewrite)))
+            .await?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || super::rewrite::compact(&path))
+            .await
+            .map_err(|e| StoreError::Backend(format!("compaction task failed: {e}")))??;
+        Ok(counts)
+    }
+
     async fn note_on_audit_trail(
         &self,
         client_id: &str,

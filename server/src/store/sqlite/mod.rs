@@ -43,6 +43,7 @@ mod export;
 mod migration;
 mod nonces;
 mod request;
+mod rewrite;
 mod schema;
 mod submit;
 #[cfg(test)]
