@@ -273,7 +273,14 @@ pub fn run(agent: &Agent, opts: RunOptions) -> anyhow::Result<RunOutcome> {
         step.check_for_news(&mut state, &mut outcome);
         step.report_actions(&mut outcome);
     }
-    step.collect_when_due(&spool, &mut state, &mut outcome, opts)?;
+    // A collection that cannot be spooled (a full disk) must not keep the
+    // reports already waiting from being sent, nor the state from being
+    // saved.
+    if let Err(e) = step.collect_when_due(&spool, &mut state, &mut outcome, opts) {
+        let msg = format!("{e:#}");
+        log::error!("{msg}");
+        outcome.errors.push(msg);
+    }
     if enrolled {
         step.submit_when_due(&spool, &mut state, &mut outcome, opts)?;
     }

@@ -138,11 +138,17 @@ impl Spool {
         if stop(Step::Created) {
             return Ok(entry);
         }
-        f.write_all(&bytes).map_err(io_err(&tmp))?;
+        // A full disk must not keep half a report around: it would take the
+        // space the next attempt needs.
+        let dropped = |e: std::io::Error| {
+            let _ = fs::remove_file(&tmp);
+            io_err(&tmp)(e)
+        };
+        f.write_all(&bytes).map_err(dropped)?;
         if stop(Step::Written) {
             return Ok(entry);
         }
-        f.sync_all().map_err(io_err(&tmp))?;
+        f.sync_all().map_err(dropped)?;
         drop(f);
         if stop(Step::Synced) {
             return Ok(entry);

@@ -157,12 +157,25 @@ impl StateDir {
         }
     }
 
-    /// Saves the state atomically.
+    /// Saves the state atomically; on a full disk, in place over the old
+    /// file (not atomic, but what stops repeated upgrade attempts and
+    /// resubmissions must not be lost to a full disk).
     pub fn save(&self, state: &AgentState) -> anyhow::Result<()> {
         let path = self.root.join(STATE_FILE);
         let bytes = serde_json::to_vec_pretty(state)?;
-        write_atomic(&path, &bytes, 0o600)
-            .with_context(|| format!("cannot write {}", path.display()))
+        match write_atomic(&path, &bytes, 0o600) {
+            Err(e) if is_full(&e) => {
+                overwrite_in_place(&path, &bytes).with_context(|| {
+                    format!("the disk is full: cannot write {}", path.display())
+                })?;
+                log::warn!(
+                    "the disk is full: {} was rewritten in place",
+                    path.display()
+                );
+                Ok(())
+            }
+            other => other.with_context(|| format!("cannot write {}", path.display())),
+        }
     }
 
     /// Takes the run lock without waiting. None if another run holds it.
@@ -247,9 +260,49 @@ pub fn read_machine_id(path: &Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// Whether a write failed for lack of space (or quota).
+pub fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Writes `data` over the existing file's bytes, padded with spaces (JSON
+/// ignores them) to its old length, so no new block is needed when the
+/// state did not grow past the file's last page.
+fn overwrite_in_place(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    let mut f = fs::OpenOptions::new().write(true).open(path)?;
+    let old = f.metadata()?.len();
+    let mut padded = data.to_vec();
+    let wanted = usize::try_from(old).unwrap_or(usize::MAX);
+    if padded.len() < wanted {
+        padded.resize(wanted, b' ');
+    }
+    f.seek(std::io::SeekFrom::Start(0))?;
+    f.write_all(&padded)?;
+    f.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_written_in_place_over_a_longer_one_still_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let store = StateDir::open(d.path()).unwrap();
+        let long = AgentState {
+            latest_release: Some(123_456_789),
+            last_collect_at: Some(Utc::now()),
+            ..Default::default()
+        };
+        store.save(&long).unwrap();
+        let short = AgentState::default();
+        let path = d.path().join(STATE_FILE);
+        overwrite_in_place(&path, &serde_json::to_vec_pretty(&short).unwrap()).unwrap();
+        assert!(fs::metadata(&path).unwrap().len() > 2, "padded, not cut");
+        assert_eq!(store.load().latest_release, None);
+        assert!(is_full(&std::io::Error::from_raw_os_error(libc::ENOSPC)));
+    }
 
     #[test]
     fn key_is_made_once_and_private() {

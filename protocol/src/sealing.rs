@@ -81,6 +81,12 @@ pub enum SealError {
         #[source]
         source: openpgp::anyhow::Error,
     },
+    /// The password does not unlock the key.
+    #[error("the password does not unlock key {key}")]
+    Password {
+        /// The key's fingerprint.
+        key: String,
+    },
     /// A selector that names no field.
     #[error("{0:?} is not a field selector: use <collector>.<field>[.<field>...]")]
     Selector(String),
@@ -322,6 +328,39 @@ impl Opener {
         self.cert.fingerprint().to_hex()
     }
 
+    /// Whether some of its secret key material is password-protected.
+    pub fn needs_password(&self) -> bool {
+        self.cert
+            .keys()
+            .secret()
+            .any(|ka| !ka.key().has_unencrypted_secret())
+    }
+
+    /// Decrypts its password-protected secret keys, in memory only.
+    pub fn with_password(self, password: &str) -> Result<Self, SealError> {
+        let password = openpgp::crypto::Password::from(password);
+        let mut packets: Vec<openpgp::Packet> = Vec::new();
+        for ka in self.cert.keys().secret() {
+            if ka.key().has_unencrypted_secret() {
+                continue;
+            }
+            let key =
+                ka.key()
+                    .clone()
+                    .decrypt_secret(&password)
+                    .map_err(|_| SealError::Password {
+                        key: self.fingerprint(),
+                    })?;
+            packets.push(if ka.primary() {
+                key.role_into_primary().into()
+            } else {
+                key.role_into_subordinate().into()
+            });
+        }
+        let (cert, _) = self.cert.insert_packets(packets).map_err(SealError::Key)?;
+        Ok(Self { cert })
+    }
+
     /// Re-encrypts a sealed value to another key, keeping its digest (the
     /// value did not change).
     pub fn reseal_to(
@@ -477,6 +516,34 @@ mod tests {
             seal_plugins(&mut plugins, &sel, &recipient, &digests).unwrap(),
             0
         );
+    }
+
+    #[test]
+    fn a_password_protected_key_opens_after_its_password() {
+        use openpgp::serialize::MarshalInto;
+        let (cert, _) = CertBuilder::new()
+            .set_cipher_suite(CipherSuite::Cv25519)
+            .add_transport_encryption_subkey()
+            .set_password(Some("right".into()))
+            .generate()
+            .unwrap();
+        let tsk = cert.as_tsk().to_vec().unwrap();
+        let recipient = Recipient::from_bytes(&cert.armored().to_vec().unwrap()).unwrap();
+        let message = recipient.encrypt(b"share").unwrap();
+        let locked = Opener::from_bytes(&tsk).unwrap();
+        assert!(locked.needs_password());
+        assert!(locked.decrypt(&message).is_err());
+        let locked = Opener::from_bytes(&tsk).unwrap();
+        assert!(matches!(
+            locked.with_password("wrong"),
+            Err(SealError::Password { .. })
+        ));
+        let open = Opener::from_bytes(&tsk)
+            .unwrap()
+            .with_password("right")
+            .unwrap();
+        assert!(!open.needs_password());
+        assert_eq!(open.decrypt(&message).unwrap(), b"share");
     }
 
     #[test]

@@ -78,6 +78,24 @@ pub struct ServerSection {
     /// kind is refused either way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_message_kinds: bool,
+    /// How long a published apt Release stays valid (`Valid-Until`): apt
+    /// refuses it after that, so a frozen or replayed copy of the
+    /// repository is noticed. The running server signs it anew once half
+    /// of that has passed.
+    #[serde(
+        default = "default_apt_valid_for",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_apt_valid_for"
+    )]
+    pub apt_valid_for: Duration,
+}
+
+fn default_apt_valid_for() -> Duration {
+    crate::release::publish::APT_VALID_FOR
+}
+
+fn is_default_apt_valid_for(d: &Duration) -> bool {
+    *d == default_apt_valid_for()
 }
 
 fn default_window() -> Duration {

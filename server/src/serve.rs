@@ -58,7 +58,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         require_message_kinds: config.server.require_message_kinds,
         client_rate: crate::http::limits::ClientRate::new(config.limits.client_requests_per_minute),
         credential_sha256: credential,
-        repo: crate::release::publish::Repository::new(config.server.data_dir.join("repo")),
+        repo: crate::release::publish::Repository::new(config.server.data_dir.join("repo"))
+            .with_apt_validity(config.server.apt_valid_for),
         access: crate::access_rules::AccessControl::load(
             config.config_path(std::path::Path::new(crate::access_rules::ACCESS_FILE)),
         )?,
@@ -80,6 +81,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     ]);
 
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let apt_signing = tokio::spawn(keep_apt_release_valid(
+        state.clone(),
+        config.server.apt_valid_for,
+    ));
     let listening = Listening::new(listeners.listening().into());
     let monitor = tokio::spawn(monitor(
         store.clone(),
@@ -91,6 +96,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     log::info!("shutting down: finishing requests in flight");
     listeners.shut_down(config.server.shutdown_grace).await;
     housekeeping.abort();
+    apt_signing.abort();
     monitor.abort();
     store.close().await;
     log::info!("stopped");
@@ -232,6 +238,30 @@ async fn housekeeping(state: Arc<AppState>) {
             Ok(n) if n > 0 => log::debug!("forgot {n} expired nonces"),
             Ok(_) => {}
             Err(e) => log::warn!("cannot prune nonces: {e}"),
+        }
+    }
+}
+
+/// Signs the current apt Release anew before it expires, checking eight
+/// times per validity period (at most hourly).
+async fn keep_apt_release_valid(state: Arc<AppState>, valid_for: Duration) {
+    let every = (valid_for / 8).clamp(Duration::from_millis(500), Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let key = state.signing.get();
+        let repo = state.repo.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            repo.refresh_apt_release(&key.key, chrono::Utc::now())
+        })
+        .await;
+        match done {
+            Ok(Ok(true)) => {
+                log::info!("signed the apt Release anew (valid for another {valid_for:?})")
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => log::error!("cannot sign the apt Release anew: {e}"),
+            Err(e) => log::error!("the apt signing task failed: {e}"),
         }
     }
 }

@@ -844,3 +844,107 @@ fn a_refused_server_certificate_fails_the_run_and_reaches_the_audit() {
         "{issues}"
     );
 }
+
+/// A tmpfs mounted over a directory for one test, unmounted after.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {}", text(&out));
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills a file system: writes to `path` until the disk refuses.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = [0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[test]
+fn a_full_disk_still_sends_what_waits_and_saves_the_state() {
+    let site = Site::init();
+    let server = site.start();
+    let agent = site.agent_with_plugins("full");
+    let state = agent.state_dir();
+    let _disk = Tmpfs::mount(&state, "512k");
+    let counter = agent.root.join("counter");
+    std::fs::write(&counter, "0").unwrap();
+    agent.plugin(
+        "counter.sh",
+        &format!(
+            "n=$(cat {c}); echo \"{{\\\"n\\\": $n}}\"",
+            c = counter.display()
+        ),
+    );
+    let out = agent.cmd(&["run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(server.stop().success());
+    for n in 1..=2 {
+        std::fs::write(&counter, n.to_string()).unwrap();
+        let out = agent.cmd(&["run", "--force-collect"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_eq!(agent.status()["spool_reports"], 2);
+    let saved = |key: &str| -> Value {
+        let bytes = std::fs::read(state.join("state.json")).unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()[key].clone()
+    };
+    let submitted_before = saved("last_submit_at");
+
+    fill(&state.join("filler"));
+    let _server = site.start();
+    std::fs::write(&counter, "3").unwrap();
+    let out = agent.cmd(&["run", "--force-collect", "--force-submit"]);
+    // The new collection had no room: the run says so...
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot spool the report"),
+        "{}",
+        text(&out)
+    );
+    // ...but what waited was sent, and the state was saved.
+    assert_eq!(agent.status()["spool_reports"], 0);
+    let history = site.admin_json(&["clients", "history", &agent.machine_id, "--json"]);
+    assert_eq!(
+        plugin_values(&history, "plugins.counter.n"),
+        vec![json!(1), json!(2)],
+        "{history:#}"
+    );
+    assert_ne!(saved("last_submit_at"), submitted_before);
+    let leftovers: Vec<_> = std::fs::read_dir(state.join("spool"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().starts_with('.')),
+        "{leftovers:?}"
+    );
+}

@@ -77,7 +77,14 @@ impl Published {
     }
 
     fn with_listeners(plain: bool) -> Self {
+        Self::with_setup(plain, |_| {})
+    }
+
+    /// Like [`Published::with_listeners`], with `setup` run on the site
+    /// before the first release.
+    fn with_setup(plain: bool, setup: impl FnOnce(&Site)) -> Self {
         let site = Site::init();
+        setup(&site);
         let plain_repo_url = plain.then(|| {
             let port = penguindome_tests::free_port();
             let mut toml = std::fs::read_to_string(site.config_dir.join("server.toml")).unwrap();
@@ -466,6 +473,60 @@ impl AptClient {
 }
 
 #[test]
+fn the_apt_release_is_signed_anew_before_it_expires_and_indexes_stay_by_hash() {
+    let p = Published::with_setup(false, |site| {
+        let path = site.config_dir.join("server.toml");
+        let toml = std::fs::read_to_string(&path).unwrap();
+        let toml = toml.replacen("[server]\n", "[server]\napt_valid_for = \"6s\"\n", 1);
+        std::fs::write(&path, toml).unwrap();
+    });
+    let release_file = || std::fs::read_to_string(p.current("apt/dists/stable/Release")).unwrap();
+    let first = release_file();
+    assert!(
+        first.contains("Valid-Until: ") && first.contains("Acquire-By-Hash: yes"),
+        "{first}"
+    );
+    let client = AptClient::new(&p, true);
+    let out = client.apt_get(&p, &["update"]);
+    assert!(out.status.success(), "apt-get update: {}", text(&out));
+    assert!(client.has_package_index(), "fetched by hash");
+
+    // Past its validity, the running server has signed it anew: apt
+    // (Check-Valid-Until on) still takes the repository.
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let later = release_file();
+    assert_ne!(first, later, "the server re-signed the Release");
+    let out = client.apt_get(&p, &["update"]);
+    assert!(
+        out.status.success(),
+        "apt-get update after 8 s: {}",
+        text(&out)
+    );
+
+    // The next release keeps the by-hash indexes the previous one named.
+    let named: Vec<String> = later
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix(' ')?
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+        .collect();
+    release(&p.site, &[]);
+    let by_hash = p.current("apt/dists/stable/main/binary-amd64/by-hash/SHA256");
+    for hash in &named {
+        assert!(by_hash.join(hash).is_file(), "{hash} was not carried over");
+    }
+    let out = client.apt_get(&p, &["update"]);
+    assert!(
+        out.status.success(),
+        "apt-get update after a release: {}",
+        text(&out)
+    );
+}
+
+#[test]
 fn apt_accepts_the_signed_repository_and_refuses_tampering() {
     let p = Published::new();
     let client = AptClient::new(&p, true);
@@ -524,11 +585,17 @@ fn apt_accepts_the_signed_repository_and_refuses_tampering() {
         text(&out)
     );
 
-    // An index changed after signing.
-    let packages_gz = p.current("apt/dists/stable/main/binary-amd64/Packages.gz");
-    let mut gz = std::fs::read(&packages_gz).unwrap();
-    gz.push(0);
-    std::fs::write(&packages_gz, &gz).unwrap();
+    // An index changed after signing (apt fetches it by hash, so change
+    // every copy).
+    let indexes = p.current("apt/dists/stable/main/binary-amd64");
+    let by_hash = std::fs::read_dir(indexes.join("by-hash/SHA256"))
+        .unwrap()
+        .map(|e| e.unwrap().path());
+    for file in by_hash.chain([indexes.join("Packages.gz"), indexes.join("Packages")]) {
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes.push(0);
+        std::fs::write(&file, &bytes).unwrap();
+    }
     let fresh = AptClient::new(&p, true);
     let out = fresh.apt_get(&p, &["update"]);
     let t = text(&out);
@@ -1340,8 +1407,24 @@ fn download_release_serves_packages_and_bootstrap_scripts() {
         let installs = match format {
             "deb" => "apt-get install -y penguindome-agent",
             "rpm" => "dnf -y --refresh install penguindome-agent",
-            _ => "pacman -Sy --noconfirm penguindome-agent",
+            // Only the site's repository is refreshed: no partial upgrade.
+            _ => "pacman --config \"$tmp/pacman.conf\" -Sy --noconfirm --needed penguindome-agent",
         };
         assert!(script.contains(installs), "{format}: {script}");
+        assert_wrapped(&script);
+    }
+}
+
+/// Nothing runs before the script's last line calls `main`: a truncated
+/// download defines (part of) a function and runs nothing.
+fn assert_wrapped(script: &str) {
+    assert!(script.trim_end().ends_with("\nmain \"$@\""), "{script}");
+    let before_main = script.split("\nmain() {\n").next().unwrap();
+    for line in before_main.lines() {
+        let line = line.trim();
+        assert!(
+            line.is_empty() || line.starts_with('#') || line == "set -eu",
+            "runs before main: {line:?}"
+        );
     }
 }

@@ -172,7 +172,10 @@ fn wipe(a: &Account) -> Vec<(bool, String)> {
         }
     };
     stop_user_units(a.uid);
-    let kill = kill_all(a.uid);
+    let mut kill = kill_all(a.uid);
+    if kill.0 && !ended.is_empty() {
+        kill = sessions_gone(&a.name, kill.1);
+    }
     let remove_home = match removable_home(a) {
         Ok(home) => match std::fs::remove_dir_all(&home) {
             Ok(()) => (true, format!("removed {}", home.display())),
@@ -303,6 +306,30 @@ fn kill_all(uid: u32) -> (bool, String) {
     (
         false,
         format!("processes of uid {uid} keep appearing after {killed} were killed"),
+    )
+}
+
+/// Waits (10 s at most) until logind has closed the user's sessions, which
+/// it does on its own once their processes are gone: an administrator
+/// reading "succeeded" must not still see them in `loginctl`.
+fn sessions_gone(name: &str, killed: String) -> (bool, String) {
+    for _ in 0..40 {
+        let left = sessions(name);
+        if left.is_empty() {
+            return (true, killed);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let left = sessions(name);
+    if left.is_empty() {
+        return (true, killed);
+    }
+    (
+        false,
+        format!(
+            "{killed}; logind still lists session(s) {} after 10 s",
+            left.join(" ")
+        ),
     )
 }
 

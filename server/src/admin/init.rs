@@ -646,6 +646,7 @@ fn server_config(
             max_body_bytes: 8 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             require_message_kinds: false,
+            apt_valid_for: crate::release::publish::APT_VALID_FOR,
         },
         listeners: vec![ListenerConfig {
             name: "main".into(),

@@ -147,7 +147,8 @@ pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
     // Everything only root may read is read; publish as the server's user.
     super::account::become_data_owner(&config.server.data_dir)?;
 
-    let repo = Repository::new(config.server.data_dir.join("repo"));
+    let repo = Repository::new(config.server.data_dir.join("repo"))
+        .with_apt_validity(config.server.apt_valid_for);
     let _lock = repo.lock()?;
     let serial = repo.next_serial()?;
     let now = SystemTime::now();

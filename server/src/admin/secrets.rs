@@ -566,8 +566,15 @@ fn read_identity(p: &Path) -> anyhow::Result<Opener> {
     let bytes = Zeroizing::new(
         crate::secrets::read_secret(p).with_context(|| format!("cannot use {}", p.display()))?,
     );
-    Opener::from_bytes(&bytes)
-        .with_context(|| format!("{} is not an OpenPGP secret key", p.display()))
+    let opener = Opener::from_bytes(&bytes)
+        .with_context(|| format!("{} is not an OpenPGP secret key", p.display()))?;
+    if !opener.needs_password() {
+        return Ok(opener);
+    }
+    let password = Zeroizing::new(
+        super::prompt::Prompter::stdio().secret(&format!("Password of {}", p.display()))?,
+    );
+    Ok(opener.with_password(&password)?)
 }
 
 fn shares_from_file(p: &Path, identity: Option<&Opener>) -> anyhow::Result<Vec<(String, Share)>> {

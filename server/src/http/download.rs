@@ -241,7 +241,9 @@ pub fn bootstrap_script(
 ) -> String {
     let mut s = format!(
         "#!/bin/sh\n# PenguinDome agent bootstrap ({family}): installs {file}, then penguindome-agent\n\
-         # from this site's signed repository. Run as root.\nset -eu\n\
+         # from this site's signed repository. Run as root.\n\
+         # Everything is inside main(), so a truncated copy runs nothing.\nset -eu\n\n\
+         main() {{\n\
          if [ \"$(id -u)\" -ne 0 ]; then echo 'run this as root' >&2; exit 1; fi\n\
          tmp=$(mktemp -d)\ntrap 'rm -rf \"$tmp\"' EXIT\n\
          base64 -d >\"$tmp/{file}\" <<'PENGUINDOME_PACKAGE'\n{package}PENGUINDOME_PACKAGE\n",
@@ -277,11 +279,23 @@ pub fn bootstrap_script(
                  pacman-key --add \"$tmp/key.asc\"\n\
                  pacman-key --lsign-key {fingerprint}\n\
                  pacman -U --noconfirm \"$tmp/{file}\"\n\
-                 pacman -Sy --noconfirm penguindome-agent\n",
+                 printf '{conf}' >\"$tmp/pacman.conf\"\n\
+                 pacman --config \"$tmp/pacman.conf\" -Sy --noconfirm --needed penguindome-agent\n",
+                conf = SITE_ONLY_PACMAN_CONF,
                 file = site.file_name
             ));
         }
     }
-    s.push_str("echo 'PenguinDome agent installed; see: systemctl status penguindome.timer'\n");
+    s.push_str(
+        "echo 'PenguinDome agent installed; see: systemctl status penguindome.timer'\n}\n\n\
+         main \"$@\"\n",
+    );
     s
 }
+
+/// The pacman configuration (as a printf format) that refreshes only the
+/// site's repository, which the site package defines: the system's own
+/// sync databases stay as they were, so installing the agent never makes a
+/// partial upgrade of the rest of the system.
+const SITE_ONLY_PACMAN_CONF: &str = "[options]\\nSigLevel = Required DatabaseRequired TrustedOnly\\n\\n\
+                                     [penguindome]\\nInclude = /etc/pacman.d/penguindome.conf\\n";

@@ -122,7 +122,10 @@ fn dnf_steps(site: &BootstrapSite) -> String {
 }
 
 /// Installs the agent with pacman, trusting the key and certificate first
-/// (the site package does the same when it arrives).
+/// (the site package does the same when it arrives). Only the site's
+/// repository is refreshed, through a configuration that names no other:
+/// the system's own sync databases stay as they were, so installing one
+/// package never makes a partial upgrade of the rest of the system.
 fn pacman_steps(site: &BootstrapSite) -> String {
     let ca = if site.ca_pem.is_some() {
         "    install -m 0644 \"$tmp/server.crt\" /etc/ca-certificates/trust-source/anchors/penguindome-server.crt\n\
@@ -133,12 +136,11 @@ fn pacman_steps(site: &BootstrapSite) -> String {
     format!(
         "{ca}    pacman-key --add \"$tmp/key.asc\"\n\
          \x20   pacman-key --lsign-key {fp}\n\
-         \x20   cp /etc/pacman.conf \"$tmp/pacman.conf\"\n\
          \x20   host=${{url#*://}}\n\
          \x20   scheme=${{url%%://*}}\n\
-         \x20   printf '\\n[penguindome]\\nSigLevel = Required DatabaseRequired TrustedOnly\\nServer = %s://pdt1.%s:%s@%s/penguindome/v1/repo/arch/$arch\\n' \
-         \"$scheme\" \"$id\" \"$secret\" \"$host\" >>\"$tmp/pacman.conf\"\n\
-         \x20   pacman --config \"$tmp/pacman.conf\" -Sy --noconfirm penguindome-agent || refused\n",
+         \x20   printf '[options]\\nSigLevel = Required DatabaseRequired TrustedOnly\\n\\n[penguindome]\\nServer = %s://pdt1.%s:%s@%s/penguindome/v1/repo/arch/$arch\\n' \
+         \"$scheme\" \"$id\" \"$secret\" \"$host\" >\"$tmp/pacman.conf\"\n\
+         \x20   pacman --config \"$tmp/pacman.conf\" -Sy --noconfirm --needed penguindome-agent || refused\n",
         fp = site.key_fingerprint,
     )
 }
@@ -259,6 +261,11 @@ mod tests {
                     "everything runs from the last line"
                 );
                 assert_eq!(s.contains("server.crt"), pinned);
+                if family == Family::Arch {
+                    // Only the site's repository is refreshed.
+                    assert!(!s.contains("/etc/pacman.conf"), "{s}");
+                    assert!(s.contains("[options]") && s.contains("-Sy --noconfirm --needed"));
+                }
                 // The token reaches the agent on standard input only.
                 assert!(
                     s.contains("printf '%s\\n' \"$token\" | penguindome-agent enroll \"$url\" -")

@@ -10,6 +10,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use penguindome_protocol::keys::SecretKey;
@@ -83,12 +84,50 @@ pub struct Published {
 #[derive(Debug, Clone)]
 pub struct Repository {
     root: PathBuf,
+    apt_valid_for: Duration,
 }
+
+/// How long an apt Release stays valid unless server.toml says otherwise.
+pub const APT_VALID_FOR: Duration = Duration::from_secs(14 * 86_400);
 
 impl Repository {
     /// The repository under a server's data directory.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            apt_valid_for: APT_VALID_FOR,
+        }
+    }
+
+    /// How long apt Release files are valid (`[server] apt_valid_for`).
+    pub fn with_apt_validity(mut self, valid_for: Duration) -> Self {
+        self.apt_valid_for = valid_for;
+        self
+    }
+
+    /// Signs the current release's apt Release file anew when half of its
+    /// validity has passed. Returns whether it did.
+    pub fn refresh_apt_release(
+        &self,
+        key: &SecretKey,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PublishError> {
+        let Some(dir) = self.current_dir() else {
+            return Ok(false);
+        };
+        let apt = dir.join(Family::Deb.repo_dir());
+        let path = apt.join(format!("dists/{}/Release", apt_repo::SUITE));
+        let Ok(release) = fs::read_to_string(&path) else {
+            return Ok(false);
+        };
+        let Some(files) = apt_repo::refreshed(&release, key, now, self.apt_valid_for)? else {
+            return Ok(false);
+        };
+        // Atomically: clients read these files while they change.
+        for (rel, bytes) in files {
+            replace_file(&apt.join(rel), &bytes)?;
+        }
+        Ok(true)
     }
 
     /// The repository folder.
@@ -284,14 +323,23 @@ impl Repository {
             let these: Vec<&PackageRecord> =
                 records.iter().filter(|r| r.family == family).collect();
             let files = match family {
-                Family::Deb => apt_repo::index(&these, key, now)?,
+                Family::Deb => {
+                    self.carry_by_hash(dir)?;
+                    apt_repo::index(&these, key, now, self.apt_valid_for)?
+                }
                 Family::Rpm => dnf_repo::index(&these, key, now, serial)?,
                 Family::Arch => {
                     pacman_repo::index(&these, key, u64::try_from(now.timestamp()).unwrap_or(0))?
                 }
             };
             for (rel, bytes) in files {
-                write_file(&dir.join(family.repo_dir()).join(rel), &bytes)?;
+                let path = dir.join(family.repo_dir()).join(&rel);
+                // Named by their hash: one carried over is the same file,
+                // and may be a link into the release clients read now.
+                if rel.contains("/by-hash/") && path.exists() {
+                    continue;
+                }
+                write_file(&path, &bytes)?;
             }
         }
         let public = key
@@ -311,6 +359,38 @@ impl Repository {
         write_file(&dir.join("manifest.json"), &json)?;
         sync_tree(dir)?;
         Ok(manifest.packages.len())
+    }
+
+    /// Links the by-hash indexes the current Release names into the new
+    /// release, so a client that read the old Release during the switch
+    /// finds them (older ones are not carried: nobody can still need them).
+    fn carry_by_hash(&self, dir: &Path) -> Result<(), PublishError> {
+        let Some(prev) = self.current_dir() else {
+            return Ok(());
+        };
+        let apt = Family::Deb.repo_dir();
+        let release = prev
+            .join(apt)
+            .join(format!("dists/{}/Release", apt_repo::SUITE));
+        let named: Vec<String> = fs::read_to_string(&release)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix(' ')?
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_string)
+            })
+            .collect();
+        for rel in apt_repo::by_hash_dirs() {
+            for hash in &named {
+                let from = prev.join(apt).join(&rel).join(hash);
+                if from.is_file() {
+                    link_or_copy(&from, &dir.join(apt).join(&rel).join(hash))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Points `current` at a release with one rename.
@@ -359,6 +439,12 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
     let mut f = fs::File::create(path).map_err(io("creating", path))?;
     f.write_all(bytes).map_err(io("writing", path))?;
     f.sync_all().map_err(io("syncing", path))
+}
+
+/// Replaces a file atomically (temporary file, fsync, rename, directory
+/// fsync).
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
+    penguindome_protocol::files::write_atomic(path, bytes, 0o644).map_err(io("replacing", path))
 }
 
 fn link_or_copy(from: &Path, to: &Path) -> Result<(), PublishError> {

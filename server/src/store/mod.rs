@@ -301,6 +301,20 @@ pub struct ClientSummary {
 pub type ValueRewrite =
     std::sync::Arc<dyn Fn(&str, &mut serde_json::Value) -> Result<bool, String> + Send + Sync>;
 
+/// Passes one stored JSON text through a [`ValueRewrite`]: the new text
+/// when it changed something, none otherwise (or when the text is not
+/// JSON, which no rewrite can read).
+pub fn rewrite_text(f: &ValueRewrite, path: &str, text: &str) -> StoreResult<Option<String>> {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Ok(None);
+    };
+    match f(path, &mut v) {
+        Ok(true) => Ok(Some(v.to_string())),
+        Ok(false) => Ok(None),
+        Err(e) => Err(StoreError::Invalid(e)),
+    }
+}
+
 /// What a [`ValueRewrite`] changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Rewritten {

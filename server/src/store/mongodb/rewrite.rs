@@ -2,21 +2,9 @@
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
-use serde_json::Value;
 
 use super::Inner;
-use crate::store::{Rewritten, StoreError, StoreResult, ValueRewrite, plugin_digest};
-
-fn apply(f: &ValueRewrite, path: &str, text: &str) -> StoreResult<Option<String>> {
-    let Ok(mut v) = serde_json::from_str::<Value>(text) else {
-        return Ok(None);
-    };
-    match f(path, &mut v) {
-        Ok(true) => Ok(Some(v.to_string())),
-        Ok(false) => Ok(None),
-        Err(e) => Err(StoreError::Invalid(e)),
-    }
-}
+use crate::store::{Rewritten, StoreResult, ValueRewrite, plugin_digest, rewrite_text};
 
 impl Inner {
     /// See [`crate::store::AdminStore::rewrite_values`].
@@ -62,7 +50,7 @@ impl Inner {
             let mut set = Document::new();
             for side in ["old", "new"] {
                 if let Ok(text) = record.get_str(side)
-                    && let Some(new) = apply(f, field, text)?
+                    && let Some(new) = rewrite_text(f, field, text)?
                 {
                     set.insert(side, new);
                 }
@@ -93,7 +81,7 @@ fn rewritten_plugins(
     };
     for (name, text) in plugins {
         let Some(text) = text.as_str() else { continue };
-        if let Some(new) = apply(f, &format!("plugins.{name}"), text)? {
+        if let Some(new) = rewrite_text(f, &format!("plugins.{name}"), text)? {
             set.insert(
                 format!("plugin_digests.{name}"),
                 hex::encode(plugin_digest(&new)),

@@ -6,11 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::Value;
 
 use super::backend_err;
 use super::submit::{pack_digests, unpack_digests};
-use crate::store::{Rewritten, StoreError, StoreResult, ValueRewrite, plugin_digest};
+use crate::store::{Rewritten, StoreError, StoreResult, ValueRewrite, plugin_digest, rewrite_text};
 
 /// Audit records read per query, so a long trail is not held in memory.
 const PAGE: i64 = 1000;
@@ -30,17 +29,6 @@ pub(super) fn rewrite(conn: &Connection, f: &ValueRewrite) -> StoreResult<Rewrit
     Ok(out)
 }
 
-fn apply(f: &ValueRewrite, path: &str, text: &str) -> StoreResult<Option<String>> {
-    let Ok(mut v) = serde_json::from_str::<Value>(text) else {
-        return Ok(None);
-    };
-    match f(path, &mut v) {
-        Ok(true) => Ok(Some(v.to_string())),
-        Ok(false) => Ok(None),
-        Err(e) => Err(StoreError::Invalid(e)),
-    }
-}
-
 /// Returns the clients whose outputs changed.
 fn rewrite_plugins(
     conn: &Connection,
@@ -56,7 +44,7 @@ fn rewrite_plugins(
         .map_err(backend_err)?;
     let mut touched = BTreeSet::new();
     for (id, client, name, data) in rows {
-        let Some(text) = apply(f, &format!("plugins.{name}"), &data)? else {
+        let Some(text) = rewrite_text(f, &format!("plugins.{name}"), &data)? else {
             continue;
         };
         conn.execute(
@@ -115,12 +103,12 @@ fn rewrite_audit(conn: &Connection, f: &ValueRewrite, out: &mut Rewritten) -> St
         for (id, field, old, new) in rows {
             let old2 = old
                 .as_deref()
-                .map(|t| apply(f, &field, t))
+                .map(|t| rewrite_text(f, &field, t))
                 .transpose()?
                 .flatten();
             let new2 = new
                 .as_deref()
-                .map(|t| apply(f, &field, t))
+                .map(|t| rewrite_text(f, &field, t))
                 .transpose()?
                 .flatten();
             if old2.is_none() && new2.is_none() {
