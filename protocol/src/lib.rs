@@ -7,6 +7,8 @@ pub mod config_file;
 pub mod envelope;
 pub mod facts;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod key_rotation;
 pub mod keys;
 pub mod sealing;
