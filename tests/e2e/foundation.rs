@@ -322,10 +322,8 @@ fn revoked_client_is_refused(backend: Backend) {
     assert_eq!(doc["keys"].as_array().unwrap().len(), 2);
 }
 
-fn collections_made_while_the_server_is_down_arrive_in_order(backend: Backend) {
-    let site = Site::init_on(&backend);
-    let server = site.start();
-    let agent = site.agent_with_plugins("roaming");
+/// A plugin reporting `{"n": N}`, N read from the returned file (0 now).
+fn counter_plugin(agent: &penguindome_tests::AgentHost) -> std::path::PathBuf {
     let counter = agent.root.join("counter");
     std::fs::write(&counter, "0").unwrap();
     agent.plugin(
@@ -335,6 +333,14 @@ fn collections_made_while_the_server_is_down_arrive_in_order(backend: Backend) {
             c = counter.display()
         ),
     );
+    counter
+}
+
+fn collections_made_while_the_server_is_down_arrive_in_order(backend: Backend) {
+    let site = Site::init_on(&backend);
+    let server = site.start();
+    let agent = site.agent_with_plugins("roaming");
+    let counter = counter_plugin(&agent);
     let out = agent.cmd(&["run"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(server.stop().success());
@@ -892,15 +898,7 @@ fn a_full_disk_still_sends_what_waits_and_saves_the_state() {
     let agent = site.agent_with_plugins("full");
     let state = agent.state_dir();
     let _disk = Tmpfs::mount(&state, "512k");
-    let counter = agent.root.join("counter");
-    std::fs::write(&counter, "0").unwrap();
-    agent.plugin(
-        "counter.sh",
-        &format!(
-            "n=$(cat {c}); echo \"{{\\\"n\\\": $n}}\"",
-            c = counter.display()
-        ),
-    );
+    let counter = counter_plugin(&agent);
     let out = agent.cmd(&["run"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(server.stop().success());

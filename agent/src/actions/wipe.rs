@@ -309,28 +309,44 @@ fn kill_all(uid: u32) -> (bool, String) {
     )
 }
 
-/// Waits (10 s at most) until logind has closed the user's sessions, which
-/// it does on its own once their processes are gone: an administrator
-/// reading "succeeded" must not still see them in `loginctl`.
+/// Waits until logind has closed the user's sessions, so an administrator
+/// reading "succeeded" no longer sees them in `loginctl`. A session whose
+/// scope still holds a process of another user (the root `su` or `sshd`
+/// that opened it) stays "closing": after 5 s everything left in those
+/// scopes is killed, then the wait goes on (10 s more at most).
 fn sessions_gone(name: &str, killed: String) -> (bool, String) {
-    for _ in 0..40 {
-        let left = sessions(name);
-        if left.is_empty() {
-            return (true, killed);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let left = sessions(name);
-    if left.is_empty() {
+    if wait_for_no_sessions(name, 20) {
         return (true, killed);
+    }
+    for id in sessions(name) {
+        let _ = run_step("loginctl", &["kill-session", &id, "--signal=SIGKILL"]);
+        let _ = run_step("loginctl", &["terminate-session", &id]);
+    }
+    if wait_for_no_sessions(name, 40) {
+        return (
+            true,
+            format!("{killed}; killed what was left in its sessions"),
+        );
     }
     (
         false,
         format!(
-            "{killed}; logind still lists session(s) {} after 10 s",
-            left.join(" ")
+            "{killed}; logind still lists session(s) {} after 15 s",
+            sessions(name).join(" ")
         ),
     )
+}
+
+/// Polls every 250 ms, `tries` times, until logind lists no session of
+/// the user.
+fn wait_for_no_sessions(name: &str, tries: u32) -> bool {
+    for _ in 0..tries {
+        if sessions(name).is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    sessions(name).is_empty()
 }
 
 /// The home to remove, or why it stays.

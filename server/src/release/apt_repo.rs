@@ -164,6 +164,11 @@ fn release_file(
 mod tests {
     use super::*;
 
+    fn release_of(files: &[IndexFile]) -> String {
+        let (_, bytes) = files.iter().find(|(p, _)| p.ends_with("/Release")).unwrap();
+        String::from_utf8(bytes.clone()).unwrap()
+    }
+
     #[test]
     fn a_release_is_resigned_once_half_its_validity_has_passed() {
         let key = SecretKey::generate("t").unwrap();
@@ -172,15 +177,7 @@ mod tests {
             .with_timezone(&Utc);
         let week = Duration::from_secs(7 * 86_400);
         let files = index(&[], &key, t0, week).unwrap();
-        let release = String::from_utf8(
-            files
-                .iter()
-                .find(|(p, _)| p.ends_with("/Release"))
-                .unwrap()
-                .1
-                .clone(),
-        )
-        .unwrap();
+        let release = release_of(&files);
         assert!(
             release.contains("Valid-Until: Thu, 08 Jan 2026 00:00:00 UTC"),
             "{release}"
@@ -196,15 +193,7 @@ mod tests {
         let again = refreshed(&release, &key, t0 + day * 4, week)
             .unwrap()
             .unwrap();
-        let text = String::from_utf8(
-            again
-                .iter()
-                .find(|(p, _)| p.ends_with("/Release"))
-                .unwrap()
-                .1
-                .clone(),
-        )
-        .unwrap();
+        let text = release_of(&again);
         assert!(
             text.contains("Date: Mon, 05 Jan 2026 00:00:00 UTC"),
             "{text}"
