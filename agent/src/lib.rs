@@ -13,6 +13,7 @@ pub mod sealing;
 pub mod server_keys;
 pub mod server_trust;
 pub mod session;
+pub mod shell;
 pub mod spool;
 pub mod state;
 pub mod transport;

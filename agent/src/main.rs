@@ -97,6 +97,13 @@ enum Command {
     /// transient unit `run` starts for each action runs).
     #[command(hide = true)]
     Act,
+    /// Run one remote shell session from its request file (what the
+    /// transient unit `run` starts for a shell action runs).
+    #[command(hide = true)]
+    ShellSession {
+        /// The request the run wrote.
+        request: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -152,6 +159,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enroll { url, token, json } => cmd_enroll(&cli, url, token, *json),
         Command::Act => {
             penguindome_agent::actions::exec::act_from_stdin()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ShellSession { request } => {
+            logging::init(
+                LogTarget::Auto,
+                cli.log_level.unwrap_or(log::LevelFilter::Info),
+                "penguindome-agent",
+            )
+            .map_err(anyhow::Error::msg)?;
+            penguindome_agent::shell::run_from_file(request)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -12,6 +12,7 @@ use penguindome_protocol::facts::{self, Timestamp};
 use penguindome_protocol::wire::{Problem, Report};
 
 use crate::actions;
+use crate::actions::journal::Leftover;
 use crate::collectors::{self, Cache, Context, PluginSettings};
 use crate::host::Host;
 use crate::moved;
@@ -23,7 +24,7 @@ use crate::spool::{Spool, SpoolError};
 use crate::state::{AgentState, LastError, StateDir};
 use crate::transport::{Transport, TransportError};
 use crate::upgrade;
-use penguindome_protocol::actions::{ActionReport, ActionState, ConfigureTask};
+use penguindome_protocol::actions::{Action, ActionReport, ActionState, ConfigureTask};
 use penguindome_protocol::key_rotation::SignedKeyCertification;
 use penguindome_protocol::sealing::SealingPolicy;
 use penguindome_protocol::{PublicKey, SecretKey};
@@ -451,6 +452,7 @@ impl Step<'_> {
         &'r self,
         started: &'r dyn Fn(&ActionReport),
         mover: &'r dyn Fn(&str, &ConfigureTask) -> actions::exec::Outcome,
+        shell: &'r dyn Fn(&Action) -> Result<Leftover, String>,
     ) -> std::io::Result<actions::Runner<'r>> {
         Ok(actions::Runner {
             journal: actions::journal::Journal::open(&self.agent.state.actions_dir())?,
@@ -459,7 +461,23 @@ impl Step<'_> {
             executor: actions::exec::Executor::detect(),
             started,
             mover,
+            shell,
         })
+    }
+
+    /// A `shell` action: its session starts in a process of its own.
+    fn start_shell(&self, action: &Action) -> Result<Leftover, String> {
+        let request = crate::shell::SessionRequest {
+            action: action.clone(),
+            config: self.agent.config.clone(),
+            machine_id: self.agent.machine_id.clone(),
+            key_path: self.agent.state.key_path(),
+        };
+        crate::shell::start(
+            actions::exec::Executor::detect(),
+            &self.agent.state.actions_dir(),
+            &request,
+        )
     }
 
     /// A `configure` action: one signed update at the new address with the
@@ -535,7 +553,8 @@ impl Step<'_> {
             }
         };
         let mover = |id: &str, task: &ConfigureTask| self.try_move(id, task);
-        match self.runner(&started, &mover) {
+        let shell = |action: &Action| self.start_shell(action);
+        match self.runner(&started, &mover, &shell) {
             Ok(runner) => {
                 runner.handle_all(list, Utc::now());
             }
@@ -550,9 +569,17 @@ impl Step<'_> {
     /// Tells the server how actions went, until it has stored each state;
     /// first marks those a crashed run left started as interrupted.
     fn report_actions(&self, outcome: &mut RunOutcome) {
-        let pending = self.runner(&|_| {}, &actions::no_mover).and_then(|r| {
-            for id in r.journal.recover(&actions::exec::stop_leftover)? {
+        let dir = self.agent.state.actions_dir();
+        let settle =
+            |e: &actions::journal::Entry| crate::shell::settle(&dir, &e.id, e.leftover.as_ref());
+        let pending = self.runner(&|_| {}, &actions::no_mover, &actions::no_shell).and_then(|r| {
+            for id in r.journal.recover(&actions::exec::stop_leftover, &settle)? {
                 log::warn!(action_id:% = id; "action {id} was cut short by a crash; reporting it as interrupted");
+            }
+            for e in r.journal.entries()? {
+                if e.detached && e.state.is_final() {
+                    crate::shell::forget(&dir, &e.id);
+                }
             }
             r.journal.prune(self.now)?;
             Ok((r.journal.unreported()?, r))

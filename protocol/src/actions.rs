@@ -99,6 +99,8 @@ pub enum Task {
     /// Move to another server address or certificate, keeping the old
     /// configuration unless the new one answers.
     Configure(ConfigureTask),
+    /// Open a root shell for an administrator, relayed end to end sealed.
+    Shell(crate::shell::ShellTask),
 }
 
 impl Task {
@@ -109,6 +111,7 @@ impl Task {
             Task::Command(_) => "command",
             Task::Wipe(_) => "wipe",
             Task::Configure(_) => "configure",
+            Task::Shell(_) => "shell",
         }
     }
 }
@@ -346,9 +349,9 @@ mod tests {
         let back: Action = serde_json::from_str(&text).unwrap();
         assert_eq!(back, patch());
         // A kind from a later release: the header still reads, the task not.
-        let later = text.replace("\"kind\":\"patch\"", "\"kind\":\"shell\"");
+        let later = text.replace("\"kind\":\"patch\"", "\"kind\":\"teleport\"");
         let header: ActionHeader = serde_json::from_str(&later).unwrap();
-        assert_eq!(header.kind, "shell");
+        assert_eq!(header.kind, "teleport");
         assert!(serde_json::from_str::<Action>(&later).is_err());
     }
 

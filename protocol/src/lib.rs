@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod key_rotation;
 pub mod keys;
 pub mod sealing;
+pub mod shell;
 pub mod token;
 pub mod wire;
 

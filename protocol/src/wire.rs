@@ -28,6 +28,11 @@ pub mod paths {
     pub const BOOTSTRAP: &str = "/penguindome/v1/bootstrap";
     /// A new repository credential for the signing client.
     pub const REPO_CREDENTIAL: &str = "/penguindome/v1/repo_credential";
+    /// WebSocket where an agent meets its shell session (signed hello).
+    pub const SHELL_AGENT: &str = "/penguindome/v1/shell/agent";
+    /// WebSocket where an administrator opens a shell (the server's Unix
+    /// socket; over HTTPS only where access rules allow it).
+    pub const SHELL_ADMIN: &str = "/penguindome/v1/shell/admin";
 }
 
 /// Checks that a client id is a machine id: 32 lower-case hex characters.

@@ -334,6 +334,12 @@ impl AccessControl {
         st.rules.clone()
     }
 
+    /// True when the rules name `endpoint` at all (endpoints that must be
+    /// switched on explicitly, like remote shells, check this first).
+    pub fn has_rules(&self, endpoint: &str) -> bool {
+        self.rules().endpoint.contains_key(endpoint)
+    }
+
     /// Decides on a request to `endpoint` from `ip` with optional Basic
     /// credentials.
     pub async fn check(

@@ -44,6 +44,9 @@ pub struct ServerConfig {
     /// changed: examples/server.toml shows them).
     #[serde(default, skip_serializing_if = "LimitsConfig::is_default")]
     pub limits: LimitsConfig,
+    /// The remote shell relay (written only when changed).
+    #[serde(default, skip_serializing_if = "ShellConfig::is_default")]
+    pub shell: ShellConfig,
     /// Directory the file was read from; relative paths resolve against it.
     #[serde(skip)]
     pub config_dir: PathBuf,
@@ -178,6 +181,77 @@ impl LimitsConfig {
                  must be at least 1"
                     .into(),
             );
+        }
+        Ok(())
+    }
+}
+
+/// `[shell]`: the relay between `pdome-admin shell` and agents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShellConfig {
+    /// The Unix socket administrators on this host open shells through
+    /// (relative paths are below the data directory).
+    #[serde(default = "default_shell_socket")]
+    pub socket: PathBuf,
+    /// Group allowed to use the socket besides root and the server's
+    /// user (mode 0660); none: mode 0600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<String>,
+    /// A session ends after this long without a keystroke or output.
+    #[serde(default = "default_shell_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A session ends after this long whatever happens.
+    #[serde(default = "default_shell_max", with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// Sessions open or waiting for their client at once, per server.
+    #[serde(default = "default_shell_sessions")]
+    pub max_sessions: usize,
+    /// What the agent runs on the PTY; empty: root's login shell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+}
+
+impl Default for ShellConfig {
+    fn default() -> Self {
+        Self {
+            socket: default_shell_socket(),
+            socket_group: None,
+            idle_timeout: default_shell_idle(),
+            max_duration: default_shell_max(),
+            max_sessions: default_shell_sessions(),
+            command: Vec::new(),
+        }
+    }
+}
+
+fn default_shell_socket() -> PathBuf {
+    PathBuf::from("/run/penguindome-server/shell.sock")
+}
+fn default_shell_idle() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_shell_max() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_shell_sessions() -> usize {
+    32
+}
+
+impl ShellConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.idle_timeout < Duration::from_secs(1) || self.max_duration < self.idle_timeout {
+            return Err(
+                "shell.idle_timeout must be at least 1s and shell.max_duration at least as long"
+                    .into(),
+            );
+        }
+        if self.max_sessions == 0 {
+            return Err("shell.max_sessions must be at least 1".into());
         }
         Ok(())
     }
@@ -550,6 +624,7 @@ impl ServerConfig {
             m.validate().map_err(invalid)?;
         }
         config.limits.validate().map_err(invalid)?;
+        config.shell.validate().map_err(invalid)?;
         config
             .logging
             .level
@@ -568,7 +643,12 @@ impl ServerConfig {
         self.config_dir.join(p)
     }
 
-    /// Resolves a path against the data directory.
+    /// The shell relay's Unix socket.
+    pub fn shell_socket(&self) -> PathBuf {
+        self.data_path(&self.shell.socket)
+    }
+
+    /// Resolves a path below the data directory.
     pub fn data_path(&self, p: &Path) -> PathBuf {
         self.config_dir.join(&self.server.data_dir).join(p)
     }
@@ -610,6 +690,11 @@ mod tests {
         assert_eq!(c.listeners[0].trusted_proxies.len(), 2);
         assert!(matches!(c.store, StoreConfig::Sqlite { .. }));
         assert_eq!(c.audit.checks["no-location"].enabled, Some(false));
+        assert_eq!(
+            c.shell,
+            ShellConfig::default(),
+            "the example shows the defaults"
+        );
         crate::audit::Settings::from_config(&c.audit).unwrap();
         let StoreConfig::Mongodb(m) = example(true).store else {
             panic!("the MongoDB block did not replace [store]");

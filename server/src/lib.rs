@@ -14,6 +14,7 @@ pub mod sealing;
 pub mod secrets;
 pub mod serve;
 pub mod shares;
+pub mod shell;
 pub mod signing;
 pub mod store;
 pub mod tls;

@@ -65,10 +65,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         )?,
         announced: crate::renewal::Announced::new(&config),
         audit: arc_swap::ArcSwapOption::new(audit_settings(&config)),
+        shell: crate::shell::Relay::new(store.clone(), &config),
     });
     // Caught before READY=1: a reload right after start must not kill us.
     let mut signals = Signals::catch()?;
     let mut listeners = Listeners::start(&config, &router(state.clone()))?;
+    let shell_socket = start_shell_socket(&config, &state);
     log::info!(
         "PenguinDome server {} listening on {}, store {}",
         env!("CARGO_PKG_VERSION"),
@@ -94,6 +96,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let failure = wait_for_stop(&mut signals, &mut listeners, &state, &config, &listening).await?;
     notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
     log::info!("shutting down: finishing requests in flight");
+    state.shell.shut_down();
+    state.shell.wait_until_ended(Duration::from_secs(3)).await;
+    drop(shell_socket);
     listeners.shut_down(config.server.shutdown_grace).await;
     housekeeping.abort();
     apt_signing.abort();
@@ -114,6 +119,26 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             ..
         })) => bail!("listener {name:?} failed: {e}"),
         Stop::Listener(Err(e)) => bail!("a listener task failed: {e}"),
+    }
+}
+
+/// Serves the administrators' shell socket; a server that cannot still
+/// serves its clients, and says why shells are off.
+fn start_shell_socket(
+    config: &ServerConfig,
+    state: &Arc<AppState>,
+) -> Option<crate::shell::socket::ShellSocket> {
+    let path = config.shell_socket();
+    match crate::shell::socket::ShellSocket::start(
+        &path,
+        config.shell.socket_group.as_deref(),
+        state.clone(),
+    ) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::error!("remote shells are unavailable from this host: {e:#}");
+            None
+        }
     }
 }
 

@@ -24,6 +24,7 @@ mod key_rotation;
 mod listeners;
 mod moving;
 mod secrets;
+mod shell;
 mod tls_renewal;
 
 on_both_stores!(

@@ -5,6 +5,7 @@
 pub mod container;
 pub mod http;
 pub mod proxy;
+pub mod terminal;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -244,6 +245,11 @@ impl Site {
             .output()
             .unwrap();
         assert!(out.status.success(), "init failed: {}", text(&out));
+        // Each test site's shell socket is its own, not the host's.
+        let server_toml = config_dir.join("server.toml");
+        let mut toml = std::fs::read_to_string(&server_toml).unwrap();
+        toml.push_str("\n[shell]\nsocket = \"shell.sock\"\n");
+        std::fs::write(&server_toml, toml).unwrap();
         Self {
             dir,
             config_dir,
@@ -251,6 +257,11 @@ impl Site {
             port,
             url,
         }
+    }
+
+    /// The server's shell socket.
+    pub fn shell_socket(&self) -> PathBuf {
+        self.data_dir.join("shell.sock")
     }
 
     /// Appends `text` (TOML tables) to server.toml.
@@ -611,6 +622,8 @@ impl AgentHost {
             .arg(self.root.join("machine-id"))
             .arg("--package-root")
             .arg(self.package_root())
+            // Actions run in this process's reach, never in host units.
+            .env_remove("INVOCATION_ID")
             .args(args);
         c
     }

@@ -102,6 +102,11 @@ pub fn perform(req: &Request, started: &dyn Fn(i32)) -> Outcome {
         }
         // The runner hands these to the agent itself.
         Task::Configure(_) => super::no_mover("", &Default::default()),
+        Task::Shell(_) => Outcome {
+            state: ActionState::Refused,
+            detail: "shell sessions run in a process of their own".into(),
+            output: None,
+        },
     }
 }
 
@@ -117,7 +122,7 @@ fn unit_limit(action: &Action) -> u64 {
         Task::Command(c) => c.timeout_secs.max(1) + 60,
         Task::Patch(_) => 600,
         Task::Wipe(_) => 3600,
-        Task::Configure(_) => 60,
+        Task::Configure(_) | Task::Shell(_) => 60,
     }
 }
 

@@ -38,6 +38,10 @@ pub struct Entry {
     /// What to kill should the agent die while the action runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leftover: Option<Leftover>,
+    /// Runs on its own past the run that started it (a shell session):
+    /// a later run asks whether it finished rather than stopping it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detached: bool,
     /// The latest state the server acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported: Option<ActionState>,
@@ -64,6 +68,16 @@ impl Entry {
             output: self.output.clone(),
         }
     }
+}
+
+/// Where a detached action stands when a run looks.
+pub enum Settled {
+    /// Still running: leave it.
+    Running,
+    /// Done: this is how.
+    Finished(super::exec::Outcome),
+    /// Gone without a result.
+    Lost,
 }
 
 /// The journal directory.
@@ -134,6 +148,7 @@ impl Journal {
             detail,
             output: None,
             leftover: None,
+            detached: false,
             reported: None,
         })?;
         Ok(Claim::New)
@@ -174,6 +189,14 @@ impl Journal {
         self.update(id, |e| e.leftover = Some(leftover))
     }
 
+    /// Notes that an action runs on past this run, in `leftover`.
+    pub fn detached_in(&self, id: &str, leftover: Leftover) -> io::Result<()> {
+        self.update(id, |e| {
+            e.leftover = Some(leftover);
+            e.detached = true;
+        })
+    }
+
     /// Every entry, in id order. Damaged files are skipped with a warning
     /// (never deleted: their id must stay taken).
     pub fn entries(&self) -> io::Result<Vec<Entry>> {
@@ -199,21 +222,36 @@ impl Journal {
 
     /// Marks actions a crashed run left `started` as interrupted, after
     /// stopping what is left of them (`stop`). Runs hold the run lock and
-    /// finish their actions, so none is running now.
-    pub fn recover(&self, stop: &dyn Fn(&Leftover)) -> io::Result<Vec<String>> {
+    /// finish their actions, so none is running now, except detached ones:
+    /// `settle` says where those stand, and only a lost one is interrupted.
+    pub fn recover(
+        &self,
+        stop: &dyn Fn(&Leftover),
+        settle: &dyn Fn(&Entry) -> Settled,
+    ) -> io::Result<Vec<String>> {
         let mut interrupted = Vec::new();
         for e in self.entries()? {
-            if e.state == ActionState::Started {
-                if let Some(l) = &e.leftover {
-                    stop(l);
-                }
-                self.finish(
-                    &e.id,
-                    ActionState::Interrupted,
-                    Some("the agent stopped while the action ran; it is not run again".into()),
-                )?;
-                interrupted.push(e.id);
+            if e.state != ActionState::Started {
+                continue;
             }
+            if e.detached {
+                match settle(&e) {
+                    Settled::Running => continue,
+                    Settled::Finished(o) => {
+                        self.finish_with(&e.id, o.state, Some(o.detail), o.output)?;
+                        continue;
+                    }
+                    Settled::Lost => {}
+                }
+            } else if let Some(l) = &e.leftover {
+                stop(l);
+            }
+            self.finish(
+                &e.id,
+                ActionState::Interrupted,
+                Some("the agent stopped while the action ran; it is not run again".into()),
+            )?;
+            interrupted.push(e.id);
         }
         Ok(interrupted)
     }
@@ -287,14 +325,51 @@ mod tests {
         j.running_in(ID, Leftover::ProcessGroup(4242)).unwrap();
         let stopped = std::cell::RefCell::new(Vec::new());
         let stop = |l: &Leftover| stopped.borrow_mut().push(l.clone());
-        assert_eq!(j.recover(&stop).unwrap(), vec![ID.to_string()]);
+        let never = |_: &Entry| -> Settled { unreachable!("not detached") };
+        assert_eq!(j.recover(&stop, &never).unwrap(), vec![ID.to_string()]);
         assert_eq!(*stopped.borrow(), vec![Leftover::ProcessGroup(4242)]);
         let e = j.get(ID).unwrap().unwrap();
         assert_eq!(e.state, ActionState::Interrupted);
         assert_eq!(j.unreported().unwrap().len(), 1);
         j.mark_reported(ID, ActionState::Interrupted).unwrap();
         assert!(j.unreported().unwrap().is_empty());
-        assert!(j.recover(&stop).unwrap().is_empty(), "nothing left started");
+        assert!(
+            j.recover(&stop, &never).unwrap().is_empty(),
+            "nothing left started"
+        );
+    }
+
+    #[test]
+    fn a_detached_action_is_left_running_then_finished_from_its_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let expires = Utc::now() + chrono::Duration::days(1);
+        j.claim(ID, expires, ActionState::Started, None).unwrap();
+        j.detached_in(ID, Leftover::Unit("penguindome-shell-x.service".into()))
+            .unwrap();
+        let stop = |_: &Leftover| panic!("a detached action is never stopped");
+        assert!(j.recover(&stop, &|_| Settled::Running).unwrap().is_empty());
+        assert_eq!(j.get(ID).unwrap().unwrap().state, ActionState::Started);
+        let done = |_: &Entry| {
+            Settled::Finished(super::super::exec::Outcome {
+                state: ActionState::Succeeded,
+                detail: "the shell exited with status 0".into(),
+                output: None,
+            })
+        };
+        assert!(j.recover(&stop, &done).unwrap().is_empty());
+        let e = j.get(ID).unwrap().unwrap();
+        assert_eq!(e.state, ActionState::Succeeded);
+        assert_eq!(e.detail.as_deref(), Some("the shell exited with status 0"));
+
+        j.claim(&"e".repeat(32), expires, ActionState::Started, None)
+            .unwrap();
+        j.detached_in(&"e".repeat(32), Leftover::ProcessGroup(1))
+            .unwrap();
+        assert_eq!(
+            j.recover(&stop, &|_| Settled::Lost).unwrap(),
+            vec!["e".repeat(32)]
+        );
     }
 
     #[test]

@@ -34,6 +34,14 @@ pub struct Runner<'a> {
     /// Moves the agent to another server address (a `configure` action),
     /// which only the agent's own process can try: it needs its key.
     pub mover: &'a dyn Fn(&str, &ConfigureTask) -> exec::Outcome,
+    /// Starts a shell session on its own (it outlives this run); says
+    /// where it runs, or why it could not start.
+    pub shell: &'a dyn Fn(&Action) -> Result<journal::Leftover, String>,
+}
+
+/// A shell starter for runners that only report: it starts nothing.
+pub fn no_shell(_: &Action) -> Result<journal::Leftover, String> {
+    Err("this runner does not open shells".into())
 }
 
 /// A mover for runners that only report: it runs nothing.
@@ -54,6 +62,8 @@ pub enum Handled {
     Refused(String),
     /// Its id is journaled already: not run again.
     AlreadySeen(ActionState),
+    /// Started on its own; a later run reports how it ended.
+    Detached,
     /// Not for this client or unreadable: dropped without a trace.
     Dropped(String),
 }
@@ -107,6 +117,17 @@ impl Runner<'_> {
         }
         let outcome = match &action.task {
             Task::Configure(task) => (self.mover)(&header.id, task),
+            Task::Shell(_) => match (self.shell)(&action) {
+                Ok(leftover) => {
+                    self.journal.detached_in(&header.id, leftover)?;
+                    return Ok(Handled::Detached);
+                }
+                Err(detail) => exec::Outcome {
+                    state: ActionState::Failed,
+                    detail,
+                    output: None,
+                },
+            },
             _ => self.execute(action, &header.id),
         };
         self.journal.finish_with(
@@ -164,7 +185,7 @@ fn refusal(header: &ActionHeader, text: &str, now: DateTime<Utc>) -> Option<Stri
 }
 
 /// The kinds this release runs.
-const KNOWN_KINDS: &[&str] = &["patch", "command", "wipe", "configure"];
+const KNOWN_KINDS: &[&str] = &["patch", "command", "wipe", "configure", "shell"];
 
 fn log_handled(handled: &Handled, text: &str) {
     let id = serde_json::from_str::<ActionHeader>(text)
@@ -180,6 +201,9 @@ fn log_handled(handled: &Handled, text: &str) {
         Handled::Refused(why) => log::warn!(action_id:% = id; "action {id} refused: {why}"),
         Handled::AlreadySeen(state) => {
             log::info!(action_id:% = id; "action {id} was handled before ({}); not running it again", state.as_str())
+        }
+        Handled::Detached => {
+            log::info!(action_id:% = id; "action {id} started on its own; a later run reports how it ended")
         }
         Handled::Dropped(why) => log::error!("an action was dropped: {why}"),
     }
@@ -223,6 +247,7 @@ mod tests {
             executor: exec::Executor::Here,
             started: &|_| {},
             mover: &no_mover,
+            shell: &no_shell,
         }
     }
 
@@ -264,7 +289,7 @@ mod tests {
         let mut later_kind = sealed(&"d".repeat(32), ME, later, &target.display().to_string());
         later_kind.action = later_kind
             .action
-            .replace("\"kind\":\"patch\"", "\"kind\":\"shell\"");
+            .replace("\"kind\":\"patch\"", "\"kind\":\"teleport\"");
         assert!(
             matches!(r.handle(&later_kind, Utc::now()).unwrap(), Handled::Refused(w) if w.contains("upgrade"))
         );

@@ -670,6 +670,7 @@ fn server_config(
             submit_interval: answers.submit_interval,
         },
         limits: Default::default(),
+        shell: Default::default(),
         audit: AuditConfig {
             email: answers.audit_email.clone(),
             ..AuditConfig::default()

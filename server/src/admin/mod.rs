@@ -16,6 +16,7 @@ pub mod patch;
 pub mod prompt;
 pub mod release;
 pub mod secrets;
+pub mod shell;
 pub mod store;
 pub mod tls;
 pub mod tokens;

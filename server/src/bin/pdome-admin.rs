@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use penguindome_server::admin::{
     access, account, clients, command, configure, init, issues, keys, listeners, packages, patch,
-    release, secrets, store, tls, tokens, wipe,
+    release, secrets, shell, store, tls, tokens, wipe,
 };
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
@@ -44,6 +44,9 @@ enum Sub {
     Command(command::CommandCommand),
     /// End every human account on a lost machine.
     Wipe(wipe::WipeArgs),
+    /// A root shell on a client, relayed by the server and sealed end to
+    /// end; exits with the remote shell's status (`~.` ends it).
+    Shell(shell::ShellArgs),
     /// Enrollment tokens for new machines: create, list, revoke.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -83,6 +86,20 @@ enum Sub {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Sub::Shell(args) = &cli.command
+        && args.command.is_none()
+    {
+        // Exits at once: a read of the terminal may still be pending, and
+        // the runtime would wait for it.
+        let code = match shell::run(&cli.config_dir, args).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("\rpdome-admin: {e:#}");
+                shell::NO_STATUS
+            }
+        };
+        std::process::exit(code);
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -101,6 +118,29 @@ async fn open_store(
     penguindome_server::store::open(&config)
         .await
         .context("pdome-admin reads the server's store; run it on the server host")
+}
+
+/// `pdome-admin shell log …` (sessions themselves run from `main`).
+async fn shell_log(config_dir: &Path, args: shell::ShellArgs) -> anyhow::Result<()> {
+    let Some(shell::ShellCommand::Log {
+        host,
+        session,
+        json,
+        shares,
+        identity,
+    }) = args.command
+    else {
+        unreachable!("sessions are handled in main")
+    };
+    let config = ServerConfig::load(config_dir)?;
+    let request = shell::log::LogRequest {
+        host: &host,
+        session: session.as_deref(),
+        json,
+        shares: &shares,
+        identity: identity.as_deref(),
+    };
+    shell::log::run(&config, request, || open_store(config_dir)).await
 }
 
 /// `pdome-admin tls …`.
@@ -248,6 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             result
         }
+        Sub::Shell(args) => shell_log(&cli.config_dir, args).await,
         Sub::Wipe(args) => {
             let operator = account::operator();
             let store = open_store(&cli.config_dir).await?;

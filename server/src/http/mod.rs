@@ -59,6 +59,8 @@ pub struct AppState {
     pub announced: crate::renewal::Announced,
     /// Swapped whole on reload.
     pub audit: arc_swap::ArcSwapOption<crate::audit::Settings>,
+    /// The remote shell relay.
+    pub shell: crate::shell::Relay,
 }
 
 /// Name of the listener a request arrived on.
@@ -252,6 +254,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(paths::HEALTH, get(health::handle))
         .route(&format!("{}/{{*path}}", paths::REPO), get(repo::handle))
         .route(paths::DOWNLOAD_RELEASE, get(download::handle))
+        .route(paths::SHELL_AGENT, get(crate::shell::agent))
+        .route(paths::SHELL_ADMIN, get(crate::shell::admin_remote))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {

@@ -13,7 +13,7 @@
 
 mod access;
 mod keys;
-mod unlock;
+pub(crate) mod unlock;
 
 use std::path::PathBuf;
 

@@ -14,8 +14,8 @@ use crate::shares::{Share, combine};
 
 /// What `secrets access` needs before it reads the store: the key, opened.
 pub struct Unlocked {
-    pub(super) opener: Opener,
-    pub(super) fingerprint: String,
+    pub(crate) opener: Opener,
+    pub(crate) fingerprint: String,
 }
 
 /// Reads shares (files, then prompts) and opens the secrets key, as root,

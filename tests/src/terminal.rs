@@ -1,0 +1,108 @@
+//! A real PTY to drive interactive programs (pdome-admin shell) the way a
+//! person at a terminal would: type, resize, read what the screen got.
+
+use std::io::{Read as _, Write as _};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A program running on a PTY of its own, with its output collected.
+pub struct Terminal {
+    pty: Arc<pty_process::blocking::Pty>,
+    child: Child,
+    output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    /// Starts `command` as the session leader of a new PTY of this size.
+    pub fn spawn(command: Command, cols: u16, rows: u16) -> Self {
+        let (pty, pts) = pty_process::blocking::open().unwrap();
+        pty.resize(pty_process::Size::new(rows, cols)).unwrap();
+        let child = pty_process::blocking::Command::from(command)
+            .spawn(pts)
+            .unwrap();
+        let pty = Arc::new(pty);
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (reader, sink) = (pty.clone(), output.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // EIO once the program and everything it started closed the PTY.
+            while let Ok(n) = (&*reader).read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Self { pty, child, output }
+    }
+
+    /// Types `keys`.
+    pub fn type_keys(&self, keys: &str) {
+        (&*self.pty).write_all(keys.as_bytes()).unwrap();
+    }
+
+    /// Everything the terminal received so far, as text.
+    pub fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// How many bytes the terminal received so far (to wait for what
+    /// comes after a point).
+    pub fn mark(&self) -> usize {
+        self.output.lock().unwrap().len()
+    }
+
+    /// Waits until the output after `mark` holds `needle`; returns it.
+    pub fn wait_for_after(&self, mark: usize, needle: &str, limit: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let after = {
+                let out = self.output.lock().unwrap();
+                String::from_utf8_lossy(&out[mark.min(out.len())..]).into_owned()
+            };
+            if after.contains(needle) {
+                return after;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{needle:?} did not appear within {limit:?}; the terminal shows:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the whole output holds `needle`.
+    pub fn wait_for(&self, needle: &str, limit: Duration) -> String {
+        self.wait_for_after(0, needle, limit)
+    }
+
+    /// Changes the window size (the program gets SIGWINCH).
+    pub fn resize(&self, cols: u16, rows: u16) {
+        self.pty.resize(pty_process::Size::new(rows, cols)).unwrap();
+    }
+
+    /// Waits for the program to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "the program did not exit within {limit:?}; the terminal shows:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
