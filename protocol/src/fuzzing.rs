@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("token", token),
     ("sealed", sealed),
     ("agent_config", agent_config),
+    ("shell", shell),
 ];
 
 fn key() -> &'static SecretKey {
@@ -123,6 +124,34 @@ pub fn sealed(data: &[u8]) {
         && let Ok(sel) = crate::sealing::Selector::parse(text)
     {
         let _ = crate::facts::check_sealable(&sel);
+    }
+}
+
+/// What crosses the shell relay: a sealed frame as either end opens it
+/// (with fixed keys: the counter and length checks run, the AEAD refuses),
+/// a plaintext frame, and every JSON message of both ends.
+pub fn shell(data: &[u8]) {
+    use crate::shell::{
+        Frame, OpenShell, RelayEvent, ShellChallenge, ShellHello, SignedText, TranscriptKeys,
+    };
+    let keys = TranscriptKeys {
+        to_agent: "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into(),
+        to_admin: "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=".into(),
+    };
+    if let Ok((mut typed, _)) = keys.openers() {
+        let _ = typed.open(data);
+    }
+    let _ = Frame::decode(data);
+    let _ = crate::shell::frame_counter(data);
+    let _ = serde_json::from_slice::<OpenShell>(data);
+    let _ = serde_json::from_slice::<RelayEvent>(data);
+    let _ = serde_json::from_slice::<ShellChallenge>(data);
+    let _ = serde_json::from_slice::<ShellHello>(data);
+    if let Ok(signed) = serde_json::from_slice::<SignedText>(data) {
+        let _ = crate::Envelope::from_wire(
+            signed.payload.into_bytes(),
+            Some(signed.signature.as_bytes()),
+        );
     }
 }
 

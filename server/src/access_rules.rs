@@ -34,7 +34,11 @@ use sha2::{Digest, Sha256};
 pub const ACCESS_FILE: &str = "access.toml";
 
 /// Endpoints with access rules.
-pub const ENDPOINTS: &[&str] = &["repo", "download_release"];
+pub const ENDPOINTS: &[&str] = &["repo", "download_release", "shell"];
+
+/// The endpoints that serve packages: the site package's own repository
+/// user reaches these, and never a shell.
+pub const REPO_ENDPOINTS: &[&str] = &["repo", "download_release"];
 
 /// Errors reading or changing the rules.
 #[derive(Debug, thiserror::Error)]

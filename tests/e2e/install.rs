@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use penguindome_tests::container::{BootedDebian, Suite, on_each_suite};
+use penguindome_tests::terminal::{Terminal, check_transcript};
 use penguindome_tests::{Site, bin, http, text};
 
 fn stdout(o: &std::process::Output) -> String {
@@ -95,6 +96,7 @@ fn agent_lifecycle(suite: Suite) {
     no_site_wide_secret_on_the_machine(&site, &c, &token);
     a_spent_token_is_refused(&c, &token, &bootstrap);
     actions_run_in_units_of_their_own(&site, &c, &client_id);
+    a_shell_opens_in_a_unit_of_its_own(&site, &c, &client_id);
     a_wipe_ends_every_human_account(&site, &c, &client_id);
 
     // An admin's local change to the configuration survives upgrades.
@@ -331,6 +333,57 @@ fn actions_run_in_units_of_their_own(site: &Site, c: &BootedDebian, client_id: &
         printed.contains("penguindome-action-"),
         "in a unit of its own: {printed}"
     );
+}
+
+/// `pdome-admin shell` on a real PTY reaches root's shell in a transient
+/// unit of the packaged agent's, follows the window, passes the exit
+/// status back, leaves a transcript that replays it, and leaves nothing
+/// running on the machine.
+fn a_shell_opens_in_a_unit_of_its_own(site: &Site, c: &BootedDebian, client_id: &str) {
+    let mut cmd = Command::new(bin("pdome-admin"));
+    cmd.arg("--config-dir")
+        .arg(&site.config_dir)
+        .args(["shell", client_id, "--wait", "150s"])
+        .env("TERM", "xterm");
+    let mut t = Terminal::spawn(cmd, 80, 24);
+    t.wait_for("Connected to", Duration::from_secs(150));
+    assert_eq!(t.ask("id -u"), "0");
+    let cgroup = t.ask("cat /proc/self/cgroup");
+    assert!(cgroup.contains("penguindome-shell-"), "{cgroup}");
+    assert_eq!(t.ask("stty size"), "24 80");
+    t.resize(120, 40);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(t.ask("stty size"), "40 120");
+    t.type_keys("exit 3\r");
+    assert_eq!(
+        t.wait_exit(Duration::from_secs(30)).code(),
+        Some(3),
+        "{}",
+        t.screen()
+    );
+    check_transcript(site, client_id, &t.screen(), &[]);
+    wait_for(Duration::from_secs(30), "the session's unit to go", || {
+        let units = stdout(&c.exec(&[
+            "systemctl",
+            "list-units",
+            "--all",
+            "--plain",
+            "--no-legend",
+            "penguindome-shell-*",
+        ]));
+        units.is_empty().then_some(units)
+    });
+    let trail = site.admin_json(&["clients", "history", client_id, "--json"]);
+    let action_id = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["field"] == "shell.session" && r["new"]["event"] == "closed")
+        .map(|r| r["new"]["action_id"].as_str().unwrap().to_string())
+        .expect("the session is on the audit trail");
+    let reported = finished(site, c, &action_id);
+    assert_eq!(reported["state"], "succeeded", "{reported}");
+    assert_eq!(reported["output"]["exit_status"], 3, "{reported}");
 }
 
 /// The final state of action `id` on its one client, once it has one; on

@@ -11,7 +11,7 @@ use penguindome_protocol::shell::{
     Ephemeral, Frame, OpenShell, RelayEvent, SessionKeys, ShellHello, Side,
 };
 use penguindome_protocol::wire::paths;
-use penguindome_tests::terminal::Terminal;
+use penguindome_tests::terminal::{Terminal, check_transcript};
 use penguindome_tests::{AgentHost, Site, bin, text};
 use serde_json::Value;
 use tokio::net::UnixStream;
@@ -32,16 +32,6 @@ fn shell_terminal(site: &Site, host: &str) -> Terminal {
         .args(["shell", host, "--wait", "60s"])
         .env("TERM", "xterm");
     Terminal::spawn(cmd, 80, 24)
-}
-
-/// Types a command whose answer is fenced, and returns what is between.
-fn ask(t: &Terminal, command: &str) -> String {
-    let mark = t.mark();
-    t.type_keys(&format!("echo \"<<$({command})>>\"\r"));
-    let after = t.wait_for_after(mark, ">>\r\n", LONG);
-    let start = after.rfind("<<").expect("the fence opened") + 2;
-    let end = after.rfind(">>").expect("the fence closed");
-    after[start..end].to_string()
 }
 
 fn history(site: &Site, host: &str) -> Vec<Value> {
@@ -65,11 +55,11 @@ fn an_administrator_gets_a_root_shell_on_a_real_terminal() {
     t.wait_for("to check in", LONG);
     run(&agent);
     t.wait_for("Connected to", LONG);
-    assert_eq!(ask(&t, "id -u"), "0");
-    assert_eq!(ask(&t, "stty size"), "24 80");
+    assert_eq!(t.ask("id -u"), "0");
+    assert_eq!(t.ask("stty size"), "24 80");
     t.resize(100, 30);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(ask(&t, "stty size"), "30 100", "the window size follows");
+    assert_eq!(t.ask("stty size"), "30 100", "the window size follows");
     t.type_keys("exit 3\r");
     let status = t.wait_exit(LONG);
     assert_eq!(status.code(), Some(3), "{}", t.screen());
@@ -82,7 +72,7 @@ fn an_administrator_gets_a_root_shell_on_a_real_terminal() {
     // The next run reports the session's end; the audit trail has both ends.
     run(&agent);
     let screen = t.screen();
-    check_transcript(&site, &agent, &screen, &[]);
+    check_transcript(&site, &agent.machine_id, &screen, &[]);
     let trail = history(&site, &agent.machine_id);
     assert!(trail.iter().any(|r| r["event"] == "opened"), "{trail:?}");
     let closed = trail.iter().find(|r| r["event"] == "closed").unwrap();
@@ -93,7 +83,7 @@ fn an_administrator_gets_a_root_shell_on_a_real_terminal() {
     t.wait_for("to check in", LONG);
     run(&agent);
     t.wait_for("Connected to", LONG);
-    assert_eq!(ask(&t, "echo $$ > /dev/null; echo alive"), "alive");
+    assert_eq!(t.ask("echo $$ > /dev/null; echo alive"), "alive");
     t.type_keys("\r~.");
     let status = t.wait_exit(LONG);
     assert_eq!(status.code(), Some(255), "{}", t.screen());
@@ -102,64 +92,6 @@ fn an_administrator_gets_a_root_shell_on_a_real_terminal() {
     assert!(
         settled.iter().all(|e| e["state"] == "succeeded"),
         "{settled:?}"
-    );
-}
-
-/// The session's transcript replays what the terminal showed, and rests
-/// sealed: no keystroke or output is readable in the stored file.
-fn check_transcript(site: &Site, agent: &AgentHost, screen: &str, shares: &[&str]) {
-    let sessions = site.admin_json(&["shell", "log", &agent.machine_id, "--json"]);
-    let sid = sessions[0]["session_id"].as_str().unwrap().to_string();
-    let stored = std::fs::read_to_string(
-        site.data_dir
-            .join("transcripts")
-            .join(&agent.machine_id)
-            .join(format!("{sid}.json")),
-    )
-    .unwrap();
-    assert!(
-        !stored.contains("<<") && !stored.contains("echo"),
-        "{stored}"
-    );
-    let mut args = vec!["shell", "log", &agent.machine_id, "--session", &sid];
-    for s in shares {
-        args.extend(["--share", s]);
-    }
-    let out = site.admin(&args);
-    assert!(out.status.success(), "{}", text(&out));
-    let cast = String::from_utf8(out.stdout).unwrap();
-    let mut lines = cast.lines();
-    let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
-    assert_eq!(
-        (header["version"].as_u64(), header["width"].as_u64()),
-        (Some(2), Some(80))
-    );
-    let events: Vec<Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
-    let stream = |kind: &str| -> String {
-        events
-            .iter()
-            .filter(|e| e[1] == kind)
-            .map(|e| e[2].as_str().unwrap())
-            .collect()
-    };
-    let (shown, typed) = (stream("o"), stream("i"));
-    assert!(
-        shown.contains("<<0>>") || shown.contains("<<up>>"),
-        "{shown}"
-    );
-    assert!(typed.contains("echo \"<<"), "{typed}");
-    assert!(
-        screen.contains(&shown),
-        "the transcript's output is exactly what the terminal showed:\n{shown:?}\n{screen:?}"
-    );
-    let trail: Vec<Value> = site
-        .admin_json(&["clients", "history", &agent.machine_id, "--json"])
-        .as_array()
-        .unwrap()
-        .clone();
-    assert!(
-        trail.iter().any(|r| r["field"] == "shell.transcript_read"),
-        "reading a transcript is on the audit trail"
     );
 }
 
@@ -366,6 +298,76 @@ fn the_relay_and_the_agent_refuse_what_they_must() {
     .header("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")
     .send();
     assert_eq!(answer.status, 403, "{}", answer.headers);
+    remote_shells_need_a_granted_user(&site, &alice);
+}
+
+/// Over HTTPS, pdome-admin reaches the relay as a user the access rules
+/// grant `shell`; a wrong password gets nothing, an address alone never.
+fn remote_shells_need_a_granted_user(site: &Site, alice: &AgentHost) {
+    use std::io::Write as _;
+    let refused = site.admin(&["access", "allow-ip", "shell", "127.0.0.0/8"]);
+    assert!(
+        !refused.status.success(),
+        "an address alone never opens shells"
+    );
+    let mut set = std::process::Command::new(bin("pdome-admin"))
+        .arg("--config-dir")
+        .arg(&site.config_dir)
+        .args(["password", "set", "op", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    set.stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    assert!(set.wait().unwrap().success());
+    let out = site.admin(&["access", "grant", "shell", "op"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let remote = |user: &str, password: &str| {
+        let mut cmd = std::process::Command::new(bin("pdome-admin"));
+        cmd.args([
+            "shell",
+            &alice.machine_id,
+            "--wait",
+            "60s",
+            "--server",
+            &site.url,
+        ])
+        .args(["--user", user, "--ca"])
+        .arg(site.config_dir.join("tls/server.crt"))
+        .env("TERM", "xterm");
+        let t = Terminal::spawn(cmd, 80, 24);
+        t.wait_for(&format!("Password of {user}"), LONG);
+        t.type_keys(&format!("{password}\r"));
+        t
+    };
+    let mut wrong = remote("op", "battery staple");
+    assert_eq!(wrong.wait_exit(LONG).code(), Some(255));
+    assert!(wrong.screen().contains("401"), "{}", wrong.screen());
+    // The repository user's password is in every site package: never a shell.
+    let repo_password = std::fs::read_to_string(site.config_dir.join("repo-password")).unwrap();
+    let mut agent_user = remote("agent", repo_password.trim());
+    assert_eq!(agent_user.wait_exit(LONG).code(), Some(255));
+    assert!(
+        agent_user.screen().contains("401"),
+        "{}",
+        agent_user.screen()
+    );
+
+    let mut t = remote("op", "correct horse");
+    t.wait_for("to check in", LONG);
+    run(alice);
+    t.wait_for("Connected to", LONG);
+    assert_eq!(t.ask("id -u"), "0");
+    t.type_keys("exit 4\r");
+    assert_eq!(t.wait_exit(LONG).code(), Some(4), "{}", t.screen());
+    let trail = history(site, &alice.machine_id);
+    assert!(
+        trail.iter().any(|r| r["by"] == "op (remote, 127.0.0.1)"),
+        "{trail:?}"
+    );
 }
 
 #[test]
@@ -392,8 +394,8 @@ fn a_server_restart_ends_the_session_on_both_sides() {
     t.wait_for("to check in", LONG);
     run(&agent);
     t.wait_for("Connected to", LONG);
-    assert_eq!(ask(&t, "echo up"), "up");
-    let pid = ask(&t, "echo $$");
+    assert_eq!(t.ask("echo up"), "up");
+    let pid = t.ask("echo $$");
     server.stop();
     let status = t.wait_exit(LONG);
     assert_eq!(status.code(), Some(255), "{}", t.screen());
@@ -415,5 +417,10 @@ fn a_server_restart_ends_the_session_on_both_sides() {
     let refused = site.admin(&["shell", "log", &agent.machine_id, "--session", sid]);
     assert!(!refused.status.success(), "no shares, no transcript");
     let share = |n: u32| shares.join(format!("share-{n}.txt")).display().to_string();
-    check_transcript(&site, &agent, &t.screen(), &[&share(1), &share(2)]);
+    check_transcript(
+        &site,
+        &agent.machine_id,
+        &t.screen(),
+        &[&share(1), &share(2)],
+    );
 }

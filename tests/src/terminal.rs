@@ -6,6 +6,13 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
+use crate::{Site, text};
+
+/// Longest a fenced answer may take.
+const ANSWER: Duration = Duration::from_secs(30);
+
 /// A program running on a PTY of its own, with its output collected.
 pub struct Terminal {
     pty: Arc<pty_process::blocking::Pty>,
@@ -78,6 +85,16 @@ impl Terminal {
         self.wait_for_after(0, needle, limit)
     }
 
+    /// Types a command whose answer is fenced, and returns what is between.
+    pub fn ask(&self, command: &str) -> String {
+        let mark = self.mark();
+        self.type_keys(&format!("echo \"<<$({command})>>\"\r"));
+        let after = self.wait_for_after(mark, ">>\r\n", ANSWER);
+        let start = after.rfind("<<").expect("the fence opened") + 2;
+        let end = after.rfind(">>").expect("the fence closed");
+        after[start..end].to_string()
+    }
+
     /// Changes the window size (the program gets SIGWINCH).
     pub fn resize(&self, cols: u16, rows: u16) {
         self.pty.resize(pty_process::Size::new(rows, cols)).unwrap();
@@ -98,6 +115,64 @@ impl Terminal {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The session's transcript replays what the terminal showed, and rests
+/// sealed: no keystroke or output is readable in the stored file.
+pub fn check_transcript(site: &Site, client_id: &str, screen: &str, shares: &[&str]) {
+    let sessions = site.admin_json(&["shell", "log", client_id, "--json"]);
+    let sid = sessions[0]["session_id"].as_str().unwrap().to_string();
+    let stored = std::fs::read_to_string(
+        site.data_dir
+            .join("transcripts")
+            .join(client_id)
+            .join(format!("{sid}.json")),
+    )
+    .unwrap();
+    assert!(
+        !stored.contains("<<") && !stored.contains("echo"),
+        "{stored}"
+    );
+    let mut args = vec!["shell", "log", client_id, "--session", &sid];
+    for s in shares {
+        args.extend(["--share", s]);
+    }
+    let out = site.admin(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let cast = String::from_utf8(out.stdout).unwrap();
+    let mut lines = cast.lines();
+    let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(
+        (header["version"].as_u64(), header["width"].as_u64()),
+        (Some(2), Some(80))
+    );
+    let events: Vec<Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    let stream = |kind: &str| -> String {
+        events
+            .iter()
+            .filter(|e| e[1] == kind)
+            .map(|e| e[2].as_str().unwrap())
+            .collect()
+    };
+    let (shown, typed) = (stream("o"), stream("i"));
+    assert!(
+        shown.contains("<<0>>") || shown.contains("<<up>>"),
+        "{shown}"
+    );
+    assert!(typed.contains("echo \"<<"), "{typed}");
+    assert!(
+        screen.contains(&shown),
+        "the transcript's output is exactly what the terminal showed:\n{shown:?}\n{screen:?}"
+    );
+    let trail: Vec<Value> = site
+        .admin_json(&["clients", "history", client_id, "--json"])
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        trail.iter().any(|r| r["field"] == "shell.transcript_read"),
+        "reading a transcript is on the audit trail"
+    );
 }
 
 impl Drop for Terminal {

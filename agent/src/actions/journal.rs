@@ -246,11 +246,12 @@ impl Journal {
             } else if let Some(l) = &e.leftover {
                 stop(l);
             }
-            self.finish(
-                &e.id,
-                ActionState::Interrupted,
-                Some("the agent stopped while the action ran; it is not run again".into()),
-            )?;
+            let why = if e.detached {
+                "its process ended without leaving a result (killed, or the machine restarted)"
+            } else {
+                "the agent stopped while the action ran; it is not run again"
+            };
+            self.finish(&e.id, ActionState::Interrupted, Some(why.into()))?;
             interrupted.push(e.id);
         }
         Ok(interrupted)

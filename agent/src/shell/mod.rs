@@ -120,9 +120,12 @@ fn detached(exe: &Path, request: &Path) -> anyhow::Result<Leftover> {
 /// Looks for a session's result, or whether it still runs.
 pub fn settle(actions_dir: &Path, id: &str, leftover: Option<&Leftover>) -> Settled {
     let result = result_path(actions_dir, id);
-    if let Ok(bytes) = std::fs::read(&result)
-        && let Ok(outcome) = serde_json::from_slice::<Outcome>(&bytes)
-    {
+    let read = || {
+        std::fs::read(&result)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Outcome>(&bytes).ok())
+    };
+    if let Some(outcome) = read() {
         return Settled::Finished(outcome);
     }
     let alive = match leftover {
@@ -135,10 +138,11 @@ pub fn settle(actions_dir: &Path, id: &str, leftover: Option<&Leftover>) -> Sett
         }
         None => false,
     };
-    if alive {
-        Settled::Running
-    } else {
-        Settled::Lost
+    // Looked at again: the session may have written it and gone meanwhile.
+    match (alive, read()) {
+        (_, Some(outcome)) => Settled::Finished(outcome),
+        (true, None) => Settled::Running,
+        (false, None) => Settled::Lost,
     }
 }
 

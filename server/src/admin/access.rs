@@ -8,7 +8,7 @@ use clap::Subcommand;
 use ipnet::IpNet;
 
 use super::prompt::Prompter;
-use crate::access_rules::{ACCESS_FILE, AccessRules, ENDPOINTS, hash_password};
+use crate::access_rules::{ACCESS_FILE, AccessRules, ENDPOINTS, REPO_ENDPOINTS, hash_password};
 
 /// The user name agents fetch the repositories with (init makes it).
 pub const AGENT_REPO_USER: &str = "agent";
@@ -46,7 +46,7 @@ pub enum PasswordCommand {
 pub enum AccessCommand {
     /// Let an address range in without a password (IPv4 or IPv6 CIDR).
     AllowIp {
-        /// repo or download_release.
+        /// repo or download_release (shell takes users only).
         endpoint: String,
         /// e.g. 10.0.0.0/8 or 2001:db8::/32.
         range: IpNet,
@@ -60,7 +60,7 @@ pub enum AccessCommand {
     },
     /// Let a server-wide user, or a group written @name, use an endpoint.
     Grant {
-        /// repo or download_release.
+        /// repo, download_release, or shell (root shells on clients).
         endpoint: String,
         /// user or @group.
         who: String,
@@ -230,6 +230,12 @@ pub fn access(config_dir: &Path, cmd: AccessCommand) -> anyhow::Result<()> {
         match cmd {
             AccessCommand::AllowIp { endpoint, range } => {
                 check_endpoint(&endpoint)?;
+                if endpoint == crate::shell::ENDPOINT {
+                    bail!(
+                        "remote shells always need a user and password; grant users with \
+                         `pdome-admin access grant shell USER`"
+                    );
+                }
                 let rules = r.endpoint.entry(endpoint).or_default();
                 if !rules.ip_ranges.contains(&range) {
                     rules.ip_ranges.push(range);
@@ -290,7 +296,7 @@ pub fn create_agent_user(config_dir: &Path) -> anyhow::Result<()> {
     let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
     let hash = hash_password(&password)?;
     edit(config_dir, |r| {
-        for e in ENDPOINTS {
+        for e in REPO_ENDPOINTS {
             r.endpoint
                 .entry(e.to_string())
                 .or_default()

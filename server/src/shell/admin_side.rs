@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::pump::{self, Ended};
 use super::socket::UnixPeer;
-use super::{Arrived, ENDPOINT, HANDSHAKE_TIMEOUT, MAX_MESSAGE, Relay, Waiting, transcript};
+use super::{Arrived, ENDPOINT, MAX_MESSAGE, Relay, Waiting, transcript};
 use crate::access_rules::{Decision, parse_basic};
 use crate::http::{ApiFailure, AppState};
 use crate::store::NewAction;
@@ -57,11 +57,23 @@ pub async fn admin_remote(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_basic);
-    let operator = match &basic {
-        Some((user, _)) => format!("{user} (remote, {})", peer.ip()),
-        None => format!("remote {}", peer.ip()),
+    // A root shell on a client is never granted to an address alone, nor
+    // to the repository user whose password every site package carries.
+    let basic = basic.filter(|(user, _)| user != crate::admin::access::AGENT_REPO_USER);
+    let Some((user, password)) = basic else {
+        return ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "remote shells need a user and password; see `pdome-admin access grant shell`",
+        )
+        .into_response();
     };
-    match state.access.check(ENDPOINT, peer.ip(), basic).await {
+    let operator = format!("{user} (remote, {})", peer.ip());
+    match state
+        .access
+        .check(ENDPOINT, peer.ip(), Some((user, password)))
+        .await
+    {
         Decision::Allow => upgrade(state, ws, operator),
         Decision::Busy => ApiFailure::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -210,16 +222,7 @@ async fn open(
 
 /// Reads and checks the administrator's request.
 async fn read_open(socket: &mut WebSocket) -> Result<OpenShell, String> {
-    let message = tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.recv())
-        .await
-        .map_err(|_| "no shell request arrived in time".to_string())?
-        .ok_or("the administrator left")?
-        .map_err(|e| format!("cannot read the shell request: {e}"))?;
-    let Message::Text(text) = message else {
-        return Err("the shell request is not a text message".into());
-    };
-    let request: OpenShell = serde_json::from_str(text.as_str())
-        .map_err(|e| format!("the shell request is malformed: {e}"))?;
+    let request: OpenShell = super::read_first(socket, "the shell request").await?;
     if !is_valid_key(&request.admin_key) {
         return Err("the shell request's key is not 32 bytes of base64".into());
     }

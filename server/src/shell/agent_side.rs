@@ -10,7 +10,7 @@ use chrono::Utc;
 use penguindome_protocol::shell::{ShellChallenge, ShellHello, SignedText};
 use penguindome_protocol::{Envelope, Freshness};
 
-use super::{Arrived, HANDSHAKE_TIMEOUT, MAX_MESSAGE};
+use super::{Arrived, MAX_MESSAGE};
 use crate::http::AppState;
 
 /// `GET /penguindome/v1/shell/agent`: upgrades, then authenticates.
@@ -74,15 +74,7 @@ async fn attach(state: Arc<AppState>, mut socket: WebSocket) {
 
 /// Reads the agent's signed hello, within the handshake time.
 async fn read_hello(socket: &mut WebSocket) -> Result<SignedText, String> {
-    let message = tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.recv())
-        .await
-        .map_err(|_| "the agent sent no hello in time".to_string())?
-        .ok_or("the agent left before its hello")?
-        .map_err(|e| format!("cannot read the hello: {e}"))?;
-    let Message::Text(text) = message else {
-        return Err("the hello is not a text message".into());
-    };
-    serde_json::from_str(text.as_str()).map_err(|e| format!("the hello is malformed: {e}"))
+    super::read_first(socket, "the agent's hello").await
 }
 
 /// Checks the hello's signature by an enrolled, unrevoked client key over

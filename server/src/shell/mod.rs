@@ -78,6 +78,23 @@ pub enum AttachError {
     NotYours(String),
 }
 
+/// Reads a peer's first message, JSON in a text message, within the
+/// handshake time; `what` names it in errors.
+async fn read_first<T: serde::de::DeserializeOwned>(
+    socket: &mut WebSocket,
+    what: &str,
+) -> Result<T, String> {
+    let message = tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.recv())
+        .await
+        .map_err(|_| format!("{what} did not arrive in time"))?
+        .ok_or_else(|| format!("the peer left before {what}"))?
+        .map_err(|e| format!("cannot read {what}: {e}"))?;
+    let axum::extract::ws::Message::Text(text) = message else {
+        return Err(format!("{what} is not a text message"));
+    };
+    serde_json::from_str(text.as_str()).map_err(|e| format!("{what} is malformed: {e}"))
+}
+
 impl Relay {
     /// A relay over `store` with the configuration's `[shell]` settings.
     pub fn new(store: Arc<dyn Store>, config: &crate::config::ServerConfig) -> Self {

@@ -7,6 +7,7 @@
 mod cast;
 mod escape;
 pub mod log;
+mod remote;
 mod terminal;
 
 use std::path::{Path, PathBuf};
@@ -46,8 +47,19 @@ pub struct ShellArgs {
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub wait: Duration,
     /// The server's shell socket (default: `[shell] socket` of server.toml).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "server")]
     pub socket: Option<PathBuf>,
+    /// Reach a server on another host over HTTPS instead (its access rules
+    /// must grant you the `shell` endpoint).
+    #[arg(long, requires = "user")]
+    pub server: Option<String>,
+    /// Your user in the server's access rules (the password is asked).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The certificate (PEM) the remote server's must chain to; default:
+    /// the system's roots.
+    #[arg(long, requires = "server")]
+    pub ca: Option<PathBuf>,
 }
 
 /// `pdome-admin shell log`.
@@ -74,15 +86,28 @@ pub enum ShellCommand {
     },
 }
 
-type Socket = WebSocketStream<UnixStream>;
+/// Either transport under the WebSocket.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+type Socket = WebSocketStream<Box<dyn Stream>>;
 
 /// Runs a session; returns the status to exit with.
 pub async fn run(config_dir: &Path, args: &ShellArgs) -> anyhow::Result<i32> {
-    let path = match &args.socket {
-        Some(p) => p.clone(),
-        None => ServerConfig::load(config_dir)?.shell_socket(),
+    let mut socket = match (&args.server, &args.user) {
+        (Some(url), Some(user)) => {
+            let password =
+                super::prompt::Prompter::stdio().secret(&format!("Password of {user} on {url}"))?;
+            remote::connect(url, args.ca.as_deref(), user, &password).await?
+        }
+        _ => {
+            let path = match &args.socket {
+                Some(p) => p.clone(),
+                None => ServerConfig::load(config_dir)?.shell_socket(),
+            };
+            connect(&path).await?
+        }
     };
-    let mut socket = connect(&path).await?;
     let ephemeral = Ephemeral::new();
     let admin_key = ephemeral.public_b64();
     let (cols, rows) = terminal::size();
@@ -128,6 +153,7 @@ async fn connect(path: &Path) -> anyhow::Result<Socket> {
         )
     })?;
     let url = format!("ws://localhost{}", paths::SHELL_ADMIN);
+    let stream: Box<dyn Stream> = Box::new(stream);
     let (socket, _) = tokio_tungstenite::client_async(url, stream)
         .await
         .context("the server refused the shell connection")?;

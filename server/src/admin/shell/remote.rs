@@ -1,0 +1,102 @@
+//! Reaching a server's relay over HTTPS, for administrators off the server
+//! host: TLS trusting the given certificate (or the system's roots), and
+//! HTTP Basic credentials the server checks against its access rules for
+//! the `shell` endpoint.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use penguindome_protocol::paths;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use super::Socket;
+
+/// Connects to `url`'s relay as `user` with `password`.
+pub async fn connect(
+    url: &str,
+    ca: Option<&Path>,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<Socket> {
+    let base = url::Url::parse(url).with_context(|| format!("{url:?} is not a URL"))?;
+    if base.scheme() != "https" {
+        bail!("remote shells go over https:// only; {url} is not");
+    }
+    let host = base
+        .host_str()
+        .context("the server URL has no host")?
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = base.port_or_known_default().unwrap_or(443);
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot reach {host}:{port}"))?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .context("the server's host name is not valid for TLS")?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls_config(ca)?))
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("the TLS handshake with {host} failed (is --ca right?)"))?;
+    let mut ws_url = base.join(paths::SHELL_ADMIN)?;
+    ws_url
+        .set_scheme("wss")
+        .map_err(|()| anyhow::anyhow!("cannot make a WebSocket URL of {url}"))?;
+    let mut request = ws_url.as_str().into_client_request()?;
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Basic {credentials}"))?,
+    );
+    let stream: Box<dyn super::Stream> = Box::new(tls);
+    match tokio_tungstenite::client_async(request, stream).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let message = serde_json::from_str::<penguindome_protocol::wire::ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| body.to_string());
+            bail!(
+                "the server refused the shell ({}): {message}",
+                response.status()
+            )
+        }
+        Err(e) => Err(e).context("the server refused the shell connection"),
+    }
+}
+
+/// Trusts `ca` (PEM) when given, else the system's roots.
+fn tls_config(ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+            {
+                roots.add(cert.with_context(|| format!("{} is not PEM", path.display()))?)?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
