@@ -84,7 +84,7 @@ fn agent_lifecycle(suite: Suite) {
     let site = Site::init_with(|_| vec!["--collect-interval".into(), "1m".into()]);
     let out = release(&site);
     assert!(out.contains("Published release 1"), "{out}");
-    let _server = site.start();
+    let server = site.start();
     let token = site.admin_json(&["tokens", "create", "--json", "--label", "booted"]);
     let c = BootedDebian::boot_on(suite, |root: &Path| {
         let path = root.join("root/token");
@@ -97,6 +97,7 @@ fn agent_lifecycle(suite: Suite) {
     a_spent_token_is_refused(&c, &token, &bootstrap);
     actions_run_in_units_of_their_own(&site, &c, &client_id);
     a_shell_opens_in_a_unit_of_its_own(&site, &c, &client_id);
+    let _server = a_server_restart_ends_a_shell_on_both_sides(&site, &c, &client_id, server);
     a_wipe_ends_every_human_account(&site, &c, &client_id);
 
     // An admin's local change to the configuration survives upgrades.
@@ -340,13 +341,7 @@ fn actions_run_in_units_of_their_own(site: &Site, c: &BootedDebian, client_id: &
 /// status back, leaves a transcript that replays it, and leaves nothing
 /// running on the machine.
 fn a_shell_opens_in_a_unit_of_its_own(site: &Site, c: &BootedDebian, client_id: &str) {
-    let mut cmd = Command::new(bin("pdome-admin"));
-    cmd.arg("--config-dir")
-        .arg(&site.config_dir)
-        .args(["shell", client_id, "--wait", "150s"])
-        .env("TERM", "xterm");
-    let mut t = Terminal::spawn(cmd, 80, 24);
-    t.wait_for("Connected to", Duration::from_secs(150));
+    let mut t = booted_shell(site, c, client_id);
     assert_eq!(t.ask("id -u"), "0");
     let cgroup = t.ask("cat /proc/self/cgroup");
     assert!(cgroup.contains("penguindome-shell-"), "{cgroup}");
@@ -362,17 +357,7 @@ fn a_shell_opens_in_a_unit_of_its_own(site: &Site, c: &BootedDebian, client_id: 
         t.screen()
     );
     check_transcript(site, client_id, &t.screen(), &[]);
-    wait_for(Duration::from_secs(30), "the session's unit to go", || {
-        let units = stdout(&c.exec(&[
-            "systemctl",
-            "list-units",
-            "--all",
-            "--plain",
-            "--no-legend",
-            "penguindome-shell-*",
-        ]));
-        units.is_empty().then_some(units)
-    });
+    no_shell_unit_left(c);
     let trail = site.admin_json(&["clients", "history", client_id, "--json"]);
     let action_id = trail
         .as_array()
@@ -384,6 +369,85 @@ fn a_shell_opens_in_a_unit_of_its_own(site: &Site, c: &BootedDebian, client_id: 
     let reported = finished(site, c, &action_id);
     assert_eq!(reported["state"], "succeeded", "{reported}");
     assert_eq!(reported["output"]["exit_status"], 3, "{reported}");
+
+    // `~.` at the start of a line ends a session, and its unit goes too.
+    let mut t = booted_shell(site, c, client_id);
+    assert_eq!(t.ask("echo alive"), "alive");
+    t.type_keys("\r~.");
+    assert_eq!(
+        t.wait_exit(Duration::from_secs(30)).code(),
+        Some(255),
+        "{}",
+        t.screen()
+    );
+    no_shell_unit_left(c);
+}
+
+/// pdome-admin shell on a PTY, connected to the booted machine's root
+/// shell (the agent's run is started at once rather than on its timer).
+fn booted_shell(site: &Site, c: &BootedDebian, client_id: &str) -> Terminal {
+    let mut cmd = Command::new(bin("pdome-admin"));
+    cmd.arg("--config-dir")
+        .arg(&site.config_dir)
+        .args(["shell", client_id, "--wait", "150s"])
+        .env("TERM", "xterm");
+    let t = Terminal::spawn(cmd, 80, 24);
+    t.wait_for("to check in", Duration::from_secs(30));
+    ok(
+        c,
+        &[
+            "systemctl",
+            "start",
+            "--no-block",
+            "penguindome-agent.service",
+        ],
+    );
+    t.wait_for("Connected to", Duration::from_secs(150));
+    t
+}
+
+/// Waits until no session unit is left on the machine, nor a shell.
+fn no_shell_unit_left(c: &BootedDebian) {
+    wait_for(Duration::from_secs(30), "the session's unit to go", || {
+        let units = stdout(&c.exec(&[
+            "systemctl",
+            "list-units",
+            "--all",
+            "--plain",
+            "--no-legend",
+            "penguindome-shell-*",
+        ]));
+        units.is_empty().then_some(units)
+    });
+}
+
+/// The server stops mid-session: pdome-admin says so and exits, the
+/// session's unit and its shell end on the machine. Returns the server,
+/// started again.
+fn a_server_restart_ends_a_shell_on_both_sides(
+    site: &Site,
+    c: &BootedDebian,
+    client_id: &str,
+    server: penguindome_tests::Server,
+) -> penguindome_tests::Server {
+    let mut t = booted_shell(site, c, client_id);
+    let pid = t.ask("echo $$");
+    server.stop();
+    assert_eq!(
+        t.wait_exit(Duration::from_secs(30)).code(),
+        Some(255),
+        "{}",
+        t.screen()
+    );
+    assert!(t.screen().contains("shutting down"), "{}", t.screen());
+    no_shell_unit_left(c);
+    assert!(
+        !c.exec(&["test", "-e", &format!("/proc/{pid}")])
+            .status
+            .success(),
+        "the remote shell {pid} is gone"
+    );
+    site.start()
 }
 
 /// The final state of action `id` on its one client, once it has one; on

@@ -203,6 +203,12 @@ fn hello_for(session_id: &str, action_id: &str, admin_key: &str) -> ShellHello {
 #[test]
 fn the_relay_and_the_agent_refuse_what_they_must() {
     let site = Site::init();
+    let toml = site.config_dir.join("server.toml");
+    let text = std::fs::read_to_string(&toml).unwrap().replace(
+        "socket = \"shell.sock\"\n",
+        "socket = \"shell.sock\"\nmax_sessions = 1\n",
+    );
+    std::fs::write(&toml, text).unwrap();
     let _server = site.start();
     let alice = site.agent("alice");
     let mallory = site.agent("mallory");
@@ -221,6 +227,13 @@ fn the_relay_and_the_agent_refuse_what_they_must() {
         };
         let admin_key = ephemeral.public_b64();
         let hello = hello_for(&session_id, &action_id, &admin_key);
+
+        // One session at a time on this server: a second one is refused.
+        let (_, _, second) = admin_open(&site, &mallory.machine_id).await;
+        assert!(
+            matches!(&second, RelayEvent::Ended { reason } if reason.contains("max_sessions")),
+            "{second:?}"
+        );
 
         // A signature that is not over what it claims.
         let why = refused_hello(&alice, |c| {
