@@ -437,3 +437,25 @@ fn a_server_restart_ends_the_session_on_both_sides() {
         &[&share(1), &share(2)],
     );
 }
+
+#[test]
+fn an_idle_session_ends_though_pings_keep_its_connections() {
+    let site = Site::init();
+    let toml = site.config_dir.join("server.toml");
+    let text = std::fs::read_to_string(&toml).unwrap().replace(
+        "socket = \"shell.sock\"\n",
+        "socket = \"shell.sock\"\nidle_timeout = \"3s\"\n",
+    );
+    std::fs::write(&toml, text).unwrap();
+    let _server = site.start();
+    let agent = site.agent("idle");
+    run(&agent);
+    let mut t = shell_terminal(&site, &agent.machine_id);
+    t.wait_for("to check in", LONG);
+    run(&agent);
+    t.wait_for("Connected to", LONG);
+    assert_eq!(t.ask("echo up"), "up");
+    // The relay pings both ends every second; that is not activity.
+    assert_eq!(t.wait_exit(LONG).code(), Some(255), "{}", t.screen());
+    assert!(t.screen().contains("idle for 3s"), "{}", t.screen());
+}

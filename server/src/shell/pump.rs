@@ -52,9 +52,15 @@ pub async fn wait_for_agent(
 ) -> Result<Arrived, Ended> {
     let left = (expires_at - Utc::now()).to_std().unwrap_or_default();
     let mut stopping = relay.stopping.subscribe();
+    let mut keepalive = keepalive(Duration::from_secs(90));
     tokio::pin!(arrival);
     loop {
         tokio::select! {
+            _ = keepalive.tick() => {
+                if !ping(admin).await {
+                    return Err(Ended::new("the administrator left before the client came".into()));
+                }
+            }
             arrived = &mut arrival => {
                 return arrived.map_err(|_| Ended::new("the relay dropped the session".into()));
             }
@@ -106,8 +112,17 @@ async fn copy(
     let deadline = Instant::now() + relay.settings.max_duration;
     let mut last = Instant::now();
     let mut stopping = relay.stopping.subscribe();
+    let mut keepalive = keepalive(idle);
     loop {
         tokio::select! {
+            _ = keepalive.tick() => {
+                if !ping(admin).await {
+                    return Ended::new("the administrator's side could not be reached".into());
+                }
+                if !ping(agent).await {
+                    return Ended::new("the client could not be reached".into());
+                }
+            }
             () = sleep_until(last + idle) => {
                 return Ended::new(format!(
                     "the session was idle for {}",
@@ -124,15 +139,32 @@ async fn copy(
                 return Ended::new("the server is shutting down".into());
             }
             message = admin.recv() => match forward(message, agent, recorder, 'i').await {
-                Ok(()) => last = Instant::now(),
+                Ok(true) => last = Instant::now(),
+                Ok(false) => {}
                 Err(why) => return Ended::new(format!("the administrator's side {why}")),
             },
             message = agent.recv() => match forward(message, admin, recorder, 'o').await {
-                Ok(()) => last = Instant::now(),
+                Ok(true) => last = Instant::now(),
+                Ok(false) => {}
                 Err(why) => return Ended::new(format!("the client {why}")),
             },
         }
     }
+}
+
+/// Pings both ends well within the idle timeout (at most every 30 s), so
+/// that NATs and proxies keep a quiet session's connections; pings and
+/// their answers are not activity.
+fn keepalive(idle: Duration) -> tokio::time::Interval {
+    let every = (idle / 3).min(Duration::from_secs(30));
+    let mut interval = tokio::time::interval_at(Instant::now() + every, every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
+/// Sends a ping; false when the peer is gone.
+async fn ping(socket: &mut WebSocket) -> bool {
+    socket.send(Message::Ping(Default::default())).await.is_ok()
 }
 
 /// Resolves once the server begins to stop.
@@ -142,21 +174,23 @@ async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// Passes one sealed frame on; anything but a binary frame ends it.
+/// Passes one sealed frame on (true: the session was active); pings and
+/// pongs pass nothing; anything else ends the session.
 async fn forward(
     message: Option<Result<Message, axum::Error>>,
     to: &mut WebSocket,
     recorder: &mut Recorder,
     dir: char,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     match message {
         Some(Ok(Message::Binary(frame))) => {
             recorder.record(dir, &frame);
             to.send(Message::Binary(frame))
                 .await
+                .map(|()| true)
                 .map_err(|_| "could not be reached".to_string())
         }
-        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(false),
         Some(Ok(Message::Close(_))) | None => Err("closed the session".into()),
         Some(Ok(Message::Text(_))) => Err("sent an unexpected text message".into()),
         Some(Err(e)) => Err(format!("broke off ({e})")),
