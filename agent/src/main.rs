@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use penguindome_agent::collectors::{NoCache, PluginSettings};
 use penguindome_agent::host::Host;
 use penguindome_agent::repo_keys;
@@ -104,6 +104,13 @@ enum Command {
         /// The request the run wrote.
         request: PathBuf,
     },
+    /// Write this program's man pages and shell completions below DIR
+    /// (what the package builders run).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Where to write man/, bash/, zsh/ and fish/.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -169,6 +176,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .map_err(anyhow::Error::msg)?;
             penguindome_agent::shell::run_from_file(request)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::GenerateDocs { dir } => {
+            penguindome_protocol::cli_docs::write(Cli::command(), dir)?;
             Ok(ExitCode::SUCCESS)
         }
     }

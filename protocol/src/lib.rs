@@ -24,5 +24,7 @@ pub use keys::{
 };
 pub use wire::{API_PREFIX, paths};
 
+#[cfg(feature = "cli-docs")]
+pub mod cli_docs;
 #[cfg(feature = "logging")]
 pub mod logging;

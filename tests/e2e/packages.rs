@@ -11,7 +11,7 @@ use penguindome_agent::session::Session;
 use penguindome_agent::transport::Transport;
 use penguindome_protocol::wire::RepoCredential;
 use penguindome_protocol::{PublicKey, SecretKey};
-use penguindome_tests::{Server, SimClient, Site, bin, http, text};
+use penguindome_tests::{Server, SimClient, Site, bin, http, stand_in, text};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -128,10 +128,11 @@ impl Published {
     }
 }
 
-/// A small real executable stands in for the agent: packaging does not
-/// look inside, and compressing a debug build would only slow the tests.
+/// A script stands in for the agent (see [`stand_in`]).
 fn release(site: &Site, extra: &[&str]) -> String {
-    let mut args = vec!["release", "--agent-binary", "/usr/bin/true"];
+    let agent = stand_in(site.dir.path(), "penguindome-agent");
+    let agent = agent.display().to_string();
+    let mut args = vec!["release", "--agent-binary", &agent];
     args.extend_from_slice(extra);
     let out = site.admin(&args);
     assert!(
@@ -266,7 +267,8 @@ fn releases_number_upwards_and_old_ones_are_pruned() {
     {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let out = site.admin(&["release", "--agent-binary", "/usr/bin/true"]);
+    let agent = stand_in(site.dir.path(), "penguindome-agent");
+    let out = site.admin(&["release", "--agent-binary", &agent.display().to_string()]);
     let _ = holder.kill();
     let _ = holder.wait();
     assert!(
@@ -1093,7 +1095,7 @@ fn pacman_installs_with_signatures_required_and_refuses_tampering() {
 fn build_packages_makes_server_and_agent_packages() {
     let bins = tempfile::tempdir().unwrap();
     for b in ["penguindome-agent", "penguindome-server", "pdome-admin"] {
-        std::fs::copy("/usr/bin/true", bins.path().join(b)).unwrap();
+        stand_in(bins.path(), b);
     }
     let out_dir = tempfile::tempdir().unwrap();
     let out = ok(Command::new(bin("pdome-admin"))
@@ -1114,6 +1116,97 @@ fn build_packages_makes_server_and_agent_packages() {
     the_server_deb_carries_everything(out_dir.path());
     the_server_rpm_and_arch_package_set_up_the_system(out_dir.path());
     the_pkgbuild_agrees_with_the_arch_packages(out_dir.path());
+    every_package_carries_man_pages_and_completions(out_dir.path());
+}
+
+/// Man pages and completions, in each distro's own folders, from the
+/// binaries' clap definitions; man renders them and each shell loads them.
+fn every_package_carries_man_pages_and_completions(out_dir: &Path) {
+    let v = env!("CARGO_PKG_VERSION");
+    let listings = [
+        (
+            "deb",
+            ok(Command::new("dpkg-deb")
+                .arg("--contents")
+                .arg(out_dir.join(format!("penguindome-agent_{v}-1_amd64.deb")))),
+            "/usr/share/zsh/vendor-completions/_penguindome-agent",
+        ),
+        (
+            "rpm",
+            ok(Command::new("rpm")
+                .arg("-qlp")
+                .arg(out_dir.join(format!("penguindome-agent-{v}-1.x86_64.rpm")))),
+            "/usr/share/zsh/site-functions/_penguindome-agent",
+        ),
+        (
+            "arch",
+            ok(Command::new("bsdtar")
+                .arg("-tf")
+                .arg(out_dir.join(format!("penguindome-agent-{v}-1-x86_64.pkg.tar.zst")))),
+            "usr/share/zsh/site-functions/_penguindome-agent",
+        ),
+    ];
+    for (family, listing, zsh) in &listings {
+        for path in [
+            "usr/share/man/man1/penguindome-agent.1.gz",
+            "usr/share/man/man1/penguindome-agent-enroll.1.gz",
+            "usr/share/bash-completion/completions/penguindome-agent",
+            "usr/share/fish/vendor_completions.d/penguindome-agent.fish",
+            zsh,
+        ] {
+            assert!(
+                listing.lines().any(|l| l.ends_with(path)),
+                "{family}: {path} missing: {listing}"
+            );
+        }
+        assert!(
+            !listing.contains("generate-docs") && !listing.contains("shell-session"),
+            "{family}: a hidden command has a page: {listing}"
+        );
+    }
+    let root = tempfile::tempdir().unwrap();
+    ok(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(out_dir.join(format!("penguindome-server_{v}-1_amd64.deb")))
+        .arg(root.path()));
+    ok(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(out_dir.join(format!("penguindome-agent_{v}-1_amd64.deb")))
+        .arg(root.path()));
+    let man1 = root.path().join("usr/share/man/man1");
+    for (page, says) in [
+        ("penguindome-agent.1.gz", "Enroll this machine"),
+        ("penguindome-server.1.gz", "--config-dir"),
+        ("pdome-admin.1.gz", "A root shell on a client"),
+        ("pdome-admin-issues-audit.1.gz", "pdome-admin-issues-audit"),
+    ] {
+        let shown = ok(Command::new("man")
+            .env("MANWIDTH", "200")
+            .arg("-l")
+            .arg(man1.join(page)));
+        assert!(
+            shown.contains("SYNOPSIS") && shown.contains(says),
+            "man -l {page}: {shown}"
+        );
+    }
+    let share = root.path().join("usr/share");
+    for name in ["penguindome-agent", "penguindome-server", "pdome-admin"] {
+        let bash = share.join("bash-completion/completions").join(name);
+        let registered = ok(Command::new("bash")
+            .arg("-c")
+            .arg(format!("source '{}' && complete -p {name}", bash.display())));
+        assert!(registered.contains(name), "{name}: {registered}");
+        ok(Command::new("zsh").arg("-n").arg(
+            share
+                .join("zsh/vendor-completions")
+                .join(format!("_{name}")),
+        ));
+        ok(Command::new("fish").arg("--no-execute").arg(
+            share
+                .join("fish/vendor_completions.d")
+                .join(format!("{name}.fish")),
+        ));
+    }
 }
 
 /// The server's .deb carries the binaries, units and the facts schema.

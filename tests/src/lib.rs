@@ -39,6 +39,19 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A small stand-in for a workspace binary: a script that runs the real
+/// one. Packaging runs it for the man pages and completions, but packs only
+/// the script, so tests need not compress a large debug build.
+pub fn stand_in(dir: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let script = format!("#!/bin/sh\nexec '{}' \"$@\"\n", bin(name).display());
+    std::fs::write(&path, script).expect("write a stand-in binary");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("make the stand-in executable");
+    path
+}
+
 /// A free TCP port on loopback, never the same twice in one test process.
 ///
 /// Ports come from 20000-31999, below Linux's ephemeral range, so neither

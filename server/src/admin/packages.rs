@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use penguindome_protocol::keys::SecretKey;
 
+use crate::release::docs::{self, Ask};
 use crate::release::{Family, PackageSpec, build_all, contents};
 
 /// Options of `pdome-admin build-packages`.
@@ -52,11 +53,18 @@ pub fn run(args: PackagesArgs) -> anyhow::Result<()> {
     };
     let version = env!("CARGO_PKG_VERSION");
     let now = SystemTime::now();
-    let agent = contents::agent(&agent_bin, version, args.release, now)?;
+    let agent_docs = docs::generate(&args.bin_dir.join("penguindome-agent"), Ask::Subcommand)?;
+    let mut server_docs = docs::generate(&args.bin_dir.join("penguindome-server"), Ask::Flag)?;
+    server_docs.extend(docs::generate(
+        &args.bin_dir.join("pdome-admin"),
+        Ask::Subcommand,
+    )?);
+    let agent = contents::agent(&agent_bin, &agent_docs, version, args.release, now)?;
     let server = contents::server(
         &server_bin,
         &admin_bin,
         &agent_bin,
+        &server_docs,
         version,
         args.release,
         now,

@@ -12,6 +12,7 @@ use penguindome_protocol::{SecretKey, armored_keyring};
 use crate::config::{AGENT_CONFIG_FILE, ServerConfig};
 use crate::release::bootstrap::{self, BootstrapSite};
 use crate::release::contents::{self, Site};
+use crate::release::docs;
 use crate::release::publish::Repository;
 use crate::release::{DEFAULT_AGENT_BINARY, Family, PackageSpec, build_all};
 
@@ -144,6 +145,9 @@ pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(read_binary)
         .transpose()?;
+    // The Arch binary may link a libalpm this host lacks; the generic one
+    // has the same command line.
+    let agent_docs = docs::generate(&args.agent_binary, docs::Ask::Subcommand)?;
     // Everything only root may read is read; publish as the server's user.
     super::account::become_data_owner(&config.server.data_dir)?;
 
@@ -152,9 +156,9 @@ pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
     let _lock = repo.lock()?;
     let serial = repo.next_serial()?;
     let now = SystemTime::now();
-    let agent = contents::agent(&agent_binary, &args.agent_version, serial, now)?;
+    let agent = contents::agent(&agent_binary, &agent_docs, &args.agent_version, serial, now)?;
     let agent_arch = match &arch_binary {
-        Some(b) => contents::agent(b, &args.agent_version, serial, now)?,
+        Some(b) => contents::agent(b, &agent_docs, &args.agent_version, serial, now)?,
         None => agent.clone(),
     };
     let mut sites: Vec<(Family, PackageSpec)> = Vec::new();

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use penguindome_server::admin::{
     access, account, clients, command, configure, init, issues, keys, listeners, packages, patch,
     release, secrets, shell, store, tls, tokens, wipe,
@@ -81,6 +81,13 @@ enum Sub {
     /// release downloads.
     #[command(subcommand)]
     Access(access::AccessCommand),
+    /// Write this program's man pages and shell completions below DIR
+    /// (what the package builders run).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Where to write man/, bash/, zsh/ and fish/.
+        dir: PathBuf,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -233,6 +240,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Sub::BuildPackages(args) => packages::run(args),
         Sub::Password(cmd) => access::password(&cli.config_dir, cmd),
         Sub::Access(cmd) => access::access(&cli.config_dir, cmd),
+        Sub::GenerateDocs { dir } => {
+            Ok(penguindome_protocol::cli_docs::write(Cli::command(), &dir)?)
+        }
         Sub::Listeners(cmd) => listeners::run(&cli.config_dir, cmd),
         Sub::Tls(cmd) => tls_command(&cli.config_dir, cmd).await,
         Sub::Keys(cmd) => keys_command(&cli.config_dir, cmd).await,

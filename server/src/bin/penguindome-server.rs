@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use penguindome_protocol::logging::{self, LogTarget};
 use penguindome_server::config::{DEFAULT_CONFIG_DIR, ServerConfig};
 
@@ -19,10 +19,23 @@ struct Cli {
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
+    /// Write the man page and shell completions below DIR and exit (what
+    /// the package builders run).
+    #[arg(long, hide = true, value_name = "DIR")]
+    generate_docs: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.generate_docs {
+        return match penguindome_protocol::cli_docs::write(Cli::command(), dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("penguindome-server: {:#}", anyhow::Error::from(e));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match ServerConfig::load(&cli.config_dir) {
         Ok(c) => c,
         Err(e) => {

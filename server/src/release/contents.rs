@@ -203,9 +203,11 @@ fn spec(
     })
 }
 
-/// The generic agent package: binary and units, no secrets.
+/// The generic agent package: binary, units, man page and completions
+/// (`docs`, from [`super::docs::generate`]), no secrets.
 pub fn agent(
     binary: &[u8],
+    docs: &[PackageFile],
     version: &str,
     release: u64,
     built_at: SystemTime,
@@ -232,17 +234,22 @@ pub fn agent(
                 0o644,
                 UPGRADE_SERVICE,
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(docs.iter().cloned())
+        .collect(),
         built_at,
     )
 }
 
 /// The server package: server, pdome-admin, the agent binary releases
-/// are built from, the unit and the service user.
+/// are built from, the unit, the service user, and both programs' man
+/// pages and completions (`docs`).
 pub fn server(
     server_binary: &[u8],
     admin_binary: &[u8],
     agent_binary: &[u8],
+    docs: &[PackageFile],
     version: &str,
     release: u64,
     built_at: SystemTime,
@@ -279,6 +286,7 @@ pub fn server(
         ]
         .into_iter()
         .chain(facts_schemas())
+        .chain(docs.iter().cloned())
         .collect(),
         built_at,
     )

@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod contents;
 pub mod deb;
 pub mod dnf_repo;
+pub mod docs;
 pub mod pacman_repo;
 pub mod publish;
 pub mod rpm;
@@ -48,10 +49,11 @@ pub fn build(
     family: Family,
     key: &SecretKey,
 ) -> Result<BuiltPackage, BuildError> {
+    let spec = spec.for_family(family);
     match family {
-        Family::Deb => deb::build(spec),
-        Family::Rpm => rpm::build(spec, key),
-        Family::Arch => arch::build(spec, key),
+        Family::Deb => deb::build(&spec),
+        Family::Rpm => rpm::build(&spec, key),
+        Family::Arch => arch::build(&spec, key),
     }
 }
 

@@ -84,6 +84,8 @@ pub struct PackageFile {
     pub contents: Vec<u8>,
     /// A configuration file the admin may edit and upgrades keep.
     pub config: bool,
+    /// Only this family's package installs it (paths that differ by distro).
+    pub only_in: Option<Family>,
 }
 
 impl PackageFile {
@@ -94,6 +96,15 @@ impl PackageFile {
             mode,
             contents: contents.into(),
             config: false,
+            only_in: None,
+        }
+    }
+
+    /// The same file, installed only by `family`'s package.
+    pub fn only_in(self, family: Family) -> Self {
+        Self {
+            only_in: Some(family),
+            ..self
         }
     }
 
@@ -150,6 +161,18 @@ pub struct PackageSpec {
 }
 
 impl PackageSpec {
+    /// The spec as `family` builds it: without the files other families'
+    /// packages alone install.
+    pub fn for_family(&self, family: Family) -> std::borrow::Cow<'_, PackageSpec> {
+        let other = |f: &PackageFile| f.only_in.is_some_and(|only| only != family);
+        if !self.files.iter().any(other) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut spec = self.clone();
+        spec.files.retain(|f| !other(f));
+        std::borrow::Cow::Owned(spec)
+    }
+
     /// Dependencies for one family.
     pub fn depends_for(&self, family: Family) -> impl Iterator<Item = &str> {
         self.depends
