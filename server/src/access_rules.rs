@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 pub const ACCESS_FILE: &str = "access.toml";
 
 /// Endpoints with access rules.
-pub const ENDPOINTS: &[&str] = &["repo", "download_release", "shell"];
+pub const ENDPOINTS: &[&str] = &["repo", "download_release", "shell", "metrics"];
 
 /// The endpoints that serve packages: the site package's own repository
 /// user reaches these, and never a shell.

@@ -66,6 +66,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         announced: crate::renewal::Announced::new(&config),
         audit: arc_swap::ArcSwapOption::new(audit_settings(&config)),
         shell: crate::shell::Relay::new(store.clone(), &config),
+        fleet: crate::http::metrics::FleetCache::new(store.clone()),
     });
     // Caught before READY=1: a reload right after start must not kill us.
     let mut signals = Signals::catch()?;

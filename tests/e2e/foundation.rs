@@ -22,6 +22,7 @@ mod enrollment;
 mod front_door;
 mod key_rotation;
 mod listeners;
+mod metrics;
 mod moving;
 mod secrets;
 mod shell;

@@ -46,28 +46,28 @@ pub enum PasswordCommand {
 pub enum AccessCommand {
     /// Let an address range in without a password (IPv4 or IPv6 CIDR).
     AllowIp {
-        /// repo or download_release (shell takes users only).
+        /// repo, download_release or metrics (shell takes users only).
         endpoint: String,
         /// e.g. 10.0.0.0/8 or 2001:db8::/32.
         range: IpNet,
     },
     /// Stop letting an address range in.
     RemoveIp {
-        /// repo or download_release.
+        /// repo, download_release or metrics.
         endpoint: String,
         /// The range as it was added.
         range: IpNet,
     },
     /// Let a server-wide user, or a group written @name, use an endpoint.
     Grant {
-        /// repo, download_release, or shell (root shells on clients).
+        /// repo, download_release, metrics, or shell (root shells on clients).
         endpoint: String,
         /// user or @group.
         who: String,
     },
     /// Withdraw a grant.
     Revoke {
-        /// repo or download_release.
+        /// repo, download_release, metrics or shell.
         endpoint: String,
         /// user or @group.
         who: String,

@@ -136,6 +136,7 @@ fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// Runs `pdome-admin release`.
 pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    let started_at = chrono::Utc::now();
     let config = ServerConfig::load(config_dir)?;
     let key = crate::serve::load_server_key(&config)?;
     let site = site(&config, &key)?;
@@ -152,7 +153,8 @@ pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
     super::account::become_data_owner(&config.server.data_dir)?;
 
     let repo = Repository::new(config.server.data_dir.join("repo"))
-        .with_apt_validity(config.server.apt_valid_for);
+        .with_apt_validity(config.server.apt_valid_for)
+        .with_started_at(started_at);
     let _lock = repo.lock()?;
     let serial = repo.next_serial()?;
     let now = SystemTime::now();

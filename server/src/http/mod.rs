@@ -21,6 +21,7 @@ mod enroll;
 mod forwarded;
 mod health;
 pub mod limits;
+pub mod metrics;
 mod repo;
 mod repo_credential;
 mod signed;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub audit: arc_swap::ArcSwapOption<crate::audit::Settings>,
     /// The remote shell relay.
     pub shell: crate::shell::Relay,
+    /// Fleet counts for `/metrics`.
+    pub fleet: metrics::FleetCache,
 }
 
 /// Name of the listener a request arrived on.
@@ -102,6 +105,7 @@ impl ApiFailure {
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
+        crate::metrics::global().refusal(self.code);
         let mut response = json_response(
             self.status,
             &ApiError {
@@ -256,8 +260,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(paths::DOWNLOAD_RELEASE, get(download::handle))
         .route(paths::SHELL_AGENT, get(crate::shell::agent))
         .route(paths::SHELL_ADMIN, get(crate::shell::admin_remote))
+        .route(metrics::PATH, get(metrics::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::metrics::record_requests))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             log::error!("a request handler panicked; this is a bug");
             ApiFailure::new(

@@ -22,17 +22,15 @@ use subtle::ConstantTimeEq;
 use crate::access_rules::{Decision, parse_basic};
 use crate::store::StoreError;
 
-/// Checks the access rules of `endpoint`; `Err` is the answer to send.
+/// Checks a client's own repository credential, then the access rules of
+/// `endpoint`; `Err` is the answer to send.
 pub async fn authorize(
     state: &AppState,
     endpoint: &str,
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Result<(), Response> {
-    let basic = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_basic);
+    let basic = basic_credentials(headers);
     let user = basic.as_ref().map(|(u, _)| u.clone());
     let decision = match own_credential(state, basic.as_ref()).await {
         Ok(Some(true)) => Decision::Allow,
@@ -40,8 +38,39 @@ pub async fn authorize(
         Ok(None) => state.access.check(endpoint, peer.ip(), basic).await,
         Err(e) => return Err(ApiFailure::from(e).into_response()),
     };
+    refusal(decision, endpoint, peer, user).map_or(Ok(()), Err)
+}
+
+/// Checks the access rules of `endpoint` alone: clients' own credentials
+/// open the repositories, never anything else.
+pub async fn authorize_by_rules(
+    state: &AppState,
+    endpoint: &str,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    let basic = basic_credentials(headers);
+    let user = basic.as_ref().map(|(u, _)| u.clone());
+    let decision = state.access.check(endpoint, peer.ip(), basic).await;
+    refusal(decision, endpoint, peer, user).map_or(Ok(()), Err)
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_basic)
+}
+
+/// What to answer to an access decision that refuses: a challenge or busy.
+fn refusal(
+    decision: Decision,
+    endpoint: &str,
+    peer: SocketAddr,
+    user: Option<String>,
+) -> Option<Response> {
     match decision {
-        Decision::Allow => Ok(()),
+        Decision::Allow => None,
         Decision::Challenge => {
             log::info!(endpoint = endpoint, peer:% = peer.ip(), user:? = user; "access refused");
             let mut r = ApiFailure::new(
@@ -54,15 +83,17 @@ pub async fn authorize(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"PenguinDome\", charset=\"UTF-8\""),
             );
-            Err(r)
+            Some(r)
         }
-        Decision::Busy => Err(ApiFailure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_busy",
-            "too many password checks are waiting; retry later",
-        )
-        .retry_after(30)
-        .into_response()),
+        Decision::Busy => Some(
+            ApiFailure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_busy",
+                "too many password checks are waiting; retry later",
+            )
+            .retry_after(30)
+            .into_response(),
+        ),
     }
 }
 

@@ -38,6 +38,7 @@ pub async fn handle(
         .inspect_err(|e| {
             log::warn!(client_id:% = client_id, hostname:% = hostname, endpoint = "submit"; "submission refused: {e}");
         })?;
+    crate::metrics::global().report(matches!(outcome, SubmitOutcome::Stored { .. }));
     let (status, problems) = match outcome {
         SubmitOutcome::Stored { changes } => {
             log::trace!(client_id:% = client_id, hostname:% = hostname, endpoint = "submit", changes = changes; "report stored");

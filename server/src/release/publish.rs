@@ -65,6 +65,10 @@ pub struct Manifest {
     pub published_at: DateTime<Utc>,
     /// Every package its indexes list (its own and those kept from before).
     pub packages: Vec<PackageRecord>,
+    /// When `pdome-admin release` started building it (older manifests
+    /// lack it), so that publishing time shows in the metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// What a publish did.
@@ -85,6 +89,7 @@ pub struct Published {
 pub struct Repository {
     root: PathBuf,
     apt_valid_for: Duration,
+    started_at: Option<DateTime<Utc>>,
 }
 
 /// How long an apt Release stays valid unless server.toml says otherwise.
@@ -96,7 +101,14 @@ impl Repository {
         Self {
             root: root.into(),
             apt_valid_for: APT_VALID_FOR,
+            started_at: None,
         }
+    }
+
+    /// When the release now being made started, for its manifest.
+    pub fn with_started_at(mut self, at: DateTime<Utc>) -> Self {
+        self.started_at = Some(at);
+        self
     }
 
     /// How long apt Release files are valid (`[server] apt_valid_for`).
@@ -351,6 +363,7 @@ impl Repository {
             serial,
             published_at: now,
             packages: records,
+            started_at: self.started_at,
         };
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| PublishError::Manifest {
             path: dir.join("manifest.json"),

@@ -172,7 +172,51 @@ pub async fn run_all(store: Arc<dyn Store>) {
     leases(&store).await;
     audit_rows_and_patch_counts(&store).await;
     collection_times_from_the_future_are_bounded(&store).await;
+    fleet_summary_counts(&store).await;
     store.health().await.unwrap();
+}
+
+/// Counts move by exactly what a scenario adds (earlier ones left clients
+/// and issues behind, so only differences are compared).
+async fn fleet_summary_counts(store: &Arc<dyn Store>) {
+    let before = store.fleet_summary(Utc::now()).await.unwrap();
+    let (recent, older, gone) = (client_id(), client_id(), client_id());
+    store
+        .enroll(enrollment(&recent, &new_nonce(), "recent"))
+        .await
+        .unwrap();
+    let mut three_days_ago = enrollment(&older, &new_nonce(), "older");
+    three_days_ago.received_at = Utc::now() - Duration::days(3);
+    store.enroll(three_days_ago).await.unwrap();
+    store
+        .enroll(enrollment(&gone, &new_nonce(), "gone"))
+        .await
+        .unwrap();
+    store.revoke_client(&gone, Utc::now()).await.unwrap();
+    let check = format!("fleet-check-{}", new_nonce());
+    let t0 = Utc::now() - Duration::hours(1);
+    let mut closed = Issue::open(&older, &check, None, t0 - Duration::hours(1));
+    closed.closed_at = Some(t0);
+    store
+        .put_issues(vec![
+            Issue::open(&recent, &check, None, t0),
+            Issue::open(&older, &check, None, t0),
+            closed,
+        ])
+        .await
+        .unwrap();
+
+    let after = store.fleet_summary(Utc::now()).await.unwrap();
+    assert_eq!(after.enrolled - before.enrolled, 2, "{before:?} {after:?}");
+    assert_eq!(after.revoked - before.revoked, 1, "{before:?} {after:?}");
+    let grown: Vec<(&str, u64)> = after
+        .seen_within
+        .iter()
+        .zip(&before.seen_within)
+        .map(|((label, a), (_, b))| (*label, a - b))
+        .collect();
+    assert_eq!(grown, [("1h", 1), ("1d", 1), ("7d", 2), ("30d", 2)]);
+    assert_eq!(after.open_issues.get(&check), Some(&2), "{after:?}");
 }
 
 async fn collection_times_from_the_future_are_bounded(store: &Arc<dyn Store>) {

@@ -27,7 +27,32 @@ pub(crate) mod conformance;
 
 pub use actions::{ActionFilter, ActionRecord, Delivered, Delivery, NewAction, TargetRecord};
 pub use diff::{Change, ChangeAction};
-pub use roles::{AdminStore, AuditStore, MigrationStore, RequestStore, Store, StoreBase};
+pub use roles::{
+    AdminStore, AuditStore, FleetStore, MigrationStore, RequestStore, Store, StoreBase,
+};
+
+/// The last-contact windows fleet summaries count clients in: label and
+/// length in seconds.
+pub const SEEN_WINDOWS: [(&str, i64); 4] = [
+    ("1h", 3_600),
+    ("1d", 86_400),
+    ("7d", 7 * 86_400),
+    ("30d", 30 * 86_400),
+];
+
+/// The fleet in numbers ([`FleetStore::fleet_summary`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetSummary {
+    /// Clients not revoked.
+    pub enrolled: u64,
+    /// Clients revoked.
+    pub revoked: u64,
+    /// Enrolled clients last seen within each window of [`SEEN_WINDOWS`],
+    /// in that order.
+    pub seen_within: Vec<(&'static str, u64)>,
+    /// Open issues by check name (the server's own included).
+    pub open_issues: BTreeMap<String, u64>,
+}
 pub use tokens::{NewToken, TokenClaim, TokenRecord};
 
 /// Errors from a store.

@@ -4,7 +4,8 @@
 //! - [`RequestStore`]: the HTTP handlers and the nonce housekeeping;
 //! - [`AdminStore`]: `pdome-admin clients` and its parameters;
 //! - [`AuditStore`]: the issues audit and `pdome-admin issues`;
-//! - [`MigrationStore`]: `pdome-admin store migrate`.
+//! - [`MigrationStore`]: `pdome-admin store migrate`;
+//! - [`FleetStore`]: counts over the whole fleet, for `/metrics`.
 //!
 //! Every role reaches [`StoreBase`]; [`Store`] is all of them, for the code
 //! that opens a store and hands it out.
@@ -16,9 +17,9 @@ use penguindome_protocol::actions::ActionReport;
 use super::diff::Change;
 use super::{
     ActionFilter, ActionRecord, AuditRecord, AuditRow, ClientDocument, ClientSummary, Delivered,
-    EnrollOutcome, Enrollment, Issue, IssueFilter, KeyRecord, Kind, NewAction, NewToken, Parameter,
-    Record, RequestMeta, Rewritten, StoreResult, Submission, SubmitOutcome, TokenRecord,
-    ValueRewrite,
+    EnrollOutcome, Enrollment, FleetSummary, Issue, IssueFilter, KeyRecord, Kind, NewAction,
+    NewToken, Parameter, Record, RequestMeta, Rewritten, StoreResult, Submission, SubmitOutcome,
+    TokenRecord, ValueRewrite,
 };
 
 /// What every role needs: the backend's name, its health, and closing.
@@ -223,7 +224,17 @@ pub trait MigrationStore: StoreBase {
     async fn clear(&self) -> StoreResult<()>;
 }
 
-/// Every role: what a backend implements, and what start-up hands out.
-pub trait Store: RequestStore + AuditStore + MigrationStore {}
+/// Counts over the whole fleet, answered by the database (not by reading
+/// every client), for `/metrics`.
+#[async_trait]
+pub trait FleetStore: StoreBase {
+    /// Clients enrolled and revoked, how many enrolled ones were last seen
+    /// within each of [`super::SEEN_WINDOWS`] before `now`, and open issues
+    /// by check.
+    async fn fleet_summary(&self, now: DateTime<Utc>) -> StoreResult<FleetSummary>;
+}
 
-impl<T: RequestStore + AuditStore + MigrationStore> Store for T {}
+/// Every role: what a backend implements, and what start-up hands out.
+pub trait Store: RequestStore + AuditStore + MigrationStore + FleetStore {}
+
+impl<T: RequestStore + AuditStore + MigrationStore + FleetStore> Store for T {}

@@ -49,7 +49,9 @@ pub(super) async fn batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>) 
             .into_iter()
             .partition(|p| seen.insert(p.submission.meta.client_id.clone()));
         carry = later;
+        let (size, started) = (now.len(), std::time::Instant::now());
         submit_batch(&inner, now).await;
+        crate::metrics::global().store_batch("mongodb", size, started.elapsed());
     }
 }
 

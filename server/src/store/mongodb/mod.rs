@@ -48,6 +48,7 @@ mod base;
 mod batch;
 mod enroll;
 mod fields;
+mod fleet;
 mod indexes;
 mod migration;
 mod options;

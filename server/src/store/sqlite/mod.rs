@@ -40,6 +40,7 @@ mod base;
 mod checkpoint;
 mod enroll;
 mod export;
+mod fleet;
 mod migration;
 mod nonces;
 mod request;

@@ -247,6 +247,7 @@ pub(super) fn writer_loop(
         }
         health.record(commit_error.clone().map_or(Ok(()), Err));
         stats.record(finishers.len(), executed - started, executed.elapsed());
+        crate::metrics::global().store_batch("sqlite", finishers.len(), started.elapsed());
         for f in finishers {
             f(commit_error.as_deref());
         }
