@@ -34,7 +34,14 @@ use sha2::{Digest, Sha256};
 pub const ACCESS_FILE: &str = "access.toml";
 
 /// Endpoints with access rules.
-pub const ENDPOINTS: &[&str] = &["repo", "download_release", "shell", "metrics"];
+pub const ENDPOINTS: &[&str] = &[
+    "repo",
+    "download_release",
+    "shell",
+    "metrics",
+    "web_fleet",
+    "web_clients",
+];
 
 /// The endpoints that serve packages: the site package's own repository
 /// user reaches these, and never a shell.
@@ -352,13 +359,25 @@ impl AccessControl {
         ip: IpAddr,
         basic: Option<(String, String)>,
     ) -> Decision {
-        let rules = self.rules();
-        if rules.ip_allowed(endpoint, ip) {
+        if self.rules().ip_allowed(endpoint, ip) {
             return Decision::Allow;
         }
         let Some((user, password)) = basic else {
             return Decision::Challenge;
         };
+        self.check_password(endpoint, user, password).await
+    }
+
+    /// Whether `user` is one of `endpoint`'s users (its own, or server-wide
+    /// users and groups granted it), without checking a password.
+    pub fn grants(&self, endpoint: &str, user: &str) -> bool {
+        !self.rules().candidate_hashes(endpoint, user).is_empty()
+    }
+
+    /// Decides on a user and password for `endpoint`, whatever the
+    /// address: for what an address alone must never open.
+    pub async fn check_password(&self, endpoint: &str, user: String, password: String) -> Decision {
+        let rules = self.rules();
         let hashes: Vec<String> = rules
             .candidate_hashes(endpoint, &user)
             .into_iter()

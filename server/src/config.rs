@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// The remote shell relay (written only when changed).
     #[serde(default, skip_serializing_if = "ShellConfig::is_default")]
     pub shell: ShellConfig,
+    /// The read-only web view (written only when changed).
+    #[serde(default, skip_serializing_if = "WebConfig::is_default")]
+    pub web: WebConfig,
     /// Directory the file was read from; relative paths resolve against it.
     #[serde(skip)]
     pub config_dir: PathBuf,
@@ -184,6 +187,47 @@ impl LimitsConfig {
         }
         Ok(())
     }
+}
+
+/// `[web]`: the read-only web view under `/web/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Whether the listeners serve it at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A login lasts at most this long.
+    #[serde(default = "default_web_lifetime", with = "humantime_serde")]
+    pub session_lifetime: Duration,
+    /// A login unused for this long ends.
+    #[serde(default = "default_web_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_lifetime: default_web_lifetime(),
+            idle_timeout: default_web_idle(),
+        }
+    }
+}
+
+impl WebConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_web_lifetime() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_web_idle() -> Duration {
+    Duration::from_secs(30 * 60)
 }
 
 /// `[shell]`: the relay between `pdome-admin shell` and agents.

@@ -19,5 +19,6 @@ pub mod shell;
 pub mod signing;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 pub use penguindome_protocol::files::host_name;

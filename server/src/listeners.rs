@@ -337,6 +337,9 @@ fn listener_app(config: &ServerConfig, l: &ListenerConfig, app: &axum::Router) -
     let app = app
         .clone()
         .layer(Extension(ListenerName(l.name.as_str().into())))
+        .layer(Extension(crate::web::SecureListener(
+            l.tls.is_some() || !l.trusted_proxies.is_empty(),
+        )))
         .layer(axum::middleware::from_fn_with_state(slots, hold_slot));
     if l.trusted_proxies.is_empty() {
         return app;

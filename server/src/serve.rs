@@ -67,6 +67,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         audit: arc_swap::ArcSwapOption::new(audit_settings(&config)),
         shell: crate::shell::Relay::new(store.clone(), &config),
         fleet: crate::http::metrics::FleetCache::new(store.clone()),
+        web: crate::web::WebState::new(store.clone(), &config.web),
     });
     // Caught before READY=1: a reload right after start must not kill us.
     let mut signals = Signals::catch()?;

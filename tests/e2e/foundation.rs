@@ -27,6 +27,7 @@ mod moving;
 mod secrets;
 mod shell;
 mod tls_renewal;
+mod web;
 
 on_both_stores!(
     agent_reports_reach_the_server,

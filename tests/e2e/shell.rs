@@ -317,25 +317,12 @@ fn the_relay_and_the_agent_refuse_what_they_must() {
 /// Over HTTPS, pdome-admin reaches the relay as a user the access rules
 /// grant `shell`; a wrong password gets nothing, an address alone never.
 fn remote_shells_need_a_granted_user(site: &Site, alice: &AgentHost) {
-    use std::io::Write as _;
     let refused = site.admin(&["access", "allow-ip", "shell", "127.0.0.0/8"]);
     assert!(
         !refused.status.success(),
         "an address alone never opens shells"
     );
-    let mut set = std::process::Command::new(bin("pdome-admin"))
-        .arg("--config-dir")
-        .arg(&site.config_dir)
-        .args(["password", "set", "op", "--password-stdin"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    set.stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct horse\n")
-        .unwrap();
-    assert!(set.wait().unwrap().success());
+    site.set_password("op", "correct horse");
     let out = site.admin(&["access", "grant", "shell", "op"]);
     assert!(out.status.success(), "{}", text(&out));
     let remote = |user: &str, password: &str| {

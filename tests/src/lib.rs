@@ -375,6 +375,37 @@ impl Site {
             .unwrap()
     }
 
+    /// Makes `user` a server-wide user with `password`
+    /// (`pdome-admin password set USER --password-stdin`).
+    pub fn set_password(&self, user: &str, password: &str) {
+        use std::io::Write as _;
+        let mut set = Command::new(bin("pdome-admin"))
+            .arg("--config-dir")
+            .arg(&self.config_dir)
+            .args(["password", "set", user, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = set.stdin.take().unwrap();
+        stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+        drop(stdin);
+        assert!(
+            set.wait().unwrap().success(),
+            "pdome-admin password set {user}"
+        );
+    }
+
+    /// The site's pinned certificate as a file, for curl and browsers.
+    pub fn ca_file(&self) -> PathBuf {
+        let path = self.dir.path().join("site-ca.pem");
+        let pem = self
+            .agent_config()
+            .ca_certificate
+            .expect("init pins a self-signed certificate");
+        std::fs::write(&path, pem).unwrap();
+        path
+    }
+
     /// Runs pdome-admin and parses its JSON output, failing on error.
     pub fn admin_json(&self, args: &[&str]) -> Value {
         let out = self.admin(args);

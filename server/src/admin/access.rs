@@ -236,6 +236,12 @@ pub fn access(config_dir: &Path, cmd: AccessCommand) -> anyhow::Result<()> {
                          `pdome-admin access grant shell USER`"
                     );
                 }
+                if crate::web::PAGE_GROUPS.contains(&endpoint.as_str()) {
+                    bail!(
+                        "the web view always needs a login; grant users with \
+                         `pdome-admin access grant {endpoint} USER`"
+                    );
+                }
                 let rules = r.endpoint.entry(endpoint).or_default();
                 if !rules.ip_ranges.contains(&range) {
                     rules.ip_ranges.push(range);

@@ -671,6 +671,7 @@ fn server_config(
         },
         limits: Default::default(),
         shell: Default::default(),
+        web: Default::default(),
         audit: AuditConfig {
             email: answers.audit_email.clone(),
             ..AuditConfig::default()

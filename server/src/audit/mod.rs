@@ -171,6 +171,11 @@ impl Settings {
             .unwrap_or((MANUAL_GRACE, MANUAL_REALERT))
     }
 
+    /// The names of the checks that run at this site.
+    pub fn enabled_checks(&self) -> Vec<&'static str> {
+        self.checks.iter().map(|c| c.check.name()).collect()
+    }
+
     /// Whether the check `name` runs at this site.
     pub fn is_enabled(&self, name: &str) -> bool {
         self.checks.iter().any(|c| c.check.name() == name)

@@ -42,7 +42,7 @@ impl FleetCache {
 
     /// Recent counts, read again when older than [`FLEET_FRESH`]; none when
     /// the store does not answer (the scrape still shows the counters).
-    async fn get(&self) -> Option<FleetSummary> {
+    pub(crate) async fn get(&self) -> Option<FleetSummary> {
         let mut last = self.last.lock().await;
         if let Some((at, summary)) = last.as_ref()
             && at.elapsed() < FLEET_FRESH

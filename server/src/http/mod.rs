@@ -62,8 +62,10 @@ pub struct AppState {
     pub audit: arc_swap::ArcSwapOption<crate::audit::Settings>,
     /// The remote shell relay.
     pub shell: crate::shell::Relay,
-    /// Fleet counts for `/metrics`.
+    /// Fleet counts for `/metrics` and the web view.
     pub fleet: metrics::FleetCache,
+    /// The web view.
+    pub web: crate::web::WebState,
 }
 
 /// Name of the listener a request arrived on.
@@ -248,7 +250,13 @@ async fn method_not_allowed() -> ApiFailure {
 
 /// The router for all endpoints (without the per-listener name layer).
 pub fn router(state: Arc<AppState>) -> Router {
+    let web = if state.web.enabled {
+        crate::web::router()
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(web)
         .route(paths::ENROLL, post(enroll::handle))
         .route(paths::SUBMIT, post(submit::handle))
         .route(paths::UPDATE, post(update::handle))

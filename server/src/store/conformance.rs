@@ -173,7 +173,178 @@ pub async fn run_all(store: Arc<dyn Store>) {
     audit_rows_and_patch_counts(&store).await;
     collection_times_from_the_future_are_bounded(&store).await;
     fleet_summary_counts(&store).await;
+    client_table_queries(&store).await;
     store.health().await.unwrap();
+}
+
+/// Enrolls `host` (seen `days_ago`) with an `os_info` output when given.
+async fn table_client(
+    store: &Arc<dyn Store>,
+    host: &str,
+    os_info: Option<serde_json::Value>,
+    days_ago: i64,
+) -> String {
+    let (id, fp) = (client_id(), new_nonce());
+    let at = Utc::now() - Duration::days(days_ago);
+    let mut e = enrollment(&id, &fp, host);
+    e.received_at = at;
+    store.enroll(e).await.unwrap();
+    if let Some(os) = os_info {
+        let mut m = meta(&id, &fp);
+        m.received_at = at;
+        let r = report(host, json!({ "os_info": os }), days_ago * 1440);
+        store.submit(Submission::new(m, r)).await.unwrap();
+    }
+    id
+}
+
+/// The web view's client table: search, filters, order and pages, on the
+/// store; and the issue spans and host names its other pages read.
+async fn client_table_queries(store: &Arc<dyn Store>) {
+    let tag = format!("tbl{}", &new_nonce()[..8]);
+    let spans_since = Utc::now() - Duration::hours(1);
+    let spans_before = store.issue_spans(spans_since).await.unwrap().len();
+    let (deb, rpm) = seed_table(store, &tag).await;
+    client_table_filters(store, &tag, &deb).await;
+    let spans = store.issue_spans(spans_since).await.unwrap();
+    assert_eq!(
+        spans.len() - spans_before,
+        2,
+        "the open one and the one closed since"
+    );
+    let names = store
+        .hostnames(vec![deb.clone(), rpm.clone(), "nobody".into()])
+        .await
+        .unwrap();
+    assert_eq!(names.len(), 2);
+    assert_eq!(names[&deb], format!("{tag}-deb"));
+}
+
+/// Four clients named `TAG-…`: Debian-like with an open issue, Fedora-like
+/// silent for 3 days with a closed one, Arch revoked, and one that never
+/// reported. Returns the first two ids.
+async fn seed_table(store: &Arc<dyn Store>, tag: &str) -> (String, String) {
+    let os = |id: &str, like: &[&str]| json!({"id": id, "id_like": like, "pretty_name": id});
+    let deb = table_client(
+        store,
+        &format!("{tag}-deb"),
+        Some(os("ubuntu", &["debian"])),
+        0,
+    )
+    .await;
+    let rpm = table_client(
+        store,
+        &format!("{tag}-rpm"),
+        Some(os("rocky", &["rhel", "centos", "fedora"])),
+        3,
+    )
+    .await;
+    let arch = table_client(store, &format!("{tag}-arch"), Some(os("arch", &[])), 0).await;
+    table_client(store, &format!("{tag}-none"), None, 0).await;
+    store.revoke_client(&arch, Utc::now()).await.unwrap();
+    let check = format!("{tag}-check");
+    let mut closed = Issue::open(&rpm, &check, None, Utc::now() - Duration::hours(2));
+    closed.closed_at = Some(Utc::now() - Duration::minutes(30));
+    store
+        .put_issues(vec![Issue::open(&deb, &check, None, Utc::now()), closed])
+        .await
+        .unwrap();
+    (deb, rpm)
+}
+
+async fn client_table_filters(store: &Arc<dyn Store>, tag: &str, deb: &str) {
+    let tag = tag.to_string();
+    let check = format!("{tag}-check");
+    let page = |change: &dyn Fn(&mut ClientQuery)| {
+        let mut q = ClientQuery {
+            search: Some(tag.clone()),
+            open_check: None,
+            family: None,
+            status: None,
+            sort: ClientSort::Hostname,
+            offset: 0,
+            limit: 10,
+            now: Utc::now(),
+        };
+        change(&mut q);
+        let store = store.clone();
+        async move { store.client_page(q).await.unwrap() }
+    };
+    let hosts = |p: &ClientPage| -> Vec<String> {
+        p.rows
+            .iter()
+            .map(|r| r.hostname.trim_start_matches(&tag).to_string())
+            .collect()
+    };
+    let all = page(&|_| {}).await;
+    assert_eq!(all.total, 4);
+    assert_eq!(hosts(&all), ["-arch", "-deb", "-none", "-rpm"]);
+    let families: Vec<_> = all.rows.iter().map(|r| r.family).collect();
+    use DistroFamily as F;
+    assert_eq!(
+        families,
+        [Some(F::Arch), Some(F::Debian), None, Some(F::Fedora)]
+    );
+    assert_eq!(all.rows[1].open_issues, 1, "{:?}", all.rows[1]);
+    assert_eq!(all.rows[3].open_issues, 0, "closed issues do not count");
+    assert!(all.rows[0].revoked_at.is_some());
+    for (family, want) in [(F::Debian, "-deb"), (F::Fedora, "-rpm"), (F::Arch, "-arch")] {
+        assert_eq!(
+            hosts(&page(&|q| q.family = Some(family)).await),
+            [want],
+            "{family:?}"
+        );
+    }
+    assert_eq!(page(&|q| q.family = Some(F::Other)).await.total, 0);
+    assert_eq!(
+        hosts(&page(&|q| q.status = Some(ClientStatus::Silent)).await),
+        ["-rpm"]
+    );
+    assert_eq!(
+        hosts(&page(&|q| q.status = Some(ClientStatus::Revoked)).await),
+        ["-arch"]
+    );
+    assert_eq!(
+        hosts(&page(&|q| q.status = Some(ClientStatus::Reporting)).await),
+        ["-deb", "-none"]
+    );
+    assert_eq!(
+        hosts(&page(&|q| q.open_check = Some(check.clone())).await),
+        ["-deb"]
+    );
+    assert_eq!(
+        hosts(&page(&|q| q.sort = ClientSort::LastSeenOldest).await)[0],
+        "-rpm"
+    );
+    let second = page(&|q| {
+        q.offset = 2;
+        q.limit = 2;
+    })
+    .await;
+    assert_eq!(
+        (second.total, hosts(&second)),
+        (4, vec!["-none".to_string(), "-rpm".into()])
+    );
+    assert_eq!(
+        page(&|q| q.search = Some(tag.to_uppercase())).await.total,
+        4,
+        "any case"
+    );
+    assert_eq!(
+        page(&|q| q.search = Some(format!("{tag}%"))).await.total,
+        0,
+        "no wildcards"
+    );
+    assert_eq!(
+        page(&|q| q.search = Some(format!("{tag}.*"))).await.total,
+        0,
+        "no regex"
+    );
+    assert_eq!(
+        hosts(&page(&|q| q.search = Some(deb[..12].to_string())).await).len(),
+        1,
+        "id prefix"
+    );
 }
 
 /// Counts move by exactly what a scenario adds (earlier ones left clients

@@ -40,6 +40,147 @@ pub const SEEN_WINDOWS: [(&str, i64); 4] = [
     ("30d", 30 * 86_400),
 ];
 
+/// How long without contact makes an enrolled client "silent" in the web
+/// view's client table (and "not reporting" on its overview).
+pub const SILENT_AFTER_SECS: i64 = 86_400;
+
+/// Which clients the web view's table shows, in what order, which page.
+#[derive(Debug, Clone)]
+pub struct ClientQuery {
+    /// Host names containing this text (any case), or ids starting with it.
+    pub search: Option<String>,
+    /// Only clients with an open issue of this check.
+    pub open_check: Option<String>,
+    /// Only this distro family ([`DistroFamily`]).
+    pub family: Option<DistroFamily>,
+    /// Only clients in this state.
+    pub status: Option<ClientStatus>,
+    /// Order of the rows.
+    pub sort: ClientSort,
+    /// Rows skipped.
+    pub offset: u64,
+    /// Rows returned at most.
+    pub limit: u64,
+    /// The time "silent" is measured from.
+    pub now: DateTime<Utc>,
+}
+
+/// A client's state as the web view filters it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientStatus {
+    /// Enrolled, seen within [`SILENT_AFTER_SECS`].
+    Reporting,
+    /// Enrolled, not seen for longer.
+    Silent,
+    /// Revoked.
+    Revoked,
+}
+
+/// Orders of the client table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientSort {
+    /// By host name, then id.
+    #[default]
+    Hostname,
+    /// Most recent contact first.
+    LastSeenNewest,
+    /// Oldest contact first.
+    LastSeenOldest,
+}
+
+/// The package family a client's distribution belongs to, from the
+/// `os_info` collector's `id` and `id_like` (os-release).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DistroFamily {
+    /// Debian, Ubuntu and their derivatives (apt).
+    Debian,
+    /// Fedora, RHEL and their rebuilds (dnf).
+    Fedora,
+    /// Arch Linux and its derivatives (pacman).
+    Arch,
+    /// Anything else that reported its distribution.
+    Other,
+}
+
+/// os-release ids of the Fedora family besides those naming it in `ID_LIKE`.
+const FEDORA_IDS: [&str; 5] = ["fedora", "rhel", "centos", "rocky", "almalinux"];
+
+impl DistroFamily {
+    /// Every family, in the order the rules try them.
+    pub const ALL: [DistroFamily; 4] = [Self::Debian, Self::Fedora, Self::Arch, Self::Other];
+
+    /// The name used in URLs and stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debian => "debian",
+            Self::Fedora => "fedora",
+            Self::Arch => "arch",
+            Self::Other => "other",
+        }
+    }
+
+    /// Parses [`DistroFamily::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// The family of an `os_info` output; none when it names no `id`
+    /// (sealed, or from a collector that failed).
+    pub fn of_os_info(os_info: &serde_json::Value) -> Option<Self> {
+        let id = os_info.get("id")?.as_str()?;
+        let like: Vec<&str> = os_info
+            .get("id_like")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let is = |names: &[&str]| names.contains(&id) || like.iter().any(|l| names.contains(l));
+        Some(if is(&["debian"]) {
+            Self::Debian
+        } else if FEDORA_IDS.contains(&id) || is(&["fedora", "rhel"]) {
+            Self::Fedora
+        } else if is(&["arch"]) {
+            Self::Arch
+        } else {
+            Self::Other
+        })
+    }
+}
+
+/// One row of the client table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientRow {
+    /// Machine id.
+    pub client_id: String,
+    /// Latest host name.
+    pub hostname: String,
+    /// Latest contact.
+    pub last_seen_at: DateTime<Utc>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Its distribution's family, when its `os_info` says.
+    pub family: Option<DistroFamily>,
+    /// Its open issues.
+    pub open_issues: u64,
+}
+
+/// A page of the client table and how many rows match in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientPage {
+    /// Clients matching the query, on every page.
+    pub total: u64,
+    /// This page's rows.
+    pub rows: Vec<ClientRow>,
+}
+
+/// When an issue was open, for the overview's trend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssueSpan {
+    /// Opened.
+    pub opened_at: DateTime<Utc>,
+    /// Closed; none while open.
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
 /// The fleet in numbers ([`FleetStore::fleet_summary`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FleetSummary {

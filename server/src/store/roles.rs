@@ -16,10 +16,10 @@ use penguindome_protocol::actions::ActionReport;
 
 use super::diff::Change;
 use super::{
-    ActionFilter, ActionRecord, AuditRecord, AuditRow, ClientDocument, ClientSummary, Delivered,
-    EnrollOutcome, Enrollment, FleetSummary, Issue, IssueFilter, KeyRecord, Kind, NewAction,
-    NewToken, Parameter, Record, RequestMeta, Rewritten, StoreResult, Submission, SubmitOutcome,
-    TokenRecord, ValueRewrite,
+    ActionFilter, ActionRecord, AuditRecord, AuditRow, ClientDocument, ClientPage, ClientQuery,
+    ClientSummary, Delivered, EnrollOutcome, Enrollment, FleetSummary, Issue, IssueFilter,
+    IssueSpan, KeyRecord, Kind, NewAction, NewToken, Parameter, Record, RequestMeta, Rewritten,
+    StoreResult, Submission, SubmitOutcome, TokenRecord, ValueRewrite,
 };
 
 /// What every role needs: the backend's name, its health, and closing.
@@ -232,6 +232,19 @@ pub trait FleetStore: StoreBase {
     /// within each of [`super::SEEN_WINDOWS`] before `now`, and open issues
     /// by check.
     async fn fleet_summary(&self, now: DateTime<Utc>) -> StoreResult<FleetSummary>;
+
+    /// One page of the clients matching `query`, with the total.
+    async fn client_page(&self, query: ClientQuery) -> StoreResult<ClientPage>;
+
+    /// Issues open at some time since `since` (still open, or closed after
+    /// it), for drawing how many were open each day.
+    async fn issue_spans(&self, since: DateTime<Utc>) -> StoreResult<Vec<IssueSpan>>;
+
+    /// The host names of those of `ids` that are clients.
+    async fn hostnames(
+        &self,
+        ids: Vec<String>,
+    ) -> StoreResult<std::collections::HashMap<String, String>>;
 }
 
 /// Every role: what a backend implements, and what start-up hands out.
