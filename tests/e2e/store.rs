@@ -10,7 +10,7 @@ use penguindome_agent::transport::Transport;
 use penguindome_protocol::SecretKey;
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::wire::{Report, paths};
-use penguindome_tests::{Backend, FerretDb, SimClient, Site, text};
+use penguindome_tests::{Backend, FerretDb, SimClient, Site, bin, text};
 use serde_json::json;
 
 #[test]
@@ -69,6 +69,22 @@ fn a_database_outage_is_reported_and_survived() {
     assert!(doc["plugins"]["os_info"]["kernel"].is_string());
 }
 
+/// On a terminal, `store migrate` draws a bar per kind of record.
+fn migrate_again_on_a_terminal(site: &Site, target: &str) {
+    let mut cmd = std::process::Command::new(bin("pdome-admin"));
+    cmd.arg("--config-dir")
+        .arg(&site.config_dir)
+        .args(["store", "migrate", "--force", "--to", target]);
+    let mut term = penguindome_tests::terminal::Terminal::spawn(cmd, 120, 40);
+    let status = term.wait_exit(std::time::Duration::from_secs(120));
+    let screen = term.screen();
+    assert!(status.success(), "{screen}");
+    assert!(
+        screen.contains("client keys") && screen.contains("1/1") && screen.contains("=]"),
+        "progress bars on a terminal: {screen}"
+    );
+}
+
 #[test]
 fn a_site_moves_from_the_embedded_store_to_mongodb_and_back() {
     let Some(Backend::Mongodb(uri)) = Backend::mongodb() else {
@@ -90,10 +106,12 @@ fn a_site_moves_from_the_embedded_store_to_mongodb_and_back() {
         stdout.contains("Copied and verified: 1 clients, 1 client keys"),
         "{stdout}"
     );
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("clients"),
-        "progress is shown"
+        !stderr.contains('\r') && !stderr.contains("[="),
+        "no progress bar when stderr is not a terminal: {stderr:?}"
     );
+    migrate_again_on_a_terminal(&site, &target);
     // Copying again into the now non-empty target needs --force.
     let again = site.admin(&["store", "migrate", "--to", &target]);
     assert!(!again.status.success());

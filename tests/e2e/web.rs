@@ -226,13 +226,18 @@ async fn browse(site: &Site, driver: &Driver) {
     result
 }
 
-/// Waits up to 10 s for the browser to reach a URL that `want` accepts
-/// (a form's navigation may still be under way when its click returns).
+/// Waits up to 10 s for the browser to have loaded a URL that `want`
+/// accepts (a form's navigation may still be under way when its click
+/// returns).
 async fn wait_for_url(b: &Client, want: impl Fn(&url::Url) -> bool) -> url::Url {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let url = b.current_url().await.unwrap();
-        if want(&url) {
+        let ready = b
+            .execute("return document.readyState", vec![])
+            .await
+            .unwrap();
+        if want(&url) && ready == "complete" {
             return url;
         }
         assert!(Instant::now() < deadline, "the browser stayed at {url}");
@@ -276,14 +281,7 @@ async fn walk(site: &Site, b: &Client) {
     let form = b.form(Locator::Css("form.filters")).await.unwrap();
     form.set_by_name("q", "laptop").await.unwrap();
     form.submit().await.unwrap();
-    assert!(
-        b.current_url()
-            .await
-            .unwrap()
-            .query()
-            .unwrap_or_default()
-            .contains("q=laptop")
-    );
+    wait_for_url(b, |u| u.query().unwrap_or_default().contains("q=laptop")).await;
     let rows = b
         .find_all(Locator::Css("table.clients tbody tr"))
         .await

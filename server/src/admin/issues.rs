@@ -203,7 +203,9 @@ async fn audit_issues(
     AuditFlags { full, notify, json }: AuditFlags,
 ) -> anyhow::Result<()> {
     let findings = audit::certificates::findings(config, now);
+    let auditing = super::progress::spinner("auditing every client", json);
     let outcome = audit::run(store, settings, findings, now, Options { full }).await?;
+    auditing.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {

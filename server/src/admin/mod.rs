@@ -13,6 +13,7 @@ pub mod listeners;
 pub mod packages;
 pub mod parameters;
 pub mod patch;
+pub mod progress;
 pub mod prompt;
 pub mod release;
 pub mod secrets;

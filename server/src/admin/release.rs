@@ -182,9 +182,12 @@ pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
         ));
         jobs.push((s, *f));
     }
+    let building = super::progress::spinner(&format!("building {} packages", jobs.len()), false);
     let built = build_all(&jobs, &key)?;
+    building.set_message("indexing and signing the repositories");
     let extras = bootstrap_files(&bootstrap_site(&config, &site), &args.formats);
     let published = repo.publish(serial, &built, &key, args.keep, chrono::Utc::now(), &extras)?;
+    building.finish_and_clear();
 
     println!(
         "Published release {} ({} packages indexed) in {:.2} s:",

@@ -1,7 +1,6 @@
 //! `pdome-admin store migrate`: copy everything to another store, verified.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -160,21 +159,20 @@ async fn migrate_into(
         "copying from the {} store to {to}; penguindome-server should be stopped meanwhile",
         source.backend()
     );
-    let mut last_line: HashMap<Kind, u64> = HashMap::new();
+    let mut bars: HashMap<Kind, indicatif::ProgressBar> = HashMap::new();
     let counts = copy(source, target, |kind, done, total| {
-        let shown = last_line.entry(kind).or_insert(u64::MAX);
-        if *shown != done {
-            *shown = done;
-            eprint!("\r  {:<14} {done}/{total}", kind.name());
-            if done == total {
-                eprintln!();
-            }
-            let _ = std::io::stderr().flush();
+        let bar = bars
+            .entry(kind)
+            .or_insert_with(|| super::progress::bar(total, kind.name(), false));
+        bar.set_position(done);
+        if done == total {
+            bar.finish();
         }
     })
     .await?;
-    eprintln!("verifying counts and per-record checksums");
+    let checking = super::progress::spinner("verifying counts and per-record checksums", false);
     verify(source, target).await?;
+    checking.finish_and_clear();
     let summary: Vec<String> = counts
         .iter()
         .map(|(k, n)| format!("{n} {}", k.name()))
