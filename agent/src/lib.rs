@@ -4,6 +4,8 @@
 pub mod actions;
 pub mod collectors;
 pub mod enroll;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod host;
 pub mod moved;
 pub mod repo_access;

@@ -110,7 +110,7 @@ fn port_22_listening(host: &Host) -> bool {
 }
 
 /// Parses `sshd -T` output: lower-case keyword, value.
-fn parse_dump(text: &str) -> BTreeMap<String, String> {
+pub(crate) fn parse_dump(text: &str) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     for line in text.lines() {
         let Some((k, v)) = line.trim().split_once(' ') else {

@@ -22,7 +22,7 @@ const ADMIN_GROUPS: &[&str] = &["sudo", "wheel", "admin"];
 pub struct Users;
 
 #[derive(Debug, Clone)]
-struct Account {
+pub(crate) struct Account {
     name: String,
     uid: u32,
     gid: u32,
@@ -30,7 +30,7 @@ struct Account {
     shell: String,
 }
 
-fn parse_passwd(text: &str) -> Vec<Account> {
+pub(crate) fn parse_passwd(text: &str) -> Vec<Account> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.starts_with('+') && !l.starts_with('-'))
         .filter_map(|l| {
@@ -50,7 +50,7 @@ fn parse_passwd(text: &str) -> Vec<Account> {
 }
 
 /// UID_MIN and UID_MAX from login.defs (1000 and 60000 by default).
-fn uid_range(host: &Host) -> (u32, u32) {
+pub(crate) fn uid_range(host: &Host) -> (u32, u32) {
     let text = host.read_to_string("/etc/login.defs").unwrap_or_default();
     let get = |key: &str, default: u32| {
         text.lines()
@@ -65,7 +65,7 @@ fn uid_range(host: &Host) -> (u32, u32) {
 }
 
 /// Password state per account from /etc/shadow, or why it can't be read.
-fn shadow(host: &Host) -> Result<BTreeMap<String, Password>, String> {
+pub(crate) fn shadow(host: &Host) -> Result<BTreeMap<String, Password>, String> {
     let text = host
         .read_to_string("/etc/shadow")
         .map_err(|e| format!("/etc/shadow is not readable ({e}); run as root"))?;

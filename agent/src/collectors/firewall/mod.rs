@@ -23,6 +23,13 @@ use crate::host::{BusError, Host};
 
 mod iptables;
 mod nft;
+
+/// Runs both ruleset parsers on untrusted text (the fuzz targets).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn parse_untrusted(text: &str) {
+    let _ = nft::parse(text);
+    let _ = iptables::parse_filter(text, "iptables-save");
+}
 mod ruleset;
 
 use ruleset::{Family, Judgement, Table};

@@ -41,7 +41,7 @@ use serde_json::Value;
 
 use super::{CollectError, Collector, Context};
 
-mod parse;
+pub(crate) mod parse;
 mod stack;
 #[cfg(test)]
 mod tests;

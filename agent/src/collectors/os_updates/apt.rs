@@ -157,7 +157,7 @@ impl Inputs {
 
 /// An installed package from the dpkg status file.
 #[derive(Debug)]
-struct Installed {
+pub(crate) struct Installed {
     version: String,
     parsed: PackageVersion,
     held: bool,
@@ -336,7 +336,7 @@ type StatusParse = (
 );
 
 /// Installed packages by (name, arch), broken ones, installed kernel releases.
-fn parse_status(text: &str) -> Result<StatusParse, CollectError> {
+pub(crate) fn parse_status(text: &str) -> Result<StatusParse, CollectError> {
     let mut installed = BTreeMap::new();
     let mut broken = Vec::new();
     let mut kernels = Vec::new();
@@ -474,7 +474,7 @@ fn open_list(host: &Host, path: &str) -> Result<Box<dyn Read>, CollectError> {
 /// file that names an installed package. The list is read in chunks (a
 /// list can be 70 MB) and paragraphs of packages that are not installed
 /// are skipped after their first field.
-fn scan_packages(
+pub(crate) fn scan_packages(
     mut input: impl Read,
     path: &str,
     installed: &BTreeMap<(String, String), Installed>,

@@ -165,14 +165,14 @@ fn trim_zeros(s: &[u8]) -> &[u8] {
 
 /// An installed package.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Installed {
+pub(crate) struct Installed {
     name: String,
     arch: String,
     evr: Evr,
     installed_at: i64,
 }
 
-fn parse_rpm_qa(text: &str) -> Vec<Installed> {
+pub(crate) fn parse_rpm_qa(text: &str) -> Vec<Installed> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
@@ -195,7 +195,7 @@ fn parse_rpm_qa(text: &str) -> Vec<Installed> {
 
 /// A package version offered by a repository.
 #[derive(Debug, Clone)]
-struct Offer {
+pub(crate) struct Offer {
     arch: String,
     evr: Evr,
     repo: String,
@@ -203,7 +203,7 @@ struct Offer {
 
 /// A security advisory's fix for one package.
 #[derive(Debug, Clone)]
-struct Fix {
+pub(crate) struct Fix {
     id: String,
     arch: String,
     evr: Evr,
@@ -364,7 +364,18 @@ fn read_primary(
     wanted: &BTreeSet<&str>,
     offers: &mut HashMap<String, Vec<Offer>>,
 ) -> Result<(), CollectError> {
-    let mut reader = quick_xml::Reader::from_reader(open_metadata(path)?);
+    read_primary_from(open_metadata(path)?, path, repo, wanted, offers)
+}
+
+/// [`read_primary`] on an open (uncompressed) file; `path` names it in errors.
+pub(crate) fn read_primary_from(
+    input: impl BufRead,
+    path: &std::path::Path,
+    repo: &str,
+    wanted: &BTreeSet<&str>,
+    offers: &mut HashMap<String, Vec<Offer>>,
+) -> Result<(), CollectError> {
+    let mut reader = quick_xml::Reader::from_reader(input);
     let mut buf = Vec::new();
     let (mut in_name, mut in_arch) = (false, false);
     let (mut name, mut arch, mut evr): (String, String, Option<Evr>) = Default::default();
@@ -417,7 +428,17 @@ fn read_updateinfo(
     wanted: &BTreeSet<&str>,
     fixes: &mut HashMap<String, Vec<Fix>>,
 ) -> Result<(), CollectError> {
-    let mut reader = quick_xml::Reader::from_reader(open_metadata(path)?);
+    read_updateinfo_from(open_metadata(path)?, path, wanted, fixes)
+}
+
+/// [`read_updateinfo`] on an open (uncompressed) file.
+pub(crate) fn read_updateinfo_from(
+    input: impl BufRead,
+    path: &std::path::Path,
+    wanted: &BTreeSet<&str>,
+    fixes: &mut HashMap<String, Vec<Fix>>,
+) -> Result<(), CollectError> {
+    let mut reader = quick_xml::Reader::from_reader(input);
     let mut buf = Vec::new();
     let (mut security, mut in_id, mut id) = (false, false, String::new());
     loop {

@@ -222,7 +222,7 @@ fn newer_than(host: &Host, dir: &str, file: &str) -> bool {
 }
 
 /// Values and locks from a `NAME.d` directory of keyfiles; later files win.
-fn keyfile_dir(host: &Host, dir: &str) -> Table {
+pub(crate) fn keyfile_dir(host: &Host, dir: &str) -> Table {
     let mut table = Table::default();
     for name in host.list_dir(dir) {
         let path = format!("{dir}/{name}");

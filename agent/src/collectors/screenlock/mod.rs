@@ -21,9 +21,9 @@ use serde_json::{Map, Value};
 use super::{CollectError, Collector, Context};
 use crate::host::Host;
 
-mod dconf;
-mod desktops;
-mod gvdb;
+pub(crate) mod dconf;
+pub(crate) mod desktops;
+pub(crate) mod gvdb;
 mod logind;
 mod procs;
 #[cfg(test)]
