@@ -98,7 +98,7 @@ fn regex_escape(text: &str) -> String {
 fn sort_of(sort: ClientSort) -> Document {
     match sort {
         ClientSort::Hostname => doc! {"hostname": 1, "_id": 1},
-        ClientSort::LastSeenNewest => doc! {"last_seen_at": -1, "_id": 1},
+        ClientSort::LastSeenNewest => doc! {"last_seen_at": -1, "_id": -1},
         ClientSort::LastSeenOldest => doc! {"last_seen_at": 1, "_id": 1},
     }
 }

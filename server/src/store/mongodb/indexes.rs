@@ -52,7 +52,15 @@ async fn create_indexes(inner: &Inner) -> StoreResult<()> {
             .build()
     };
     let plans: Vec<(&str, Vec<IndexModel>)> = vec![
-        ("clients", vec![index(doc! {"hostname": 1})]),
+        (
+            "clients",
+            vec![
+                index(doc! {"hostname": 1}),
+                // The web view's client table pages in these orders.
+                index(doc! {"hostname": 1, "_id": 1}),
+                index(doc! {"last_seen_at": 1, "_id": 1}),
+            ],
+        ),
         ("client_keys", vec![index(doc! {"client_id": 1})]),
         (
             "audit_trail",

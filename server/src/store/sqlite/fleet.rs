@@ -76,7 +76,7 @@ fn client_filter(q: &ClientQuery) -> (String, Vec<SqlValue>) {
 fn order_by(sort: ClientSort) -> &'static str {
     match sort {
         ClientSort::Hostname => "c.hostname, c.client_id",
-        ClientSort::LastSeenNewest => "c.last_seen_at DESC, c.client_id",
+        ClientSort::LastSeenNewest => "c.last_seen_at DESC, c.client_id DESC",
         ClientSort::LastSeenOldest => "c.last_seen_at, c.client_id",
     }
 }

@@ -6,8 +6,11 @@ use super::backend_err;
 use crate::store::{StoreError, StoreResult};
 
 /// Current schema version (PRAGMA user_version).
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
+// Version 6 replaced the host-name index with (hostname, client_id) and
+// added (last_seen_at, client_id): the web view's client table pages in
+// index order instead of sorting every client.
 // Version 5 added enrollment_tokens and clients.repo_credential_sha256
 // (each client's own repository password, hashed).
 // Version 4 replaced patches and patch_targets (never filled: nothing
@@ -35,7 +38,8 @@ CREATE TABLE IF NOT EXISTS clients (
     verdicts         TEXT,
     repo_credential_sha256 TEXT
 );
-CREATE INDEX IF NOT EXISTS clients_hostname ON clients(hostname);
+CREATE INDEX IF NOT EXISTS clients_hostname_id ON clients(hostname, client_id);
+CREATE INDEX IF NOT EXISTS clients_last_seen_id ON clients(last_seen_at, client_id);
 CREATE TABLE IF NOT EXISTS client_keys (
     fingerprint TEXT PRIMARY KEY,
     client_id   TEXT NOT NULL REFERENCES clients(client_id),
@@ -168,11 +172,13 @@ pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
     if (1..5).contains(&version) {
         added_columns.push_str("ALTER TABLE clients ADD COLUMN repo_credential_sha256 TEXT;");
     }
-    let dropped = if (1..4).contains(&version) {
-        "DROP TABLE IF EXISTS patch_targets; DROP TABLE IF EXISTS patches;"
-    } else {
-        ""
-    };
+    let mut dropped = String::new();
+    if (1..4).contains(&version) {
+        dropped.push_str("DROP TABLE IF EXISTS patch_targets; DROP TABLE IF EXISTS patches;");
+    }
+    if (1..6).contains(&version) {
+        dropped.push_str("DROP INDEX IF EXISTS clients_hostname;");
+    }
     conn.execute_batch(&format!(
         "BEGIN IMMEDIATE; {SCHEMA} {added_columns} {dropped} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
     ))
