@@ -20,6 +20,8 @@ use crate::store::{ClientQuery, ClientSort, ClientStatus, DistroFamily};
 
 /// Rows per page.
 pub const PAGE_SIZE: u64 = 50;
+/// The last page number honoured (50 million rows in).
+const MAX_PAGE: u64 = 1_000_000;
 
 /// The table's query string; empty fields mean "any".
 #[derive(Debug, Default, Deserialize)]
@@ -61,8 +63,9 @@ impl Params {
         }
     }
 
+    /// The page asked for, within what a store can skip to.
     fn page(&self) -> u64 {
-        self.page.unwrap_or(1).max(1)
+        self.page.unwrap_or(1).clamp(1, MAX_PAGE)
     }
 
     fn query(&self) -> ClientQuery {

@@ -57,7 +57,7 @@ pub async fn page(
     }
     issues.sort_by_key(|i| std::cmp::Reverse(i.opened_at));
     let total = issues.len();
-    let current = p.page.unwrap_or(1).max(1);
+    let current = p.page.unwrap_or(1).clamp(1, 1_000_000);
     let shown: Vec<_> = issues
         .into_iter()
         .skip((current - 1).saturating_mul(PAGE_SIZE))

@@ -33,10 +33,17 @@ pub struct Credentials {
     next: Option<String>,
 }
 
-/// Only a page of this view, never another site.
+/// Only a page of this view, never another site, and nothing a Location
+/// header cannot carry.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with("/web/") && !n.contains("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with("/web/")
+                && !n.contains("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n
+        }
         _ => "/web/",
     }
 }
@@ -137,4 +144,27 @@ pub async fn logout(
         cookie("", secure, std::time::Duration::ZERO),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_pages_of_the_view_are_places_to_return_to() {
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/web/",
+            "/web//evil",
+            "/web/\\evil",
+            "/web/\r\nSet-Cookie: x=1",
+            "/web/ä",
+            "/other",
+        ] {
+            assert_eq!(super::safe_next(Some(bad)), "/web/", "{bad:?}");
+        }
+        assert_eq!(
+            super::safe_next(Some("/web/clients?q=a&page=2")),
+            "/web/clients?q=a&page=2"
+        );
+        assert_eq!(super::safe_next(None), "/web/");
+    }
 }
