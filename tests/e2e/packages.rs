@@ -98,13 +98,7 @@ impl Published {
         assert!(out.contains("Published release 1"), "{out}");
         let server = site.start();
         let config = site.agent_config();
-        let ca = site.dir.path().join("ca.pem");
-        write(
-            &ca,
-            config
-                .ca_certificate
-                .expect("init pins a self-signed certificate"),
-        );
+        let ca = site.ca_file();
         let key = site.dir.path().join("key.asc");
         write(&key, &config.server_public_key);
         let repo_url = format!("{}/penguindome/v1/repo", site.url);
