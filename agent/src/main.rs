@@ -179,7 +179,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::GenerateDocs { dir } => {
-            penguindome_protocol::cli_docs::write(Cli::command(), dir)?;
+            penguindome_protocol::cli_docs::write(Cli::command(), dir, MAN_SECTIONS)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -443,3 +443,65 @@ fn init_quiet_logging(cli: &Cli) -> anyhow::Result<()> {
     .context("cannot set up logging")?;
     Ok(())
 }
+
+/// What `man penguindome-agent` says beyond the options.
+const MAN_SECTIONS: &[penguindome_protocol::cli_docs::ManSection] = &[
+    penguindome_protocol::cli_docs::ManSection {
+        title: "FILES",
+        items: &[
+            (
+                "/etc/penguindome/agent.toml",
+                "The server's address, its pinned TLS certificate and OpenPGP key, and the \
+                 collectors' settings; installed by the site package (mode 0600).",
+            ),
+            (
+                "/var/lib/penguindome-agent/client-key.asc",
+                "This machine's signing key, made at enrollment; it never leaves the machine.",
+            ),
+            (
+                "/var/lib/penguindome-agent/spool/",
+                "Signed reports not yet acknowledged by the server; rejected/ holds those \
+                 the server called malformed.",
+            ),
+            (
+                "/var/lib/penguindome-agent/state.json",
+                "When each collector and upgrade last ran, and what is due next.",
+            ),
+            (
+                "/etc/penguindome/patches.d/",
+                "Where files patched by an administrator may be written, with agent.toml's \
+                 patch_roots and the plugins folder.",
+            ),
+            (
+                "/usr/lib/penguindome/plugins/",
+                "External collectors: executables whose JSON output joins the report.",
+            ),
+        ],
+    },
+    penguindome_protocol::cli_docs::ManSection {
+        title: "EXAMPLES",
+        items: &[
+            (
+                "penguindome-agent enroll https://pd.example.com:8443 - < token",
+                "Enroll this machine with a token from pdome-admin tokens create, read from \
+                 standard input so it stays out of ps and the shell history.",
+            ),
+            (
+                "systemctl status penguindome.timer",
+                "When the agent last ran and runs next (every minute, jittered).",
+            ),
+            (
+                "journalctl -u penguindome-agent",
+                "What the agent did: reports sent, commands run, errors.",
+            ),
+            (
+                "penguindome-agent status",
+                "The server, the enrollment, what is spooled and when each collector is due.",
+            ),
+            (
+                "penguindome-agent collect --plugin hd_encryption",
+                "Print one collector's answer without sending anything.",
+            ),
+        ],
+    },
+];

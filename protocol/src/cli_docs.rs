@@ -26,15 +26,27 @@ const SHELLS: [(&str, Shell); 3] = [
     ("fish", Shell::Fish),
 ];
 
-/// Writes the man pages (one per visible subcommand) and completions for
-/// `cmd` below `dir`.
-pub fn write(cmd: clap::Command, dir: &Path) -> Result<(), DocsError> {
+/// A section clap cannot know, appended to the binary's own page (FILES,
+/// EXAMPLES, SEE ALSO).
+pub struct ManSection {
+    /// The heading, in capitals.
+    pub title: &'static str,
+    /// Each item: the term in bold (a path, a command), then what it is.
+    pub items: &'static [(&'static str, &'static str)],
+}
+
+/// Writes the man pages (one per visible subcommand, `extra` appended to
+/// the top one) and completions for `cmd` below `dir`.
+pub fn write(cmd: clap::Command, dir: &Path, extra: &[ManSection]) -> Result<(), DocsError> {
     let man = dir.join("man");
     create(&man)?;
     clap_mangen::generate_to(cmd.clone(), &man).map_err(|source| DocsError {
         path: man.clone(),
         source,
     })?;
+    if !extra.is_empty() {
+        append(&man.join(format!("{}.1", cmd.get_name())), extra)?;
+    }
     for (folder, shell) in SHELLS {
         let out = dir.join(folder);
         create(&out)?;
@@ -44,6 +56,31 @@ pub fn write(cmd: clap::Command, dir: &Path) -> Result<(), DocsError> {
             .map_err(|source| DocsError { path: out, source })?;
     }
     Ok(())
+}
+
+/// Appends `sections` to a page as roff, each item an indented paragraph
+/// under its term (the layout of FILES in most man pages).
+fn append(page: &Path, sections: &[ManSection]) -> Result<(), DocsError> {
+    let mut roff = roff::Roff::new();
+    for section in sections {
+        roff.control("SH", [section.title]);
+        for (term, text) in section.items {
+            roff.control("TP", []);
+            roff.text([roff::bold(*term)]);
+            roff.text([roff::roman(*text)]);
+        }
+    }
+    let mut out = fs::OpenOptions::new()
+        .append(true)
+        .open(page)
+        .map_err(|source| DocsError {
+            path: page.to_path_buf(),
+            source,
+        })?;
+    std::io::Write::write_all(&mut out, roff.to_roff().as_bytes()).map_err(|source| DocsError {
+        path: page.to_path_buf(),
+        source,
+    })
 }
 
 fn create(dir: &Path) -> Result<(), DocsError> {
@@ -65,7 +102,11 @@ mod tests {
             .subcommand(Command::new("show").about("Shows").arg(Arg::new("what")))
             .subcommand(Command::new("secret").hide(true));
         let dir = tempfile::tempdir().unwrap();
-        write(cmd, dir.path()).unwrap();
+        let files = ManSection {
+            title: "FILES",
+            items: &[("/etc/tool.toml", "The configuration; see \\fBtool\\fR(5).")],
+        };
+        write(cmd, dir.path(), &[files]).unwrap();
         let mut pages: Vec<String> = fs::read_dir(dir.path().join("man"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -75,6 +116,15 @@ mod tests {
         let page = fs::read_to_string(dir.path().join("man/tool.1")).unwrap();
         assert!(page.contains("Does things"), "{page}");
         assert!(!page.contains("secret"), "{page}");
+        // Roff escapes are escaped again: the text is shown, never obeyed.
+        assert!(
+            page.contains(
+                ".SH FILES\n.TP\n\\fB/etc/tool.toml\\fR\nThe configuration; see \\\\fBtool"
+            ),
+            "{page}"
+        );
+        let sub = fs::read_to_string(dir.path().join("man/tool-show.1")).unwrap();
+        assert!(!sub.contains("FILES"), "{sub}");
         for f in ["bash/tool.bash", "zsh/_tool", "fish/tool.fish"] {
             let text = fs::read_to_string(dir.path().join(f)).unwrap();
             assert!(text.contains("show"), "{f}: {text}");

@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod keycache;
 pub mod listeners;
+pub mod man;
 pub mod metrics;
 pub mod release;
 pub mod renewal;

@@ -1022,6 +1022,18 @@ fn pacman_installs_with_signatures_required_and_refuses_tampering() {
         qi.contains("penguindome-site"),
         "depends on the site package: {qi}"
     );
+    // pacman checks every installed file against the package's .MTREE.
+    let qkk = client.pacman(&["-Qkk", "penguindome-agent"]);
+    assert!(qkk.status.success(), "pacman -Qkk: {}", text(&qkk));
+    assert!(text(&qkk).contains("0 altered files"), "{}", text(&qkk));
+    // The files database lists what the package installs.
+    let fy = client.pacman(&["-Fy"]);
+    assert!(fy.status.success(), "pacman -Fy: {}", text(&fy));
+    let fl = text(&client.pacman(&["-Fl", "penguindome-agent"]));
+    assert!(
+        fl.contains("penguindome-agent usr/bin/penguindome-agent"),
+        "pacman -Fl: {fl}"
+    );
 
     // Without the site's credentials the repository stays shut.
     let out = PacmanClient::new(&p, false).pacman(&["-Sy", "penguindome-agent"]);
@@ -1111,6 +1123,63 @@ fn build_packages_makes_server_and_agent_packages() {
     the_server_rpm_and_arch_package_set_up_the_system(out_dir.path());
     the_pkgbuild_agrees_with_the_arch_packages(out_dir.path());
     every_package_carries_man_pages_and_completions(out_dir.path());
+    every_arch_package_reads_back_with_the_alpm_parsers(out_dir.path());
+}
+
+/// Each .pkg.tar.zst starts with .PKGINFO, its .PKGINFO and .BUILDINFO
+/// parse as version 2 with the ALPM project's parsers, and its .MTREE says
+/// exactly what makepkg's bsdtar invocation (pacman 6.0's, ALPM-MTREEv1)
+/// says of the unpacked files.
+fn every_arch_package_reads_back_with_the_alpm_parsers(out_dir: &Path) {
+    use std::str::FromStr;
+    let v = env!("CARGO_PKG_VERSION");
+    for name in ["penguindome-server", "penguindome-agent"] {
+        let pkg = out_dir.join(format!("{name}-{v}-1-x86_64.pkg.tar.zst"));
+        let listing = ok(Command::new("bsdtar").arg("-tf").arg(&pkg));
+        assert_eq!(
+            listing.lines().next(),
+            Some(".PKGINFO"),
+            "{name}: {listing}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        ok(Command::new("bsdtar")
+            .arg("-xpf")
+            .arg(&pkg)
+            .arg("-C")
+            .arg(dir.path()));
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+
+        let pkginfo = alpm_pkginfo::PackageInfoV2::from_str(&read(".PKGINFO"))
+            .unwrap_or_else(|e| panic!("{name}'s .PKGINFO: {e}"));
+        assert_eq!(pkginfo.pkgname.to_string(), name);
+        assert_eq!(pkginfo.pkgver.to_string(), format!("{v}-1"));
+        let buildinfo = alpm_buildinfo::BuildInfoV2::from_str(&read(".BUILDINFO"))
+            .unwrap_or_else(|e| panic!("{name}'s .BUILDINFO: {e}"));
+        assert_eq!(buildinfo.buildtool.to_string(), "pdome-admin");
+
+        let ours = ok(Command::new("gzip")
+            .arg("-dc")
+            .arg(dir.path().join(".MTREE")));
+        let makepkgs = ok(Command::new("sh").current_dir(dir.path()).arg("-c").arg(
+            "find . -mindepth 1 ! -name .MTREE -printf '%P\\0' | LANG=C bsdtar -cnf - \
+             --format=mtree --options='!all,use-set,type,uid,gid,mode,time,size,md5,sha256,link' \
+             --null --files-from -",
+        ));
+        let entries = |text: &str| -> std::collections::BTreeMap<PathBuf, String> {
+            let alpm_mtree::Mtree::V1(paths) = alpm_mtree::Mtree::from_str(text)
+                .unwrap_or_else(|e| panic!("{name}'s .MTREE: {e}\n{text}"))
+            else {
+                panic!("{name}: not ALPM-MTREEv1:\n{text}");
+            };
+            paths
+                .into_iter()
+                .map(|p| (p.to_path_buf(), format!("{p:?}")))
+                .collect()
+        };
+        let ours = entries(&ours);
+        assert!(ours.contains_key(Path::new(&format!("./usr/bin/{name}"))));
+        assert_eq!(ours, entries(&makepkgs), "{name}: .MTREE vs bsdtar's");
+    }
 }
 
 /// Man pages and completions, in each distro's own folders, from the
@@ -1167,22 +1236,7 @@ fn every_package_carries_man_pages_and_completions(out_dir: &Path) {
         .arg("-x")
         .arg(out_dir.join(format!("penguindome-agent_{v}-1_amd64.deb")))
         .arg(root.path()));
-    let man1 = root.path().join("usr/share/man/man1");
-    for (page, says) in [
-        ("penguindome-agent.1.gz", "Enroll this machine"),
-        ("penguindome-server.1.gz", "--config-dir"),
-        ("pdome-admin.1.gz", "A root shell on a client"),
-        ("pdome-admin-issues-audit.1.gz", "pdome-admin-issues-audit"),
-    ] {
-        let shown = ok(Command::new("man")
-            .env("MANWIDTH", "200")
-            .arg("-l")
-            .arg(man1.join(page)));
-        assert!(
-            shown.contains("SYNOPSIS") && shown.contains(says),
-            "man -l {page}: {shown}"
-        );
-    }
+    man_renders_each_page(root.path());
     let share = root.path().join("usr/share");
     for name in ["penguindome-agent", "penguindome-server", "pdome-admin"] {
         let bash = share.join("bash-completion/completions").join(name);
@@ -1201,6 +1255,58 @@ fn every_package_carries_man_pages_and_completions(out_dir: &Path) {
                 .join(format!("{name}.fish")),
         ));
     }
+}
+
+/// `man -l` renders the pages; the top ones also say which files each
+/// program uses and how it is started, which a subcommand's page does not
+/// repeat.
+fn man_renders_each_page(root: &Path) {
+    let man1 = root.join("usr/share/man/man1");
+    for (page, says, files) in [
+        (
+            "penguindome-agent.1.gz",
+            "Enroll this machine",
+            Some("/var/lib/penguindome-agent/client-key.asc"),
+        ),
+        (
+            "penguindome-server.1.gz",
+            "--config-dir",
+            Some("/etc/penguindome/access.toml"),
+        ),
+        (
+            "pdome-admin.1.gz",
+            "A root shell on a client",
+            Some("pdome-admin tokens create"),
+        ),
+        (
+            "pdome-admin-issues-audit.1.gz",
+            "pdome-admin-issues-audit",
+            None,
+        ),
+    ] {
+        let shown = ok(Command::new("man")
+            .env("MANWIDTH", "200")
+            .arg("-l")
+            .arg(man1.join(page)));
+        assert!(
+            shown.contains("SYNOPSIS") && shown.contains(says),
+            "man -l {page}: {shown}"
+        );
+        match files {
+            Some(item) => assert!(
+                shown.contains("FILES") && shown.contains("EXAMPLES") && shown.contains(item),
+                "man -l {page}: {shown}"
+            ),
+            None => assert!(!shown.contains("FILES"), "man -l {page}: {shown}"),
+        }
+    }
+    // FILES points at the annotated examples; the package has them.
+    let examples = root.join("usr/share/doc/penguindome-server/examples");
+    assert_eq!(
+        std::fs::read_to_string(examples.join("server.toml")).unwrap(),
+        std::fs::read_to_string(workspace().join("examples/server.toml")).unwrap()
+    );
+    assert!(examples.join("agent.toml").is_file());
 }
 
 /// The server's .deb carries the binaries, units and the facts schema.

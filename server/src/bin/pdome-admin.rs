@@ -240,9 +240,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Sub::BuildPackages(args) => packages::run(args),
         Sub::Password(cmd) => access::password(&cli.config_dir, cmd),
         Sub::Access(cmd) => access::access(&cli.config_dir, cmd),
-        Sub::GenerateDocs { dir } => {
-            Ok(penguindome_protocol::cli_docs::write(Cli::command(), &dir)?)
-        }
+        Sub::GenerateDocs { dir } => Ok(penguindome_protocol::cli_docs::write(
+            Cli::command(),
+            &dir,
+            penguindome_server::man::ADMIN,
+        )?),
         Sub::Listeners(cmd) => listeners::run(&cli.config_dir, cmd),
         Sub::Tls(cmd) => tls_command(&cli.config_dir, cmd).await,
         Sub::Keys(cmd) => keys_command(&cli.config_dir, cmd).await,

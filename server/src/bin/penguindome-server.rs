@@ -28,7 +28,11 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(dir) = &cli.generate_docs {
-        return match penguindome_protocol::cli_docs::write(Cli::command(), dir) {
+        return match penguindome_protocol::cli_docs::write(
+            Cli::command(),
+            dir,
+            penguindome_server::man::SERVER,
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("penguindome-server: {:#}", anyhow::Error::from(e));

@@ -27,6 +27,13 @@ pub const AUDIT_SERVICE: &str = include_str!("../../../systemd/penguindome-audit
 pub const AUDIT_TIMER: &str = include_str!("../../../systemd/penguindome-audit.timer");
 /// The server's system user, for systemd-sysusers.
 pub const SERVER_SYSUSERS: &str = include_str!("../../../systemd/penguindome-server.sysusers");
+/// The annotated server.toml, every key with its default and meaning.
+const EXAMPLE_SERVER_TOML: &str = include_str!("../../../examples/server.toml");
+/// The annotated agent.toml.
+const EXAMPLE_AGENT_TOML: &str = include_str!("../../../examples/agent.toml");
+/// Where the server package puts the annotated examples (`man pdome-admin`
+/// points there).
+pub const EXAMPLES_DIR: &str = "/usr/share/doc/penguindome-server/examples";
 
 /// Maintainer scripts by (package, script name).
 fn script(package: &str, family: Family, name: &str) -> Option<&'static str> {
@@ -282,6 +289,16 @@ pub fn server(
                 "/usr/lib/sysusers.d/penguindome-server.conf",
                 0o644,
                 SERVER_SYSUSERS,
+            ),
+            PackageFile::new(
+                &format!("{EXAMPLES_DIR}/server.toml"),
+                0o644,
+                EXAMPLE_SERVER_TOML,
+            ),
+            PackageFile::new(
+                &format!("{EXAMPLES_DIR}/agent.toml"),
+                0o644,
+                EXAMPLE_AGENT_TOML,
             ),
         ]
         .into_iter()

@@ -37,6 +37,23 @@ pub enum BuildError {
     /// Signing failed.
     #[error("signing with the server key: {0}")]
     Sign(String),
+    /// A pacman metadata value that the ALPM types refuse.
+    #[error("pacman package field {field} = {value:?}")]
+    ArchField {
+        /// The .PKGINFO, .BUILDINFO or desc field.
+        field: &'static str,
+        /// The value refused.
+        value: String,
+        /// Why the ALPM types refused it.
+        #[source]
+        source: alpm_types::Error,
+    },
+    /// The .MTREE did not parse as ALPM-MTREEv2.
+    #[error("the pacman package's .MTREE: {0}")]
+    Mtree(#[from] alpm_mtree::Error),
+    /// A package's file list could not form a pacman files-database entry.
+    #[error("the pacman files database: {0}")]
+    PacmanFiles(#[from] alpm_repo_db::files::Error),
     /// The packaging description in this build is inconsistent.
     #[error("packaging description: {0}")]
     Spec(String),

@@ -4,6 +4,7 @@
 use penguindome_protocol::keys::SecretKey;
 
 use super::BuildError;
+use super::arch::metadata::{self, field};
 use super::archive::{TarMember, gzip, write_tar};
 use super::spec::PackageRecord;
 
@@ -20,14 +21,14 @@ pub fn index(
 ) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
     let mut files = Vec::new();
     for (suffix, with_files) in [("db", false), ("files", true)] {
-        let descs: Vec<(String, String, Option<String>)> = records
+        let descs = records
             .iter()
             .map(|r| {
                 let dir = format!("{}-{}", r.name, r.version);
-                let files = with_files.then(|| files_entry(r));
-                (dir, desc(r), files)
+                let files = with_files.then(|| files_entry(r)).transpose()?;
+                Ok((dir, desc(r)?, files))
             })
-            .collect();
+            .collect::<Result<Vec<(String, String, Option<String>)>, BuildError>>()?;
         let mut members = Vec::new();
         for (dir, desc, files) in &descs {
             members.push(TarMember {
@@ -66,55 +67,129 @@ pub fn index(
     Ok(files)
 }
 
-fn desc(r: &PackageRecord) -> String {
-    let mut out = String::new();
-    let mut field = |name: &str, values: &[&str]| {
-        if values.is_empty() {
-            return;
-        }
-        out.push_str(&format!("%{name}%\n"));
-        for v in values {
-            out.push_str(v);
-            out.push('\n');
-        }
-        out.push('\n');
+/// The entry's desc, through alpm-repo-db's typed model (version 2, as
+/// repo-add writes today, but with the signature inline so pacman needs no
+/// second download per package).
+fn desc(r: &PackageRecord) -> Result<String, BuildError> {
+    use alpm_repo_db::desc::RepoDescFileV2;
+    let desc = RepoDescFileV2 {
+        file_name: field("filename", &r.file_name)?,
+        name: field("name", &r.name)?,
+        base: field("base", &r.name)?,
+        version: field("version", &r.version)?,
+        description: alpm_types::PackageDescription::new(r.summary.lines().next().unwrap_or("")),
+        groups: Vec::new(),
+        compressed_size: r.size,
+        installed_size: r.installed_size,
+        sha256_checksum: field("sha256sum", &r.sha256)?,
+        pgp_signature: r
+            .signature
+            .as_deref()
+            .map(|s| field("pgpsig", s))
+            .transpose()?,
+        url: Some(field("url", metadata::URL)?),
+        license: vec![field("license", metadata::LICENSE)?],
+        arch: field("arch", &r.arch)?,
+        build_date: i64::try_from(r.built_at).unwrap_or(i64::MAX),
+        packager: field("packager", metadata::PACKAGER)?,
+        replaces: Vec::new(),
+        conflicts: Vec::new(),
+        provides: Vec::new(),
+        dependencies: r
+            .depends
+            .iter()
+            .map(|d| field("depends", d))
+            .collect::<Result<_, _>>()?,
+        optional_dependencies: Vec::new(),
+        make_dependencies: Vec::new(),
+        check_dependencies: Vec::new(),
     };
-    let size = r.size.to_string();
-    let isize = r.installed_size.to_string();
-    let built = r.built_at.to_string();
-    let deps: Vec<&str> = r.depends.iter().map(String::as_str).collect();
-    field("FILENAME", &[&r.file_name]);
-    field("NAME", &[&r.name]);
-    field("BASE", &[&r.name]);
-    field("VERSION", &[&r.version]);
-    field("DESC", &[r.summary.lines().next().unwrap_or("")]);
-    field("CSIZE", &[&size]);
-    field("ISIZE", &[&isize]);
-    field("SHA256SUM", &[&r.sha256]);
-    if let Some(sig) = &r.signature {
-        field("PGPSIG", &[sig]);
-    }
-    field("LICENSE", &["Apache-2.0"]);
-    field("ARCH", &[&r.arch]);
-    field("BUILDDATE", &[&built]);
-    field("PACKAGER", &["PenguinDome <penguindome@localhost>"]);
-    field("DEPENDS", &deps);
-    out
+    Ok(desc.to_string())
 }
 
-fn files_entry(r: &PackageRecord) -> String {
-    let mut dirs = std::collections::BTreeSet::new();
+/// The entry's files list: every installed path and the directories that
+/// hold them (alpm-repo-files wants each parent listed).
+fn files_entry(r: &PackageRecord) -> Result<String, BuildError> {
+    use std::path::{Path, PathBuf};
+    let mut all = std::collections::BTreeSet::new();
     for p in &r.paths {
-        let mut parent = std::path::Path::new(p).parent();
-        while let Some(d) = parent {
-            if d.as_os_str().is_empty() {
-                break;
-            }
-            dirs.insert(format!("{}/", d.display()));
+        all.insert(PathBuf::from(p));
+        let mut parent = Path::new(p).parent();
+        while let Some(d) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            all.insert(PathBuf::from(format!("{}/", d.display())));
             parent = d.parent();
         }
     }
-    let mut all: Vec<String> = dirs.into_iter().chain(r.paths.iter().cloned()).collect();
-    all.sort();
-    format!("%FILES%\n{}\n\n", all.join("\n"))
+    let files = alpm_repo_db::files::RepoFilesV1::try_from(all.into_iter().collect::<Vec<_>>())?;
+    Ok(files.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::spec::Family;
+
+    fn record() -> PackageRecord {
+        PackageRecord {
+            family: Family::Arch,
+            name: "penguindome-agent".into(),
+            version: "1.2.3-7".into(),
+            release: 7,
+            arch: "x86_64".into(),
+            file_name: "penguindome-agent-1.2.3-7-x86_64.pkg.tar.zst".into(),
+            location: "x86_64/penguindome-agent-1.2.3-7-x86_64.pkg.tar.zst".into(),
+            size: 4096,
+            sha256: "ab".repeat(32),
+            summary: "The agent".into(),
+            description: String::new(),
+            depends: vec!["penguindome-site".into()],
+            installed_size: 8192,
+            paths: vec![
+                "usr/bin/penguindome-agent".into(),
+                "etc/penguindome/a".into(),
+            ],
+            built_at: 1_700_000_000,
+            control: None,
+            rpm_header_range: None,
+            signature: Some("iQ==".into()),
+        }
+    }
+
+    #[test]
+    fn desc_reads_back_with_the_signature_inline() {
+        use alpm_repo_db::desc::RepoDescFileV2;
+        use std::str::FromStr;
+        let text = desc(&record()).unwrap();
+        let parsed = RepoDescFileV2::from_str(&text).unwrap();
+        assert_eq!(parsed.file_name.to_string(), record().file_name);
+        assert_eq!(parsed.compressed_size, 4096);
+        assert!(text.contains("%PGPSIG%\niQ==\n"), "{text}");
+        assert!(text.contains("%DEPENDS%\npenguindome-site\n"), "{text}");
+    }
+
+    #[test]
+    fn files_list_every_parent_directory_once() {
+        let text = files_entry(&record()).unwrap();
+        assert_eq!(
+            text,
+            "%FILES%\netc/\netc/penguindome/\netc/penguindome/a\nusr/\nusr/bin/\nusr/bin/penguindome-agent\n"
+        );
+    }
+
+    #[test]
+    fn a_record_pacman_would_refuse_is_an_error_not_a_database() {
+        let mut bad = record();
+        bad.sha256 = "not hex".into();
+        let err = desc(&bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BuildError::ArchField {
+                    field: "sha256sum",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 }
