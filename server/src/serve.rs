@@ -42,7 +42,8 @@ fn audit_settings(config: &ServerConfig) -> Option<Arc<crate::audit::Settings>> 
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let signing = crate::signing::SigningKeys::load(&config)?;
     let credential = config.shared_credential_sha256();
-    let store = store::open(&config).await?;
+    let (store, releases) = store::open_with_releases(&config).await?;
+    releases.poll().await;
     if let Err(e) = store.health().await {
         // A database server may come up after this one; requests get a 503
         // meanwhile and the monitor says when it answers.
@@ -58,8 +59,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         require_message_kinds: config.server.require_message_kinds,
         client_rate: crate::http::limits::ClientRate::new(config.limits.client_requests_per_minute),
         credential_sha256: credential,
-        repo: crate::release::publish::Repository::new(config.server.data_dir.join("repo"))
-            .with_apt_validity(config.server.apt_valid_for),
+        repo: releases,
         access: crate::access_rules::AccessControl::load(
             config.config_path(std::path::Path::new(crate::access_rules::ACCESS_FILE)),
         )?,
@@ -85,6 +85,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     ]);
 
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let release_watch = tokio::spawn(watch_releases(state.clone()));
     let apt_signing = tokio::spawn(keep_apt_release_valid(
         state.clone(),
         config.server.apt_valid_for,
@@ -103,6 +104,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     drop(shell_socket);
     listeners.shut_down(config.server.shutdown_grace).await;
     housekeeping.abort();
+    release_watch.abort();
     apt_signing.abort();
     monitor.abort();
     store.close().await;
@@ -254,6 +256,16 @@ fn warn_about_restart_only(running: &ServerConfig, new: &ServerConfig) {
     }
 }
 
+/// Every two seconds, reads which release is current (update answers name
+/// it; the repositories themselves are always read from the current one).
+async fn watch_releases(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        state.repo.poll().await;
+    }
+}
+
 /// Once a minute, forgets nonces whose window has passed and clients whose
 /// request budget is whole.
 async fn housekeeping(state: Arc<AppState>) {
@@ -277,18 +289,12 @@ async fn keep_apt_release_valid(state: Arc<AppState>, valid_for: Duration) {
     loop {
         tick.tick().await;
         let key = state.signing.get();
-        let repo = state.repo.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            repo.refresh_apt_release(&key.key, chrono::Utc::now())
-        })
-        .await;
-        match done {
-            Ok(Ok(true)) => {
+        match state.repo.refresh_apt(&key.key, chrono::Utc::now()).await {
+            Ok(true) => {
                 log::info!("signed the apt Release anew (valid for another {valid_for:?})")
             }
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => log::error!("cannot sign the apt Release anew: {e}"),
-            Err(e) => log::error!("the apt signing task failed: {e}"),
+            Ok(false) => {}
+            Err(e) => log::error!("cannot sign the apt Release anew: {e}"),
         }
     }
 }

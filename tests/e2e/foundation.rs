@@ -18,6 +18,7 @@ use penguindome_tests::{Backend, SimClient, Site, on_both_stores, text};
 use serde_json::{Value, json};
 
 mod actions;
+mod cluster;
 mod enrollment;
 mod front_door;
 mod key_rotation;

@@ -272,6 +272,38 @@ impl Site {
         }
     }
 
+    /// Another server of this site, as a second host behind the site's
+    /// balancer runs one: the same configuration and keys (the store must be
+    /// MongoDB for them to share anything), its own port, data directory and
+    /// shell socket.
+    pub fn peer(&self) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let config_dir = dir.path().join("etc");
+        let data_dir = dir.path().join("data");
+        copy_tree(&self.config_dir, &config_dir);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let port = free_port();
+        let server_toml = config_dir.join("server.toml");
+        let toml = std::fs::read_to_string(&server_toml)
+            .unwrap()
+            .replace(
+                &self.data_dir.display().to_string(),
+                &data_dir.display().to_string(),
+            )
+            .replace(
+                &format!("127.0.0.1:{}", self.port),
+                &format!("127.0.0.1:{port}"),
+            );
+        std::fs::write(&server_toml, toml).unwrap();
+        Site {
+            dir,
+            config_dir,
+            data_dir,
+            port,
+            url: format!("https://127.0.0.1:{port}"),
+        }
+    }
+
     /// The server's shell socket.
     pub fn shell_socket(&self) -> PathBuf {
         self.data_dir.join("shell.sock")
@@ -453,6 +485,20 @@ impl Site {
         std::fs::write(&path, config.to_toml().unwrap()).unwrap();
         a.config = path;
         a
+    }
+}
+
+/// Copies a folder and everything in it, modes included.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
     }
 }
 

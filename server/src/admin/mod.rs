@@ -17,6 +17,7 @@ pub mod progress;
 pub mod prompt;
 pub mod release;
 pub mod secrets;
+pub mod shared_release;
 pub mod shell;
 pub mod store;
 pub mod tls;

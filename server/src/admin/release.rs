@@ -9,6 +9,7 @@ use clap::Args;
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::{SecretKey, armored_keyring};
 
+use super::shared_release::{self, Shared};
 use crate::config::{AGENT_CONFIG_FILE, ServerConfig};
 use crate::release::bootstrap::{self, BootstrapSite};
 use crate::release::contents::{self, Site};
@@ -134,7 +135,7 @@ fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Runs `pdome-admin release`.
-pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
+pub async fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let started_at = chrono::Utc::now();
     let config = ServerConfig::load(config_dir)?;
@@ -149,6 +150,7 @@ pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
     // The Arch binary may link a libalpm this host lacks; the generic one
     // has the same command line.
     let agent_docs = docs::generate(&args.agent_binary, docs::Ask::Subcommand)?;
+    let database = shared_release::connect(&config).await?;
     // Everything only root may read is read; publish as the server's user.
     super::account::become_data_owner(&config.server.data_dir)?;
 
@@ -156,7 +158,14 @@ pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
         .with_apt_validity(config.server.apt_valid_for)
         .with_started_at(started_at);
     let _lock = repo.lock()?;
-    let serial = repo.next_serial()?;
+    let shared = match database {
+        Some(db) => Some(Shared::mirror(db, &repo).await?),
+        None => None,
+    };
+    let serial = match &shared {
+        Some(s) => s.next_serial(&repo).await?,
+        None => repo.next_serial()?,
+    };
     let now = SystemTime::now();
     let agent = contents::agent(&agent_binary, &agent_docs, &args.agent_version, serial, now)?;
     let agent_arch = match &arch_binary {
@@ -187,6 +196,10 @@ pub fn run(config_dir: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
     building.set_message("indexing and signing the repositories");
     let extras = bootstrap_files(&bootstrap_site(&config, &site), &args.formats);
     let published = repo.publish(serial, &built, &key, args.keep, chrono::Utc::now(), &extras)?;
+    if let Some(shared) = &shared {
+        building.set_message("copying the release into the database");
+        shared.share(&repo, serial, args.keep).await?;
+    }
     building.finish_and_clear();
 
     println!(

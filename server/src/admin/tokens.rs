@@ -14,7 +14,6 @@ use serde::Serialize;
 use crate::config::{AGENT_CONFIG_FILE, ServerConfig};
 use crate::release::Family;
 use crate::release::bootstrap::published_path;
-use crate::release::publish::Repository;
 use crate::store::{AdminStore, NewToken, TokenRecord};
 
 /// `pdome-admin tokens …`.
@@ -150,7 +149,7 @@ async fn create(
         label: req.label,
         max_uses: req.uses,
         expires_at,
-        bootstrap: one_liners(config)?,
+        bootstrap: one_liners(config).await?,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&created)?);
@@ -162,18 +161,19 @@ async fn create(
 
 /// The bootstrap command of each family whose script the current release
 /// published, pinned by the SHA-256 of exactly what the server serves.
-fn one_liners(config: &ServerConfig) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    let repo = Repository::new(config.server.data_dir.join("repo"));
+async fn one_liners(
+    config: &ServerConfig,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let releases = crate::store::release_source(config).await?;
     let url = config.server.url.trim_end_matches('/');
     let mut out = std::collections::BTreeMap::new();
     for family in [Family::Deb, Family::Rpm, Family::Arch] {
-        let Some(path) = repo.resolve(&published_path(family)) else {
+        let Some(script) = releases
+            .read(&published_path(family))
+            .await
+            .with_context(|| format!("cannot read the {} bootstrap script", family.as_str()))?
+        else {
             continue;
-        };
-        let script = match std::fs::read(&path) {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         let pinned = script_is_pinned(&script);
         out.insert(

@@ -236,7 +236,7 @@ async fn secrets_command(config_dir: &Path, cmd: secrets::SecretsCommand) -> any
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Sub::Init(args) => init::run(&cli.config_dir, *args).await,
-        Sub::Release(args) => release::run(&cli.config_dir, args),
+        Sub::Release(args) => release::run(&cli.config_dir, args).await,
         Sub::BuildPackages(args) => packages::run(args),
         Sub::Password(cmd) => access::password(&cli.config_dir, cmd),
         Sub::Access(cmd) => access::access(&cli.config_dir, cmd),

@@ -39,11 +39,18 @@ pub async fn handle(
             "no release with bootstrap scripts is published; run `pdome-admin release`",
         )
     };
-    let path = state
-        .repo
-        .resolve(&published_path(family))
-        .ok_or_else(missing)?;
-    let script = tokio::fs::read(&path).await.map_err(|_| missing())?;
+    let script = match state.repo.read(&published_path(family)).await {
+        Ok(Some(script)) => script,
+        Ok(None) => return Err(missing()),
+        Err(e) => {
+            log::error!(endpoint = "bootstrap"; "cannot read the release: {e}");
+            return Err(ApiFailure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "release_unavailable",
+                "the release cannot be read; try again",
+            ));
+        }
+    };
     let mut r = (StatusCode::OK, script).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -4,10 +4,9 @@
 //! inside the script) and then the agent from the site's repository.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +16,7 @@ use serde::Deserialize;
 use super::repo::authorize;
 use super::{ApiFailure, AppState};
 use crate::release::publish::Manifest;
+use crate::release::source::SourceError;
 use crate::release::spec::{Family, PackageRecord};
 
 /// Query parameters.
@@ -109,28 +109,24 @@ fn parse_query(q: &DownloadQuery) -> Result<(Family, &'static str), ApiFailure> 
 
 /// The published release's manifest.
 async fn current_manifest(state: &AppState) -> Result<Manifest, ApiFailure> {
-    let repo = state.repo.clone();
-    match tokio::task::spawn_blocking(move || repo.current()).await {
-        Ok(Ok(Some(m))) => Ok(m),
-        Ok(Ok(None)) => Err(ApiFailure::new(
+    match state.repo.manifest().await {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Err(ApiFailure::new(
             StatusCode::NOT_FOUND,
             "no_release",
             "nothing is published yet; run `pdome-admin release`",
         )),
-        Ok(Err(e)) => {
-            log::error!(endpoint = "download_release"; "{e}");
-            Err(ApiFailure::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "the release cannot be read",
-            ))
-        }
-        Err(_) => Err(ApiFailure::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "the release cannot be read",
-        )),
+        Err(e) => Err(unreadable(&e)),
     }
+}
+
+fn unreadable(e: &SourceError) -> ApiFailure {
+    log::error!(endpoint = "download_release"; "cannot read the release: {e}");
+    ApiFailure::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "release_unavailable",
+        "the release cannot be read; try again",
+    )
 }
 
 /// The package file's path in the repository and its bytes.
@@ -138,27 +134,16 @@ async fn read_package(
     state: &AppState,
     family: Family,
     record: &PackageRecord,
-) -> Result<(PathBuf, Vec<u8>), ApiFailure> {
-    let Some(path) = state
-        .repo
-        .resolve(&format!("{}/{}", family.repo_dir(), record.location))
-    else {
-        return Err(ApiFailure::new(
+) -> Result<(String, Bytes), ApiFailure> {
+    let path = format!("{}/{}", family.repo_dir(), record.location);
+    match state.repo.read(&path).await {
+        Ok(Some(bytes)) => Ok((path, bytes)),
+        Ok(None) => Err(ApiFailure::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "package file missing",
-        ));
-    };
-    match tokio::fs::read(&path).await {
-        Ok(b) => Ok((path, b)),
-        Err(e) => {
-            log::error!(endpoint = "download_release"; "{}: {e}", path.display());
-            Err(ApiFailure::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "package file missing",
-            ))
-        }
+        )),
+        Err(e) => Err(unreadable(&e)),
     }
 }
 
@@ -167,13 +152,15 @@ async fn bootstrap_response(
     state: &AppState,
     family: Family,
     record: &PackageRecord,
-    path: &Path,
+    path: &str,
     bytes: &[u8],
 ) -> Result<Response, ApiFailure> {
     let signature = match family {
-        Family::Arch => tokio::fs::read(path.with_file_name(format!("{}.sig", record.file_name)))
+        Family::Arch => state
+            .repo
+            .read(&format!("{path}.sig"))
             .await
-            .ok(),
+            .map_err(|e| unreadable(&e))?,
         _ => None,
     };
     let signing = state.signing.get();
@@ -203,7 +190,7 @@ async fn bootstrap_response(
 }
 
 /// The package file as an attachment.
-fn package_response(record: &PackageRecord, bytes: Vec<u8>) -> Response {
+fn package_response(record: &PackageRecord, bytes: Bytes) -> Response {
     let mut r = (StatusCode::OK, Body::from(bytes)).into_response();
     let h = r.headers_mut();
     h.insert(

@@ -72,14 +72,12 @@ pub async fn handle(
         return r;
     }
     let fleet = state.fleet.get().await;
-    let repo = state.repo.clone();
-    let release = tokio::task::spawn_blocking(move || repo.current())
+    let release = state
+        .repo
+        .manifest()
         .await
+        .inspect_err(|e| log::warn!(endpoint = "metrics"; "cannot read the release: {e}"))
         .ok()
-        .and_then(|r| {
-            r.inspect_err(|e| log::warn!(endpoint = "metrics"; "cannot read the release: {e}"))
-                .ok()
-        })
         .flatten();
     let body = crate::metrics::global().render(fleet.as_ref(), release.as_ref());
     (

@@ -51,7 +51,7 @@ pub struct AppState {
     /// SHA-256 of the enrollment credential.
     pub credential_sha256: Option<[u8; 32]>,
     /// The published package repositories.
-    pub repo: crate::release::publish::Repository,
+    pub repo: std::sync::Arc<dyn crate::release::source::ReleaseSource>,
     /// Who may fetch repositories and releases.
     pub access: crate::access_rules::AccessControl,
     /// The issues audit's settings, to judge reports as they arrive; none

@@ -1,5 +1,6 @@
 //! `GET /penguindome/v1/repo/*`: the published repositories, served from
-//! the release `current` points to.
+//! the current release (on this server's disk, or in the database that all
+//! servers of a site share).
 //!
 //! No Last-Modified and no conditional answers: libcurl (pacman) drops a
 //! fresh index whose Last-Modified is not newer than its copy, and a
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::access_rules::{Decision, parse_basic};
+use crate::release::source::RepoFile;
 use crate::store::StoreError;
 
 /// Checks a client's own repository credential, then the access rules of
@@ -158,22 +160,30 @@ pub async fn handle(
     if let Err(r) = authorize(&state, "repo", peer, &headers).await {
         return r;
     }
-    if path == "manifest.json" {
+    if path == crate::release::publish::MANIFEST {
         // Internal bookkeeping, not for clients.
         return not_found();
     }
-    let Some(file_path) = state.repo.resolve(&path) else {
-        return not_found();
+    let (body, len) = match state.repo.file(&path).await {
+        Ok(Some(RepoFile::Disk { path, len })) => match tokio::fs::File::open(&path).await {
+            Ok(f) => (Body::from_stream(tokio_util::io::ReaderStream::new(f)), len),
+            Err(_) => return not_found(),
+        },
+        Ok(Some(RepoFile::Memory(bytes))) => {
+            let len = bytes.len() as u64;
+            (Body::from(bytes), len)
+        }
+        Ok(None) => return not_found(),
+        Err(e) => {
+            log::error!(endpoint = "repo"; "cannot read the release: {e}");
+            return ApiFailure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "release_unavailable",
+                "the repository cannot be read; try again",
+            )
+            .into_response();
+        }
     };
-    let file = match tokio::fs::File::open(&file_path).await {
-        Ok(f) => f,
-        Err(_) => return not_found(),
-    };
-    let len = match file.metadata().await {
-        Ok(m) if m.is_file() => m.len(),
-        _ => return not_found(),
-    };
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(

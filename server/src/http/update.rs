@@ -45,7 +45,7 @@ pub async fn handle(
         .into(),
         server_time: Utc::now(),
         actions,
-        latest_release: state.repo.current_serial(),
+        latest_release: state.repo.latest_serial(),
         needs_repo_credential: delivered.needs_repo_credential,
         server_certificates: state.announced.certificates().to_vec(),
         server_keys: signing.chain.clone(),

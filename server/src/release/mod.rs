@@ -13,6 +13,7 @@ pub mod docs;
 pub mod pacman_repo;
 pub mod publish;
 pub mod rpm;
+pub mod source;
 pub mod spec;
 
 use penguindome_protocol::keys::SecretKey;

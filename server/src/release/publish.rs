@@ -56,6 +56,18 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Publi
     }
 }
 
+/// Whether a requested path names a file below a release and nothing else:
+/// plain names only, none hidden (no `..`, no `/x`, no dot files).
+pub fn is_plain_path(request: &str) -> bool {
+    !request.is_empty()
+        && Path::new(request)
+            .components()
+            .all(|c| matches!(c, Component::Normal(s) if !s.to_string_lossy().starts_with('.')))
+}
+
+/// The file in each release that describes it (never served to clients).
+pub const MANIFEST: &str = "manifest.json";
+
 /// What a release folder holds, so later releases can index its packages.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -229,15 +241,10 @@ impl Repository {
 
     /// Safely maps a request path below `current` to a file.
     pub fn resolve(&self, request: &str) -> Option<PathBuf> {
-        let rel = Path::new(request);
-        if request.is_empty()
-            || !rel
-                .components()
-                .all(|c| matches!(c, Component::Normal(s) if !s.to_string_lossy().starts_with('.')))
-        {
+        if !is_plain_path(request) {
             return None;
         }
-        Some(self.current_dir()?.join(rel))
+        Some(self.current_dir()?.join(request))
     }
 
     /// Publishes `built` as release `serial`: indexes list them plus the
@@ -404,6 +411,46 @@ impl Repository {
             }
         }
         Ok(())
+    }
+
+    /// Installs a release made elsewhere (a publishing host mirroring the
+    /// site's database) as `releases/SERIAL`, replacing a folder of that
+    /// number.
+    pub fn adopt(&self, serial: u64, files: &[(String, Vec<u8>)]) -> Result<(), PublishError> {
+        let releases = self.releases();
+        fs::create_dir_all(&releases).map_err(io("creating", &releases))?;
+        let pid = std::process::id();
+        let staging = releases.join(format!(".adopting-{serial}-{pid}"));
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(io("removing", &staging))?;
+        }
+        fs::create_dir(&staging).map_err(io("creating", &staging))?;
+        for (rel, bytes) in files {
+            if !is_plain_path(rel) {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(PublishError::Io {
+                    action: "refusing the path",
+                    path: PathBuf::from(rel),
+                    source: std::io::ErrorKind::InvalidData.into(),
+                });
+            }
+            write_file(&staging.join(rel), bytes)?;
+        }
+        let dir = releases.join(serial.to_string());
+        if dir.exists() {
+            let old = releases.join(format!(".replaced-{serial}-{pid}"));
+            fs::rename(&dir, &old).map_err(io("renaming", &dir))?;
+            fs::rename(&staging, &dir).map_err(io("renaming", &staging))?;
+            fs::remove_dir_all(&old).map_err(io("removing", &old))?;
+        } else {
+            fs::rename(&staging, &dir).map_err(io("renaming", &staging))?;
+        }
+        sync_dir(&releases)
+    }
+
+    /// Points `current` at the release folder `serial`.
+    pub fn point_current(&self, serial: u64) -> Result<(), PublishError> {
+        self.switch_current(serial)
     }
 
     /// Points `current` at a release with one rename.

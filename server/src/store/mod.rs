@@ -849,6 +849,54 @@ pub fn validate_report(report: &Report<Box<RawValue>>) -> StoreResult<()> {
 }
 
 /// Opens the store the configuration names.
+/// Opens the store and where the published repositories are read from:
+/// this server's disk with the embedded store, the database (shared by
+/// every server of the site) with MongoDB.
+pub async fn open_with_releases(
+    config: &crate::config::ServerConfig,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn Store>,
+    std::sync::Arc<dyn crate::release::source::ReleaseSource>,
+)> {
+    use crate::release::source::{DiskReleases, site_repository};
+    use anyhow::Context as _;
+    match &config.store {
+        crate::config::StoreConfig::Sqlite { .. } => Ok((
+            open(config).await?,
+            std::sync::Arc::new(DiskReleases::new(site_repository(config))),
+        )),
+        crate::config::StoreConfig::Mongodb(m) => {
+            let store = mongodb::MongoStore::connect(m, &config.config_dir)
+                .await
+                .context("cannot use the MongoDB store")?;
+            let releases = store
+                .releases()
+                .with_apt_validity(config.server.apt_valid_for);
+            Ok((std::sync::Arc::new(store), std::sync::Arc::new(releases)))
+        }
+    }
+}
+
+/// Where `pdome-admin` reads the published repositories from (see
+/// [`open_with_releases`]).
+pub async fn release_source(
+    config: &crate::config::ServerConfig,
+) -> anyhow::Result<std::sync::Arc<dyn crate::release::source::ReleaseSource>> {
+    use crate::release::source::{DiskReleases, site_repository};
+    use anyhow::Context as _;
+    match &config.store {
+        crate::config::StoreConfig::Sqlite { .. } => Ok(std::sync::Arc::new(DiskReleases::new(
+            site_repository(config),
+        ))),
+        crate::config::StoreConfig::Mongodb(m) => Ok(std::sync::Arc::new(
+            mongodb::MongoReleases::connect(m, &config.config_dir)
+                .await
+                .context("cannot reach the releases in MongoDB")?,
+        )),
+    }
+}
+
+/// Opens the store `config` names.
 pub async fn open(
     config: &crate::config::ServerConfig,
 ) -> anyhow::Result<std::sync::Arc<dyn Store>> {

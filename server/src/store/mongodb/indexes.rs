@@ -80,6 +80,13 @@ async fn create_indexes(inner: &Inner) -> StoreResult<()> {
             "client_parameters",
             vec![unique(doc! {"client_id": 1, "parameter": 1})],
         ),
+        // Every repository request finds its file by these.
+        (
+            "releases.files",
+            vec![index(
+                doc! {"metadata.serial": 1, "metadata.path": 1, "metadata.revision": 1},
+            )],
+        ),
     ];
     for (name, models) in plans {
         inner

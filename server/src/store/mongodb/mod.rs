@@ -54,6 +54,7 @@ mod migration;
 mod options;
 mod plan;
 mod records;
+mod releases;
 mod request;
 mod rewrite;
 #[cfg(test)]
@@ -61,6 +62,7 @@ pub(crate) mod tests;
 mod tokens;
 
 pub use options::client_options;
+pub use releases::{MongoReleases, Pointer};
 
 /// MongoDB's duplicate key error.
 const DUPLICATE_KEY: i32 = 11000;
@@ -196,6 +198,15 @@ impl MongoStore {
             batch_tx: tx,
             batcher: std::sync::Mutex::new(Some(handle)),
         })
+    }
+
+    /// The releases kept in this database, on the same connection.
+    pub fn releases(&self) -> MongoReleases {
+        MongoReleases::new(
+            &self.inner.db,
+            self.inner.write_concern.clone(),
+            self.inner.target.clone(),
+        )
     }
 
     /// Drops the whole database (tests).

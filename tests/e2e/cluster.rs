@@ -1,0 +1,185 @@
+//! Several servers on one MongoDB database, as behind a load balancer: a
+//! release published from any host is served by every server, switches for
+//! all of them at once, and outlives the server that published it.
+
+use std::process::Command;
+
+use penguindome_protocol::wire::paths;
+use penguindome_tests::{Backend, Site, stand_in, text};
+
+const IN_RELEASE: &str = "apt/dists/stable/InRelease";
+const PACKAGES: &str = "apt/dists/stable/main/binary-amd64/Packages";
+
+/// `pdome-admin release` from `site`'s host, with a script for the agent.
+fn release(site: &Site) -> String {
+    let agent = stand_in(site.dir.path(), "penguindome-agent");
+    let agent = agent.display().to_string();
+    let out = site.admin(&["release", "--agent-binary", &agent]);
+    assert!(out.status.success(), "pdome-admin release: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// GETs `path` from the server at `url` (the repository's user and
+/// password): the status and the body.
+fn fetch(site: &Site, url: &str, path: &str) -> (u16, Vec<u8>) {
+    let password = std::fs::read_to_string(site.config_dir.join("repo-password")).unwrap();
+    let body = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new("curl")
+        .args(["--silent", "--write-out", "%{http_code}", "--output"])
+        .arg(body.path())
+        .arg("--cacert")
+        .arg(site.ca_file())
+        .arg("--user")
+        .arg(format!("agent:{}", password.trim()))
+        .arg(format!("{url}{path}"))
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (status, std::fs::read(body.path()).unwrap())
+}
+
+fn repo_file(site: &Site, url: &str, rel: &str) -> (u16, Vec<u8>) {
+    fetch(site, url, &format!("{}/{rel}", paths::REPO))
+}
+
+/// The publishing host's copy of a file of its current release.
+fn local(site: &Site, rel: &str) -> Vec<u8> {
+    std::fs::read(site.data_dir.join("repo/current").join(rel)).unwrap()
+}
+
+/// The agent .deb of the current release, by its path in the repository.
+fn agent_deb(site: &Site) -> String {
+    let packages = String::from_utf8(local(site, PACKAGES)).unwrap();
+    let newest = packages
+        .split("\n\n")
+        .filter(|p| p.contains("Package: penguindome-agent\n"))
+        .filter_map(|p| p.lines().find_map(|l| l.strip_prefix("Filename: ")))
+        .max()
+        .unwrap();
+    format!("apt/{newest}")
+}
+
+#[test]
+fn every_server_serves_the_release_any_host_published() {
+    let Some(backend) = Backend::mongodb() else {
+        return;
+    };
+    let site = Site::init_on(&backend);
+    let peer = site.peer();
+    let a = site.start();
+    let _b = peer.start();
+    let urls = [site.url.clone(), peer.url.clone()];
+    for url in &urls {
+        assert_eq!(
+            repo_file(&site, url, IN_RELEASE).0,
+            404,
+            "nothing published"
+        );
+    }
+
+    let out = release(&site);
+    assert!(out.contains("Published release 1"), "{out}");
+    let deb = agent_deb(&site);
+    for url in &urls {
+        assert_eq!(
+            repo_file(&site, url, IN_RELEASE),
+            (200, local(&site, IN_RELEASE))
+        );
+        assert_eq!(repo_file(&site, url, &deb), (200, local(&site, &deb)));
+        let (status, script) = fetch(&site, url, &format!("{}?format=deb", paths::BOOTSTRAP));
+        assert_eq!(status, 200, "{url}: the bootstrap script");
+        assert!(script.starts_with(b"#!/bin/sh"));
+    }
+
+    // From the other host, which never saw release 1: it is mirrored there
+    // first, so release 2's indexes still carry release 1's packages, and
+    // both servers answer from release 2 the moment the command returns.
+    let out = release(&peer);
+    assert!(out.contains("Published release 2"), "{out}");
+    for url in &urls {
+        assert_eq!(
+            repo_file(&peer, url, IN_RELEASE),
+            (200, local(&peer, IN_RELEASE))
+        );
+        let (_, packages) = repo_file(&peer, url, PACKAGES);
+        let packages = String::from_utf8(packages).unwrap();
+        let v = env!("CARGO_PKG_VERSION");
+        for version in [format!("{v}-1"), format!("{v}-2")] {
+            assert!(
+                packages.contains(&format!("Version: {version}\n")),
+                "{url}: {version} missing from\n{packages}"
+            );
+        }
+    }
+
+    // The first server and its host's release folder are gone; the other
+    // still serves every file, and the next release is published from it.
+    let in_release = local(&peer, IN_RELEASE);
+    a.kill();
+    std::fs::remove_dir_all(site.data_dir.join("repo")).unwrap();
+    assert_eq!(repo_file(&peer, &peer.url, IN_RELEASE), (200, in_release));
+    assert_eq!(repo_file(&peer, &peer.url, &deb).0, 200);
+    let out = release(&peer);
+    assert!(out.contains("Published release 3"), "{out}");
+    assert_eq!(
+        repo_file(&peer, &peer.url, IN_RELEASE),
+        (200, local(&peer, IN_RELEASE))
+    );
+}
+
+#[test]
+fn servers_agree_on_the_apt_release_they_sign_anew() {
+    let Some(backend) = Backend::mongodb() else {
+        return;
+    };
+    let site = Site::init_on(&backend);
+    let server_toml = site.config_dir.join("server.toml");
+    let toml = std::fs::read_to_string(&server_toml).unwrap();
+    let toml = toml.replacen("[server]\n", "[server]\napt_valid_for = \"6s\"\n", 1);
+    std::fs::write(&server_toml, toml).unwrap();
+    let peer = site.peer();
+    release(&site);
+    let _a = site.start();
+    let _b = peer.start();
+    let first = repo_file(&site, &site.url, IN_RELEASE).1;
+
+    // Past half its validity both servers try to sign it anew; one wins the
+    // database's switch, and both serve what it signed. (It is signed anew
+    // every half validity, and a server's first password check takes a
+    // while, so a pair of reads may straddle a signing: then the first
+    // server's two reads differ, and the pair is read again.)
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let from_a = (0..10)
+        .find_map(|_| {
+            let from_a = repo_file(&site, &site.url, IN_RELEASE);
+            let from_b = repo_file(&site, &peer.url, IN_RELEASE);
+            let again = repo_file(&site, &site.url, IN_RELEASE);
+            (from_a == again).then(|| {
+                assert_eq!(
+                    from_a, from_b,
+                    "both servers serve the same re-signed Release"
+                );
+                from_a
+            })
+        })
+        .expect("a quiet moment between signings");
+    assert_eq!(from_a.0, 200);
+    assert_ne!(from_a.1, first, "the Release was signed anew");
+    let until = |r: &[u8]| {
+        String::from_utf8_lossy(r)
+            .lines()
+            .find_map(|l| l.strip_prefix("Valid-Until: ").map(str::to_string))
+            .unwrap()
+    };
+    assert_ne!(until(&from_a.1), until(&first));
+    let release_file = repo_file(&site, &peer.url, "apt/dists/stable/Release").1;
+    let signature = repo_file(&site, &peer.url, "apt/dists/stable/Release.gpg").1;
+    assert!(!signature.is_empty());
+    assert!(
+        String::from_utf8_lossy(&from_a.1).contains(&until(&release_file)),
+        "Release and InRelease are of one signing"
+    );
+}
