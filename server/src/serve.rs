@@ -42,8 +42,9 @@ fn audit_settings(config: &ServerConfig) -> Option<Arc<crate::audit::Settings>> 
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let signing = crate::signing::SigningKeys::load(&config)?;
     let credential = config.shared_credential_sha256();
-    let (store, releases) = store::open_with_releases(&config).await?;
-    releases.poll().await;
+    let serving = store::open_for_serving(&config).await?;
+    let store = serving.store.clone();
+    serving.releases.poll().await;
     if let Err(e) = store.health().await {
         // A database server may come up after this one; requests get a 503
         // meanwhile and the monitor says when it answers.
@@ -59,7 +60,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         require_message_kinds: config.server.require_message_kinds,
         client_rate: crate::http::limits::ClientRate::new(config.limits.client_requests_per_minute),
         credential_sha256: credential,
-        repo: releases,
+        repo: serving.releases,
         access: crate::access_rules::AccessControl::load(
             config.config_path(std::path::Path::new(crate::access_rules::ACCESS_FILE)),
         )?,
@@ -67,7 +68,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         audit: arc_swap::ArcSwapOption::new(audit_settings(&config)),
         shell: crate::shell::Relay::new(store.clone(), &config),
         fleet: crate::http::metrics::FleetCache::new(store.clone()),
-        web: crate::web::WebState::new(store.clone(), &config.web),
+        web: crate::web::WebState::new(store.clone(), serving.sessions, &config.web),
     });
     // Caught before READY=1: a reload right after start must not kill us.
     let mut signals = Signals::catch()?;

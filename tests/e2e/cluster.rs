@@ -1,11 +1,14 @@
 //! Several servers on one MongoDB database, as behind a load balancer: a
 //! release published from any host is served by every server, switches for
-//! all of them at once, and outlives the server that published it.
+//! all of them at once, and outlives the server that published it; a web
+//! login, a spent nonce, a revocation and the issues lease hold on all.
 
 use std::process::Command;
 
+use penguindome_agent::transport::Transport;
+use penguindome_protocol::facts::{Known, fixtures, to_value};
 use penguindome_protocol::wire::paths;
-use penguindome_tests::{Backend, Site, stand_in, text};
+use penguindome_tests::{Backend, SimClient, Site, stand_in, text};
 
 const IN_RELEASE: &str = "apt/dists/stable/InRelease";
 const PACKAGES: &str = "apt/dists/stable/main/binary-amd64/Packages";
@@ -182,4 +185,149 @@ fn servers_agree_on_the_apt_release_they_sign_anew() {
         String::from_utf8_lossy(&from_a.1).contains(&until(&release_file)),
         "Release and InRelease are of one signing"
     );
+}
+
+/// (status, headers) of a request to the server at `url`.
+fn web(site: &Site, url: &str, args: &[&str], path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["--silent", "--output", "/dev/null", "--dump-header", "-"])
+        .args(["--write-out", "%{http_code}", "--cacert"])
+        .arg(site.ca_file())
+        .args(args)
+        .arg(format!("{url}{path}"))
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = t.lines().last().unwrap_or_default().trim().parse();
+    (status.unwrap_or(0), t)
+}
+
+#[test]
+fn a_web_login_is_good_on_every_server_until_it_ends_on_one() {
+    let Some(backend) = Backend::mongodb() else {
+        return;
+    };
+    let site = Site::init_on(&backend);
+    site.set_password("auditor", "web pass 1");
+    let out = site.admin(&["access", "grant", "web_fleet", "auditor"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let peer = site.peer();
+    let _a = site.start();
+    let _b = peer.start();
+
+    let login = [
+        "--data-urlencode",
+        "user=auditor",
+        "--data-urlencode",
+        "password=web pass 1",
+    ];
+    let (status, headers) = web(&site, &site.url, &login, "/web/login");
+    assert_eq!(status, 303, "{headers}");
+    let cookie = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    let with_cookie = ["--header", &format!("Cookie: {cookie}")];
+    assert_eq!(web(&site, &site.url, &with_cookie, "/web/").0, 200);
+    assert_eq!(
+        web(&site, &peer.url, &with_cookie, "/web/").0,
+        200,
+        "the other server knows the login"
+    );
+    // Logged out through the other server: over on both.
+    let mut logout = with_cookie.to_vec();
+    logout.extend(["--request", "POST"]);
+    let (status, headers) = web(&site, &peer.url, &logout, "/web/logout");
+    assert_eq!(status, 303, "{headers}");
+    for url in [&site.url, &peer.url] {
+        let (status, headers) = web(&site, url, &with_cookie, "/web/");
+        assert_eq!(status, 303, "{url}: {headers}");
+        assert!(headers.contains("location: /web/login?next="), "{headers}");
+    }
+}
+
+/// A transport to the server at `url`, pinning the site's certificate.
+fn transport_to(site: &Site, url: &str) -> Transport {
+    let mut config = site.agent_config();
+    config.server_url = url.to_string();
+    Transport::new(&config).unwrap()
+}
+
+#[test]
+fn nonces_revocations_and_the_issues_lease_hold_across_servers() {
+    let Some(backend) = Backend::mongodb() else {
+        return;
+    };
+    let site = Site::init_on(&backend);
+    let peer = site.peer();
+    let _a = site.start();
+    let _b = peer.start();
+    let to_a = transport_to(&site, &site.url);
+    let to_b = transport_to(&site, &peer.url);
+    let config = site.agent_config();
+
+    let mut plain = fixtures::compliant();
+    plain["hd_encryption"] = to_value(&fixtures::disks(
+        vec![fixtures::filesystem("/", Known::Value(false))],
+        vec![],
+    ));
+    let laptop = SimClient::enroll(&config, &to_a, "laptop-07").unwrap();
+    let report = SimClient::report("laptop-07", plain);
+
+    // Accepted by one server; the same signed request is refused by the other.
+    let sealed = laptop.seal(&report);
+    assert_eq!(to_a.post(paths::SUBMIT, &sealed).unwrap().status, 200);
+    let r = to_b.post(paths::SUBMIT, &sealed).unwrap();
+    assert_eq!(r.status, 409, "{}", r.describe());
+    assert_eq!(r.api_error().unwrap().code, "replayed_request");
+
+    // Two audits at once, from the two hosts: each issue is opened once.
+    let audit = |s: &Site| {
+        Command::new(penguindome_tests::bin("pdome-admin"))
+            .arg("--config-dir")
+            .arg(&s.config_dir)
+            .args(["issues", "audit"])
+            .output()
+    };
+    let (one, two) = std::thread::scope(|scope| {
+        let one = scope.spawn(|| audit(&site).unwrap());
+        let two = scope.spawn(|| audit(&peer).unwrap());
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    assert!(one.status.success(), "{}", text(&one));
+    assert!(two.status.success(), "{}", text(&two));
+    let issues = site.admin_json(&["issues", "list", "--host", "laptop-07", "--json"]);
+    let names: Vec<&str> = issues
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+    assert!(!names.is_empty(), "the audit found the unencrypted disk");
+    assert_eq!(
+        names.len(),
+        unique.len(),
+        "an issue opened twice: {names:?}"
+    );
+
+    // Warm the second server's key cache, revoke (no server involved), and
+    // its very next request is refused.
+    assert_eq!(
+        to_b.post(paths::UPDATE, &laptop.seal_update("laptop-07"))
+            .unwrap()
+            .status,
+        200
+    );
+    let out = site.admin(&["clients", "revoke", &laptop.id]);
+    assert!(out.status.success(), "{}", text(&out));
+    for t in [&to_b, &to_a] {
+        let r = t
+            .post(paths::UPDATE, &laptop.seal_update("laptop-07"))
+            .unwrap();
+        assert_eq!(r.status, 403, "{}", r.describe());
+        assert_eq!(r.api_error().unwrap().code, "revoked");
+    }
 }

@@ -283,18 +283,21 @@ impl Site {
         copy_tree(&self.config_dir, &config_dir);
         std::fs::create_dir_all(&data_dir).unwrap();
         let port = free_port();
-        let server_toml = config_dir.join("server.toml");
-        let toml = std::fs::read_to_string(&server_toml)
-            .unwrap()
-            .replace(
-                &self.data_dir.display().to_string(),
-                &data_dir.display().to_string(),
-            )
-            .replace(
-                &format!("127.0.0.1:{}", self.port),
-                &format!("127.0.0.1:{port}"),
-            );
-        std::fs::write(&server_toml, toml).unwrap();
+        // Its agent.toml names it, so that `start` waits for this server.
+        for file in ["server.toml", "agent.toml"] {
+            let path = config_dir.join(file);
+            let toml = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace(
+                    &self.data_dir.display().to_string(),
+                    &data_dir.display().to_string(),
+                )
+                .replace(
+                    &format!("127.0.0.1:{}", self.port),
+                    &format!("127.0.0.1:{port}"),
+                );
+            std::fs::write(&path, toml).unwrap();
+        }
         Site {
             dir,
             config_dir,

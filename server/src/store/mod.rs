@@ -849,36 +849,53 @@ pub fn validate_report(report: &Report<Box<RawValue>>) -> StoreResult<()> {
 }
 
 /// Opens the store the configuration names.
-/// Opens the store and where the published repositories are read from:
-/// this server's disk with the embedded store, the database (shared by
-/// every server of the site) with MongoDB.
-pub async fn open_with_releases(
-    config: &crate::config::ServerConfig,
-) -> anyhow::Result<(
-    std::sync::Arc<dyn Store>,
-    std::sync::Arc<dyn crate::release::source::ReleaseSource>,
-)> {
+/// What a running server keeps where every server of the site sees it.
+pub struct Serving {
+    /// The store.
+    pub store: std::sync::Arc<dyn Store>,
+    /// Where the published repositories are read from.
+    pub releases: std::sync::Arc<dyn crate::release::source::ReleaseSource>,
+    /// The web view's logins.
+    pub sessions: std::sync::Arc<dyn crate::web::session::SessionStore>,
+}
+
+/// Opens the store, and with it where releases and web logins are kept:
+/// this server's disk and memory with the embedded store, the database
+/// (shared by every server of the site) with MongoDB.
+pub async fn open_for_serving(config: &crate::config::ServerConfig) -> anyhow::Result<Serving> {
     use crate::release::source::{DiskReleases, site_repository};
     use anyhow::Context as _;
+    let web = &config.web;
     match &config.store {
-        crate::config::StoreConfig::Sqlite { .. } => Ok((
-            open(config).await?,
-            std::sync::Arc::new(DiskReleases::new(site_repository(config))),
-        )),
+        crate::config::StoreConfig::Sqlite { .. } => Ok(Serving {
+            store: open(config).await?,
+            releases: std::sync::Arc::new(DiskReleases::new(site_repository(config))),
+            sessions: std::sync::Arc::new(crate::web::memory_sessions::MemorySessions::new(
+                web.session_lifetime,
+                web.idle_timeout,
+            )),
+        }),
         crate::config::StoreConfig::Mongodb(m) => {
             let store = mongodb::MongoStore::connect(m, &config.config_dir)
                 .await
                 .context("cannot use the MongoDB store")?;
-            let releases = store
-                .releases()
-                .with_apt_validity(config.server.apt_valid_for);
-            Ok((std::sync::Arc::new(store), std::sync::Arc::new(releases)))
+            Ok(Serving {
+                releases: std::sync::Arc::new(
+                    store
+                        .releases()
+                        .with_apt_validity(config.server.apt_valid_for),
+                ),
+                sessions: std::sync::Arc::new(
+                    store.sessions(web.session_lifetime, web.idle_timeout),
+                ),
+                store: std::sync::Arc::new(store),
+            })
         }
     }
 }
 
 /// Where `pdome-admin` reads the published repositories from (see
-/// [`open_with_releases`]).
+/// [`open_for_serving`]).
 pub async fn release_source(
     config: &crate::config::ServerConfig,
 ) -> anyhow::Result<std::sync::Arc<dyn crate::release::source::ReleaseSource>> {

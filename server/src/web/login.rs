@@ -93,8 +93,11 @@ pub async fn submit(
         .await
     {
         Decision::Allow => {
+            let token = match state.web.sessions.create(&c.user).await {
+                Ok(t) => t,
+                Err(e) => return super::session::unavailable(&e),
+            };
             log::info!(endpoint = "web", user:% = c.user; "logged in");
-            let token = state.web.sessions.create(&c.user);
             let secure = secure.is_some_and(|s| s.0.0);
             let mut r = Redirect::to(&next).into_response();
             r.headers_mut().insert(
@@ -134,8 +137,10 @@ pub async fn logout(
     secure: Option<axum::Extension<SecureListener>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(t) = token(&headers) {
-        state.web.sessions.end(&t);
+    if let Some(t) = token(&headers)
+        && let Err(e) = state.web.sessions.end(&t).await
+    {
+        return super::session::unavailable(&e);
     }
     let secure = secure.is_some_and(|s| s.0.0);
     let mut r = Redirect::to("/web/login").into_response();

@@ -25,6 +25,7 @@ mod clients;
 mod issues;
 mod layout;
 mod login;
+pub mod memory_sessions;
 mod overview;
 pub mod session;
 mod trend;
@@ -48,17 +49,21 @@ pub struct WebState {
     /// The whole store (pages read clients, issues and the audit trail).
     pub store: Arc<dyn Store>,
     /// Logins.
-    pub sessions: session::Sessions,
+    pub sessions: Arc<dyn session::SessionStore>,
     /// Whether the view is served at all.
     pub enabled: bool,
 }
 
 impl WebState {
     /// The view as `[web]` configures it.
-    pub fn new(store: Arc<dyn Store>, config: &crate::config::WebConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sessions: Arc<dyn session::SessionStore>,
+        config: &crate::config::WebConfig,
+    ) -> Self {
         Self {
             store,
-            sessions: session::Sessions::new(config.session_lifetime, config.idle_timeout),
+            sessions,
             enabled: config.enabled,
         }
     }

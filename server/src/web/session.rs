@@ -2,9 +2,8 @@
 //! the server keeps only its SHA-256, with the user and two clocks (the
 //! login's age and its last use).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -13,95 +12,41 @@ use axum::response::{IntoResponse, Redirect, Response};
 use sha2::{Digest, Sha256};
 
 use crate::http::AppState;
-
-/// Logins kept at most; past it the least recently used one ends.
-const MAX_SESSIONS: usize = 10_000;
+use crate::store::StoreResult;
 /// The cookie on HTTPS listeners: the `__Host-` prefix makes browsers
 /// refuse it unless Secure, for the whole host and set by it alone.
 const SECURE_COOKIE: &str = "__Host-pd_session";
 /// The cookie on plain HTTP listeners (loopback, tests).
 const PLAIN_COOKIE: &str = "pd_session";
 
-struct Session {
-    user: String,
-    created: Instant,
-    used: Instant,
-}
-
-/// The logins of this server process.
-pub struct Sessions {
-    by_digest: Mutex<HashMap<[u8; 32], Session>>,
-    lifetime: Duration,
-    idle: Duration,
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-impl Sessions {
-    /// No logins yet; each lasts at most `lifetime`, and `idle` unused.
-    pub fn new(lifetime: Duration, idle: Duration) -> Self {
-        Self {
-            by_digest: Mutex::new(HashMap::new()),
-            lifetime,
-            idle,
-        }
-    }
-
+/// Where logins are kept: in this process (one server), or in the
+/// database every server of the site shares (a login made through one
+/// server is good on all of them, and a logout ends it on all).
+#[async_trait::async_trait]
+pub trait SessionStore: Send + Sync + 'static {
     /// How long a login lasts at most (the cookie's Max-Age).
-    pub fn lifetime(&self) -> Duration {
-        self.lifetime
-    }
-
-    fn live(&self, s: &Session, now: Instant) -> bool {
-        now.duration_since(s.created) < self.lifetime && now.duration_since(s.used) < self.idle
-    }
+    fn lifetime(&self) -> Duration;
 
     /// Starts a login for `user`; returns the token for the cookie.
-    pub fn create(&self, user: &str) -> String {
-        let mut raw = [0u8; 32];
-        penguindome_protocol::envelope::random_bytes(&mut raw);
-        let token = hex::encode(raw);
-        let now = Instant::now();
-        let mut all = self.by_digest.lock().unwrap_or_else(|e| e.into_inner());
-        all.retain(|_, s| self.live(s, now));
-        if all.len() >= MAX_SESSIONS
-            && let Some(oldest) = all.iter().min_by_key(|(_, s)| s.used).map(|(k, _)| *k)
-        {
-            all.remove(&oldest);
-        }
-        all.insert(
-            digest(&token),
-            Session {
-                user: user.to_string(),
-                created: now,
-                used: now,
-            },
-        );
-        token
-    }
+    async fn create(&self, user: &str) -> StoreResult<String>;
 
     /// The user of a live login, which counts as a use.
-    pub fn user(&self, token: &str) -> Option<String> {
-        let now = Instant::now();
-        let mut all = self.by_digest.lock().unwrap_or_else(|e| e.into_inner());
-        let key = digest(token);
-        let live = all.get(&key).is_some_and(|s| self.live(s, now));
-        if !live {
-            all.remove(&key);
-            return None;
-        }
-        let s = all.get_mut(&key)?;
-        s.used = now;
-        Some(s.user.clone())
-    }
+    async fn user(&self, token: &str) -> StoreResult<Option<String>>;
 
     /// Ends a login.
-    pub fn end(&self, token: &str) {
-        let mut all = self.by_digest.lock().unwrap_or_else(|e| e.into_inner());
-        all.remove(&digest(token));
-    }
+    async fn end(&self, token: &str) -> StoreResult<()>;
+}
+
+/// A new login token: 256 random bits, in hex.
+pub fn new_token() -> String {
+    let mut raw = [0u8; 32];
+    penguindome_protocol::envelope::random_bytes(&mut raw);
+    hex::encode(raw)
+}
+
+/// What the server keeps of a token: its SHA-256.
+pub fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// The `Set-Cookie` value that hands out `token` (or, empty, removes it).
@@ -150,8 +95,12 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(user) = token(&parts.headers).and_then(|t| state.web.sessions.user(&t)) {
-            return Ok(Viewer { user });
+        if let Some(t) = token(&parts.headers) {
+            match state.web.sessions.user(&t).await {
+                Ok(Some(user)) => return Ok(Viewer { user }),
+                Ok(None) => {}
+                Err(e) => return Err(unavailable(&e)),
+            }
         }
         let here = parts
             .uri
@@ -163,26 +112,55 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
     }
 }
 
+/// The answer when logins cannot be read (the database is away).
+pub fn unavailable(e: &crate::store::StoreError) -> Response {
+    log::error!(endpoint = "web"; "cannot read the logins: {e}");
+    let mut r = (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "The store of logins does not answer; try again in a moment.\n",
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+/// Checks any [`SessionStore`]: logins end when idle, old or ended, and
+/// another token never opens one.
+#[cfg(test)]
+pub(crate) async fn conformance(make: impl Fn(Duration, Duration) -> Arc<dyn SessionStore>) {
+    let short = Duration::from_millis(300);
+    let long = Duration::from_secs(3600);
+    let s = make(long, short);
+    let t = s.create("alice").await.unwrap();
+    assert_eq!(s.user(&t).await.unwrap().as_deref(), Some("alice"));
+    assert_eq!(s.user(&"0".repeat(64)).await.unwrap(), None);
+    tokio::time::sleep(short * 2).await;
+    assert_eq!(s.user(&t).await.unwrap(), None, "idle too long");
+    let old = make(short, long);
+    let t = old.create("bob").await.unwrap();
+    tokio::time::sleep(short * 2).await;
+    assert_eq!(old.user(&t).await.unwrap(), None, "too old");
+    let s = make(long, long);
+    let t = s.create("carol").await.unwrap();
+    let other = s.create("dave").await.unwrap();
+    s.end(&t).await.unwrap();
+    assert_eq!(s.user(&t).await.unwrap(), None, "logged out");
+    assert_eq!(s.user(&other).await.unwrap().as_deref(), Some("dave"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_login_ends_when_idle_or_old_or_ended() {
-        let s = Sessions::new(Duration::from_secs(3600), Duration::from_millis(50));
-        let t = s.create("alice");
-        assert_eq!(s.user(&t).as_deref(), Some("alice"));
-        assert_eq!(s.user("0".repeat(64).as_str()), None);
-        std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(s.user(&t), None, "idle too long");
-        let old = Sessions::new(Duration::from_millis(50), Duration::from_secs(60));
-        let t = old.create("bob");
-        std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(old.user(&t), None, "too old");
-        let s = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
-        let t = s.create("carol");
-        s.end(&t);
-        assert_eq!(s.user(&t), None, "logged out");
+    #[tokio::test]
+    async fn logins_in_memory_end_when_idle_or_old_or_ended() {
+        conformance(|lifetime, idle| {
+            Arc::new(crate::web::memory_sessions::MemorySessions::new(
+                lifetime, idle,
+            ))
+        })
+        .await;
     }
 
     #[test]

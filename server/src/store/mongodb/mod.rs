@@ -57,12 +57,14 @@ mod records;
 mod releases;
 mod request;
 mod rewrite;
+mod sessions;
 #[cfg(test)]
 pub(crate) mod tests;
 mod tokens;
 
 pub use options::client_options;
 pub use releases::{MongoReleases, Pointer};
+pub use sessions::MongoSessions;
 
 /// MongoDB's duplicate key error.
 const DUPLICATE_KEY: i32 = 11000;
@@ -206,6 +208,17 @@ impl MongoStore {
             &self.inner.db,
             self.inner.write_concern.clone(),
             self.inner.target.clone(),
+        )
+    }
+
+    /// The web logins kept in this database, on the same connection.
+    pub fn sessions(&self, lifetime: Duration, idle: Duration) -> MongoSessions {
+        MongoSessions::new(
+            &self.inner.db,
+            self.inner.write_concern.clone(),
+            self.inner.target.clone(),
+            lifetime,
+            idle,
         )
     }
 
