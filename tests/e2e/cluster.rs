@@ -4,11 +4,15 @@
 //! login, a spent nonce, a revocation and the issues lease hold on all.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use penguindome_agent::transport::Transport;
 use penguindome_protocol::facts::{Known, fixtures, to_value};
 use penguindome_protocol::wire::paths;
-use penguindome_tests::{Backend, SimClient, Site, stand_in, text};
+use penguindome_tests::balancer::Balancer;
+use penguindome_tests::{Backend, Server, SimClient, Site, free_port, stand_in, text};
+use serde_json::json;
 
 const IN_RELEASE: &str = "apt/dists/stable/InRelease";
 const PACKAGES: &str = "apt/dists/stable/main/binary-amd64/Packages";
@@ -329,5 +333,126 @@ fn nonces_revocations_and_the_issues_lease_hold_across_servers() {
             .unwrap();
         assert_eq!(r.status, 403, "{}", r.describe());
         assert_eq!(r.api_error().unwrap().code, "revoked");
+    }
+}
+
+/// Three servers of `site` (it and two peers) on the same database, each
+/// with a plain listener for the balancer, which they trust to name the
+/// client; returns the peers, the servers, the listeners' addresses and the
+/// balancer.
+fn three_servers_behind_a_balancer(site: &Site) -> (Vec<Site>, Vec<Server>, Vec<String>, Balancer) {
+    let peers = vec![site.peer(), site.peer()];
+    let mut backends = Vec::new();
+    for s in std::iter::once(site).chain(&peers) {
+        let port = free_port();
+        s.append_server_config(&format!(
+            "[[listener]]\nname = \"balancer\"\naddress = \"127.0.0.1:{port}\"\n\
+             trusted_proxies = [\"127.0.0.1\"]\n"
+        ));
+        backends.push(format!("127.0.0.1:{port}"));
+    }
+    let servers = std::iter::once(site)
+        .chain(&peers)
+        .map(Site::start)
+        .collect();
+    let balancer = Balancer::start(site, &backends);
+    (peers, servers, backends, balancer)
+}
+
+#[test]
+fn a_server_killed_behind_the_balancer_loses_nothing_and_agents_fail_over() {
+    const CLIENTS: usize = 8;
+    const PER_CLIENT: u64 = 60;
+    let Some(backend) = Backend::mongodb() else {
+        return;
+    };
+    let site = Site::init_on(&backend);
+    site.allow_bursts();
+    let out = site.admin(&["access", "allow-ip", "metrics", "127.0.0.0/8"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (_peers, mut servers, backends, balancer) = three_servers_behind_a_balancer(&site);
+    let mut config = site.agent_config();
+    config.server_url = balancer.url.clone();
+    let transport = Transport::new(&config).unwrap();
+    let clients: Vec<SimClient> = (0..CLIENTS)
+        .map(|i| SimClient::enroll(&config, &transport, &format!("burst-{i}")).unwrap())
+        .collect();
+
+    // Each simulated agent sends its reports in order, and like an agent
+    // sends a report again (newly signed) until one answer acknowledges it.
+    let acked = AtomicUsize::new(0);
+    let killed = std::thread::scope(|scope| {
+        for (i, client) in clients.iter().enumerate() {
+            let (config, acked) = (&config, &acked);
+            scope.spawn(move || {
+                let transport = Transport::new(config).unwrap();
+                for n in 1..=PER_CLIENT {
+                    let report =
+                        SimClient::report(&format!("burst-{i}"), json!({"burst": {"n": n}}));
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        match transport.post(paths::SUBMIT, &client.seal(&report)) {
+                            Ok(r) if r.status == 200 => break,
+                            _ => assert!(
+                                Instant::now() < deadline,
+                                "burst-{i} {n}: no server took it"
+                            ),
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        // SIGKILL one server a third of the way through.
+        while acked.load(Ordering::SeqCst) < CLIENTS * PER_CLIENT as usize / 3 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        servers.remove(0).kill();
+        acked.load(Ordering::SeqCst)
+    });
+    assert!(
+        killed < CLIENTS * PER_CLIENT as usize,
+        "the kill came mid-burst"
+    );
+    // Each server took its share: the two left standing stored some, and
+    // the killed one stored the rest before it died.
+    let stored_by = |backend: &String| {
+        let out = Command::new("curl")
+            .args(["--silent", &format!("http://{backend}/metrics")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("penguindome_reports_total{outcome=\"stored\"} "))
+            .map_or(0, |v| v.trim().parse::<f64>().unwrap() as usize)
+    };
+    let survivors: Vec<usize> = backends[1..].iter().map(stored_by).collect();
+    assert!(survivors.iter().all(|n| *n > 0), "{survivors:?}");
+    let total = CLIENTS * PER_CLIENT as usize;
+    assert!(
+        survivors.iter().sum::<usize>() < total,
+        "{survivors:?} of {total}"
+    );
+
+    // Every report is stored, each once and in order: a report stored
+    // twice would show in the audit trail as a value going back.
+    for client in &clients {
+        let history = site.admin_json(&[
+            "clients", "history", &client.id, "--json", "--limit", "1000",
+        ]);
+        // Oldest first; the first report adds the whole plugin.
+        let stored: Vec<u64> = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| match r["field"].as_str() {
+                Some("plugins.burst") => r["new"]["n"].as_u64(),
+                Some("plugins.burst.n") => r["new"].as_u64(),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<u64> = (1..=PER_CLIENT).collect();
+        assert_eq!(stored, expected, "{}: the reports as stored", client.id);
     }
 }

@@ -2,6 +2,7 @@
 //! `penguindome-server`, `pdome-admin` and `penguindome-agent` binaries, and
 //! simulated clients that sign requests with their own keys.
 
+pub mod balancer;
 pub mod container;
 pub mod http;
 pub mod proxy;
