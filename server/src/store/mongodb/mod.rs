@@ -99,6 +99,16 @@ struct Inner {
     faults: std::sync::Mutex<HashSet<&'static str>>,
 }
 
+/// Every write waits for a majority (or a standalone server's journal),
+/// at most `write_timeout`.
+fn majority(write_timeout: Duration) -> WriteConcern {
+    WriteConcern::builder()
+        .w(mongodb::options::Acknowledgment::Majority)
+        .journal(true)
+        .w_timeout(write_timeout)
+        .build()
+}
+
 /// Turns a driver error into a message an administrator can act on.
 fn db_err(target: &str, e: mongodb::error::Error) -> StoreError {
     use mongodb::error::ErrorKind;
@@ -183,11 +193,7 @@ impl MongoStore {
             tokens: db.collection("enrollment_tokens"),
             db,
             client,
-            write_concern: WriteConcern::builder()
-                .w(mongodb::options::Acknowledgment::Majority)
-                .journal(true)
-                .w_timeout(write_timeout)
-                .build(),
+            write_concern: majority(write_timeout),
             target,
             #[cfg(test)]
             faults: Default::default(),

@@ -101,11 +101,7 @@ impl MongoReleases {
     ) -> StoreResult<Self> {
         let (opts, database, target) = super::client_options(config, config_dir).await?;
         let client = mongodb::Client::with_options(opts).map_err(|e| db_err(&target, e))?;
-        let write_concern = WriteConcern::builder()
-            .w(mongodb::options::Acknowledgment::Majority)
-            .journal(true)
-            .w_timeout(config.write_timeout)
-            .build();
+        let write_concern = super::majority(config.write_timeout);
         Ok(Self::new(
             &client.database(&database),
             write_concern,
@@ -178,7 +174,8 @@ impl MongoReleases {
     }
 
     /// Writes files of release `serial` at `revision`; returns their ids,
-    /// so a publish that loses the switch can take exactly them back.
+    /// so a publish that loses the switch can take exactly them back. When
+    /// a write fails, the files already written are taken back first.
     pub async fn upload(
         &self,
         serial: u64,
@@ -187,24 +184,42 @@ impl MongoReleases {
     ) -> StoreResult<Vec<Bson>> {
         let mut ids = Vec::with_capacity(files.len());
         for (path, bytes) in files {
-            let mut stream = self
-                .bucket
-                .open_upload_stream(format!("{serial}/{path}"))
-                .metadata(doc! {
-                    "serial": to_i64(serial),
-                    "path": path,
-                    "revision": to_i64(revision),
-                })
-                .await
-                .map_err(|e| self.err(e))?;
-            let write = async {
-                stream.write_all(bytes).await?;
-                stream.close().await
-            };
-            write.await.map_err(|e| upload_err(&self.target, path, e))?;
-            ids.push(stream.id().clone());
+            match self.upload_one(serial, revision, path, bytes).await {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    if let Err(cleanup) = self.delete(ids).await {
+                        log::warn!("cannot take back a half-written release: {cleanup}");
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(ids)
+    }
+
+    async fn upload_one(
+        &self,
+        serial: u64,
+        revision: u64,
+        path: &str,
+        bytes: &[u8],
+    ) -> StoreResult<Bson> {
+        let mut stream = self
+            .bucket
+            .open_upload_stream(format!("{serial}/{path}"))
+            .metadata(doc! {
+                "serial": to_i64(serial),
+                "path": path,
+                "revision": to_i64(revision),
+            })
+            .await
+            .map_err(|e| self.err(e))?;
+        let write = async {
+            stream.write_all(bytes).await?;
+            stream.close().await
+        };
+        write.await.map_err(|e| upload_err(&self.target, path, e))?;
+        Ok(stream.id().clone())
     }
 
     /// Deletes files by id (a lost switch, a pruned release).
