@@ -32,16 +32,49 @@ fn release(site: &Site) -> String {
 }
 
 /// Polls `check` every two seconds until it holds or `limit` passes.
-fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> Option<String>) -> String {
+fn wait_for(limit: Duration, what: &str, check: impl FnMut() -> Option<String>) -> String {
+    wait_or_explain(limit, what, check, String::new)
+}
+
+/// Like [`wait_for`], for something the agent's timer brings about: on
+/// timeout the failure carries the timer's state and the agent's and the
+/// upgrade's journals, which say where the run stopped.
+fn wait_in(
+    c: &BootedDebian,
+    limit: Duration,
+    what: &str,
+    check: impl FnMut() -> Option<String>,
+) -> String {
+    wait_or_explain(limit, what, check, || {
+        let timers = stdout(&c.exec(&["systemctl", "list-timers", "--all", "--no-pager"]));
+        let journal = stdout(&c.exec(&[
+            "journalctl",
+            "--no-pager",
+            "-n",
+            "200",
+            "-u",
+            "penguindome-agent.service",
+            "-u",
+            "penguindome-upgrade.service",
+        ]));
+        format!("\n{timers}\n{journal}")
+    })
+}
+
+fn wait_or_explain(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<String>,
+    explain: impl FnOnce() -> String,
+) -> String {
     let start = Instant::now();
     loop {
         if let Some(v) = check() {
             return v;
         }
-        assert!(
-            start.elapsed() < limit,
-            "gave up waiting for {what} after {limit:?}"
-        );
+        if start.elapsed() >= limit {
+            panic!("gave up waiting for {what} after {limit:?}{}", explain());
+        }
         std::thread::sleep(Duration::from_secs(2));
     }
 }
@@ -257,7 +290,7 @@ fn a_spent_token_is_refused(c: &BootedDebian, token: &serde_json::Value, line: &
 
 /// The timer's first run enrolls and reports; returns the client id.
 fn the_first_run_enrolls_and_reports(site: &Site, c: &BootedDebian) -> String {
-    let client_id = wait_for(Duration::from_secs(150), "the first report", || {
+    let client_id = wait_in(c, Duration::from_secs(300), "the first report", || {
         let list = site.admin_json(&["clients", "list", "--json"]);
         let clients = list.as_array()?;
         (clients.len() == 1 && !clients[0]["collected_at"].is_null()).then(|| {
@@ -315,12 +348,12 @@ fn actions_run_in_units_of_their_own(site: &Site, c: &BootedDebian, client_id: &
         let state = target["state"].as_str()?.to_string();
         matches!(state.as_str(), "succeeded" | "failed" | "refused").then(|| target.to_string())
     };
-    let patched = wait_for(Duration::from_secs(150), "the patch", || {
+    let patched = wait_in(c, Duration::from_secs(300), "the patch", || {
         state_of("patch", patch["id"].as_str()?)
     });
     assert!(patched.contains("\"succeeded\""), "{patched}");
     assert_eq!(ok(c, &["stat", "-c", "%a %U", target]), "755 root");
-    let ran = wait_for(Duration::from_secs(150), "the command", || {
+    let ran = wait_in(c, Duration::from_secs(300), "the command", || {
         state_of("command", command["id"].as_str()?)
     });
     let ran: serde_json::Value = serde_json::from_str(&ran).unwrap();
@@ -581,7 +614,7 @@ fn a_wipe_ends_every_human_account(site: &Site, c: &BootedDebian, client_id: &st
 fn a_damaged_release_fails_to_upgrade(site: &Site, c: &BootedDebian, client_id: &str) {
     let v = env!("CARGO_PKG_VERSION");
     publish_a_damaged_release(site, c);
-    let outcome = wait_for(Duration::from_secs(150), "the failed upgrade", || {
+    let outcome = wait_in(c, Duration::from_secs(300), "the failed upgrade", || {
         let o = stdout(&c.exec(&["cat", "/var/lib/penguindome-agent/upgrade.json"]));
         o.contains("\"error\": \"").then_some(o)
     });
@@ -592,13 +625,18 @@ fn a_damaged_release_fails_to_upgrade(site: &Site, c: &BootedDebian, client_id: 
         "dpkg is left consistent"
     );
     assert!(c.exec(&["penguindome-agent", "--version"]).status.success());
-    let reported = wait_for(Duration::from_secs(150), "the failure in a report", || {
-        let doc = site.admin_json(&["clients", "show", client_id, "--json"]);
-        let agent = &doc["plugins"]["agent"];
-        agent["upgrade"]["error"]
-            .is_string()
-            .then(|| agent.to_string())
-    });
+    let reported = wait_in(
+        c,
+        Duration::from_secs(300),
+        "the failure in a report",
+        || {
+            let doc = site.admin_json(&["clients", "show", client_id, "--json"]);
+            let agent = &doc["plugins"]["agent"];
+            agent["upgrade"]["error"]
+                .is_string()
+                .then(|| agent.to_string())
+        },
+    );
     assert!(
         reported.contains(&format!("\"package_version\":\"{v}-1\"")),
         "{reported}"
@@ -639,9 +677,12 @@ fn the_next_release_arrives_by_itself(site: &Site, c: &BootedDebian) {
     let v = env!("CARGO_PKG_VERSION");
     let out = release(site);
     assert!(out.contains("Published release 3"), "{out}");
-    wait_for(Duration::from_secs(150), "the upgrade to release 3", || {
-        (installed_agent(c) == format!("{v}-3")).then_some(String::new())
-    });
+    wait_in(
+        c,
+        Duration::from_secs(300),
+        "the upgrade to release 3",
+        || (installed_agent(c) == format!("{v}-3")).then_some(String::new()),
+    );
     // dpkg shows the new version before the upgrade service logs its
     // summary.
     wait_for_journal(
