@@ -61,6 +61,50 @@ pub struct ShellChallenge {
     pub challenge: String,
 }
 
+/// The query of the agent's WebSocket request: which session it comes
+/// for, so that a server of the site that does not hold the session can
+/// pass the connection to the one that does. Only routing: the server
+/// holding the session still checks the signed hello.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ShellAgentQuery {
+    /// The session the action named (older agents send none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Set by a server passing the connection on, so that it is passed on
+    /// at most once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relayed: bool,
+}
+
+impl ShellAgentQuery {
+    /// The query for `session_id`'s agent, as the URL's query string.
+    pub fn for_session(session_id: &str) -> Self {
+        Self {
+            session: Some(session_id.to_string()),
+            relayed: false,
+        }
+    }
+
+    /// The URL query string (without `?`); a session id that is not a
+    /// nonce is left out, so nothing here ever needs escaping.
+    pub fn to_query(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(id) = self.session.as_deref().filter(|id| Self::is_session_id(id)) {
+            parts.push(format!("session={id}"));
+        }
+        if self.relayed {
+            parts.push("relayed=true".to_string());
+        }
+        parts.join("&")
+    }
+
+    /// Whether `id` can be a session id (a nonce: 32 lower-case hex
+    /// characters); anything else is never looked up.
+    pub fn is_session_id(id: &str) -> bool {
+        id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+}
+
 /// The agent's answer to a challenge, signed with its client key (the
 /// envelope's `in_reply_to` is the challenge).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -441,6 +485,23 @@ pub fn is_valid_key(b64: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_query_carries_only_a_nonce() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            ShellAgentQuery::for_session(id).to_query(),
+            format!("session={id}")
+        );
+        let passed = ShellAgentQuery {
+            relayed: true,
+            ..ShellAgentQuery::for_session(id)
+        };
+        assert_eq!(passed.to_query(), format!("session={id}&relayed=true"));
+        let odd = ShellAgentQuery::for_session("a&relayed=true");
+        assert_eq!(odd.to_query(), "");
+        assert!(!ShellAgentQuery::is_session_id(&id.to_uppercase()));
+    }
 
     fn pair() -> (SessionKeys, SessionKeys) {
         let admin = Ephemeral::new();

@@ -254,6 +254,17 @@ pub struct ShellConfig {
     /// What the agent runs on the PTY; empty: root's login shell.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+    /// This server's own URL as the other servers of the site reach it
+    /// (one of its listeners, not the balancer): an agent's connection
+    /// that reaches another server is passed on to it. Unset: sessions
+    /// opened here are met only by agents that reach this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_url: Option<String>,
+    /// The CA (or certificate) to check the other servers' `peer_url`
+    /// certificates against, when they are https:// and the system does
+    /// not trust them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_ca_file: Option<PathBuf>,
 }
 
 impl Default for ShellConfig {
@@ -265,6 +276,8 @@ impl Default for ShellConfig {
             max_duration: default_shell_max(),
             max_sessions: default_shell_sessions(),
             command: Vec::new(),
+            peer_url: None,
+            peer_ca_file: None,
         }
     }
 }
@@ -296,6 +309,15 @@ impl ShellConfig {
         }
         if self.max_sessions == 0 {
             return Err("shell.max_sessions must be at least 1".into());
+        }
+        if let Some(url) = &self.peer_url {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| format!("shell.peer_url {url:?} is not a URL: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(format!(
+                    "shell.peer_url {url:?} must be http:// or https:// with a host"
+                ));
+            }
         }
         Ok(())
     }
@@ -853,6 +875,17 @@ backend = "sqlite"
         let e =
             parse(&GOOD.replace("[store]", "[logging]\nlevel = \"loud\"\n[store]")).unwrap_err();
         assert!(e.to_string().contains("loud"), "{e}");
+
+        let peer = |url: &str| {
+            GOOD.replace(
+                "[store]",
+                &format!("[shell]\npeer_url = \"{url}\"\n[store]"),
+            )
+        };
+        let e = parse(&peer("10.0.0.5:8080")).unwrap_err();
+        assert!(e.to_string().contains("shell.peer_url"), "{e}");
+        let c = parse(&peer("http://10.0.0.5:8080")).unwrap();
+        assert_eq!(c.shell.peer_url.as_deref(), Some("http://10.0.0.5:8080"));
     }
 
     #[test]

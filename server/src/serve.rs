@@ -66,7 +66,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         )?,
         announced: crate::renewal::Announced::new(&config),
         audit: arc_swap::ArcSwapOption::new(audit_settings(&config)),
-        shell: crate::shell::Relay::new(store.clone(), &config),
+        shell: crate::shell::Relay::new(store.clone(), serving.shell_routes, &config),
         fleet: crate::http::metrics::FleetCache::new(store.clone()),
         web: crate::web::WebState::new(store.clone(), serving.sessions, &config.web),
     });

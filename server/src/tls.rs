@@ -1,5 +1,6 @@
-//! TLS: the rustls configuration of a listener, and the self-signed
-//! certificate `pdome-admin init` makes when the admin brings none.
+//! TLS: the rustls configuration of a listener, the self-signed
+//! certificate `pdome-admin init` makes when the admin brings none, and
+//! the client side for reaching another server.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -74,6 +75,34 @@ pub fn self_signed(names: &[String]) -> anyhow::Result<SelfSigned> {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// A TLS client configuration trusting `ca` (PEM: a CA or a self-signed
+/// certificate) when given, else the system's roots.
+pub fn client_config(ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+            {
+                roots.add(cert.with_context(|| format!("{} is not PEM", path.display()))?)?;
+            }
+        }
+        None => {
+            // Unreadable system certificates leave fewer roots, not none:
+            // the handshake then says which peer could not be verified.
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 #[cfg(test)]

@@ -1,17 +1,20 @@
-//! Several servers on one MongoDB database, as behind a load balancer: a
+//! Several servers on one MongoDB database (FerretDB on PostgreSQL, see
+//! [`Backend::cluster`]), as behind a load balancer: a
 //! release published from any host is served by every server, switches for
 //! all of them at once, and outlives the server that published it; a web
-//! login, a spent nonce, a revocation and the issues lease hold on all.
+//! login, a spent nonce, a revocation and the issues lease hold on all; a
+//! shell opened on one server meets its agent on another.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use penguindome_agent::transport::Transport;
+use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::facts::{Known, fixtures, to_value};
 use penguindome_protocol::wire::paths;
 use penguindome_tests::balancer::Balancer;
-use penguindome_tests::{Backend, Server, SimClient, Site, free_port, stand_in, text};
+use penguindome_tests::{AgentHost, Backend, Server, SimClient, Site, free_port, stand_in, text};
 use serde_json::json;
 
 const IN_RELEASE: &str = "apt/dists/stable/InRelease";
@@ -71,7 +74,7 @@ fn agent_deb(site: &Site) -> String {
 
 #[test]
 fn every_server_serves_the_release_any_host_published() {
-    let Some(backend) = Backend::mongodb() else {
+    let Some(backend) = Backend::cluster() else {
         return;
     };
     let site = Site::init_on(&backend);
@@ -139,7 +142,7 @@ fn every_server_serves_the_release_any_host_published() {
 
 #[test]
 fn servers_agree_on_the_apt_release_they_sign_anew() {
-    let Some(backend) = Backend::mongodb() else {
+    let Some(backend) = Backend::cluster() else {
         return;
     };
     let site = Site::init_on(&backend);
@@ -208,7 +211,7 @@ fn web(site: &Site, url: &str, args: &[&str], path: &str) -> (u16, String) {
 
 #[test]
 fn a_web_login_is_good_on_every_server_until_it_ends_on_one() {
-    let Some(backend) = Backend::mongodb() else {
+    let Some(backend) = Backend::cluster() else {
         return;
     };
     let site = Site::init_on(&backend);
@@ -261,7 +264,7 @@ fn transport_to(site: &Site, url: &str) -> Transport {
 
 #[test]
 fn nonces_revocations_and_the_issues_lease_hold_across_servers() {
-    let Some(backend) = Backend::mongodb() else {
+    let Some(backend) = Backend::cluster() else {
         return;
     };
     let site = Site::init_on(&backend);
@@ -336,6 +339,169 @@ fn nonces_revocations_and_the_issues_lease_hold_across_servers() {
     }
 }
 
+#[test]
+fn a_single_server_site_moves_onto_two_servers_with_its_release() {
+    let Some(Backend::Mongodb(uri)) = Backend::cluster() else {
+        return;
+    };
+    let site = Site::init();
+    assert!(release(&site).contains("Published release 1"));
+    let server = site.start();
+    let mut agent = site.agent("settler");
+    let out = agent.cmd(&["run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(server.stop().success());
+    let before = site.admin_json(&["clients", "history", &agent.machine_id, "--json"]);
+    let first_collected =
+        site.admin_json(&["clients", "list", "--json"])[0]["collected_at"].clone();
+    assert!(first_collected.is_string(), "{first_collected}");
+
+    let target = format!(
+        "{uri}pdmove_{}",
+        penguindome_protocol::envelope::new_nonce()
+    );
+    let out = site.admin(&["store", "migrate", "--to", &target]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("Copied release 1 into the target"), "{said}");
+    let toml = site.config_dir.join("server.toml");
+    let config = std::fs::read_to_string(&toml).unwrap();
+    let sqlite = "[store]\nbackend = \"sqlite\"\npath = \"penguindome.db\"\n";
+    assert!(config.contains(sqlite), "{config}");
+    let mongodb = format!("[store]\nbackend = \"mongodb\"\nuri = \"{target}\"\n");
+    std::fs::write(&toml, config.replace(sqlite, &mongodb)).unwrap();
+
+    // A second server with nothing on its disk serves the migrated site.
+    let peer = site.peer();
+    let _a = site.start();
+    let _b = peer.start();
+    for url in [&site.url, &peer.url] {
+        let (status, body) = repo_file(&site, url, IN_RELEASE);
+        assert_eq!(status, 200, "{url}");
+        assert_eq!(body, local(&site, IN_RELEASE), "{url}");
+    }
+    assert_eq!(
+        peer.admin_json(&["clients", "history", &agent.machine_id, "--json"]),
+        before
+    );
+    // The client's key came along: it reports through the new server.
+    let mut config = AgentConfig::load(&agent.config).unwrap();
+    config.server_url = peer.url.clone();
+    agent.config = agent.root.join("agent.toml");
+    std::fs::write(&agent.config, config.to_toml().unwrap()).unwrap();
+    let out = agent.cmd(&["run", "--force-collect"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let collected =
+        |s: &Site| s.admin_json(&["clients", "list", "--json"])[0]["collected_at"].clone();
+    assert_ne!(
+        collected(&peer),
+        first_collected,
+        "the new report is stored"
+    );
+
+    // And back to one server with the embedded store, from the host that
+    // never had the release on its disk: the release comes out of the
+    // database into its release folder.
+    drop((_a, _b));
+    let back = peer.dir.path().join("back.db");
+    let out = peer.admin(&[
+        "store",
+        "migrate",
+        "--to",
+        &format!("sqlite:{}", back.display()),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("Release 1 is in"), "{said}");
+    let mirrored = peer.data_dir.join("repo/current").join(IN_RELEASE);
+    assert_eq!(std::fs::read(mirrored).unwrap(), local(&site, IN_RELEASE));
+}
+
+/// Gives `site`'s server a plain listener its peers reach it on, named
+/// as its `[shell] peer_url`.
+fn reachable_by_peers(site: &Site) {
+    let port = free_port();
+    let toml = site.config_dir.join("server.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let socket = "[shell]\nsocket = \"shell.sock\"\n";
+    assert!(text.contains(socket), "{text}");
+    let named = format!("{socket}peer_url = \"http://127.0.0.1:{port}\"\n");
+    std::fs::write(&toml, text.replace(socket, &named)).unwrap();
+    site.append_server_config(&format!(
+        "[[listener]]\nname = \"peers\"\naddress = \"127.0.0.1:{port}\"\n"
+    ));
+}
+
+#[test]
+fn a_shell_opened_on_one_server_meets_its_agent_on_another() {
+    use crate::shell::{LONG, history, run, shell_terminal};
+    let Some(backend) = Backend::cluster() else {
+        return;
+    };
+    let site = Site::init_on(&backend);
+    let peer = site.peer();
+    reachable_by_peers(&site);
+    reachable_by_peers(&peer);
+    let _a = site.start();
+    let b = peer.start();
+    // The client reaches only the second server; the administrator waits
+    // on the first.
+    let agent = peer.agent("roamer");
+    run(&agent);
+
+    let mut t = shell_terminal(&site, &agent.machine_id);
+    t.wait_for("to check in", LONG);
+    run(&agent);
+    t.wait_for("Connected to", LONG);
+    assert_eq!(t.ask("id -u"), "0");
+    b.wait_for_log("the agent is passed on to http://127.0.0.1:");
+    t.type_keys("exit 4\r");
+    let status = t.wait_exit(LONG);
+    assert_eq!(status.code(), Some(4), "{}", t.screen());
+    run(&agent);
+    penguindome_tests::terminal::check_transcript(&site, &agent.machine_id, &t.screen(), &[]);
+    let trail = history(&site, &agent.machine_id);
+    assert!(trail.iter().any(|r| r["event"] == "closed"), "{trail:?}");
+
+    // Once the session is taken, its route is gone: a second connection
+    // for it, through either server, is refused.
+    let session = trail[0]["session_id"].as_str().unwrap().to_string();
+    for url in [&site.url, &peer.url] {
+        let refusal = refused_agent(&agent, url, &session);
+        assert!(refusal.contains("no shell session"), "{refusal}");
+    }
+}
+
+/// Opens `agent`'s shell WebSocket for `session` at `url`, says a
+/// signed hello for it, and returns the reason it is closed with.
+fn refused_agent(agent: &AgentHost, url: &str, session: &str) -> String {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use penguindome_agent::shell::connect;
+    use penguindome_protocol::shell::{Ephemeral, ShellHello};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut config = AgentConfig::load(&agent.config).unwrap();
+    config.server_url = url.to_string();
+    let hello = ShellHello {
+        session_id: session.to_string(),
+        action_id: "0".repeat(32),
+        admin_key: Ephemeral::new().public_b64(),
+        agent_key: Ephemeral::new().public_b64(),
+        transcript_keys: String::new(),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut socket = connect::open(&config, Some(session)).await.unwrap();
+        let challenge = connect::read_challenge(&mut socket).await.unwrap();
+        let signed = connect::sign_hello(&agent.key(), &agent.machine_id, &challenge, &hello);
+        let text = serde_json::to_string(&signed.unwrap()).unwrap();
+        socket.send(Message::Text(text.into())).await.unwrap();
+        match socket.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => frame.reason.to_string(),
+            other => format!("{other:?}"),
+        }
+    })
+}
+
 /// Three servers of `site` (it and two peers) on the same database, each
 /// with a plain listener for the balancer, which they trust to name the
 /// client; returns the peers, the servers, the listeners' addresses and the
@@ -363,7 +529,7 @@ fn three_servers_behind_a_balancer(site: &Site) -> (Vec<Site>, Vec<Server>, Vec<
 fn a_server_killed_behind_the_balancer_loses_nothing_and_agents_fail_over() {
     const CLIENTS: usize = 8;
     const PER_CLIENT: u64 = 60;
-    let Some(backend) = Backend::mongodb() else {
+    let Some(backend) = Backend::cluster() else {
         return;
     };
     let site = Site::init_on(&backend);

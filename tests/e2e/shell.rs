@@ -18,14 +18,14 @@ use tokio::net::UnixStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-const LONG: Duration = Duration::from_secs(30);
+pub(crate) const LONG: Duration = Duration::from_secs(30);
 
-fn run(agent: &AgentHost) {
+pub(crate) fn run(agent: &AgentHost) {
     let out = agent.cmd(&["run"]);
     assert!(out.status.success(), "agent run failed: {}", text(&out));
 }
 
-fn shell_terminal(site: &Site, host: &str) -> Terminal {
+pub(crate) fn shell_terminal(site: &Site, host: &str) -> Terminal {
     let mut cmd = std::process::Command::new(bin("pdome-admin"));
     cmd.arg("--config-dir")
         .arg(&site.config_dir)
@@ -34,7 +34,7 @@ fn shell_terminal(site: &Site, host: &str) -> Terminal {
     Terminal::spawn(cmd, 80, 24)
 }
 
-fn history(site: &Site, host: &str) -> Vec<Value> {
+pub(crate) fn history(site: &Site, host: &str) -> Vec<Value> {
     let v = site.admin_json(&["clients", "history", host, "--json"]);
     v.as_array()
         .unwrap()
@@ -177,7 +177,7 @@ async fn refused_hello(
     make: impl FnOnce(&str) -> penguindome_protocol::shell::SignedText,
 ) -> String {
     let config = penguindome_protocol::agent_config::AgentConfig::load(&agent.config).unwrap();
-    let mut socket = connect::open(&config).await.unwrap();
+    let mut socket = connect::open(&config, None).await.unwrap();
     let challenge = connect::read_challenge(&mut socket).await.unwrap();
     let hello = make(&challenge);
     socket

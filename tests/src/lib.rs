@@ -153,6 +153,23 @@ impl Backend {
         }
     }
 
+    /// The database several servers of one site share in the cluster
+    /// tests: PENGUINDOME_TEST_CLUSTER_MONGODB_URI, FerretDB on its
+    /// PostgreSQL handler, which scripts/test starts. Missing, as for
+    /// [`Backend::mongodb`].
+    pub fn cluster() -> Option<Self> {
+        match std::env::var("PENGUINDOME_TEST_CLUSTER_MONGODB_URI") {
+            Ok(uri) if !uri.is_empty() => Some(Self::Mongodb(uri)),
+            _ if skipping_mongodb() => None,
+            _ => panic!(
+                "PENGUINDOME_TEST_CLUSTER_MONGODB_URI is not set: start PostgreSQL with \
+                 `scripts/postgres start DIR`, FerretDB on it with `scripts/ferretdb start DIR2 \
+                 PORT postgres://…/DB`, and set it to mongodb://127.0.0.1:PORT/, or run the \
+                 suite through scripts/test"
+            ),
+        }
+    }
+
     /// Arguments for `pdome-admin init`.
     fn init_args(&self) -> Vec<String> {
         match self {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
 use penguindome_protocol::agent_config::AgentConfig;
-use penguindome_protocol::shell::{ShellChallenge, ShellHello, SignedText};
+use penguindome_protocol::shell::{ShellAgentQuery, ShellChallenge, ShellHello, SignedText};
 use penguindome_protocol::{Envelope, SecretKey, paths};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -29,7 +29,7 @@ pub async fn connect(
     machine_id: &str,
     hello: &ShellHello,
 ) -> anyhow::Result<Socket> {
-    let mut socket = open(config).await?;
+    let mut socket = open(config, Some(&hello.session_id)).await?;
     let challenge = read_challenge(&mut socket).await?;
     let signed = sign_hello(key, machine_id, &challenge, hello)?;
     socket
@@ -39,10 +39,15 @@ pub async fn connect(
     Ok(socket)
 }
 
-/// Opens the WebSocket to the relay, authenticating nothing yet.
-pub async fn open(config: &AgentConfig) -> anyhow::Result<Socket> {
-    let url = url::Url::parse(&format!("{}{}", config.base_url(), paths::SHELL_AGENT))
+/// Opens the WebSocket to the relay, authenticating nothing yet. The
+/// session's id in the query lets any server of the site route the
+/// connection to the one holding the session.
+pub async fn open(config: &AgentConfig, session_id: Option<&str>) -> anyhow::Result<Socket> {
+    let mut url = url::Url::parse(&format!("{}{}", config.base_url(), paths::SHELL_AGENT))
         .context("the server URL in agent.toml is not a URL")?;
+    if let Some(id) = session_id {
+        url.set_query(Some(&ShellAgentQuery::for_session(id).to_query()));
+    }
     let stream = transport(config, &url).await?;
     let mut ws_url = url.clone();
     let scheme = if url.scheme() == "https" { "wss" } else { "ws" };

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use crate::store::{Kind, MigrationStore, mongodb::MongoStore, sqlite::SqliteStore};
+use super::shared_release::Shared;
+use crate::config::{ServerConfig, StoreConfig};
+use crate::store::mongodb::{MongoReleases, MongoStore};
+use crate::store::{Kind, MigrationStore, sqlite::SqliteStore};
 
 /// Records copied per round trip.
 const PAGE: usize = 500;
@@ -16,8 +19,11 @@ const PAGE: usize = 500;
 pub enum StoreCommand {
     /// Copy everything from this server's store to another and verify the copy.
     ///
-    /// Stop penguindome-server first: what it writes during the copy would
-    /// not be copied. Then point server.toml's [store] at the target.
+    /// The site's current release goes with it: into the database when
+    /// the target is MongoDB, into this host's release folder when it is
+    /// SQLite. Stop penguindome-server first: what it writes during the
+    /// copy would not be copied. Then point server.toml's [store] at the
+    /// target.
     Migrate {
         /// The target: mongodb://… or mongodb+srv://… (database from the
         /// path, default penguindome), or sqlite:/path/to/file.db.
@@ -130,12 +136,68 @@ async fn is_empty(store: &dyn MigrationStore) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Runs `pdome-admin store migrate`.
-pub async fn migrate(source: &dyn MigrationStore, to: &str, force: bool) -> anyhow::Result<()> {
+/// Runs `pdome-admin store migrate`: the records, then the site's
+/// current release, which moves with them (the embedded store's servers
+/// serve it from the data directory, MongoDB's from the database).
+pub async fn migrate(
+    config: &ServerConfig,
+    source: &dyn MigrationStore,
+    to: &str,
+    force: bool,
+) -> anyhow::Result<()> {
     let target = open_target(to).await?;
     let result = migrate_into(source, target.as_ref(), to, force).await;
+    let backend = target.backend();
     target.close().await;
-    result
+    result?;
+    carry_release(config, backend, to).await
+}
+
+/// Makes the release the site serves now the one it serves after the
+/// switch: into the target database, or out of the source database into
+/// this host's release folder.
+async fn carry_release(config: &ServerConfig, target: &str, to: &str) -> anyhow::Result<()> {
+    let repo = crate::release::source::site_repository(config);
+    let _lock = repo.lock()?;
+    match (&config.store, target) {
+        (StoreConfig::Sqlite { .. }, "mongodb") => {
+            let Some(serial) = repo.current_serial() else {
+                return Ok(());
+            };
+            let db = MongoReleases::connect_uri(to)
+                .await
+                .context("cannot reach the target's releases")?;
+            if let Some(there) = db.pointer().await? {
+                println!(
+                    "The target already serves release {}; release {serial} of this host was not copied.",
+                    there.serial
+                );
+                return Ok(());
+            }
+            Shared::mirror(db, &repo)
+                .await?
+                .share(&repo, serial, 1)
+                .await?;
+            println!("Copied release {serial} into the target; its servers serve it.");
+        }
+        (StoreConfig::Mongodb(_), "sqlite") => {
+            let Some(db) = super::shared_release::connect(config).await? else {
+                return Ok(());
+            };
+            if db.pointer().await?.is_none() {
+                return Ok(());
+            }
+            Shared::mirror(db, &repo).await?;
+            if let Some(serial) = repo.current_serial() {
+                println!(
+                    "Release {serial} is in {}; the server serves it from there.",
+                    repo.root().display()
+                );
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 async fn migrate_into(

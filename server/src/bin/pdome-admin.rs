@@ -319,7 +319,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = ServerConfig::load(&cli.config_dir)?;
             account::become_data_owner(&config.server.data_dir)?;
             let source = penguindome_server::store::open(&config).await?;
-            let result = store::migrate(source.as_ref(), &to, force).await;
+            let result = store::migrate(&config, source.as_ref(), &to, force).await;
             source.close().await;
             result
         }

@@ -179,15 +179,13 @@ async fn open(
         transcript_to,
     });
     let (hand_over, arrival) = oneshot::channel();
-    relay.lock().insert(
-        session_id.clone(),
-        Waiting {
-            client_id: client_id.clone(),
-            action_id: action_id.clone(),
-            admin_key: request.admin_key,
-            hand_over,
-        },
-    );
+    let waiting = Waiting {
+        client_id: client_id.clone(),
+        action_id: action_id.clone(),
+        admin_key: request.admin_key,
+        hand_over,
+    };
+    relay.hold(&session_id, waiting, expires_at).await?;
     let queued = relay
         .store
         .add_action(NewAction {
@@ -202,7 +200,7 @@ async fn open(
         })
         .await;
     if let Err(e) = queued {
-        relay.forget(&session_id);
+        relay.forget(&session_id).await;
         return Err(format!("cannot queue the shell request: {e}"));
     }
     let opened = Opened {
@@ -243,14 +241,14 @@ async fn run(relay: &Relay, socket: &mut WebSocket, opened: Opened, operator: &s
         expires_at: opened.expires_at,
     };
     if !pump::send_event(socket, &queued).await {
-        relay.forget(&opened.session_id);
+        relay.forget(&opened.session_id).await;
         cancel(relay, &opened.action_id, operator).await;
         return Ended::new("the administrator left".into());
     }
     let agent = match pump::wait_for_agent(relay, socket, opened.arrival, opened.expires_at).await {
         Ok(agent) => agent,
         Err(ended) => {
-            relay.forget(&opened.session_id);
+            relay.forget(&opened.session_id).await;
             cancel(relay, &opened.action_id, operator).await;
             return ended;
         }

@@ -3,20 +3,32 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
 use axum::response::Response;
 use chrono::Utc;
-use penguindome_protocol::shell::{ShellChallenge, ShellHello, SignedText};
+use penguindome_protocol::shell::{ShellAgentQuery, ShellChallenge, ShellHello, SignedText};
 use penguindome_protocol::{Envelope, Freshness};
 
 use super::{Arrived, MAX_MESSAGE};
 use crate::http::AppState;
 
-/// `GET /penguindome/v1/shell/agent`: upgrades, then authenticates.
-pub async fn agent(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+/// `GET /penguindome/v1/shell/agent`: upgrades, then authenticates, or
+/// passes the connection on to the server of the site holding the session.
+pub async fn agent(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<ShellAgentQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
     ws.max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| attach(state, socket))
+        .on_upgrade(move |socket| arrive(state, socket, query))
+}
+
+async fn arrive(state: Arc<AppState>, socket: WebSocket, query: ShellAgentQuery) {
+    match state.shell.held_elsewhere(&query).await {
+        Some(holder) => super::forward::pass_on(&state.shell, socket, &holder, &query).await,
+        None => attach(state, socket).await,
+    }
 }
 
 async fn attach(state: Arc<AppState>, mut socket: WebSocket) {
@@ -51,6 +63,7 @@ async fn attach(state: Arc<AppState>, mut socket: WebSocket) {
         Ok((hand_over, hello, certificate, body)) => {
             let session_id = body.session_id;
             log::info!(session_id:% = session_id; "shell session {session_id}: the agent attached");
+            state.shell.unroute(&session_id).await;
             let arrived = Arrived {
                 socket,
                 hello,
@@ -111,7 +124,7 @@ async fn verify(
 }
 
 /// Tells the agent why, and closes.
-async fn refuse(socket: &mut WebSocket, why: &str) {
+pub(super) async fn refuse(socket: &mut WebSocket, why: &str) {
     let reason = super::pump::close_reason(why);
     let _ = socket
         .send(Message::Close(Some(CloseFrame {

@@ -7,10 +7,16 @@
 //! administrator. From then on the relay only copies sealed frames both
 //! ways: it cannot read them, and it ends the session on idleness, its
 //! maximum duration, either side leaving, or the server stopping.
+//!
+//! Behind a balancer the agent may reach another server of the site than
+//! the one the administrator waits on; that server finds the holder in
+//! [`routes`] and passes the agent's connection on to it unread.
 
 mod admin_side;
 mod agent_side;
+mod forward;
 mod pump;
+pub mod routes;
 pub mod socket;
 pub mod transcript;
 
@@ -26,6 +32,7 @@ pub use agent_side::agent;
 
 use crate::config::ShellConfig;
 use crate::store::Store;
+use routes::ShellRoutes;
 
 /// Longest a peer may take to say its first word on a fresh socket.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -46,6 +53,11 @@ pub struct Relay {
     /// made (shells are refused then: no session goes unrecorded).
     own_certificate: Option<String>,
     waiting: Mutex<HashMap<String, Waiting>>,
+    /// Where the site's servers look up who holds a session.
+    routes: Arc<dyn ShellRoutes>,
+    /// TLS for passing agents on to https:// peers; none when it could
+    /// not be set up (such passes are refused, and say why).
+    peer_tls: Option<Arc<rustls::ClientConfig>>,
     slots: Arc<Semaphore>,
     stopping: watch::Sender<bool>,
 }
@@ -96,8 +108,13 @@ async fn read_first<T: serde::de::DeserializeOwned>(
 }
 
 impl Relay {
-    /// A relay over `store` with the configuration's `[shell]` settings.
-    pub fn new(store: Arc<dyn Store>, config: &crate::config::ServerConfig) -> Self {
+    /// A relay over `store` with the configuration's `[shell]` settings,
+    /// finding sessions other servers hold through `routes`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        routes: Arc<dyn ShellRoutes>,
+        config: &crate::config::ServerConfig,
+    ) -> Self {
         let settings = config.shell.clone();
         let slots = Arc::new(Semaphore::new(settings.max_sessions));
         let own_certificate = transcript::own_certificate(config)
@@ -105,8 +122,18 @@ impl Relay {
                 log::error!("remote shells are off: no transcript key can be made: {e:#}")
             })
             .ok();
+        let ca = settings
+            .peer_ca_file
+            .as_deref()
+            .map(|p| config.config_path(p));
+        let peer_tls = crate::tls::client_config(ca.as_deref())
+            .inspect_err(|e| log::error!("shells cannot be passed to https:// peers: {e:#}"))
+            .ok()
+            .map(Arc::new);
         Self {
             store,
+            routes,
+            peer_tls,
             settings,
             transcripts: config.data_path(std::path::Path::new("transcripts")),
             own_certificate,
@@ -157,8 +184,67 @@ impl Relay {
             .hand_over)
     }
 
+    /// Queues `session_id` here and, behind a balancer, tells the other
+    /// servers it waits here until `until`.
+    async fn hold(
+        &self,
+        session_id: &str,
+        waiting: Waiting,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), String> {
+        self.lock().insert(session_id.to_string(), waiting);
+        let Some(me) = &self.settings.peer_url else {
+            return Ok(());
+        };
+        if let Err(e) = self.routes.hold(session_id, me, until).await {
+            self.lock().remove(session_id);
+            return Err(format!(
+                "cannot tell the site's other servers where the session waits: {e}"
+            ));
+        }
+        Ok(())
+    }
+
     /// Forgets a session that no agent will attach to.
-    fn forget(&self, session_id: &str) {
+    async fn forget(&self, session_id: &str) {
         self.lock().remove(session_id);
+        self.unroute(session_id).await;
+    }
+
+    /// Stops sending other servers' agents here for `session_id`.
+    async fn unroute(&self, session_id: &str) {
+        if self.settings.peer_url.is_none() {
+            return;
+        }
+        if let Err(e) = self.routes.release(session_id).await {
+            // The route lapses at the end of the wait anyway.
+            log::warn!("cannot forget the route of shell session {session_id}: {e}");
+        }
+    }
+
+    /// The URL of another server holding the session an agent's
+    /// connection asks for; none when it is held here, unknown, or the
+    /// connection was passed on already.
+    async fn held_elsewhere(
+        &self,
+        query: &penguindome_protocol::shell::ShellAgentQuery,
+    ) -> Option<String> {
+        if query.relayed {
+            return None;
+        }
+        let id = query
+            .session
+            .as_deref()
+            .filter(|id| penguindome_protocol::shell::ShellAgentQuery::is_session_id(id))?;
+        if self.lock().contains_key(id) {
+            return None;
+        }
+        match self.routes.holder(id).await {
+            Ok(holder) => holder.filter(|h| Some(h) != self.settings.peer_url.as_ref()),
+            Err(e) => {
+                log::warn!("cannot look up which server holds shell session {id}: {e}");
+                None
+            }
+        }
     }
 }

@@ -168,7 +168,7 @@ async fn ping(socket: &mut WebSocket) -> bool {
 }
 
 /// Resolves once the server begins to stop.
-async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+pub(super) async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     if rx.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
     }

@@ -857,11 +857,13 @@ pub struct Serving {
     pub releases: std::sync::Arc<dyn crate::release::source::ReleaseSource>,
     /// The web view's logins.
     pub sessions: std::sync::Arc<dyn crate::web::session::SessionStore>,
+    /// Which server holds a waiting shell session.
+    pub shell_routes: std::sync::Arc<dyn crate::shell::routes::ShellRoutes>,
 }
 
-/// Opens the store, and with it where releases and web logins are kept:
-/// this server's disk and memory with the embedded store, the database
-/// (shared by every server of the site) with MongoDB.
+/// Opens the store, and with it where releases, web logins and shell
+/// routes are kept: this server's disk and memory with the embedded
+/// store, the database (shared by every server of the site) with MongoDB.
 pub async fn open_for_serving(config: &crate::config::ServerConfig) -> anyhow::Result<Serving> {
     use crate::release::source::{DiskReleases, site_repository};
     use anyhow::Context as _;
@@ -874,6 +876,7 @@ pub async fn open_for_serving(config: &crate::config::ServerConfig) -> anyhow::R
                 web.session_lifetime,
                 web.idle_timeout,
             )),
+            shell_routes: std::sync::Arc::new(crate::shell::routes::LocalRoutes),
         }),
         crate::config::StoreConfig::Mongodb(m) => {
             let store = mongodb::MongoStore::connect(m, &config.config_dir)
@@ -888,6 +891,7 @@ pub async fn open_for_serving(config: &crate::config::ServerConfig) -> anyhow::R
                 sessions: std::sync::Arc::new(
                     store.sessions(web.session_lifetime, web.idle_timeout),
                 ),
+                shell_routes: std::sync::Arc::new(store.shell_routes()),
                 store: std::sync::Arc::new(store),
             })
         }

@@ -285,8 +285,7 @@ fn enroll(
                     if i >= args.clients {
                         break;
                     }
-                    let c = SimClient::enroll(config, transport, &format!("bench-{i}"))
-                        .expect("enroll");
+                    let c = enroll_one(config, transport, &format!("bench-{i}"));
                     enrolled.lock().unwrap().push((i, c));
                 }
             });
@@ -295,6 +294,25 @@ fn enroll(
     let mut clients = enrolled.into_inner().unwrap();
     clients.sort_by_key(|(i, _)| *i);
     clients.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Enrolls one client, trying again for a while as an agent would: a
+/// fresh database may answer 503 while it sets itself up.
+fn enroll_one(config: &AgentConfig, transport: &Transport, name: &str) -> SimClient {
+    let mut tries = 0;
+    loop {
+        match SimClient::enroll(config, transport, name) {
+            Ok(c) => return c,
+            Err(e) if tries < 30 => {
+                tries += 1;
+                if tries == 1 {
+                    eprintln!("enrolling {name} failed, trying again: {e:#}");
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            Err(e) => panic!("cannot enroll {name}: {e:#}"),
+        }
+    }
 }
 
 /// Builds and signs the requests in `round` on `threads` threads.

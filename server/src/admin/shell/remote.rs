@@ -38,7 +38,7 @@ pub async fn connect(
     tcp.set_nodelay(true)?;
     let name = rustls::pki_types::ServerName::try_from(host.clone())
         .context("the server's host name is not valid for TLS")?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls_config(ca)?))
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(crate::tls::client_config(ca)?))
         .connect(name, tcp)
         .await
         .with_context(|| format!("the TLS handshake with {host} failed (is --ca right?)"))?;
@@ -72,31 +72,4 @@ pub async fn connect(
         }
         Err(e) => Err(e).context("the server refused the shell connection"),
     }
-}
-
-/// Trusts `ca` (PEM) when given, else the system's roots.
-fn tls_config(ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("cannot read {}", path.display()))?
-            {
-                roots.add(cert.with_context(|| format!("{} is not PEM", path.display()))?)?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }

@@ -58,6 +58,7 @@ mod releases;
 mod request;
 mod rewrite;
 mod sessions;
+mod shell_routes;
 #[cfg(test)]
 pub(crate) mod tests;
 mod tokens;
@@ -65,6 +66,7 @@ mod tokens;
 pub use options::client_options;
 pub use releases::{MongoReleases, Pointer};
 pub use sessions::MongoSessions;
+pub use shell_routes::MongoShellRoutes;
 
 /// MongoDB's duplicate key error.
 const DUPLICATE_KEY: i32 = 11000;
@@ -225,6 +227,16 @@ impl MongoStore {
             self.inner.target.clone(),
             lifetime,
             idle,
+        )
+    }
+
+    /// Where the site's servers find a waiting shell session, on the same
+    /// connection.
+    pub fn shell_routes(&self) -> MongoShellRoutes {
+        MongoShellRoutes::new(
+            &self.inner.db,
+            self.inner.write_concern.clone(),
+            self.inner.target.clone(),
         )
     }
 

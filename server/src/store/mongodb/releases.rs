@@ -109,6 +109,16 @@ impl MongoReleases {
         ))
     }
 
+    /// Connects to the database a URI names (`pdome-admin store migrate`).
+    pub async fn connect_uri(uri: &str) -> StoreResult<Self> {
+        let config = crate::config::MongoConfig {
+            uri: Some(uri.to_string()),
+            server_selection_timeout: std::time::Duration::from_secs(10),
+            ..Default::default()
+        };
+        Self::connect(&config, std::path::Path::new("/")).await
+    }
+
     /// How long re-signed apt Release files are valid (`[server]
     /// apt_valid_for`).
     pub fn with_apt_validity(mut self, valid_for: std::time::Duration) -> Self {

@@ -182,3 +182,50 @@ async fn unreachable_database_is_a_clear_error() {
     assert!(e.contains("is it running"), "{e}");
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_routes_name_the_holder_while_the_session_waits() {
+    use crate::shell::routes::ShellRoutes as _;
+    let Some(uri) = test_uri() else { return };
+    let store = fresh_store(&uri).await;
+    let routes = store.shell_routes();
+    let soon = chrono::Utc::now() + chrono::Duration::minutes(5);
+    routes
+        .hold("a1", "http://10.0.0.5:8080", soon)
+        .await
+        .unwrap();
+    assert_eq!(
+        routes.holder("a1").await.unwrap().as_deref(),
+        Some("http://10.0.0.5:8080")
+    );
+    assert_eq!(routes.holder("b2").await.unwrap(), None);
+    // The same session cannot be held twice (ids are fresh nonces).
+    assert!(
+        routes
+            .hold("a1", "http://10.0.0.6:8080", soon)
+            .await
+            .is_err()
+    );
+    routes.release("a1").await.unwrap();
+    assert_eq!(routes.holder("a1").await.unwrap(), None);
+    // A wait that ended routes nowhere, and is cleared by the next hold.
+    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+    routes
+        .hold("c3", "http://10.0.0.5:8080", past)
+        .await
+        .unwrap();
+    assert_eq!(routes.holder("c3").await.unwrap(), None);
+    routes
+        .hold("d4", "http://10.0.0.5:8080", soon)
+        .await
+        .unwrap();
+    let left = store
+        .inner
+        .db
+        .collection::<mongodb::bson::Document>("shell_routes")
+        .count_documents(mongodb::bson::doc! {})
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+    store.drop_database().await.unwrap();
+}
