@@ -10,7 +10,7 @@ use penguindome_agent::transport::Transport;
 use penguindome_protocol::SecretKey;
 use penguindome_protocol::agent_config::AgentConfig;
 use penguindome_protocol::wire::{Report, paths};
-use penguindome_tests::{Backend, FerretDb, SimClient, Site, bin, text};
+use penguindome_tests::{Backend, FerretDb, Postgres, SimClient, Site, bin, text};
 use serde_json::json;
 
 #[test]
@@ -215,9 +215,6 @@ fn enroll_until_enrolled(config: &AgentConfig, transport: &Transport, n: usize) 
 
 #[test]
 fn killing_the_database_during_a_burst_loses_no_acknowledged_submission() {
-    const CLIENTS: usize = 6;
-    const PER_CLIENT: u64 = 30;
-    const KILLS: usize = 4;
     let Some(binary) = penguindome_tests::ferretdb() else {
         return;
     };
@@ -225,6 +222,43 @@ fn killing_the_database_during_a_burst_loses_no_acknowledged_submission() {
     let db_dir = tempfile::tempdir().unwrap();
     let mut db = Some(FerretDb::start_in(&binary, port, db_dir.path()));
     let site = Site::init_on(&Backend::Mongodb(format!("mongodb://127.0.0.1:{port}/")));
+    burst_through_outages(&site, || {
+        drop(db.take());
+        std::thread::sleep(Duration::from_millis(100 + random_below(700)));
+        db = Some(FerretDb::start_in(&binary, port, db_dir.path()));
+    });
+}
+
+/// The same with FerretDB on PostgreSQL, where it is PostgreSQL that
+/// crashes (an immediate stop: no checkpoint, crash recovery on start) and
+/// comes back while FerretDB and the server stay up.
+#[test]
+fn crashing_postgresql_under_ferretdb_during_a_burst_loses_no_acknowledged_submission() {
+    let Some(binary) = penguindome_tests::ferretdb() else {
+        return;
+    };
+    let postgres = Postgres::start();
+    postgres.create_database("burst");
+    let port = penguindome_tests::free_port();
+    let state = tempfile::tempdir().unwrap();
+    let _db = FerretDb::start_on_postgres(&binary, port, state.path(), &postgres, "burst");
+    let site = Site::init_on(&Backend::Mongodb(format!("mongodb://127.0.0.1:{port}/")));
+    burst_through_outages(&site, || {
+        postgres.crash();
+        std::thread::sleep(Duration::from_millis(100 + random_below(700)));
+        postgres.resume();
+    });
+}
+
+/// Six simulated agents send 30 reports each, resending until one is
+/// acknowledged, while machines keep enrolling; `outage` takes the
+/// database down and brings it back at four random moments spread over
+/// the burst. Every acknowledged report must be stored exactly once, and
+/// every machine that enrolled must be able to report.
+fn burst_through_outages(site: &Site, mut outage: impl FnMut()) {
+    const CLIENTS: usize = 6;
+    const PER_CLIENT: u64 = 30;
+    const KILLS: usize = 4;
     site.allow_bursts();
     let server = site.start();
     let config = site.agent_config();
@@ -269,9 +303,7 @@ fn killing_the_database_during_a_burst_loses_no_acknowledged_submission() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             std::thread::sleep(Duration::from_millis(random_below(300)));
-            drop(db.take());
-            std::thread::sleep(Duration::from_millis(100 + random_below(700)));
-            db = Some(FerretDb::start_in(&binary, port, db_dir.path()));
+            outage();
         }
         while acked.load(Ordering::SeqCst) < total {
             std::thread::sleep(Duration::from_millis(20));

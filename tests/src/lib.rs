@@ -570,9 +570,26 @@ impl FerretDb {
     /// file) in `dir`, which outlives it, so a test can kill and restart
     /// the same database.
     pub fn start_in(binary: &Path, port: u16, dir: &Path) -> Self {
+        let sqlite = format!("--sqlite-url=file:{}/", dir.display());
+        Self::start_with(binary, port, dir, &["--handler=sqlite", &sqlite])
+    }
+
+    /// Starts FerretDB on 127.0.0.1:`port` with its PostgreSQL handler on
+    /// `postgres`'s database `name`, its state file in `dir`.
+    pub fn start_on_postgres(
+        binary: &Path,
+        port: u16,
+        dir: &Path,
+        postgres: &Postgres,
+        name: &str,
+    ) -> Self {
+        let url = format!("--postgresql-url={}/{name}", postgres.url);
+        Self::start_with(binary, port, dir, &["--handler=postgresql", &url])
+    }
+
+    fn start_with(binary: &Path, port: u16, dir: &Path, handler: &[&str]) -> Self {
         let child = Command::new(binary)
-            .arg("--handler=sqlite")
-            .arg(format!("--sqlite-url=file:{}/", dir.display()))
+            .args(handler)
             .arg(format!("--state-dir={}", dir.display()))
             .arg(format!("--listen-addr=127.0.0.1:{port}"))
             .args([
@@ -593,6 +610,62 @@ impl FerretDb {
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { child, _dir: None }
+    }
+}
+
+/// A throwaway PostgreSQL cluster (scripts/postgres, as root), for
+/// FerretDB's PostgreSQL handler; stopped and removed when dropped.
+pub struct Postgres {
+    /// `postgres://postgres@127.0.0.1:PORT`.
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    /// Creates and starts a cluster.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Self::script(&["start", &Self::data(&dir)]);
+        let url = String::from_utf8(out).unwrap().trim().to_string();
+        Self { url, dir }
+    }
+
+    /// Creates database `name`.
+    pub fn create_database(&self, name: &str) {
+        Self::script(&["createdb", &Self::data(&self.dir), name]);
+    }
+
+    /// Stops the cluster at once, as a crash would.
+    pub fn crash(&self) {
+        Self::script(&["crash", &Self::data(&self.dir)]);
+    }
+
+    /// Starts it again on the same port (crash recovery first).
+    pub fn resume(&self) {
+        Self::script(&["resume", &Self::data(&self.dir)]);
+    }
+
+    fn data(dir: &tempfile::TempDir) -> String {
+        dir.path().join("pg").display().to_string()
+    }
+
+    fn script(args: &[&str]) -> Vec<u8> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres");
+        let out = Command::new(script).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/postgres {args:?}: {}",
+            text(&out)
+        );
+        out.stdout
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres"))
+            .args(["stop", &Self::data(&self.dir)])
+            .output();
     }
 }
 

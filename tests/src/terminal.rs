@@ -18,6 +18,7 @@ pub struct Terminal {
     pty: Arc<pty_process::blocking::Pty>,
     child: Child,
     output: Arc<Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Terminal {
@@ -31,7 +32,7 @@ impl Terminal {
         let pty = Arc::new(pty);
         let output = Arc::new(Mutex::new(Vec::new()));
         let (reader, sink) = (pty.clone(), output.clone());
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             // EIO once the program and everything it started closed the PTY.
             while let Ok(n) = (&*reader).read(&mut buf) {
@@ -41,7 +42,12 @@ impl Terminal {
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        Self { pty, child, output }
+        Self {
+            pty,
+            child,
+            output,
+            reader,
+        }
     }
 
     /// Types `keys`.
@@ -105,6 +111,9 @@ impl Terminal {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // A child of the program may keep the PTY open: give the
+                // reader two seconds at most.
+                self.drain(Instant::now() + Duration::from_secs(2));
                 return status;
             }
             assert!(
@@ -113,6 +122,15 @@ impl Terminal {
                 self.screen()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (until `deadline`) for the reader to take what the program
+    /// wrote before it exited: the exit can be seen before its last words
+    /// are read.
+    fn drain(&self, deadline: Instant) {
+        while !self.reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
