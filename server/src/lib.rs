@@ -5,6 +5,8 @@ pub mod access_rules;
 pub mod admin;
 pub mod audit;
 pub mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod http;
 pub mod keycache;
 pub mod listeners;

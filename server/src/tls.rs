@@ -105,6 +105,51 @@ pub fn client_config(ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> 
         .with_no_client_auth())
 }
 
+/// Either transport under a WebSocket: a Unix socket, TCP or TLS.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The connection to another server at `url` (http:// or https://): TCP to
+/// its host and port, then, for https://, TLS with the configuration
+/// `tls` makes (asked for only then). Each step may take `within`; a
+/// failed handshake names `ca_hint`, where the trusted certificate comes
+/// from.
+pub async fn connect(
+    url: &url::Url,
+    tls: impl FnOnce() -> anyhow::Result<Arc<rustls::ClientConfig>>,
+    within: std::time::Duration,
+    ca_hint: &str,
+) -> anyhow::Result<Box<dyn Stream>> {
+    use tokio::time::timeout;
+    let host = url
+        .host_str()
+        .with_context(|| format!("{url} has no host"))?
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = url
+        .port_or_known_default()
+        .with_context(|| format!("{url} has no port"))?;
+    let tcp = timeout(
+        within,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .with_context(|| format!("connecting to {host}:{port} timed out"))?
+    .with_context(|| format!("cannot reach {host}:{port}"))?;
+    tcp.set_nodelay(true)?;
+    if url.scheme() != "https" {
+        return Ok(Box::new(tcp));
+    }
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .with_context(|| format!("{host} is not a valid name for TLS"))?;
+    let handshake = tokio_rustls::TlsConnector::from(tls()?).connect(name, tcp);
+    let stream = timeout(within, handshake)
+        .await
+        .with_context(|| format!("the TLS handshake with {host} timed out"))?
+        .with_context(|| format!("the TLS handshake with {host} failed ({ca_hint}?)"))?;
+    Ok(Box::new(stream))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use penguindome_agent::transport::Transport;
 use penguindome_protocol::agent_config::AgentConfig;
@@ -555,17 +555,7 @@ fn a_server_killed_behind_the_balancer_loses_nothing_and_agents_fail_over() {
                 for n in 1..=PER_CLIENT {
                     let report =
                         SimClient::report(&format!("burst-{i}"), json!({"burst": {"n": n}}));
-                    let deadline = Instant::now() + Duration::from_secs(60);
-                    loop {
-                        match transport.post(paths::SUBMIT, &client.seal(&report)) {
-                            Ok(r) if r.status == 200 => break,
-                            _ => assert!(
-                                Instant::now() < deadline,
-                                "burst-{i} {n}: no server took it"
-                            ),
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
+                    client.submit_until_stored(&transport, &report);
                     acked.fetch_add(1, Ordering::SeqCst);
                 }
             });
@@ -604,20 +594,7 @@ fn a_server_killed_behind_the_balancer_loses_nothing_and_agents_fail_over() {
     // Every report is stored, each once and in order: a report stored
     // twice would show in the audit trail as a value going back.
     for client in &clients {
-        let history = site.admin_json(&[
-            "clients", "history", &client.id, "--json", "--limit", "1000",
-        ]);
-        // Oldest first; the first report adds the whole plugin.
-        let stored: Vec<u64> = history
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|r| match r["field"].as_str() {
-                Some("plugins.burst") => r["new"]["n"].as_u64(),
-                Some("plugins.burst.n") => r["new"].as_u64(),
-                _ => None,
-            })
-            .collect();
+        let stored = site.burst_history(&client.id);
         let expected: Vec<u64> = (1..=PER_CLIENT).collect();
         assert_eq!(stored, expected, "{}: the reports as stored", client.id);
     }

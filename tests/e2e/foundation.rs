@@ -482,17 +482,7 @@ fn sigkill_during_a_burst_loses_no_acknowledged_submission(backend: Backend) {
 
     let _server = site.start();
     for (client, numbers) in &acked {
-        let history = site.admin_json(&["clients", "history", client, "--json", "--limit", "1000"]);
-        let mut stored: BTreeSet<u64> = plugin_values(&history, "plugins.burst.n")
-            .iter()
-            .filter_map(Value::as_u64)
-            .collect();
-        // The first report adds the whole plugin.
-        for v in plugin_values(&history, "plugins.burst") {
-            if let Some(n) = v["n"].as_u64() {
-                stored.insert(n);
-            }
-        }
+        let stored: BTreeSet<u64> = site.burst_history(client).into_iter().collect();
         let missing: Vec<_> = numbers.difference(&stored).collect();
         assert!(
             missing.is_empty(),

@@ -1,14 +1,17 @@
 //! The front door under slow and flooding peers: header and body time,
 //! connection and request limits, per-client rates, and signers refused
 //! before their bodies are read. Raw sockets go to a plain loopback
-//! listener, so the bytes on the wire are exactly the test's.
+//! listener, so the bytes on the wire are exactly the test's; the
+//! combined flood sends the agents there too.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use penguindome_agent::transport::Transport;
 use penguindome_protocol::Envelope;
+use penguindome_protocol::envelope::new_nonce;
 use penguindome_protocol::wire::paths;
 use penguindome_tests::{SimClient, Site, free_port};
 use serde_json::json;
@@ -320,4 +323,233 @@ fn a_signature_for_one_kind_of_message_is_refused_by_every_other_endpoint() {
         )
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.describe());
+}
+
+/// Connections the combined flood holds open at once, half silent, half
+/// trickling headers.
+const SLOW_PEERS: u32 = 150;
+
+/// Hostile peers of the combined flood, and what the server did to them.
+#[derive(Default)]
+struct Attack {
+    stop: AtomicBool,
+    /// Silent connections the server closed.
+    silent_cut: AtomicU32,
+    /// Connections trickling headers the server closed.
+    trickling_cut: AtomicU32,
+    /// Garbage POSTs answered with a refusal.
+    garbage_refused: AtomicU32,
+    /// Wrong passwords answered with a refusal.
+    guesses_refused: AtomicU32,
+}
+
+impl Attack {
+    fn on(&self) -> bool {
+        !self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Whether every kind of attacker has been cut or refused a few times:
+    /// each silent and trickling connection at least once, garbage and
+    /// guesses a few times each.
+    fn felt(&self) -> bool {
+        let n = |c: &AtomicU32| c.load(Ordering::SeqCst);
+        n(&self.silent_cut) >= SLOW_PEERS / 2
+            && n(&self.trickling_cut) >= SLOW_PEERS / 2
+            && n(&self.garbage_refused) >= 20
+            && n(&self.guesses_refused) >= 4
+    }
+
+    fn summary(&self) -> String {
+        let n = |c: &AtomicU32| c.load(Ordering::SeqCst);
+        format!(
+            "silent connections cut {}, trickling cut {}, garbage refused {}, guesses refused {}",
+            n(&self.silent_cut),
+            n(&self.trickling_cut),
+            n(&self.garbage_refused),
+            n(&self.guesses_refused)
+        )
+    }
+
+    /// Connects and says nothing, again whenever the server cuts it.
+    fn silent(&self, port: u16) {
+        while self.on() {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            while self.on() {
+                if closed_within(&mut s, Duration::from_millis(200)) {
+                    self.silent_cut.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Sends a header line every half second, forever.
+    fn trickle(&self, port: u16) {
+        while self.on() {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            let mut line: &[u8] = b"POST /penguindome/v1/submit HTTP/1.1\r\n";
+            while self.on() {
+                if s.write_all(line).is_err() || closed_within(&mut s, Duration::from_millis(500)) {
+                    self.trickling_cut.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                line = b"x-slow: 1\r\n";
+            }
+        }
+    }
+
+    /// Posts 64 KiB of noise under a signature header of noise.
+    fn garbage(&self, port: u16) {
+        while self.on() {
+            let noise = new_nonce();
+            let body = noise.repeat(64 * 1024 / noise.len());
+            let head = format!(
+                "POST {} HTTP/1.1\r\nhost: x\r\npenguindome-signature: {noise}{noise}\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n",
+                paths::SUBMIT,
+                body.len()
+            );
+            if let Some(status) = exchange(port, head.as_bytes(), body.as_bytes()) {
+                assert!(refusal(status), "a garbage POST got {status}");
+                self.garbage_refused.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Asks for the repository with a new wrong password each time.
+    fn guess(&self, port: u16, user: &str) {
+        let mut n = 0;
+        while self.on() {
+            n += 1;
+            let credential = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{user}:wrong-{n}"),
+            );
+            let head = format!(
+                "GET {}/deb/dists/stable/InRelease HTTP/1.1\r\nhost: x\r\n\
+                 authorization: Basic {credential}\r\nconnection: close\r\n\r\n",
+                paths::REPO
+            );
+            if let Some(status) = exchange(port, head.as_bytes(), b"") {
+                assert!(refusal(status), "a wrong password got {status}");
+                self.guesses_refused.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// A refusal of the request itself or for load, never a success or a
+/// server error.
+fn refusal(status: u16) -> bool {
+    (400..500).contains(&status) || status == 503
+}
+
+/// Sends one request; its status, or `None` when the server cut it.
+fn exchange(port: u16, head: &[u8], body: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    s.write_all(head).ok()?;
+    // The server may answer before the body is read and close.
+    let _ = s.write_all(body);
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn agents_keep_reporting_through_slow_peers_garbage_and_wrong_passwords_at_once() {
+    const AGENTS: usize = 10;
+    const PER_AGENT: u64 = 20;
+    let (site, plain) = limited_site(
+        "header_timeout = \"2s\"\nbody_timeout = \"2s\"\nclient_requests_per_minute = 100000",
+    );
+    site.set_password("flooded", "the right one");
+    let server = site.start();
+    // The agents share the attackers' listener and so its limits.
+    let mut config = site.agent_config();
+    config.server_url = format!("http://127.0.0.1:{plain}");
+    config.allow_plain_http = true;
+    let transport = Transport::new(&config).unwrap();
+    let agents: Vec<SimClient> = (0..AGENTS)
+        .map(|i| SimClient::enroll(&config, &transport, &format!("flood-{i}")).unwrap())
+        .collect();
+
+    let attack = Attack::default();
+    let retries = AtomicU32::new(0);
+    std::thread::scope(|scope| {
+        let a = &attack;
+        for i in 0..SLOW_PEERS {
+            scope.spawn(move || {
+                if i % 2 == 0 {
+                    a.silent(plain)
+                } else {
+                    a.trickle(plain)
+                }
+            });
+        }
+        for _ in 0..4 {
+            scope.spawn(move || a.garbage(plain));
+            scope.spawn(move || a.guess(plain, "flooded"));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let agent_threads: Vec<_> = agents
+            .iter()
+            .enumerate()
+            .map(|(i, agent)| {
+                let (config, retries) = (&config, &retries);
+                scope.spawn(move || {
+                    let transport = Transport::new(config).unwrap();
+                    for n in 1..=PER_AGENT {
+                        let report =
+                            SimClient::report(&format!("flood-{i}"), json!({"burst": {"n": n}}));
+                        let attempts = agent.submit_until_stored(&transport, &report);
+                        retries.fetch_add(attempts - 1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                })
+            })
+            .collect();
+        for t in agent_threads {
+            t.join().unwrap();
+        }
+        // Password checks are slow by design: let a few finish.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !attack.felt() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        attack.stop.store(true, Ordering::SeqCst);
+    });
+
+    // Every report was acknowledged (above) and is stored once, in order.
+    let expected: Vec<u64> = (1..=PER_AGENT).collect();
+    for agent in &agents {
+        assert_eq!(site.burst_history(&agent.id), expected, "{}", agent.id);
+    }
+    // The attackers were really there, and were refused or cut.
+    let summary = format!(
+        "{}, agent retries {}",
+        attack.summary(),
+        retries.load(Ordering::SeqCst)
+    );
+    eprintln!("{summary}");
+    assert!(attack.felt(), "{summary}");
+    // The server is healthy once they are gone.
+    assert_eq!(transport.get(paths::HEALTH).unwrap().status, 200);
+    drop(server);
 }

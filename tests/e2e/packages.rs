@@ -12,6 +12,7 @@ use penguindome_agent::transport::Transport;
 use penguindome_protocol::wire::RepoCredential;
 use penguindome_protocol::{PublicKey, SecretKey};
 use penguindome_tests::{Server, SimClient, Site, bin, http, stand_in, text};
+use serde_json::Value;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -313,6 +314,42 @@ fn releases_number_upwards_and_old_ones_are_pruned() {
             "{f} missing"
         );
     }
+}
+
+#[test]
+fn a_tampered_manifest_stops_the_next_release_before_anything_is_copied() {
+    let site = Site::init();
+    release(&site, &[]);
+    // Someone who can write the release folder points a kept package at a
+    // file outside it, hoping the next release copies it into the
+    // repository clients download from.
+    let manifest = site.data_dir.join("repo/releases/1/manifest.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let record = &mut doc["packages"][0];
+    let file_name = record["file_name"].as_str().unwrap().to_string();
+    record["location"] = Value::from(format!("../../../../../../etc/{file_name}"));
+    std::fs::write(&manifest, serde_json::to_vec(&doc).unwrap()).unwrap();
+
+    let agent = stand_in(site.dir.path(), "penguindome-agent");
+    let out = site.admin(&["release", "--agent-binary", &agent.display().to_string()]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("its location is not a relative path of plain names"),
+        "{said}"
+    );
+    assert!(
+        said.contains("--keep 1"),
+        "the error says what to do: {said}"
+    );
+    assert_eq!(
+        std::fs::read_link(site.data_dir.join("repo/current")).unwrap(),
+        Path::new("releases/1"),
+        "the served release stays"
+    );
+    // Dropping the older packages gets the site publishing again.
+    let out = release(&site, &["--keep", "1"]);
+    assert!(out.contains("Published release 2 "), "{out}");
 }
 
 #[test]

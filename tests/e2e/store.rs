@@ -9,7 +9,6 @@ use penguindome_agent::session::{Authority, Session, SessionError};
 use penguindome_agent::transport::Transport;
 use penguindome_protocol::SecretKey;
 use penguindome_protocol::agent_config::AgentConfig;
-use penguindome_protocol::wire::{Report, paths};
 use penguindome_tests::{Backend, FerretDb, Postgres, SimClient, Site, bin, text};
 use serde_json::json;
 
@@ -173,24 +172,6 @@ fn random_below(bound: u64) -> u64 {
     u64::from_str_radix(hex, 16).unwrap() % bound
 }
 
-/// Sends `report` until the server acknowledges it, as an agent retries
-/// its spool; every attempt is a new request with a new nonce.
-fn submit_until_stored(transport: &Transport, client: &SimClient, report: &Report) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        match transport.post(paths::SUBMIT, &client.seal(report)) {
-            Ok(r) if r.status == 200 => return,
-            // The database is down or the request was cut: not stored, so
-            // not acknowledged; try again.
-            Ok(r) if r.status == 503 => {}
-            Err(_) => {}
-            Ok(r) => panic!("a submission was refused: {}", r.describe()),
-        }
-        assert!(Instant::now() < deadline, "not stored within 180 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Enrolls a new machine, retrying through outages until it is in: an
 /// interrupted enrollment must never lock the machine out.
 fn enroll_until_enrolled(config: &AgentConfig, transport: &Transport, n: usize) -> SimClient {
@@ -278,7 +259,7 @@ fn burst_through_outages(site: &Site, mut outage: impl FnMut()) {
                 for n in 1..=PER_CLIENT {
                     let report =
                         SimClient::report(&format!("kill-{i}"), json!({"burst": {"n": n}}));
-                    submit_until_stored(&transport, client, &report);
+                    client.submit_until_stored(&transport, &report);
                     acked.fetch_add(1, Ordering::SeqCst);
                 }
             });
@@ -313,29 +294,17 @@ fn burst_through_outages(site: &Site, mut outage: impl FnMut()) {
 
     // Every acknowledged report is in the audit trail, each exactly once.
     for client in &clients {
-        let history = site.admin_json(&[
-            "clients", "history", &client.id, "--json", "--limit", "1000",
-        ]);
-        let mut stored: Vec<u64> = history
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|r| match r["field"].as_str() {
-                Some("plugins.burst.n") => r["new"].as_u64(),
-                Some("plugins.burst") => r["new"]["n"].as_u64(),
-                _ => None,
-            })
-            .collect();
+        let mut stored = site.burst_history(&client.id);
         stored.sort_unstable();
         let expected: Vec<u64> = (1..=PER_CLIENT).collect();
-        assert_eq!(stored, expected, "client {}: {history}", client.id);
+        assert_eq!(stored, expected, "client {}", client.id);
     }
     // Every machine that enrolled during the outages can report.
     let joiners = joiners.into_inner().unwrap();
     assert!(!joiners.is_empty());
     for (n, joiner) in joiners.iter().enumerate() {
         let report = SimClient::report(&format!("joiner-{n}"), json!({"joined": true}));
-        submit_until_stored(&transport, joiner, &report);
+        joiner.submit_until_stored(&transport, &report);
     }
     drop(server);
 }

@@ -471,6 +471,26 @@ impl Site {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)))
     }
 
+    /// The `burst.n` values of a client's stored reports, oldest first, as
+    /// its audit trail shows them (the first report adds the whole plugin,
+    /// later ones change `n`): a report stored twice shows as a value going
+    /// back, a lost one as a gap.
+    pub fn burst_history(&self, client_id: &str) -> Vec<u64> {
+        let history = self.admin_json(&[
+            "clients", "history", client_id, "--json", "--limit", "100000",
+        ]);
+        history
+            .as_array()
+            .expect("a history is a list")
+            .iter()
+            .filter_map(|r| match r["field"].as_str() {
+                Some("plugins.burst") => r["new"]["n"].as_u64(),
+                Some("plugins.burst.n") => r["new"].as_u64(),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A client machine using this site's agent.toml as written.
     pub fn agent(&self, name: &str) -> AgentHost {
         let root = self.dir.path().join(name);
@@ -893,5 +913,29 @@ impl SimClient {
     /// Signs and sends a submission.
     pub fn submit(&self, transport: &Transport, report: &Report) -> Reply {
         transport.post(paths::SUBMIT, &self.seal(report)).unwrap()
+    }
+
+    /// Sends `report` until the server acknowledges it, as an agent retries
+    /// its spool, each attempt a new request with a new nonce: a refusal
+    /// for load or an outage (503, 429, a balancer's 502 or a request it
+    /// passed on twice) or a cut connection is tried again
+    /// for up to three minutes; any other answer fails the test. Returns
+    /// how many attempts it took.
+    pub fn submit_until_stored(&self, transport: &Transport, report: &Report) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        for attempt in 1.. {
+            match transport.post(paths::SUBMIT, &self.seal(report)) {
+                Ok(r) if r.status == 200 => return attempt,
+                Ok(r) if matches!(r.status, 502 | 503 | 429) => {}
+                // A balancer passed the request to a second server after
+                // the first died with it: stored or not, send it anew.
+                Ok(r) if r.api_error().is_some_and(|e| e.code == "replayed_request") => {}
+                Err(_) => {}
+                Ok(r) => panic!("a submission was refused: {}", r.describe()),
+            }
+            assert!(Instant::now() < deadline, "not stored within 180 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        unreachable!("attempts are unbounded")
     }
 }

@@ -31,6 +31,7 @@ pub fn index(
     now: DateTime<Utc>,
     valid_for: Duration,
 ) -> Result<Vec<IndexFile>, BuildError> {
+    super::record_check::check_all(records)?;
     let mut files = Vec::new();
     let mut hashed = Vec::new();
     for arch in ARCHITECTURES {
@@ -122,7 +123,10 @@ fn apt_date(t: DateTime<Utc>) -> String {
 }
 
 fn until_from(now: DateTime<Utc>, valid_for: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(valid_for).unwrap_or(chrono::Duration::days(3650))
+    let span = chrono::Duration::from_std(valid_for).unwrap_or(chrono::Duration::days(3650));
+    // A validity past the calendar's end is as good as forever.
+    now.checked_add_signed(span)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The Packages index for one architecture: each package's control

@@ -16,6 +16,7 @@ pub fn index(
     now: DateTime<Utc>,
     revision: u64,
 ) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
+    super::record_check::check_all(records)?;
     let mut files = Vec::new();
     let mut entries = String::new();
     for (kind, xml) in [

@@ -12,6 +12,7 @@ pub mod dnf_repo;
 pub mod docs;
 pub mod pacman_repo;
 pub mod publish;
+mod record_check;
 pub mod rpm;
 pub mod source;
 pub mod spec;
@@ -58,6 +59,21 @@ pub enum BuildError {
     /// The packaging description in this build is inconsistent.
     #[error("packaging description: {0}")]
     Spec(String),
+    /// A package record no index may carry, as only a damaged or altered
+    /// manifest holds.
+    #[error(
+        "the record of package {package:?} in an earlier release's manifest: its {field} {why}; \
+         the manifest was damaged or altered: restore the release folder (or the database's \
+         releases) from a backup, or publish with --keep 1 to drop older packages"
+    )]
+    Record {
+        /// The record's name, cut short.
+        package: String,
+        /// The field refused.
+        field: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 /// Builds one package in one family (signed where the family signs

@@ -19,6 +19,7 @@ pub fn index(
     key: &SecretKey,
     mtime: u64,
 ) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
+    super::record_check::check_all(records)?;
     let mut files = Vec::new();
     for (suffix, with_files) in [("db", false), ("files", true)] {
         let descs = records

@@ -312,6 +312,8 @@ impl Repository {
                 .into_iter()
                 .filter(|r| r.release >= oldest_kept)
             {
+                // Checked before its location becomes a path to copy from.
+                r.check()?;
                 let family_dir = r.family.repo_dir();
                 link_or_copy(
                     &prev_dir.join(family_dir).join(&r.location),

@@ -12,8 +12,6 @@ use axum::extract::ws::{self, WebSocket};
 use futures_util::{SinkExt as _, StreamExt as _};
 use penguindome_protocol::paths;
 use penguindome_protocol::shell::ShellAgentQuery;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -21,12 +19,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self as tg};
 
 use super::{MAX_MESSAGE, Relay};
+use crate::tls::Stream;
 
 /// Longest the holder may take to answer each step of the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// The connection to the server holding the session.
 type Holder = WebSocketStream<Box<dyn Stream>>;
@@ -61,25 +57,9 @@ pub(super) async fn pass_on(
 /// Opens the WebSocket to the holder's agent endpoint, marked as passed on.
 async fn connect(relay: &Relay, holder: &str, session: &str) -> anyhow::Result<Holder> {
     let base = url::Url::parse(holder).with_context(|| format!("{holder:?} is not a URL"))?;
-    let host = base
-        .host_str()
-        .context("the holder's URL has no host")?
-        .trim_matches(['[', ']'])
-        .to_string();
-    let port = base
-        .port_or_known_default()
-        .context("the holder's URL has no port")?;
-    let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-        .await
-        .context("the connection timed out")?
-        .with_context(|| format!("cannot reach {host}:{port}"))?;
-    tcp.set_nodelay(true)?;
+    let tls = || relay.peer_tls();
+    let stream = crate::tls::connect(&base, tls, CONNECT_TIMEOUT, "[shell] peer_ca_file").await?;
     let secure = base.scheme() == "https";
-    let stream: Box<dyn Stream> = if secure {
-        Box::new(tls(relay, &host, tcp).await?)
-    } else {
-        Box::new(tcp)
-    };
     let scheme = if secure { "wss" } else { "ws" };
     let mut url = base.join(paths::SHELL_AGENT)?;
     let query = ShellAgentQuery {
@@ -96,26 +76,6 @@ async fn connect(relay: &Relay, holder: &str, session: &str) -> anyhow::Result<H
         .context("the WebSocket handshake timed out")?
         .context("the holder refused the WebSocket")?;
     Ok(socket)
-}
-
-async fn tls(
-    relay: &Relay,
-    host: &str,
-    tcp: TcpStream,
-) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let config = relay
-        .peer_tls
-        .clone()
-        .context("this server has no TLS client configuration (see its log from the start)")?;
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .context("the holder's host name is not valid for TLS")?;
-    timeout(
-        CONNECT_TIMEOUT,
-        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
-    )
-    .await
-    .context("the TLS handshake timed out")?
-    .with_context(|| format!("the TLS handshake with {host} failed ([shell] peer_ca_file?)"))
 }
 
 /// Copies messages both ways until either side closes or breaks off, or

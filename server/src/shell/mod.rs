@@ -21,7 +21,7 @@ pub mod socket;
 pub mod transcript;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::ws::WebSocket;
 use penguindome_protocol::shell::SignedText;
@@ -55,9 +55,12 @@ pub struct Relay {
     waiting: Mutex<HashMap<String, Waiting>>,
     /// Where the site's servers look up who holds a session.
     routes: Arc<dyn ShellRoutes>,
-    /// TLS for passing agents on to https:// peers; none when it could
-    /// not be set up (such passes are refused, and say why).
-    peer_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The certificate https:// peers are checked against (`[shell]
+    /// peer_ca_file`); none: the system's roots.
+    peer_ca: Option<std::path::PathBuf>,
+    /// TLS for passing agents on to https:// peers, built at the first
+    /// such pass (most servers never make one).
+    peer_tls: OnceLock<Arc<rustls::ClientConfig>>,
     slots: Arc<Semaphore>,
     stopping: watch::Sender<bool>,
 }
@@ -122,18 +125,15 @@ impl Relay {
                 log::error!("remote shells are off: no transcript key can be made: {e:#}")
             })
             .ok();
-        let ca = settings
+        let peer_ca = settings
             .peer_ca_file
             .as_deref()
             .map(|p| config.config_path(p));
-        let peer_tls = crate::tls::client_config(ca.as_deref())
-            .inspect_err(|e| log::error!("shells cannot be passed to https:// peers: {e:#}"))
-            .ok()
-            .map(Arc::new);
         Self {
             store,
             routes,
-            peer_tls,
+            peer_ca,
+            peer_tls: OnceLock::new(),
             settings,
             transcripts: config.data_path(std::path::Path::new("transcripts")),
             own_certificate,
@@ -141,6 +141,17 @@ impl Relay {
             slots,
             stopping: watch::channel(false).0,
         }
+    }
+
+    /// The TLS client configuration for https:// peers, built once; a
+    /// failure is returned each time (and nothing is cached), so a fixed
+    /// certificate file takes effect at the next pass.
+    fn peer_tls(&self) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        if let Some(config) = self.peer_tls.get() {
+            return Ok(config.clone());
+        }
+        let config = Arc::new(crate::tls::client_config(self.peer_ca.as_deref())?);
+        Ok(self.peer_tls.get_or_init(|| config).clone())
     }
 
     /// Ends every session with a message saying the server stops.

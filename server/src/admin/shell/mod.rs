@@ -86,9 +86,7 @@ pub enum ShellCommand {
     },
 }
 
-/// Either transport under the WebSocket.
-pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+use crate::tls::Stream;
 
 type Socket = WebSocketStream<Box<dyn Stream>>;
 

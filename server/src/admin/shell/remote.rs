@@ -5,15 +5,18 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use penguindome_protocol::paths;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use super::Socket;
+
+/// Longest each step of reaching the server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects to `url`'s relay as `user` with `password`.
 pub async fn connect(
@@ -26,22 +29,8 @@ pub async fn connect(
     if base.scheme() != "https" {
         bail!("remote shells go over https:// only; {url} is not");
     }
-    let host = base
-        .host_str()
-        .context("the server URL has no host")?
-        .trim_matches(['[', ']'])
-        .to_string();
-    let port = base.port_or_known_default().unwrap_or(443);
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .with_context(|| format!("cannot reach {host}:{port}"))?;
-    tcp.set_nodelay(true)?;
-    let name = rustls::pki_types::ServerName::try_from(host.clone())
-        .context("the server's host name is not valid for TLS")?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(crate::tls::client_config(ca)?))
-        .connect(name, tcp)
-        .await
-        .with_context(|| format!("the TLS handshake with {host} failed (is --ca right?)"))?;
+    let tls = || Ok(Arc::new(crate::tls::client_config(ca)?));
+    let stream = crate::tls::connect(&base, tls, CONNECT_TIMEOUT, "is --ca right").await?;
     let mut ws_url = base.join(paths::SHELL_ADMIN)?;
     ws_url
         .set_scheme("wss")
@@ -53,7 +42,6 @@ pub async fn connect(
         "authorization",
         HeaderValue::from_str(&format!("Basic {credentials}"))?,
     );
-    let stream: Box<dyn super::Stream> = Box::new(tls);
     match tokio_tungstenite::client_async(request, stream).await {
         Ok((socket, _)) => Ok(socket),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
