@@ -103,15 +103,16 @@ pub fn refreshed(
     if left > half {
         return Ok(None);
     }
+    // Every other line is kept byte for byte, its line end included.
     let text: String = release
-        .lines()
+        .split_inclusive('\n')
         .map(|l| {
             if l.starts_with("Date: ") {
                 format!("Date: {}\n", apt_date(now))
             } else if l.starts_with("Valid-Until: ") {
                 format!("Valid-Until: {}\n", apt_date(until_from(now, valid_for)))
             } else {
-                format!("{l}\n")
+                l.to_string()
             }
         })
         .collect();

@@ -168,10 +168,10 @@ fn control_paragraph(text: &str) -> Result<(), &'static str> {
         if token(name, "-").is_err() {
             return Err("holds a field with a malformed name");
         }
-        if INDEX_FIELDS
-            .iter()
-            .any(|f| line.len() >= f.len() && line[..f.len()].eq_ignore_ascii_case(f))
-        {
+        if INDEX_FIELDS.iter().any(|f| {
+            line.get(..f.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(f))
+        }) {
             return Err("names a field the index writes itself");
         }
     }
@@ -256,5 +256,10 @@ mod tests {
         assert_eq!(with("Package: a\nnot a field\n"), "control");
         assert_eq!(with("Version: 1\n"), "control");
         assert_eq!(with("Package: a\nDescription: x\r\n"), "control");
+        // A character of several bytes where an index field's name would
+        // end is looked at, not cut through (found by the fuzzer).
+        let mut r = record();
+        r.control = Some("Package: a\nVersion:\u{e9}1.0-1\n".into());
+        r.check().unwrap();
     }
 }
